@@ -1,0 +1,229 @@
+"""Shared pieces of the bench scripts: ports, processes, wrk, and a paced HTTP client.
+
+Nothing here imports dqorch; the harness talks to targets only over HTTP, like a client.
+"""
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+# --- ports and processes -----------------------------------------------------------
+
+
+def free_ports(n_tcp, n_udp=0):
+    """Return n_tcp free TCP ports then n_udp free UDP ports (held open until all chosen)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n_tcp)]
+    socks += [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n_udp)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds used so far by process pid (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Target:
+    """A server process under test, started from an argv list, its output in log_path."""
+
+    def __init__(self, name, argv, port, log_path, cwd=None, cpus=None):
+        self.name, self.argv, self.port, self.log_path = name, argv, port, log_path
+        self._log = open(log_path, "wb")
+        pre = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        self.proc = subprocess.Popen(argv, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, preexec_fn=pre)
+
+    def wait_ready(self, timeout_s):
+        """Poll GET /api/health until 200; False on timeout or when the process exits."""
+        deadline = time.monotonic() + timeout_s
+        url = f"http://127.0.0.1:{self.port}/api/health"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.2)
+        return False
+
+    def log_tail(self, n=40):
+        self._log.flush()
+        with open(self.log_path, "rb") as f:
+            return b"".join(f.readlines()[-n:]).decode(errors="replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+# --- wrk ---------------------------------------------------------------------------
+
+# One wrk thread; ids are <prefix>-<n>, unique per thread state. With a limit, the
+# script exits as soon as that many responses are in (wrk itself only knows durations).
+WRK_LUA = r"""
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+  prefix = args[1]; limit = tonumber(args[2] or "0"); n = 0; got = 0; non2xx = 0
+  pad = string.rep("x", 50)
+end
+function request()
+  n = n + 1
+  local body = '{"id":"' .. prefix .. '-' .. n .. '","type":"bench","priority":5,"payload":{"data":"' .. pad .. '"}}'
+  return wrk.format("POST", "/api/jobs/register", {["Content-Type"] = "application/json"}, body)
+end
+function response(status, headers, body)
+  got = got + 1
+  if status < 200 or status > 299 then non2xx = non2xx + 1 end
+  if limit > 0 and got >= limit then
+    io.write(string.format('WRKJSON {"requests":%d,"non2xx":%d}\n', got, non2xx))
+    io.flush()
+    os.exit(0)
+  end
+end
+function done(summary, latency, requests)
+  local bad = 0
+  for _, t in ipairs(threads) do bad = bad + t:get("non2xx") end
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,' ..
+    '"max_us":%d,"non2xx":%d,"errors":%d}\n', summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency.max, bad,
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+_lua_path = None
+
+
+def run_wrk(port, conns, duration_s, prefix, limit=0, cpus=None):
+    """Run wrk (1 thread, keep-alive) against POST /api/jobs/register.
+
+    Returns a dict: rps, p50_ms, p99_ms, max_ms, non2xx, errors (socket errors and
+    timeouts, 30 s), requests, elapsed_s. With limit, stops after that many responses
+    and returns requests, non2xx and elapsed_s (wall clock) only.
+    """
+    global _lua_path
+    if _lua_path is None:
+        fd, _lua_path = tempfile.mkstemp(suffix=".lua", prefix="bench-wrk-")
+        os.write(fd, WRK_LUA.encode())
+        os.close(fd)
+    dur = "3600s" if limit else f"{max(1, round(duration_s))}s"
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{dur}", "--timeout", "30s", "-s", _lua_path,
+            f"http://127.0.0.1:{port}", "--", prefix, str(limit)]
+    if cpus:
+        argv = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] + argv
+    t0 = time.monotonic()
+    out = subprocess.run(argv, capture_output=True, text=True)
+    elapsed = time.monotonic() - t0
+    lines = [l for l in out.stdout.splitlines() if l.startswith("WRKJSON ")]
+    if not lines:
+        raise RuntimeError(f"wrk failed (exit {out.returncode}): {out.stdout}{out.stderr}")
+    r = json.loads(lines[-1][8:])
+    r["elapsed_s"] = elapsed
+    if "duration_us" in r:
+        r.update(rps=r["requests"] / (r["duration_us"] / 1e6), p50_ms=r["p50_us"] / 1e3,
+                 p99_ms=r["p99_us"] / 1e3, max_ms=r["max_us"] / 1e3)
+    return r
+
+
+# --- paced client ------------------------------------------------------------------
+
+
+def _read_response(sock, buf):
+    """Read one Content-Length response; return (status, leftover bytes)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed by server")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status, length = int(lines[0].split()[1]), None
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v)
+    if length is None:
+        raise ConnectionError("response without Content-Length")
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed by server")
+        rest += chunk
+    return status, rest[length:]
+
+
+def percentile(sorted_vals, q):
+    if not sorted_vals:
+        return float("nan")
+    return sorted_vals[min(len(sorted_vals) - 1, int(q / 100 * len(sorted_vals)))]
+
+
+def paced(port, conns, interval_s, duration_s, prefix):
+    """Open-loop load: each of conns keep-alive connections sends one register every
+    interval_s, starts staggered. Latency runs from the *scheduled* send time, so a
+    stalled server is charged for every request it delayed (no coordinated omission).
+
+    Returns rate (achieved responses/s), p50_ms, p99_ms, max_ms, non2xx, errors, requests.
+    """
+    import gevent
+    from gevent import socket as gsocket
+
+    pad = "x" * 50
+    lat, counts = [], {"non2xx": 0, "errors": 0}
+    per_conn = int(duration_s / interval_s)
+    t0 = time.perf_counter() + 0.1
+
+    def connect():
+        s = gsocket.create_connection(("127.0.0.1", port), timeout=30)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    def one_conn(c):
+        sock, buf = connect(), b""
+        for i in range(per_conn):
+            sched = t0 + (c / conns + i) * interval_s
+            delay = sched - time.perf_counter()
+            if delay > 0:
+                gevent.sleep(delay)
+            body = ('{"id":"%s-%d-%d","type":"bench","priority":5,"payload":{"data":"%s"}}'
+                    % (prefix, c, i, pad)).encode()
+            req = (b"POST /api/jobs/register HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                   % (len(body), body))
+            try:
+                sock.sendall(req)
+                status, buf = _read_response(sock, buf)
+            except OSError:
+                counts["errors"] += 1
+                sock.close()
+                sock, buf = connect(), b""
+                continue
+            lat.append(time.perf_counter() - sched)
+            if not 200 <= status < 300:
+                counts["non2xx"] += 1
+        sock.close()
+
+    gevent.joinall([gevent.spawn(one_conn, c) for c in range(conns)], raise_error=True)
+    elapsed = time.perf_counter() - t0
+    lat.sort()
+    return dict(rate=len(lat) / elapsed, p50_ms=percentile(lat, 50) * 1e3,
+                p99_ms=percentile(lat, 99) * 1e3, max_ms=(lat[-1] if lat else 0) * 1e3,
+                requests=len(lat), **counts)

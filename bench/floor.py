@@ -1,0 +1,57 @@
+"""The floor: the fastest register handler this stack (gevent.pywsgi + bottle) can serve.
+
+It parses the body and stores the job in a dict, nothing else: no validation, no
+durability, no broker. bench/register.py measures the node against it in the same run.
+Usage: python bench/floor.py --port 18081
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import uuid  # noqa: E402
+
+import bottle  # noqa: E402
+from gevent.pywsgi import WSGIServer  # noqa: E402
+
+app = bottle.Bottle()
+jobs = {}
+
+
+@app.post("/api/jobs/register")
+def register():
+    job = json.loads(bottle.request.body.read())
+    job_id = str(job.get("id") or uuid.uuid4())
+    jobs[job_id] = job
+    bottle.response.status = 202
+    bottle.response.content_type = "application/json"
+    return json.dumps({"status": "accepted", "job_id": job_id})
+
+
+@app.get("/api/health")
+def health():
+    # Not part of the floor's cost; lets the harness wait for it like for a node.
+    bottle.response.content_type = "application/json"
+    return json.dumps({"status": "healthy", "jobs": len(jobs)})
+
+
+class NoDelayServer(WSGIServer):
+    def handle(self, sock, address):
+        # TCP_NODELAY: 23 -> ~5,400 req/s on one keep-alive connection (headers and
+        # body are two writes; without it the second waits for the client's delayed ACK).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().handle(sock, address)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=18081)
+    a = p.parse_args()
+    NoDelayServer((a.host, a.port), app, log=None).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

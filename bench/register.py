@@ -1,0 +1,242 @@
+"""Register throughput and latency of a dqorch node, side by side with the floor.
+
+The floor (bench/floor.py) is a bare gevent.pywsgi + bottle handler: the ceiling for any
+handler in this stack. Each run starts the floor and one fresh node per variant (new
+data_dir and config, free ports), so every ratio compares numbers from the same run.
+Usage: python bench/register.py [--duration 10] [--preload 100000] [--write docs/BENCHMARKS.md]
+"""
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Target, cpu_seconds, free_ports, paced, run_wrk  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BEGIN, END = "<!-- bench:register -->", "<!-- /bench:register -->"
+CONNS = (1, 10, 50)
+
+
+def progress(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=float, default=10, help="seconds per measurement")
+    p.add_argument("--preload", type=int, default=100000, help="jobs registered before the "
+                   "second 50-connection run (node only; 0 to skip)")
+    p.add_argument("--variants", choices=("both", "true", "false"), default="both",
+                   help="publish_on_register values to run")
+    p.add_argument("--node-cmd", default="{python} dqorch.py -c {config}",
+                   help="node command, run from the repo root; placeholders {python} "
+                   "{config} {http_port} {data_dir}")
+    p.add_argument("--rabbitmq-host", default="127.0.0.1")
+    p.add_argument("--rabbitmq-port", type=int, default=5672)
+    p.add_argument("--log-level", default="info", help="node log_level")
+    p.add_argument("--ready-timeout", type=float, default=60)
+    p.add_argument("--warmup", type=float, default=1, help="seconds of unreported load first")
+    p.add_argument("--rate-conns", type=int, default=10, help="paced client connections")
+    p.add_argument("--rate-interval-ms", type=float, default=10,
+                   help="paced client: one request per connection every N ms")
+    p.add_argument("--pin", choices=("split", "none"), default="split",
+                   help="split: load generators on the last CPU, servers on the others")
+    p.add_argument("--write", metavar="FILE", help="replace the bench:register section of FILE")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    return p.parse_args()
+
+
+def node_config(path, a, ports, data_dir, publish):
+    http_port, metrics_port, raft_port = ports
+    with open(path, "w") as f:
+        f.write(f"node_name: bench@127.0.0.1\n"
+                f"data_dir: {data_dir}\n"
+                f"http_port: {http_port}\n"
+                f"metrics_port: {metrics_port}\n"
+                f"raft_port: {raft_port}\n"
+                f"rabbitmq_host: {a.rabbitmq_host}\n"
+                f"rabbitmq_port: {a.rabbitmq_port}\n"
+                f"publish_on_register: {'true' if publish else 'false'}\n"
+                f"log_level: {a.log_level}\n")
+
+
+def measure(t, a, run_id, preload, client_cpus):
+    """All measurements of one target; returns {test: result dict}."""
+    res = {}
+    pid = t.proc.pid
+    if a.warmup:
+        run_wrk(t.port, 10, a.warmup, f"w{run_id}", cpus=client_cpus)
+
+    def throughput(test, conns):
+        c0 = cpu_seconds(pid)
+        r = run_wrk(t.port, conns, a.duration, f"{test}{run_id}", cpus=client_cpus)
+        r["cpu_us"] = (cpu_seconds(pid) - c0) / max(r["requests"], 1) * 1e6
+        res[test] = r
+        progress(f"{t.name:<22} {test:<10} {r['rps']:8,.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                 f"p99 {r['p99_ms']:7.2f} ms  non-2xx {r['non2xx']}  errors {r['errors']}")
+
+    for c in CONNS:
+        throughput(f"c{c}", c)
+
+    c0 = cpu_seconds(pid)
+    r = paced(t.port, a.rate_conns, a.rate_interval_ms / 1e3, a.duration, f"r{run_id}")
+    r["cpu_us"] = (cpu_seconds(pid) - c0) / max(r["requests"], 1) * 1e6
+    res["rate"] = r
+    progress(f"{t.name:<22} {'paced':<10} {r['rate']:8,.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+             f"p99 {r['p99_ms']:7.2f} ms  max {r['max_ms']:.1f} ms  non-2xx {r['non2xx']}  "
+             f"errors {r['errors']}")
+
+    if preload:
+        r = run_wrk(t.port, 50, 0, f"p{run_id}", limit=preload, cpus=client_cpus)
+        res["preload"] = r
+        progress(f"{t.name:<22} preload    {r['requests']:,} jobs in {r['elapsed_s']:.1f} s "
+                 f"({r['requests'] / r['elapsed_s']:,.0f} req/s)  non-2xx {r['non2xx']}")
+        throughput("c50_after", 50)
+    return res
+
+
+def fmt_ratio(x):
+    return f"{x:.2f}×" if x == x else "—"
+
+
+def table(results, preload, rate_desc):
+    """Markdown table; ratios are against the floor measured in the same run."""
+    floor = results["floor"]
+    rows = ["| test | target | req/s | p50 ms | p99 ms | max ms | non-2xx / errors "
+            "| CPU µs/req | vs floor |",
+            "|---|---|--:|--:|--:|--:|--:|--:|---|"]
+    tests = [(f"c{c}", f"{c} conn{'s' if c > 1 else ''}, closed loop") for c in CONNS]
+    tests += [("rate", rate_desc), ("preload", f"preload {preload:,} jobs, 50 conns"),
+              ("c50_after", f"50 conns after {preload:,} jobs")]
+    for test, desc in tests:
+        for name, res in results.items():
+            r = res.get(test)
+            if r is None:
+                continue
+            if test == "preload":
+                rows.append(f"| {desc} | {name} | {r['requests'] / r['elapsed_s']:,.0f} | | | | "
+                            f"{r['non2xx']} / – | | took {r['elapsed_s']:.1f} s |")
+                continue
+            rps = r.get("rps", r.get("rate"))
+            if name == "floor":
+                vs = "—"
+            elif test == "rate":
+                f = floor["rate"]
+                vs = (f"p50 {fmt_ratio(r['p50_ms'] / f['p50_ms'])}, "
+                      f"p99 {fmt_ratio(r['p99_ms'] / f['p99_ms'])}")
+            elif test == "c50_after":
+                vs = (f"{fmt_ratio(rps / floor['c50']['rps'])} req/s "
+                      f"({fmt_ratio(rps / res['c50']['rps'])} of its own 50 conns before)")
+            else:
+                vs = f"{fmt_ratio(rps / floor[test]['rps'])} req/s"
+            rows.append(f"| {desc} | {name} | {rps:,.0f} | {r['p50_ms']:.2f} | "
+                        f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['non2xx']} / {r['errors']} "
+                        f"| {r['cpu_us']:.0f} | {vs} |")
+    return "\n".join(rows)
+
+
+def machine():
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.strip() or "unknown"
+    except OSError:
+        rev = "unknown"
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
+            f"{wrk.split(' [')[0]}, Linux {platform.release()}, commit {rev}")
+
+
+def write_section(path, text):
+    section = f"{BEGIN}\n{text}\n{END}"
+    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    if BEGIN in old and END in old:
+        new = old[:old.index(BEGIN)] + section + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(new)
+
+
+def main():
+    a = parse_args()
+    ncpu = os.cpu_count()
+    client_cpus = server_cpus = None
+    if a.pin == "split" and ncpu >= 2:
+        client_cpus, server_cpus = {ncpu - 1}, set(range(ncpu - 1))
+        os.sched_setaffinity(0, client_cpus)          # the paced client runs in this process
+    tmp = tempfile.mkdtemp(prefix="dqorch-bench-")
+    run_id = uuid.uuid4().hex[:6]
+    variants = {"both": (True, False), "true": (True,), "false": (False,)}[a.variants]
+    rate_desc = (f"{a.rate_conns} conns × 1 req / {a.rate_interval_ms:g} ms "
+                 f"(~{a.rate_conns * 1000 / a.rate_interval_ms:,.0f} req/s offered)")
+    results, running = {}, []
+    try:
+        (floor_port,) = free_ports(1)
+        floor = Target("floor", [sys.executable, os.path.join(ROOT, "bench", "floor.py"),
+                                 "--port", str(floor_port)], floor_port,
+                       os.path.join(tmp, "floor.log"), cpus=server_cpus)
+        running.append(floor)
+        targets = [floor]
+        for publish in variants:
+            ports = free_ports(2, 1)
+            name = f"node publish={'true' if publish else 'false'}"
+            d = os.path.join(tmp, f"node-{publish}")
+            os.makedirs(os.path.join(d, "data"))
+            cfg = os.path.join(d, "config.yaml")
+            node_config(cfg, a, ports, os.path.join(d, "data"), publish)
+            argv = shlex.split(a.node_cmd.format(python=sys.executable, config=cfg,
+                                                 http_port=ports[0], data_dir=os.path.join(d, "data")))
+            targets.append((name, argv, ports[0], os.path.join(d, "node.log")))
+        for t in targets:
+            if not isinstance(t, Target):   # nodes start one at a time, after the floor's run
+                t = Target(*t, cwd=ROOT, cpus=server_cpus)
+                running.append(t)
+            progress(f"{t.name:<22} starting: {shlex.join(t.argv)}")
+            if not t.wait_ready(a.ready_timeout):
+                state = (f"exited with code {t.proc.returncode}" if t.proc.poll() is not None
+                         else f"not ready after {a.ready_timeout:g} s")
+                print(f"error: {t.name} {state} (GET /api/health never answered 200); "
+                      f"last lines of {t.log_path}:\n{t.log_tail()}", file=sys.stderr)
+                return 1
+            preload = a.preload if t.name != "floor" else 0
+            results[t.name] = measure(t, a, run_id, preload, client_cpus)
+            if t is not floor:
+                t.stop()
+                running.remove(t)
+    finally:
+        for t in running:
+            t.stop()
+        if a.keep:
+            progress(f"configs and logs kept in {tmp}")
+        else:
+            subprocess.run(["rm", "-rf", tmp])
+
+    text = (f"### Register: node vs floor\n\n"
+            f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
+            f"- machine: {machine()}\n"
+            f"- command: `{shlex.join(['python'] + sys.argv)}`\n"
+            f"- {a.duration:g} s per measurement; wrk 1 thread, keep-alive; pinning: {a.pin}; "
+            f"latency of the paced row counts from the scheduled send time\n\n"
+            + table(results, a.preload, rate_desc))
+    print(text)
+    if a.write:
+        write_section(a.write, text)
+        progress(f"wrote {a.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

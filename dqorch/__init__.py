@@ -1,0 +1,2 @@
+"""dqorch: the DistriQueue orchestrator."""
+__version__ = "0.1.0"

@@ -1,0 +1,190 @@
+"""The HTTP API (CONTRACT §2) as a bottle app. Each handler parses (parse.py),
+proposes (the node) or queries (state.py), and answers; no business rules here.
+
+One plugin renders every outcome: a returned dict as JSON, ApiError as the error
+shape, anything unexpected as a logged 500 {"error":"internal"}. Bottle's own errors
+(404, 405 with its Allow header) come out in the same shape.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import bottle
+
+from . import jobs, metrics, parse
+from . import state as st_mod
+from .errors import ApiError, LogFailed, NotLeader, ProposeTimeout
+
+log = logging.getLogger(__name__)
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
+          413: "payload_too_large", 500: "internal", 503: "unavailable"}
+
+
+class JsonBottle(bottle.Bottle):
+    def default_error_handler(self, res: bottle.HTTPError) -> bytes:
+        bottle.response.content_type = "application/json"
+        code = _CODES.get(res.status_code, "internal")
+        message = {404: "no such path", 405: "method not allowed; see the Allow header",
+                   }.get(res.status_code, str(res.body) if res.body else code)
+        if res.status_code == 500 and res.exception is not None:
+            log.error("unhandled error: %r", res.exception)
+            message = "internal error"
+        return _dumps({"error": code, "message": message}).encode()
+
+
+class JsonPlugin:
+    """Wraps every route: metrics, JSON rendering, the one error shape."""
+    name, api = "dqorch_json", 2
+
+    def apply(self, callback, route):
+        label = route.rule
+        requests = {}                  # code -> labelled counter child (cache)
+        seconds = metrics.HTTP_SECONDS.labels(label)
+
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                out = callback(*args, **kwargs)
+                status = 200
+                if isinstance(out, tuple):
+                    status, out = out
+            except ApiError as e:
+                status, out = e.status, e.body()
+            except (NotLeader, LogFailed) as e:
+                status, out = 503, {"error": "unavailable", "message": str(e)}
+            except ProposeTimeout as e:
+                status, out = 503, {"error": "unavailable", "message": str(e) +
+                                    "; retrying is safe"}
+            except bottle.HTTPResponse:
+                raise
+            except Exception:
+                log.exception("unhandled error route=%s", label)
+                status, out = 500, {"error": "internal", "message": "internal error"}
+            body = _dumps(out).encode()
+            resp = bottle.response
+            resp.status = status
+            resp.content_type = "application/json"
+            counter = requests.get(status)
+            if counter is None:
+                counter = requests[status] = metrics.HTTP_REQUESTS.labels(label, str(status))
+            counter.inc()
+            seconds.observe(time.perf_counter() - t0)
+            return body
+        return wrapper
+
+
+def read_body(max_bytes: int) -> bytes:
+    """The raw body, at most max_bytes (413 beyond), whatever the Content-Type."""
+    env = bottle.request.environ
+    length = env.get("CONTENT_LENGTH") or ""
+    stream = env["wsgi.input"]
+    if length:
+        try:
+            n = int(length)
+        except ValueError:
+            raise ApiError(400, "invalid_request", "Content-Length is not a number")
+        if n > max_bytes:
+            raise ApiError(413, "payload_too_large",
+                           f"body is {n} bytes; max_body_bytes is {max_bytes}")
+        return stream.read(n) if n > 0 else b""
+    data = stream.read(max_bytes + 1)      # chunked, or no length at all
+    if len(data) > max_bytes:
+        raise ApiError(413, "payload_too_large", f"body exceeds max_body_bytes ({max_bytes})")
+    return data
+
+
+def make_app(svc) -> bottle.Bottle:
+    """svc: the running node's services (see app.Node): cfg, node, workers, broker,
+    dispatcher, health(), new_id(), now_ms()."""
+    app = JsonBottle()
+    app.install(JsonPlugin())
+    cfg = svc.cfg
+
+    def body() -> dict:
+        return parse.body_json(read_body(cfg.max_body_bytes))
+
+    @app.get("/api/health")
+    def health():
+        return svc.health()
+
+    @app.get("/api/raft/status")
+    def raft_status():
+        return svc.node.status()
+
+    @app.get("/api/cluster/status")
+    def cluster_status():
+        node, raft = svc.node, svc.node.status()
+        return {"node": cfg.node_name, "leader": raft["leader"], "term": raft["term"],
+                "members": [{"node": cfg.node_name, "role": raft["role"],
+                             "api": f"{cfg.http_host}:{cfg.http_port}",
+                             "last_contact_ms": 0, "match_index": node.log.last_index}],
+                "timestamp": svc.now_ms()}
+
+    @app.post("/api/jobs/register")
+    def register():
+        cmd = parse.register(body(), new_id=svc.new_id(), max_retries=cfg.job_max_retries,
+                             execution_timeout=cfg.job_execution_timeout_s,
+                             max_job_bytes=cfg.max_job_bytes,
+                             publish=cfg.publish_on_register)
+        svc.node.propose(cmd)
+        return 202, {"status": "accepted", "job_id": cmd["id"]}
+
+    def report(path_id):
+        cmd = parse.report(body(), path_id, max_retries=cfg.job_max_retries,
+                           execution_timeout=cfg.job_execution_timeout_s)
+        out = svc.node.propose(cmd)
+        if out["outcome"] == "ignored":
+            return {"status": "ignored", "reason": out["reason"]}
+        return {"status": "updated"}
+
+    app.route("/api/jobs/status", "POST", lambda: report(None))
+    app.route("/api/jobs/<job_id>/status", ["PUT", "POST"], report)
+
+    @app.post("/api/jobs/<job_id>/cancel")
+    def cancel(job_id):
+        read_body(cfg.max_body_bytes)     # the gateway sends an empty body; ignore any
+        out = svc.node.propose(parse.cancel(job_id))
+        if out["outcome"] == "not_found":
+            raise ApiError(404, "not_found", f"no job {job_id!r}")
+        if out["outcome"] == "conflict":
+            raise ApiError(409, "conflict", f"job is already {out['status']}")
+        return {"status": "cancelled", "job_id": job_id}
+
+    @app.get("/api/jobs")
+    def list_jobs():
+        q = parse.list_query(dict(bottle.request.query.decode()))
+        page, count, nxt = st_mod.list_jobs(svc.node.state, q["filters"], q["limit"], q["cursor"])
+        return {"jobs": [jobs.api_json(j, full=q["full"]) for j in page], "count": count,
+                "returned": len(page), "next": None if nxt is None else str(nxt)}
+
+    @app.get("/api/jobs/<job_id>")
+    def get_job(job_id):
+        job = st_mod.get_job(svc.node.state, job_id)
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r}")
+        return jobs.api_json(job, full=True, history=True)
+
+    @app.post("/api/workers/heartbeat")
+    def heartbeat():
+        svc.workers.heartbeat(parse.heartbeat(body()))
+        metrics.HEARTBEATS.inc()
+        return {"status": "acknowledged"}
+
+    @app.get("/api/workers")
+    def workers():
+        listing = svc.workers.listing(svc.node.state.running_by_worker)
+        return {"workers": listing, "count": len(listing)}
+
+    @app.get("/api/metrics")
+    def metrics_json():
+        st = svc.node.state
+        return {"jobs": st_mod.counts_by_status(st), "queues": st_mod.counts_by_queue(st),
+                "workers": svc.workers.counts(), "raft": svc.node.status(),
+                "broker": svc.broker_status(), "dispatch": svc.dispatcher.backlog(),
+                "timestamp": svc.now_ms()}
+
+    return app

@@ -1,0 +1,214 @@
+"""Leader-only side effects, derived from the applied state (DESIGN §2): publish every
+`pending` job and every outbox event to RabbitMQ, and turn the broker's confirms into
+commands (`mark_queued`, `mark_published`). The only module that publishes.
+
+At-least-once by design: after a crash or reconnect, whatever is still pending or
+unpublished in the state is simply published again.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import time
+
+import gevent
+import gevent.event
+import pika
+
+from . import jobs, metrics
+from .broker import JOBS_EXCHANGE, STATUS_EXCHANGE
+from .jobs import PENDING
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_REJECT_S = 1.0     # a returned or nacked job is tried again after this
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+EVENT_PROPS = pika.BasicProperties(content_type="application/json", delivery_mode=2)
+
+
+class Dispatcher:
+    def __init__(self, node, broker, *, now_ms) -> None:
+        self.node = node
+        self.broker = broker
+        self.now_ms = now_ms
+        self._wake = gevent.event.Event()
+        self._todo: collections.deque = collections.deque()   # job ids to publish
+        self._later: collections.deque = collections.deque()  # (due monotonic, id)
+        self._inflight: set = set()       # ids published, not yet confirmed
+        self._marking: set = set()        # ids confirmed, mark_queued not yet applied
+        self._confirmed: list = []        # tokens from the broker (hub callbacks)
+        self._rejected: list = []
+        self._ev_next = 1                 # next outbox seq to publish
+        self._ev_acked = 0                # all events <= this are confirmed
+        self._ev_confirmed: set = set()   # confirmed seqs above _ev_acked
+        self._marking_events = False
+        self._loop = None
+
+    # Wiring: these run in the hub or in the commit loop and must not block. #####
+
+    def on_applied(self, cmd: dict, outcome: dict) -> None:
+        if outcome.get("publish"):
+            self._todo.append(cmd["id"])
+            self._wake.set()
+        elif cmd["op"] in ("report", "cancel"):
+            self._wake.set()           # may have added outbox events
+
+    def on_confirmed(self, tokens: list) -> None:
+        self._confirmed.extend(tokens)
+        self._wake.set()
+
+    def on_rejected(self, tokens: list, reason: str) -> None:
+        self._rejected.append((tokens, reason))
+        self._wake.set()
+
+    def wake(self, *_args) -> None:
+        self._wake.set()
+
+    # Loop ##################################################################
+
+    def start(self) -> None:
+        st = self.node.state
+        for seq in st.by_status[PENDING]:        # oldest first
+            self._todo.append(st.by_seq[seq])
+        self._ev_next = self._ev_acked = st.outbox_done
+        self._ev_next += 1
+        if self._todo or st.outbox:
+            log.info("dispatch resumes pending_jobs=%d unpublished_events=%d",
+                     len(self._todo), len(st.outbox))
+        self._loop = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.kill()
+
+    def backlog(self) -> dict:
+        st = self.node.state
+        return {"jobs_to_publish": len(self._todo) + len(self._later),
+                "jobs_in_flight": len(self._inflight),
+                "events_unpublished": st.outbox_next - 1 - st.outbox_done}
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            try:
+                self._handle_confirms()
+                self._handle_rejects()
+                self._publish_events()
+                self._publish_jobs()
+            except Exception:
+                log.exception("dispatch step failed; retrying")
+                gevent.sleep(0.5)
+
+    def _handle_confirms(self) -> None:
+        if not self._confirmed:
+            return
+        confirmed, self._confirmed = self._confirmed, []
+        items = []
+        now = time.monotonic()
+        for tok in confirmed:
+            if tok[0] == "j":
+                self._inflight.discard(tok[1])
+                self._marking.add(tok[1])
+                items.append([tok[1], tok[2]])
+                metrics.PUBLISH_CONFIRM_SECONDS.observe(now - tok[3])
+            else:
+                self._ev_confirmed.add(tok[1])
+        if items:
+            metrics.PUBLISHED.labels("job", "confirmed").inc(len(items))
+            self._propose({"op": "mark_queued", "items": items}, items)
+        n = 0
+        while self._ev_acked + 1 in self._ev_confirmed:
+            self._ev_acked += 1
+            self._ev_confirmed.discard(self._ev_acked)
+            n += 1
+        if n:
+            metrics.PUBLISHED.labels("event", "confirmed").inc(n)
+        if self._ev_acked > self.node.state.outbox_done and not self._marking_events:
+            self._marking_events = True
+            self._propose({"op": "mark_published", "upto": self._ev_acked}, None)
+
+    def _propose(self, cmd: dict, items) -> None:
+        try:
+            result = self.node.propose_async(cmd)
+        except Exception as e:                   # not leader: the next leader redoes it
+            log.warning("dispatch cannot propose op=%s error=%s", cmd["op"], e)
+            self._after_mark(items, None)
+            return
+        result.rawlink(lambda r: self._after_mark(items, r))
+
+    def _after_mark(self, items, result) -> None:
+        ok = result is not None and result.successful()
+        if items is None:
+            self._marking_events = False
+            if not ok:
+                self._wake.set()
+            return
+        st = self.node.state
+        for id_, _attempt in items:
+            self._marking.discard(id_)
+            job = st.jobs.get(id_)
+            # Still pending: the mark failed, or it was stale (a newer attempt came
+            # while this one was in flight and was skipped then). Publish it again.
+            if job is not None and job["status"] == PENDING:
+                self._todo.append(id_)
+                self._wake.set()
+
+    def _handle_rejects(self) -> None:
+        if self._rejected:
+            rejected, self._rejected = self._rejected, []
+            for tokens, reason in rejected:
+                jobs_back = []
+                for tok in tokens:
+                    if tok[0] == "j":
+                        self._inflight.discard(tok[1])
+                        jobs_back.append(tok[1])
+                    else:
+                        self._ev_next = min(self._ev_next, tok[1])
+                if not jobs_back:
+                    continue
+                metrics.PUBLISHED.labels("job", reason).inc(len(jobs_back))
+                if reason == "connection_lost":
+                    self._todo.extendleft(reversed(jobs_back))   # keep oldest first
+                else:
+                    due = time.monotonic() + RETRY_AFTER_REJECT_S
+                    self._later.extend((due, id_) for id_ in jobs_back)
+                    log.warning("broker refused jobs reason=%s count=%d; retry in %gs",
+                                reason, len(jobs_back), RETRY_AFTER_REJECT_S)
+        now = time.monotonic()
+        while self._later and self._later[0][0] <= now:
+            self._todo.append(self._later.popleft()[1])
+
+    def _publish_events(self) -> None:
+        st, broker = self.node.state, self.broker
+        while self._ev_next < st.outbox_next and broker.free_slots() > 0:
+            seq = self._ev_next
+            if seq > st.outbox_done and seq not in self._ev_confirmed:
+                body = _dumps(jobs.event_body(st.outbox[seq])).encode()
+                if not broker.publish(("e", seq), STATUS_EXCHANGE, "status.update", body,
+                                      EVENT_PROPS, False):
+                    return
+            self._ev_next += 1
+
+    def _publish_jobs(self) -> None:
+        st, broker = self.node.state, self.broker
+        term = self.node.term
+        while self._todo and broker.free_slots() > 0:
+            id_ = self._todo.popleft()
+            if id_ in self._inflight or id_ in self._marking:
+                continue
+            job = st.jobs.get(id_)
+            if job is None or job["status"] != PENDING:
+                continue                  # cancelled or already queued: withdrawn
+            props = pika.BasicProperties(
+                delivery_mode=2, priority=jobs.QUEUES[job["queue"]],
+                content_type="application/json", message_id=id_,
+                timestamp=self.now_ms() // 1000, app_id="dqorch",
+                headers={"x-dq-attempt": job["retry_count"], "x-dq-term": term})
+            body = _dumps(jobs.message_body(job)).encode()
+            token = ("j", id_, job["retry_count"], time.monotonic())
+            if not broker.publish(token, JOBS_EXCHANGE, job["queue"], body, props, True):
+                self._todo.appendleft(id_)
+                return
+            self._inflight.add(id_)

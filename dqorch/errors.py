@@ -1,0 +1,34 @@
+"""Named failures that cross module boundaries. Each carries what the HTTP edge needs."""
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """A failure the client caused or must know about; rendered as
+    {"error": code, "message": message, "field"?: field} with HTTP `status`."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+    def body(self) -> dict:
+        out = {"error": self.code, "message": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+def bad(field: str, message: str) -> ApiError:
+    return ApiError(400, "invalid_request", f"{field}: {message}", field)
+
+
+class NotLeader(Exception):
+    """This node cannot commit commands now (not started, stopping, or no leader)."""
+
+
+class ProposeTimeout(Exception):
+    """The command was handed to the log but no outcome came back in time: it may or
+    may not commit. Retrying is safe for register (idempotent)."""
+
+
+class LogFailed(Exception):
+    """Writing or syncing the log failed; the command was not committed."""

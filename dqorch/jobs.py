@@ -1,0 +1,134 @@
+"""What a job is and how it may move: statuses, aliases, priority -> queue, and the
+shapes a job takes on the wire (API JSON, job message, status event).
+
+Pure: no clock, no randomness, no I/O. state.py applies these rules; api.py and
+dispatch.py only render with them.
+"""
+from __future__ import annotations
+
+import datetime
+
+PENDING, QUEUED, RUNNING = "pending", "queued", "running"
+COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
+STATUSES = (PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
+TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
+
+# Moves a job may make by a worker report or a command (failed-with-retries goes back
+# to pending: that is decided in state.py, not here).
+TRANSITIONS = {
+    PENDING: {QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED},
+    QUEUED: {RUNNING, COMPLETED, FAILED, CANCELLED, PENDING},
+    RUNNING: {COMPLETED, FAILED, CANCELLED, PENDING},
+    COMPLETED: set(),
+    FAILED: set(),
+    CANCELLED: set(),
+}
+
+# Status words workers send (compared lower-cased), CONTRACT §2.2.
+REPORT_ALIASES = {
+    "running": RUNNING, "started": RUNNING, "in_progress": RUNNING,
+    "in-progress": RUNNING, "processing": RUNNING,
+    "completed": COMPLETED, "complete": COMPLETED, "success": COMPLETED,
+    "succeeded": COMPLETED, "done": COMPLETED,
+    "failed": FAILED, "failure": FAILED, "error": FAILED,
+    "cancelled": CANCELLED, "canceled": CANCELLED,
+}
+
+PRIORITY_NAMES = {"low": 1, "medium": 5, "high": 10, "critical": 15}
+
+# queue -> (lowest priority routed there, AMQP priority of its messages)
+QUEUES = {"job.high": 10, "job.medium": 5, "job.low": 1}
+
+
+def queue_for(priority: int) -> str:
+    """CONTRACT §3: >= 10 -> job.high, >= 5 -> job.medium, else job.low."""
+    if priority >= 10:
+        return "job.high"
+    if priority >= 5:
+        return "job.medium"
+    return "job.low"
+
+
+# Fields of the API's job JSON, in CONTRACT §2.5 order.
+API_FIELDS = ("id", "type", "priority", "queue", "status", "worker_id", "payload",
+              "result", "error_message", "retry_count", "max_retries",
+              "execution_timeout", "metadata", "created_at", "queued_at",
+              "started_at", "completed_at")
+LIST_OMITS = ("payload", "result")
+
+
+def new_job(id_: str, seq: int, at_ms: int, fields: dict) -> dict:
+    """A fresh job record. `fields` holds the parsed register fields (see parse.py)."""
+    priority = fields.get("priority", 5)
+    job = {
+        "id": id_, "seq": seq,
+        "type": fields.get("type", "default"),
+        "priority": priority, "queue": queue_for(priority),
+        "status": PENDING, "worker_id": None,
+        "payload": fields.get("payload", {}), "result": None, "error_message": None,
+        "retry_count": 0, "max_retries": fields["max_retries"],
+        "execution_timeout": fields["execution_timeout"],
+        "metadata": fields.get("metadata", {}),
+        "created_at": at_ms, "queued_at": None, "started_at": None,
+        "completed_at": None, "progress": None,
+        "registered": False, "history": [],
+    }
+    if "client_created_at" in fields:
+        job["client_created_at"] = fields["client_created_at"]
+    return job
+
+
+def fill_fields(job: dict, fields: dict) -> None:
+    """Set the register fields on an existing record (status and counters untouched)."""
+    for key in ("type", "payload", "metadata", "max_retries", "execution_timeout",
+                "client_created_at"):
+        if key in fields:
+            job[key] = fields[key]
+    if "priority" in fields:
+        job["priority"] = fields["priority"]
+        job["queue"] = queue_for(fields["priority"])
+
+
+def api_json(job: dict, full: bool = True, history: bool = False) -> dict:
+    out = {k: job[k] for k in API_FIELDS if full or k not in LIST_OMITS}
+    if job.get("progress") is not None:
+        out["progress"] = job["progress"]
+    if "client_created_at" in job:
+        out["client_created_at"] = job["client_created_at"]
+    if history:
+        out["history"] = list(job["history"])
+    return out
+
+
+def message_body(job: dict) -> dict:
+    """The job message body: CONTRACT §3's 15 keys, status always "pending"."""
+    return {
+        "id": job["id"], "type": job["type"], "priority": job["priority"],
+        "status": PENDING, "worker_id": job["worker_id"], "payload": job["payload"],
+        "result": job["result"], "error_message": job["error_message"],
+        "retry_count": job["retry_count"], "max_retries": job["max_retries"],
+        "execution_timeout": job["execution_timeout"], "created_at": job["created_at"],
+        "started_at": job["started_at"], "completed_at": job["completed_at"],
+        "metadata": job["metadata"],
+    }
+
+
+def iso_ms(at_ms: int) -> str:
+    """Integer ms -> ISO-8601 UTC with milliseconds, e.g. 2026-11-27T11:07:08.123Z."""
+    t = datetime.datetime.fromtimestamp(at_ms // 1000, tz=datetime.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + ".%03dZ" % (at_ms % 1000)
+
+
+def event_body(ev: dict) -> dict:
+    """Status event body (CONTRACT §3) from an outbox entry (see state._event)."""
+    body = {"jobId": ev["job"], "jobStatus": ev["status"],
+            "workerId": ev.get("worker") or "unknown"}
+    if "result" in ev:
+        res = ev["result"]
+        body["result"] = res if isinstance(res, dict) else {"value": res}
+    if ev.get("error") is not None:
+        body["errorMessage"] = ev["error"]
+    if ev.get("progress") is not None:
+        body["progress"] = ev["progress"]
+    body["timestamp"] = iso_ms(ev["at_ms"])
+    return body

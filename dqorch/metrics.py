@@ -1,0 +1,88 @@
+"""Every Prometheus metric of the node, and the metrics WSGI app (`/metrics`,
+`/health`) served on `metrics_port`. Names start with distriqueue_; labels come from
+closed sets (status, queue, outcome, route), never from job or worker ids.
+
+Gauges for "how many now" are read from the live objects at scrape time (a custom
+collector), so nothing has to keep them in step.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_SLOW = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
+
+HTTP_REQUESTS = Counter("distriqueue_http_requests_total", "HTTP requests answered",
+                        ["route", "code"], registry=REGISTRY)
+HTTP_SECONDS = Histogram("distriqueue_http_request_seconds", "HTTP request latency",
+                         ["route"], buckets=_FAST, registry=REGISTRY)
+TRANSITIONS = Counter("distriqueue_job_transitions_total", "Job status changes",
+                      ["from", "to"], registry=REGISTRY)
+REGISTERS = Counter("distriqueue_job_registers_total", "Register commands by outcome",
+                    ["outcome"], registry=REGISTRY)
+REPORTS = Counter("distriqueue_job_reports_total", "Worker status reports by outcome",
+                  ["outcome"], registry=REGISTRY)
+PUBLISHED = Counter("distriqueue_publish_total", "Publishes to RabbitMQ by outcome",
+                    ["kind", "outcome"], registry=REGISTRY)
+PUBLISH_CONFIRM_SECONDS = Histogram("distriqueue_publish_confirm_seconds",
+                                    "Job publish to broker confirm", buckets=_FAST,
+                                    registry=REGISTRY)
+COMMIT_SECONDS = Histogram("distriqueue_raft_commit_seconds",
+                           "Log append + fsync of one batch", buckets=_FAST,
+                           registry=REGISTRY)
+COMMIT_ENTRIES = Histogram("distriqueue_raft_commit_batch_entries", "Entries per commit",
+                           buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+                           registry=REGISTRY)
+HEARTBEATS = Counter("distriqueue_worker_heartbeats_total", "Worker heartbeats received",
+                     registry=REGISTRY)
+WORKERS_LOST = Counter("distriqueue_workers_unresponsive_total",
+                       "Workers that became unresponsive", registry=REGISTRY)
+BROKER_CONNECTS = Counter("distriqueue_broker_connects_total",
+                          "Successful connections to RabbitMQ", registry=REGISTRY)
+
+
+class LiveGauges:
+    """Reads "how many now" values from the running node at scrape time."""
+
+    def __init__(self, read) -> None:
+        self.read = read      # () -> {"name": (help, {labels tuple: value} or value, labelnames)}
+
+    def collect(self):
+        for name, (doc, value, labelnames) in self.read().items():
+            g = GaugeMetricFamily(name, doc, labels=list(labelnames) or None)
+            if labelnames:
+                for labels, v in value.items():
+                    g.add_metric(list(labels), v)
+            else:
+                g.add_metric([], value)
+            yield g
+
+
+def install_gauges(read) -> None:
+    REGISTRY.register(LiveGauges(read))
+
+
+def wsgi_app(health):
+    """/metrics: exposition; /health: `200 OK` or `503 UNAVAILABLE` from health()."""
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            body = generate_latest(REGISTRY)
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
+        if path == "/health":
+            ok = health()
+            body = b"OK\n" if ok else b"UNAVAILABLE\n"
+            start_response("200 OK" if ok else "503 Service Unavailable",
+                           [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+            return [body]
+        body = b"not found\n"
+        start_response("404 Not Found", [("Content-Type", "text/plain"),
+                                         ("Content-Length", str(len(body)))])
+        return [body]
+    return app

@@ -1,0 +1,234 @@
+"""Requests -> commands. All shape validation of client input lives here (CONTRACT
+§2.1-2.4); state.py re-checks only rules that depend on state.
+
+Pure: the caller passes the time and any new id. Raises errors.ApiError (400/413).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+from . import jobs
+from .errors import ApiError, bad
+
+MAX_ID_CHARS = 256
+MAX_TYPE_CHARS = 128
+
+
+def body_json(raw: bytes, allow_empty: bool = True) -> dict:
+    """Decode a request body into a JSON object, whatever the Content-Type said."""
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise ApiError(400, "invalid_json", "request body is empty; expected a JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ApiError(400, "invalid_json", f"request body is not valid UTF-8 (byte {e.start})")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {e}")
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_request",
+                       f"request body must be a JSON object, got {_kind(value)}")
+    return value
+
+
+def _kind(v) -> str:
+    if v is None:
+        return "null"
+    return {bool: "boolean", int: "number", float: "number", str: "string",
+            list: "array", dict: "object"}.get(type(v), type(v).__name__)
+
+
+def _first(body: dict, names: tuple):
+    """(name, value) of the first spelling present, else (names[0], None)."""
+    for n in names:
+        if n in body:
+            return n, body[n]
+    return names[0], None
+
+
+def job_id(value, field: str = "id") -> str:
+    if isinstance(value, bool) or value is None:
+        raise bad(field, f"must be a string, got {_kind(value)}")
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str):
+        raise bad(field, f"must be a string, got {_kind(value)}")
+    if not value or len(value) > MAX_ID_CHARS:
+        raise bad(field, f"must be 1-{MAX_ID_CHARS} characters, got {len(value)}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise bad(field, "must not contain control characters")
+    return value
+
+
+def _int(field: str, v, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise bad(field, f"must be an integer {lo}-{hi}, got {_kind(v)}")
+    if not lo <= v <= hi:
+        raise bad(field, f"must be an integer {lo}-{hi}, got {v}")
+    return v
+
+
+def priority(v, field: str = "priority") -> int:
+    if isinstance(v, bool):
+        raise bad(field, "must be an integer or LOW, MEDIUM, HIGH, CRITICAL; got boolean")
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise bad(field, "must be a finite number")
+        v = math.floor(v)
+    elif isinstance(v, str):
+        s = v.strip()
+        if s.lower() in jobs.PRIORITY_NAMES:
+            return jobs.PRIORITY_NAMES[s.lower()]
+        try:
+            v = int(s)
+        except ValueError:
+            raise bad(field, f"must be an integer or LOW, MEDIUM, HIGH, CRITICAL; got {v[:40]!r}")
+    if not isinstance(v, int):
+        raise bad(field, f"must be an integer or LOW, MEDIUM, HIGH, CRITICAL; got {_kind(v)}")
+    if not -1_000_000 <= v <= 1_000_000:
+        raise bad(field, f"must be between -1000000 and 1000000, got {v}")
+    return v
+
+
+def register(body: dict, *, new_id: str, max_retries: int, execution_timeout: int,
+             max_job_bytes: int, publish: bool) -> dict:
+    """CONTRACT §2.1. Returns the command {"op":"register","id","job","publish"}."""
+    f: dict = {}
+    name, v = _first(body, ("id", "jobId", "job_id"))
+    id_ = new_id if v is None else job_id(v, name)
+    name, v = _first(body, ("type",))
+    if v is not None:
+        if not isinstance(v, str) or not 1 <= len(v) <= MAX_TYPE_CHARS:
+            raise bad("type", f"must be a string of 1-{MAX_TYPE_CHARS} characters")
+        f["type"] = v
+    if body.get("priority") is not None:
+        f["priority"] = priority(body["priority"])
+    if "payload" in body:
+        v = body["payload"]
+        if v is not None and not isinstance(v, dict):
+            raise bad("payload", f"must be a JSON object or null, got {_kind(v)}")
+        f["payload"] = v or {}
+    name, v = _first(body, ("max_retries", "maxRetries"))
+    f["max_retries"] = max_retries if v is None else _int(name, v, 0, 100)
+    name, v = _first(body, ("execution_timeout", "executionTimeout", "timeout"))
+    f["execution_timeout"] = execution_timeout if v is None else _int(name, v, 1, 604800)
+    if body.get("metadata") is not None:
+        v = body["metadata"]
+        if not isinstance(v, dict):
+            raise bad("metadata", f"must be a JSON object, got {_kind(v)}")
+        for k, mv in v.items():
+            if mv is not None and not isinstance(mv, (str, int, float, bool)):
+                raise bad("metadata", f"value of {k[:40]!r} must be a string, number, boolean or null")
+        f["metadata"] = v
+    name, v = _first(body, ("created_at", "createdAt"))
+    if v is not None:
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise bad(name, f"must be a string or a number, got {_kind(v)}")
+        f["client_created_at"] = v
+    size = len(json.dumps(f, separators=(",", ":"))) + len(id_)
+    if size > max_job_bytes:
+        raise ApiError(413, "payload_too_large",
+                       f"job is {size} bytes; max_job_bytes is {max_job_bytes}")
+    return {"op": "register", "id": id_, "job": f, "publish": publish}
+
+
+def report(body: dict, path_id: str | None, *, max_retries: int,
+           execution_timeout: int) -> dict:
+    """CONTRACT §2.2. Returns {"op":"report","id","status","worker_id",...}."""
+    if path_id is not None:
+        id_ = job_id(path_id, "id")
+    else:
+        name, v = _first(body, ("jobId", "job_id", "id"))
+        if v is None:
+            raise bad("jobId", "is required")
+        id_ = job_id(v, name)
+    v = body.get("status")
+    if not isinstance(v, str):
+        raise bad("status", "is required: running, completed, failed or cancelled")
+    status = jobs.REPORT_ALIASES.get(v.strip().lower())
+    if status is None:
+        raise bad("status", f"unknown status {v[:40]!r}; allowed: running, completed, "
+                  "failed, cancelled (and their aliases)")
+    cmd = {"op": "report", "id": id_, "status": status, "worker_id": None,
+           "max_retries": max_retries, "execution_timeout": execution_timeout}
+    name, v = _first(body, ("workerId", "worker_id"))
+    if v is not None:
+        if not isinstance(v, str) or not 1 <= len(v) <= MAX_ID_CHARS:
+            raise bad(name, f"must be a string of 1-{MAX_ID_CHARS} characters")
+        cmd["worker_id"] = v
+    if body.get("result") is not None:
+        cmd["result"] = body["result"]
+    name, v = _first(body, ("errorMessage", "error_message"))
+    if v is not None:
+        if not isinstance(v, str):
+            raise bad(name, f"must be a string, got {_kind(v)}")
+        cmd["error_message"] = v[:4096]
+    if body.get("progress") is not None:
+        cmd["progress"] = _int("progress", body["progress"], 0, 100)
+    return cmd
+
+
+def cancel(path_id: str) -> dict:
+    return {"op": "cancel", "id": job_id(path_id, "id")}
+
+
+def heartbeat(body: dict) -> dict:
+    """CONTRACT §2.4 -> a worker record for workers.WorkerTable (soft state, not logged)."""
+    name, v = _first(body, ("workerId", "worker_id"))
+    if v is None:
+        raise bad("workerId", "is required")
+    if not isinstance(v, str) or not 1 <= len(v) <= MAX_ID_CHARS:
+        raise bad(name, f"must be a string of 1-{MAX_ID_CHARS} characters")
+    w = {"worker_id": v, "worker_type": "unknown", "capacity": 10, "current_load": 0}
+    name, v = _first(body, ("worker_type", "workerType"))
+    if v is not None:
+        if not isinstance(v, str) or len(v) > MAX_TYPE_CHARS:
+            raise bad(name, f"must be a string of at most {MAX_TYPE_CHARS} characters")
+        w["worker_type"] = v
+    if body.get("capacity") is not None:
+        w["capacity"] = _int("capacity", body["capacity"], 0, 1_000_000)
+    name, v = _first(body, ("current_load", "currentLoad"))
+    if v is not None:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise bad(name, f"must be an integer, got {_kind(v)}")
+        w["current_load"] = max(0, v)
+    skip = {"workerId", "worker_id", "worker_type", "workerType", "capacity",
+            "current_load", "currentLoad"}
+    stats = {k: v for k, v in body.items() if k not in skip}
+    if len(json.dumps(stats)) > 8192:
+        raise bad("stats", "the other heartbeat fields must fit in 8192 bytes")
+    w["stats"] = stats
+    return w
+
+
+def list_query(query: dict) -> dict:
+    """GET /api/jobs query -> {"filters", "limit", "cursor", "full"}."""
+    filters = {}
+    for key in ("status", "type", "worker_id", "queue"):
+        v = query.get(key)
+        if v is not None and v != "":
+            if key == "status" and v not in jobs.STATUSES:
+                raise bad("status", f"unknown status {v[:40]!r}; allowed: {', '.join(jobs.STATUSES)}")
+            if key == "queue" and v not in jobs.QUEUES:
+                raise bad("queue", f"unknown queue {v[:40]!r}; allowed: {', '.join(jobs.QUEUES)}")
+            filters[key] = v
+    limit = 100
+    if query.get("limit") not in (None, ""):
+        try:
+            limit = int(query["limit"])
+        except ValueError:
+            raise bad("limit", "must be an integer 1-10000")
+        if not 1 <= limit <= 10000:
+            raise bad("limit", f"must be an integer 1-10000, got {limit}")
+    cursor = None
+    if query.get("cursor") not in (None, ""):
+        try:
+            cursor = int(query["cursor"])
+        except ValueError:
+            raise bad("cursor", "is not a cursor this server returned")
+    full = query.get("full", "") in ("1", "true", "yes")
+    return {"filters": filters, "limit": limit, "cursor": cursor, "full": full}

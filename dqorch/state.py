@@ -1,0 +1,424 @@
+"""The job registry (plain dicts and small indexes) and apply(command), the only code
+that changes it.
+
+Rule 1: apply is pure and deterministic: no clock, no randomness, no I/O, no set
+iteration. The time comes in the command (`at_ms`), stamped by the leader. Every
+replica and every replay that applies the same log ends with the same state.
+Rule 2: a rejection that depends on state is an outcome dict, never an exception; an
+unknown op or a broken invariant raises, and the node stops rather than diverges.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+
+from . import jobs
+from .jobs import CANCELLED, COMPLETED, FAILED, PENDING, QUEUED, RUNNING, TERMINAL
+
+HISTORY_MAX = 32
+
+
+class SortedSeqs:
+    """A sorted list of distinct ints split in blocks, so that insert and remove cost
+    O(log n + block) and a page walk costs O(page). Appending the largest is O(1)."""
+
+    BLOCK = 1024
+
+    __slots__ = ("_lists", "_maxes", "_len")
+
+    def __init__(self) -> None:
+        self._lists: list[list[int]] = []
+        self._maxes: list[int] = []
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def add(self, x: int) -> None:
+        self._len += 1
+        if not self._maxes:
+            self._lists.append([x])
+            self._maxes.append(x)
+            return
+        i = bisect_left(self._maxes, x)
+        if i == len(self._maxes):
+            i -= 1
+            self._lists[i].append(x)
+            self._maxes[i] = x
+        else:
+            insort(self._lists[i], x)
+        lst = self._lists[i]
+        if len(lst) > 2 * self.BLOCK:
+            half = lst[self.BLOCK:]
+            del lst[self.BLOCK:]
+            self._lists.insert(i + 1, half)
+            self._maxes.insert(i, lst[-1])
+
+    def remove(self, x: int) -> None:
+        i = bisect_left(self._maxes, x)
+        lst = self._lists[i]
+        j = bisect_left(lst, x)
+        if lst[j] != x:
+            raise KeyError(x)
+        del lst[j]
+        self._len -= 1
+        if not lst:
+            del self._lists[i]
+            del self._maxes[i]
+        else:
+            self._maxes[i] = lst[-1]
+
+    def below(self, bound: int | None = None):
+        """Yield values < bound (all when None), largest first."""
+        if not self._lists:
+            return
+        if bound is None:
+            i = len(self._lists) - 1
+            j = len(self._lists[i])
+        else:
+            i = bisect_left(self._maxes, bound)
+            if i == len(self._maxes):
+                i -= 1
+                j = len(self._lists[i])
+            else:
+                j = bisect_left(self._lists[i], bound)
+        while i >= 0:
+            lst = self._lists[i]
+            for k in range(j - 1, -1, -1):
+                yield lst[k]
+            i -= 1
+            if i >= 0:
+                j = len(self._lists[i])
+
+    def __iter__(self):
+        """Smallest first."""
+        for lst in self._lists:
+            yield from lst
+
+
+class State:
+    """Registry dicts. Read them through the query functions below; change them only
+    through apply()."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict] = {}
+        self.by_seq: dict[int, str] = {}          # creation order -> id
+        self.next_seq = 1
+        self.all = SortedSeqs()
+        self.by_status = {s: SortedSeqs() for s in jobs.STATUSES}
+        self.by_queue = {q: SortedSeqs() for q in jobs.QUEUES}
+        self.by_type: dict[str, SortedSeqs] = {}
+        self.by_worker: dict[str, SortedSeqs] = {}
+        self.running_by_worker: dict[str, int] = {}
+        self.queue_counts = {q: {s: 0 for s in jobs.STATUSES} for q in jobs.QUEUES}
+        self.outbox: dict[int, dict] = {}         # status events not yet published
+        self.outbox_next = 1                      # seq of the next event
+        self.outbox_done = 0                      # events <= this are published
+
+
+# Indexes ###################################################################
+
+def _index(st: State, job: dict, add: bool) -> None:
+    """Add or remove a job in every index but by_status (see _move)."""
+    seq = job["seq"]
+    keyed = [(st.by_type, job["type"])]
+    if job["worker_id"] is not None:
+        keyed.append((st.by_worker, job["worker_id"]))
+    st.queue_counts[job["queue"]][job["status"]] += 1 if add else -1
+    if add:
+        st.by_queue[job["queue"]].add(seq)
+        for idx, key in keyed:
+            idx.setdefault(key, SortedSeqs()).add(seq)
+    else:
+        st.by_queue[job["queue"]].remove(seq)
+        for idx, key in keyed:
+            s = idx[key]
+            s.remove(seq)
+            if not s:
+                del idx[key]
+
+
+def _set_worker(st: State, job: dict, worker_id: str | None) -> None:
+    if worker_id == job["worker_id"]:
+        return
+    running = job["status"] == RUNNING
+    if running:
+        _count_running(st, job["worker_id"], -1)
+    _index(st, job, add=False)
+    job["worker_id"] = worker_id
+    _index(st, job, add=True)
+    if running:
+        _count_running(st, worker_id, +1)
+
+
+def _count_running(st: State, worker_id: str | None, delta: int) -> None:
+    if worker_id is None:
+        return
+    n = st.running_by_worker.get(worker_id, 0) + delta
+    if n:
+        st.running_by_worker[worker_id] = n
+    else:
+        st.running_by_worker.pop(worker_id, None)
+
+
+def _insert(st: State, job: dict) -> None:
+    st.jobs[job["id"]] = job
+    st.by_seq[job["seq"]] = job["id"]
+    st.all.add(job["seq"])
+    st.by_status[job["status"]].add(job["seq"])
+    if job["status"] == RUNNING:
+        _count_running(st, job["worker_id"], +1)
+    _index(st, job, add=True)
+
+
+def _move(st: State, job: dict, to: str, at_ms: int, by: str, reason: str | None) -> tuple:
+    frm = job["status"]
+    if to != frm:
+        st.by_status[frm].remove(job["seq"])
+        st.by_status[to].add(job["seq"])
+        counts = st.queue_counts[job["queue"]]
+        counts[frm] -= 1
+        counts[to] += 1
+        if frm == RUNNING:
+            _count_running(st, job["worker_id"], -1)
+        job["status"] = to
+        if to == RUNNING:
+            _count_running(st, job["worker_id"], +1)
+    hist = job["history"]
+    hist.append({"at": at_ms, "status": to, "by": by, "reason": reason})
+    if len(hist) > HISTORY_MAX:
+        del hist[0]
+    return (frm, to)
+
+
+def _event(st: State, job: dict, status: str, at_ms: int, **extra) -> None:
+    ev = {"job": job["id"], "status": status, "worker": job["worker_id"], "at_ms": at_ms}
+    ev.update(extra)
+    st.outbox[st.outbox_next] = ev
+    st.outbox_next += 1
+
+
+# Commands ##################################################################
+
+def _apply_register(st: State, cmd: dict) -> dict:
+    at, fields, publish = cmd["at_ms"], cmd["job"], cmd["publish"]
+    job = st.jobs.get(cmd["id"])
+    if job is None:
+        job = jobs.new_job(cmd["id"], st.next_seq, at, fields)
+        job["registered"] = True
+        st.next_seq += 1
+        _insert(st, job)
+        moved = _move(st, job, PENDING, at, "api", "registered")
+        if not publish:
+            moved = _queue_unpublished(st, job, at)
+        return {"outcome": "created", "publish": publish, "moved": moved}
+    if not job["registered"]:
+        # A worker reported on it first (the gateway publishes jobs itself): take the
+        # fields, keep the reported status, publish nothing.
+        _index(st, job, add=False)
+        jobs.fill_fields(job, fields)
+        _index(st, job, add=True)
+        job["registered"] = True
+        return {"outcome": "filled"}
+    if job["status"] in TERMINAL:
+        # The gateway's "retry" re-registers a finished job: a new attempt.
+        _set_worker(st, job, None)
+        _index(st, job, add=False)
+        jobs.fill_fields(job, fields)
+        _index(st, job, add=True)
+        job.update(retry_count=0, result=None, error_message=None, progress=None,
+                   queued_at=None, started_at=None, completed_at=None)
+        moved = _move(st, job, PENDING, at, "api", "registered again")
+        if not publish:
+            moved = _queue_unpublished(st, job, at)
+        return {"outcome": "restarted", "publish": publish, "moved": moved}
+    return {"outcome": "exists"}
+
+
+def _queue_unpublished(st: State, job: dict, at: int) -> tuple:
+    job["queued_at"] = at
+    return _move(st, job, QUEUED, at, "api", "publish_on_register is off")
+
+
+def _apply_report(st: State, cmd: dict) -> dict:
+    at, to, worker = cmd["at_ms"], cmd["status"], cmd["worker_id"]
+    by = worker or "worker"
+    job = st.jobs.get(cmd["id"])
+    created = job is None
+    if created:
+        # Reported before registered (the gateway publishes jobs itself). We hold no
+        # payload to run it again, so a failure here is final.
+        job = jobs.new_job(cmd["id"], st.next_seq, at, {
+            "type": "unknown", "max_retries": cmd["max_retries"],
+            "execution_timeout": cmd["execution_timeout"]})
+        st.next_seq += 1
+        _insert(st, job)
+        job["history"].append({"at": at, "status": PENDING, "by": by,
+                               "reason": "first seen in a worker report"})
+    elif job["status"] in TERMINAL:
+        return {"outcome": "ignored", "reason": "terminal"}
+    if "progress" in cmd:
+        job["progress"] = cmd["progress"]
+    frm = job["status"]
+    if to == RUNNING:
+        if frm == RUNNING and (worker is None or worker == job["worker_id"]):
+            return {"outcome": "updated"}
+        if worker is not None:
+            _set_worker(st, job, worker)
+        if job["started_at"] is None:
+            job["started_at"] = at
+        moved = _move(st, job, RUNNING, at, by, "worker started it")
+        _event(st, job, "RUNNING", at, progress=job["progress"])
+    elif to == COMPLETED:
+        if worker is not None:
+            _set_worker(st, job, worker)
+        job["result"] = cmd.get("result")
+        job["completed_at"] = at
+        moved = _move(st, job, COMPLETED, at, by, "worker completed it")
+        extra = {"result": job["result"]} if job["result"] is not None else {}
+        _event(st, job, "COMPLETED", at, progress=job["progress"], **extra)
+    elif to == FAILED:
+        if worker is not None:
+            _set_worker(st, job, worker)
+        error = cmd.get("error_message")
+        job["error_message"] = error
+        if job["registered"] and job["retry_count"] < job["max_retries"]:
+            job["retry_count"] += 1
+            _event(st, job, "RETRYING", at, error=error)
+            _set_worker(st, job, None)
+            moved = _move(st, job, PENDING, at, by, "failed: %s; retry %d of %d" % (
+                error or "no error message", job["retry_count"], job["max_retries"]))
+            return {"outcome": "retrying", "publish": True, "moved": moved}
+        job["completed_at"] = at
+        moved = _move(st, job, FAILED, at, by, "failed: %s" % (error or "no error message"))
+        _event(st, job, "FAILED", at, error=error)
+    else:
+        job["completed_at"] = at
+        moved = _move(st, job, CANCELLED, at, by, "worker cancelled it")
+        _event(st, job, "CANCELLED", at)
+    return {"outcome": "created" if created else "updated", "moved": moved}
+
+
+def _apply_cancel(st: State, cmd: dict) -> dict:
+    job = st.jobs.get(cmd["id"])
+    if job is None:
+        return {"outcome": "not_found"}
+    if job["status"] in TERMINAL:
+        return {"outcome": "conflict", "status": job["status"]}
+    job["completed_at"] = cmd["at_ms"]
+    moved = _move(st, job, CANCELLED, cmd["at_ms"], "api", "cancelled by request")
+    _event(st, job, "CANCELLED", cmd["at_ms"])
+    return {"outcome": "cancelled", "moved": moved}
+
+
+def _apply_mark_queued(st: State, cmd: dict) -> dict:
+    """Broker confirmed these publishes: [[id, retry_count], ...]. Stale ones (the job
+    moved on, or a newer attempt) change nothing."""
+    n = 0
+    for id_, attempt in cmd["items"]:
+        job = st.jobs.get(id_)
+        if job is not None and job["status"] == PENDING and job["retry_count"] == attempt:
+            job["queued_at"] = cmd["at_ms"]
+            _move(st, job, QUEUED, cmd["at_ms"], "broker", "confirmed in " + job["queue"])
+            n += 1
+    return {"outcome": "queued", "queued": n}
+
+
+def _apply_mark_published(st: State, cmd: dict) -> dict:
+    upto = min(cmd["upto"], st.outbox_next - 1)
+    for seq in range(st.outbox_done + 1, upto + 1):
+        st.outbox.pop(seq, None)
+    st.outbox_done = max(st.outbox_done, upto)
+    return {"outcome": "published"}
+
+
+def _apply_noop(st: State, cmd: dict) -> dict:
+    return {"outcome": "noop"}
+
+
+APPLY = {
+    "register": _apply_register,
+    "report": _apply_report,
+    "cancel": _apply_cancel,
+    "mark_queued": _apply_mark_queued,
+    "mark_published": _apply_mark_published,
+    "noop": _apply_noop,
+}
+
+
+def apply(st: State, cmd: dict) -> dict:
+    return APPLY[cmd["op"]](st, cmd)    # an unknown op raises: stop, never guess
+
+
+# Queries ###################################################################
+
+def get_job(st: State, id_: str) -> dict | None:
+    return st.jobs.get(id_)
+
+
+_FILTER_INDEX = {
+    "status": lambda st, v: st.by_status.get(v),
+    "queue": lambda st, v: st.by_queue.get(v),
+    "type": lambda st, v: st.by_type.get(v),
+    "worker_id": lambda st, v: st.by_worker.get(v),
+}
+
+
+def list_jobs(st: State, filters: dict, limit: int, cursor: int | None):
+    """Newest first. Returns (jobs, count, next_cursor). Walks the smallest index that
+    matches one filter, so a page costs O(page) with one filter; with several, the
+    count is exact and costs a walk of that smallest index."""
+    if not filters:
+        base = st.all
+    else:
+        indexes = [_FILTER_INDEX[k](st, v) for k, v in filters.items()]
+        if any(ix is None for ix in indexes):
+            return [], 0, None
+        base = min(indexes, key=len)
+
+    def match(job):
+        return all(job[k] == v for k, v in filters.items())
+
+    single = len(filters) <= 1
+    count = len(base) if single else sum(1 for s in base if match(st.jobs[st.by_seq[s]]))
+    page, next_cursor = [], None
+    for seq in base.below(cursor):
+        job = st.jobs[st.by_seq[seq]]
+        if single or match(job):
+            if len(page) == limit:
+                next_cursor = page[-1]["seq"]
+                break
+            page.append(job)
+    return page, count, next_cursor
+
+
+def counts_by_status(st: State) -> dict:
+    return {s: len(ix) for s, ix in st.by_status.items()}
+
+
+def counts_by_queue(st: State) -> dict:
+    """{queue: {status: n}}."""
+    return {q: dict(c) for q, c in st.queue_counts.items()}
+
+
+# Snapshots #################################################################
+
+def to_snapshot(st: State) -> dict:
+    """A JSON-safe copy of everything apply() reads. Indexes are rebuilt on load."""
+    return {
+        "jobs": [st.jobs[st.by_seq[seq]] for seq in st.all],
+        "next_seq": st.next_seq,
+        "outbox": [[seq, ev] for seq, ev in st.outbox.items()],
+        "outbox_next": st.outbox_next,
+        "outbox_done": st.outbox_done,
+    }
+
+
+def from_snapshot(data: dict) -> State:
+    st = State()
+    for job in data["jobs"]:
+        _insert(st, job)
+    st.next_seq = data["next_seq"]
+    st.outbox = {seq: ev for seq, ev in data["outbox"]}
+    st.outbox_next = data["outbox_next"]
+    st.outbox_done = data["outbox_done"]
+    return st

@@ -1,0 +1,71 @@
+"""The worker heartbeat table: soft state on the leader, rebuilt from the next
+heartbeats after a restart (DESIGN §1), so it never enters the log.
+
+A worker is `active` while its last heartbeat is younger than the timeout, then
+`unresponsive` (CONTRACT §2.4). The clock is passed in.
+"""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+ACTIVE, UNRESPONSIVE = "active", "unresponsive"
+
+
+class WorkerTable:
+    def __init__(self, timeout_s: float, now_ms) -> None:
+        self.timeout_ms = int(timeout_s * 1000)
+        self.now_ms = now_ms
+        self.workers: dict[str, dict] = {}
+        self._unresponsive: set[str] = set()
+
+    def heartbeat(self, w: dict) -> bool:
+        """Record a parsed heartbeat (parse.heartbeat). Returns True for a new worker."""
+        now = self.now_ms()
+        old = self.workers.get(w["worker_id"])
+        rec = dict(w, last_heartbeat=now,
+                   first_seen=old["first_seen"] if old else now,
+                   heartbeats=(old["heartbeats"] + 1) if old else 1)
+        self.workers[w["worker_id"]] = rec
+        if w["worker_id"] in self._unresponsive:
+            self._unresponsive.discard(w["worker_id"])
+            log.info("worker back worker=%s", w["worker_id"])
+        elif old is None:
+            log.info("worker joined worker=%s type=%s", w["worker_id"], w["worker_type"])
+        return old is None
+
+    def status_of(self, rec: dict, now: int) -> str:
+        return ACTIVE if now - rec["last_heartbeat"] <= self.timeout_ms else UNRESPONSIVE
+
+    def check(self) -> list[str]:
+        """Workers that became unresponsive since the last check (sorted ids)."""
+        now = self.now_ms()
+        gone = sorted(wid for wid, rec in self.workers.items()
+                      if wid not in self._unresponsive and self.status_of(rec, now) == UNRESPONSIVE)
+        for wid in gone:
+            self._unresponsive.add(wid)
+            log.warning("worker unresponsive worker=%s silent_ms=%d", wid,
+                        now - self.workers[wid]["last_heartbeat"])
+        return gone
+
+    def listing(self, running_by_worker: dict) -> list[dict]:
+        now = self.now_ms()
+        out = []
+        for wid in sorted(self.workers):
+            rec = self.workers[wid]
+            out.append({
+                "worker_id": wid, "worker_type": rec["worker_type"],
+                "status": self.status_of(rec, now), "capacity": rec["capacity"],
+                "current_load": rec["current_load"],
+                "running_jobs": running_by_worker.get(wid, 0),
+                "last_heartbeat": rec["last_heartbeat"], "first_seen": rec["first_seen"],
+                "heartbeats": rec["heartbeats"], "stats": rec["stats"],
+            })
+        return out
+
+    def counts(self) -> dict:
+        now = self.now_ms()
+        active = sum(1 for rec in self.workers.values() if self.status_of(rec, now) == ACTIVE)
+        return {"total": len(self.workers), "active": active,
+                "unresponsive": len(self.workers) - active}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Start, stop or query a private RabbitMQ on loopback, everything under one folder.
+# Usage: scripts/rabbitmq-local.sh start|stop|status|install  (env: RABBIT_DIR, RABBIT_PORT)
+# Uses the scripts in /usr/lib/rabbitmq/bin directly: the /usr/sbin wrappers switch user
+# and cookie when run as root. Installs Debian's rabbitmq-server when root and missing.
+set -euo pipefail
+RABBIT_PORT=${RABBIT_PORT:-5672}
+RABBIT_DIR=${RABBIT_DIR:-${TMPDIR:-/tmp}/dqorch-rabbit-$RABBIT_PORT}
+BIN=/usr/lib/rabbitmq/bin
+export HOME=$RABBIT_DIR
+export RABBITMQ_NODENAME=${RABBITMQ_NODENAME:-rabbit$RABBIT_PORT@localhost}
+export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+export RABBITMQ_NODE_PORT=$RABBIT_PORT
+export RABBITMQ_DIST_PORT=$((RABBIT_PORT + 20000))
+export ERL_EPMD_ADDRESS=127.0.0.1
+export RABBITMQ_MNESIA_BASE=$RABBIT_DIR/mnesia
+export RABBITMQ_LOG_BASE=$RABBIT_DIR/log
+export RABBITMQ_CONFIG_FILE=$RABBIT_DIR/rabbitmq
+export RABBITMQ_ENABLED_PLUGINS_FILE=$RABBIT_DIR/enabled_plugins
+export RABBITMQ_PID_FILE=$RABBIT_DIR/rabbit.pid
+
+die() { echo "rabbitmq-local: $*" >&2; exit 1; }
+
+install() {
+  [ -x "$BIN/rabbitmq-server" ] && return 0
+  [ "$(id -u)" = 0 ] || die "rabbitmq-server is not installed and we are not root; run: apt-get install -y rabbitmq-server"
+  echo "rabbitmq-local: installing rabbitmq-server from Debian's packages" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null && apt-get install -y -qq rabbitmq-server >/dev/null \
+    || die "apt-get install rabbitmq-server failed"
+}
+
+running() { [ -f "$RABBITMQ_PID_FILE" ] && kill -0 "$(cat "$RABBITMQ_PID_FILE")" 2>/dev/null; }
+
+start() {
+  install
+  if running; then echo "rabbitmq-local: already running on 127.0.0.1:$RABBIT_PORT"; return 0; fi
+  if (exec 3<>/dev/tcp/127.0.0.1/"$RABBIT_PORT") 2>/dev/null; then
+    die "port $RABBIT_PORT is in use by another process"
+  fi
+  mkdir -p "$RABBIT_DIR/mnesia" "$RABBIT_DIR/log"
+  echo '[].' > "$RABBITMQ_ENABLED_PLUGINS_FILE"
+  cat > "$RABBITMQ_CONFIG_FILE.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$RABBIT_PORT
+loopback_users = none
+CONF
+  "$BIN/rabbitmq-server" -detached >"$RABBIT_DIR/start.out" 2>&1 || true
+  "$BIN/rabbitmqctl" wait --timeout 90 "$RABBITMQ_PID_FILE" >/dev/null 2>&1 \
+    || die "broker did not start; see $RABBIT_DIR/log"
+  echo "rabbitmq-local: running on 127.0.0.1:$RABBIT_PORT (data in $RABBIT_DIR)"
+}
+
+stop() {
+  if running; then "$BIN/rabbitmqctl" stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 || true; fi
+  rm -f "$RABBITMQ_PID_FILE"
+  echo "rabbitmq-local: stopped"
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  status) if running; then echo running; else echo stopped; exit 3; fi ;;
+  ctl) shift; exec "$BIN/rabbitmqctl" "$@" ;;
+  *) echo "usage: $0 start|stop|status|install|ctl ARGS" >&2; exit 64 ;;
+esac
