@@ -2,8 +2,10 @@
 
 Nothing here imports dqorch; the harness talks to targets only over HTTP, like a client.
 """
+import atexit
 import json
 import os
+import resource
 import socket
 import subprocess
 import tempfile
@@ -32,6 +34,34 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _busy_seconds():
+    """CPU seconds all CPUs spent not idle since boot (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds():
+    """CPU seconds of this process plus its waited-for children (wrk runs)."""
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+class CpuMeter:
+    """CPU use during one measurement: the target's, and everything else's except the
+    load generator's (RabbitMQ, kernel softirq, other programs sharing the machine)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.t0 = (time.monotonic(), _busy_seconds(), _own_seconds(), cpu_seconds(pid))
+
+    def stop(self, requests):
+        t1 = (time.monotonic(), _busy_seconds(), _own_seconds(), cpu_seconds(self.pid))
+        wall, busy, own, target = (b - a for a, b in zip(self.t0, t1))
+        return dict(cpu_us=target / max(requests, 1) * 1e6,
+                    other_pct=max(0.0, busy - own - target) / wall * 100)
+
+
 class Target:
     """A server process under test, started from an argv list, its output in log_path."""
 
@@ -57,6 +87,10 @@ class Target:
                 pass
             time.sleep(0.2)
         return False
+
+    def get_json(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+            return json.load(r)
 
     def log_tail(self, n=40):
         self._log.flush()
@@ -124,6 +158,7 @@ def run_wrk(port, conns, duration_s, prefix, limit=0, cpus=None):
         fd, _lua_path = tempfile.mkstemp(suffix=".lua", prefix="bench-wrk-")
         os.write(fd, WRK_LUA.encode())
         os.close(fd)
+        atexit.register(os.remove, _lua_path)
     dur = "3600s" if limit else f"{max(1, round(duration_s))}s"
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{dur}", "--timeout", "30s", "-s", _lua_path,
             f"http://127.0.0.1:{port}", "--", prefix, str(limit)]

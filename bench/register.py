@@ -13,10 +13,11 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Target, cpu_seconds, free_ports, paced, run_wrk  # noqa: E402
+from common import CpuMeter, Target, free_ports, paced, run_wrk  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN, END = "<!-- bench:register -->", "<!-- /bench:register -->"
@@ -47,6 +48,10 @@ def parse_args():
                    help="paced client: one request per connection every N ms")
     p.add_argument("--pin", choices=("split", "none"), default="split",
                    help="split: load generators on the last CPU, servers on the others")
+    p.add_argument("--drain-timeout", type=float, default=60,
+                   help="seconds to wait for the node's publish backlog after the load")
+    p.add_argument("--purge", action="store_true",
+                   help="purge job.high/medium/low on the broker after the run")
     p.add_argument("--write", metavar="FILE", help="replace the bench:register section of FILE")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     return p.parse_args()
@@ -66,39 +71,89 @@ def node_config(path, a, ports, data_dir, publish):
                 f"log_level: {a.log_level}\n")
 
 
-def measure(t, a, run_id, preload, client_cpus):
-    """All measurements of one target; returns {test: result dict}."""
-    res = {}
-    pid = t.proc.pid
-    if a.warmup:
-        run_wrk(t.port, 10, a.warmup, f"w{run_id}", cpus=client_cpus)
-
-    def throughput(test, conns):
-        c0 = cpu_seconds(pid)
+def one(t, test, a, run_id, client_cpus):
+    """One measurement of one target; test is c<N> (wrk, N connections) or rate (paced)."""
+    meter = CpuMeter(t.proc.pid)
+    if test == "rate":
+        r = paced(t.port, a.rate_conns, a.rate_interval_ms / 1e3, a.duration, f"r{run_id}")
+        r["rps"] = r["rate"]
+    else:
+        conns = int(test[1:].split("_")[0])
         r = run_wrk(t.port, conns, a.duration, f"{test}{run_id}", cpus=client_cpus)
-        r["cpu_us"] = (cpu_seconds(pid) - c0) / max(r["requests"], 1) * 1e6
-        res[test] = r
-        progress(f"{t.name:<22} {test:<10} {r['rps']:8,.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-                 f"p99 {r['p99_ms']:7.2f} ms  non-2xx {r['non2xx']}  errors {r['errors']}")
+    r.update(meter.stop(r["requests"]))
+    progress(f"{t.name:<22} {test:<10} {r['rps']:8,.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+             f"p99 {r['p99_ms']:7.2f} ms  max {r['max_ms']:7.1f} ms  non-2xx {r['non2xx']}  "
+             f"errors {r['errors']}  other CPU {r['other_pct']:.0f}%")
+    return r
 
-    for c in CONNS:
-        throughput(f"c{c}", c)
 
-    c0 = cpu_seconds(pid)
-    r = paced(t.port, a.rate_conns, a.rate_interval_ms / 1e3, a.duration, f"r{run_id}")
-    r["cpu_us"] = (cpu_seconds(pid) - c0) / max(r["requests"], 1) * 1e6
-    res["rate"] = r
-    progress(f"{t.name:<22} {'paced':<10} {r['rate']:8,.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-             f"p99 {r['p99_ms']:7.2f} ms  max {r['max_ms']:.1f} ms  non-2xx {r['non2xx']}  "
-             f"errors {r['errors']}")
+def measure_all(targets, a, run_id, client_cpus):
+    """Every test runs on every target in turn (floor, then nodes), so that the ratios
+    compare measurements taken seconds apart. Nodes drain their publish backlog first."""
+    res = {t.name: {} for t in targets}
+    nodes = [t for t in targets if t.name != "floor"]
 
-    if preload:
-        r = run_wrk(t.port, 50, 0, f"p{run_id}", limit=preload, cpus=client_cpus)
-        res["preload"] = r
-        progress(f"{t.name:<22} preload    {r['requests']:,} jobs in {r['elapsed_s']:.1f} s "
-                 f"({r['requests'] / r['elapsed_s']:,.0f} req/s)  non-2xx {r['non2xx']}")
-        throughput("c50_after", 50)
+    def settle():
+        for n in nodes:
+            drain(n, a.drain_timeout, quiet=True)
+
+    for t in targets:
+        if a.warmup:
+            run_wrk(t.port, 10, a.warmup, f"w{run_id}", cpus=client_cpus)
+    for test in [f"c{c}" for c in CONNS] + ["rate"]:
+        for t in targets:
+            settle()
+            res[t.name][test] = one(t, test, a, run_id, client_cpus)
+    if a.preload:
+        for t in nodes:
+            settle()
+            r = run_wrk(t.port, 50, 0, f"p{run_id}", limit=a.preload, cpus=client_cpus)
+            res[t.name]["preload"] = r
+            progress(f"{t.name:<22} preload    {r['requests']:,} jobs in {r['elapsed_s']:.1f} s "
+                     f"({r['requests'] / r['elapsed_s']:,.0f} req/s)  non-2xx {r['non2xx']}")
+        for t in targets:      # the floor again, as the reference measured at the same time
+            settle()
+            res[t.name]["c50_after"] = one(t, "c50_after", a, run_id, client_cpus)
+            if t in nodes:
+                res[t.name]["backlog"] = drain(t, a.drain_timeout)
     return res
+
+
+def drain(t, timeout_s, quiet=False):
+    """Jobs still pending (registered, not yet confirmed by RabbitMQ) when the load
+    stops, and how long the node takes to publish them with no HTTP load."""
+    start = time.monotonic()
+    try:
+        pending0 = pending = t.get_json("/api/metrics")["jobs"].get("pending", 0)
+    except (OSError, ValueError, KeyError) as e:
+        if not quiet:
+            progress(f"{t.name:<22} backlog    unknown: GET /api/metrics failed: {e}")
+        return None
+    while pending and time.monotonic() - start < timeout_s:
+        time.sleep(0.2)
+        pending = t.get_json("/api/metrics")["jobs"].get("pending", 0)
+    r = dict(pending=pending0, left=pending, elapsed_s=time.monotonic() - start)
+    if not quiet or pending0:
+        progress(f"{t.name:<22} backlog    {pending0:,} pending at end of load, "
+             f"{pending:,} left after {r['elapsed_s']:.1f} s")
+    return r
+
+
+def broker_queues(a):
+    """Messages in the job queues after the run (bench jobs left behind); purge with --purge."""
+    try:
+        import pika
+        conn = pika.BlockingConnection(pika.ConnectionParameters(a.rabbitmq_host, a.rabbitmq_port))
+        ch, depth = conn.channel(), {}
+        for q in ("job.high", "job.medium", "job.low"):
+            depth[q] = ch.queue_declare(q, passive=True).method.message_count
+            if a.purge:
+                ch.queue_purge(q)
+        conn.close()
+        progress(f"broker queues after the run: {depth}" + (" (purged)" if a.purge else
+                 "; bench jobs stay there (use --purge or a private broker)"))
+    except Exception as e:  # informative only
+        progress(f"could not read the broker's queues: {e!r}")
 
 
 def fmt_ratio(x):
@@ -109,21 +164,29 @@ def table(results, preload, rate_desc):
     """Markdown table; ratios are against the floor measured in the same run."""
     floor = results["floor"]
     rows = ["| test | target | req/s | p50 ms | p99 ms | max ms | non-2xx / errors "
-            "| CPU µs/req | vs floor |",
-            "|---|---|--:|--:|--:|--:|--:|--:|---|"]
+            "| target CPU µs/req | other CPU % | vs floor |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|---|"]
     tests = [(f"c{c}", f"{c} conn{'s' if c > 1 else ''}, closed loop") for c in CONNS]
     tests += [("rate", rate_desc), ("preload", f"preload {preload:,} jobs, 50 conns"),
-              ("c50_after", f"50 conns after {preload:,} jobs")]
+              ("c50_after", "50 conns, after the preload (floor measured again)"),
+              ("backlog", "publish backlog drain, no HTTP load")]
     for test, desc in tests:
         for name, res in results.items():
             r = res.get(test)
             if r is None:
                 continue
+            if test == "backlog":
+                rate = f"{(r['pending'] - r['left']) / r['elapsed_s']:,.0f}" if r["pending"] else "—"
+                rows.append(f"| {desc} | {name} | {rate} | | | | | "
+                            f"| | {r['pending']:,} pending at end of load; "
+                            + (f"published in {r['elapsed_s']:.1f} s |" if not r["left"] else
+                               f"{r['left']:,} still pending after {r['elapsed_s']:.0f} s |"))
+                continue
             if test == "preload":
                 rows.append(f"| {desc} | {name} | {r['requests'] / r['elapsed_s']:,.0f} | | | | "
-                            f"{r['non2xx']} / – | | took {r['elapsed_s']:.1f} s |")
+                            f"{r['non2xx']} / – | | | took {r['elapsed_s']:.1f} s |")
                 continue
-            rps = r.get("rps", r.get("rate"))
+            rps = r["rps"]
             if name == "floor":
                 vs = "—"
             elif test == "rate":
@@ -131,14 +194,26 @@ def table(results, preload, rate_desc):
                 vs = (f"p50 {fmt_ratio(r['p50_ms'] / f['p50_ms'])}, "
                       f"p99 {fmt_ratio(r['p99_ms'] / f['p99_ms'])}")
             elif test == "c50_after":
-                vs = (f"{fmt_ratio(rps / floor['c50']['rps'])} req/s "
+                vs = (f"{fmt_ratio(rps / floor['c50_after']['rps'])} req/s "
                       f"({fmt_ratio(rps / res['c50']['rps'])} of its own 50 conns before)")
             else:
                 vs = f"{fmt_ratio(rps / floor[test]['rps'])} req/s"
             rows.append(f"| {desc} | {name} | {rps:,.0f} | {r['p50_ms']:.2f} | "
                         f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['non2xx']} / {r['errors']} "
-                        f"| {r['cpu_us']:.0f} | {vs} |")
+                        f"| {r['cpu_us']:.0f} | {r['other_pct']:.0f} | {vs} |")
     return "\n".join(rows)
+
+
+def busy_note(results):
+    """Warn when something else used the CPU during the floor's runs (no broker there)."""
+    worst = max(r["other_pct"] for r in results["floor"].values() if "other_pct" in r)
+    if worst < 30:
+        return ""
+    msg = (f"**Warning: the machine was busy: up to {worst:.0f}% of a core used by other "
+           f"programs during the floor's runs. Compare ratios only, and rerun on a quiet "
+           f"machine before quoting numbers.**\n\n")
+    progress(msg.strip("*\n"))
+    return msg
 
 
 def machine():
@@ -200,25 +275,25 @@ def main():
             argv = shlex.split(a.node_cmd.format(python=sys.executable, config=cfg,
                                                  http_port=ports[0], data_dir=os.path.join(d, "data")))
             targets.append((name, argv, ports[0], os.path.join(d, "node.log")))
+        for spec in targets[1:]:
+            running.append(Target(*spec, cwd=ROOT, cpus=server_cpus))
+        targets = running
         for t in targets:
-            if not isinstance(t, Target):   # nodes start one at a time, after the floor's run
-                t = Target(*t, cwd=ROOT, cpus=server_cpus)
-                running.append(t)
             progress(f"{t.name:<22} starting: {shlex.join(t.argv)}")
+        for t in targets:
             if not t.wait_ready(a.ready_timeout):
                 state = (f"exited with code {t.proc.returncode}" if t.proc.poll() is not None
                          else f"not ready after {a.ready_timeout:g} s")
                 print(f"error: {t.name} {state} (GET /api/health never answered 200); "
                       f"last lines of {t.log_path}:\n{t.log_tail()}", file=sys.stderr)
+                a.keep = True
                 return 1
-            preload = a.preload if t.name != "floor" else 0
-            results[t.name] = measure(t, a, run_id, preload, client_cpus)
-            if t is not floor:
-                t.stop()
-                running.remove(t)
+        results = measure_all(targets, a, run_id, client_cpus)
     finally:
         for t in running:
             t.stop()
+        if True in variants and results:
+            broker_queues(a)
         if a.keep:
             progress(f"configs and logs kept in {tmp}")
         else:
@@ -229,8 +304,12 @@ def main():
             f"- machine: {machine()}\n"
             f"- command: `{shlex.join(['python'] + sys.argv)}`\n"
             f"- {a.duration:g} s per measurement; wrk 1 thread, keep-alive; pinning: {a.pin}; "
-            f"latency of the paced row counts from the scheduled send time\n\n"
-            + table(results, a.preload, rate_desc))
+            f"latency of the paced row counts from the scheduled send time\n"
+            f"- target CPU µs/req: the server process's CPU time per response. other CPU %: "
+            f"busy CPU used by neither the server nor the load generator (RabbitMQ, kernel, "
+            f"anything else running), in % of one core; when it is high for the floor, "
+            f"the machine was not quiet\n\n"
+            + busy_note(results) + table(results, a.preload, rate_desc))
     print(text)
     if a.write:
         write_section(a.write, text)

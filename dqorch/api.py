@@ -133,15 +133,15 @@ def make_app(svc) -> bottle.Bottle:
         svc.node.propose(cmd)
         return 202, {"status": "accepted", "job_id": cmd["id"]}
 
-    def report(path_id):
-        cmd = parse.report(body(), path_id, max_retries=cfg.job_max_retries,
+    def report(job_id=None):
+        cmd = parse.report(body(), job_id, max_retries=cfg.job_max_retries,
                            execution_timeout=cfg.job_execution_timeout_s)
         out = svc.node.propose(cmd)
         if out["outcome"] == "ignored":
             return {"status": "ignored", "reason": out["reason"]}
         return {"status": "updated"}
 
-    app.route("/api/jobs/status", "POST", lambda: report(None))
+    app.route("/api/jobs/status", "POST", report)
     app.route("/api/jobs/<job_id>/status", ["PUT", "POST"], report)
 
     @app.post("/api/jobs/<job_id>/cancel")

@@ -128,7 +128,7 @@ class Node:
     def broker_status(self) -> dict:
         b = self.broker
         return {"connected": b.connected, "down_since": b.disconnected_since_ms,
-                "error": b.last_error, "in_flight": b.in_flight()}
+                "error": b.last_error, "in_flight": b.in_flight(), "stats": dict(b.stats)}
 
     def health(self):
         node = self.node

@@ -430,20 +430,18 @@ class Broker:
             self.disconnected_since_ms = _now_ms()
         pending, self._pending = self._pending, collections.deque()
         self._in_flight = 0
-        lost = [e.token for e in pending if not e.done and not e.returned]
-        returned = [e.token for e in pending if not e.done and e.returned]
+        # A returned entry whose ack never came is reported as lost too: either way
+        # the message is not known to be queued.
+        lost = [e.token for e in pending if not e.done]
         if was_connected:
             if warn:
                 self.last_error = reason_text
                 log.warning("broker disconnected host=%s port=%d error=%s in_flight=%d",
-                            self.host, self.port, reason_text, len(lost) + len(returned))
+                            self.host, self.port, reason_text, len(lost))
             else:
                 log.info("broker closed host=%s port=%d in_flight=%d",
-                         self.host, self.port, len(lost) + len(returned))
+                         self.host, self.port, len(lost))
             self._last_failure_warn = None
-        if returned:
-            self.stats["returned"] += len(returned)
-            self._call(self._on_rejected, returned, "returned")
         if lost:
             self.stats["lost"] += len(lost)
             self._call(self._on_rejected, lost, "connection_lost")

@@ -26,13 +26,26 @@ def body_json(raw: bytes, allow_empty: bool = True) -> dict:
     except UnicodeDecodeError as e:
         raise ApiError(400, "invalid_json", f"request body is not valid UTF-8 (byte {e.start})")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as e:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {e}")
     if not isinstance(value, dict):
         raise ApiError(400, "invalid_request",
                        f"request body must be a JSON object, got {_kind(value)}")
     return value
+
+
+def _no_constant(name: str):
+    # Python's json accepts NaN and Infinity; JSON does not, and neither would the
+    # workers that get the job (or the clients that read it back).
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):          # 1e400 parses as inf: same problem as Infinity
+        raise ValueError(f"number {text[:40]} is out of range")
+    return v
 
 
 def _kind(v) -> str:
@@ -43,9 +56,10 @@ def _kind(v) -> str:
 
 
 def _first(body: dict, names: tuple):
-    """(name, value) of the first spelling present, else (names[0], None)."""
+    """(name, value) of the first spelling present and not null, else (names[0], None).
+    Null counts as absent: the gateway sends every field, unset ones as null."""
     for n in names:
-        if n in body:
+        if body.get(n) is not None:
             return n, body[n]
     return names[0], None
 
@@ -86,7 +100,11 @@ def priority(v, field: str = "priority") -> int:
         try:
             v = int(s)
         except ValueError:
-            raise bad(field, f"must be an integer or LOW, MEDIUM, HIGH, CRITICAL; got {v[:40]!r}")
+            try:
+                v = float(s)          # a numeric string may be a float: floored below
+            except ValueError:
+                raise bad(field, f"must be an integer or LOW, MEDIUM, HIGH, CRITICAL; got {v[:40]!r}")
+            return priority(v, field)
     if not isinstance(v, int):
         raise bad(field, f"must be an integer or LOW, MEDIUM, HIGH, CRITICAL; got {_kind(v)}")
     if not -1_000_000 <= v <= 1_000_000:

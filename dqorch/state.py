@@ -55,6 +55,8 @@ class SortedSeqs:
 
     def remove(self, x: int) -> None:
         i = bisect_left(self._maxes, x)
+        if i == len(self._maxes):     # above the largest (or empty): not an IndexError
+            raise KeyError(x)
         lst = self._lists[i]
         j = bisect_left(lst, x)
         if lst[j] != x:
@@ -292,6 +294,8 @@ def _apply_report(st: State, cmd: dict) -> dict:
         moved = _move(st, job, FAILED, at, by, "failed: %s" % (error or "no error message"))
         _event(st, job, "FAILED", at, error=error)
     else:
+        if worker is not None:
+            _set_worker(st, job, worker)
         job["completed_at"] = at
         moved = _move(st, job, CANCELLED, at, by, "worker cancelled it")
         _event(st, job, "CANCELLED", at)
@@ -403,7 +407,10 @@ def counts_by_queue(st: State) -> dict:
 # Snapshots #################################################################
 
 def to_snapshot(st: State) -> dict:
-    """A JSON-safe copy of everything apply() reads. Indexes are rebuilt on load."""
+    """A JSON-safe view of everything apply() reads. Indexes are rebuilt on load.
+    Not a copy: it shares the job dicts with `st`, so serialise it (as the snapshot
+    child does) before the next apply, and never hand it to from_snapshot unserialised
+    while `st` lives on."""
     return {
         "jobs": [st.jobs[st.by_seq[seq]] for seq in st.all],
         "next_seq": st.next_seq,

@@ -6,9 +6,11 @@ stop or restart a broker use a private one on DQ_TEST_PRIVATE_RABBIT_PORT (defau
 deadline, never a bare sleep.
 """
 
+import fcntl
 import os
 import socket
 import subprocess
+import tempfile
 import time
 
 import gevent
@@ -73,8 +75,11 @@ class LocalRabbit:
         self.port = port
 
     def _script(self, *args, check=True):
-        env = dict(os.environ, RABBIT_PORT=str(self.port))
-        return subprocess.run([SCRIPT, *args], env=env, check=check, timeout=180,
+        # Erlang writes erl_crash.dump into its working directory: keep it out of the repo.
+        tmp = tempfile.gettempdir()
+        env = dict(os.environ, RABBIT_PORT=str(self.port), ERL_CRASH_DUMP=os.path.join(
+            tmp, "dqorch-rabbit-%d-erl_crash.dump" % self.port))
+        return subprocess.run([SCRIPT, *args], env=env, check=check, timeout=180, cwd=tmp,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def start(self):
@@ -85,11 +90,35 @@ class LocalRabbit:
         self._script("stop")
         wait_until(lambda: not port_open(self.port), 60, 0.1, "port %d closed" % self.port)
 
+    def ctl(self, *args):
+        """Run rabbitmqctl against this broker; returns its output."""
+        return self._script("ctl", *args).stdout
+
     def ctl_json(self, *args):
         """rabbitmqctl output as JSON, e.g. ctl_json("list_queues", "name")."""
         import json
-        out = self._script("ctl", *args, "-q", "--formatter", "json").stdout
-        return json.loads(out)
+        return json.loads(self.ctl(*args, "-q", "--formatter", "json"))
+
+    def exclusive(self, timeout_s=900.0):
+        """Hold a lock on this port for as long as the returned file stays open.
+
+        Two pytest runs that share the private broker would stop it under each other
+        (and two starts of one node name crash the second); the lock makes the later
+        run wait for the earlier one.
+        """
+        path = os.path.join(tempfile.gettempdir(), "dqorch-rabbit-%d.lock" % self.port)
+        f = open(path, "w")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return f
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    f.close()
+                    pytest.fail("private broker on port %d stayed locked by another "
+                                "test run for %ss" % (self.port, timeout_s))
+                gevent.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
@@ -107,9 +136,13 @@ def private_rabbit():
     if SHARED_PORT == PRIVATE_PORT:
         pytest.fail("private broker port must differ from the shared one")
     rabbit = LocalRabbit(PRIVATE_PORT)
-    rabbit.start()
-    yield rabbit
-    rabbit.stop()
+    lock = rabbit.exclusive()
+    try:
+        rabbit.start()
+        yield rabbit
+        rabbit.stop()
+    finally:
+        lock.close()
 
 
 class Recorder:

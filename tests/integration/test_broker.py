@@ -115,7 +115,7 @@ def test_topology_is_declared_again_on_reconnect(private_rabbit, make_broker):
     ch.queue_delete("job.high")
     conn.close()
 
-    private_rabbit.ctl_json("close_all_connections", "test: force a reconnect")
+    private_rabbit.ctl("close_all_connections", "test: force a reconnect")
     wait_until(lambda: b.stats["connects"] == 2 and b.connected, what="reconnected")
     assert rec.states == [True, False, True]
     conn, ch = blocking_channel(port)

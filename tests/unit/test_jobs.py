@@ -1,0 +1,185 @@
+"""Unit tests for dqorch.jobs: statuses, priority -> queue routing, the job record and
+the shapes it takes on the wire (API JSON §2.5, job message and status event §3)."""
+
+import json
+
+import pytest
+
+from dqorch import jobs
+
+FIELDS = {"max_retries": 3, "execution_timeout": 300}
+
+
+def job(**fields) -> dict:
+    return jobs.new_job("j1", 1, 1_700_000_000_123, dict(FIELDS, **fields))
+
+
+# Statuses and moves ########################################################
+
+def test_terminal_statuses_are_completed_failed_cancelled():
+    assert jobs.TERMINAL == {"completed", "failed", "cancelled"}
+    assert set(jobs.STATUSES) == {"pending", "queued", "running"} | jobs.TERMINAL
+
+
+def test_terminal_statuses_have_no_moves_and_every_other_can_be_cancelled():
+    assert set(jobs.TRANSITIONS) == set(jobs.STATUSES)
+    for status, allowed in jobs.TRANSITIONS.items():
+        assert allowed <= set(jobs.STATUSES)
+        if status in jobs.TERMINAL:
+            assert allowed == set()
+        else:
+            assert {"cancelled", "completed", "failed"} <= allowed
+
+
+# Routing ###################################################################
+
+@pytest.mark.parametrize("priority, queue", [
+    (15, "job.high"), (10, "job.high"), (1000, "job.high"),
+    (9, "job.medium"), (5, "job.medium"),
+    (4, "job.low"), (1, "job.low"), (0, "job.low"), (-5, "job.low"),
+])
+def test_queue_for_routes_by_priority_thresholds(priority, queue):
+    assert jobs.queue_for(priority) == queue
+
+
+def test_queue_amqp_priorities_match_the_contract():
+    assert jobs.QUEUES == {"job.high": 10, "job.medium": 5, "job.low": 1}
+    assert jobs.PRIORITY_NAMES == {"low": 1, "medium": 5, "high": 10, "critical": 15}
+
+
+# The record ################################################################
+
+def test_new_job_defaults():
+    j = job()
+    assert (j["id"], j["seq"], j["status"]) == ("j1", 1, "pending")
+    assert (j["type"], j["priority"], j["queue"]) == ("default", 5, "job.medium")
+    assert (j["payload"], j["metadata"], j["history"]) == ({}, {}, [])
+    assert (j["retry_count"], j["max_retries"], j["execution_timeout"]) == (0, 3, 300)
+    assert j["created_at"] == 1_700_000_000_123
+    for k in ("worker_id", "result", "error_message", "queued_at", "started_at",
+              "completed_at", "progress"):
+        assert j[k] is None, k
+    assert j["registered"] is False
+    assert "client_created_at" not in j
+
+
+def test_new_job_takes_the_fields_and_routes_by_priority():
+    j = job(type="resize", priority=12, payload={"a": 1}, metadata={"m": "x"},
+            client_created_at="yesterday")
+    assert (j["type"], j["priority"], j["queue"]) == ("resize", 12, "job.high")
+    assert (j["payload"], j["metadata"]) == ({"a": 1}, {"m": "x"})
+    assert j["client_created_at"] == "yesterday"
+
+
+def test_new_jobs_do_not_share_default_dicts():
+    a, b = job(), job()
+    a["payload"]["x"] = 1
+    a["metadata"]["y"] = 2
+    assert b["payload"] == {} and b["metadata"] == {}
+
+
+def test_fill_fields_sets_only_given_fields_and_reroutes():
+    j = job()
+    j.update(status="running", retry_count=2, worker_id="w")
+    jobs.fill_fields(j, {"priority": 1, "type": "t", "max_retries": 9,
+                         "execution_timeout": 60})
+    assert (j["priority"], j["queue"], j["type"]) == (1, "job.low", "t")
+    assert (j["max_retries"], j["execution_timeout"]) == (9, 60)
+    assert (j["status"], j["retry_count"], j["worker_id"]) == ("running", 2, "w")
+    assert (j["payload"], j["metadata"]) == ({}, {})
+
+
+# API JSON ##################################################################
+
+def test_api_json_has_the_contract_fields_in_order_and_null_for_unset():
+    out = jobs.api_json(job())
+    assert list(out) == list(jobs.API_FIELDS)
+    assert list(jobs.API_FIELDS) == [
+        "id", "type", "priority", "queue", "status", "worker_id", "payload", "result",
+        "error_message", "retry_count", "max_retries", "execution_timeout", "metadata",
+        "created_at", "queued_at", "started_at", "completed_at"]
+    text = json.dumps(out)
+    assert "undefined" not in text
+    assert out["worker_id"] is None and out["completed_at"] is None
+    assert "seq" not in out and "registered" not in out and "history" not in out
+
+
+def test_api_json_list_form_omits_payload_and_result():
+    out = jobs.api_json(job(payload={"big": "x"}), full=False)
+    assert "payload" not in out and "result" not in out
+    assert out["id"] == "j1"
+
+
+def test_api_json_adds_history_progress_and_client_created_at_when_present():
+    j = job(client_created_at=5)
+    j["progress"] = 40
+    j["history"].append({"at": 1, "status": "pending", "by": "api", "reason": "r"})
+    out = jobs.api_json(j, history=True)
+    assert out["progress"] == 40 and out["client_created_at"] == 5
+    assert out["history"] == j["history"] and out["history"] is not j["history"]
+    assert "progress" not in jobs.api_json(job())
+
+
+# Job message ###############################################################
+
+def test_message_body_has_the_15_contract_keys_and_status_pending():
+    j = job(type="t", priority=10, payload={"a": 1}, metadata={"k": "v"})
+    j.update(status="running", retry_count=2, worker_id="w1")
+    body = jobs.message_body(j)
+    assert set(body) == {"id", "type", "priority", "status", "worker_id", "payload",
+                         "result", "error_message", "retry_count", "max_retries",
+                         "execution_timeout", "created_at", "started_at",
+                         "completed_at", "metadata"}
+    assert body["status"] == "pending"
+    assert (body["id"], body["type"], body["priority"], body["retry_count"]) == \
+        ("j1", "t", 10, 2)
+    assert body["payload"] == {"a": 1} and body["metadata"] == {"k": "v"}
+    assert isinstance(body["created_at"], int)
+    json.dumps(body, allow_nan=False)
+
+
+# Status events #############################################################
+
+@pytest.mark.parametrize("at_ms, want", [
+    (0, "1970-01-01T00:00:00.000Z"),
+    (1_700_000_000_123, "2023-11-14T22:13:20.123Z"),
+    (1_700_000_000_007, "2023-11-14T22:13:20.007Z"),
+    (1_700_000_000_999, "2023-11-14T22:13:20.999Z"),
+])
+def test_iso_ms_is_utc_with_milliseconds(at_ms, want):
+    assert jobs.iso_ms(at_ms) == want
+
+
+def test_event_body_minimal():
+    ev = {"job": "j1", "status": "CANCELLED", "worker": None, "at_ms": 1000}
+    assert jobs.event_body(ev) == {"jobId": "j1", "jobStatus": "CANCELLED",
+                                   "workerId": "unknown",
+                                   "timestamp": "1970-01-01T00:00:01.000Z"}
+
+
+def test_event_body_worker_is_never_blank():
+    for worker in (None, ""):
+        ev = {"job": "j", "status": "RUNNING", "worker": worker, "at_ms": 0}
+        assert jobs.event_body(ev)["workerId"] == "unknown"
+    ev = {"job": "j", "status": "RUNNING", "worker": "w7", "at_ms": 0}
+    assert jobs.event_body(ev)["workerId"] == "w7"
+
+
+@pytest.mark.parametrize("result, want", [
+    ({"a": 1}, {"a": 1}), ([1, 2], {"value": [1, 2]}), ("ok", {"value": "ok"}),
+    (0, {"value": 0}), (False, {"value": False}),
+])
+def test_event_body_wraps_a_non_object_result(result, want):
+    ev = {"job": "j", "status": "COMPLETED", "worker": "w", "at_ms": 0, "result": result}
+    assert jobs.event_body(ev)["result"] == want
+
+
+def test_event_body_carries_error_and_progress_only_when_set():
+    ev = {"job": "j", "status": "FAILED", "worker": "w", "at_ms": 0, "error": "boom",
+          "progress": 30}
+    body = jobs.event_body(ev)
+    assert (body["errorMessage"], body["progress"]) == ("boom", 30)
+    ev = {"job": "j", "status": "RUNNING", "worker": "w", "at_ms": 0, "error": None,
+          "progress": None}
+    body = jobs.event_body(ev)
+    assert "errorMessage" not in body and "progress" not in body and "result" not in body

@@ -1,0 +1,293 @@
+"""Unit tests for dqorch.raft.log: what survives close/open, how a torn tail is cut,
+when damage stops start-up (LogCorrupt), hard state, and rotate + snapshot + compact.
+Files only under tmp_path; no sockets, no clock."""
+
+import json
+import os
+
+import pytest
+
+from dqorch.raft import log as rlog
+from dqorch.raft.log import HEADER, LogCorrupt, RaftLog, encode
+
+
+def cmd(i: int) -> dict:
+    return {"op": "register", "id": "job-%d" % i, "job": {"n": i, "s": "é✓"},
+            "at_ms": 1_700_000_000_000 + i}
+
+
+def entry(i: int, term: int = 1) -> tuple:
+    return (i, term, cmd(i))
+
+
+def write(lg: RaftLog, first: int, last: int, term: int = 1) -> None:
+    data = b"".join(encode(i, term, cmd(i)) for i in range(first, last + 1))
+    lg.append(data, last, term)
+    os.fsync(lg.fileno())
+
+
+def opened(path) -> tuple:
+    lg = RaftLog(str(path))
+    snap, entries = lg.open()
+    return lg, snap, entries
+
+
+def reopen(lg: RaftLog) -> tuple:
+    lg.close()
+    return opened(lg.dir)
+
+
+def segment_files(path) -> list:
+    return sorted(n for n in os.listdir(path) if n.endswith(".seg"))
+
+
+def record_size(i: int, term: int = 1) -> int:
+    return len(encode(i, term, cmd(i)))
+
+
+# Round trips ###############################################################
+
+def test_a_new_log_is_empty(tmp_path):
+    lg, snap, entries = opened(tmp_path / "d")
+    assert (snap, entries) == (None, [])
+    assert (lg.term, lg.vote, lg.last_index, lg.last_term) == (0, None, 0, 0)
+    assert segment_files(lg.dir) == ["log-%020d.seg" % 1]
+    lg.close()
+
+
+def test_entries_survive_close_and_open(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3, term=1)
+    write(lg, 4, 5, term=2)
+    lg, snap, entries = reopen(lg)
+    assert snap is None
+    assert entries == [entry(1), entry(2), entry(3), entry(4, 2), entry(5, 2)]
+    assert (lg.last_index, lg.last_term) == (5, 2)
+    write(lg, 6, 6, term=2)                   # appends continue where the log ended
+    lg, _, entries = reopen(lg)
+    assert [e[0] for e in entries] == [1, 2, 3, 4, 5, 6]
+    lg.close()
+
+
+def test_hard_state_round_trips(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    lg.save_hard_state(7, "orchestrator@10.0.0.2")
+    assert (lg.term, lg.vote) == (7, "orchestrator@10.0.0.2")
+    lg, _, _ = reopen(lg)
+    assert (lg.term, lg.vote) == (7, "orchestrator@10.0.0.2")
+    lg.save_hard_state(8, None)
+    lg, _, _ = reopen(lg)
+    assert (lg.term, lg.vote) == (8, None)
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    lg.close()
+
+
+def test_write_atomic_replaces_the_whole_file(tmp_path):
+    path = str(tmp_path / "f.json")
+    rlog.write_atomic(path, b"x" * 1000)
+    rlog.write_atomic(path, b"short")
+    with open(path, "rb") as f:
+        assert f.read() == b"short"
+    assert os.listdir(tmp_path) == ["f.json"]
+
+
+# Torn tails ################################################################
+
+@pytest.mark.parametrize("cut", [1, 7, HEADER.size - 1, HEADER.size, HEADER.size + 3])
+def test_a_torn_last_record_is_cut_and_the_rest_kept(tmp_path, cut):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 5)
+    seg = os.path.join(lg.dir, segment_files(lg.dir)[-1])
+    lg.close()
+    good = os.path.getsize(seg) - record_size(5)
+    with open(seg, "r+b") as f:
+        f.truncate(good + cut)               # record 5 written only in part
+    lg, _, entries = opened(tmp_path)
+    assert entries == [entry(i) for i in range(1, 5)]
+    assert (lg.last_index, os.path.getsize(seg)) == (4, good)
+    write(lg, 5, 6, term=3)                  # the cut record's index is written again
+    lg, _, entries = reopen(lg)
+    assert entries == [entry(i) for i in range(1, 5)] + [entry(5, 3), entry(6, 3)]
+    lg.close()
+
+
+@pytest.mark.parametrize("garbage", [b"\x00", b"\x00" * 4096, b"\xff" * 30,
+                                     b"not a record at all, just bytes" * 5])
+def test_garbage_after_the_last_record_is_cut(tmp_path, garbage):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3)
+    seg = os.path.join(lg.dir, segment_files(lg.dir)[-1])
+    lg.close()
+    size = os.path.getsize(seg)
+    with open(seg, "ab") as f:
+        f.write(garbage)
+    lg, _, entries = opened(tmp_path)
+    assert entries == [entry(1), entry(2), entry(3)]
+    assert os.path.getsize(seg) == size
+    lg.close()
+
+
+def test_a_record_whose_body_was_changed_at_the_tail_is_cut(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 2)
+    seg = os.path.join(lg.dir, segment_files(lg.dir)[-1])
+    lg.close()
+    with open(seg, "r+b") as f:
+        f.seek(-2, os.SEEK_END)
+        f.write(b"!!")                        # right length, wrong crc
+    _, _, entries = opened(tmp_path)
+    assert entries == [entry(1)]
+
+
+# Damage a crash cannot explain ############################################
+
+def two_segments(tmp_path) -> tuple:
+    """Entries 1-3 in the first segment, 4-5 in the second; returns (first, second)."""
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3)
+    lg.rotate()
+    write(lg, 4, 5)
+    lg.close()
+    segs = segment_files(tmp_path)
+    assert segs == ["log-%020d.seg" % 1, "log-%020d.seg" % 4]
+    return tuple(os.path.join(tmp_path, s) for s in segs)
+
+
+def test_two_segments_read_back_in_order(tmp_path):
+    two_segments(tmp_path)
+    _, _, entries = opened(tmp_path)
+    assert [e[0] for e in entries] == [1, 2, 3, 4, 5]
+
+
+def test_a_flipped_byte_in_a_non_last_segment_is_log_corrupt(tmp_path):
+    first, _ = two_segments(tmp_path)
+    pos = record_size(1) + HEADER.size + 5       # inside record 2's body
+    with open(first, "r+b") as f:
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ 0x01]))
+    with pytest.raises(LogCorrupt, match="damaged record"):
+        opened(tmp_path)
+
+
+def test_a_truncated_non_last_segment_is_log_corrupt(tmp_path):
+    first, _ = two_segments(tmp_path)
+    with open(first, "r+b") as f:
+        f.truncate(os.path.getsize(first) - 3)
+    with pytest.raises(LogCorrupt):
+        opened(tmp_path)
+    assert os.path.getsize(first) > record_size(1)   # nothing was cut on the way out
+
+
+def test_garbage_after_a_non_last_segment_is_log_corrupt(tmp_path):
+    first, _ = two_segments(tmp_path)
+    with open(first, "ab") as f:
+        f.write(b"\x00" * 40)
+    with pytest.raises(LogCorrupt):
+        opened(tmp_path)
+
+
+def test_a_gap_in_the_indexes_is_log_corrupt(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    lg.append(encode(1, 1, cmd(1)) + encode(2, 1, cmd(2)) + encode(4, 1, cmd(4)), 4, 1)
+    lg.close()
+    with pytest.raises(LogCorrupt, match="index 4 follows 2"):
+        opened(tmp_path)
+
+
+def test_a_missing_middle_segment_is_log_corrupt(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 2)
+    lg.rotate()
+    write(lg, 3, 4)
+    lg.rotate()
+    write(lg, 5, 6)
+    lg.close()
+    os.unlink(os.path.join(tmp_path, "log-%020d.seg" % 3))
+    with pytest.raises(LogCorrupt):
+        opened(tmp_path)
+
+
+# Snapshots and compaction ##################################################
+
+def save_snapshot(lg: RaftLog, index: int, term: int, state: dict) -> None:
+    data = {"index": index, "term": term, "state": state}
+    rlog.write_atomic(lg.snapshot_path(index), json.dumps(data).encode())
+
+
+def test_rotate_snapshot_compact_then_open_returns_only_later_entries(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 4)
+    lg.rotate()
+    write(lg, 5, 10, term=2)
+    save_snapshot(lg, 4, 1, {"old": True})
+    lg.rotate()                                       # as node.snapshot_now does
+    save_snapshot(lg, 10, 2, {"jobs": ["x"]})
+    removed = lg.compact(10)
+    assert removed == 3                               # two segments and snapshot 4
+    assert segment_files(tmp_path) == ["log-%020d.seg" % 11]
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith("snapshot-")) == \
+        ["snapshot-%020d.json" % 10]
+    write(lg, 11, 12, term=2)
+    lg, snap, entries = reopen(lg)
+    assert snap == {"index": 10, "term": 2, "state": {"jobs": ["x"]}}
+    assert entries == [entry(11, 2), entry(12, 2)]
+    assert (lg.snapshot_index, lg.last_index, lg.last_term) == (10, 12, 2)
+    lg.close()
+
+
+def test_a_snapshot_with_no_later_entries_sets_the_last_index(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 5, term=3)
+    lg.rotate()
+    save_snapshot(lg, 5, 3, {})
+    lg.compact(5)
+    lg, snap, entries = reopen(lg)
+    assert (snap["index"], entries) == (5, [])
+    assert (lg.last_index, lg.last_term, lg.snapshot_index) == (5, 3, 5)
+    lg.close()
+
+
+def test_compact_keeps_a_segment_that_holds_entries_after_the_snapshot(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3)
+    lg.rotate()
+    write(lg, 4, 8)
+    save_snapshot(lg, 6, 1, {"at": 6})                # mid-segment, no rotate
+    assert lg.compact(6) == 1
+    assert segment_files(tmp_path) == ["log-%020d.seg" % 4]
+    lg, snap, entries = reopen(lg)
+    assert snap["index"] == 6 and [e[0] for e in entries] == [7, 8]
+    lg.close()
+
+
+def test_rotate_on_an_empty_segment_makes_no_new_file(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    lg.rotate()
+    assert segment_files(tmp_path) == ["log-%020d.seg" % 1]
+    write(lg, 1, 1)
+    lg.rotate()
+    lg.rotate()
+    assert segment_files(tmp_path) == ["log-%020d.seg" % 1, "log-%020d.seg" % 2]
+    lg.close()
+
+
+def test_the_newest_snapshot_wins(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 6)
+    save_snapshot(lg, 3, 1, {"n": 3})
+    save_snapshot(lg, 5, 1, {"n": 5})
+    lg, snap, entries = reopen(lg)
+    assert snap["state"] == {"n": 5} and [e[0] for e in entries] == [6]
+    lg.close()
+
+
+def test_a_damaged_newest_snapshot_is_log_corrupt(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 2)
+    lg.close()
+    with open(lg.snapshot_path(2), "wb") as f:
+        f.write(b'{"index": 2, "ter')
+    with pytest.raises(LogCorrupt):
+        opened(tmp_path)
