@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# dqorch's rebuild script. Safe to run again and again: it only ever stops processes it
+# started itself (pid files under ./var), never by name.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+VENV=${DQ_VENV:-$ROOT/.venv}
+PY=$VENV/bin/python
+CONFIG=${DQ_CONFIG:-$ROOT/config.yaml}
+RUN_DIR=$ROOT/var/run
+PID_FILE=$RUN_DIR/dqorch.pid
+LOG_FILE=$RUN_DIR/dqorch.log
+
+usage() {
+  cat <<USAGE
+usage: ./build-orchestrator.sh [-c CONFIG] COMMAND
+
+  deps     create .venv and install dqorch with its test extras (idempotent)
+  broker   make sure RabbitMQ answers at the configured rabbitmq_host:rabbitmq_port;
+           when that is loopback and nothing listens, start a private broker there
+           (scripts/rabbitmq-local.sh; installs Debian's rabbitmq-server when root)
+  run      deps + broker, then run the orchestrator in the foreground (Ctrl-C stops it)
+  start    deps + broker, then run it in the background (pid in var/run/dqorch.pid,
+           log in var/run/dqorch.log); waits until /api/health answers
+  stop     stop the background orchestrator started by 'start' (SIGTERM, then wait)
+  status   say whether the background orchestrator runs and show its health
+  test     deps + a local broker on 127.0.0.1:5672, then the whole test suite
+  clean    stop what 'start' started, remove .venv, var/ and caches (not config.yaml)
+
+CONFIG defaults to ./config.yaml (or \$DQ_CONFIG). DQ_* variables override its keys.
+USAGE
+}
+
+die() { echo "build-orchestrator: $*" >&2; exit 1; }
+
+deps() {
+  command -v python3 >/dev/null || die "python3 is missing; install Python 3.11+"
+  if [ ! -x "$PY" ]; then
+    python3 -m venv "$VENV" || die "cannot create $VENV (Debian: apt-get install python3-venv)"
+  fi
+  local stamp=$VENV/.dqorch-deps
+  if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+    "$PY" -m pip install -q --disable-pip-version-check -e ".[test]" \
+      || die "pip install failed (needs access to PyPI)"
+    touch "$stamp"
+  fi
+}
+
+# Prints "host port" of the broker the config points at.
+broker_address() {
+  "$PY" dqorch.py -c "$CONFIG" --check-config >/dev/null || exit 2
+  "$PY" - "$CONFIG" <<'PY'
+import sys
+from dqorch import config
+cfg = config.load(sys.argv[1])
+print(cfg.rabbitmq_host, cfg.rabbitmq_port)
+PY
+}
+
+reachable() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+broker() {
+  local host port
+  read -r host port < <(broker_address)
+  if reachable "$host" "$port"; then
+    echo "build-orchestrator: RabbitMQ answers at $host:$port"
+    return 0
+  fi
+  case "$host" in
+    127.*|localhost|::1) RABBIT_PORT=$port scripts/rabbitmq-local.sh start ;;
+    *) echo "build-orchestrator: warning: no RabbitMQ at $host:$port; the node will run" \
+            "degraded and publish once it is reachable" >&2 ;;
+  esac
+}
+
+running() { [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
+
+http_port() {
+  "$PY" -c 'import sys; from dqorch import config; print(config.load(sys.argv[1]).http_port)' "$CONFIG"
+}
+
+start() {
+  deps; broker
+  mkdir -p "$RUN_DIR"
+  if running; then echo "build-orchestrator: already running (pid $(cat "$PID_FILE"))"; return 0; fi
+  local port; port=$(http_port)
+  reachable 127.0.0.1 "$port" && die "port $port (http_port) is in use by another process"
+  nohup "$PY" dqorch.py -c "$CONFIG" >>"$LOG_FILE" 2>&1 &
+  echo $! > "$PID_FILE"
+  for _ in $(seq 1 300); do
+    if ! running; then tail -n 20 "$LOG_FILE" >&2; rm -f "$PID_FILE"; die "the orchestrator exited; log above"; fi
+    if curl -fs "http://127.0.0.1:$port/api/health" >/dev/null 2>&1 || \
+       "$PY" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/api/health', timeout=1)" 2>/dev/null; then
+      echo "build-orchestrator: running (pid $(cat "$PID_FILE"), http://127.0.0.1:$port, log $LOG_FILE)"
+      return 0
+    fi
+    sleep 0.2
+  done
+  die "the orchestrator did not answer on port $port within 60 s; see $LOG_FILE"
+}
+
+stop() {
+  if ! running; then rm -f "$PID_FILE"; echo "build-orchestrator: not running"; return 0; fi
+  local pid; pid=$(cat "$PID_FILE")
+  kill -TERM "$pid"
+  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then die "pid $pid did not stop within 30 s; it is still running"; fi
+  rm -f "$PID_FILE"
+  echo "build-orchestrator: stopped (pid $pid)"
+}
+
+status() {
+  if running; then
+    echo "running (pid $(cat "$PID_FILE"))"
+    "$PY" -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$(http_port)/api/health', timeout=2).read().decode())" 2>/dev/null || true
+  else
+    echo "stopped"; return 3
+  fi
+}
+
+run_tests() {
+  deps
+  RABBIT_PORT=${DQ_TEST_RABBIT_PORT:-5672} scripts/rabbitmq-local.sh start
+  "$PY" -m pytest -q "$@"
+}
+
+clean() {
+  stop || true
+  rm -rf "$VENV" "$ROOT/var" .pytest_cache .hypothesis build dist ./*.egg-info
+  find . -name __pycache__ -type d -prune -exec rm -rf {} +
+  echo "build-orchestrator: clean"
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -c|--config) CONFIG=$(realpath "$2"); shift 2 ;;
+    -h|--help|help) usage; exit 0 ;;
+    *) break ;;
+  esac
+done
+cmd=${1:-}; [ $# -gt 0 ] && shift
+case "$cmd" in
+  deps) deps ;;
+  broker) deps; broker ;;
+  run) deps; broker; exec "$PY" dqorch.py -c "$CONFIG" ;;
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  test) run_tests "$@" ;;
+  clean) clean ;;
+  "") usage; exit 64 ;;
+  *) echo "build-orchestrator: unknown command '$cmd'" >&2; usage >&2; exit 64 ;;
+esac

@@ -1,0 +1,19 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="dqorch",
+    version="0.1.0",
+    description="DistriQueue orchestrator: durable job registry, RabbitMQ routing, Raft log",
+    packages=find_packages(include=["dqorch", "dqorch.*"]),
+    py_modules=[],
+    python_requires=">=3.11",
+    install_requires=[
+        "gevent>=24.2",
+        "bottle>=0.13",
+        "pika>=1.3",
+        "prometheus-client>=0.20",
+        "PyYAML>=6.0",
+    ],
+    extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["dqorch=dqorch.cli:main"]},
+)
