@@ -176,7 +176,9 @@ def table(results, preload, rate_desc):
             if r is None:
                 continue
             if test == "backlog":
-                rate = f"{(r['pending'] - r['left']) / r['elapsed_s']:,.0f}" if r["pending"] else "—"
+                # below ~1 s the 0.2 s polling makes a rate meaningless
+                rate = (f"{(r['pending'] - r['left']) / r['elapsed_s']:,.0f}"
+                        if r["elapsed_s"] >= 1 else "—")
                 rows.append(f"| {desc} | {name} | {rate} | | | | | "
                             f"| | {r['pending']:,} pending at end of load; "
                             + (f"published in {r['elapsed_s']:.1f} s |" if not r["left"] else
@@ -197,7 +199,8 @@ def table(results, preload, rate_desc):
                 vs = (f"{fmt_ratio(rps / floor['c50_after']['rps'])} req/s "
                       f"({fmt_ratio(rps / res['c50']['rps'])} of its own 50 conns before)")
             else:
-                vs = f"{fmt_ratio(rps / floor[test]['rps'])} req/s"
+                vs = (f"{fmt_ratio(rps / floor[test]['rps'])} req/s, "
+                      f"{fmt_ratio(r['cpu_us'] / floor[test]['cpu_us'])} CPU/req")
             rows.append(f"| {desc} | {name} | {rps:,.0f} | {r['p50_ms']:.2f} | "
                         f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['non2xx']} / {r['errors']} "
                         f"| {r['cpu_us']:.0f} | {r['other_pct']:.0f} | {vs} |")
@@ -210,8 +213,8 @@ def busy_note(results):
     if worst < 30:
         return ""
     msg = (f"**Warning: the machine was busy: up to {worst:.0f}% of a core used by other "
-           f"programs during the floor's runs. Compare ratios only, and rerun on a quiet "
-           f"machine before quoting numbers.**\n\n")
+           f"programs during the floor's runs. req/s and latencies are disturbed (CPU µs/req "
+           f"much less); rerun on a quiet machine before quoting numbers.**\n\n")
     progress(msg.strip("*\n"))
     return msg
 

@@ -126,7 +126,7 @@ def make_app(svc) -> bottle.Bottle:
 
     @app.post("/api/jobs/register")
     def register():
-        cmd = parse.register(body(), new_id=svc.new_id(), max_retries=cfg.job_max_retries,
+        cmd = parse.register(body(), new_id=svc.new_id, max_retries=cfg.job_max_retries,
                              execution_timeout=cfg.job_execution_timeout_s,
                              max_job_bytes=cfg.max_job_bytes,
                              publish=cfg.publish_on_register)

@@ -112,12 +112,13 @@ def priority(v, field: str = "priority") -> int:
     return v
 
 
-def register(body: dict, *, new_id: str, max_retries: int, execution_timeout: int,
+def register(body: dict, *, new_id, max_retries: int, execution_timeout: int,
              max_job_bytes: int, publish: bool) -> dict:
-    """CONTRACT §2.1. Returns the command {"op":"register","id","job","publish"}."""
+    """CONTRACT §2.1. Returns the command {"op":"register","id","job","publish"}.
+    new_id() is called only when the body names no id."""
     f: dict = {}
     name, v = _first(body, ("id", "jobId", "job_id"))
-    id_ = new_id if v is None else job_id(v, name)
+    id_ = new_id() if v is None else job_id(v, name)
     name, v = _first(body, ("type",))
     if v is not None:
         if not isinstance(v, str) or not 1 <= len(v) <= MAX_TYPE_CHARS:

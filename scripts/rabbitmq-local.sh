@@ -18,6 +18,7 @@ export RABBITMQ_LOG_BASE=$RABBIT_DIR/log
 export RABBITMQ_CONFIG_FILE=$RABBIT_DIR/rabbitmq
 export RABBITMQ_ENABLED_PLUGINS_FILE=$RABBIT_DIR/enabled_plugins
 export RABBITMQ_PID_FILE=$RABBIT_DIR/rabbit.pid
+export ERL_CRASH_DUMP=$RABBIT_DIR/erl_crash.dump   # not in the caller's cwd
 
 die() { echo "rabbitmq-local: $*" >&2; exit 1; }
 

@@ -19,7 +19,7 @@ def err(fn, *args, **kwargs) -> ApiError:
 
 
 def reg(body: dict, **kw) -> dict:
-    opts = dict(new_id=NEW_ID, max_retries=3, execution_timeout=300,
+    opts = dict(new_id=lambda: NEW_ID, max_retries=3, execution_timeout=300,
                 max_job_bytes=60000, publish=True)
     opts.update(kw)
     return parse.register(body, **opts)
@@ -113,7 +113,7 @@ def test_register_without_fields_uses_every_default():
 
 
 def test_register_defaults_come_from_the_caller():
-    cmd = reg({}, max_retries=0, execution_timeout=7, publish=False, new_id="n")
+    cmd = reg({}, max_retries=0, execution_timeout=7, publish=False, new_id=lambda: "n")
     assert cmd["job"] == {"max_retries": 0, "execution_timeout": 7}
     assert (cmd["id"], cmd["publish"]) == ("n", False)
 
@@ -136,6 +136,18 @@ def test_register_first_listed_id_spelling_wins(body, want):
 
 def test_register_with_null_id_gets_the_new_id():
     assert reg({"id": None, "jobId": None})["id"] == NEW_ID
+
+
+def test_register_draws_a_new_id_only_when_the_body_names_none():
+    calls = []
+
+    def new_id():
+        calls.append(1)
+        return "fresh-%d" % len(calls)
+    assert reg({"jobId": "mine"}, new_id=new_id)["id"] == "mine"
+    assert calls == []
+    assert reg({}, new_id=new_id)["id"] == "fresh-1"
+    assert reg({"id": None}, new_id=new_id)["id"] == "fresh-2"
 
 
 @pytest.mark.parametrize("value, want", [(42, "42"), (0, "0"), (-7, "-7"),
