@@ -207,7 +207,7 @@ class Dispatcher:
                 timestamp=self.now_ms() // 1000, app_id="dqorch",
                 headers={"x-dq-attempt": job["retry_count"], "x-dq-term": term})
             body = _dumps(jobs.message_body(job)).encode()
-            token = ("j", id_, job["retry_count"], time.monotonic())
+            token = ("j", id_, job["attempt"], time.monotonic())
             if not broker.publish(token, JOBS_EXCHANGE, job["queue"], body, props, True):
                 self._todo.appendleft(id_)
                 return

@@ -13,15 +13,16 @@ COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
 STATUSES = (PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
 TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
 
-# Moves a job may make by a worker report or a command (failed-with-retries goes back
-# to pending: that is decided in state.py, not here).
+# Every move state.py may make. Back to pending: a retry (from queued or running) or a
+# new register of a finished job (from a terminal state). Reports never move a terminal
+# job; state.py checks that before it moves anything.
 TRANSITIONS = {
-    PENDING: {QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED},
+    PENDING: {PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED},
     QUEUED: {RUNNING, COMPLETED, FAILED, CANCELLED, PENDING},
-    RUNNING: {COMPLETED, FAILED, CANCELLED, PENDING},
-    COMPLETED: set(),
-    FAILED: set(),
-    CANCELLED: set(),
+    RUNNING: {RUNNING, COMPLETED, FAILED, CANCELLED, PENDING},
+    COMPLETED: {PENDING},
+    FAILED: {PENDING},
+    CANCELLED: {PENDING},
 }
 
 # Status words workers send (compared lower-cased), CONTRACT §2.2.
@@ -67,6 +68,7 @@ def new_job(id_: str, seq: int, at_ms: int, fields: dict) -> dict:
         "status": PENDING, "worker_id": None,
         "payload": fields.get("payload", {}), "result": None, "error_message": None,
         "retry_count": 0, "max_retries": fields["max_retries"],
+        "attempt": 0,       # +1 on every return to pending; never reset (matches confirms)
         "execution_timeout": fields["execution_timeout"],
         "metadata": fields.get("metadata", {}),
         "created_at": at_ms, "queued_at": None, "started_at": None,

@@ -148,7 +148,8 @@ def register(body: dict, *, new_id, max_retries: int, execution_timeout: int,
         if isinstance(v, bool) or not isinstance(v, (str, int, float)):
             raise bad(name, f"must be a string or a number, got {_kind(v)}")
         f["client_created_at"] = v
-    size = len(json.dumps(f, separators=(",", ":"))) + len(id_)
+    size = len(json.dumps(f, separators=(",", ":"), ensure_ascii=False).encode()) \
+        + len(id_.encode())
     if size > max_job_bytes:
         raise ApiError(413, "payload_too_large",
                        f"job is {size} bytes; max_job_bytes is {max_job_bytes}")

@@ -174,6 +174,8 @@ def _insert(st: State, job: dict) -> None:
 
 def _move(st: State, job: dict, to: str, at_ms: int, by: str, reason: str | None) -> tuple:
     frm = job["status"]
+    if to not in jobs.TRANSITIONS[frm]:
+        raise AssertionError(f"job {job['id']}: {frm} -> {to} is not a legal move")
     if to != frm:
         st.by_status[frm].remove(job["seq"])
         st.by_status[to].add(job["seq"])
@@ -217,7 +219,7 @@ def _apply_register(st: State, cmd: dict) -> dict:
         # A worker reported on it first (the gateway publishes jobs itself): take the
         # fields, keep the reported status, publish nothing.
         _index(st, job, add=False)
-        jobs.fill_fields(job, fields)
+        jobs.fill_fields(job, dict({"type": "default"}, **fields))
         _index(st, job, add=True)
         job["registered"] = True
         return {"outcome": "filled"}
@@ -228,7 +230,8 @@ def _apply_register(st: State, cmd: dict) -> dict:
         jobs.fill_fields(job, fields)
         _index(st, job, add=True)
         job.update(retry_count=0, result=None, error_message=None, progress=None,
-                   queued_at=None, started_at=None, completed_at=None)
+                   queued_at=None, started_at=None, completed_at=None,
+                   attempt=job["attempt"] + 1)
         moved = _move(st, job, PENDING, at, "api", "registered again")
         if not publish:
             moved = _queue_unpublished(st, job, at)
@@ -285,6 +288,7 @@ def _apply_report(st: State, cmd: dict) -> dict:
         job["error_message"] = error
         if job["registered"] and job["retry_count"] < job["max_retries"]:
             job["retry_count"] += 1
+            job["attempt"] += 1
             _event(st, job, "RETRYING", at, error=error)
             _set_worker(st, job, None)
             moved = _move(st, job, PENDING, at, by, "failed: %s; retry %d of %d" % (
@@ -315,12 +319,12 @@ def _apply_cancel(st: State, cmd: dict) -> dict:
 
 
 def _apply_mark_queued(st: State, cmd: dict) -> dict:
-    """Broker confirmed these publishes: [[id, retry_count], ...]. Stale ones (the job
-    moved on, or a newer attempt) change nothing."""
+    """Broker confirmed these publishes: [[id, attempt], ...]. Stale ones (the job
+    moved on, or a newer attempt exists) change nothing."""
     n = 0
     for id_, attempt in cmd["items"]:
         job = st.jobs.get(id_)
-        if job is not None and job["status"] == PENDING and job["retry_count"] == attempt:
+        if job is not None and job["status"] == PENDING and job["attempt"] == attempt:
             job["queued_at"] = cmd["at_ms"]
             _move(st, job, QUEUED, cmd["at_ms"], "broker", "confirmed in " + job["queue"])
             n += 1

@@ -109,14 +109,21 @@ class RaftLog:
             data = f.read()
         pos, end = 0, len(data)
         while pos < end:
-            ok = pos + HEADER.size <= end
+            ok = complete = pos + HEADER.size <= end
             if ok:
                 length, crc, index, term = HEADER.unpack_from(data, pos)
-                body = data[pos + HEADER.size: pos + HEADER.size + length]
-                ok = len(body) == length and crc == zlib.crc32(
+                rec_end = pos + HEADER.size + length
+                body = data[pos + HEADER.size: rec_end]
+                complete = rec_end <= end
+                ok = complete and crc == zlib.crc32(
                     body, zlib.crc32(struct.pack("<QQ", index, term)))
             if not ok:
-                if not truncate_tail:
+                # A crash mid-append leaves an incomplete last record, a last record
+                # with a bad checksum, or zeros. A bad record with data after it is
+                # damage a crash cannot explain: stop rather than drop committed ones.
+                torn = (not complete or rec_end == end
+                        or not data[pos:].strip(b"\0"))
+                if not (truncate_tail and torn):
                     raise LogCorrupt(f"{path}: damaged record at byte {pos}")
                 # Only a crash mid-append explains damage at the tail: cut it off.
                 with open(path, "r+b") as f:

@@ -141,6 +141,21 @@ def test_a_record_whose_body_was_changed_at_the_tail_is_cut(tmp_path):
 
 # Damage a crash cannot explain ############################################
 
+
+def test_a_flipped_byte_mid_last_segment_is_log_corrupt(tmp_path):
+    """Cutting there would drop committed records 3-5: a crash cannot explain it."""
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 5)
+    seg = os.path.join(lg.dir, segment_files(lg.dir)[-1])
+    lg.close()
+    with open(seg, "r+b") as f:
+        f.seek(record_size(1) + HEADER.size + 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(LogCorrupt):
+        opened(tmp_path)
+
 def two_segments(tmp_path) -> tuple:
     """Entries 1-3 in the first segment, 4-5 in the second; returns (first, second)."""
     lg, _, _ = opened(tmp_path)

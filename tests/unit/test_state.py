@@ -593,7 +593,7 @@ def random_cmd(rng: random.Random, st: State, at_ms: int) -> dict:
     if r < 0.76:
         return cancel(rng.choice(IDS + ["nope"]), at_ms)
     if r < 0.92:
-        items = [(st.by_seq[s], st.jobs[st.by_seq[s]]["retry_count"])
+        items = [(st.by_seq[s], st.jobs[st.by_seq[s]]["attempt"])
                  for s in st.by_status["pending"] if rng.random() < 0.6]
         if items and rng.random() < 0.3:                 # a stale confirm
             id_, attempt = rng.choice(items)
