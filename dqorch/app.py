@@ -151,8 +151,6 @@ class Node:
     # Glue ##################################################################
 
     def _broker_state(self, connected: bool) -> None:
-        if connected:
-            metrics.BROKER_CONNECTS.inc()
         self.dispatcher.wake()
 
     def _count(self, cmd: dict, outcome: dict) -> None:
@@ -195,6 +193,8 @@ class Node:
                 ("active",): w["active"], ("unresponsive",): w["unresponsive"]}, ("status",)),
             "distriqueue_broker_connected": ("1 when the RabbitMQ connection is up",
                                              int(self.broker.connected), ()),
+            "distriqueue_broker_events_total": ("RabbitMQ connection and publish events", {
+                (k,): v for k, v in self.broker.stats.items()}, ("event",)),
             "distriqueue_broker_in_flight": ("Messages published, not yet confirmed",
                                              self.broker.in_flight(), ()),
             "distriqueue_publish_backlog": ("Jobs waiting to be published",

@@ -29,6 +29,10 @@ STATUS_EXCHANGE = "status.exchange"
 # TCP + AMQP handshake); a broker that accepts the connection and then never answers a
 # declare would otherwise hold us "connecting" forever.
 SETUP_TIMEOUT_S = 30.0
+# Messages in flight and no ack or nack for this long: the channel is wedged (seen
+# twice under load, never reproduced). Reconnect; what was in flight is handed back
+# as connection_lost and published again (at-least-once).
+CONFIRM_TIMEOUT_S = 30.0
 # Connect failures repeat every few seconds while the broker is down: warn on the first
 # one after a state change, then at most this often.
 FAILURE_WARN_EVERY_S = 30.0
@@ -89,6 +93,12 @@ class Broker:
             credentials=pika.PlainCredentials(username, password),
             heartbeat=heartbeat_s, connection_attempts=1,
             client_properties={"connection_name": "dqorch-publisher"})
+        pika_log = logging.getLogger("pika")
+        if pika_log.level == logging.NOTSET:
+            # pika logs 7 ERROR lines per refused connect attempt; with the broker down
+            # that is a flood every few seconds. We log each failure ourselves, rate
+            # limited, so keep only pika's critical messages unless configured.
+            pika_log.setLevel(logging.CRITICAL)
         self._on_confirmed = on_confirmed
         self._on_rejected = on_rejected
         self._on_state = on_state
@@ -100,7 +110,8 @@ class Broker:
         self.last_error = None
         self.stats = dict.fromkeys(
             ("connects", "connect_failures", "published", "confirmed", "nacked",
-             "returned", "lost"), 0)
+             "returned", "lost", "confirm_stalls"), 0)
+        self._last_confirm_at = 0.0    # monotonic time of the last ack/nack
 
         self._conn = None          # the current GeventConnection, or None
         self._channel = None       # the current channel once it is open
@@ -178,6 +189,8 @@ class Broker:
         self._next_tag += 1
         self._pending.append(_Pending(self._next_tag, token, properties.message_id
                                       if properties is not None else None))
+        if self._in_flight == 0:
+            self._last_confirm_at = time.monotonic()
         self._in_flight += 1
         self.stats["published"] += 1
         if self._in_flight >= self.window:
@@ -185,7 +198,11 @@ class Broker:
         return True
 
     def wait_slot(self, timeout_s=None) -> bool:
-        """Block this greenlet until connected with a free slot; False on timeout/stop."""
+        """Block this greenlet until connected with a free slot; False on timeout.
+
+        Returns False at once, without yielding, once ``stop`` has been called: a
+        caller that loops on it must check its own stop condition.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not self._stopping:
             if self.connected and self._in_flight < self.window:
@@ -245,7 +262,15 @@ class Broker:
             self._note_error("setup timed out after %ss" % SETUP_TIMEOUT_S)
             if not (conn.is_closing or conn.is_closed):
                 conn.close()
-        self._session_done.wait()
+        while not self._session_done.wait(CONFIRM_TIMEOUT_S / 3):
+            if self._in_flight and time.monotonic() - self._last_confirm_at > CONFIRM_TIMEOUT_S:
+                self.stats["confirm_stalls"] += 1
+                log.warning("broker confirms stalled in_flight=%d seconds=%.0f; reconnecting",
+                            self._in_flight, time.monotonic() - self._last_confirm_at)
+                self._note_error("no publisher confirm for %ss" % CONFIRM_TIMEOUT_S)
+                if not (conn.is_closing or conn.is_closed):
+                    conn.close()
+                self._session_done.wait()
         self._conn = None
         self._channel = None
         if not self._reached_connected and not self._stopping:
@@ -353,6 +378,7 @@ class Broker:
         self._call(self._on_state, True)
 
     def _on_ack_nack(self, frame) -> None:
+        self._last_confirm_at = time.monotonic()
         method = frame.method
         tag = method.delivery_tag
         acked = isinstance(method, pika.spec.Basic.Ack)

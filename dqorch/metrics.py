@@ -7,10 +7,12 @@ collector), so nothing has to keep them in step.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (CollectorRegistry, Counter, Histogram,
+                               disable_created_metrics, generate_latest)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+disable_created_metrics()     # no *_created series: they double the exposition
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -41,19 +43,20 @@ HEARTBEATS = Counter("distriqueue_worker_heartbeats_total", "Worker heartbeats r
                      registry=REGISTRY)
 WORKERS_LOST = Counter("distriqueue_workers_unresponsive_total",
                        "Workers that became unresponsive", registry=REGISTRY)
-BROKER_CONNECTS = Counter("distriqueue_broker_connects_total",
-                          "Successful connections to RabbitMQ", registry=REGISTRY)
 
 
 class LiveGauges:
-    """Reads "how many now" values from the running node at scrape time."""
+    """Reads values from the running node at scrape time: "how many now" gauges, and
+    counters kept by other objects (the broker's stats). A name ending in _total is a
+    counter."""
 
     def __init__(self, read) -> None:
         self.read = read      # () -> {"name": (help, {labels tuple: value} or value, labelnames)}
 
     def collect(self):
         for name, (doc, value, labelnames) in self.read().items():
-            g = GaugeMetricFamily(name, doc, labels=list(labelnames) or None)
+            family = CounterMetricFamily if name.endswith("_total") else GaugeMetricFamily
+            g = family(name, doc, labels=list(labelnames) or None)
             if labelnames:
                 for labels, v in value.items():
                     g.add_metric(list(labels), v)

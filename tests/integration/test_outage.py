@@ -16,9 +16,10 @@ PRIVATE_PORT = int(os.environ.get("DQ_TEST_OUTAGE_RABBIT_PORT", "5674"))
 @pytest.fixture(scope="module")
 def private_rabbit():
     rabbit = LocalRabbit(PRIVATE_PORT)
-    rabbit.start()
-    yield rabbit
-    rabbit.stop()
+    with rabbit.exclusive():
+        rabbit.start()
+        yield rabbit
+        rabbit.stop()
 
 
 def count(c, status):
