@@ -100,7 +100,8 @@ def read_body(max_bytes: int) -> bytes:
 def make_app(svc) -> bottle.Bottle:
     """svc: the running node's services (see app.Node): cfg, node, workers, broker,
     dispatcher, health(), new_id(), now_ms()."""
-    app = JsonBottle()
+    app = JsonBottle(autojson=False)
+    app.uninstall(True)            # bottle's JSON and template plugins: JsonPlugin does it
     app.install(JsonPlugin())
     cfg = svc.cfg
 

@@ -56,6 +56,9 @@ API_FIELDS = ("id", "type", "priority", "queue", "status", "worker_id", "payload
               "execution_timeout", "metadata", "created_at", "queued_at",
               "started_at", "completed_at")
 LIST_OMITS = ("payload", "result")
+# A history entry is stored as [at_ms, status, by, reason] (a dict per entry would
+# cost ~100 bytes more on every job held) and shown as an object with these keys.
+HISTORY_KEYS = ("at", "status", "by", "reason")
 
 
 def new_job(id_: str, seq: int, at_ms: int, fields: dict) -> dict:
@@ -98,7 +101,7 @@ def api_json(job: dict, full: bool = True, history: bool = False) -> dict:
     if "client_created_at" in job:
         out["client_created_at"] = job["client_created_at"]
     if history:
-        out["history"] = list(job["history"])
+        out["history"] = [dict(zip(HISTORY_KEYS, h)) for h in job["history"]]
     return out
 
 

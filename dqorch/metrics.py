@@ -45,6 +45,23 @@ WORKERS_LOST = Counter("distriqueue_workers_unresponsive_total",
                        "Workers that became unresponsive", registry=REGISTRY)
 
 
+_children: dict = {}
+
+
+def child(metric, *labels):
+    """metric.labels(*labels), cached: labels() costs more than the inc() itself and
+    runs for every command on the request path."""
+    key = (id(metric), labels)
+    c = _children.get(key)
+    if c is None:
+        c = _children[key] = metric.labels(*labels)
+    return c
+
+
+def transitions(frm: str, to: str):
+    return child(TRANSITIONS, frm, to)
+
+
 class LiveGauges:
     """Reads values from the running node at scrape time: "how many now" gauges, and
     counters kept by other objects (the broker's stats). A name ending in _total is a

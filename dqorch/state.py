@@ -188,7 +188,7 @@ def _move(st: State, job: dict, to: str, at_ms: int, by: str, reason: str | None
         if to == RUNNING:
             _count_running(st, job["worker_id"], +1)
     hist = job["history"]
-    hist.append({"at": at_ms, "status": to, "by": by, "reason": reason})
+    hist.append([at_ms, to, by, reason])
     if len(hist) > HISTORY_MAX:
         del hist[0]
     return (frm, to)
@@ -257,8 +257,7 @@ def _apply_report(st: State, cmd: dict) -> dict:
             "execution_timeout": cmd["execution_timeout"]})
         st.next_seq += 1
         _insert(st, job)
-        job["history"].append({"at": at, "status": PENDING, "by": by,
-                               "reason": "first seen in a worker report"})
+        job["history"].append([at, PENDING, by, "first seen in a worker report"])
     elif job["status"] in TERMINAL:
         return {"outcome": "ignored", "reason": "terminal"}
     if "progress" in cmd:

@@ -113,10 +113,10 @@ def test_api_json_list_form_omits_payload_and_result():
 def test_api_json_adds_history_progress_and_client_created_at_when_present():
     j = job(client_created_at=5)
     j["progress"] = 40
-    j["history"].append({"at": 1, "status": "pending", "by": "api", "reason": "r"})
+    j["history"].append([1, "pending", "api", "r"])
     out = jobs.api_json(j, history=True)
     assert out["progress"] == 40 and out["client_created_at"] == 5
-    assert out["history"] == j["history"] and out["history"] is not j["history"]
+    assert out["history"] == [{"at": 1, "status": "pending", "by": "api", "reason": "r"}]
     assert "progress" not in jobs.api_json(job())
 
 

@@ -200,8 +200,7 @@ def test_register_creates_a_pending_job_to_publish():
     assert (j["status"], j["type"], j["priority"], j["queue"]) == \
         ("pending", "resize", 10, "job.high")
     assert (j["created_at"], j["seq"], j["registered"]) == (T0, 1, True)
-    assert j["history"] == [{"at": T0, "status": "pending", "by": "api",
-                             "reason": "registered"}]
+    assert j["history"] == [[T0, "pending", "api", "registered"]]
     assert st.outbox == {}
 
 
@@ -287,7 +286,7 @@ def test_report_on_an_unknown_id_creates_the_job_as_type_unknown():
     assert (j["type"], j["status"], j["worker_id"], j["started_at"]) == \
         ("unknown", "running", "w1", T0)
     assert (j["max_retries"], j["execution_timeout"], j["registered"]) == (3, 300, False)
-    assert [h["status"] for h in j["history"]] == ["pending", "running"]
+    assert [h[1] for h in j["history"]] == ["pending", "running"]
     assert st.running_by_worker == {"w1": 1}
     assert events(st) == [{"job": "ghost", "status": "RUNNING", "worker": "w1",
                            "at_ms": T0, "progress": 10}]
@@ -411,7 +410,7 @@ def test_history_is_capped():
         run(st, rep("j1", "running", T0 + i, worker="w%d" % i))
     hist = st.jobs["j1"]["history"]
     assert len(hist) == S.HISTORY_MAX
-    assert hist[-1]["by"] == "w%d" % (S.HISTORY_MAX + 9)
+    assert hist[-1][2] == "w%d" % (S.HISTORY_MAX + 9)
 
 
 # Cancel (CONTRACT §2.3) ####################################################
