@@ -136,7 +136,8 @@ def make_app(svc) -> bottle.Bottle:
 
     def report(job_id=None):
         cmd = parse.report(body(), job_id, max_retries=cfg.job_max_retries,
-                           execution_timeout=cfg.job_execution_timeout_s)
+                           execution_timeout=cfg.job_execution_timeout_s,
+                           retry_backoff_ms=int(cfg.job_retry_backoff_s * 1000))
         out = svc.node.propose(cmd)
         if out["outcome"] == "ignored":
             return {"status": "ignored", "reason": out["reason"]}
@@ -167,7 +168,11 @@ def make_app(svc) -> bottle.Bottle:
         job = st_mod.get_job(svc.node.state, job_id)
         if job is None:
             raise ApiError(404, "not_found", f"no job {job_id!r}")
-        return jobs.api_json(job, full=True, history=True)
+        out = jobs.api_json(job, full=True, history=True)
+        broker = svc.broker
+        out["why"] = jobs.why(job, svc.now_ms(), None if broker.connected
+                              else broker.disconnected_since_ms, svc.workers.counts()["active"])
+        return out
 
     @app.post("/api/workers/heartbeat")
     def heartbeat():
@@ -177,7 +182,7 @@ def make_app(svc) -> bottle.Bottle:
 
     @app.get("/api/workers")
     def workers():
-        listing = svc.workers.listing(svc.node.state.running_by_worker)
+        listing = svc.workers.listing(st_mod.running_counts(svc.node.state))
         return {"workers": listing, "count": len(listing)}
 
     @app.get("/api/metrics")

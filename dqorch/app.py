@@ -20,10 +20,11 @@ import gevent.event
 from gevent import pywsgi
 
 from . import __version__, config, metrics
+from .jobs import TERMINAL
 from . import state as st_mod
 from .api import make_app
 from .broker import Broker
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, Timers
 from .raft.log import RaftLog
 from .raft.node import RaftNode
 from .workers import WorkerTable
@@ -71,6 +72,10 @@ class Node:
                              on_rejected=lambda toks, why: self.dispatcher.on_rejected(toks, why),
                              on_state=self._broker_state)
         self.dispatcher = Dispatcher(self.node, self.broker, now_ms=now_ms)
+        self.timers = Timers(self.node, self.workers, now_ms=now_ms,
+                             retry_backoff_s=cfg.job_retry_backoff_s,
+                             retention_s=cfg.job_retention_s,
+                             retention_max=cfg.job_retention_max)
         self.started = False
         self.stopped = gevent.event.Event()
         self._servers: list = []
@@ -164,8 +169,10 @@ class Node:
     def _count(self, cmd: dict, outcome: dict) -> None:
         """Metrics from a live apply (never from replay). Runs once per command."""
         moved = outcome.get("moved")
-        if moved is not None and moved[0] != moved[1]:
-            metrics.transitions(*moved).inc()
+        if moved is not None:
+            self._count_move(cmd["id"], *moved)
+        for id_, frm, to in outcome.get("moves", ()):
+            self._count_move(id_, frm, to)
         op = cmd["op"]
         if op == "register":
             metrics.child(metrics.REGISTERS, outcome["outcome"]).inc()
@@ -173,6 +180,21 @@ class Node:
             metrics.child(metrics.REPORTS, outcome["outcome"]).inc()
         elif op == "mark_queued" and outcome["queued"]:
             metrics.transitions("pending", "queued").inc(outcome["queued"])
+
+    def _count_move(self, id_: str, frm: str, to: str) -> None:
+        if frm == to:
+            return
+        metrics.transitions(frm, to).inc()
+        job = self.node.state.jobs.get(id_)
+        if job is None:
+            return
+        if to == "running":
+            since = job["queued_at"] or job["created_at"]
+            metrics.child(metrics.QUEUE_WAIT_SECONDS, job["queue"]).observe(
+                max(0, job["running_since"] - since) / 1000)
+        elif frm == "running" and to in TERMINAL and job["completed_at"]:
+            metrics.child(metrics.RUN_SECONDS, job["queue"]).observe(
+                max(0, job["completed_at"] - job["running_since"]) / 1000)
 
     def _observe_batch(self, entries: int, seconds: float) -> None:
         metrics.COMMIT_SECONDS.observe(seconds)
@@ -186,14 +208,12 @@ class Node:
         while True:
             gevent.sleep(CHECK_INTERVAL_S)
             try:
-                lost = self.workers.check()
-                if lost:
-                    metrics.WORKERS_LOST.inc(len(lost))
+                self.timers.check()
             except Exception:
                 log.exception("timer check failed")
 
     def _gauges(self) -> dict:
-        st, node = self.node.state, self.node
+        st, node, now = self.node.state, self.node, now_ms()
         backlog = self.dispatcher.backlog()
         w = self.workers.counts()
         return {
@@ -214,6 +234,14 @@ class Node:
                                             backlog["jobs_to_publish"], ()),
             "distriqueue_outbox_backlog": ("Status events not yet published",
                                            backlog["events_unpublished"], ()),
+            "distriqueue_jobs_evicted_total": ("Terminal jobs forgotten by retention",
+                                               st.evicted, ()),
+            "distriqueue_oldest_job_age_seconds": (
+                "Age of the oldest pending or queued job, by queue", {
+                    (q, s): max(0, now - at) / 1000
+                    for s in ("pending", "queued")
+                    for q, at in st_mod.oldest_created_at(st, s).items()},
+                ("queue", "status")),
             "distriqueue_raft_term": ("Current Raft term", node.term, ()),
             "distriqueue_raft_commit_index": ("Raft commit index", node.commit_index, ()),
             "distriqueue_raft_applied_index": ("Raft applied index", node.applied_index, ()),

@@ -64,6 +64,9 @@ class Config:
     job_max_retries: int = 3
     job_execution_timeout_s: int = 300
     worker_heartbeat_timeout_s: float = 30.0
+    job_retry_backoff_s: float = 0.0  # delay before retry n is this * 2**(n-1); 0: at once
+    job_retention_s: int = 86400  # terminal jobs older than this are evicted
+    job_retention_max: int = 1000000  # most jobs held; oldest terminal ones go first
     max_body_bytes: int = 1048576
     max_job_bytes: int = 60000  # <= max_body_bytes
     log_level: str = "info"  # lowercase, one of LOG_LEVELS
@@ -160,8 +163,8 @@ def _integer(lo: int, hi: int) -> Converter:
     return convert
 
 
-def _seconds(hi: float) -> Converter:
-    expected = f"must be a number of seconds > 0 and <= {hi:g}"
+def _seconds(hi: float, zero_ok: bool = False) -> Converter:
+    expected = f"must be a number of seconds {'>=' if zero_ok else '>'} 0 and <= {hi:g}"
 
     def convert(v: Any, from_env: bool) -> float:
         if from_env:
@@ -172,7 +175,7 @@ def _seconds(hi: float) -> Converter:
             x = float(v)
         else:
             raise _Invalid(expected, hint=_quoted_number_hint(v, from_env))
-        if not (math.isfinite(x) and 0 < x <= hi):
+        if not (math.isfinite(x) and (0 < x or (zero_ok and x == 0)) and x <= hi):
             raise _Invalid(expected)
         return x
 
@@ -286,6 +289,9 @@ _SPECS: dict[str, Converter] = {
     "job_max_retries": _integer(0, 100),
     "job_execution_timeout_s": _integer(1, 604800),
     "worker_heartbeat_timeout_s": _seconds(86400),
+    "job_retry_backoff_s": _seconds(86400, zero_ok=True),
+    "job_retention_s": _integer(1, 315360000),
+    "job_retention_max": _integer(1, 1000000000),
     "max_body_bytes": _integer(1024, 67108864),
     "max_job_bytes": _integer(1024, 67108864),  # and <= max_body_bytes, checked below
     "log_level": _choice(LOG_LEVELS),

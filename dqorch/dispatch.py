@@ -8,6 +8,8 @@ unpublished in the state is simply published again.
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import json
 import logging
 import time
@@ -17,8 +19,9 @@ import gevent.event
 import pika
 
 from . import jobs, metrics
+from . import state as st_mod
 from .broker import JOBS_EXCHANGE, STATUS_EXCHANGE
-from .jobs import PENDING
+from .jobs import PENDING, RUNNING
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,8 @@ class Dispatcher:
         self.now_ms = now_ms
         self._wake = gevent.event.Event()
         self._todo: collections.deque = collections.deque()   # job ids to publish
-        self._later: collections.deque = collections.deque()  # (due monotonic, id)
+        self._later: list = []            # heap of (due monotonic, n, id)
+        self._n = itertools.count()
         self._inflight: set = set()       # ids published, not yet confirmed
         self._marking: set = set()        # ids confirmed, mark_queued not yet applied
         self._confirmed: list = []        # tokens from the broker (hub callbacks)
@@ -49,10 +53,21 @@ class Dispatcher:
 
     def on_applied(self, cmd: dict, outcome: dict) -> None:
         if outcome.get("publish"):
-            self._todo.append(cmd["id"])
-            self._wake.set()
-        elif cmd["op"] in ("report", "cancel"):
+            self._schedule(cmd["id"])
+        for id_ in outcome.get("publish_ids", ()):
+            self._schedule(id_)
+        if cmd["op"] not in ("register", "mark_queued", "mark_published", "noop"):
             self._wake.set()           # may have added outbox events
+
+    def _schedule(self, id_: str) -> None:
+        """Publish now, or once its retry backoff (not_before) has passed."""
+        job = self.node.state.jobs.get(id_)
+        wait_ms = (job.get("not_before") or 0) - self.now_ms() if job is not None else 0
+        if wait_ms > 0:
+            heapq.heappush(self._later, (time.monotonic() + wait_ms / 1000, next(self._n), id_))
+        else:
+            self._todo.append(id_)
+        self._wake.set()
 
     def on_confirmed(self, tokens: list) -> None:
         self._confirmed.extend(tokens)
@@ -70,7 +85,7 @@ class Dispatcher:
     def start(self) -> None:
         st = self.node.state
         for seq in st.by_status[PENDING]:        # oldest first
-            self._todo.append(st.by_seq[seq])
+            self._schedule(st.by_seq[seq])
         self._ev_next = self._ev_acked = st.outbox_done
         self._ev_next += 1
         if self._todo or st.outbox:
@@ -84,7 +99,7 @@ class Dispatcher:
 
     def backlog(self) -> dict:
         st = self.node.state
-        return {"jobs_to_publish": len(self._todo) + len(self._later),
+        return {"jobs_to_publish": len(self._todo), "jobs_waiting_backoff": len(self._later),
                 "jobs_in_flight": len(self._inflight),
                 "events_unpublished": st.outbox_next - 1 - st.outbox_done}
 
@@ -173,12 +188,13 @@ class Dispatcher:
                     self._todo.extendleft(reversed(jobs_back))   # keep oldest first
                 else:
                     due = time.monotonic() + RETRY_AFTER_REJECT_S
-                    self._later.extend((due, id_) for id_ in jobs_back)
+                    for id_ in jobs_back:
+                        heapq.heappush(self._later, (due, next(self._n), id_))
                     log.warning("broker refused jobs reason=%s count=%d; retry in %gs",
                                 reason, len(jobs_back), RETRY_AFTER_REJECT_S)
         now = time.monotonic()
         while self._later and self._later[0][0] <= now:
-            self._todo.append(self._later.popleft()[1])
+            self._todo.append(heapq.heappop(self._later)[2])
 
     def _publish_events(self) -> None:
         st, broker = self.node.state, self.broker
@@ -212,3 +228,55 @@ class Dispatcher:
                 self._todo.appendleft(id_)
                 return
             self._inflight.add(id_)
+
+
+class Timers:
+    """Leader-only clocks (DESIGN §2): execution timeouts, unresponsive workers and
+    retention. Each check only proposes commands; apply re-checks against the state, so
+    a late or repeated proposal changes nothing."""
+
+    def __init__(self, node, workers, *, now_ms, retry_backoff_s: float,
+                 retention_s: int, retention_max: int) -> None:
+        self.node = node
+        self.workers = workers
+        self.now_ms = now_ms
+        self.backoff_ms = int(retry_backoff_s * 1000)
+        self.retention_ms = retention_s * 1000
+        self.retention_max = retention_max
+        self._proposed: set = set()       # keys of commands proposed, not yet applied
+
+    def check(self) -> None:
+        if self.node.role != "leader":
+            return
+        st, now = self.node.state, self.now_ms()
+        for w in self.workers.check():
+            metrics.WORKERS_LOST.inc()
+        for w in list(st.running_on):
+            if self.workers.is_unresponsive(w):
+                self._propose(("expire", w), {"op": "expire_worker", "worker_id": w,
+                                              "retry_backoff_ms": self.backoff_ms})
+        for seq in st.by_status[RUNNING]:
+            job = st.jobs[st.by_seq[seq]]
+            if now - job["running_since"] > job["execution_timeout"] * 1000:
+                self._propose(("timeout", job["id"], job["attempt"]), {
+                    "op": "timeout", "id": job["id"], "attempt": job["attempt"],
+                    "retry_backoff_ms": self.backoff_ms})
+        ids = st_mod.eviction_candidates(st, now, self.retention_ms, self.retention_max)
+        if ids:
+            self._propose(("evict", ids[0]), {"op": "evict", "ids": ids})
+
+    def _propose(self, key, cmd: dict) -> None:
+        if key in self._proposed:
+            return
+        try:
+            result = self.node.propose_async(cmd)
+        except Exception as e:
+            log.warning("timer cannot propose op=%s error=%s", cmd["op"], e)
+            return
+        self._proposed.add(key)
+        if cmd["op"] == "expire_worker":
+            log.warning("worker jobs given up worker=%s running=%d", cmd["worker_id"],
+                        len(self.node.state.running_on.get(cmd["worker_id"], ())))
+        elif cmd["op"] == "timeout":
+            log.info("job timed out id=%s attempt=%d", cmd["id"], cmd["attempt"])
+        result.rawlink(lambda _r: self._proposed.discard(key))

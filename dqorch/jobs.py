@@ -137,3 +137,48 @@ def event_body(ev: dict) -> dict:
         body["progress"] = ev["progress"]
     body["timestamp"] = iso_ms(ev["at_ms"])
     return body
+
+
+def _clock(at_ms: int) -> str:
+    return iso_ms(at_ms)[11:19] + " UTC"
+
+
+def _duration(ms: int) -> str:
+    s = max(0, ms) // 1000
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def why(job: dict, now_ms: int, broker_down_since_ms: int | None, workers_active: int) -> str:
+    """One line that explains the job's state in words a person can act on."""
+    status = job["status"]
+    if status == PENDING:
+        not_before = job.get("not_before")
+        if not_before is not None and not_before > now_ms:
+            return (f"pending: retry {job['retry_count']} of {job['max_retries']} waits "
+                    f"until {_clock(not_before)} (backoff)")
+        if broker_down_since_ms is not None:
+            return f"pending: RabbitMQ unreachable since {_clock(broker_down_since_ms)}"
+        return f"pending: published to {job['queue']}, waiting for RabbitMQ to confirm it"
+    if status == QUEUED:
+        since = job["queued_at"] or job["created_at"]
+        return (f"queued in {job['queue']} for {_duration(now_ms - since)}; "
+                f"{workers_active} responsive worker{'s' if workers_active != 1 else ''}")
+    worker = job["worker_id"] or "an unknown worker"
+    if status == RUNNING:
+        since = job.get("running_since") or job["started_at"] or now_ms
+        return (f"running on {worker} for {_duration(now_ms - since)} of "
+                f"{job['execution_timeout']} s")
+    if status == COMPLETED:
+        since = job.get("running_since")
+        took = f" in {_duration(job['completed_at'] - since)}" if since else ""
+        return f"completed by {worker}{took}"
+    if status == FAILED:
+        attempts = job["retry_count"] + 1
+        return (f"failed after {attempts} attempt{'s' if attempts != 1 else ''}: "
+                f"{job['error_message'] or 'no error message'}")
+    by = job["history"][-1][2] if job["history"] else "request"
+    return f"cancelled by {by} at {_clock(job['completed_at'])}"

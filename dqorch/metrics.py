@@ -39,6 +39,11 @@ COMMIT_SECONDS = Histogram("distriqueue_raft_commit_seconds",
 COMMIT_ENTRIES = Histogram("distriqueue_raft_commit_batch_entries", "Entries per commit",
                            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
                            registry=REGISTRY)
+QUEUE_WAIT_SECONDS = Histogram("distriqueue_job_queue_wait_seconds",
+                               "Register (or retry) to running, by queue", ["queue"],
+                               buckets=_SLOW, registry=REGISTRY)
+RUN_SECONDS = Histogram("distriqueue_job_run_seconds", "Running to terminal, by queue",
+                        ["queue"], buckets=_SLOW, registry=REGISTRY)
 HEARTBEATS = Counter("distriqueue_worker_heartbeats_total", "Worker heartbeats received",
                      registry=REGISTRY)
 WORKERS_LOST = Counter("distriqueue_workers_unresponsive_total",

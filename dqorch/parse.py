@@ -157,7 +157,7 @@ def register(body: dict, *, new_id, max_retries: int, execution_timeout: int,
 
 
 def report(body: dict, path_id: str | None, *, max_retries: int,
-           execution_timeout: int) -> dict:
+           execution_timeout: int, retry_backoff_ms: int = 0) -> dict:
     """CONTRACT §2.2. Returns {"op":"report","id","status","worker_id",...}."""
     if path_id is not None:
         id_ = job_id(path_id, "id")
@@ -175,6 +175,8 @@ def report(body: dict, path_id: str | None, *, max_retries: int,
                   "failed, cancelled (and their aliases)")
     cmd = {"op": "report", "id": id_, "status": status, "worker_id": None,
            "max_retries": max_retries, "execution_timeout": execution_timeout}
+    if status == jobs.FAILED and retry_backoff_ms:
+        cmd["retry_backoff_ms"] = retry_backoff_ms
     name, v = _first(body, ("workerId", "worker_id"))
     if v is not None:
         if not isinstance(v, str) or not 1 <= len(v) <= MAX_ID_CHARS:

@@ -9,6 +9,7 @@ unknown op or a broken invariant raises, and the node stops rather than diverges
 """
 from __future__ import annotations
 
+import collections
 from bisect import bisect_left, insort
 
 from . import jobs
@@ -110,7 +111,9 @@ class State:
         self.by_queue = {q: SortedSeqs() for q in jobs.QUEUES}
         self.by_type: dict[str, SortedSeqs] = {}
         self.by_worker: dict[str, SortedSeqs] = {}
-        self.running_by_worker: dict[str, int] = {}
+        self.running_on: dict[str, dict[int, None]] = {}   # worker -> seqs running there
+        self.terminal_fifo: collections.deque[int] = collections.deque()  # see evict
+        self.evicted = 0                          # jobs forgotten by retention
         self.queue_counts = {q: {s: 0 for s in jobs.STATUSES} for q in jobs.QUEUES}
         self.outbox: dict[int, dict] = {}         # status events not yet published
         self.outbox_next = 1                      # seq of the next event
@@ -144,22 +147,26 @@ def _set_worker(st: State, job: dict, worker_id: str | None) -> None:
         return
     running = job["status"] == RUNNING
     if running:
-        _count_running(st, job["worker_id"], -1)
+        _running(st, job, add=False)
     _index(st, job, add=False)
     job["worker_id"] = worker_id
     _index(st, job, add=True)
     if running:
-        _count_running(st, worker_id, +1)
+        _running(st, job, add=True)
 
 
-def _count_running(st: State, worker_id: str | None, delta: int) -> None:
-    if worker_id is None:
+def _running(st: State, job: dict, add: bool) -> None:
+    """Keep running_on[worker] (the seqs of the jobs running there) in step."""
+    w = job["worker_id"]
+    if w is None:
         return
-    n = st.running_by_worker.get(worker_id, 0) + delta
-    if n:
-        st.running_by_worker[worker_id] = n
+    if add:
+        st.running_on.setdefault(w, {})[job["seq"]] = None
     else:
-        st.running_by_worker.pop(worker_id, None)
+        seqs = st.running_on[w]
+        del seqs[job["seq"]]
+        if not seqs:
+            del st.running_on[w]
 
 
 def _insert(st: State, job: dict) -> None:
@@ -168,8 +175,25 @@ def _insert(st: State, job: dict) -> None:
     st.all.add(job["seq"])
     st.by_status[job["status"]].add(job["seq"])
     if job["status"] == RUNNING:
-        _count_running(st, job["worker_id"], +1)
+        _running(st, job, add=True)
     _index(st, job, add=True)
+
+
+def _remove(st: State, job: dict) -> None:
+    _index(st, job, add=False)
+    if job["status"] == RUNNING:
+        _running(st, job, add=False)
+    st.by_status[job["status"]].remove(job["seq"])
+    st.all.remove(job["seq"])
+    del st.by_seq[job["seq"]]
+    del st.jobs[job["id"]]
+
+
+def _note(job: dict, at_ms: int, status: str, by: str, reason: str | None) -> None:
+    hist = job["history"]
+    hist.append([at_ms, status, by, reason])
+    if len(hist) > HISTORY_MAX:
+        del hist[0]
 
 
 def _move(st: State, job: dict, to: str, at_ms: int, by: str, reason: str | None) -> tuple:
@@ -183,14 +207,15 @@ def _move(st: State, job: dict, to: str, at_ms: int, by: str, reason: str | None
         counts[frm] -= 1
         counts[to] += 1
         if frm == RUNNING:
-            _count_running(st, job["worker_id"], -1)
+            _running(st, job, add=False)
         job["status"] = to
         if to == RUNNING:
-            _count_running(st, job["worker_id"], +1)
-    hist = job["history"]
-    hist.append([at_ms, to, by, reason])
-    if len(hist) > HISTORY_MAX:
-        del hist[0]
+            _running(st, job, add=True)
+        if to in TERMINAL:
+            st.terminal_fifo.append(job["seq"])
+    if to == RUNNING:
+        job["running_since"] = at_ms
+    _note(job, at_ms, to, by, reason)
     return (frm, to)
 
 
@@ -199,6 +224,29 @@ def _event(st: State, job: dict, status: str, at_ms: int, **extra) -> None:
     ev.update(extra)
     st.outbox[st.outbox_next] = ev
     st.outbox_next += 1
+
+
+def _end_attempt(st: State, job: dict, at: int, by: str, error: str | None, reason: str,
+                 backoff_ms: int, timed_out: bool = False) -> dict:
+    """The running attempt failed (a report, a timeout, a dead worker): retry while
+    retries are left, else the job fails for good. Reports from the abandoned attempt's
+    worker are ignored from now on (see _apply_report)."""
+    job["error_message"] = error
+    job["stale_worker"] = job["worker_id"]
+    if job["registered"] and job["retry_count"] < job["max_retries"]:
+        job["retry_count"] += 1
+        job["attempt"] += 1
+        _event(st, job, "RETRYING", at, error=error)
+        _set_worker(st, job, None)
+        if backoff_ms:
+            job["not_before"] = at + backoff_ms * 2 ** (job["retry_count"] - 1)
+        moved = _move(st, job, PENDING, at, by, "%s; retry %d of %d" % (
+            reason, job["retry_count"], job["max_retries"]))
+        return {"outcome": "retrying", "publish": True, "moved": moved}
+    job["completed_at"] = at
+    moved = _move(st, job, FAILED, at, by, reason)
+    _event(st, job, "TIMEOUT" if timed_out else "FAILED", at, error=error)
+    return {"outcome": "failed", "moved": moved}
 
 
 # Commands ##################################################################
@@ -232,6 +280,8 @@ def _apply_register(st: State, cmd: dict) -> dict:
         job.update(retry_count=0, result=None, error_message=None, progress=None,
                    queued_at=None, started_at=None, completed_at=None,
                    attempt=job["attempt"] + 1)
+        job.pop("stale_worker", None)
+        job.pop("not_before", None)
         moved = _move(st, job, PENDING, at, "api", "registered again")
         if not publish:
             moved = _queue_unpublished(st, job, at)
@@ -257,52 +307,50 @@ def _apply_report(st: State, cmd: dict) -> dict:
             "execution_timeout": cmd["execution_timeout"]})
         st.next_seq += 1
         _insert(st, job)
-        job["history"].append([at, PENDING, by, "first seen in a worker report"])
-    elif job["status"] in TERMINAL:
-        return {"outcome": "ignored", "reason": "terminal"}
+        _note(job, at, PENDING, by, "first seen in a worker report")
+    frm, prev_worker = job["status"], job["worker_id"]
+    # A worker whose attempt was timed out or given up may still report on it. Keep its
+    # word in the history and change nothing; only a `running` from it while the job
+    # waits for a worker is believed: that is it taking the new attempt.
+    stale = worker is not None and worker == job.get("stale_worker") \
+        and not (to == RUNNING and frm in (PENDING, QUEUED))
+    if frm in TERMINAL or stale:
+        if stale:
+            _note(job, at, frm, worker, f"ignored late {to} report from an abandoned attempt")
+        return {"outcome": "ignored",
+                "reason": "terminal" if frm in TERMINAL else "stale_attempt"}
     if "progress" in cmd:
         job["progress"] = cmd["progress"]
-    frm = job["status"]
+    if to == RUNNING and frm == RUNNING and worker in (None, prev_worker):
+        return {"outcome": "updated"}              # a repeat, or a progress update
+    if worker is not None:
+        _set_worker(st, job, worker)
+    outcome = "created" if created else "updated"
     if to == RUNNING:
-        if frm == RUNNING and (worker is None or worker == job["worker_id"]):
-            return {"outcome": "updated"}
-        if worker is not None:
-            _set_worker(st, job, worker)
+        job.pop("stale_worker", None)
+        job.pop("not_before", None)
         if job["started_at"] is None:
             job["started_at"] = at
         moved = _move(st, job, RUNNING, at, by, "worker started it")
         _event(st, job, "RUNNING", at, progress=job["progress"])
     elif to == COMPLETED:
-        if worker is not None:
-            _set_worker(st, job, worker)
         job["result"] = cmd.get("result")
         job["completed_at"] = at
         moved = _move(st, job, COMPLETED, at, by, "worker completed it")
         extra = {"result": job["result"]} if job["result"] is not None else {}
         _event(st, job, "COMPLETED", at, progress=job["progress"], **extra)
     elif to == FAILED:
-        if worker is not None:
-            _set_worker(st, job, worker)
         error = cmd.get("error_message")
-        job["error_message"] = error
-        if job["registered"] and job["retry_count"] < job["max_retries"]:
-            job["retry_count"] += 1
-            job["attempt"] += 1
-            _event(st, job, "RETRYING", at, error=error)
-            _set_worker(st, job, None)
-            moved = _move(st, job, PENDING, at, by, "failed: %s; retry %d of %d" % (
-                error or "no error message", job["retry_count"], job["max_retries"]))
-            return {"outcome": "retrying", "publish": True, "moved": moved}
-        job["completed_at"] = at
-        moved = _move(st, job, FAILED, at, by, "failed: %s" % (error or "no error message"))
-        _event(st, job, "FAILED", at, error=error)
+        out = _end_attempt(st, job, at, by, error, "failed: %s" % (error or "no error message"),
+                           cmd.get("retry_backoff_ms", 0))
+        if out["outcome"] == "retrying":
+            return out
+        moved = out["moved"]
     else:
-        if worker is not None:
-            _set_worker(st, job, worker)
         job["completed_at"] = at
         moved = _move(st, job, CANCELLED, at, by, "worker cancelled it")
         _event(st, job, "CANCELLED", at)
-    return {"outcome": "created" if created else "updated", "moved": moved}
+    return {"outcome": outcome, "moved": moved}
 
 
 def _apply_cancel(st: State, cmd: dict) -> dict:
@@ -317,6 +365,54 @@ def _apply_cancel(st: State, cmd: dict) -> dict:
     return {"outcome": "cancelled", "moved": moved}
 
 
+def _apply_timeout(st: State, cmd: dict) -> dict:
+    """The leader saw attempt `attempt` of a job run longer than its
+    execution_timeout. Stale (the job moved on) changes nothing."""
+    job = st.jobs.get(cmd["id"])
+    if job is None or job["status"] != RUNNING or job["attempt"] != cmd["attempt"]:
+        return {"outcome": "stale"}
+    error = "timed out after %d s on %s" % (job["execution_timeout"],
+                                            job["worker_id"] or "an unknown worker")
+    return _end_attempt(st, job, cmd["at_ms"], "timer", error, error,
+                        cmd.get("retry_backoff_ms", 0), timed_out=True)
+
+
+def _apply_expire_worker(st: State, cmd: dict) -> dict:
+    """A worker stopped sending heartbeats: every job it was running is retried or
+    failed, oldest first."""
+    w = cmd["worker_id"]
+    moves = []
+    for seq in list(st.running_on.get(w, ())):
+        job = st.jobs[st.by_seq[seq]]
+        error = f"worker {w} stopped sending heartbeats"
+        out = _end_attempt(st, job, cmd["at_ms"], "timer", error, error,
+                           cmd.get("retry_backoff_ms", 0))
+        moves.append((job["id"],) + out["moved"])
+    return {"outcome": "expired", "moves": moves,
+            "publish_ids": [m[0] for m in moves if m[2] == PENDING]}
+
+
+def _apply_evict(st: State, cmd: dict) -> dict:
+    """Forget these jobs if they are (still) terminal. The leader picks them with
+    eviction_candidates()."""
+    n = 0
+    for id_ in cmd["ids"]:
+        job = st.jobs.get(id_)
+        if job is not None and job["status"] in TERMINAL:
+            _remove(st, job)
+            n += 1
+    fifo = st.terminal_fifo
+    while fifo and not _terminal_seq(st, fifo[0]):
+        fifo.popleft()
+    st.evicted += n
+    return {"outcome": "evicted", "evicted": n}
+
+
+def _terminal_seq(st: State, seq: int) -> bool:
+    id_ = st.by_seq.get(seq)
+    return id_ is not None and st.jobs[id_]["status"] in TERMINAL
+
+
 def _apply_mark_queued(st: State, cmd: dict) -> dict:
     """Broker confirmed these publishes: [[id, attempt], ...]. Stale ones (the job
     moved on, or a newer attempt exists) change nothing."""
@@ -325,6 +421,7 @@ def _apply_mark_queued(st: State, cmd: dict) -> dict:
         job = st.jobs.get(id_)
         if job is not None and job["status"] == PENDING and job["attempt"] == attempt:
             job["queued_at"] = cmd["at_ms"]
+            job.pop("not_before", None)
             _move(st, job, QUEUED, cmd["at_ms"], "broker", "confirmed in " + job["queue"])
             n += 1
     return {"outcome": "queued", "queued": n}
@@ -346,6 +443,9 @@ APPLY = {
     "register": _apply_register,
     "report": _apply_report,
     "cancel": _apply_cancel,
+    "timeout": _apply_timeout,
+    "expire_worker": _apply_expire_worker,
+    "evict": _apply_evict,
     "mark_queued": _apply_mark_queued,
     "mark_published": _apply_mark_published,
     "noop": _apply_noop,
@@ -398,6 +498,51 @@ def list_jobs(st: State, filters: dict, limit: int, cursor: int | None):
     return page, count, next_cursor
 
 
+def running_counts(st: State) -> dict:
+    """{worker: jobs running there}."""
+    return {w: len(seqs) for w, seqs in st.running_on.items()}
+
+
+def eviction_candidates(st: State, now_ms: int, retention_ms: int, max_jobs: int,
+                        limit: int = 5000) -> list:
+    """Ids of terminal jobs to evict, oldest first: those finished more than
+    retention_ms ago, and as many more as it takes to hold at most max_jobs. Looks at
+    no more than 2 * limit entries, so a call stays cheap however many jobs are held."""
+    excess = len(st.jobs) - max_jobs
+    cutoff = now_ms - retention_ms
+    out, seen = [], set()
+    for n, seq in enumerate(st.terminal_fifo):
+        if len(out) >= limit or n >= 2 * limit:
+            break
+        id_ = st.by_seq.get(seq)
+        if id_ is None or id_ in seen:
+            continue
+        job = st.jobs[id_]
+        if job["status"] not in TERMINAL:
+            continue
+        if job["completed_at"] <= cutoff or len(out) < excess:
+            out.append(id_)
+            seen.add(id_)
+        elif job["completed_at"] > cutoff and len(out) >= excess:
+            break                    # finished in order: the rest are younger still
+    return out
+
+
+def oldest_created_at(st: State, status: str) -> dict:
+    """{queue: created_at of the oldest job in `status` there} for queues that have one.
+    Walks the status index oldest first until every queue is found, at most 10,000
+    jobs: a queue not seen by then is left out (its oldest job is younger anyway)."""
+    out: dict = {}
+    for n, seq in enumerate(st.by_status[status]):
+        if n >= 10_000:
+            break
+        job = st.jobs[st.by_seq[seq]]
+        out.setdefault(job["queue"], job["created_at"])
+        if len(out) == len(jobs.QUEUES):
+            break
+    return out
+
+
 def counts_by_status(st: State) -> dict:
     return {s: len(ix) for s, ix in st.by_status.items()}
 
@@ -420,6 +565,7 @@ def to_snapshot(st: State) -> dict:
         "outbox": [[seq, ev] for seq, ev in st.outbox.items()],
         "outbox_next": st.outbox_next,
         "outbox_done": st.outbox_done,
+        "evicted": st.evicted,
     }
 
 
@@ -431,4 +577,8 @@ def from_snapshot(data: dict) -> State:
     st.outbox = {seq: ev for seq, ev in data["outbox"]}
     st.outbox_next = data["outbox_next"]
     st.outbox_done = data["outbox_done"]
+    st.evicted = data.get("evicted", 0)
+    done = [j for j in data["jobs"] if j["status"] in TERMINAL]
+    done.sort(key=lambda j: (j["completed_at"] or 0, j["seq"]))
+    st.terminal_fifo.extend(j["seq"] for j in done)
     return st

@@ -35,6 +35,12 @@ class WorkerTable:
             log.info("worker joined worker=%s type=%s", w["worker_id"], w["worker_type"])
         return old is None
 
+    def is_unresponsive(self, worker_id: str) -> bool:
+        """False for a worker never seen: after a restart the table is empty until
+        the next heartbeats, and silence we never observed proves nothing."""
+        rec = self.workers.get(worker_id)
+        return rec is not None and self.status_of(rec, self.now_ms()) == UNRESPONSIVE
+
     def status_of(self, rec: dict, now: int) -> str:
         return ACTIVE if now - rec["last_heartbeat"] <= self.timeout_ms else UNRESPONSIVE
 
@@ -49,7 +55,8 @@ class WorkerTable:
                         now - self.workers[wid]["last_heartbeat"])
         return gone
 
-    def listing(self, running_by_worker: dict) -> list[dict]:
+    def listing(self, running: dict) -> list[dict]:
+        """running: {worker: jobs running there} (state.running_counts)."""
         now = self.now_ms()
         out = []
         for wid in sorted(self.workers):
@@ -58,7 +65,7 @@ class WorkerTable:
                 "worker_id": wid, "worker_type": rec["worker_type"],
                 "status": self.status_of(rec, now), "capacity": rec["capacity"],
                 "current_load": rec["current_load"],
-                "running_jobs": running_by_worker.get(wid, 0),
+                "running_jobs": running.get(wid, 0),
                 "last_heartbeat": rec["last_heartbeat"], "first_seen": rec["first_seen"],
                 "heartbeats": rec["heartbeats"], "stats": rec["stats"],
             })
