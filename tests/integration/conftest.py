@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 
+import pika
 import pytest
 
 from .broker_fixtures import (  # noqa: F401  (fixtures re-exported to every module)
@@ -152,7 +153,8 @@ def clean_queues(shared_rabbit):
 
 
 def drain(port: int, queue: str) -> list:
-    """Take every message from a queue: [(properties, body dict)]."""
+    """Take every message from a queue: [(properties, body dict)]; [] when the queue
+    does not exist (yet)."""
     conn, ch = blocking_channel(port)
     out = []
     try:
@@ -161,6 +163,10 @@ def drain(port: int, queue: str) -> list:
             if method is None:
                 return out
             out.append((props, json.loads(body)))
+    except pika.exceptions.ChannelClosedByBroker as e:
+        if e.reply_code != 404:
+            raise
+        return out
     finally:
         conn.close()
 
