@@ -120,6 +120,7 @@ status() {
 
 run_tests() {
   deps
+  scripts/prometheus-local.sh install    # promtool and prometheus for the metrics tests
   RABBIT_PORT=${DQ_TEST_RABBIT_PORT:-5672} scripts/rabbitmq-local.sh start
   "$PY" -m pytest -q "$@"
 }

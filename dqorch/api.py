@@ -13,7 +13,7 @@ import time
 
 import bottle
 
-from . import jobs, metrics, parse
+from . import jobs, metrics, openapi, parse
 from . import state as st_mod
 from .errors import ApiError, LogFailed, NotLeader, ProposeTimeout
 
@@ -100,7 +100,7 @@ def read_body(max_bytes: int) -> bytes:
 def make_app(svc) -> bottle.Bottle:
     """svc: the running node's services (see app.Node): cfg, node, workers, broker,
     dispatcher, health(), new_id(), now_ms()."""
-    app = JsonBottle(autojson=False)
+    app = JsonBottle()
     app.uninstall(True)            # bottle's JSON and template plugins: JsonPlugin does it
     app.install(JsonPlugin())
     cfg = svc.cfg
@@ -184,6 +184,10 @@ def make_app(svc) -> bottle.Bottle:
     def workers():
         listing = svc.workers.listing(st_mod.running_counts(svc.node.state))
         return {"workers": listing, "count": len(listing)}
+
+    @app.get("/api/openapi.json")
+    def openapi_doc():
+        return openapi.SPEC
 
     @app.get("/api/metrics")
     def metrics_json():

@@ -249,7 +249,22 @@ class Node:
                                            int(node.role == "leader"), ()),
             "distriqueue_log_writable": ("1 when the last log write succeeded",
                                          int(node.log_ok), ()),
+            "distriqueue_raft_snapshots_total": ("Snapshots written or failed", {
+                ("written",): node.snapshots, ("failed",): node.snapshot_failures},
+                ("outcome",)),
+            "distriqueue_data_dir_free_bytes": ("Free bytes on data_dir's file system",
+                                                _free_bytes(self.cfg.data_dir), ()),
+            "distriqueue_publish_backoff_jobs": ("Jobs waiting out a retry backoff",
+                                                 backlog["jobs_waiting_backoff"], ()),
         }
+
+
+def _free_bytes(path: str) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
 
 
 def _lock_data_dir(data_dir: str) -> int:

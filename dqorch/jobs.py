@@ -180,5 +180,9 @@ def why(job: dict, now_ms: int, broker_down_since_ms: int | None, workers_active
         attempts = job["retry_count"] + 1
         return (f"failed after {attempts} attempt{'s' if attempts != 1 else ''}: "
                 f"{job['error_message'] or 'no error message'}")
-    by = job["history"][-1][2] if job["history"] else "request"
+    by = "request"
+    for h in reversed(job["history"]):     # the move itself, not a late report noted after it
+        if h[1] != CANCELLED:
+            break
+        by = h[2]
     return f"cancelled by {by} at {_clock(job['completed_at'])}"

@@ -7,13 +7,15 @@ collector), so nothing has to keep them in step.
 """
 from __future__ import annotations
 
-from prometheus_client import (CollectorRegistry, Counter, Histogram,
+from prometheus_client import (CollectorRegistry, Counter, Histogram, ProcessCollector,
                                disable_created_metrics, generate_latest)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 disable_created_metrics()     # no *_created series: they double the exposition
 REGISTRY = CollectorRegistry(auto_describe=True)
+# Memory, CPU, open files, start time (restarts show as a new start time).
+ProcessCollector(namespace="distriqueue", registry=REGISTRY)
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _SLOW = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)

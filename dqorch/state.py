@@ -213,8 +213,15 @@ def _move(st: State, job: dict, to: str, at_ms: int, by: str, reason: str | None
             _running(st, job, add=True)
         if to in TERMINAL:
             st.terminal_fifo.append(job["seq"])
+        elif frm in TERMINAL:
+            # Registered again. Left in place, its entry would come back out of order
+            # once the job ends again and stop eviction_candidates' oldest-first walk.
+            # O(terminal jobs held), paid only when a finished job is run again.
+            st.terminal_fifo.remove(job["seq"])
     if to == RUNNING:
         job["running_since"] = at_ms
+    elif to == PENDING:
+        job.pop("running_since", None)      # a new attempt is not timed from the last
     _note(job, at_ms, to, by, reason)
     return (frm, to)
 
@@ -382,7 +389,7 @@ def _apply_expire_worker(st: State, cmd: dict) -> dict:
     failed, oldest first."""
     w = cmd["worker_id"]
     moves = []
-    for seq in list(st.running_on.get(w, ())):
+    for seq in sorted(st.running_on.get(w, ())):   # seq order: from_snapshot loses start order
         job = st.jobs[st.by_seq[seq]]
         error = f"worker {w} stopped sending heartbeats"
         out = _end_attempt(st, job, cmd["at_ms"], "timer", error, error,

@@ -11,6 +11,7 @@ import logging
 log = logging.getLogger(__name__)
 
 ACTIVE, UNRESPONSIVE = "active", "unresponsive"
+FORGET_AFTER_S = 3600    # an unresponsive worker is dropped from the table after this
 
 
 class WorkerTable:
@@ -45,8 +46,16 @@ class WorkerTable:
         return ACTIVE if now - rec["last_heartbeat"] <= self.timeout_ms else UNRESPONSIVE
 
     def check(self) -> list[str]:
-        """Workers that became unresponsive since the last check (sorted ids)."""
+        """Workers that became unresponsive since the last check (sorted ids). Workers
+        silent for FORGET_AFTER_S (or 10 timeouts, if longer) are forgotten, so that a
+        worker taken out of service on purpose does not stay `unresponsive` forever."""
         now = self.now_ms()
+        forget_ms = max(FORGET_AFTER_S * 1000, 10 * self.timeout_ms)
+        for wid in [w for w, rec in self.workers.items()
+                    if now - rec["last_heartbeat"] > forget_ms]:
+            del self.workers[wid]
+            self._unresponsive.discard(wid)
+            log.info("worker forgotten worker=%s", wid)
         gone = sorted(wid for wid, rec in self.workers.items()
                       if wid not in self._unresponsive and self.status_of(rec, now) == UNRESPONSIVE)
         for wid in gone:

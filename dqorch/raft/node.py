@@ -44,6 +44,7 @@ class RaftNode:
         self.listeners: list = []         # fn(cmd, outcome) after each live apply
         self.batch_observers: list = []   # fn(entries, seconds) after each commit
         self.snapshots = 0
+        self.snapshot_failures = 0
         self._queue: list = []
         self._wake = gevent.event.Event()
         self._loop = None
@@ -217,6 +218,7 @@ class RaftNode:
                 log.info("snapshot written index=%d removed_files=%d", index, removed)
             else:
                 self._snap_failed_at = index
+                self.snapshot_failures += 1
                 log.error("snapshot failed index=%d status=%d", index, status)
         finally:
             self._snap_child = None

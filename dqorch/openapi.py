@@ -1,0 +1,549 @@
+"""The OpenAPI 3.1 document of the HTTP API (CONTRACT §2, docs/API.md), served at
+GET /api/openapi.json. A plain dict: no I/O, built once at import.
+
+Requests are described as loosely as the server accepts them (every spelling of a
+field, null wherever null means "absent", unknown fields allowed); responses as
+precisely as the server promises them. tests/unit/test_openapi_doc.py keeps the
+document in step with the routes, and tests/integration/test_openapi.py checks a
+running node against it with schemathesis.
+"""
+from __future__ import annotations
+
+from . import __version__
+from .jobs import PRIORITY_NAMES, QUEUES, REPORT_ALIASES, STATUSES
+
+ERROR_CODES = ("invalid_json", "invalid_request", "not_found", "conflict",
+               "payload_too_large", "method_not_allowed", "unauthorized", "forbidden",
+               "unavailable", "internal")
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _rref(name: str) -> dict:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def _nullable(schema: dict) -> dict:
+    """schema, or JSON null (null means "absent" for every optional request field)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _any_case(words) -> str:
+    """A regex matching any of `words` in any letter case, surrounded by optional
+    whitespace (the server strips and lower-cases before comparing)."""
+    alts = ["".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in w)
+            for w in sorted(words, key=lambda w: (-len(w), w))]
+    return "^\\s*(" + "|".join(alts) + ")\\s*$"
+
+
+MILLIS = {"type": "integer", "description": "milliseconds since the Unix epoch"}
+MILLIS_OR_NULL = {"type": ["integer", "null"],
+                  "description": "milliseconds since the Unix epoch, or null when unset"}
+COUNT = {"type": "integer", "minimum": 0}
+
+_ID_STRING = {"type": "string", "minLength": 1, "maxLength": 256,
+              "pattern": "^[^\\u0000-\\u001f\\u007f]*$",
+              "description": "1-256 characters, no control characters"}
+
+# Request field schemas ######################################################
+
+_REQ = {
+    "JobIdIn": {
+        "description": "A job id: a string of 1-256 characters without control "
+                       "characters, or an integer (turned into its decimal string). "
+                       "null counts as absent.",
+        "anyOf": [_ID_STRING, {"type": "integer"}, {"type": "null"}],
+    },
+    "PriorityIn": {
+        "description": "An integer; a number (floored); a numeric string; or a name in "
+                       "any case: LOW=1, MEDIUM=5, HIGH=10, CRITICAL=15. The result must "
+                       "lie in -1000000..1000000. >= 10 goes to job.high, >= 5 to "
+                       "job.medium, else job.low. null counts as absent (5).",
+        "anyOf": [
+            {"type": "number", "minimum": -1_000_000, "exclusiveMaximum": 1_000_001},
+            {"type": "string", "pattern": _any_case(PRIORITY_NAMES)},
+            {"type": "string",
+             "pattern": "^\\s*[+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?\\s*$"},
+            {"type": "null"},
+        ],
+    },
+    "ReportStatusIn": {
+        "type": "string", "pattern": _any_case(REPORT_ALIASES),
+        "description": "Compared case-insensitively, surrounding whitespace ignored. "
+                       "running (started, in_progress, in-progress, processing); completed "
+                       "(complete, success, succeeded, done); failed (failure, error); "
+                       "cancelled (canceled).",
+    },
+    "WorkerIdIn": _nullable({"type": "string", "minLength": 1, "maxLength": 256}),
+    "MaxRetriesIn": _nullable({"type": "integer", "minimum": 0, "maximum": 100}),
+    "ExecutionTimeoutIn": _nullable({"type": "integer", "minimum": 1, "maximum": 604800,
+                                     "description": "seconds"}),
+    "RegisterRequest": {
+        "type": "object",
+        "description": "Every field is optional; where several spellings are listed the "
+                       "first one present and not null wins. Unknown fields are ignored. "
+                       "The stored job must fit in max_job_bytes (413 otherwise).",
+        "properties": {
+            "id": _ref("JobIdIn"), "jobId": _ref("JobIdIn"), "job_id": _ref("JobIdIn"),
+            "type": _nullable({"type": "string", "minLength": 1, "maxLength": 128}),
+            "priority": _ref("PriorityIn"),
+            "payload": {"type": ["object", "null"],
+                        "description": "any JSON object; null is stored as {}"},
+            "max_retries": _ref("MaxRetriesIn"), "maxRetries": _ref("MaxRetriesIn"),
+            "execution_timeout": _ref("ExecutionTimeoutIn"),
+            "executionTimeout": _ref("ExecutionTimeoutIn"),
+            "timeout": _ref("ExecutionTimeoutIn"),
+            "metadata": {"type": ["object", "null"],
+                         "additionalProperties": {"type": ["string", "number", "boolean",
+                                                           "null"]}},
+            "created_at": {"type": ["string", "number", "null"],
+                           "description": "kept as client_created_at"},
+            "createdAt": {"type": ["string", "number", "null"],
+                          "description": "kept as client_created_at"},
+        },
+    },
+    "ReportRequest": {
+        "type": "object",
+        "description": "A worker's status report. The job id comes from the path. "
+                       "Unknown fields are ignored.",
+        "required": ["status"],
+        "properties": {
+            "status": _ref("ReportStatusIn"),
+            "workerId": _ref("WorkerIdIn"), "worker_id": _ref("WorkerIdIn"),
+            "result": {"description": "any JSON value; stored as given"},
+            "errorMessage": {"type": ["string", "null"]},
+            "error_message": {"type": ["string", "null"]},
+            "progress": _nullable({"type": "integer", "minimum": 0, "maximum": 100}),
+        },
+    },
+    "ReportWithIdRequest": {
+        "description": "A status report naming its job: jobId, then job_id, then id "
+                       "(the first present and not null).",
+        "allOf": [
+            _ref("ReportRequest"),
+            {"properties": {"jobId": _ref("JobIdIn"), "job_id": _ref("JobIdIn"),
+                            "id": _ref("JobIdIn")},
+             "anyOf": [{"required": [k], "properties": {k: {"not": {"type": "null"}}}}
+                       for k in ("jobId", "job_id", "id")]},
+        ],
+    },
+    "HeartbeatRequest": {
+        "type": "object",
+        "description": "workerId or worker_id is required. Every other field (counters, "
+                       "cpuUsage, memoryUsage, timestamp, ...) is kept as the worker's "
+                       "stats, at most 8192 bytes of JSON.",
+        "properties": {
+            "workerId": _ref("WorkerIdIn"), "worker_id": _ref("WorkerIdIn"),
+            "worker_type": _nullable({"type": "string", "maxLength": 128}),
+            "workerType": _nullable({"type": "string", "maxLength": 128}),
+            "capacity": _nullable({"type": "integer", "minimum": 0, "maximum": 1_000_000}),
+            "current_load": _nullable({"type": "integer",
+                                       "description": "a negative value counts as 0"}),
+            "currentLoad": _nullable({"type": "integer",
+                                      "description": "a negative value counts as 0"}),
+        },
+        "anyOf": [{"required": [k], "properties": {k: {"not": {"type": "null"}}}}
+                  for k in ("workerId", "worker_id")],
+    },
+}
+
+# Response schemas ###########################################################
+
+_JOB_PROPS = {
+    "id": {"type": "string"},
+    "type": {"type": "string"},
+    "priority": {"type": "integer"},
+    "queue": {"type": "string", "enum": list(QUEUES)},
+    "status": {"type": "string", "enum": list(STATUSES)},
+    "worker_id": {"type": ["string", "null"]},
+    "payload": {"type": "object", "description": "only with ?full=1 in a listing"},
+    "result": {"description": "any JSON value, as the worker reported it; only with "
+                              "?full=1 in a listing"},
+    "error_message": {"type": ["string", "null"]},
+    "retry_count": COUNT,
+    "max_retries": COUNT,
+    "execution_timeout": {"type": "integer", "minimum": 1, "description": "seconds"},
+    "metadata": {"type": "object",
+                 "additionalProperties": {"type": ["string", "number", "boolean", "null"]}},
+    "created_at": MILLIS,
+    "queued_at": MILLIS_OR_NULL,
+    "started_at": MILLIS_OR_NULL,
+    "completed_at": MILLIS_OR_NULL,
+    "progress": {"type": "integer", "minimum": 0, "maximum": 100,
+                 "description": "present once a worker reported progress"},
+    "client_created_at": {"type": ["string", "number"],
+                          "description": "created_at/createdAt as the client sent it"},
+}
+JOB_REQUIRED = ["id", "type", "priority", "queue", "status", "worker_id", "error_message",
+                "retry_count", "max_retries", "execution_timeout", "metadata",
+                "created_at", "queued_at", "started_at", "completed_at"]
+
+_RAFT_STATUS = {
+    "type": "object",
+    "required": ["role", "term", "leader", "commit_index", "applied_index",
+                 "last_log_index"],
+    "properties": {
+        "role": {"type": "string", "enum": ["leader", "follower", "candidate"]},
+        "term": COUNT,
+        "leader": {"type": ["string", "null"]},
+        "commit_index": COUNT, "applied_index": COUNT, "last_log_index": COUNT,
+    },
+}
+
+_CHECK = {"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}}
+
+_RESP = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "enum": list(ERROR_CODES)},
+            "message": {"type": "string", "description": "what is wrong, for a person"},
+            "field": {"type": "string", "description": "the request field at fault"},
+        },
+    },
+    "Accepted": {
+        "type": "object", "required": ["status", "job_id"],
+        "properties": {"status": {"const": "accepted"}, "job_id": {"type": "string"}},
+    },
+    "ReportOutcome": {
+        "oneOf": [
+            {"type": "object", "required": ["status"],
+             "properties": {"status": {"const": "updated"}}},
+            {"type": "object", "required": ["status", "reason"],
+             "description": "the report changed nothing: the job is terminal, or the "
+                            "report came from an attempt that was given up",
+             "properties": {"status": {"const": "ignored"},
+                            "reason": {"type": "string",
+                                       "enum": ["terminal", "stale_attempt"]}}},
+        ],
+    },
+    "Cancelled": {
+        "type": "object", "required": ["status", "job_id"],
+        "properties": {"status": {"const": "cancelled"}, "job_id": {"type": "string"}},
+    },
+    "Acknowledged": {
+        "type": "object", "required": ["status"],
+        "properties": {"status": {"const": "acknowledged"}},
+    },
+    "HistoryItem": {
+        "type": "object", "required": ["at", "status", "by", "reason"],
+        "properties": {
+            "at": MILLIS,
+            "status": {"type": "string", "enum": list(STATUSES)},
+            "by": {"type": "string",
+                   "description": "a worker id, or api, broker, worker, timer, ..."},
+            "reason": {"type": ["string", "null"]},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "description": "A job as listed by GET /api/jobs (payload and result only with "
+                       "?full=1). Unset values are null.",
+        "required": JOB_REQUIRED,
+        "properties": _JOB_PROPS,
+    },
+    "JobDetail": {
+        "description": "A job as GET /api/jobs/{job_id} shows it: every field, the last "
+                       "32 transitions, and one line saying why it is where it is.",
+        "allOf": [
+            _ref("Job"),
+            {"type": "object", "required": ["payload", "result", "history", "why"],
+             "properties": {
+                 "history": {"type": "array", "maxItems": 32,
+                             "items": _ref("HistoryItem")},
+                 "why": {"type": "string", "minLength": 1},
+             }},
+        ],
+    },
+    "JobList": {
+        "type": "object", "required": ["jobs", "count", "returned", "next"],
+        "properties": {
+            "jobs": {"type": "array", "items": _ref("Job"), "maxItems": 10000},
+            "count": {"type": "integer", "minimum": 0,
+                      "description": "jobs matching the filters"},
+            "returned": {"type": "integer", "minimum": 0, "maximum": 10000},
+            "next": {"type": ["string", "null"], "pattern": "^-?[0-9]+$",
+                     "description": "cursor of the next page, null on the last"},
+        },
+    },
+    "Worker": {
+        "type": "object",
+        "required": ["worker_id", "worker_type", "status", "capacity", "current_load",
+                     "running_jobs", "last_heartbeat", "first_seen", "heartbeats", "stats"],
+        "properties": {
+            "worker_id": {"type": "string", "minLength": 1},
+            "worker_type": {"type": "string"},
+            "status": {"type": "string", "enum": ["active", "unresponsive"]},
+            "capacity": COUNT, "current_load": COUNT, "running_jobs": COUNT,
+            "last_heartbeat": MILLIS, "first_seen": MILLIS,
+            "heartbeats": {"type": "integer", "minimum": 1},
+            "stats": {"type": "object",
+                      "description": "the heartbeat's other fields, as sent"},
+        },
+    },
+    "WorkerList": {
+        "type": "object", "required": ["workers", "count"],
+        "properties": {"workers": {"type": "array", "items": _ref("Worker")},
+                       "count": COUNT},
+    },
+    "BrokerStatus": {
+        "type": "object",
+        "required": ["connected", "down_since", "error", "in_flight", "stats"],
+        "properties": {
+            "connected": {"type": "boolean"},
+            "down_since": MILLIS_OR_NULL,
+            "error": {"type": ["string", "null"]},
+            "in_flight": COUNT,
+            "stats": {"type": "object"},
+        },
+    },
+    "Health": {
+        "type": "object", "required": ["status", "node", "timestamp", "checks"],
+        "properties": {
+            "status": {"type": "string", "enum": ["healthy", "degraded", "unavailable"]},
+            "node": {"type": "string"},
+            "timestamp": MILLIS,
+            "checks": {
+                "type": "object", "required": ["role", "log", "broker"],
+                "properties": {
+                    "role": {"allOf": [_CHECK, {"properties": {
+                        "role": {"type": "string"},
+                        "leader": {"type": ["string", "null"]}}}]},
+                    "log": {"allOf": [_CHECK, {"properties": {
+                        "error": {"type": ["string", "null"]},
+                        "commit_index": COUNT}}]},
+                    "broker": {"allOf": [_CHECK, _ref("BrokerStatus")]},
+                },
+            },
+        },
+    },
+    "RaftStatus": _RAFT_STATUS,
+    "ClusterStatus": {
+        "type": "object", "required": ["node", "leader", "term", "members", "timestamp"],
+        "properties": {
+            "node": {"type": "string"},
+            "leader": {"type": ["string", "null"]},
+            "term": COUNT,
+            "members": {"type": "array", "minItems": 1, "items": {
+                "type": "object",
+                "required": ["node", "role", "api", "last_contact_ms", "match_index"],
+                "properties": {
+                    "node": {"type": "string"}, "role": {"type": "string"},
+                    "api": {"type": "string", "description": "host:port of its HTTP API"},
+                    "last_contact_ms": COUNT, "match_index": COUNT}}},
+            "timestamp": MILLIS,
+        },
+    },
+    "Metrics": {
+        "type": "object",
+        "required": ["jobs", "queues", "workers", "raft", "timestamp"],
+        "properties": {
+            "jobs": {"type": "object", "description": "jobs held, by status",
+                     "propertyNames": {"enum": list(STATUSES)},
+                     "additionalProperties": COUNT},
+            "queues": {"type": "object", "description": "jobs held, by queue and status",
+                       "propertyNames": {"enum": list(QUEUES)},
+                       "additionalProperties": {
+                           "type": "object", "propertyNames": {"enum": list(STATUSES)},
+                           "additionalProperties": COUNT}},
+            "workers": {"type": "object", "required": ["total", "active", "unresponsive"],
+                        "properties": {"total": COUNT, "active": COUNT,
+                                       "unresponsive": COUNT}},
+            "raft": _ref("RaftStatus"),
+            "broker": _ref("BrokerStatus"),
+            "dispatch": {"type": "object", "additionalProperties": COUNT,
+                         "description": "the publisher's backlog"},
+            "timestamp": MILLIS,
+        },
+    },
+    "OpenApiDocument": {
+        "type": "object", "required": ["openapi", "info", "paths"],
+        "properties": {"openapi": {"type": "string", "pattern": "^3\\."}},
+    },
+}
+
+
+# Responses ##################################################################
+
+def _json(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def _error(description: str, *codes: str) -> dict:
+    return {"description": description, "content": _json({"allOf": [
+        _ref("Error"), {"properties": {"error": {"enum": list(codes)}}}]})}
+
+
+RESPONSES = {
+    "BadRequest": _error("The body is not JSON (invalid_json), or a field is missing, of "
+                         "the wrong type or out of range (invalid_request; `field` names "
+                         "it).", "invalid_json", "invalid_request"),
+    "NotFound": _error("Unknown path, or unknown job id.", "not_found"),
+    "MethodNotAllowed": {
+        "description": "The path (with this job id in it) names another operation that "
+                       "does not take this method; the Allow header lists the ones it "
+                       "takes.",
+        "headers": {"Allow": {"required": True, "schema": {"type": "string"}}},
+        "content": _error("", "method_not_allowed")["content"],
+    },
+    "Conflict": _error("The job is already completed, failed or cancelled.", "conflict"),
+    "PayloadTooLarge": _error("The body is over max_body_bytes, or the stored job would "
+                              "be over max_job_bytes.", "payload_too_large"),
+    "Unavailable": _error("This node cannot commit now (starting, stopping, no leader, "
+                          "log write failed), or the commit timed out and its outcome is "
+                          "unknown (retrying a register is safe).", "unavailable"),
+    "Internal": _error("A bug; the traceback is in the node's log.", "internal"),
+}
+
+
+def _responses(ok_code: str, ok_desc: str, ok_schema: dict, *errors: str) -> dict:
+    out = {ok_code: {"description": ok_desc, "content": _json(ok_schema)}}
+    codes = {"400": "BadRequest", "404": "NotFound", "405": "MethodNotAllowed",
+             "409": "Conflict", "413": "PayloadTooLarge", "503": "Unavailable",
+             "500": "Internal"}
+    for code in sorted(set(errors) | {"500"}):
+        out[code] = _rref(codes[code])
+    return out
+
+
+def _body(schema_name: str, required: bool = True) -> dict:
+    return {"required": required, "content": _json(_ref(schema_name)),
+            "description": "JSON, whatever the Content-Type header says; at most "
+                           "max_body_bytes (default 1 MiB)."}
+
+
+JOB_ID_PARAM = {"name": "job_id", "in": "path", "required": True,
+                "schema": {"type": "string", "minLength": 1}}
+
+_report_path = {
+    "summary": "A worker reports on a job (id from the path)",
+    "parameters": [JOB_ID_PARAM],
+    "requestBody": _body("ReportRequest"),
+    "responses": _responses("200", "Recorded, or ignored (terminal job, abandoned "
+                            "attempt). An unknown id creates the job (type unknown).",
+                            _ref("ReportOutcome"), "400", "404", "405", "413", "503"),
+}
+
+_q = {"in": "query", "required": False}
+
+PATHS = {
+    "/api/health": {"get": {
+        "operationId": "health", "tags": ["node"],
+        "summary": "Can this node accept writes?",
+        "responses": {
+            "200": {"description": "healthy, or degraded (log or broker trouble)",
+                    "content": _json({"allOf": [_ref("Health"), {"properties": {
+                        "status": {"enum": ["healthy", "degraded"]}}}]})},
+            "503": {"description": "this node cannot accept writes: not started, "
+                                   "stopping, or no leader",
+                    "content": _json({"allOf": [_ref("Health"), {"properties": {
+                        "status": {"const": "unavailable"}}}]})},
+            "500": _rref("Internal"),
+        },
+    }},
+    "/api/raft/status": {"get": {
+        "operationId": "raftStatus", "tags": ["node"], "summary": "This node's log",
+        "responses": _responses("200", "role, term, leader and log indexes",
+                                _ref("RaftStatus")),
+    }},
+    "/api/cluster/status": {"get": {
+        "operationId": "clusterStatus", "tags": ["node"],
+        "summary": "The cluster as this node sees it",
+        "responses": _responses("200", "members and leader", _ref("ClusterStatus")),
+    }},
+    "/api/jobs/register": {"post": {
+        "operationId": "registerJob", "tags": ["jobs"], "summary": "Register a job",
+        "description": "Idempotent per id while the job is not terminal; registering a "
+                       "terminal job's id starts a new attempt of it.",
+        "requestBody": _body("RegisterRequest", required=False),
+        "responses": _responses("202", "Durably recorded; it is published to RabbitMQ "
+                                "and becomes queued once the broker confirms it.",
+                                _ref("Accepted"), "400", "413", "503"),
+    }},
+    "/api/jobs": {"get": {
+        "operationId": "listJobs", "tags": ["jobs"], "summary": "List jobs, newest first",
+        "parameters": [
+            dict(_q, name="status", schema={"type": "string", "enum": list(STATUSES)}),
+            dict(_q, name="type", schema={"type": "string"}),
+            dict(_q, name="worker_id", schema={"type": "string"}),
+            dict(_q, name="queue", schema={"type": "string", "enum": list(QUEUES)}),
+            dict(_q, name="limit", schema={"type": "integer", "minimum": 1,
+                                           "maximum": 10000, "default": 100}),
+            dict(_q, name="cursor", description="the `next` of the previous page",
+                 schema={"type": "string", "pattern": "^-?[0-9]+$"}),
+            dict(_q, name="full", description="1, true or yes: include payload and result",
+                 schema={"type": "string"}),
+        ],
+        "responses": _responses("200", "One page", _ref("JobList"), "400"),
+    }},
+    "/api/jobs/{job_id}": {"get": {
+        "operationId": "getJob", "tags": ["jobs"], "summary": "One job, with its history",
+        "parameters": [JOB_ID_PARAM],
+        "responses": _responses("200", "The job", _ref("JobDetail"), "404", "405"),
+    }},
+    "/api/jobs/status": {"post": {
+        "operationId": "reportStatus", "tags": ["jobs"],
+        "summary": "A worker reports on a job (id in the body)",
+        "requestBody": _body("ReportWithIdRequest"),
+        "responses": _responses("200", "Recorded, or ignored (terminal job, abandoned "
+                                "attempt). An unknown id creates the job (type unknown).",
+                                _ref("ReportOutcome"), "400", "413", "503"),
+    }},
+    "/api/jobs/{job_id}/status": {
+        "put": dict(_report_path, operationId="putJobStatus", tags=["jobs"]),
+        "post": dict(_report_path, operationId="postJobStatus", tags=["jobs"]),
+    },
+    "/api/jobs/{job_id}/cancel": {"post": {
+        "operationId": "cancelJob", "tags": ["jobs"], "summary": "Cancel a job",
+        "description": "Any non-terminal job. The body is ignored (the gateway sends an "
+                       "empty one).",
+        "parameters": [JOB_ID_PARAM],
+        "requestBody": {"required": False, "description": "ignored",
+                        "content": _json({})},
+        "responses": _responses("200", "Cancelled", _ref("Cancelled"),
+                                "400", "404", "405", "409", "413", "503"),
+    }},
+    "/api/workers/heartbeat": {"post": {
+        "operationId": "heartbeat", "tags": ["workers"], "summary": "A worker is alive",
+        "requestBody": _body("HeartbeatRequest"),
+        "responses": _responses("200", "Recorded (exactly 200: workers treat anything "
+                                "else as a failure)", _ref("Acknowledged"),
+                                "400", "413", "503"),
+    }},
+    "/api/workers": {"get": {
+        "operationId": "listWorkers", "tags": ["workers"],
+        "summary": "Workers seen by their heartbeats",
+        "responses": _responses("200", "Every worker this node has heard from",
+                                _ref("WorkerList")),
+    }},
+    "/api/metrics": {"get": {
+        "operationId": "metrics", "tags": ["node"], "summary": "Counts, as JSON",
+        "responses": _responses("200", "jobs by status and queue, workers, log, broker",
+                                _ref("Metrics")),
+    }},
+    "/api/openapi.json": {"get": {
+        "operationId": "openapi", "tags": ["node"], "summary": "This document",
+        "responses": _responses("200", "OpenAPI 3.1", _ref("OpenApiDocument")),
+    }},
+}
+
+SPEC = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "dqorch HTTP API",
+        "version": __version__,
+        "description": (
+            "The DistriQueue orchestrator's HTTP API (docs/API.md). Request bodies are "
+            "JSON whatever their Content-Type says, at most max_body_bytes (413 beyond). "
+            "Timestamps are integer milliseconds since the Unix epoch; unset values are "
+            "null. Every error is {\"error\", \"message\", \"field\"?}. An unknown path "
+            "answers 404 not_found; a known path with another method answers 405 "
+            "method_not_allowed with an Allow header."),
+    },
+    "tags": [{"name": "jobs"}, {"name": "workers"}, {"name": "node"}],
+    "paths": PATHS,
+    "components": {"schemas": {**_REQ, **_RESP}, "responses": RESPONSES},
+}
