@@ -14,6 +14,6 @@ setup(
         "prometheus-client>=0.20",
         "PyYAML>=6.0",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6", "schemathesis>=4.0"]},
     entry_points={"console_scripts": ["dqorch=dqorch.cli:main"]},
 )

@@ -8,7 +8,6 @@ Usage: python bench/register.py [--duration 10] [--preload 100000] [--write docs
 import argparse
 import datetime
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -17,10 +16,10 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 from common import CpuMeter, Target, free_ports, paced, run_wrk  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BEGIN, END = "<!-- bench:register -->", "<!-- /bench:register -->"
 CONNS = (1, 10, 50)
 
 
@@ -219,35 +218,6 @@ def busy_note(results):
     return msg
 
 
-def machine():
-    model = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                             capture_output=True, text=True).stdout.strip() or "unknown"
-    except OSError:
-        rev = "unknown"
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
-    return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
-            f"{wrk.split(' [')[0]}, Linux {platform.release()}, commit {rev}")
-
-
-def write_section(path, text):
-    section = f"{BEGIN}\n{text}\n{END}"
-    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + section + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(new)
-
-
 def main():
     a = parse_args()
     ncpu = os.cpu_count()
@@ -304,7 +274,7 @@ def main():
 
     text = (f"### Register: node vs floor\n\n"
             f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
-            f"- machine: {machine()}\n"
+            f"- machine: {common.machine_line(ROOT)}\n"
             f"- command: `{shlex.join(['python'] + sys.argv)}`\n"
             f"- {a.duration:g} s per measurement; wrk 1 thread, keep-alive; pinning: {a.pin}; "
             f"latency of the paced row counts from the scheduled send time\n"
@@ -315,7 +285,7 @@ def main():
             + busy_note(results) + table(results, a.preload, rate_desc))
     print(text)
     if a.write:
-        write_section(a.write, text)
+        common.replace_section(a.write, "register", text)
         progress(f"wrote {a.write}")
     return 0
 

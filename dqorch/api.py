@@ -158,7 +158,11 @@ def make_app(svc) -> bottle.Bottle:
 
     @app.get("/api/jobs")
     def list_jobs():
-        q = parse.list_query(dict(bottle.request.query.decode()))
+        try:
+            query = dict(bottle.request.query.decode())
+        except UnicodeDecodeError:
+            raise ApiError(400, "invalid_request", "query string is not valid UTF-8")
+        q = parse.list_query(query)
         page, count, nxt = st_mod.list_jobs(svc.node.state, q["filters"], q["limit"], q["cursor"])
         return {"jobs": [jobs.api_json(j, full=q["full"]) for j in page], "count": count,
                 "returned": len(page), "next": None if nxt is None else str(nxt)}

@@ -32,6 +32,14 @@ def body_json(raw: bytes, allow_empty: bool = True) -> dict:
     if not isinstance(value, dict):
         raise ApiError(400, "invalid_request",
                        f"request body must be a JSON object, got {_kind(value)}")
+    if b"\\u" in raw:
+        # A \ud800 escape is valid JSON but a lone surrogate cannot be written as
+        # UTF-8 (to the log, to RabbitMQ). Only escapes can produce one.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "invalid_json",
+                           "request body holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
     return value
 
 

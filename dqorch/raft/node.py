@@ -134,6 +134,11 @@ class RaftNode:
                 self._busy = True
                 try:
                     self._commit(batch)
+                except Exception:
+                    # A dead commit loop would leave every request waiting forever;
+                    # stopping lets a supervisor restart and replay the log.
+                    log.critical("commit loop failed; stopping", exc_info=True)
+                    os._exit(70)
                 finally:
                     self._busy = False
             if self.role == "leader":
@@ -144,10 +149,22 @@ class RaftNode:
         term = self.log.term
         prev_index, prev_term = self.log.last_index, self.log.last_term
         index = prev_index
-        chunks = []
-        for cmd, _ in batch:
+        chunks, kept = [], []
+        for cmd, result in batch:
+            try:
+                chunk = encode(index + 1, term, cmd)
+            except (TypeError, ValueError) as e:
+                # parse.py should have refused it; one bad command must not stop the
+                # loop that commits everyone else's.
+                log.error("command cannot be logged op=%s error=%s", cmd.get("op"), e)
+                result.set_exception(LogFailed(f"command cannot be logged: {e}"))
+                continue
             index += 1
-            chunks.append(encode(index, term, cmd))
+            chunks.append(chunk)
+            kept.append((cmd, result))
+        batch = kept
+        if not batch:
+            return
         offset = None
         try:
             offset = self.log.append(b"".join(chunks), index, term)

@@ -145,6 +145,19 @@ def make_node(tmp_path_factory):
         node.stop()
 
 
+def own_broker(port: int):
+    """A module-scoped fixture: a broker of its own on `port`, which the tests may stop
+    and start, locked against other test runs using the same port."""
+    @pytest.fixture(scope="module")
+    def fixture():
+        rabbit = LocalRabbit(port)
+        with rabbit.exclusive():
+            rabbit.start()
+            yield rabbit
+            rabbit.stop()
+    return fixture
+
+
 @pytest.fixture
 def clean_queues(shared_rabbit):
     purge(SHARED_PORT, *JOB_QUEUES)

@@ -2,11 +2,10 @@
 success, field spellings, defaults, error cases, and that bad input changes nothing."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from .conftest import SHARED_PORT, NodeProc, all_jobs, wait_until
+from .conftest import SHARED_PORT, NodeProc, all_jobs
 
 ERROR_KEYS = {"error", "message"}
 

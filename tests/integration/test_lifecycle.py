@@ -15,18 +15,10 @@ import pika
 import pytest
 
 from . import workersim
-from .conftest import REPO, JOB_QUEUES, LocalRabbit, blocking_channel, drain, wait_until
+from .conftest import REPO, JOB_QUEUES, blocking_channel, drain, own_broker, wait_until
 
 PORT = int(os.environ.get("DQ_TEST_LIFECYCLE_RABBIT_PORT", "5676"))
-
-
-@pytest.fixture(scope="module")
-def rabbit():
-    r = LocalRabbit(PORT)
-    with r.exclusive():
-        r.start()
-        yield r
-        r.stop()
+rabbit = own_broker(PORT)
 
 
 @pytest.fixture

@@ -5,21 +5,12 @@ from __future__ import annotations
 import os
 
 import gevent
-import pytest
 
-from .conftest import JOB_QUEUES, LocalRabbit, all_jobs, drain, wait_until
+from .conftest import JOB_QUEUES, all_jobs, drain, own_broker, wait_until
 
 # A broker of its own, stopped and started by these tests (not the shared one).
 PRIVATE_PORT = int(os.environ.get("DQ_TEST_OUTAGE_RABBIT_PORT", "5674"))
-
-
-@pytest.fixture(scope="module")
-def private_rabbit():
-    rabbit = LocalRabbit(PRIVATE_PORT)
-    with rabbit.exclusive():
-        rabbit.start()
-        yield rabbit
-        rabbit.stop()
+private_rabbit = own_broker(PRIVATE_PORT)
 
 
 def count(c, status):

@@ -1,46 +1,15 @@
-"""A client that behaves like the Python worker of CONTRACT §1 drives jobs through a
-real node and broker: consume job.high -> job.medium -> job.low, post `running` then
-`completed`, heartbeat."""
+"""A client that behaves like the Python worker of CONTRACT §1 (workersim) drives jobs
+through a real node and broker: consume job.high -> job.medium -> job.low, post
+`running` then `completed`, heartbeat."""
 from __future__ import annotations
 
 import collections
 import json
-import time
 
 import gevent
 
-from .conftest import SHARED_PORT, JOB_QUEUES, blocking_channel, wait_until
-
-
-def run_worker(node, worker_id: str, stop, handled: list) -> None:
-    conn, ch = blocking_channel(SHARED_PORT)
-    c = node.client()
-    last_beat = 0.0
-    try:
-        while not stop():
-            if time.monotonic() - last_beat > 5:
-                status, _ = c.call("POST", "/api/workers/heartbeat", {
-                    "workerId": worker_id, "workerType": "python", "capacity": 1,
-                    "currentLoad": 0})
-                assert status == 200            # the Python worker wants exactly 200
-                last_beat = time.monotonic()
-            for q in JOB_QUEUES:                 # highest priority first
-                method, props, body = ch.basic_get(q, auto_ack=False)
-                if method is not None:
-                    break
-            else:
-                gevent.sleep(0.01)
-                continue
-            job = json.loads(body)
-            for status, extra in (("running", {}), ("completed", {"result": {"n": job["id"]}})):
-                code, out = c.call("POST", "/api/jobs/status", dict(
-                    jobId=job["id"], status=status, workerId=worker_id, **extra))
-                assert code in (200, 202), out
-            ch.basic_ack(method.delivery_tag)
-            handled.append(job["id"])
-    finally:
-        conn.close()
-        c.close()
+from . import workersim
+from .conftest import SHARED_PORT, blocking_channel, wait_until
 
 
 def test_python_worker_drives_200_jobs_to_completed(make_node, clean_queues):
@@ -56,8 +25,8 @@ def test_python_worker_drives_200_jobs_to_completed(make_node, clean_queues):
 
     handled: list = []
     done = [False]
-    workers = [gevent.spawn(run_worker, node, f"py-{n}", lambda: done[0], handled)
-               for n in range(2)]
+    workers = [gevent.spawn(workersim.run, node.http_port, SHARED_PORT, f"py-{n}",
+                            stop=lambda: done[0], handled=handled) for n in range(2)]
 
     def all_completed():
         _, body = c.call("GET", "/api/jobs?type=flow&status=completed&limit=1")
@@ -82,7 +51,7 @@ def test_python_worker_drives_200_jobs_to_completed(make_node, clean_queues):
         return sum(len(v) for v in events.values()) >= 400
     wait_until(got_all_events, 60, 0.05, "400 status events")
     conn.close()
-    assert sorted(handled) == ids
+    assert sorted(id_ for id_, _ in handled) == ids
     assert {id_: events[id_] for id_ in ids} == {id_: ["RUNNING", "COMPLETED"] for id_ in ids}
     _, body = c.call("GET", "/api/jobs/flow-000")
     assert body["result"] == {"n": "flow-000"} and body["worker_id"].startswith("py-")

@@ -24,12 +24,20 @@ def run(http_port: int, rabbit_port: int, worker_id: str, stop=lambda: False,
     from .conftest import Client
     conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", rabbit_port))
     ch = conn.channel()
-    c = Client(http_port)
+    client = Client(http_port)
+
+    def post(path, body, ok=(200,)):
+        # The Python worker fails a heartbeat on anything but 200, a report on
+        # anything but 200/202.
+        status, out = client.call("POST", path, body)
+        if status not in ok:
+            raise AssertionError(f"POST {path} -> {status} {out}")
+
     last_beat = 0.0
     try:
         while not stop():
             if time.monotonic() - last_beat > beat_s:
-                c.call("POST", "/api/workers/heartbeat", {
+                post("/api/workers/heartbeat", {
                     "workerId": worker_id, "workerType": "python", "capacity": 1})
                 last_beat = time.monotonic()
             for q in JOB_QUEUES:
@@ -42,25 +50,25 @@ def run(http_port: int, rabbit_port: int, worker_id: str, stop=lambda: False,
             job = json.loads(body)
             if ack_early:
                 ch.basic_ack(method.delivery_tag)
-            c.call("POST", "/api/jobs/status", {"jobId": job["id"], "status": "running",
-                                                "workerId": worker_id})
+            post("/api/jobs/status", {"jobId": job["id"], "status": "running",
+                                      "workerId": worker_id}, (200, 202))
             deadline = time.monotonic() + work_s
             while time.monotonic() < deadline:         # keep heartbeating while working
                 if time.monotonic() - last_beat > beat_s:
-                    c.call("POST", "/api/workers/heartbeat", {"workerId": worker_id})
+                    post("/api/workers/heartbeat", {"workerId": worker_id})
                     last_beat = time.monotonic()
                 gevent.sleep(0.05)
             status = outcome(job)
-            c.call("POST", "/api/jobs/status", {"jobId": job["id"], "status": status,
-                                                "workerId": worker_id,
-                                                "errorMessage": "simulated failure"
-                                                if status == "failed" else None})
+            post("/api/jobs/status", {"jobId": job["id"], "status": status,
+                                      "workerId": worker_id, "result": {"n": job["id"]},
+                                      "errorMessage": "simulated failure"
+                                      if status == "failed" else None}, (200, 202))
             if not ack_early:
                 ch.basic_ack(method.delivery_tag)
             if handled is not None:
                 handled.append((job["id"], props.headers.get("x-dq-attempt")))
     finally:
-        c.close()
+        client.close()
         try:
             conn.close()
         except Exception:
