@@ -262,3 +262,65 @@ def paced(port, conns, interval_s, duration_s, prefix):
     return dict(rate=len(lat) / elapsed, p50_ms=percentile(lat, 50) * 1e3,
                 p99_ms=percentile(lat, 99) * 1e3, max_ms=(lat[-1] if lat else 0) * 1e3,
                 requests=len(lat), **counts)
+
+
+# --- memory and reports ------------------------------------------------------------
+
+
+def rss_bytes(pid="self"):
+    """Resident set size of a process now (from /proc/<pid>/statm)."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes(pid="self"):
+    """Highest resident set size the process has reached (VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class OtherCpu:
+    """Busy CPU used by anything but this process (and its waited-for children) since
+    creation, in % of one core: the noise from other programs on the machine."""
+
+    def __init__(self):
+        self.t0 = (time.monotonic(), _busy_seconds(), _own_seconds())
+
+    def pct(self):
+        wall, busy, own = (b - a for a, b in zip(self.t0, (time.monotonic(), _busy_seconds(),
+                                                             _own_seconds())))
+        return max(0.0, busy - own) / wall * 100
+
+
+def machine_line(root):
+    """CPUs and model, RAM, Python, kernel and the checkout's commit, on one line."""
+    import platform
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                         capture_output=True, text=True).stdout.strip() or "unknown"
+    return (f"{os.cpu_count()} CPUs ({model}), {ram:.0f} GiB RAM, Python "
+            f"{platform.python_version()}, Linux {platform.release()}, commit {rev}")
+
+
+def replace_section(path, tag, text):
+    """Replace the text between <!-- bench:TAG --> and <!-- /bench:TAG --> in path,
+    appending the section (or creating the file) when the markers are missing."""
+    begin, end = f"<!-- bench:{tag} -->", f"<!-- /bench:{tag} -->"
+    section = f"{begin}\n{text}\n{end}"
+    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    if begin in old and end in old:
+        new = old[:old.index(begin)] + section + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(new)
