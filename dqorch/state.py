@@ -115,6 +115,9 @@ class State:
         self.terminal_fifo: collections.deque[int] = collections.deque()  # see evict
         self.evicted = 0                          # jobs forgotten by retention
         self.queue_counts = {q: {s: 0 for s in jobs.STATUSES} for q in jobs.QUEUES}
+        # (field, value) -> {status: n} for type and worker_id, so that a listing
+        # filtered by status and one of those knows its count without a walk.
+        self.pair_counts: dict[tuple, dict[str, int]] = {}
         self.outbox: dict[int, dict] = {}         # status events not yet published
         self.outbox_next = 1                      # seq of the next event
         self.outbox_done = 0                      # events <= this are published
@@ -129,6 +132,9 @@ def _index(st: State, job: dict, add: bool) -> None:
     if job["worker_id"] is not None:
         keyed.append((st.by_worker, job["worker_id"]))
     st.queue_counts[job["queue"]][job["status"]] += 1 if add else -1
+    for field, key in (("type", job["type"]), ("worker_id", job["worker_id"])):
+        if key is not None:
+            _pair_count(st, field, key, job["status"], 1 if add else -1)
     if add:
         st.by_queue[job["queue"]].add(seq)
         for idx, key in keyed:
@@ -140,6 +146,17 @@ def _index(st: State, job: dict, add: bool) -> None:
             s.remove(seq)
             if not s:
                 del idx[key]
+
+
+def _pair_count(st: State, field: str, key: str, status: str, delta: int) -> None:
+    counts = st.pair_counts.setdefault((field, key), {})
+    n = counts.get(status, 0) + delta
+    if n:
+        counts[status] = n
+    else:
+        del counts[status]
+        if not counts:
+            del st.pair_counts[(field, key)]
 
 
 def _set_worker(st: State, job: dict, worker_id: str | None) -> None:
@@ -206,6 +223,10 @@ def _move(st: State, job: dict, to: str, at_ms: int, by: str, reason: str | None
         counts = st.queue_counts[job["queue"]]
         counts[frm] -= 1
         counts[to] += 1
+        for field in ("type", "worker_id"):
+            if job[field] is not None:
+                _pair_count(st, field, job[field], frm, -1)
+                _pair_count(st, field, job[field], to, +1)
         if frm == RUNNING:
             _running(st, job, add=False)
         job["status"] = to
@@ -477,10 +498,17 @@ _FILTER_INDEX = {
 }
 
 
+SCAN_MAX = 50_000   # most index entries one listing request walks
+
+
 def list_jobs(st: State, filters: dict, limit: int, cursor: int | None):
-    """Newest first. Returns (jobs, count, next_cursor). Walks the smallest index that
-    matches one filter, so a page costs O(page) with one filter; with several, the
-    count is exact and costs a walk of that smallest index."""
+    """Newest first. Returns (jobs, count, next_cursor).
+
+    The page walks the smallest index that matches one of the filters, checking the
+    others, so with one filter (or status plus another) a page costs O(page). A walk
+    that finds few matches stops after SCAN_MAX entries and returns a shorter page with
+    a `next` cursor to continue from. The count is kept for one filter and for status
+    plus type, queue or worker_id; other combinations count by a walk."""
     if not filters:
         base = st.all
     else:
@@ -492,17 +520,29 @@ def list_jobs(st: State, filters: dict, limit: int, cursor: int | None):
     def match(job):
         return all(job[k] == v for k, v in filters.items())
 
-    single = len(filters) <= 1
-    count = len(base) if single else sum(1 for s in base if match(st.jobs[st.by_seq[s]]))
     page, next_cursor = [], None
-    for seq in base.below(cursor):
+    for n, seq in enumerate(base.below(cursor)):
+        if n >= SCAN_MAX:
+            next_cursor = seq + 1          # resume with this entry
+            break
         job = st.jobs[st.by_seq[seq]]
-        if single or match(job):
+        if match(job):
             if len(page) == limit:
                 next_cursor = page[-1]["seq"]
                 break
             page.append(job)
-    return page, count, next_cursor
+    return page, _count(st, filters, base, match), next_cursor
+
+
+def _count(st: State, filters: dict, base, match) -> int:
+    if len(filters) <= 1:
+        return len(base)
+    if len(filters) == 2 and "status" in filters:
+        (field, value), = [(k, v) for k, v in filters.items() if k != "status"]
+        if field == "queue":
+            return st.queue_counts[value][filters["status"]]
+        return st.pair_counts.get((field, value), {}).get(filters["status"], 0)
+    return sum(1 for s in base if match(st.jobs[st.by_seq[s]]))
 
 
 def running_counts(st: State) -> dict:

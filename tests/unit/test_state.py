@@ -83,6 +83,10 @@ def check(st: State) -> None:
     running = collections.Counter(j["worker_id"] for j in all_jobs
                                   if j["status"] == "running" and j["worker_id"] is not None)
     assert S.running_counts(st) == dict(running)
+    pairs = collections.Counter((f, j[f], j["status"]) for j in all_jobs
+                                for f in ("type", "worker_id") if j[f] is not None)
+    assert {(f, v, s): n for (f, v), c in st.pair_counts.items() for s, n in c.items()} \
+        == dict(pairs)
     assert S.counts_by_status(st) == {s: sum(1 for j in all_jobs if j["status"] == s)
                                       for s in STATUSES}
     for j in all_jobs:
@@ -723,3 +727,36 @@ def test_cursor_pagination_visits_every_matching_job_once(monkeypatch, seed):
                 if cursor is None:
                     break
             assert seen == want, (filters, limit)
+
+
+def test_status_plus_type_or_worker_count_needs_no_walk(monkeypatch):
+    st = State()
+    for i in range(30):
+        run(st, reg(f"p{i}", T0 + i, type="a" if i % 3 else "b"))
+    for i in range(0, 30, 2):
+        run(st, rep(f"p{i}", "running", T0 + 100 + i, worker="w%d" % (i % 4)))
+    check(st)
+    want = sum(1 for j in st.jobs.values() if j["type"] == "a" and j["status"] == "running")
+    monkeypatch.setattr(S, "SCAN_MAX", 3)          # a walk would be cut short
+    _, count, _ = S.list_jobs(st, {"type": "a", "status": "running"}, 2, None)
+    assert count == want
+    _, count, _ = S.list_jobs(st, {"worker_id": "w0", "status": "running"}, 2, None)
+    assert count == sum(1 for j in st.jobs.values() if j["worker_id"] == "w0")
+
+
+def test_a_sparse_walk_stops_and_hands_back_a_cursor(monkeypatch):
+    st = State()
+    run(st, reg("s0", T0, type="x", priority=5))          # the one match, oldest
+    for i in range(1, 11):
+        run(st, reg(f"s{i}", T0 + i, type="x", priority=1))
+        run(st, reg(f"t{i}", T0 + i, type="y", priority=5))
+    monkeypatch.setattr(S, "SCAN_MAX", 5)
+    seen, cursor, rounds = [], None, 0
+    while True:
+        page, count, cursor = S.list_jobs(st, {"type": "x", "queue": "job.medium"}, 10,
+                                          cursor)
+        seen += [j["id"] for j in page]
+        rounds += 1
+        if cursor is None:
+            break
+    assert seen == ["s0"] and count == 1 and rounds > 1
