@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 from . import jobs
 from .errors import ApiError, bad
@@ -131,7 +132,7 @@ def register(body: dict, *, new_id, max_retries: int, execution_timeout: int,
     if v is not None:
         if not isinstance(v, str) or not 1 <= len(v) <= MAX_TYPE_CHARS:
             raise bad("type", f"must be a string of 1-{MAX_TYPE_CHARS} characters")
-        f["type"] = v
+        f["type"] = sys.intern(v)      # one copy per type, not one per job
     if body.get("priority") is not None:
         f["priority"] = priority(body["priority"])
     if "payload" in body:
@@ -189,7 +190,7 @@ def report(body: dict, path_id: str | None, *, max_retries: int,
     if v is not None:
         if not isinstance(v, str) or not 1 <= len(v) <= MAX_ID_CHARS:
             raise bad(name, f"must be a string of 1-{MAX_ID_CHARS} characters")
-        cmd["worker_id"] = v
+        cmd["worker_id"] = sys.intern(v)
     if body.get("result") is not None:
         cmd["result"] = body["result"]
     name, v = _first(body, ("errorMessage", "error_message"))

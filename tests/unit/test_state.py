@@ -205,7 +205,7 @@ def test_register_creates_a_pending_job_to_publish():
     assert (j["status"], j["type"], j["priority"], j["queue"]) == \
         ("pending", "resize", 10, "job.high")
     assert (j["created_at"], j["seq"], j["registered"]) == (T0, 1, True)
-    assert j["history"] == [[T0, "pending", "api", "registered"]]
+    assert j["history"] == [(T0, "pending", "api", "registered")]
     assert st.outbox == {}
 
 
