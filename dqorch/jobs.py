@@ -62,21 +62,25 @@ HISTORY_KEYS = ("at", "status", "by", "reason")
 
 
 def new_job(id_: str, seq: int, at_ms: int, fields: dict) -> dict:
-    """A fresh job record. `fields` holds the parsed register fields (see parse.py)."""
+    """A fresh job record. `fields` holds the parsed register fields (see parse.py).
+
+    Keys that are usually unset are left out until set: error_message, progress,
+    running_since, client_created_at, stale_worker, not_before, from_report (True on
+    a job first seen in a worker report). A dict of up to 21 keys takes 464 bytes,
+    from 22 on 832: at a million jobs that is 350 MB."""
     priority = fields.get("priority", 5)
     job = {
         "id": id_, "seq": seq,
         "type": fields.get("type", "default"),
         "priority": priority, "queue": queue_for(priority),
         "status": PENDING, "worker_id": None,
-        "payload": fields.get("payload", {}), "result": None, "error_message": None,
+        "payload": fields.get("payload", {}), "result": None,
         "retry_count": 0, "max_retries": fields["max_retries"],
         "attempt": 0,       # +1 on every return to pending; never reset (matches confirms)
         "execution_timeout": fields["execution_timeout"],
         "metadata": fields.get("metadata", {}),
         "created_at": at_ms, "queued_at": None, "started_at": None,
-        "completed_at": None, "progress": None,
-        "registered": False, "history": [],
+        "completed_at": None, "history": [],
     }
     if "client_created_at" in fields:
         job["client_created_at"] = fields["client_created_at"]
@@ -95,7 +99,7 @@ def fill_fields(job: dict, fields: dict) -> None:
 
 
 def api_json(job: dict, full: bool = True, history: bool = False) -> dict:
-    out = {k: job[k] for k in API_FIELDS if full or k not in LIST_OMITS}
+    out = {k: job.get(k) for k in API_FIELDS if full or k not in LIST_OMITS}
     if job.get("progress") is not None:
         out["progress"] = job["progress"]
     if "client_created_at" in job:
@@ -110,7 +114,7 @@ def message_body(job: dict) -> dict:
     return {
         "id": job["id"], "type": job["type"], "priority": job["priority"],
         "status": PENDING, "worker_id": job["worker_id"], "payload": job["payload"],
-        "result": job["result"], "error_message": job["error_message"],
+        "result": job["result"], "error_message": job.get("error_message"),
         "retry_count": job["retry_count"], "max_retries": job["max_retries"],
         "execution_timeout": job["execution_timeout"], "created_at": job["created_at"],
         "started_at": job["started_at"], "completed_at": job["completed_at"],
@@ -179,7 +183,7 @@ def why(job: dict, now_ms: int, broker_down_since_ms: int | None, workers_active
     if status == FAILED:
         attempts = job["retry_count"] + 1
         return (f"failed after {attempts} attempt{'s' if attempts != 1 else ''}: "
-                f"{job['error_message'] or 'no error message'}")
+                f"{job.get('error_message') or 'no error message'}")
     by = "request"
     for h in reversed(job["history"]):     # the move itself, not a late report noted after it
         if h[1] != CANCELLED:

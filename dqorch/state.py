@@ -263,7 +263,7 @@ def _end_attempt(st: State, job: dict, at: int, by: str, error: str | None, reas
     worker are ignored from now on (see _apply_report)."""
     job["error_message"] = error
     job["stale_worker"] = job["worker_id"]
-    if job["registered"] and job["retry_count"] < job["max_retries"]:
+    if not job.get("from_report") and job["retry_count"] < job["max_retries"]:
         job["retry_count"] += 1
         job["attempt"] += 1
         _event(st, job, "RETRYING", at, error=error)
@@ -286,20 +286,19 @@ def _apply_register(st: State, cmd: dict) -> dict:
     job = st.jobs.get(cmd["id"])
     if job is None:
         job = jobs.new_job(cmd["id"], st.next_seq, at, fields)
-        job["registered"] = True
         st.next_seq += 1
         _insert(st, job)
         moved = _move(st, job, PENDING, at, "api", "registered")
         if not publish:
             moved = _queue_unpublished(st, job, at)
         return {"outcome": "created", "publish": publish, "moved": moved}
-    if not job["registered"]:
+    if job.get("from_report"):
         # A worker reported on it first (the gateway publishes jobs itself): take the
         # fields, keep the reported status, publish nothing.
         _index(st, job, add=False)
         jobs.fill_fields(job, dict({"type": "default"}, **fields))
         _index(st, job, add=True)
-        job["registered"] = True
+        del job["from_report"]
         return {"outcome": "filled"}
     if job["status"] in TERMINAL:
         # The gateway's "retry" re-registers a finished job: a new attempt.
@@ -307,11 +306,10 @@ def _apply_register(st: State, cmd: dict) -> dict:
         _index(st, job, add=False)
         jobs.fill_fields(job, fields)
         _index(st, job, add=True)
-        job.update(retry_count=0, result=None, error_message=None, progress=None,
-                   queued_at=None, started_at=None, completed_at=None,
-                   attempt=job["attempt"] + 1)
-        job.pop("stale_worker", None)
-        job.pop("not_before", None)
+        job.update(retry_count=0, result=None, queued_at=None, started_at=None,
+                   completed_at=None, attempt=job["attempt"] + 1)
+        for key in ("error_message", "progress", "stale_worker", "not_before"):
+            job.pop(key, None)
         moved = _move(st, job, PENDING, at, "api", "registered again")
         if not publish:
             moved = _queue_unpublished(st, job, at)
@@ -335,6 +333,7 @@ def _apply_report(st: State, cmd: dict) -> dict:
         job = jobs.new_job(cmd["id"], st.next_seq, at, {
             "type": "unknown", "max_retries": cmd["max_retries"],
             "execution_timeout": cmd["execution_timeout"]})
+        job["from_report"] = True
         st.next_seq += 1
         _insert(st, job)
         _note(job, at, PENDING, by, "first seen in a worker report")
@@ -362,13 +361,13 @@ def _apply_report(st: State, cmd: dict) -> dict:
         if job["started_at"] is None:
             job["started_at"] = at
         moved = _move(st, job, RUNNING, at, by, "worker started it")
-        _event(st, job, "RUNNING", at, progress=job["progress"])
+        _event(st, job, "RUNNING", at, progress=job.get("progress"))
     elif to == COMPLETED:
         job["result"] = cmd.get("result")
         job["completed_at"] = at
         moved = _move(st, job, COMPLETED, at, by, "worker completed it")
         extra = {"result": job["result"]} if job["result"] is not None else {}
-        _event(st, job, "COMPLETED", at, progress=job["progress"], **extra)
+        _event(st, job, "COMPLETED", at, progress=job.get("progress"), **extra)
     elif to == FAILED:
         error = cmd.get("error_message")
         out = _end_attempt(st, job, at, by, error, "failed: %s" % (error or "no error message"),

@@ -56,11 +56,11 @@ def test_new_job_defaults():
     assert (j["payload"], j["metadata"], j["history"]) == ({}, {}, [])
     assert (j["retry_count"], j["max_retries"], j["execution_timeout"]) == (0, 3, 300)
     assert j["created_at"] == 1_700_000_000_123
-    for k in ("worker_id", "result", "error_message", "queued_at", "started_at",
-              "completed_at", "progress"):
+    for k in ("worker_id", "result", "queued_at", "started_at", "completed_at"):
         assert j[k] is None, k
-    assert j["registered"] is False
-    assert "client_created_at" not in j
+    for k in ("error_message", "progress", "from_report", "client_created_at"):
+        assert k not in j, k                 # absent until set: the dict stays small
+    assert len(j) <= 21
 
 
 def test_new_job_takes_the_fields_and_routes_by_priority():

@@ -204,7 +204,7 @@ def test_register_creates_a_pending_job_to_publish():
     j = st.jobs["j1"]
     assert (j["status"], j["type"], j["priority"], j["queue"]) == \
         ("pending", "resize", 10, "job.high")
-    assert (j["created_at"], j["seq"], j["registered"]) == (T0, 1, True)
+    assert (j["created_at"], j["seq"], "from_report" in j) == (T0, 1, False)
     assert j["history"] == [(T0, "pending", "api", "registered")]
     assert st.outbox == {}
 
@@ -241,7 +241,7 @@ def test_register_of_a_terminal_job_starts_a_new_attempt(status):
     assert (j["payload"], j["max_retries"], j["retry_count"]) == ({"v": 2}, 1, 0)
     for k in ("worker_id", "result", "error_message", "progress", "queued_at",
               "started_at", "completed_at"):
-        assert j[k] is None, k
+        assert j.get(k) is None, k
     assert j["seq"] == 1 and len(st.jobs) == 1
     assert S.running_counts(st) == {}
     assert len(st.outbox) == n_events            # a new attempt is not a status event
@@ -267,7 +267,7 @@ def test_register_after_a_report_fills_fields_keeps_status_and_does_not_publish(
     assert (j["type"], j["priority"], j["queue"]) == ("resize", 15, "job.high")
     assert (j["payload"], j["metadata"], j["client_created_at"]) == ({"p": 1}, {"m": 1}, "c")
     assert (j["max_retries"], j["execution_timeout"]) == (7, 60)
-    assert j["registered"] is True
+    assert "from_report" not in j
     assert events(st) == events_before
     # Now that it is registered, a second register behaves as for any job.
     again = run(st, reg("j1", T0 + 6))
@@ -290,7 +290,7 @@ def test_report_on_an_unknown_id_creates_the_job_as_type_unknown():
     j = st.jobs["ghost"]
     assert (j["type"], j["status"], j["worker_id"], j["started_at"]) == \
         ("unknown", "running", "w1", T0)
-    assert (j["max_retries"], j["execution_timeout"], j["registered"]) == (3, 300, False)
+    assert (j["max_retries"], j["execution_timeout"], j["from_report"]) == (3, 300, True)
     assert [h[1] for h in j["history"]] == ["pending", "running"]
     assert S.running_counts(st) == {"w1": 1}
     assert events(st) == [{"job": "ghost", "status": "RUNNING", "worker": "w1",

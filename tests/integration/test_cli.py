@@ -1,0 +1,94 @@
+"""The command line as an operator uses it: --version, --check-config, config errors
+(exit 2, one line naming the key), JSON logs, and a clean stop on SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from dqorch import __version__
+
+from .conftest import REPO, SHARED_PORT, wait_until
+
+DQORCH = [sys.executable, os.path.join(REPO, "dqorch.py")]
+
+
+def run(args, env=None, **kw):
+    return subprocess.run(DQORCH + args, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, **(env or {})), **kw)
+
+
+def test_version():
+    out = run(["--version"])
+    assert out.returncode == 0 and out.stdout.strip() == f"dqorch {__version__}"
+
+
+def test_check_config_prints_effective_config_with_secrets_masked(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("cookie: top-secret-cookie\nrabbitmq_password: hunter2\nhttp_port: 9000\n")
+    out = run(["-c", str(cfg), "--check-config"], env={"DQ_RABBITMQ_HOST": "10.1.2.3"})
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["http_port"] == 9000 and shown["rabbitmq_host"] == "10.1.2.3"
+    assert shown["cookie"] == shown["rabbitmq_password"] == "***"
+    assert "top-secret-cookie" not in out.stdout + out.stderr
+    assert "hunter2" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("text,env,key", [
+    ("http_port: 70000\n", {}, "http_port"),
+    ("no_such_key: 1\n", {}, "no_such_key"),
+    ("", {"DQ_JOB_MAX_RETRIES": "many"}, "job_max_retries"),
+    ("rabbitmq_password: [1, 2]\n", {}, "rabbitmq_password"),
+])
+def test_config_errors_stop_with_one_line_naming_the_key(tmp_path, text, env, key):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    out = run(["-c", str(cfg)], env=env)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0], out.stderr
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+    out = run(["-c", str(tmp_path / "nope.yaml")])
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_cleanly_and_keeps_the_jobs(make_node, sig):
+    node = make_node(rabbit_port=SHARED_PORT, log_format="json").wait_healthy()
+    c = node.client()
+    for i in range(20):
+        assert c.call("POST", "/api/jobs/register", {"id": f"sig-{i}", "type": "sig"})[0] == 202
+    c.close()
+    node.proc.send_signal(sig)
+    assert node.proc.wait(30) == 0
+    lines = node.log_path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]          # every line is JSON
+    assert {"ts", "level", "logger", "msg"} <= set(records[0])
+    msgs = [r["msg"] for r in records]
+    assert any(m.startswith("log closed") for m in msgs)
+    assert any(m.startswith("stopping node=") for m in msgs)
+    node.start()
+    c = node.client()
+    assert c.call("GET", "/api/jobs?type=sig&limit=1")[1]["count"] == 20
+
+
+def test_second_process_on_the_same_data_dir_is_refused(make_node):
+    node = make_node(rabbit_port=SHARED_PORT)
+    out = run(["-c", str(node.cfg_path)])
+    assert out.returncode != 0 and "in use by another dqorch process" in out.stderr
+
+
+def test_busy_port_is_named(make_node, tmp_path):
+    node = make_node(rabbit_port=SHARED_PORT)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'd'}\nhttp_port: {node.http_port}\n"
+                   f"metrics_port: {node.metrics_port + 1 if node.metrics_port < 65535 else 1025}\n")
+    out = run(["-c", str(cfg)])
+    assert out.returncode != 0 and "http_port" in out.stderr
