@@ -14,6 +14,8 @@ setup(
         "prometheus-client>=0.20",
         "PyYAML>=6.0",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6", "schemathesis>=4.0"]},
+    # pytest < 9.1: schemathesis 4.32 reads Function._nodeid, which pytest 9.1 removed.
+    extras_require={"test": ["pytest>=8,<9.1", "hypothesis>=6", "schemathesis>=4.0", "jsonschema>=4",
+                             "openapi-spec-validator>=0.7"]},
     entry_points={"console_scripts": ["dqorch=dqorch.cli:main"]},
 )
