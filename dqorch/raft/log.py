@@ -11,9 +11,12 @@ damage anywhere else stops start-up (LogCorrupt), because guessing would lose da
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 import zlib
+
+log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<IIQQ")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -138,7 +141,9 @@ class RaftLog:
                        if n.startswith("snapshot-") and n.endswith(".json"))
         if not names:
             return None
-        with open(os.path.join(self.dir, names[-1][1]), "rb") as f:
+        path = os.path.join(self.dir, names[-1][1])
+        log.info("loading snapshot file=%s bytes=%d", path, os.path.getsize(path))
+        with open(path, "rb") as f:
             try:
                 return json.loads(f.read())
             except ValueError as e:    # written by rename: a complete file or none
