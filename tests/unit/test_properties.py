@@ -1,0 +1,249 @@
+"""Property tests for dqorch.state: random logs of every op over a few ids and workers
+(reports of any status in any order, duplicated and late; timeouts and confirms of
+right and stale attempts; dead workers; evictions), applied to a fresh State, with
+the lifecycle invariants checked after every command and determinism (replay, and
+snapshot + the rest of the log) checked at the end.
+
+Pure and reproducible: derandomize=True and no example database, so CI runs the same
+examples every time. DQ_HYPOTHESIS_EXAMPLES sets how many (default 300). A failure
+prints the generated templates and, as a note, the log of commands actually applied.
+"""
+
+import collections
+import json
+import os
+
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as hs
+
+from dqorch import jobs, parse
+from dqorch import state as S
+from dqorch.jobs import TERMINAL
+from dqorch.state import State, apply
+from tests.unit.test_state import T0, check, fingerprint, reg
+
+IDS = ("a", "b", "c", "d")
+WORKERS = ("w1", "w2", "w3")
+CURRENT = "current"            # resolved to the job's attempt when the command is built
+TERMINAL_EVENTS = {"RETRYING", "FAILED", "TIMEOUT", "COMPLETED", "CANCELLED"}
+# The status a job must have just after each terminal event of one of its attempts.
+STATUS_AFTER = {"RETRYING": "pending", "FAILED": "failed", "TIMEOUT": "failed",
+                "COMPLETED": "completed", "CANCELLED": "cancelled"}
+
+SETTINGS = settings(
+    max_examples=int(os.environ.get("DQ_HYPOTHESIS_EXAMPLES", "300")),
+    derandomize=True, database=None, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# Strategies #################################################################
+# A template is a plain tuple; build() turns it into the command a leader would
+# commit, reading the state only where the leader does (attempts, outbox position).
+
+ids = hs.sampled_from(IDS)
+workers = hs.sampled_from(("w1", "w1") + WORKERS + (None,))     # w1 thrice: jobs share it
+attempts = hs.one_of(hs.just(CURRENT), hs.integers(0, 4))
+backoffs = hs.sampled_from([0, 0, 1000, 250])
+
+register_bodies = hs.fixed_dictionaries({"maxRetries": hs.integers(0, 2)}, optional={
+    "type": hs.sampled_from(["a", "b"]),
+    "priority": hs.sampled_from([1, 5, 10, 15, "HIGH"]),
+    "payload": hs.sampled_from([{"n": 1}, {}, None]),
+    "timeout": hs.sampled_from([1, 60]),
+    "metadata": hs.just({"k": "v"}),
+})
+report_extras = hs.fixed_dictionaries({}, optional={
+    "result": hs.sampled_from([{"ok": 1}, [1], "s"]),
+    "errorMessage": hs.sampled_from(["boom", "oom"]),
+    "progress": hs.integers(0, 100),
+})
+statuses = hs.sampled_from(["running", "failed", "completed", "running", "running",
+                            "started", "error", "done", "cancelled", "failed"])
+
+TEMPLATES = {
+    "register": hs.tuples(hs.just("register"), ids, register_bodies, hs.booleans()),
+    "report": hs.tuples(hs.just("report"), ids, statuses, workers, report_extras, backoffs),
+    "cancel": hs.tuples(hs.just("cancel"), ids),
+    "timeout": hs.tuples(hs.just("timeout"), ids, attempts, backoffs),
+    "expire_worker": hs.tuples(hs.just("expire_worker"), hs.sampled_from([0, 0, 1, 3]), backoffs),
+    "mark_queued": hs.tuples(hs.just("mark_queued"),
+                             hs.lists(hs.tuples(ids, attempts), min_size=1, max_size=3)),
+    "mark_published": hs.tuples(hs.just("mark_published"), hs.integers(-1, 3)),
+    "evict": hs.tuples(hs.just("evict"), hs.lists(hs.sampled_from(IDS + ("zz",)),
+                                                  min_size=1, max_size=3)),
+}
+# Repeats weight the ops: most of a real log is registers and reports.
+OPS = ["register"] * 3 + ["report"] * 6 + ["expire_worker"] * 2 + ["mark_queued"] * 2 + \
+    ["cancel", "timeout", "mark_published", "evict"]
+templates = hs.sampled_from(OPS).flatmap(TEMPLATES.__getitem__)
+steps = hs.lists(hs.tuples(hs.sampled_from([0, 0, 1, 700, 60_000]), templates),
+                 min_size=25, max_size=100)
+
+
+def _attempt(st: State, id_: str, attempt) -> int:
+    if attempt != CURRENT:
+        return attempt
+    job = st.jobs.get(id_)
+    return job["attempt"] if job is not None else 0
+
+
+def build(st: State, template: tuple, at_ms: int) -> dict:
+    op = template[0]
+    if op == "register":
+        _, id_, body, publish = template
+        return reg(id_, at_ms, publish=publish, **body)
+    if op == "report":
+        _, id_, status, worker, extras, backoff_ms = template
+        body = dict(extras, jobId=id_, status=status)
+        if worker is not None:
+            body["workerId"] = worker
+        cmd = parse.report(body, None, max_retries=2, execution_timeout=300,
+                           retry_backoff_ms=backoff_ms)
+    elif op == "cancel":
+        cmd = parse.cancel(template[1])
+    elif op == "timeout":
+        _, id_, attempt, backoff_ms = template
+        cmd = {"op": "timeout", "id": id_, "attempt": _attempt(st, id_, attempt),
+               "retry_backoff_ms": backoff_ms}
+    elif op == "expire_worker":
+        # The leader expires workers that run something; busiest first here, so that
+        # several jobs end at once. Index 3 may name a worker that runs nothing.
+        busy = sorted(st.running_on, key=lambda w: (-len(st.running_on[w]), w))
+        names = busy + [w for w in WORKERS if w not in busy]
+        cmd = {"op": "expire_worker", "worker_id": names[template[1] % len(names)],
+               "retry_backoff_ms": template[2]}
+    elif op == "mark_queued":
+        cmd = {"op": "mark_queued",
+               "items": [[id_, _attempt(st, id_, a)] for id_, a in template[1]]}
+    elif op == "mark_published":
+        cmd = {"op": "mark_published", "upto": st.outbox_done + template[1]}
+    else:
+        cmd = {"op": "evict", "ids": list(template[1])}
+    cmd["at_ms"] = at_ms
+    return cmd
+
+
+# Invariants checked after every command ######################################
+
+def _terminal_jobs(st: State) -> dict:
+    return {id_: (j["seq"], json.dumps(dict(j, history=None)), list(j["history"]))
+            for id_, j in st.jobs.items() if j["status"] in TERMINAL}
+
+
+def check_terminal_jobs_stay(st: State, cmd: dict, before: dict) -> None:
+    """A terminal job changes only by a register (or leaves by evict); its history may
+    gain only notes of ignored late reports."""
+    if cmd["op"] == "register":
+        return
+    for id_, (seq, text, hist) in before.items():
+        job = st.jobs.get(id_)
+        if job is None:
+            assert cmd["op"] == "evict", f"terminal job {id_} vanished"
+            continue
+        assert job["seq"] == seq
+        assert json.dumps(dict(job, history=None)) == text, f"terminal job {id_} changed"
+        new = job["history"]
+        if new != hist:
+            assert new == (hist + new[-1:])[-S.HISTORY_MAX:], f"history of {id_} rewritten"
+            assert "ignored late" in new[-1][3], new[-1]
+
+
+class EventLedger:
+    """Events per (job, incarnation seq, attempt), read from the outbox as it grows."""
+
+    def __init__(self) -> None:
+        self.ended = collections.Counter()
+        self.last = {}                           # job id -> (outbox seq, at_ms)
+        self.next = 1
+
+    def take(self, st: State, cmd: dict, before: dict, terminal_before: dict) -> None:
+        new = list(range(self.next, st.outbox_next))
+        assert all(k in st.outbox for k in new), "an event was dropped before publishing"
+        self.next = st.outbox_next
+        per_job = collections.Counter(st.outbox[k]["job"] for k in new)
+        assert all(n == 1 for n in per_job.values()), ("two events for one job", per_job)
+        for k in new:
+            ev = st.outbox[k]
+            id_ = ev["job"]
+            assert ev["at_ms"] == cmd["at_ms"], "an event carries its command's time"
+            assert id_ not in terminal_before, f"event {ev['status']} for terminal {id_}"
+            last_seq, last_at = self.last.get(id_, (0, cmd["at_ms"]))
+            assert k > last_seq and ev["at_ms"] >= last_at, "events out of commit order"
+            self.last[id_] = (k, ev["at_ms"])
+            job = st.jobs[id_]
+            seq, attempt = before.get(id_, (job["seq"], 0))
+            if ev["status"] in TERMINAL_EVENTS:
+                key = (id_, seq, attempt)
+                self.ended[key] += 1
+                assert self.ended[key] == 1, f"second terminal event for attempt {key}"
+                assert job["status"] == STATUS_AFTER[ev["status"]], (ev, job["status"])
+            else:
+                assert ev["status"] == "RUNNING" and job["status"] == "running"
+
+
+def check_candidates(st: State, now_ms: int) -> None:
+    """eviction_candidates picks only terminal jobs, oldest finished first."""
+    done = sorted((j["completed_at"], j["id"]) for j in st.jobs.values()
+                  if j["status"] in TERMINAL)
+    by_age = S.eviction_candidates(st, now_ms, 1000, 10**6)
+    assert sorted(by_age) == sorted(i for at, i in done if at <= now_ms - 1000)
+    for max_jobs in (0, len(st.jobs) // 2):
+        picked = S.eviction_candidates(st, now_ms, 10**9, max_jobs)
+        assert len(picked) == min(len(done), max(0, len(st.jobs) - max_jobs))
+        ends = [st.jobs[i]["completed_at"] for i in picked]
+        assert ends == sorted(ends)
+        rest = [at for at, i in done if i not in picked]
+        assert not picked or not rest or max(ends) <= min(rest)
+
+
+# The property ###############################################################
+
+@SETTINGS
+@given(steps)
+def test_random_logs_keep_every_lifecycle_invariant(steps):
+    st, ledger = State(), EventLedger()
+    log, outcomes, snaps = [], [], []
+    at = T0
+    for delta, template in steps:
+        at += delta
+        cmd = build(st, template, at)
+        log.append(cmd)
+        note(f"cmd {len(log)}: {json.dumps(cmd)}")
+        snaps.append(json.dumps(S.to_snapshot(st)))
+        before = {id_: (j["seq"], j["attempt"]) for id_, j in st.jobs.items()}
+        terminal_before = _terminal_jobs(st)
+        text = json.dumps(cmd)
+        out = apply(st, cmd)
+        assert json.dumps(cmd) == text, "apply mutated the command"
+        outcomes.append(out)
+        if cmd["op"] == "expire_worker":          # oldest first, however they started
+            seqs = [st.jobs[m[0]]["seq"] for m in out["moves"]]
+            assert seqs == sorted(seqs), out
+        check(st)
+        check_terminal_jobs_stay(st, cmd, terminal_before)
+        for j in st.jobs.values():
+            assert 0 <= j["retry_count"] <= j["max_retries"], j
+        ledger.take(st, cmd, before, terminal_before)
+    check_candidates(st, at)
+
+    final = fingerprint(st)
+    again = State()
+    assert [apply(again, c) for c in json.loads(json.dumps(log))] == outcomes
+    assert fingerprint(again) == final, "the same log gave another state"
+    # A snapshot before any command, restored, applies that command as the live state
+    # did; from a few cuts, the whole rest of the log ends in the same state.
+    snaps.append(final)
+    for cut, cmd in enumerate(json.loads(json.dumps(log))):
+        resumed = S.from_snapshot(json.loads(snaps[cut]))
+        check(resumed)
+        assert apply(resumed, cmd) == outcomes[cut], f"outcome differs after a snapshot at {cut}"
+        assert fingerprint(resumed) == snaps[cut + 1], f"state differs after a snapshot at {cut}"
+    for cut in (len(log) // 3, 2 * len(log) // 3):
+        resumed = S.from_snapshot(json.loads(snaps[cut]))
+        tail = [apply(resumed, c) for c in json.loads(json.dumps(log[cut:]))]
+        assert tail == outcomes[cut:], f"outcomes differ after a snapshot at {cut}"
+        assert fingerprint(resumed) == final, f"state differs after a snapshot at {cut}"
+    restored = S.from_snapshot(json.loads(final))
+    check_candidates(restored, at)
+    assert sorted(S.eviction_candidates(restored, at, 1000, 10**6)) == \
+        sorted(S.eviction_candidates(st, at, 1000, 10**6))
