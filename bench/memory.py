@@ -251,12 +251,10 @@ def traced(n):
 def write_snapshot(st, index, data_dir):
     """The file RaftNode.snapshot_now writes, so RaftNode.start loads it."""
     os.makedirs(data_dir)
-    raw = json.dumps({"index": index, "term": 1, "state": st_mod.to_snapshot(st)},
-                     separators=(",", ":")).encode()
     log = RaftLog(data_dir)
-    write_atomic(log.snapshot_path(index), raw)
+    log.write_snapshot(index, 1, st_mod.to_snapshot(st))
     write_atomic(os.path.join(data_dir, "hardstate.json"), b'{"term":1,"vote":null}')
-    return len(raw)
+    return os.path.getsize(log.snapshot_path(index))
 
 
 def start_node(tmp, name, data_dir, jobs_held, timeout_s):

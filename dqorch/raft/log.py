@@ -4,7 +4,8 @@ snapshots in `data_dir`. Owns the disk, nothing else: no greenlets, no clock.
 Files:
   hardstate.json           {"term", "vote"}, replaced atomically (tmp, fsync, rename)
   log-<first index>.seg    records: header <IIQQ (length, crc32, index, term) + JSON command
-  snapshot-<index>.json    {"index", "term", "state"}; the newest complete one wins
+  snapshot-<index>.json    JSON lines: {"index", "term", "state" (all but its jobs),
+                           "jobs": n}, then one job per line; the newest one wins
 A torn record at the end of the last segment (a crash mid-write) is cut off on open;
 damage anywhere else stops start-up (LogCorrupt), because guessing would lose data.
 """
@@ -40,18 +41,29 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data) -> None:
+    """Write bytes, or an iterable of bytes chunks, to path: all or nothing."""
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        for chunk in ([data] if isinstance(data, bytes) else data):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _snapshot_chunks(index: int, term: int, state: dict, per_chunk: int = 1000):
+    jobs = state.get("jobs", [])
+    head = {"index": index, "term": term,
+            "state": {k: v for k, v in state.items() if k != "jobs"}, "jobs": len(jobs)}
+    yield _dumps(head).encode() + b"\n"
+    for i in range(0, len(jobs), per_chunk):
+        yield "".join(_dumps(j) + "\n" for j in jobs[i:i + per_chunk]).encode()
 
 
 class RaftLog:
@@ -137,17 +149,39 @@ class RaftLog:
             pos += HEADER.size + length
 
     def _load_snapshot(self):
+        """{"index", "term", "state"} with state["jobs"] an iterator that reads one job
+        per line, so a million jobs never sit in memory as one JSON document."""
         names = sorted((int(n[9:-5]), n) for n in os.listdir(self.dir)
                        if n.startswith("snapshot-") and n.endswith(".json"))
         if not names:
             return None
         path = os.path.join(self.dir, names[-1][1])
         log.info("loading snapshot file=%s bytes=%d", path, os.path.getsize(path))
-        with open(path, "rb") as f:
-            try:
-                return json.loads(f.read())
-            except ValueError as e:    # written by rename: a complete file or none
-                raise LogCorrupt(f"{names[-1][1]}: {e}")
+        f = open(path, "rb")
+        try:
+            head = json.loads(f.readline())
+            total = head["jobs"]
+        except (ValueError, KeyError, TypeError) as e:   # renamed into place: whole or absent
+            f.close()
+            raise LogCorrupt(f"{path}: {e!r}")
+
+        def jobs():
+            n = 0
+            with f:
+                for line in f:
+                    try:
+                        yield json.loads(line)
+                    except ValueError as e:
+                        raise LogCorrupt(f"{path}: job line {n + 1}: {e}")
+                    n += 1
+            if n != total:
+                raise LogCorrupt(f"{path}: {n} jobs, the header says {total}")
+        return {"index": head["index"], "term": head["term"], "total_jobs": total,
+                "state": dict(head["state"], jobs=jobs())}
+
+    def write_snapshot(self, index: int, term: int, state: dict) -> None:
+        """Write snapshot-<index>.json atomically (called in the forked child)."""
+        write_atomic(self.snapshot_path(index), _snapshot_chunks(index, term, state))
 
     # Writing ###############################################################
 

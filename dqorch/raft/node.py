@@ -9,7 +9,6 @@ can come in behind propose() without changing callers.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -19,7 +18,7 @@ import gevent.event
 
 from .. import state as st_mod
 from ..errors import LogFailed, NotLeader, ProposeTimeout
-from .log import RaftLog, encode, write_atomic
+from .log import RaftLog, encode
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,7 @@ class RaftNode:
         t0 = time.monotonic()
         snap, entries = self.log.open()
         if snap is not None:
+            snap["state"]["jobs"] = self._progress(snap["state"]["jobs"], snap["total_jobs"])
             self.state = st_mod.from_snapshot(snap["state"])
             self.applied_index = snap["index"]
             log.info("loaded snapshot index=%d jobs=%d", snap["index"], len(self.state.jobs))
@@ -78,6 +78,13 @@ class RaftNode:
         self._loop = gevent.spawn(self._run)
         # Raft §5.4.2: a new leader commits an entry of its own term.
         self.propose({"op": "noop"})
+
+    @staticmethod
+    def _progress(jobs, total: int):
+        for n, job in enumerate(jobs, 1):
+            if n % PROGRESS_EVERY == 0:
+                log.info("loading snapshot jobs=%d of %d (%d%%)", n, total, n * 100 // total)
+            yield job
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Refuse new proposals, commit what was already proposed, close the log."""
@@ -213,13 +220,11 @@ class RaftNode:
         copy-on-write image of the dicts, so serialising 1M jobs never stalls the hub."""
         self.log.rotate()
         index, term = self.applied_index, self.log.last_term
-        path = self.log.snapshot_path(index)
         pid = os.fork()
         if pid == 0:       # child: no greenlet switches, no logging, just write and exit
             code = 1
             try:
-                data = {"index": index, "term": term, "state": st_mod.to_snapshot(self.state)}
-                write_atomic(path, json.dumps(data, separators=(",", ":")).encode())
+                self.log.write_snapshot(index, term, st_mod.to_snapshot(self.state))
                 code = 0
             finally:
                 os._exit(code)

@@ -2,7 +2,6 @@
 when damage stops start-up (LogCorrupt), hard state, and rotate + snapshot + compact.
 Files only under tmp_path; no sockets, no clock."""
 
-import json
 import os
 
 import pytest
@@ -227,8 +226,12 @@ def test_a_missing_middle_segment_is_log_corrupt(tmp_path):
 # Snapshots and compaction ##################################################
 
 def save_snapshot(lg: RaftLog, index: int, term: int, state: dict) -> None:
-    data = {"index": index, "term": term, "state": state}
-    rlog.write_atomic(lg.snapshot_path(index), json.dumps(data).encode())
+    lg.write_snapshot(index, term, state)
+
+
+def loaded(snap: dict) -> dict:
+    """A loaded snapshot with its streamed jobs read into a list."""
+    return dict(snap, state=dict(snap["state"], jobs=list(snap["state"]["jobs"])))
 
 
 def test_rotate_snapshot_compact_then_open_returns_only_later_entries(tmp_path):
@@ -246,7 +249,8 @@ def test_rotate_snapshot_compact_then_open_returns_only_later_entries(tmp_path):
         ["snapshot-%020d.json" % 10]
     write(lg, 11, 12, term=2)
     lg, snap, entries = reopen(lg)
-    assert snap == {"index": 10, "term": 2, "state": {"jobs": ["x"]}}
+    assert loaded(snap) == {"index": 10, "term": 2, "total_jobs": 1,
+                            "state": {"jobs": ["x"]}}
     assert entries == [entry(11, 2), entry(12, 2)]
     assert (lg.snapshot_index, lg.last_index, lg.last_term) == (10, 12, 2)
     lg.close()
@@ -294,7 +298,7 @@ def test_the_newest_snapshot_wins(tmp_path):
     save_snapshot(lg, 3, 1, {"n": 3})
     save_snapshot(lg, 5, 1, {"n": 5})
     lg, snap, entries = reopen(lg)
-    assert snap["state"] == {"n": 5} and [e[0] for e in entries] == [6]
+    assert loaded(snap)["state"] == {"n": 5, "jobs": []} and [e[0] for e in entries] == [6]
     lg.close()
 
 
@@ -306,3 +310,20 @@ def test_a_damaged_newest_snapshot_is_log_corrupt(tmp_path):
         f.write(b'{"index": 2, "ter')
     with pytest.raises(LogCorrupt):
         opened(tmp_path)
+
+
+def test_a_snapshot_streams_its_jobs_and_checks_their_count(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    jobs = [{"id": f"j{i}", "seq": i} for i in range(2500)]      # several write chunks
+    save_snapshot(lg, 7, 1, {"next_seq": 2500, "jobs": jobs})
+    lg, snap, _ = reopen(lg)
+    assert loaded(snap)["state"] == {"next_seq": 2500, "jobs": jobs}
+    lg.close()
+    path = lg.snapshot_path(7)
+    with open(path, "rb") as f:
+        lines = f.readlines()
+    with open(path, "wb") as f:                                  # one job line lost
+        f.writelines(lines[:-1])
+    lg, snap, _ = opened(tmp_path)
+    with pytest.raises(LogCorrupt):
+        list(snap["state"]["jobs"])
