@@ -628,6 +628,9 @@ def _shared(s, _seen: dict = {}):
 def from_snapshot(data: dict) -> State:
     st = State()
     for job in data["jobs"]:
+        # Jobs are decoded one line at a time, and json only shares the key strings
+        # within one document: share them here (~1 KB a job otherwise).
+        job = {_shared(k): v for k, v in job.items()}
         for key in ("type", "queue", "status", "worker_id", "stale_worker"):
             if key in job:
                 job[key] = _shared(job[key])
