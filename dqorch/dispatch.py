@@ -249,8 +249,9 @@ class Timers:
         if self.node.role != "leader":
             return
         st, now = self.node.state, self.now_ms()
-        for w in self.workers.check():
-            metrics.WORKERS_LOST.inc()
+        lost = self.workers.check()
+        if lost:
+            metrics.WORKERS_LOST.inc(len(lost))
         for w in list(st.running_on):
             if self.workers.is_unresponsive(w):
                 self._propose(("expire", w), {"op": "expire_worker", "worker_id": w,
