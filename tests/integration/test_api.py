@@ -2,6 +2,7 @@
 success, field spellings, defaults, error cases, and that bad input changes nothing."""
 from __future__ import annotations
 
+import json
 
 import pytest
 
@@ -369,4 +370,24 @@ def test_node_keeps_serving_after_bad_input(c, node):
     for raw in (b"\x00\x01", b"{" * 100_000, b'{"id": 1e999}', b"[" * 5000 + b"]" * 5000):
         status, body = c.call("POST", "/api/jobs/register", raw=raw)
         assert 400 <= status < 500, (raw[:20], body)
+    assert node.health()[0] == 200
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /api/jobs/register HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+    b"POST /api/jobs/register HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}",
+    b"GARBAGE\r\n\r\n",
+])
+def test_unparsable_http_gets_a_json_400(node, head):
+    import socket
+    with socket.create_connection(("127.0.0.1", node.http_port), timeout=10) as s:
+        s.sendall(head)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status_line.startswith(b"HTTP/1.1 400"), data
+    assert b"application/json" in headers
+    assert json.loads(body)["error"] == "invalid_request"
     assert node.health()[0] == 200
