@@ -11,7 +11,7 @@ import pytest
 
 from dqorch import jobs, parse
 from dqorch import state as S
-from dqorch.state import State, apply
+from dqorch.state import State
 from tests.unit.test_state import (T0, cancel, check, events, fingerprint, fresh,
                                    job_in, mark_queued, reg, rep, run)
 
@@ -425,6 +425,21 @@ def test_candidates_skip_what_was_evicted():
     assert S.eviction_candidates(st, T0 + 10**9, 0, 100) == ["j1", "j3"]
 
 
+def test_eviction_keeps_up_round_after_round_with_a_small_limit():
+    # Evicted entries must leave the head of the fifo, or the bounded walk would see
+    # only them after a few rounds.
+    st = finished(12)
+    rounds = 0
+    while True:
+        ids = S.eviction_candidates(st, T0 + 10**9, 0, 10**6, limit=2)
+        if not ids:
+            break
+        run(st, evict(ids, T0 + 10**9))
+        rounds += 1
+    assert (st.jobs, st.evicted, rounds) == ({}, 12, 6)
+    assert len(st.terminal_fifo) == 0
+
+
 def test_a_job_finished_again_does_not_hold_back_older_ones():
     # j0 finishes first, is registered again and finishes last: by age, j1..j3 are
     # old enough and j0 is not.
@@ -467,13 +482,15 @@ def test_candidates_are_the_same_after_a_snapshot_round_trip(args):
 def test_oldest_created_at_per_queue():
     st = fresh(reg("h1", T0 + 1, priority=10), reg("h2", T0 + 2, priority=15),
                reg("l1", T0 + 3, priority=1), reg("m1", T0 + 4, priority=5),
-               reg("l2", T0 + 5, priority=1, publish=False),
-               mark_queued([("h1", 0)], T0 + 6), cancel("m1", T0 + 7))
+               reg("l2", T0 + 5, priority=1, publish=False), reg("l3", T0 + 6, priority=1),
+               reg("h3", T0 + 7, priority=10),
+               mark_queued([("h1", 0)], T0 + 8), cancel("m1", T0 + 9))
     assert S.oldest_created_at(st, "pending") == {"job.high": T0 + 2, "job.low": T0 + 3}
     assert S.oldest_created_at(st, "queued") == {"job.high": T0 + 1, "job.low": T0 + 5}
     assert S.oldest_created_at(st, "running") == {}
-    run(st, rep("h2", "running", T0 + 8), rep("l1", "running", T0 + 9))
-    assert S.oldest_created_at(st, "pending") == {}
+    run(st, rep("h2", "running", T0 + 10), rep("l1", "running", T0 + 11),
+        rep("l3", "running", T0 + 12))
+    assert S.oldest_created_at(st, "pending") == {"job.high": T0 + 7}
     assert S.oldest_created_at(st, "running") == {"job.high": T0 + 2, "job.low": T0 + 3}
 
 
