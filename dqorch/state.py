@@ -9,7 +9,6 @@ unknown op or a broken invariant raises, and the node stops rather than diverges
 """
 from __future__ import annotations
 
-import collections
 from bisect import bisect_left, insort
 
 from . import jobs
@@ -114,7 +113,9 @@ class State:
         self.by_type: dict[str, SortedSeqs] = {}
         self.by_worker: dict[str, SortedSeqs] = {}
         self.running_on: dict[str, dict[int, None]] = {}   # worker -> seqs running there
-        self.terminal_fifo: collections.deque[int] = collections.deque()  # see evict
+        # seqs of the terminal jobs in the order they finished (a dict: ordered, and a
+        # job run again or evicted leaves it in O(1)); see eviction_candidates
+        self.terminal_fifo: dict[int, None] = {}
         self.evicted = 0                          # jobs forgotten by retention
         self.queue_counts = {q: {s: 0 for s in jobs.STATUSES} for q in jobs.QUEUES}
         # (field, value) -> {status: n} for type and worker_id, so that a listing
@@ -199,6 +200,7 @@ def _insert(st: State, job: dict) -> None:
 
 
 def _remove(st: State, job: dict) -> None:
+    st.terminal_fifo.pop(job["seq"], None)
     _index(st, job, add=False)
     if job["status"] == RUNNING:
         _running(st, job, add=False)
@@ -235,12 +237,10 @@ def _move(st: State, job: dict, to: str, at_ms: int, by: str, reason: str | None
         if to == RUNNING:
             _running(st, job, add=True)
         if to in TERMINAL:
-            st.terminal_fifo.append(job["seq"])
+            st.terminal_fifo[job["seq"]] = None
         elif frm in TERMINAL:
-            # Registered again. Left in place, its entry would come back out of order
-            # once the job ends again and stop eviction_candidates' oldest-first walk.
-            # O(terminal jobs held), paid only when a finished job is run again.
-            st.terminal_fifo.remove(job["seq"])
+            # Registered again: it re-enters the order when it ends again.
+            del st.terminal_fifo[job["seq"]]
     if to == RUNNING:
         job["running_since"] = at_ms
     elif to == PENDING:
@@ -430,16 +430,8 @@ def _apply_evict(st: State, cmd: dict) -> dict:
         if job is not None and job["status"] in TERMINAL:
             _remove(st, job)
             n += 1
-    fifo = st.terminal_fifo
-    while fifo and not _terminal_seq(st, fifo[0]):
-        fifo.popleft()
     st.evicted += n
     return {"outcome": "evicted", "evicted": n}
-
-
-def _terminal_seq(st: State, seq: int) -> bool:
-    id_ = st.by_seq.get(seq)
-    return id_ is not None and st.jobs[id_]["status"] in TERMINAL
 
 
 def _apply_mark_queued(st: State, cmd: dict) -> dict:
@@ -555,24 +547,15 @@ def eviction_candidates(st: State, now_ms: int, retention_ms: int, max_jobs: int
                         limit: int = 5000) -> list:
     """Ids of terminal jobs to evict, oldest first: those finished more than
     retention_ms ago, and as many more as it takes to hold at most max_jobs. Looks at
-    no more than 2 * limit entries, so a call stays cheap however many jobs are held."""
+    no more than limit + 1 entries, so a call stays cheap however many jobs are held."""
     excess = len(st.jobs) - max_jobs
     cutoff = now_ms - retention_ms
-    out, seen = [], set()
-    for n, seq in enumerate(st.terminal_fifo):
-        if len(out) >= limit or n >= 2 * limit:
-            break
-        id_ = st.by_seq.get(seq)
-        if id_ is None or id_ in seen:
-            continue
-        job = st.jobs[id_]
-        if job["status"] not in TERMINAL:
-            continue
-        if job["completed_at"] <= cutoff or len(out) < excess:
-            out.append(id_)
-            seen.add(id_)
-        elif job["completed_at"] > cutoff and len(out) >= excess:
-            break                    # finished in order: the rest are younger still
+    out = []
+    for seq in st.terminal_fifo:        # only terminal jobs, in the order they ended
+        job = st.jobs[st.by_seq[seq]]
+        if len(out) >= limit or (job["completed_at"] > cutoff and len(out) >= excess):
+            break                       # finished in order: the rest are younger still
+        out.append(job["id"])
     return out
 
 
@@ -644,5 +627,5 @@ def from_snapshot(data: dict) -> State:
     st.evicted = data.get("evicted", 0)
     done = [j for j in data["jobs"] if j["status"] in TERMINAL]
     done.sort(key=lambda j: (j["completed_at"] or 0, j["seq"]))
-    st.terminal_fifo.extend(j["seq"] for j in done)
+    st.terminal_fifo.update((j["seq"], None) for j in done)
     return st
