@@ -25,13 +25,15 @@ from . import state as st_mod
 from .api import make_app
 from .broker import Broker
 from .dispatch import Dispatcher, Timers
-from .raft.log import RaftLog
+from .errors import ReplayFailed
+from .raft.log import LogCorrupt, RaftLog
 from .raft.node import RaftNode
 from .workers import WorkerTable
 
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_S = 1.0
+EXIT_DATA = 3      # data_dir damaged, unwritable, or an entry that cannot be applied
 # Jobs live long and hold no reference cycles. Moving what survived into gc's permanent
 # generation every so many commands keeps full collections from scanning every job:
 # without it their cost, and the pauses, grow with the number of jobs held.
@@ -78,13 +80,14 @@ class NoDelayHandler(pywsgi.WSGIHandler):
 class Node:
     """One orchestrator process: log + state, broker, dispatcher, HTTP, metrics."""
 
-    def __init__(self, cfg: config.Config) -> None:
+    def __init__(self, cfg: config.Config, skip_entries=()) -> None:
         self.cfg = cfg
         self.now_ms = now_ms
         os.makedirs(cfg.data_dir, exist_ok=True)
         self._lock_fd = _lock_data_dir(cfg.data_dir)
         self.node = RaftNode(RaftLog(cfg.data_dir), cfg.node_name,
-                             snapshot_entries=cfg.snapshot_entries, now_ms=now_ms)
+                             snapshot_entries=cfg.snapshot_entries, now_ms=now_ms,
+                             skip_entries=skip_entries)
         self.workers = WorkerTable(cfg.worker_heartbeat_timeout_s, now_ms)
         self.broker = Broker(cfg.rabbitmq_host, cfg.rabbitmq_port, cfg.rabbitmq_username,
                              cfg.rabbitmq_password, cfg.rabbitmq_vhost,
@@ -171,11 +174,13 @@ class Node:
                      "leader": node.leader},
             "log": {"ok": node.log_ok, "error": node.log_error,
                     "commit_index": node.commit_index},
+            "snapshot": {"ok": node.snapshot_error is None, "error": node.snapshot_error,
+                         "index": node.log.snapshot_index},
             "broker": dict(self.broker_status(), ok=self.broker.connected),
         }
         if not checks["role"]["ok"]:
             status, code = "unavailable", 503
-        elif checks["log"]["ok"] and checks["broker"]["ok"]:
+        elif all(c["ok"] for c in checks.values()):
             status, code = "healthy", 200
         else:
             status, code = "degraded", 200
@@ -270,6 +275,9 @@ class Node:
                                            int(node.role == "leader"), ()),
             "distriqueue_log_writable": ("1 when the last log write succeeded",
                                          int(node.log_ok), ()),
+            "distriqueue_listener_errors_total": (
+                "Exceptions raised by metrics or dispatch hooks after a commit (contained)",
+                node.listener_errors, ()),
             "distriqueue_raft_snapshots_total": ("Snapshots written or failed", {
                 ("written",): node.snapshots, ("failed",): node.snapshot_failures},
                 ("outcome",)),
@@ -289,10 +297,12 @@ def _free_bytes(path: str) -> int:
 
 
 def _lock_data_dir(data_dir: str) -> int:
-    """One process per data_dir: two writers would interleave the log."""
+    """One process per data_dir: two writers would interleave the log. A POSIX lock
+    (lockf), not flock: a forked snapshot child does not inherit it, so a restart
+    after kill -9 is not refused while the child still runs."""
     fd = os.open(os.path.join(data_dir, "LOCK"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         raise SystemExit(f"dqorch: data_dir {data_dir} is in use by another dqorch process")
     return fd
@@ -332,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check-config", action="store_true",
                    help="validate the config, print it with secrets masked, and exit")
     p.add_argument("--version", action="version", version=f"dqorch {__version__}")
+    p.add_argument("--skip-entry", type=int, action="append", default=[], metavar="INDEX",
+                   help="recovery: do not apply this log entry on replay (README, "
+                        "Recovery); a snapshot taken at once makes it permanent")
     args = p.parse_args(argv)
     try:
         cfg = config.load(args.config)
@@ -342,9 +355,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(cfg.masked(), indent=2))
         return 0
     setup_logging(cfg)
-    node = Node(cfg)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(sig, lambda: gevent.spawn(node.stop))
-    node.start()
+    try:
+        node = Node(cfg, skip_entries=args.skip_entry)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(sig, lambda: gevent.spawn(node.stop))
+        node.start()
+    except (LogCorrupt, ReplayFailed) as e:
+        log.critical("refusing to start: %s", e)     # one line; README, Recovery
+        return EXIT_DATA
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        log.critical("cannot use data_dir=%s%s: %s", cfg.data_dir, where, e.strerror or e)
+        return EXIT_DATA
     node.stopped.wait()
     return 0

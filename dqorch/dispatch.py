@@ -4,6 +4,12 @@ commands (`mark_queued`, `mark_published`). The only module that publishes.
 
 At-least-once by design: after a crash or reconnect, whatever is still pending or
 unpublished in the state is simply published again.
+
+Rule 1: a confirmed job is published again only when the state says a newer attempt
+needs it, never because its mark could not be written: a failed mark is retried (with
+backoff), and nothing is published while the log cannot be written.
+Rule 2: a mark this node cannot propose (not leader) is dropped; the next leader finds
+the job still pending and publishes it again.
 """
 from __future__ import annotations
 
@@ -21,11 +27,13 @@ import pika
 from . import jobs, metrics
 from . import state as st_mod
 from .broker import JOBS_EXCHANGE, STATUS_EXCHANGE
+from .errors import NotLeader
 from .jobs import PENDING, RUNNING
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_REJECT_S = 1.0     # a returned or nacked job is tried again after this
+MARK_RETRY_S = (0.5, 10.0)     # a failed mark is retried after this, doubling to the cap
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 EVENT_PROPS = pika.BasicProperties(content_type="application/json", delivery_mode=2)
 
@@ -41,6 +49,9 @@ class Dispatcher:
         self._n = itertools.count()
         self._inflight: set = set()       # ids published, not yet confirmed
         self._marking: set = set()        # ids confirmed, mark_queued not yet applied
+        self._unmarked: list = []         # [id, attempt] confirmed, mark not yet proposed
+        self._mark_after = 0.0            # monotonic: no mark proposed before it
+        self._mark_failures = 0           # in a row
         self._confirmed: list = []        # tokens from the broker (hub callbacks)
         self._rejected: list = []
         self._ev_next = 1                 # next outbox seq to publish
@@ -117,22 +128,20 @@ class Dispatcher:
                 gevent.sleep(0.5)
 
     def _handle_confirms(self) -> None:
-        if not self._confirmed:
-            return
         confirmed, self._confirmed = self._confirmed, []
-        items = []
         now = time.monotonic()
+        jobs_confirmed = 0
         for tok in confirmed:
             if tok[0] == "j":
                 self._inflight.discard(tok[1])
                 self._marking.add(tok[1])
-                items.append([tok[1], tok[2]])
+                self._unmarked.append([tok[1], tok[2]])
                 metrics.PUBLISH_CONFIRM_SECONDS.observe(now - tok[3])
+                jobs_confirmed += 1
             else:
                 self._ev_confirmed.add(tok[1])
-        if items:
-            metrics.PUBLISHED.labels("job", "confirmed").inc(len(items))
-            self._propose({"op": "mark_queued", "items": items}, items)
+        if jobs_confirmed:
+            metrics.PUBLISHED.labels("job", "confirmed").inc(jobs_confirmed)
         n = 0
         while self._ev_acked + 1 in self._ev_confirmed:
             self._ev_acked += 1
@@ -140,6 +149,13 @@ class Dispatcher:
             n += 1
         if n:
             metrics.PUBLISHED.labels("event", "confirmed").inc(n)
+        if now < self._mark_after:
+            return                               # Rule 1: a failed mark waits its backoff
+        if self._unmarked:
+            items, self._unmarked = self._unmarked, []
+            self._propose({"op": "mark_queued", "items": items}, items)
+        # Checked on every pass, not only when confirms arrive: confirms that came
+        # while the last mark_published was in flight are marked by the next one.
         if self._ev_acked > self.node.state.outbox_done and not self._marking_events:
             self._marking_events = True
             self._propose({"op": "mark_published", "upto": self._ev_acked}, None)
@@ -147,28 +163,48 @@ class Dispatcher:
     def _propose(self, cmd: dict, items) -> None:
         try:
             result = self.node.propose_async(cmd)
-        except Exception as e:                   # not leader: the next leader redoes it
-            log.warning("dispatch cannot propose op=%s error=%s", cmd["op"], e)
-            self._after_mark(items, None)
+        except NotLeader as e:                   # Rule 2
+            log.info("dispatch dropped a mark op=%s reason=%s", cmd["op"], e)
+            if items is None:
+                self._marking_events = False
+            else:
+                self._marking.difference_update(id_ for id_, _ in items)
             return
         result.rawlink(lambda r: self._after_mark(items, r))
 
     def _after_mark(self, items, result) -> None:
-        ok = result is not None and result.successful()
+        ok = result.successful()
         if items is None:
             self._marking_events = False
-            if not ok:
-                self._wake.set()
+        elif not ok:
+            self._unmarked.extend(items)         # Rule 1: retry the mark, not the publish
+        self._mark_result(ok, result)
+        self._wake.set()
+        if items is None or not ok:
             return
         st = self.node.state
         for id_, _attempt in items:
             self._marking.discard(id_)
             job = st.jobs.get(id_)
-            # Still pending: the mark failed, or it was stale (a newer attempt came
-            # while this one was in flight and was skipped then). Publish it again.
+            # Still pending: the mark was stale (a newer attempt came while this one
+            # was in flight and was skipped then). Publish the new attempt.
             if job is not None and job["status"] == PENDING:
                 self._todo.append(id_)
-                self._wake.set()
+
+    def _mark_result(self, ok: bool, result) -> None:
+        """Backoff for failed marks, and one log line per change of state."""
+        if ok:
+            if self._mark_failures:
+                log.warning("marks written again failed_marks=%d", self._mark_failures)
+            self._mark_failures, self._mark_after = 0, 0.0
+            return
+        self._mark_failures += 1
+        first, cap = MARK_RETRY_S
+        delay = min(cap, first * 2 ** (self._mark_failures - 1))
+        self._mark_after = time.monotonic() + delay
+        if self._mark_failures == 1:
+            log.error("cannot mark confirms error=%s; retrying with backoff up to %gs",
+                      result.exception, cap)
 
     def _handle_rejects(self) -> None:
         if self._rejected:
@@ -196,8 +232,14 @@ class Dispatcher:
         while self._later and self._later[0][0] <= now:
             self._todo.append(heapq.heappop(self._later)[2])
 
+    def _may_publish(self) -> bool:
+        """Rule 1: while the log cannot be written, a publish could not be marked."""
+        return self.node.role == "leader" and self.node.log_ok
+
     def _publish_events(self) -> None:
         st, broker = self.node.state, self.broker
+        if not self._may_publish():
+            return
         while self._ev_next < st.outbox_next and broker.free_slots() > 0:
             seq = self._ev_next
             if seq > st.outbox_done and seq not in self._ev_confirmed:
@@ -210,6 +252,8 @@ class Dispatcher:
     def _publish_jobs(self) -> None:
         st, broker = self.node.state, self.broker
         term = self.node.term
+        if not self._may_publish():
+            return
         while self._todo and broker.free_slots() > 0:
             id_ = self._todo.popleft()
             if id_ in self._inflight or id_ in self._marking:

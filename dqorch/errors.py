@@ -32,3 +32,8 @@ class ProposeTimeout(Exception):
 
 class LogFailed(Exception):
     """Writing or syncing the log failed; the command was not committed."""
+
+
+class ReplayFailed(Exception):
+    """A snapshot or log entry read back at start-up cannot be applied (a bug, or data
+    from another version). The node refuses to start; the message names the entry."""

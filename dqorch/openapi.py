@@ -315,6 +315,9 @@ _RESP = {
                     "log": {"allOf": [_CHECK, {"properties": {
                         "error": {"type": ["string", "null"]},
                         "commit_index": COUNT}}]},
+                    "snapshot": {"allOf": [_CHECK, {"properties": {
+                        "error": {"type": ["string", "null"]},
+                        "index": COUNT}}]},
                     "broker": {"allOf": [_CHECK, _ref("BrokerStatus")]},
                 },
             },

@@ -586,7 +586,8 @@ def counts_by_queue(st: State) -> dict:
 # Snapshots #################################################################
 
 def to_snapshot(st: State) -> dict:
-    """A JSON-safe view of everything apply() reads. Indexes are rebuilt on load.
+    """A JSON-safe view of everything apply() and the queries read. Indexes are rebuilt
+    on load; the order terminal jobs ended in is kept (eviction follows it).
     Not a copy: it shares the job dicts with `st`, so serialise it (as the snapshot
     child does) before the next apply, and never hand it to from_snapshot unserialised
     while `st` lives on."""
@@ -597,6 +598,7 @@ def to_snapshot(st: State) -> dict:
         "outbox_next": st.outbox_next,
         "outbox_done": st.outbox_done,
         "evicted": st.evicted,
+        "terminal_order": list(st.terminal_fifo),
     }
 
 
@@ -609,7 +611,10 @@ def _shared(s, _seen: dict = {}):
 
 
 def from_snapshot(data: dict) -> State:
+    """The state to_snapshot(st) describes, after a trip through JSON. data["jobs"] may
+    be any iterable (the log streams it from disk): it is walked once."""
     st = State()
+    ended = []                     # (completed_at, seq): for snapshots before terminal_order
     for job in data["jobs"]:
         # Jobs are decoded one line at a time, and json only shares the key strings
         # within one document: share them here (~1 KB a job otherwise).
@@ -620,12 +625,19 @@ def from_snapshot(data: dict) -> State:
         job["history"] = [(at, _shared(status), _shared(by), _shared(reason))
                           for at, status, by, reason in job["history"]]
         _insert(st, job)
+        if job["status"] in TERMINAL:
+            ended.append((job["completed_at"] or 0, job["seq"]))
     st.next_seq = data["next_seq"]
     st.outbox = {seq: ev for seq, ev in data["outbox"]}
     st.outbox_next = data["outbox_next"]
     st.outbox_done = data["outbox_done"]
     st.evicted = data.get("evicted", 0)
-    done = [j for j in data["jobs"] if j["status"] in TERMINAL]
-    done.sort(key=lambda j: (j["completed_at"] or 0, j["seq"]))
-    st.terminal_fifo.update((j["seq"], None) for j in done)
+    order = data.get("terminal_order")
+    if order is None:
+        ended.sort()
+        order = [seq for _, seq in ended]
+    elif len(order) != len(ended) or any(
+            st.jobs[st.by_seq[seq]]["status"] not in TERMINAL for seq in order):
+        raise ValueError("terminal_order does not match the terminal jobs")
+    st.terminal_fifo.update((seq, None) for seq in order)
     return st

@@ -3,17 +3,27 @@ snapshots in `data_dir`. Owns the disk, nothing else: no greenlets, no clock.
 
 Files:
   hardstate.json           {"term", "vote"}, replaced atomically (tmp, fsync, rename)
-  log-<first index>.seg    records: header <IIQQ (length, crc32, index, term) + JSON command
-  snapshot-<index>.json    JSON lines: {"index", "term", "state" (all but its jobs),
-                           "jobs": n}, then one job per line; the newest one wins
-A torn record at the end of the last segment (a crash mid-write) is cut off on open;
-damage anywhere else stops start-up (LogCorrupt), because guessing would lose data.
+  log-<first index>.seg    records: header <IIQQ (length, crc32, index, term) + JSON
+                           command. Each append starts with a batch mark: a header with
+                           index 0, no body, and the batch's byte length as its term.
+  snapshot-<index>.json    lines "<crc32 hex> <json>": a head {"format": 2, "index",
+                           "term", "state" (all but its jobs), "jobs": n}, one job per
+                           line, and a trailer {"end": n, "crc32": of every byte before}
+
+Rule 1: a torn tail can only be the last append after the last fsync. It is cut (and
+the cut logged) only when it lies inside the last batch, or after it with no valid
+record further on and no longer than one append. Anything else is damage: LogCorrupt
+names the file and the offset, and start-up stops rather than drop committed entries.
+Rule 2: after a write fails, the file is cut back to where the batch began. If even
+that fails the tail is unknown: `unsure` is set and every append first retries the
+cut; until one succeeds nothing more is written.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import struct
 import zlib
 
@@ -21,16 +31,30 @@ log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<IIQQ")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+SEGMENT_RE = re.compile(r"log-(\d{20})\.seg")
+SNAPSHOT_RE = re.compile(r"snapshot-(\d{20})\.json")
+# The commit loop writes at most this much in one append (a single bigger record goes
+# alone), so a torn tail is never longer, unless one record claims the rest.
+MAX_APPEND_BYTES = 4 << 20
+MAX_RECORD_BYTES = 160 << 20      # a command from a 64 MiB body (max_body_bytes), escaped
 
 
 class LogCorrupt(Exception):
-    """A log segment or snapshot is damaged somewhere a crash cannot explain."""
+    """A log segment, snapshot or hard state is damaged somewhere a crash cannot
+    explain, or data_dir holds something that is not ours where ours should be."""
+
+
+def _crc(body: bytes, index: int, term: int) -> int:
+    return zlib.crc32(body, zlib.crc32(struct.pack("<QQ", index, term)))
 
 
 def encode(index: int, term: int, cmd: dict) -> bytes:
     body = _dumps(cmd).encode("utf-8")
-    crc = zlib.crc32(body, zlib.crc32(struct.pack("<QQ", index, term)))
-    return HEADER.pack(len(body), crc, index, term) + body
+    return HEADER.pack(len(body), _crc(body, index, term), index, term) + body
+
+
+def batch_mark(nbytes: int) -> bytes:
+    return HEADER.pack(0, _crc(b"", 0, nbytes), 0, nbytes)
 
 
 def _fsync_dir(path: str) -> None:
@@ -42,28 +66,62 @@ def _fsync_dir(path: str) -> None:
 
 
 def write_atomic(path: str, data) -> None:
-    """Write bytes, or an iterable of bytes chunks, to path: all or nothing."""
+    """Write bytes, or an iterable of bytes chunks, to path: all or nothing. A failed
+    write leaves no .tmp file behind."""
     tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        for chunk in ([data] if isinstance(data, bytes) else data):
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for chunk in ([data] if isinstance(data, bytes) else data):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     _fsync_dir(os.path.dirname(path) or ".")
+
+
+# Snapshot format ###########################################################
+
+def _line(obj) -> bytes:
+    body = _dumps(obj).encode("utf-8")
+    return b"%08x " % zlib.crc32(body) + body + b"\n"
 
 
 def _snapshot_chunks(index: int, term: int, state: dict, per_chunk: int = 1000):
     jobs = state.get("jobs", [])
-    head = {"index": index, "term": term,
+    head = {"format": 2, "index": index, "term": term,
             "state": {k: v for k, v in state.items() if k != "jobs"}, "jobs": len(jobs)}
-    yield _dumps(head).encode() + b"\n"
+    chunk = _line(head)
+    whole = zlib.crc32(chunk)
+    yield chunk
     for i in range(0, len(jobs), per_chunk):
-        yield "".join(_dumps(j) + "\n" for j in jobs[i:i + per_chunk]).encode()
+        chunk = b"".join(_line(j) for j in jobs[i:i + per_chunk])
+        whole = zlib.crc32(chunk, whole)
+        yield chunk
+    yield _line({"end": len(jobs), "crc32": whole})
+
+
+def _parse_line(path: str, line: bytes, what: str):
+    """The JSON of one v2 snapshot line, its checksum verified."""
+    if len(line) < 10 or line[8:9] != b" " or not line.endswith(b"\n"):
+        raise LogCorrupt(f"{path}: {what} is damaged (not a checksummed line)")
+    body = line[9:-1]
+    try:
+        ok = int(line[:8], 16) == zlib.crc32(body)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise LogCorrupt(f"{path}: {what} is damaged (checksum mismatch)")
+    return json.loads(body)
 
 
 class RaftLog:
@@ -76,6 +134,7 @@ class RaftLog:
         self.last_index = 0
         self.last_term = 0
         self.snapshot_index = 0
+        self.unsure: int | None = None    # Rule 2: offset a failed cut must still reach
         self._fd: int | None = None
         self._seg_first = 0
 
@@ -83,19 +142,16 @@ class RaftLog:
 
     def open(self):
         """Load hard state and the newest snapshot; return (snapshot or None, list of
-        entries after it as (index, term, cmd)), cutting a torn tail."""
+        entries after it as (index, term, cmd)), cutting a torn tail (Rule 1).
+        Raises LogCorrupt (one line: file, offset, cause) or OSError."""
         os.makedirs(self.dir, exist_ok=True)
-        hs_path = os.path.join(self.dir, "hardstate.json")
-        if os.path.exists(hs_path):
-            with open(hs_path, "rb") as f:
-                hs = json.loads(f.read())
-            self.term, self.vote = hs["term"], hs.get("vote")
-        snap = self._load_snapshot()
+        segs, snaps = self._scan()
+        hs_missing = not self._load_hard_state()
+        snap = self._load_snapshot(snaps)
         if snap is not None:
             self.snapshot_index = self.last_index = snap["index"]
             self.last_term = snap["term"]
         entries = []
-        segs = self.segments()
         for n, (first, path) in enumerate(segs):
             last_seg = n == len(segs) - 1
             for index, term, cmd in self._read_segment(path, truncate_tail=last_seg):
@@ -105,6 +161,12 @@ class RaftLog:
                     raise LogCorrupt(f"{path}: index {index} follows {self.last_index}")
                 entries.append((index, term, cmd))
                 self.last_index, self.last_term = index, term
+        if self.term < self.last_term:
+            # The term never goes below the last entry's (a lost or older hard state).
+            log.warning("hard state behind the log file=%s term=%d last_log_term=%d%s",
+                        self._hs_path(), self.term, self.last_term,
+                        " (file missing)" if hs_missing else "")
+            self.term, self.vote = self.last_term, None
         if segs:
             self._seg_first = segs[-1][0]
             self._fd = os.open(segs[-1][1], os.O_WRONLY | os.O_APPEND)
@@ -112,72 +174,152 @@ class RaftLog:
             self._new_segment(self.last_index + 1)
         return snap, entries
 
+    def _hs_path(self) -> str:
+        return os.path.join(self.dir, "hardstate.json")
+
+    def _load_hard_state(self) -> bool:
+        path = self._hs_path()
+        try:
+            with open(path, "rb") as f:
+                hs = json.loads(f.read())
+            term, vote = hs["term"], hs.get("vote")
+            if type(term) is not int or term < 0 or not (vote is None or type(vote) is str):
+                raise ValueError(f"term={term!r} vote={vote!r}")
+        except FileNotFoundError:
+            return False
+        except IsADirectoryError:
+            raise LogCorrupt(f"{path}: is a directory, not dqorch's hard state")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise LogCorrupt(f"{path}: damaged hard state ({e}); move it away to take the "
+                             f"term from the log (see README, Recovery)")
+        self.term, self.vote = term, vote
+        return True
+
+    def _scan(self):
+        """(segments, snapshots) as sorted [(index, path)]. Removes what a killed write
+        left (*.tmp); names that are almost ours are logged and left alone; a directory
+        named like one of our files is LogCorrupt."""
+        segs, snaps = [], []
+        for name in sorted(os.listdir(self.dir)):
+            path = os.path.join(self.dir, name)
+            m_seg, m_snap = SEGMENT_RE.fullmatch(name), SNAPSHOT_RE.fullmatch(name)
+            if m_seg or m_snap:
+                if not os.path.isfile(path):
+                    raise LogCorrupt(f"{path}: not a regular file; dqorch keeps its "
+                                     f"{'log' if m_seg else 'snapshots'} under that name")
+                (segs if m_seg else snaps).append((int((m_seg or m_snap).group(1)), path))
+            elif name.endswith(".tmp") and (name.startswith("snapshot-")
+                                            or name == "hardstate.json.tmp"):
+                log.info("removing an unfinished write file=%s bytes=%d", path,
+                         os.path.getsize(path) if os.path.isfile(path) else 0)
+                if os.path.isfile(path):
+                    os.unlink(path)
+            elif name.startswith(("log-", "snapshot-")):
+                log.warning("ignoring a file that is not dqorch's file=%s", path)
+        return segs, snaps
+
     def segments(self) -> list[tuple[int, str]]:
-        out = []
-        for name in os.listdir(self.dir):
-            if name.startswith("log-") and name.endswith(".seg"):
-                out.append((int(name[4:-4]), os.path.join(self.dir, name)))
-        return sorted(out)
+        return self._scan()[0]
 
     def _read_segment(self, path: str, truncate_tail: bool):
         with open(path, "rb") as f:
             data = f.read()
         pos, end = 0, len(data)
+        batch_end = 0                    # where the batch being read ends (its mark says)
         while pos < end:
-            ok = complete = pos + HEADER.size <= end
-            if ok:
-                length, crc, index, term = HEADER.unpack_from(data, pos)
-                rec_end = pos + HEADER.size + length
-                body = data[pos + HEADER.size: rec_end]
-                complete = rec_end <= end
-                ok = complete and crc == zlib.crc32(
-                    body, zlib.crc32(struct.pack("<QQ", index, term)))
-            if not ok:
-                # A crash mid-append leaves an incomplete last record, a last record
-                # with a bad checksum, or zeros. A bad record with data after it is
-                # damage a crash cannot explain: stop rather than drop committed ones.
-                torn = (not complete or rec_end == end
-                        or not data[pos:].strip(b"\0"))
+            rec = _record_at(data, pos)
+            if rec is None:
+                torn = self._is_torn(data, pos, batch_end)
                 if not (truncate_tail and torn):
-                    raise LogCorrupt(f"{path}: damaged record at byte {pos}")
-                # Only a crash mid-append explains damage at the tail: cut it off.
-                with open(path, "r+b") as f:
-                    f.truncate(pos)
-                    os.fsync(f.fileno())
+                    raise LogCorrupt(f"{path}: damaged record at byte {pos} of {end}"
+                                     f"{'' if truncate_tail or not torn else ' (not the last segment)'}")
+                self._cut(path, data, pos)
                 return
-            yield index, term, json.loads(body)
+            length, index, term = rec
+            if index == 0:
+                batch_end = pos + HEADER.size + term
+            else:
+                yield index, term, json.loads(data[pos + HEADER.size: pos + HEADER.size + length])
             pos += HEADER.size + length
 
-    def _load_snapshot(self):
+    @staticmethod
+    def _is_torn(data: bytes, pos: int, batch_end: int) -> bool:
+        """Rule 1: can the bad bytes at pos be the last append, cut short by a crash?
+        A crash leaves the end of that append missing or, where pages reached the disk
+        out of order, whole sectors of zeros; never changed bytes followed by good
+        records."""
+        end = len(data)
+        if pos < batch_end < end:        # a later batch follows: not the last append
+            return False
+        if pos >= batch_end and end - pos > MAX_APPEND_BYTES:
+            length = HEADER.unpack_from(data, pos)[0] if end - pos >= HEADER.size else 0
+            if not (end - pos - HEADER.size < length <= MAX_RECORD_BYTES):
+                return False             # longer than one append, and not one record
+        if not any(_record_at(data, p) for p in range(pos + 1, end - HEADER.size + 1)):
+            return True
+        return pos < batch_end and _zero_sector_in_record(data, pos)
+
+    @staticmethod
+    def _cut(path: str, data: bytes, pos: int) -> None:
+        cut = data[pos:]
+        what = "zeros" if not cut.strip(b"\0") else "a partial record"
+        if len(cut) >= HEADER.size and what != "zeros":
+            what += " (index %d)" % HEADER.unpack_from(cut)[2]
+        log.warning("cutting a torn log tail file=%s offset=%d bytes=%d holding=%s",
+                    path, pos, len(cut), what)
+        with open(path, "r+b") as f:
+            f.truncate(pos)
+            os.fsync(f.fileno())
+
+    def _load_snapshot(self, snaps):
         """{"index", "term", "state"} with state["jobs"] an iterator that reads one job
-        per line, so a million jobs never sit in memory as one JSON document."""
-        names = sorted((int(n[9:-5]), n) for n in os.listdir(self.dir)
-                       if n.startswith("snapshot-") and n.endswith(".json"))
-        if not names:
+        per line (checksum first), so a million jobs never sit in memory as one
+        document. The iterator raises LogCorrupt on damage, at the latest at its end."""
+        if not snaps:
             return None
-        path = os.path.join(self.dir, names[-1][1])
+        path = snaps[-1][1]
         log.info("loading snapshot file=%s bytes=%d", path, os.path.getsize(path))
         f = open(path, "rb")
         try:
-            head = json.loads(f.readline())
-            total = head["jobs"]
-        except (ValueError, KeyError, TypeError) as e:   # renamed into place: whole or absent
+            first = f.readline()
+            if first.startswith(b"{"):   # format 1 (before checksums)
+                log.warning("snapshot has no checksums (an older format) file=%s", path)
+                head, v2 = json.loads(first), False
+            else:
+                head, v2 = _parse_line(path, first, "the head line"), True
+            index, term, total, state = head["index"], head["term"], head["jobs"], head["state"]
+        except (ValueError, KeyError, TypeError, LogCorrupt) as e:
             f.close()
-            raise LogCorrupt(f"{path}: {e!r}")
+            raise e if isinstance(e, LogCorrupt) else LogCorrupt(f"{path}: damaged head ({e!r})")
 
         def jobs():
-            n = 0
+            n, whole = 0, zlib.crc32(first)
             with f:
                 for line in f:
                     try:
-                        yield json.loads(line)
+                        if not v2:
+                            yield json.loads(line)
+                        elif n == total:
+                            tail = _parse_line(path, line, "the trailer")
+                            if tail != {"end": total, "crc32": whole}:
+                                raise LogCorrupt(f"{path}: whole-file checksum mismatch")
+                            n += 1
+                            break
+                        else:
+                            job = _parse_line(path, line, f"job line {n + 1}")
+                            whole = zlib.crc32(line, whole)
+                            yield job
                     except ValueError as e:
                         raise LogCorrupt(f"{path}: job line {n + 1}: {e}")
                     n += 1
-            if n != total:
+                if v2 and (n != total + 1 or f.read(1)):
+                    raise LogCorrupt(f"{path}: {n if n <= total else total} jobs and "
+                                     f"{'no trailer' if n <= total else 'bytes after the trailer'}"
+                                     f", the head says {total}")
+            if not v2 and n != total:
                 raise LogCorrupt(f"{path}: {n} jobs, the header says {total}")
-        return {"index": head["index"], "term": head["term"], "total_jobs": total,
-                "state": dict(head["state"], jobs=jobs())}
+        return {"index": index, "term": term, "total_jobs": total,
+                "state": dict(state, jobs=jobs())}
 
     def write_snapshot(self, index: int, term: int, state: dict) -> None:
         """Write snapshot-<index>.json atomically (called in the forked child)."""
@@ -186,15 +328,17 @@ class RaftLog:
     # Writing ###############################################################
 
     def save_hard_state(self, term: int, vote: str | None) -> None:
-        write_atomic(os.path.join(self.dir, "hardstate.json"),
-                     json.dumps({"term": term, "vote": vote}).encode())
+        write_atomic(self._hs_path(), json.dumps({"term": term, "vote": vote}).encode())
         self.term, self.vote = term, vote
 
     def append(self, data: bytes, last_index: int, last_term: int) -> int:
-        """Write encoded records (not yet durable: call sync). Returns the offset to
-        truncate back to if the following sync fails."""
+        """Write a batch mark and the encoded records (not yet durable: fsync
+        fileno()). Returns the offset to truncate back to if that fsync fails.
+        OSError: nothing of it is in the file, or `unsure` says the tail is unknown."""
+        if self.unsure is not None:
+            self.truncate(self.unsure)   # Rule 2: cut back first, or write nothing
         offset = os.lseek(self._fd, 0, os.SEEK_END)
-        view = memoryview(data)
+        view = memoryview(batch_mark(len(data)) + data)
         try:
             while view:
                 view = view[os.write(self._fd, view):]
@@ -208,19 +352,36 @@ class RaftLog:
         return self._fd
 
     def truncate(self, offset: int) -> None:
+        """Cut the open segment back to offset, durably. On failure the tail is
+        unknown: `unsure` stays set (Rule 2) and the OSError propagates."""
         try:
             os.ftruncate(self._fd, offset)
+            os.fsync(self._fd)
         except OSError:
-            pass
+            self.unsure = offset
+            raise
+        if self.unsure is not None:
+            log.warning("log tail cut back offset=%d; writing again", offset)
+        self.unsure = None
 
     def _new_segment(self, first_index: int) -> None:
-        if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
+        # Open the new one first: if that fails (EMFILE, ENOSPC), the old one stays
+        # open and usable.
         path = os.path.join(self.dir, "log-%020d.seg" % first_index)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            _fsync_dir(self.dir)
+            if self._fd is not None:
+                os.fsync(self._fd)
+        except OSError:
+            os.close(fd)
+            if self._fd is not None:     # keep writing to the old one
+                os.unlink(path)
+            raise
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
         self._seg_first = first_index
-        _fsync_dir(self.dir)
 
     def rotate(self) -> None:
         """Start a new segment at last_index + 1 (before a snapshot of last_index)."""
@@ -235,20 +396,61 @@ class RaftLog:
         segment whose entries are all <= snapshot_index. Returns files removed."""
         self.snapshot_index = snapshot_index
         removed = 0
-        segs = self.segments()
+        segs, snaps = self._scan()
         for (first, path), nxt in zip(segs, segs[1:]):
             if nxt[0] <= snapshot_index + 1:
                 os.unlink(path)
                 removed += 1
-        for name in os.listdir(self.dir):
-            if name.startswith("snapshot-") and name.endswith(".json") \
-                    and int(name[9:-5]) < snapshot_index:
-                os.unlink(os.path.join(self.dir, name))
+        for index, path in snaps:
+            if index < snapshot_index:
+                os.unlink(path)
                 removed += 1
         return removed
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+        """Flush and close; never raises (a stop must always finish)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            log.error("log flush at close failed error=%s", e)
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _record_at(data: bytes, pos: int):
+    """(length, index, term) of a whole record with a good checksum at pos, or None."""
+    if pos + HEADER.size > len(data):
+        return None
+    length, crc, index, term = HEADER.unpack_from(data, pos)
+    rec_end = pos + HEADER.size + length
+    if rec_end > len(data) or (index == 0 and length):
+        return None
+    if crc != _crc(data[pos + HEADER.size: rec_end], index, term):
+        return None
+    return length, index, term
+
+
+SECTOR = 512
+
+
+def _zero_sector_in_record(data: bytes, pos: int) -> bool:
+    """Does the record at pos hold an unwritten sector: an all-zero header, or body
+    bytes (JSON, never NUL) that are all zeros over one 512-byte sector's share?"""
+    head = data[pos:pos + HEADER.size]
+    if not head.strip(b"\0"):
+        return True
+    start = pos + HEADER.size
+    stop = min(start + HEADER.unpack_from(data, pos)[0], len(data))
+    s = start - start % SECTOR
+    while s < stop:
+        part = data[max(s, start):min(s + SECTOR, stop)]
+        if part and not part.strip(b"\0"):
+            return True
+        s += SECTOR
+    return False

@@ -6,33 +6,54 @@ Today a node has no peers: it is the leader of a Raft cluster of one, and an ent
 commits once it is fsync'd. The shape is Raft's (term bumped and persisted on every
 start, a no-op entry of the new term, commit and applied indexes), so replication
 can come in behind propose() without changing callers.
+
+Rule 1: the commit loop never dies of the disk. A failed write fails its batch (the
+waiting handlers get LogFailed), `log_ok` turns false (health says degraded), one line
+is logged per change of state, and the loop probes with a no-op until a write works.
+Rule 2: an apply that raises stops the node (replicas must never diverge); on the next
+start the replay refuses with ReplayFailed naming the entry. `skip_entries` lets an
+operator start past it once; a snapshot right after makes that permanent.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import time
 
 import gevent
 import gevent.event
 
 from .. import state as st_mod
-from ..errors import LogFailed, NotLeader, ProposeTimeout
-from .log import RaftLog, encode
+from ..errors import LogFailed, NotLeader, ProposeTimeout, ReplayFailed
+from .log import MAX_APPEND_BYTES, RaftLog, encode
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 100_000
+PROBE_S = 1.0                  # while the log cannot be written, try a no-op this often
+SNAPSHOT_RETRY_S = 30.0        # after a failed snapshot, wait this long before the next
+
+
+def _entry_name(index: int, cmd) -> str:
+    """index, op and job id of a command, for the one line that names it."""
+    if not isinstance(cmd, dict):
+        return f"index={index} op=? (not a command: {type(cmd).__name__})"
+    job = cmd.get("id") or cmd.get("worker_id") or (cmd.get("ids") or [None])[0] \
+        or ((cmd.get("items") or [[None]])[0] or [None])[0]
+    return f"index={index} op={cmd.get('op')} job={job}"
 
 
 class RaftNode:
     def __init__(self, raft_log: RaftLog, node_name: str, *, snapshot_entries: int,
-                 now_ms, fsync=os.fsync) -> None:
+                 now_ms, fsync=os.fsync, skip_entries=frozenset()) -> None:
         self.log = raft_log
         self.node_name = node_name
         self.snapshot_entries = snapshot_entries
         self.now_ms = now_ms
         self._fsync = fsync
+        self.skip_entries = frozenset(skip_entries)
         self.state = st_mod.State()
         self.role = "starting"
         self.leader: str | None = None
@@ -40,30 +61,49 @@ class RaftNode:
         self.applied_index = 0
         self.log_ok = True
         self.log_error: str | None = None
+        self.failed_writes = 0        # since the log was last writable
         self.listeners: list = []         # fn(cmd, outcome) after each live apply
         self.batch_observers: list = []   # fn(entries, seconds) after each commit
+        self.listener_errors = 0
         self.snapshots = 0
         self.snapshot_failures = 0
+        self.snapshot_error: str | None = None
         self._queue: list = []
         self._wake = gevent.event.Event()
         self._loop = None
         self._snap_child = None
-        self._snap_failed_at = 0      # do not retry a failed snapshot on every batch
+        self._snap_retry_at = 0.0     # monotonic; no snapshot attempt before it
+        self._probe_at = 0.0
 
     # Start and stop ########################################################
 
     def start(self) -> None:
-        """Replay snapshot + log, bump the term, become leader. Blocks until ready."""
+        """Replay snapshot + log, bump the term, become leader. Blocks until ready.
+        LogCorrupt: data_dir is damaged. ReplayFailed: an entry cannot be applied.
+        OSError: data_dir cannot be read or written."""
         t0 = time.monotonic()
         snap, entries = self.log.open()
         if snap is not None:
-            snap["state"]["jobs"] = self._progress(snap["state"]["jobs"], snap["total_jobs"])
-            self.state = st_mod.from_snapshot(snap["state"])
+            jobs = self._progress(snap["state"]["jobs"], snap["total_jobs"])
+            try:
+                self.state = st_mod.from_snapshot(dict(snap["state"], jobs=jobs))
+            except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as e:
+                raise ReplayFailed(f"snapshot index={snap['index']} cannot be loaded: "
+                                   f"{e!r}; see README, Recovery")
             self.applied_index = snap["index"]
             log.info("loaded snapshot index=%d jobs=%d", snap["index"], len(self.state.jobs))
         total = len(entries)
+        skipped = 0
         for n, (index, _term, cmd) in enumerate(entries, 1):
-            st_mod.apply(self.state, cmd)
+            if index in self.skip_entries:
+                log.warning("skipping log entry as asked %s", _entry_name(index, cmd))
+                skipped += 1
+            else:
+                try:
+                    st_mod.apply(self.state, cmd)
+                except Exception as e:
+                    raise ReplayFailed(f"log entry {_entry_name(index, cmd)} cannot be "
+                                       f"applied: {e!r}; see README, Recovery")
             self.applied_index = index
             if n % PROGRESS_EVERY == 0:
                 log.info("replaying log entries=%d of %d (%d%%)", n, total, n * 100 // total)
@@ -78,6 +118,8 @@ class RaftNode:
         self._loop = gevent.spawn(self._run)
         # Raft §5.4.2: a new leader commits an entry of its own term.
         self.propose({"op": "noop"})
+        if skipped:
+            self.snapshot_now()       # Rule 2: later starts need no skip_entries
 
     @staticmethod
     def _progress(jobs, total: int):
@@ -87,7 +129,8 @@ class RaftNode:
             yield job
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Refuse new proposals, commit what was already proposed, close the log."""
+        """Refuse new proposals, commit what was already proposed, close the log.
+        Always returns within about timeout_s."""
         if self.role == "stopped":
             return
         self.role = "stopped"
@@ -96,9 +139,12 @@ class RaftNode:
         while (self._queue or self._busy) and time.monotonic() < deadline:
             gevent.sleep(0.01)
         if self._loop is not None:
-            self._loop.kill()
+            self._loop.kill(block=True, timeout=1)
         if self._snap_child is not None:
             self._snap_child.join(timeout=max(0.0, deadline - time.monotonic()))
+        for _, result in self._queue:
+            result.set_exception(NotLeader("node stopped before this command was logged"))
+        self._queue = []
         self.log.close()
         log.info("log closed commit=%d", self.commit_index)
 
@@ -121,7 +167,8 @@ class RaftNode:
 
     def propose(self, cmd: dict, timeout_s: float = 10.0) -> dict:
         """Commit and apply one command; return apply's outcome.
-        NotLeader, LogFailed: not committed. ProposeTimeout: outcome unknown."""
+        NotLeader, LogFailed: not committed (unless LogFailed says the outcome is
+        unknown). ProposeTimeout: outcome unknown."""
         result = self.propose_async(cmd)
         try:
             return result.get(timeout=timeout_s)
@@ -134,30 +181,37 @@ class RaftNode:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait()
+            self._wake.wait(timeout=None if self.log_ok else PROBE_S)
             self._wake.clear()
+            if not self.log_ok and not self._queue and self.role == "leader" \
+                    and time.monotonic() >= self._probe_at:
+                self._probe_at = time.monotonic() + PROBE_S
+                self.propose_async({"op": "noop"})     # Rule 1: is the disk back?
             while self._queue:
                 batch, self._queue = self._queue, []
                 self._busy = True
                 try:
                     self._commit(batch)
                 except Exception:
-                    # A dead commit loop would leave every request waiting forever;
-                    # stopping lets a supervisor restart and replay the log.
+                    # A bug outside the disk path; a dead loop would leave every
+                    # request waiting forever, so stop and let the supervisor restart.
                     log.critical("commit loop failed; stopping", exc_info=True)
                     os._exit(70)
                 finally:
                     self._busy = False
             if self.role == "leader":
-                self._maybe_snapshot()
+                try:
+                    self._maybe_snapshot()
+                except Exception as e:
+                    self._snapshot_failed(f"cannot start: {e}")
 
     def _commit(self, batch: list) -> None:
         t0 = time.monotonic()
         term = self.log.term
         prev_index, prev_term = self.log.last_index, self.log.last_term
         index = prev_index
-        chunks, kept = [], []
-        for cmd, result in batch:
+        chunks, kept, size = [], [], 0
+        for n, (cmd, result) in enumerate(batch):
             try:
                 chunk = encode(index + 1, term, cmd)
             except (TypeError, ValueError) as e:
@@ -166,66 +220,116 @@ class RaftNode:
                 log.error("command cannot be logged op=%s error=%s", cmd.get("op"), e)
                 result.set_exception(LogFailed(f"command cannot be logged: {e}"))
                 continue
+            if chunks and size + len(chunk) > MAX_APPEND_BYTES:
+                self._queue[:0] = batch[n:]      # log.py: one append stays bounded
+                break
             index += 1
+            size += len(chunk)
             chunks.append(chunk)
             kept.append((cmd, result))
         batch = kept
         if not batch:
             return
+        if not self._write(b"".join(chunks), batch, index, term, prev_index, prev_term):
+            return
+        self.commit_index = index
+        for cmd, result in batch:
+            try:
+                outcome = st_mod.apply(self.state, cmd)
+            except Exception as e:
+                # Every replica must reach the same state; one that cannot must stop.
+                log.critical("apply failed %s error=%r; stopping (see README, Recovery)",
+                             _entry_name(self.applied_index + 1, cmd), e, exc_info=True)
+                os._exit(70)
+            self.applied_index += 1
+            result.set(outcome)
+            for fn in self.listeners:
+                try:
+                    fn(cmd, outcome)
+                except Exception:
+                    self._listener_failed(fn)
+        elapsed = time.monotonic() - t0
+        for fn in self.batch_observers:
+            try:
+                fn(len(batch), elapsed)
+            except Exception:
+                self._listener_failed(fn)
+
+    def _write(self, data: bytes, batch: list, index: int, term: int,
+               prev_index: int, prev_term: int) -> bool:
+        """Append and fsync one batch. False: the batch failed (its waiters told)."""
         offset = None
         try:
-            offset = self.log.append(b"".join(chunks), index, term)
+            if self.log.unsure is not None:
+                self.log.truncate(self.log.unsure)   # nothing of this batch written yet
+            offset = self.log.append(data, index, term)
             # fsync in a thread so the hub keeps serving requests; what arrives
             # meanwhile forms the next batch (group commit).
             gevent.get_hub().threadpool.apply(self._fsync, (self.log.fileno(),))
         except OSError as e:
             if offset is not None:
-                self.log.truncate(offset)
+                try:
+                    self.log.truncate(offset)
+                except OSError:
+                    pass                  # log.unsure now says so
             self.log.last_index, self.log.last_term = prev_index, prev_term
-            self.log_ok, self.log_error = False, str(e)
-            log.error("log write failed entries=%d error=%s", len(batch), e)
+            unknown = offset is not None and self.log.unsure is not None
+            self._write_failed(e, len(batch), unknown)
+            message = ("log write failed and the log could not be cut back: the outcome "
+                       "is unknown; retrying is safe" if unknown else
+                       "log write failed, not committed")
             for _, result in batch:
-                result.set_exception(LogFailed(f"log write failed: {e}"))
-            return
-        self.log_ok, self.log_error = True, None
-        self.commit_index = index
-        for cmd, result in batch:
-            try:
-                outcome = st_mod.apply(self.state, cmd)
-            except Exception:
-                # Every replica must reach the same state; one that cannot must stop.
-                log.critical("apply failed index=%d op=%s; stopping", self.applied_index + 1,
-                             cmd.get("op"), exc_info=True)
-                os._exit(70)
-            self.applied_index += 1
-            result.set(outcome)
-            for fn in self.listeners:
-                fn(cmd, outcome)
-        elapsed = time.monotonic() - t0
-        for fn in self.batch_observers:
-            fn(len(batch), elapsed)
+                result.set_exception(LogFailed(f"{message}: {e}"))
+            return False
+        if not self.log_ok:
+            log.warning("log writable again failed_writes=%d", self.failed_writes)
+        self.log_ok, self.log_error, self.failed_writes = True, None, 0
+        return True
+
+    def _write_failed(self, e: OSError, entries: int, unknown: bool) -> None:
+        self.failed_writes += 1
+        self.log_error = str(e) + ("; log tail unknown, writes stopped until it can be "
+                                   "cut back" if self.log.unsure is not None else "")
+        if self.log_ok:                   # one line per change of state (Rule 1)
+            log.error("log write failed entries=%d outcome=%s error=%s; retrying every "
+                      "%gs", entries, "unknown" if unknown else "not_committed",
+                      self.log_error, PROBE_S)
+        self.log_ok = False
+        self._probe_at = time.monotonic() + PROBE_S
+
+    def _listener_failed(self, fn) -> None:
+        self.listener_errors += 1
+        if self.listener_errors == 1 or self.listener_errors % 1000 == 0:
+            log.error("listener failed listener=%s errors=%d", getattr(fn, "__qualname__", fn),
+                      self.listener_errors, exc_info=True)
 
     # Snapshots #############################################################
 
     def _maybe_snapshot(self) -> None:
-        if self._snap_child is not None:
+        if self._snap_child is not None or time.monotonic() < self._snap_retry_at:
             return
-        if self.applied_index - max(self.log.snapshot_index, self._snap_failed_at) \
-                < self.snapshot_entries:
+        if self.applied_index - self.log.snapshot_index < self.snapshot_entries:
             return
         self.snapshot_now()
 
     def snapshot_now(self) -> None:
         """Write a snapshot of the applied state from a forked child: the child sees a
-        copy-on-write image of the dicts, so serialising 1M jobs never stalls the hub."""
+        copy-on-write image of the dicts, so serialising 1M jobs never stalls the hub.
+        OSError (rotate, fork): no snapshot now; the node goes on."""
         self.log.rotate()
         index, term = self.applied_index, self.log.last_term
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:       # child: no greenlet switches, no logging, just write and exit
             code = 1
             try:
-                self.log.write_snapshot(index, term, st_mod.to_snapshot(self.state))
-                code = 0
+                # Die with the node: an orphan would hold data_dir and grow a .tmp.
+                ctypes.CDLL(None).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
+                if os.getppid() == parent:
+                    self.log.write_snapshot(index, term, st_mod.to_snapshot(self.state))
+                    code = 0
+            except OSError as e:
+                code = e.errno if e.errno and 0 < e.errno < 256 else 1
             finally:
                 os._exit(code)
         log.info("snapshot started index=%d pid=%d", index, pid)
@@ -237,13 +341,22 @@ class RaftNode:
             if status == 0:
                 removed = self.log.compact(index)
                 self.snapshots += 1
+                self.snapshot_error = None
                 log.info("snapshot written index=%d removed_files=%d", index, removed)
             else:
-                self._snap_failed_at = index
-                self.snapshot_failures += 1
-                log.error("snapshot failed index=%d status=%d", index, status)
+                code = os.waitstatus_to_exitcode(status)
+                self._snapshot_failed(f"index {index}: " + (
+                    os.strerror(code) if code > 1 else f"child exited with {code}"))
+        except OSError as e:
+            self._snapshot_failed(f"index {index}: {e}")
         finally:
             self._snap_child = None
+
+    def _snapshot_failed(self, reason: str) -> None:
+        self.snapshot_failures += 1
+        self.snapshot_error = reason
+        self._snap_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
+        log.error("snapshot failed %s; retry in %gs", reason, SNAPSHOT_RETRY_S)
 
     def status(self) -> dict:
         return {"role": self.role if self.role in ("leader", "follower", "candidate")
