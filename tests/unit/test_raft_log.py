@@ -327,3 +327,280 @@ def test_a_snapshot_streams_its_jobs_and_checks_their_count(tmp_path):
     lg, snap, _ = opened(tmp_path)
     with pytest.raises(LogCorrupt):
         list(snap["state"]["jobs"])
+
+
+# Torn tail or damage: the issue's cases, through real files ##############
+
+def batches(tmp_path, n: int = 12) -> str:
+    """A log of n one-entry appends (as a sequential client makes); the segment."""
+    lg, _, _ = opened(tmp_path)
+    for i in range(1, n + 1):
+        write(lg, i, i)
+    lg.close()
+    return os.path.join(tmp_path, segment_files(tmp_path)[-1])
+
+
+def record_offsets(seg: str) -> list:
+    """Byte offset of each entry's record (after its batch mark)."""
+    out, pos, data = [], 0, open(seg, "rb").read()
+    while pos < len(data):
+        length, _, index, _ = HEADER.unpack_from(data, pos)
+        if index:
+            out.append(pos)
+        pos += HEADER.size + length
+    return out
+
+
+def test_a_flipped_high_byte_of_a_length_mid_log_is_damage_not_a_torn_tail(tmp_path):
+    """The issue's case: the file was cut at that record and 6 entries silently lost."""
+    seg = batches(tmp_path)
+    size = os.path.getsize(seg)
+    pos = record_offsets(seg)[5] + 3            # the high byte of record 6's length
+    with open(seg, "r+b") as f:
+        f.seek(pos)
+        f.write(b"\x7f")
+    with pytest.raises(LogCorrupt, match=r"damaged record at byte %d" % (pos - 3)):
+        opened(tmp_path)
+    assert os.path.getsize(seg) == size          # nothing cut on the way out
+
+
+def test_zeros_from_the_middle_to_the_end_are_damage(tmp_path):
+    seg = batches(tmp_path)
+    size = os.path.getsize(seg)
+    start = record_offsets(seg)[5]               # record 6 on (its batch mark kept)
+    with open(seg, "r+b") as f:
+        f.seek(start)
+        f.write(b"\0" * (size - start))
+    with pytest.raises(LogCorrupt, match="damaged record"):
+        opened(tmp_path)
+    assert os.path.getsize(seg) == size
+
+
+def test_a_torn_last_batch_with_an_unwritten_sector_is_cut(tmp_path, caplog):
+    """Pages of the last append may reach the disk out of order: a zero sector in the
+    middle of it, good records after. Never fsync'd, never acknowledged: cut."""
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 2)
+    big = [{"op": "register", "id": "big-%d" % i, "pad": "x" * 700} for i in range(3, 9)]
+    lg.append(b"".join(encode(i, 1, c) for i, c in enumerate(big, 3)), 8, 1)
+    lg.close()
+    seg = os.path.join(tmp_path, segment_files(tmp_path)[-1])
+    third = record_offsets(seg)[3]                # record 4, inside the last batch
+    sector = (third // 512 + 1) * 512
+    with open(seg, "r+b") as f:
+        f.seek(sector)
+        f.write(b"\0" * 512)
+    with caplog.at_level("WARNING"):
+        lg, _, entries = opened(tmp_path)
+    assert [e[0] for e in entries] == [1, 2, 3]
+    assert "cutting a torn log tail" in caplog.text and "bytes=" in caplog.text
+    lg.close()
+
+
+def test_a_changed_byte_in_the_last_batch_with_good_records_after_is_damage(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 6)                               # one append: one batch
+    lg.close()
+    seg = os.path.join(tmp_path, segment_files(tmp_path)[-1])
+    pos = record_offsets(seg)[2] + HEADER.size + 3
+    with open(seg, "r+b") as f:
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ 0x20]))
+    with pytest.raises(LogCorrupt):
+        opened(tmp_path)
+
+
+def test_a_torn_tail_cut_is_logged_with_what_was_cut(tmp_path, caplog):
+    seg = batches(tmp_path, 3)
+    with open(seg, "ab") as f:
+        f.write(encode(4, 1, cmd(4))[:30])
+    with caplog.at_level("WARNING"):
+        lg, _, entries = opened(tmp_path)
+    assert [e[0] for e in entries] == [1, 2, 3]
+    assert "offset=%d bytes=30" % (os.path.getsize(seg)) in caplog.text
+    assert "partial record (index 4)" in caplog.text
+    lg.close()
+
+
+def test_an_old_log_without_batch_marks_still_opens(tmp_path):
+    """Segments written before batch marks: records only. Read, and a torn tail cut."""
+    os.makedirs(tmp_path, exist_ok=True)
+    seg = os.path.join(tmp_path, "log-%020d.seg" % 1)
+    with open(seg, "wb") as f:
+        f.write(b"".join(encode(i, 1, cmd(i)) for i in range(1, 4)) + b"\0" * 10)
+    lg, _, entries = opened(tmp_path)
+    assert entries == [entry(1), entry(2), entry(3)]
+    lg.close()
+
+
+# Write failures (Rule 2) ####################################################
+
+def test_a_failed_cut_back_stops_writes_until_it_succeeds(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 2)
+    good_fd, path = lg._fd, os.path.join(tmp_path, segment_files(tmp_path)[-1])
+    size = os.path.getsize(path)
+    lg._fd = os.open(path, os.O_RDONLY)           # writes and truncates now fail for real
+    with pytest.raises(OSError):
+        lg.append(encode(3, 1, cmd(3)), 3, 1)
+    assert lg.unsure == size and lg.last_index == 2
+    with pytest.raises(OSError):                  # the cut is retried first, and fails
+        lg.append(encode(3, 1, cmd(3)), 3, 1)
+    os.close(lg._fd)
+    lg._fd = good_fd
+    os.write(good_fd, b"half a batch that the failed cut left")
+    write(lg, 3, 3)                               # the cut succeeds, then the append
+    assert lg.unsure is None
+    lg, _, entries = reopen(lg)
+    assert [e[0] for e in entries] == [1, 2, 3]
+    lg.close()
+
+
+def test_close_never_raises(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    os.close(lg._fd)                              # EBADF on fsync and close
+    lg.close()
+    lg.close()
+
+
+# Snapshots: checksums ######################################################
+
+def snapshot_with_jobs(tmp_path, n=30) -> tuple:
+    lg, _, _ = opened(tmp_path)
+    jobs = [{"id": f"j{i}", "seq": i, "status": "queued"} for i in range(n)]
+    save_snapshot(lg, 9, 1, {"next_seq": n, "jobs": jobs})
+    lg.close()
+    return lg.snapshot_path(9), jobs
+
+
+def test_a_snapshot_round_trips_with_checksums(tmp_path):
+    path, jobs = snapshot_with_jobs(tmp_path)
+    first = open(path, "rb").readline()
+    assert first[8:9] == b" " and int(first[:8], 16) >= 0
+    lg, snap, _ = opened(tmp_path)
+    assert loaded(snap)["state"] == {"next_seq": 30, "jobs": jobs}
+    lg.close()
+
+
+@pytest.mark.parametrize("change", [
+    (b'"seq":17', b'"seq":18'),                   # one digit
+    (b'"j5","seq":5,"status":"queued"', b'"j5","seq":5,"status":"qXeued"'),
+    (b'"next_seq":30', b'"next_seq":31'),          # in the head line
+])
+def test_a_changed_snapshot_is_refused(tmp_path, change):
+    path, _ = snapshot_with_jobs(tmp_path)
+    data = open(path, "rb").read()
+    assert change[0] in data
+    open(path, "wb").write(data.replace(change[0], change[1], 1))
+    with pytest.raises(LogCorrupt, match="checksum"):
+        lg, snap, _ = opened(tmp_path)
+        list(snap["state"]["jobs"])
+
+
+@pytest.mark.parametrize("edit", ["drop_trailer", "swap_lines", "append"])
+def test_a_snapshot_missing_its_trailer_or_reordered_is_refused(tmp_path, edit):
+    path, _ = snapshot_with_jobs(tmp_path)
+    lines = open(path, "rb").readlines()
+    if edit == "drop_trailer":
+        lines = lines[:-1]
+    elif edit == "swap_lines":
+        lines[3], lines[4] = lines[4], lines[3]
+    else:
+        lines.append(lines[2])
+    open(path, "wb").writelines(lines)
+    lg, snap, _ = opened(tmp_path)
+    with pytest.raises(LogCorrupt):
+        list(snap["state"]["jobs"])
+
+
+def test_a_format_1_snapshot_still_loads(tmp_path):
+    import json
+    os.makedirs(tmp_path, exist_ok=True)
+    path = os.path.join(tmp_path, "snapshot-%020d.json" % 4)
+    with open(path, "w") as f:
+        f.write(json.dumps({"index": 4, "term": 1, "state": {"n": 1}, "jobs": 1}) + "\n")
+        f.write(json.dumps({"id": "x"}) + "\n")
+    lg, snap, _ = opened(tmp_path)
+    assert loaded(snap)["state"] == {"n": 1, "jobs": [{"id": "x"}]}
+    lg.close()
+
+
+# Hard state and what else lies in data_dir #################################
+
+def test_a_deleted_hard_state_never_takes_the_term_below_the_log(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    lg.save_hard_state(2, "n1")
+    write(lg, 1, 3, term=2)
+    lg.close()
+    os.unlink(os.path.join(tmp_path, "hardstate.json"))
+    lg, _, _ = opened(tmp_path)
+    assert lg.term == 2
+    lg.close()
+
+
+def test_a_hard_state_older_than_a_snapshot_takes_the_snapshot_term(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3, term=5)
+    lg.rotate()
+    save_snapshot(lg, 3, 5, {})
+    lg.compact(3)
+    lg.save_hard_state(1, None)
+    lg, _, _ = reopen(lg)
+    assert lg.term == 5
+    lg.close()
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b'{"term": "x"}', b"[]", b'{"vote": 1}'])
+def test_a_damaged_hard_state_is_one_clear_error(tmp_path, content):
+    os.makedirs(tmp_path, exist_ok=True)
+    with open(os.path.join(tmp_path, "hardstate.json"), "wb") as f:
+        f.write(content)
+    with pytest.raises(LogCorrupt, match="hardstate.json: damaged hard state"):
+        opened(tmp_path)
+
+
+def test_stray_files_are_left_alone_and_logged(tmp_path, caplog):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 2)
+    lg.close()
+    for name in ("log-abc.seg", "snapshot-backup.json", "log-1.seg.bak"):
+        with open(os.path.join(tmp_path, name), "w") as f:
+            f.write("an operator's copy")
+    with caplog.at_level("WARNING"):
+        lg, _, entries = opened(tmp_path)
+    assert [e[0] for e in entries] == [1, 2]
+    assert "log-abc.seg" in caplog.text and "snapshot-backup.json" in caplog.text
+    lg.compact(2)
+    assert os.path.exists(os.path.join(tmp_path, "snapshot-backup.json"))
+    lg.close()
+
+
+@pytest.mark.parametrize("name", ["log-%020d.seg" % 5, "snapshot-%020d.json" % 5,
+                                  "hardstate.json"])
+def test_a_directory_named_like_our_file_is_one_clear_error(tmp_path, name):
+    os.makedirs(os.path.join(tmp_path, name))
+    with pytest.raises(LogCorrupt, match="directory|not a regular file"):
+        opened(tmp_path)
+
+
+def test_unfinished_writes_are_removed_on_open(tmp_path, caplog):
+    os.makedirs(tmp_path, exist_ok=True)
+    for name in ("snapshot-%020d.json.tmp" % 7, "hardstate.json.tmp"):
+        with open(os.path.join(tmp_path, name), "wb") as f:
+            f.write(b"x" * 100)
+    with caplog.at_level("INFO"):
+        lg, _, _ = opened(tmp_path)
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert "removing an unfinished write" in caplog.text
+    lg.close()
+
+
+def test_write_atomic_leaves_no_tmp_when_the_write_fails(tmp_path):
+    def chunks():
+        yield b"part"
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError):
+        rlog.write_atomic(str(tmp_path / "f.json"), chunks())
+    assert os.listdir(tmp_path) == []

@@ -93,6 +93,7 @@ def check(st: State) -> None:
         assert j["queue"] == jobs.queue_for(j["priority"])
         assert len(j["history"]) <= S.HISTORY_MAX
     assert sorted(st.outbox) == list(range(st.outbox_done + 1, st.outbox_next))
+    assert sorted(st.terminal_fifo) == seqs_where(lambda j: j["status"] in TERMINAL)
 
 
 def fingerprint(st: State) -> str:

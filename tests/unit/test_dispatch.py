@@ -1,0 +1,106 @@
+"""Dispatcher rules (dispatch.py Rule 1 and Rule 2) against a real RaftNode on a real
+data_dir. The broker's side is a recorder: these tests drive exactly the confirms a
+broker would send, in an order a real one cannot be made to produce on demand."""
+import os
+
+import gevent
+import pytest
+from gevent import monkey
+
+from dqorch import state as S
+from dqorch.dispatch import Dispatcher
+from dqorch.raft.log import RaftLog
+from dqorch.raft.node import RaftNode
+from tests.unit.test_state import T0, reg, rep
+
+
+class Recorder:
+    """Takes every publish; confirms only when the test says so."""
+
+    def __init__(self) -> None:
+        self.published = []
+
+    def free_slots(self) -> int:
+        return 1000
+
+    def publish(self, token, exchange, key, body, props, mandatory) -> bool:
+        self.published.append(token)
+        return True
+
+
+# fsync runs in a real thread: hold it with a real (unpatched) Event, so a test can
+# keep a commit in flight while confirms arrive.
+GATE = monkey.get_original("threading", "Event")()
+
+
+@pytest.fixture
+def rig(tmp_path):
+    GATE.set()
+    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
+                    now_ms=lambda: T0, fsync=lambda fd: GATE.wait(30))
+    node.start()
+    broker = Recorder()
+    disp = Dispatcher(node, broker, now_ms=lambda: T0)
+    node.listeners.append(disp.on_applied)
+    disp.start()
+    yield node, broker, disp
+    disp.stop()
+    node.stop()
+
+
+def wait(pred, what):
+    for _ in range(500):
+        if pred():
+            return
+        gevent.sleep(0.01)
+    raise AssertionError(what)
+
+
+def test_event_confirms_that_arrive_during_a_mark_are_marked_next(rig):
+    node, broker, disp = rig
+    node.propose(reg("e1", T0, publish=False))
+    node.propose(rep("e1", "running", T0 + 1))
+    node.propose(rep("e1", "completed", T0 + 2))
+    wait(lambda: sum(t[0] == "e" for t in broker.published) == 2, "two events published")
+    first, second = [t for t in broker.published if t[0] == "e"]
+    GATE.clear()
+    disp.on_confirmed([first])
+    wait(lambda: disp._marking_events, "a mark_published in flight")
+    disp.on_confirmed([second])              # arrives while that mark is in flight
+    gevent.sleep(0.1)
+    GATE.set()
+    wait(lambda: node.state.outbox_done == 2, "the second confirm marked too")
+    assert disp.backlog()["events_unpublished"] == 0
+
+
+def test_a_confirm_on_a_node_that_is_not_leader_publishes_nothing_again(rig):
+    node, broker, disp = rig
+    node.propose(reg("j1", T0))
+    wait(lambda: any(t[0] == "j" for t in broker.published), "job published")
+    token = [t for t in broker.published if t[0] == "j"][0]
+    node.role = "follower"                   # deposed (or stopping) before the confirm
+    disp.on_confirmed([token])
+    gevent.sleep(0.6)                        # one dispatch pass at least (0.5 s wake)
+    node.role = "leader"
+    gevent.sleep(0.6)
+    assert [t for t in broker.published if t[0] == "j"] == [token]
+    assert S.get_job(node.state, "j1")["status"] == "pending"   # the next leader's work
+
+
+def test_a_failed_mark_is_retried_and_the_job_not_published_again(rig):
+    node, broker, disp = rig
+    node.propose(reg("j1", T0))
+    wait(lambda: any(t[0] == "j" for t in broker.published), "job published")
+    token = [t for t in broker.published if t[0] == "j"][0]
+    real_fd = node.log._fd
+    node.log._fd = os.open(os.path.join(node.log.dir, "LOCKX"), os.O_RDONLY | os.O_CREAT)
+    disp.on_confirmed([token])               # its mark_queued cannot be written
+    wait(lambda: not node.log_ok, "the mark failed")
+    gevent.sleep(1.2)
+    assert [t for t in broker.published if t[0] == "j"] == [token], "published again"
+    assert not node.log_ok
+    os.close(node.log._fd)
+    node.log._fd = real_fd                   # the disk is back
+    wait(lambda: S.get_job(node.state, "j1")["status"] == "queued", "mark retried")
+    assert node.log_ok
+    assert [t for t in broker.published if t[0] == "j"] == [token]

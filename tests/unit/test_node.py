@@ -1,0 +1,62 @@
+"""RaftNode's Rule 1 on a real data_dir: hooks and the disk cannot kill the commit
+loop. A failure is contained, counted and visible, and the node keeps serving."""
+import os
+import resource
+
+import gevent
+import pytest
+
+from dqorch.raft.log import RaftLog
+from dqorch.raft.node import RaftNode
+from tests.unit.test_state import T0, reg
+
+
+def node_on(path, snapshot_entries=10**6) -> RaftNode:
+    node = RaftNode(RaftLog(str(path)), "n1", snapshot_entries=snapshot_entries,
+                    now_ms=lambda: T0, fsync=lambda fd: None)
+    node.start()
+    return node
+
+
+def test_a_listener_that_raises_is_contained_and_counted(tmp_path):
+    node = node_on(tmp_path)
+    seen = []
+
+    def broken(cmd, outcome):
+        raise RuntimeError("a metrics bug")
+    node.listeners[:] = [broken, lambda cmd, out: seen.append(cmd["id"])]
+    node.batch_observers.append(lambda n, s: 1 / 0)
+    for i in range(3):
+        assert node.propose(reg(f"j{i}", T0))["outcome"] == "created"
+    assert seen == ["j0", "j1", "j2"]               # later listeners still run
+    assert node.listener_errors == 6
+    assert node.log_ok and len(node.state.jobs) == 3
+    node.stop()
+
+
+def test_a_snapshot_that_cannot_start_leaves_the_node_serving(tmp_path):
+    """EMFILE from rotate (the fd limit reached by idle connections) used to kill the
+    commit loop: every later write waited 10 s for a 503."""
+    node = node_on(tmp_path, snapshot_entries=5)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd")) - 1      # less the one listdir held
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use, hard))   # no new fd can open
+    try:
+        for i in range(8):
+            node.propose(reg(f"j{i}", T0))
+        gevent.sleep(0.05)
+        assert node.snapshot_error and "Too many open files" in node.snapshot_error
+        assert node.snapshot_failures >= 1
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert node.propose(reg("after", T0))["outcome"] == "created"   # still serving
+    assert node.log_ok
+    node.stop()
+    assert node.log._fd is None
+
+
+def test_stop_returns_when_the_log_fd_is_already_gone(tmp_path):
+    node = node_on(tmp_path)
+    os.close(node.log._fd)                   # EBADF in close used to stop the stop
+    node.stop()
+    assert node.role == "stopped"
