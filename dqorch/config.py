@@ -73,6 +73,11 @@ class Config:
     log_format: str = "text"  # one of LOG_FORMATS
     publish_window: int = 1000  # most unconfirmed messages in flight to RabbitMQ
     snapshot_entries: int = 100000  # log entries between snapshots
+    allowed_origins: tuple[str, ...] = ()  # browser origins allowed to write, besides our own
+    http_request_timeout_s: float = 30.0  # most time to read one request (headers and body)
+    http_idle_timeout_s: float = 75.0  # a keep-alive connection idle longer is closed
+    max_list_bytes: int = 4194304  # a GET /api/jobs page ends early past this many bytes
+    rabbitmq_heartbeat_s: int = 10  # AMQP heartbeat: a dead broker is noticed in ~2x this
 
     @property
     def node_id(self) -> str:
@@ -269,6 +274,25 @@ def _peers(v: Any, from_env: bool) -> tuple[str, ...]:
     return tuple(items)
 
 
+_ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9_.\-\[\]:]+")
+
+
+def _origins(v: Any, from_env: bool) -> tuple[str, ...]:
+    """Origins as a browser sends them (scheme://host[:port], no path): a list, or one
+    comma-separated string."""
+    expected = "must be a list of origins like https://console.example:8443 (no path)"
+    if isinstance(v, str):
+        items = [item.strip() for item in v.split(",") if item.strip()]
+    elif isinstance(v, list):
+        items = v
+    else:
+        raise _Invalid(expected)
+    for item in items:
+        if not isinstance(item, str) or not _ORIGIN_RE.fullmatch(item):
+            raise _Invalid(f"{expected}, got an entry {_describe(item, False)}", False)
+    return tuple(item.lower() for item in items)
+
+
 _HOST = "must be a host name or address (non-empty, no spaces)"
 _SPECS: dict[str, Converter] = {
     "node_name": _string("must be name@host (name and host made of letters, digits, '_', '.', '-')",
@@ -298,6 +322,11 @@ _SPECS: dict[str, Converter] = {
     "log_format": _choice(LOG_FORMATS),
     "publish_window": _integer(1, 100000),
     "snapshot_entries": _integer(1000, 100000000),
+    "allowed_origins": _origins,
+    "http_request_timeout_s": _seconds(3600),
+    "http_idle_timeout_s": _seconds(86400),
+    "max_list_bytes": _integer(65536, 1073741824),
+    "rabbitmq_heartbeat_s": _integer(1, 600),
 }
 if list(_SPECS) != [f.name for f in fields(Config)]:
     raise RuntimeError("config: every Config field needs exactly one entry in _SPECS, in order")

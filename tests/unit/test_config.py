@@ -40,6 +40,11 @@ DEFAULTS = {
     "log_format": "text",
     "publish_window": 1000,
     "snapshot_entries": 100000,
+    "allowed_origins": (),
+    "http_request_timeout_s": 30.0,
+    "http_idle_timeout_s": 75.0,
+    "max_list_bytes": 4194304,
+    "rabbitmq_heartbeat_s": 10,
 }
 
 # key -> (DQ_<KEY> value, the value it must become); one valid override per key.
@@ -70,6 +75,12 @@ ENV_CASES = {
     "log_format": ("json", "json"),
     "publish_window": ("1", 1),
     "snapshot_entries": ("1000", 1000),
+    "allowed_origins": ("https://Console.example:8443, http://10.0.0.9",
+                        ("https://console.example:8443", "http://10.0.0.9")),
+    "http_request_timeout_s": ("5", 5.0),
+    "http_idle_timeout_s": ("1.5", 1.5),
+    "max_list_bytes": ("65536", 65536),
+    "rabbitmq_heartbeat_s": ("30", 30),
 }
 
 # key -> values that YAML can produce and that must be refused, each for its type or range.
@@ -101,6 +112,11 @@ BAD_FILE_VALUES = {
     "log_format": ["xml", None],
     "publish_window": [0, 100001],
     "snapshot_entries": [999, 100000001],
+    "allowed_origins": ["https://a.example/path", ["*"], ["ftp://x"], [5], 5, None],
+    "http_request_timeout_s": [0, -1, 3601, "30", None],
+    "http_idle_timeout_s": [0, 86401, True],
+    "max_list_bytes": [65535, 1073741825, 1.5],
+    "rabbitmq_heartbeat_s": [0, 601, 1.5, "10"],
 }
 
 # key -> DQ_<KEY> strings that must be refused.
@@ -131,6 +147,11 @@ BAD_ENV_VALUES = {
     "log_format": ["yaml"],
     "publish_window": ["0"],
     "snapshot_entries": ["10"],
+    "allowed_origins": ["evil.example", "https://a.example/x"],
+    "http_request_timeout_s": ["0", "x"],
+    "http_idle_timeout_s": ["-1"],
+    "max_list_bytes": ["1024"],
+    "rabbitmq_heartbeat_s": ["0", "tcp://10.0.0.1:5672"],
 }
 
 
