@@ -12,6 +12,7 @@ import logging
 import time
 
 import bottle
+import gevent
 
 from . import jobs, metrics, openapi, parse
 from . import state as st_mod
@@ -64,10 +65,12 @@ class JsonPlugin:
             except Exception:
                 log.exception("unhandled error route=%s", label)
                 status, out = 500, {"error": "internal", "message": "internal error"}
-            body = _dumps(out).encode()
+            body = out if isinstance(out, bytes) else _dumps(out).encode()
             resp = bottle.response
             resp.status = status
             resp.content_type = "application/json"
+            if status in _CLOSE_AFTER:    # the rest of the body may still be on the wire
+                resp.set_header("Connection", "close")
             counter = requests.get(status)
             if counter is None:
                 counter = requests[status] = metrics.HTTP_REQUESTS.labels(label, str(status))
@@ -77,11 +80,28 @@ class JsonPlugin:
         return wrapper
 
 
-def read_body(max_bytes: int) -> bytes:
-    """The raw body, at most max_bytes (413 beyond), whatever the Content-Type."""
+YIELD_EVERY_BYTES = 256 * 1024   # encoded between two switches to other greenlets
+_CLOSE_AFTER = frozenset({400, 408, 411, 413})
+DEADLINE_KEY = "dqorch.deadline"   # monotonic time by which the request must be read
+
+
+def read_body(max_bytes: int, required: bool = True) -> bytes:
+    """The raw body, at most max_bytes (413 beyond), whatever the Content-Type.
+
+    A body is framed by Content-Length or chunked encoding. Without either (an HTTP/1.0
+    client sending until close) it cannot be told from no body: 411 when the route
+    needs one (`required`), never a silently empty body. A body that ends early, bad
+    chunking, or a client too slow for the request deadline: 400 / 408."""
     env = bottle.request.environ
     length = env.get("CONTENT_LENGTH") or ""
+    chunked = env.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
     stream = env["wsgi.input"]
+    if not length and not chunked:
+        if required:
+            raise ApiError(411, "length_required", "send the body with a Content-Length "
+                           "(or chunked Transfer-Encoding)")
+        return b""
+    n = max_bytes + 1
     if length:
         try:
             n = int(length)
@@ -90,11 +110,68 @@ def read_body(max_bytes: int) -> bytes:
         if n > max_bytes:
             raise ApiError(413, "payload_too_large",
                            f"body is {n} bytes; max_body_bytes is {max_bytes}")
-        return stream.read(n) if n > 0 else b""
-    data = stream.read(max_bytes + 1)      # chunked, or no length at all
+        if n <= 0:
+            return b""
+    left = env.get(DEADLINE_KEY, time.monotonic() + 30) - time.monotonic()
+    try:
+        with gevent.Timeout(max(0.0, left)):
+            data = stream.read(n)
+    except gevent.Timeout:
+        raise ApiError(408, "request_timeout", "the request body did not arrive within "
+                       "http_request_timeout_s")
+    except (OSError, ValueError) as e:    # bad chunk sizes, the client went away mid-body
+        raise ApiError(400, "invalid_request", f"request body cannot be read: {e}")
+    if length and len(data) < n:
+        raise ApiError(400, "invalid_request",
+                       f"request body ended after {len(data)} of {n} bytes")
     if len(data) > max_bytes:
         raise ApiError(413, "payload_too_large", f"body exceeds max_body_bytes ({max_bytes})")
     return data
+
+
+# Request gate ###############################################################
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _refuse(start_response, status: str, code: str, message: str) -> list:
+    body = _dumps({"error": code, "message": message}).encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body))), ("Connection", "close")])
+    metrics.HTTP_REQUESTS.labels("<refused>", status[:3]).inc()
+    return [body]
+
+
+def guard(app, allowed_origins=()):
+    """WSGI wrapper in front of bottle for what must be refused before routing:
+    - a path that is not UTF-8 (bottle would drop the bad bytes and route to another
+      job: /api/jobs/jx%FF/cancel cancelled jx): 400;
+    - a cross-site browser write: `Sec-Fetch-Site: cross-site`, or an `Origin` that is
+      neither this node's own (the Host the request came to) nor in allowed_origins:
+      403. Bodies are JSON whatever the Content-Type (CONTRACT §2), so without this
+      any web page could register and cancel jobs. Clients that send neither header
+      (curl, the gateway, the workers) are not affected."""
+    allowed = frozenset(o.lower() for o in allowed_origins)
+
+    def gated(environ, start_response):
+        try:
+            environ["PATH_INFO"].encode("latin1").decode("utf-8")
+        except UnicodeError:
+            return _refuse(start_response, "400 Bad Request", "invalid_request",
+                           "the path is not valid UTF-8 (after %-decoding)")
+        if environ.get("REQUEST_METHOD") in WRITE_METHODS:
+            origin = environ.get("HTTP_ORIGIN")
+            host = environ.get("HTTP_HOST", "").lower()
+            if environ.get("HTTP_SEC_FETCH_SITE", "").lower() == "cross-site" or (
+                    origin is not None and origin.lower() not in allowed
+                    and origin.lower() not in (f"http://{host}", f"https://{host}")):
+                log.info("refused a cross-site write origin=%s path=%s",
+                         (origin or "-")[:100], environ["PATH_INFO"][:100])
+                return _refuse(start_response, "403 Forbidden", "forbidden",
+                               "cross-origin writes are refused; add the origin to "
+                               "allowed_origins to allow it")
+        return app(environ, start_response)
+    return gated
 
 
 def make_app(svc) -> bottle.Bottle:
@@ -106,7 +183,7 @@ def make_app(svc) -> bottle.Bottle:
     cfg = svc.cfg
 
     def body() -> dict:
-        return parse.body_json(read_body(cfg.max_body_bytes))
+        return parse.body_json(read_body(cfg.max_body_bytes), allow_empty=False)
 
     @app.get("/api/health")
     def health():
@@ -148,7 +225,7 @@ def make_app(svc) -> bottle.Bottle:
 
     @app.post("/api/jobs/<job_id>/cancel")
     def cancel(job_id):
-        read_body(cfg.max_body_bytes)     # the gateway sends an empty body; ignore any
+        read_body(cfg.max_body_bytes, required=False)   # the gateway sends none; ignore any
         out = svc.node.propose(parse.cancel(job_id))
         if out["outcome"] == "not_found":
             raise ApiError(404, "not_found", f"no job {job_id!r}")
@@ -164,8 +241,21 @@ def make_app(svc) -> bottle.Bottle:
             raise ApiError(400, "invalid_request", "query string is not valid UTF-8")
         q = parse.list_query(query)
         page, count, nxt = st_mod.list_jobs(svc.node.state, q["filters"], q["limit"], q["cursor"])
-        return {"jobs": [jobs.api_json(j, full=q["full"]) for j in page], "count": count,
-                "returned": len(page), "next": None if nxt is None else str(nxt)}
+        parts, size, since_yield = [], 0, 0
+        for n, job in enumerate(page):
+            part = _dumps(jobs.api_json(job, full=q["full"])).encode()
+            if parts and size + len(part) > cfg.max_list_bytes:
+                nxt = page[n - 1]["seq"]          # the page ends early; go on below it
+                break
+            parts.append(part)
+            size += len(part)
+            since_yield += len(part)
+            if since_yield >= YIELD_EVERY_BYTES:  # a big page must not stall the hub
+                since_yield = 0
+                gevent.sleep(0)
+        tail = _dumps({"count": count, "returned": len(parts),
+                       "next": None if nxt is None else str(nxt)}).encode()
+        return b'{"jobs":[' + b",".join(parts) + b"]," + tail[1:]
 
     @app.get("/api/jobs/<job_id>")
     def get_job(job_id):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import gc
+import http.client
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from gevent import pywsgi
 from . import __version__, config, metrics
 from .jobs import TERMINAL
 from . import state as st_mod
-from .api import make_app
+from .api import DEADLINE_KEY, guard, make_app
 from .broker import Broker
 from .dispatch import Dispatcher, Timers
 from .errors import ReplayFailed
@@ -33,7 +34,20 @@ from .workers import WorkerTable
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_S = 1.0
-EXIT_DATA = 3      # data_dir damaged, unwritable, or an entry that cannot be applied
+EXIT_DATA = 3      # data_dir damaged, unwritable, in use, or an entry that cannot be applied
+EXIT_LISTEN = 4    # a port (http_port, metrics_port) cannot be listened on
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; `code` is the exit code, the message one line."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 # Jobs live long and hold no reference cycles. Moving what survived into gc's permanent
 # generation every so many commands keeps full collections from scanning every job:
 # without it their cost, and the pauses, grow with the number of jobs held.
@@ -53,15 +67,54 @@ def _raw_error(status: str, message: str) -> bytes:
 # pywsgi answers requests it cannot parse before the app sees them, with empty bodies.
 _PROTOCOL_ERRORS = {
     "400": _raw_error("400 Bad Request", "malformed HTTP request (request line or "
-                      "headers, e.g. a Content-Length that is not a number)"),
+                      "headers, e.g. a Content-Length that is not a number, or both "
+                      "Transfer-Encoding and Content-Length)"),
+    "408": _raw_error("408 Request Timeout", "the request headers did not arrive "
+                      "within http_request_timeout_s"),
     "414": _raw_error("414 Request-URI Too Long", "request line too long"),
 }
+
+
+class _Smuggling(ValueError):
+    """Framing a proxy and this server could read differently (RFC 9112 §6.1)."""
+
+
+class _HeadersTimeout(ValueError):
+    """The request's headers took longer than http_request_timeout_s."""
+
+
+class _Headers(pywsgi.OldMessage):
+    """pywsgi's header class, refusing what it would quietly repair."""
+
+    def __delitem__(self, name):
+        # pywsgi drops Content-Length when Transfer-Encoding is chunked; RFC 9112 says
+        # a server must refuse such a request: behind a proxy it is request smuggling.
+        if name.lower() == "content-length" and name in self:
+            raise _Smuggling("both Transfer-Encoding and Content-Length")
+        super().__delitem__(name)
+
+
+def _parse_headers(fp):
+    """pywsgi.headers_factory with our class."""
+    try:
+        return http.client.parse_headers(fp, _class=_Headers)
+    except http.client.LineTooLong:
+        headers = _Headers()
+        headers.status = "Line too long"
+        return headers
 
 
 class NoDelayHandler(pywsgi.WSGIHandler):
     """TCP_NODELAY on every accepted socket: without it each keep-alive response waits
     ~40 ms for a delayed ACK (measured 23 -> 5,400 req/s on one connection). Requests
-    pywsgi cannot parse get the JSON error shape too."""
+    pywsgi cannot parse get the JSON error shape too.
+
+    Time limits (set per server, see Node._listen): a keep-alive connection waits at
+    most idle_timeout_s for its next request; once a request line arrived, headers and
+    body must arrive within request_timeout_s (the body part is read_body's)."""
+
+    idle_timeout_s = 75.0
+    request_timeout_s = 30.0
 
     def __init__(self, sock, address, server, rfile=None):
         try:
@@ -69,6 +122,35 @@ class NoDelayHandler(pywsgi.WSGIHandler):
         except OSError:
             pass
         super().__init__(sock, address, server, rfile)
+
+    def MessageClass(self, fp, *_args):
+        return _parse_headers(fp)
+
+    def read_requestline(self):
+        self.socket.settimeout(self.idle_timeout_s)   # socket.timeout: closed quietly
+        line = super().read_requestline()
+        self.socket.settimeout(self.request_timeout_s)
+        self._deadline = time.monotonic() + self.request_timeout_s
+        return line
+
+    def read_request(self, raw_requestline):
+        with gevent.Timeout(max(0.0, self._deadline - time.monotonic()), _HeadersTimeout):
+            ok = super().read_request(raw_requestline)
+        te = self.headers.get("transfer-encoding")
+        if te is not None and te.lower() != "chunked":
+            raise _Smuggling(f"Transfer-Encoding {te[:40]!r} (only chunked is accepted)")
+        return ok
+
+    def get_environ(self):
+        env = super().get_environ()
+        env[DEADLINE_KEY] = self._deadline
+        return env
+
+    def _handle_client_error(self, ex):
+        # A client's mistake, not ours: one debug line, and the JSON error shape.
+        log.debug("refused a malformed request client=%s error=%s", self.client_address, ex)
+        return ("408", _PROTOCOL_ERRORS["408"]) if isinstance(ex, _HeadersTimeout) \
+            else ("400", _PROTOCOL_ERRORS["400"])
 
     def handle_one_request(self):
         result = super().handle_one_request()
@@ -116,7 +198,12 @@ class Node:
         metrics.install_gauges(self._gauges)
         # Metrics and API listen first, so health answers "starting" during replay.
         self._listen(cfg.http_host, cfg.metrics_port, metrics.wsgi_app(self.ready), "metrics_port")
-        self.http = self._listen(cfg.http_host, cfg.http_port, make_app(self), "http_port")
+        self.http = self._listen(cfg.http_host, cfg.http_port,
+                                 guard(make_app(self), cfg.allowed_origins), "http_port")
+        if not _loopback(cfg.http_host):
+            log.warning("the API listens beyond loopback http_host=%s and has no "
+                        "authentication: anyone who can reach port %d can register and "
+                        "cancel jobs (README, Security)", cfg.http_host, cfg.http_port)
         self.node.listeners.append(self._count)
         self.node.batch_observers.append(self._observe_batch)
         self.node.start()
@@ -131,12 +218,16 @@ class Node:
                  cfg.http_host, cfg.http_port, cfg.metrics_port, len(self.node.state.jobs))
 
     def _listen(self, host: str, port: int, app, key: str):
-        server = pywsgi.WSGIServer((host, port), app, handler_class=NoDelayHandler,
+        handler = type("Handler", (NoDelayHandler,), {
+            "idle_timeout_s": self.cfg.http_idle_timeout_s,
+            "request_timeout_s": self.cfg.http_request_timeout_s})
+        server = pywsgi.WSGIServer((host, port), app, handler_class=handler,
                                    log=None, error_log=logging.getLogger("dqorch.http"))
         try:
             server.start()
         except OSError as e:
-            raise SystemExit(f"dqorch: cannot listen on {host}:{port} ({key}): {e.strerror}")
+            raise StartupError(EXIT_LISTEN, f"cannot listen on {host}:{port} ({key}): "
+                               f"{e.strerror or e}")
         self._servers.append(server)
         return server
 
@@ -304,7 +395,9 @@ def _lock_data_dir(data_dir: str) -> int:
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        raise SystemExit(f"dqorch: data_dir {data_dir} is in use by another dqorch process")
+        os.close(fd)
+        raise StartupError(EXIT_DATA, f"data_dir {data_dir} is in use by another dqorch "
+                                      f"process")
     return fd
 
 
@@ -363,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     except (LogCorrupt, ReplayFailed) as e:
         log.critical("refusing to start: %s", e)     # one line; README, Recovery
         return EXIT_DATA
+    except StartupError as e:
+        log.critical("cannot start: %s", e)
+        return e.code
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
         log.critical("cannot use data_dir=%s%s: %s", cfg.data_dir, where, e.strerror or e)

@@ -87,6 +87,14 @@ def job_id(value, field: str = "id") -> str:
     return value
 
 
+def worker_id(value, field: str = "workerId") -> str:
+    """The same rule as job ids: a string of 1-256 characters, no control characters
+    (they would end up in logs, metrics listings and RabbitMQ headers)."""
+    if not isinstance(value, str):
+        raise bad(field, f"must be a string, got {_kind(value)}")
+    return job_id(value, field)
+
+
 def _int(field: str, v, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise bad(field, f"must be an integer {lo}-{hi}, got {_kind(v)}")
@@ -188,9 +196,7 @@ def report(body: dict, path_id: str | None, *, max_retries: int,
         cmd["retry_backoff_ms"] = retry_backoff_ms
     name, v = _first(body, ("workerId", "worker_id"))
     if v is not None:
-        if not isinstance(v, str) or not 1 <= len(v) <= MAX_ID_CHARS:
-            raise bad(name, f"must be a string of 1-{MAX_ID_CHARS} characters")
-        cmd["worker_id"] = sys.intern(v)
+        cmd["worker_id"] = sys.intern(worker_id(v, name))
     if body.get("result") is not None:
         cmd["result"] = body["result"]
     name, v = _first(body, ("errorMessage", "error_message"))
@@ -212,9 +218,7 @@ def heartbeat(body: dict) -> dict:
     name, v = _first(body, ("workerId", "worker_id"))
     if v is None:
         raise bad("workerId", "is required")
-    if not isinstance(v, str) or not 1 <= len(v) <= MAX_ID_CHARS:
-        raise bad(name, f"must be a string of 1-{MAX_ID_CHARS} characters")
-    w = {"worker_id": v, "worker_type": "unknown", "capacity": 10, "current_load": 0}
+    w = {"worker_id": worker_id(v, name), "worker_type": "unknown", "capacity": 10, "current_load": 0}
     name, v = _first(body, ("worker_type", "workerType"))
     if v is not None:
         if not isinstance(v, str) or len(v) > MAX_TYPE_CHARS:

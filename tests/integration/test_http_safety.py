@@ -1,0 +1,282 @@
+"""HTTP safety through a real socket to a real node (issue: wrong targets, smuggling,
+cross-site writes, silent stalls). Each test is a request a hostile or broken client
+really sends, byte for byte, and what it must never do: hit another job, register a
+job the client did not mean, answer 500, hold a connection forever."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO, SHARED_PORT, NodeProc, free_port, wait_until
+
+DQORCH = [sys.executable, os.path.join(REPO, "dqorch.py")]
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory, shared_rabbit):
+    n = NodeProc(tmp_path_factory.mktemp("http"), SHARED_PORT, http_request_timeout_s=1,
+                 http_idle_timeout_s=2, max_list_bytes=65536,
+                 allowed_origins=["https://console.example"]).start().wait_healthy()
+    yield n
+    n.stop()
+
+
+def send(node, data: bytes, shut: bool = False, timeout: float = 15) -> bytes:
+    """Send raw bytes on a new connection; everything the server answers until it
+    closes (or `timeout` passes: then b"<open>" is appended)."""
+    with socket.create_connection(("127.0.0.1", node.http_port), timeout=timeout) as s:
+        s.sendall(data)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except socket.timeout:
+            out += b"<open>"
+        return out
+
+
+def answer(raw: bytes) -> tuple:
+    """(status, json body) of the first response in raw."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1])
+    length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+              if line.lower().startswith(b"content-length:")]
+    return status, json.loads(rest[:length[0]] if length else rest)
+
+
+def post(path: str, body: bytes, *headers: str, version="1.1") -> bytes:
+    lines = [f"POST {path} HTTP/{version}", "Host: 127.0.0.1", "Connection: close",
+             *headers, f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def register(c, id_):
+    status, out = c.call("POST", "/api/jobs/register", {"id": id_, "type": "http"})
+    assert status == 202, out
+
+
+def server_errors(node) -> int:
+    """5xx answers counted by the node, from its metrics."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics").read()
+    return sum(float(line.rsplit(b" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(b"distriqueue_http_requests_total{") and b'code="5' in line)
+
+
+# Wrong targets ##############################################################
+
+def test_a_path_that_is_not_utf8_never_reaches_another_job(node):
+    c = node.client()
+    register(c, "jx")
+    status, body = answer(send(node, b"GET /api/jobs/j%FFx HTTP/1.1\r\nHost: h\r\n"
+                                     b"Connection: close\r\n\r\n"))
+    assert (status, body["error"]) == (400, "invalid_request") and "UTF-8" in body["message"]
+    status, body = answer(send(node, post("/api/jobs/jx%FF/cancel", b"")))
+    assert status == 400, body
+    assert c.call("GET", "/api/jobs/jx")[1]["status"] != "cancelled"
+
+
+def test_a_post_without_content_length_registers_nothing(node):
+    c = node.client()
+    before = c.call("GET", "/api/jobs?limit=1")[1]["count"]
+    raw = send(node, b"POST /api/jobs/register HTTP/1.0\r\nHost: h\r\n\r\n"
+                     b'{"id":"http10-mine"}', shut=True)
+    status, body = answer(raw)
+    assert (status, body["error"]) == (411, "length_required"), body
+    assert c.call("GET", "/api/jobs?limit=1")[1]["count"] == before
+    assert c.call("GET", "/api/jobs/http10-mine")[0] == 404
+
+
+def test_a_cancel_without_a_body_still_works(node):
+    """The gateway (and curl -XPOST) cancel with no body and no Content-Length."""
+    c = node.client()
+    register(c, "nobody-cancel")
+    raw = send(node, b"POST /api/jobs/nobody-cancel/cancel HTTP/1.1\r\nHost: h\r\n"
+                     b"Connection: close\r\n\r\n")
+    assert answer(raw)[0] == 200
+
+
+def test_an_empty_register_body_is_a_400_not_a_ghost_job(node):
+    c = node.client()
+    before = c.call("GET", "/api/jobs?limit=1")[1]["count"]
+    status, body = answer(send(node, post("/api/jobs/register", b"")))
+    assert (status, body["error"]) == (400, "invalid_json") and "empty" in body["message"]
+    assert c.call("GET", "/api/jobs?limit=1")[1]["count"] == before
+
+
+# Client mistakes are 400s, never 500s ########################################
+
+@pytest.mark.parametrize("raw,shut", [
+    (b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"zz\r\n{}\r\n0\r\n\r\n", False),                       # a chunk size of zz
+    (b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n"
+     b'{"id":"short"', True),                                # longer than the body, then close
+])
+def test_a_body_that_cannot_be_read_is_a_400(node, raw, shut):
+    errors = server_errors(node)
+    status, body = answer(send(node, raw, shut=shut))
+    assert (status, body["error"]) == (400, "invalid_request"), body
+    assert server_errors(node) == errors
+    assert "Traceback" not in node.log_tail(200)
+    assert node.client().call("GET", "/api/jobs/short")[0] == 404
+
+
+@pytest.mark.parametrize("te", ["Transfer-Encoding: chunked\r\nContent-Length: 5",
+                                "Content-Length: 5\r\nTransfer-Encoding: chunked",
+                                "Transfer-Encoding: gzip, chunked"])
+def test_ambiguous_framing_is_refused(node, te):
+    raw = (b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\n" + te.encode() +
+           b"\r\n\r\nd\r\n{\"id\":\"smug\"}\r\n0\r\n\r\n")
+    status, body = answer(send(node, raw))
+    assert status == 400, body
+    assert node.client().call("GET", "/api/jobs/smug")[0] == 404
+
+
+def test_a_client_that_stops_mid_body_is_answered_408_and_closed(node):
+    raw = send(node, b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"id\":")
+    assert not raw.endswith(b"<open>"), raw
+    status, body = answer(raw)
+    assert (status, body["error"]) == (408, "request_timeout"), body
+
+
+def test_a_client_that_never_finishes_its_headers_is_closed(node):
+    raw = send(node, b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\nX-Slow: ")
+    assert not raw.endswith(b"<open>"), raw
+    assert answer(raw)[0] == 408
+
+
+def test_an_idle_keep_alive_connection_is_closed(node):
+    with socket.create_connection(("127.0.0.1", node.http_port), timeout=15) as s:
+        s.sendall(b"GET /api/health HTTP/1.1\r\nHost: h\r\n\r\n")
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        rest = b""
+        try:
+            while chunk := s.recv(65536):        # nothing more is sent: idle
+                rest += chunk
+        except socket.timeout:
+            pytest.fail("the idle connection was kept open")
+        assert rest == b""
+
+
+# Heartbeats follow the id rules ############################################
+
+@pytest.mark.parametrize("route,body", [
+    ("/api/workers/heartbeat", {"workerId": "w\x00evil"}),
+    ("/api/workers/heartbeat", {"workerId": "w\nINFO forged log line"}),
+    ("/api/jobs/status", {"jobId": "jx", "status": "running", "workerId": "w\x1b[31m"}),
+])
+def test_worker_ids_with_control_characters_are_refused(node, route, body):
+    status, out = node.client().call("POST", route, body)
+    assert (status, out["error"], out["field"]) == (400, "invalid_request", "workerId"), out
+
+
+# Listings are bounded by bytes ###############################################
+
+def test_a_listing_of_big_jobs_ends_early_and_continues(node):
+    c = node.client()
+    ids = {f"big-{i}" for i in range(12)}
+    for id_ in sorted(ids):
+        status, out = c.call("POST", "/api/jobs/register",
+                             {"id": id_, "type": "big", "payload": {"d": "x" * 20000}})
+        assert status == 202, out
+    seen, cursor, pages = [], None, 0
+    while True:
+        q = "/api/jobs?type=big&full=1&limit=100" + (f"&cursor={cursor}" if cursor else "")
+        status, body = c.call("GET", q)
+        assert status == 200
+        assert len(json.dumps(body)) <= 65536 + 2048        # max_list_bytes + the wrapper
+        assert body["count"] == 12 and body["returned"] == len(body["jobs"])
+        seen += [j["id"] for j in body["jobs"]]
+        pages += 1
+        cursor = body["next"]
+        if cursor is None:
+            break
+    assert pages > 1
+    assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen))
+
+
+# Cross-site writes ##########################################################
+
+@pytest.mark.parametrize("headers,want", [
+    ((), 202),                                           # curl, the gateway, the workers
+    (("Origin: http://evil.example",), 403),
+    (("Origin: null",), 403),
+    (("Sec-Fetch-Site: cross-site",), 403),
+    (("Sec-Fetch-Site: cross-site", "Origin: https://console.example"), 403),
+    (("Origin: https://console.example",), 202),         # allowed_origins
+    (("Sec-Fetch-Site: same-origin", "Origin: http://127.0.0.1:{port}"), 202),  # our own
+])
+def test_cross_site_browser_writes_are_refused(node, headers, want):
+    id_ = f"xs-{abs(hash(headers))}"
+    headers = [h.replace("{port}", str(node.http_port)) for h in headers]
+    raw = post("/api/jobs/register", json.dumps({"id": id_}).encode(),
+               "Content-Type: text/plain", *headers)
+    raw = raw.replace(b"Host: 127.0.0.1", f"Host: 127.0.0.1:{node.http_port}".encode())
+    status, body = answer(send(node, raw))
+    assert status == want, body
+    exists = node.client().call("GET", f"/api/jobs/{id_}")[0] == 200
+    assert exists == (want == 202)
+    if want == 403:
+        assert body["error"] == "forbidden"
+
+
+def test_cross_site_cancel_is_refused_and_reads_are_not(node):
+    c = node.client()
+    register(c, "xs-victim")
+    status, _ = answer(send(node, post("/api/jobs/xs-victim/cancel", b"",
+                                       "Origin: http://evil.example")))
+    assert status == 403
+    assert c.call("GET", "/api/jobs/xs-victim",
+                  headers={"Origin": "http://evil.example"})[0] == 200
+    assert c.call("GET", "/api/jobs/xs-victim")[1]["status"] != "cancelled"
+
+
+# Start-up failures: one line each, a documented exit code ####################
+
+def start_fails(tmp_path, **cfg) -> tuple:
+    cfg = dict(dict(data_dir=str(tmp_path / "d"), http_port=free_port(),
+                    metrics_port=free_port(), rabbitmq_port=SHARED_PORT), **cfg)
+    path = tmp_path / "c.yaml"
+    path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in cfg.items()))
+    out = subprocess.run(DQORCH + ["-c", str(path)], capture_output=True, text=True,
+                         timeout=60)
+    lines = [x for x in out.stderr.splitlines() if "CRITICAL" in x]
+    assert "Traceback" not in out.stderr, out.stderr
+    assert len(lines) == 1, out.stderr
+    return out.returncode, lines[0]
+
+
+def test_a_port_in_use_is_exit_4_naming_the_key(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        code, line = start_fails(tmp_path, http_port=s.getsockname()[1])
+    assert code == 4 and "http_port" in line and "in use" in line
+
+
+def test_a_data_dir_that_is_a_file_is_exit_3(tmp_path):
+    (tmp_path / "f").write_text("not a directory")
+    code, line = start_fails(tmp_path, data_dir=str(tmp_path / "f"))
+    assert code == 3 and str(tmp_path / "f") in line
+
+
+def test_a_read_only_data_dir_is_exit_3(tmp_path):
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        code, line = start_fails(tmp_path, data_dir=str(mnt))
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+    assert code == 3 and str(mnt) in line and "Read-only" in line
