@@ -98,7 +98,7 @@ def read_body(max_bytes: int, required: bool = True) -> bytes:
     stream = env["wsgi.input"]
     if not length and not chunked:
         if required:
-            raise ApiError(411, "length_required", "send the body with a Content-Length "
+            raise ApiError(411, "invalid_request", "send the body with a Content-Length "
                            "(or chunked Transfer-Encoding)")
         return b""
     n = max_bytes + 1
@@ -117,7 +117,7 @@ def read_body(max_bytes: int, required: bool = True) -> bytes:
         with gevent.Timeout(max(0.0, left)):
             data = stream.read(n)
     except gevent.Timeout:
-        raise ApiError(408, "request_timeout", "the request body did not arrive within "
+        raise ApiError(408, "invalid_request", "the request body did not arrive within "
                        "http_request_timeout_s")
     except (OSError, ValueError) as e:    # bad chunk sizes, the client went away mid-body
         raise ApiError(400, "invalid_request", f"request body cannot be read: {e}")

@@ -399,6 +399,14 @@ RESPONSES = {
                           "log write failed), or the commit timed out and its outcome is "
                           "unknown (retrying a register is safe).", "unavailable"),
     "Internal": _error("A bug; the traceback is in the node's log.", "internal"),
+    "Forbidden": _error("A cross-site browser write: Sec-Fetch-Site is cross-site, or "
+                        "Origin is neither this node's own nor in allowed_origins.",
+                        "forbidden"),
+    "RequestTimeout": _error("The body did not arrive within http_request_timeout_s; "
+                             "the connection is closed.", "invalid_request"),
+    "LengthRequired": _error("A body without Content-Length or chunked encoding "
+                             "(e.g. HTTP/1.0 until close) cannot be framed.",
+                             "invalid_request"),
 }
 
 
@@ -406,7 +414,10 @@ def _responses(ok_code: str, ok_desc: str, ok_schema: dict, *errors: str) -> dic
     out = {ok_code: {"description": ok_desc, "content": _json(ok_schema)}}
     codes = {"400": "BadRequest", "404": "NotFound", "405": "MethodNotAllowed",
              "409": "Conflict", "413": "PayloadTooLarge", "503": "Unavailable",
-             "500": "Internal"}
+             "500": "Internal", "403": "Forbidden", "408": "RequestTimeout",
+             "411": "LengthRequired"}
+    if "413" in errors:            # every route that reads a body is a write
+        errors += ("403", "408", "411")
     for code in sorted(set(errors) | {"500"}):
         out[code] = _rref(codes[code])
     return out
@@ -461,7 +472,7 @@ PATHS = {
         "operationId": "registerJob", "tags": ["jobs"], "summary": "Register a job",
         "description": "Idempotent per id while the job is not terminal; registering a "
                        "terminal job's id starts a new attempt of it.",
-        "requestBody": _body("RegisterRequest", required=False),
+        "requestBody": _body("RegisterRequest"),
         "responses": _responses("202", "Durably recorded; it is published to RabbitMQ "
                                 "and becomes queued once the broker confirms it.",
                                 _ref("Accepted"), "400", "413", "503"),

@@ -89,7 +89,7 @@ def test_a_post_without_content_length_registers_nothing(node):
     raw = send(node, b"POST /api/jobs/register HTTP/1.0\r\nHost: h\r\n\r\n"
                      b'{"id":"http10-mine"}', shut=True)
     status, body = answer(raw)
-    assert (status, body["error"]) == (411, "length_required"), body
+    assert (status, body["error"]) == (411, "invalid_request"), body
     assert c.call("GET", "/api/jobs?limit=1")[1]["count"] == before
     assert c.call("GET", "/api/jobs/http10-mine")[0] == 404
 
@@ -144,7 +144,7 @@ def test_a_client_that_stops_mid_body_is_answered_408_and_closed(node):
                      b"Content-Length: 100\r\n\r\n{\"id\":")
     assert not raw.endswith(b"<open>"), raw
     status, body = answer(raw)
-    assert (status, body["error"]) == (408, "request_timeout"), body
+    assert (status, body["error"]) == (408, "invalid_request"), body
 
 
 def test_a_client_that_never_finishes_its_headers_is_closed(node):

@@ -176,7 +176,8 @@ def test_every_error_the_code_raises_is_documented_with_its_status():
             (500, "internal")} <= errors, errors
     by_status = {"400": "BadRequest", "404": "NotFound", "405": "MethodNotAllowed",
                  "409": "Conflict", "413": "PayloadTooLarge", "503": "Unavailable",
-                 "500": "Internal"}
+                 "500": "Internal", "403": "Forbidden", "408": "RequestTimeout",
+                 "411": "LengthRequired"}
     for status, code in errors:
         name = by_status.get(str(status))
         assert name, f"no documented response for status {status} ({code})"
