@@ -133,3 +133,17 @@ def test_the_import_check_resolves_relative_imports():
 def test_the_clock_check_catches_a_clock_read():
     src = "import datetime\nt = datetime.datetime.now()\nd = datetime.date.today()\n"
     assert attribute_calls(src) & CLOCK_CALLS == {("datetime", "now"), ("date", "today")}
+
+
+def test_raft_core_imports_nothing_from_dqorch_and_no_clock_or_randomness():
+    """STYLE §3: raft/core.py imports only the stdlib, nothing of dqorch, and gets its
+    randomness injected (an rng argument), never from `random` itself."""
+    source = (PKG / "raft" / "core.py").read_text()
+    assert violations(source, "raft.core") == []
+    names = {a.name for n in ast.walk(ast.parse(source))
+             if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    modules = {n.module for n in ast.walk(ast.parse(source))
+               if isinstance(n, ast.ImportFrom) and n.module}
+    assert not (names | modules) & {"time", "random", "socket", "os", "gevent"}
+    assert not [m for m in modules if m.startswith("dqorch") or m == ""]
+    assert attribute_calls(source) & CLOCK_CALLS == set()
