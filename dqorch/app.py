@@ -444,10 +444,15 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as e:
         print(str(e), file=sys.stderr)
         return 2
+    unknown_env = config.unknown_env_warning(os.environ)
     if args.check_config:
+        if unknown_env:
+            print(unknown_env, file=sys.stderr)
         print(json.dumps(cfg.masked(), indent=2))
         return 0
     setup_logging(cfg)
+    if unknown_env:
+        log.warning("%s", unknown_env)    # one line; README, Deployment
     try:
         node = Node(cfg, skip_entries=args.skip_entry)
         for sig in (signal.SIGTERM, signal.SIGINT):

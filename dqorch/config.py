@@ -30,7 +30,8 @@ LOG_FORMATS = ("text", "json")
 class ConfigError(ValueError):
     """A setting is unknown, has the wrong type or an impossible value, or the file is unusable.
 
-    `key` names what is at fault: a setting, an unknown `DQ_*` variable, or the file's path.
+    `key` names what is at fault: a setting, an unknown key of the file, or the file's path.
+    (`DQ_*` variables that are not settings are no error: see `unknown_env`.)
     `str(err)` is the single line `config: <key>: <problem>`; start-up prints it and exits 2.
     """
 
@@ -77,7 +78,9 @@ class Config:
     http_request_timeout_s: float = 30.0  # most time to read one request (headers and body)
     http_idle_timeout_s: float = 75.0  # a keep-alive connection idle longer is closed
     max_list_bytes: int = 4194304  # a GET /api/jobs page ends early past this many bytes
-    rabbitmq_heartbeat_s: int = 10  # AMQP heartbeat: a dead broker is noticed in ~2x this
+    # AMQP heartbeat: pika drops a connection that received nothing for a whole check
+    # interval of this + 5 s, so a silent broker is noticed within 2 x (this + 5) s.
+    rabbitmq_heartbeat_s: int = 10
 
     @property
     def node_id(self) -> str:
@@ -366,6 +369,89 @@ def _unknown(name: str, candidates: list[str]) -> str:
     return "unknown key" + (f"; did you mean {close[0]}?" if close else "")
 
 
+# Kubernetes service links #####################################################
+
+# For every Service in its namespace Kubernetes puts <SVC>_SERVICE_HOST,
+# <SVC>_SERVICE_PORT[_<port name>], <SVC>_PORT=tcp://ip:port and
+# <SVC>_PORT_<n>_<PROTO>[_PROTO|_PORT|_ADDR] into each pod's environment (unless the pod
+# says enableServiceLinks: false). A Service named dq or dq-<anything> makes them DQ_*.
+_LINK_NAME_RE = re.compile(r"[A-Z0-9_]+?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?"
+                           r"|PORT_[0-9]+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)")
+_LINK_VALUE_RE = re.compile(r"(tcp|udp|sctp)://[^\s/]+:[0-9]+")
+SERVICE_LINK_FIX = "set enableServiceLinks: false on the pod"
+_MAX_NAMES_SHOWN = 20
+
+
+def _is_service_link(name: str, value: str) -> bool:
+    """Whether NAME=value looks like a Kubernetes service link. A bare <SVC>_PORT counts
+    only with a tcp://host:port value: DQ_METRIC_PORT=9101 is a misspelt setting."""
+    return bool(_LINK_NAME_RE.fullmatch(name) or (
+        name.endswith("_PORT") and _LINK_VALUE_RE.fullmatch(value.strip())))
+
+
+def _service_link_hint(var: str, value: str) -> str:
+    """For a setting's bad value from the environment: a hint when it is a service link
+    (DQ_RABBITMQ_PORT=tcp://10.0.0.7:5672 comes from a Service named dq-rabbitmq)."""
+    if not _LINK_VALUE_RE.fullmatch(value.strip()):
+        return ""
+    service = ""
+    if var.upper().endswith("_PORT"):
+        service = f" (for a Service named {var[:-len('_PORT')].lower().replace('_', '-')})"
+    return f"; this looks like a Kubernetes service link{service}: {SERVICE_LINK_FIX}"
+
+
+def _not_settings(env: Mapping[str, str]) -> list[tuple[str, bool]]:
+    """(entry, is a service link) for each DQ_* variable of env that is not a setting."""
+    out = []
+    candidates = [ENV_PREFIX + k.upper() for k in KEYS]
+    for name in sorted(env):
+        if (not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS
+                or name[len(ENV_PREFIX):].lower() in _SPECS):
+            continue
+        entry, link = _one_line(name), _is_service_link(name, env[name])
+        if not link:
+            close = difflib.get_close_matches(name.upper(), candidates, n=1, cutoff=0.6)
+            if close:
+                entry += f" (did you mean {close[0]}?)"
+        out.append((entry, link))
+    return out
+
+
+def unknown_env(env: Mapping[str, str]) -> list[str]:
+    """The `DQ_*` variables in `env` that are not settings (NOT_SETTINGS aside), sorted.
+
+    Pure. Each entry is the variable's name, followed by " (did you mean DQ_X?)" when it
+    is close to a setting's and does not look like a Kubernetes service link. Values are
+    never included (a misspelt DQ_RABBITMQ_PASWORD holds a password).
+    """
+    return [entry for entry, _ in _not_settings(env)]
+
+
+def unknown_env_warning(env: Mapping[str, str]) -> str | None:
+    """The one line start-up logs about `unknown_env(env)`; None when there is nothing.
+
+    Pure. Service links are listed apart, with the fix. At most 20 names of each kind
+    are shown, then "and N more".
+    """
+    found = _not_settings(env)
+    if not found:
+        return None
+    links = [entry for entry, link in found if link]
+    others = [entry for entry, link in found if not link]
+
+    def names(entries: list[str]) -> str:
+        more = len(entries) - _MAX_NAMES_SHOWN
+        return ", ".join(entries[:_MAX_NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
+
+    parts = [names(others)] if others else []
+    if links:
+        parts.append(f"Kubernetes service links {names(links)} ({SERVICE_LINK_FIX} "
+                     f"to stop them)")
+    what = ("1 DQ_* environment variable that is not a setting" if len(found) == 1
+            else f"{len(found)} DQ_* environment variables that are not settings")
+    return f"ignoring {what}: " + "; ".join(parts)
+
+
 # Parsing ####################################################################
 
 def parse(raw: Mapping[str, Any] | None, env: Mapping[str, str], *,
@@ -373,10 +459,12 @@ def parse(raw: Mapping[str, Any] | None, env: Mapping[str, str], *,
     """Validate the YAML mapping `raw` (None = empty) with `DQ_<KEY>` overrides from `env`.
 
     Pure: reads nothing else. Every key is optional. Checks, in this order: the top level
-    is a mapping (else the ConfigError's key is `source`), no unknown key in `raw`, no
-    unknown `DQ_*` variable in `env` (except NOT_SETTINGS), then each key in field order
-    (the environment's value wins over the file's and only the winner is checked), then
-    the rules between keys. The first problem found raises ConfigError.
+    is a mapping (else the ConfigError's key is `source`), no unknown key in `raw`, then
+    each key in field order (the environment's value wins over the file's and only the
+    winner is checked), then the rules between keys. The first problem found raises
+    ConfigError. `DQ_*` variables that are not settings are ignored here (Kubernetes
+    puts its service links into every pod, and a Service named dq-... makes them DQ_*);
+    `unknown_env` lists them for a warning.
 
     Types: from YAML an integer key needs an int (not a bool, not a float, not a quoted
     number), worker_heartbeat_timeout_s an int or float, a bool key a bool, a text key a
@@ -399,10 +487,8 @@ def parse(raw: Mapping[str, Any] | None, env: Mapping[str, str], *,
         if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         key = name[len(ENV_PREFIX):].lower()
-        if key not in _SPECS:
-            hint = _unknown(name.upper(), [ENV_PREFIX + k.upper() for k in KEYS])
-            raise ConfigError(name, hint.replace("unknown key", "unknown setting in the environment"))
-        overrides[key] = (env[name], name)
+        if key in _SPECS:
+            overrides[key] = (env[name], name)
 
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}  # key -> " (from DQ_X)" when the environment set it
@@ -420,7 +506,10 @@ def parse(raw: Mapping[str, Any] | None, env: Mapping[str, str], *,
             problem = bad.message
             if bad.show_value:
                 problem += f", got {_describe(value, key in SECRETS)}{bad.hint}"
-            raise ConfigError(key, problem + origin.get(key, "")) from None
+            problem += origin.get(key, "")
+            if from_env and key not in SECRETS:
+                problem += _service_link_hint(overrides[key][1], value)
+            raise ConfigError(key, problem) from None
 
     cfg = Config(**values)
     _check_across(cfg, origin)

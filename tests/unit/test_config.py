@@ -348,11 +348,76 @@ def test_unknown_key_with_line_breaks_still_gives_one_line():
         assert len(str(err).splitlines()) == 1 and str(err).startswith("config: a b: ")
 
 
-def test_unknown_env_variable_is_named():
-    err = error_of({}, {"DQ_RABBIT_HOST": "x"})
-    assert_one_line_naming(err, "DQ_RABBIT_HOST")
-    assert "did you mean DQ_RABBITMQ_HOST" in str(err)
-    assert_one_line_naming(error_of({}, {"DQ_": "x"}), "DQ_")
+# DQ_* variables that are not settings, Kubernetes service links ##############
+
+# What Kubernetes puts into every pod of the namespace for a Service named "dq" with one
+# port named "http" (unless the pod has enableServiceLinks: false).
+SERVICE_DQ = {
+    "DQ_SERVICE_HOST": "10.96.0.12",
+    "DQ_SERVICE_PORT": "8081",
+    "DQ_SERVICE_PORT_HTTP": "8081",
+    "DQ_PORT": "tcp://10.96.0.12:8081",
+    "DQ_PORT_8081_TCP": "tcp://10.96.0.12:8081",
+    "DQ_PORT_8081_TCP_PROTO": "tcp",
+    "DQ_PORT_8081_TCP_PORT": "8081",
+    "DQ_PORT_8081_TCP_ADDR": "10.96.0.12",
+}
+
+
+def test_unknown_env_variables_are_ignored_by_parse():
+    # They stopped start-up before (exit 2), which made a pod next to a Service named
+    # dq or dq-<anything> unstartable.
+    env = dict(SERVICE_DQ, DQ_RABBIT_HOST="x", DQ_="x", DQ_HTTP_PORT="9000")
+    assert parse({}, env) == Config(http_port=9000)
+
+
+def test_unknown_env_lists_them_with_a_hint_for_misspellings():
+    assert config.unknown_env({"DQ_RABBIT_HOST": "x", "DQ_": "x", "DQ_HTTP_PORT": "1",
+                               "DQ_SIM_SEEDS": "5", "HOME": "/root"}) == [
+        "DQ_", "DQ_RABBIT_HOST (did you mean DQ_RABBITMQ_HOST?)"]
+    assert config.unknown_env({}) == [] and config.unknown_env({"DQ_HTTP_PORT": "1"}) == []
+
+
+def test_service_links_get_no_misleading_hint():
+    # DQ_PORT is close to DQ_RAFT_PORT, but it is the Service "dq", not a typo.
+    assert config.unknown_env(SERVICE_DQ) == sorted(SERVICE_DQ)
+    # A bare <SVC>_PORT is a link only with a tcp://host:port value.
+    assert config.unknown_env({"DQ_METRIC_PORT": "9101"}) == [
+        "DQ_METRIC_PORT (did you mean DQ_METRICS_PORT?)"]
+    assert config.unknown_env({"DQ_METRIC_PORT": "tcp://10.1.2.3:9101"}) == ["DQ_METRIC_PORT"]
+
+
+def test_unknown_env_warning_is_one_line_naming_them_and_the_fix():
+    assert config.unknown_env_warning({}) is None
+    assert config.unknown_env_warning({"DQ_HTTP_PORT": "1", "DQ_SIM_SEEDS": "1"}) is None
+    line = config.unknown_env_warning(dict(SERVICE_DQ, DQ_RABBIT_HOST="x"))
+    assert "\n" not in line
+    assert line.startswith("ignoring 9 DQ_* environment variables that are not settings: "
+                           "DQ_RABBIT_HOST (did you mean DQ_RABBITMQ_HOST?); ")
+    assert all(name in line for name in SERVICE_DQ)
+    assert "Kubernetes service links" in line and "enableServiceLinks: false" in line
+    assert config.unknown_env_warning({"DQ_X": "1"}) == (
+        "ignoring 1 DQ_* environment variable that is not a setting: DQ_X")
+
+
+def test_unknown_env_warning_is_bounded():
+    env = {f"DQ_SVC{i:02d}_SERVICE_HOST": "10.0.0.1" for i in range(50)}
+    line = config.unknown_env_warning(env)
+    assert "and 30 more" in line and "DQ_SVC19_" in line and "DQ_SVC20_" not in line
+
+
+def test_service_link_overriding_a_setting_says_where_it_came_from():
+    # A Service named dq-rabbitmq injects DQ_RABBITMQ_PORT, and it is a setting.
+    err = error_of({}, {"DQ_RABBITMQ_PORT": "tcp://10.96.3.4:5672"})
+    assert_one_line_naming(err, "rabbitmq_port")
+    assert str(err) == (
+        "config: rabbitmq_port: must be an integer 1-65535, got 'tcp://10.96.3.4:5672' "
+        "(from DQ_RABBITMQ_PORT); this looks like a Kubernetes service link (for a Service "
+        "named dq-rabbitmq): set enableServiceLinks: false on the pod")
+    err = error_of({}, {"DQ_HTTP_PORT": "tcp://10.96.3.5:8081"})
+    assert "(from DQ_HTTP_PORT)" in str(err) and "named dq-http)" in str(err)
+    # Any other bad value gets no such hint.
+    assert "Kubernetes" not in str(error_of({}, {"DQ_RABBITMQ_PORT": "5672x"}))
 
 
 def test_unknown_key_is_reported_before_bad_values():
@@ -400,7 +465,11 @@ def test_secret_values_never_appear_in_errors(key):
     assert SECRET not in str(error_of({}, {env_var: SECRET, "DQ_HTTP_PORT": "x"}))
     # A misspelt secret key is unknown; its value is not quoted either.
     assert SECRET not in str(error_of({key + "x": SECRET}))
-    assert SECRET not in str(error_of({}, {env_var + "X": SECRET}))
+    assert SECRET not in " ".join(config.unknown_env({env_var + "X": SECRET}))
+    assert SECRET not in config.unknown_env_warning({env_var + "X": SECRET})
+    # A secret that looks like a service link is not described either.
+    link = "tcp://" + SECRET + ":1"
+    assert link not in str(error_of({}, {env_var: link, "DQ_HTTP_PORT": "x"}))
 
 
 def test_secret_of_wrong_type_is_described_not_shown():
