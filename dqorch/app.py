@@ -173,7 +173,7 @@ class Node:
         self.workers = WorkerTable(cfg.worker_heartbeat_timeout_s, now_ms)
         self.broker = Broker(cfg.rabbitmq_host, cfg.rabbitmq_port, cfg.rabbitmq_username,
                              cfg.rabbitmq_password, cfg.rabbitmq_vhost,
-                             window=cfg.publish_window,
+                             window=cfg.publish_window, heartbeat_s=cfg.rabbitmq_heartbeat_s,
                              on_confirmed=lambda toks: self.dispatcher.on_confirmed(toks),
                              on_rejected=lambda toks, why: self.dispatcher.on_rejected(toks, why),
                              on_state=self._broker_state)
@@ -255,8 +255,11 @@ class Node:
 
     def broker_status(self) -> dict:
         b = self.broker
+        # Connected but silent (a stopped broker): the overdue confirms are the error.
         return {"connected": b.connected, "down_since": b.disconnected_since_ms,
-                "error": b.last_error, "in_flight": b.in_flight(), "stats": dict(b.stats)}
+                "error": b.last_error or b.confirms_overdue(), "in_flight": b.in_flight(),
+                "oldest_unconfirmed_s": round(b.unconfirmed_age_s(), 1),
+                "stats": dict(b.stats)}
 
     def health(self):
         node = self.node
@@ -267,7 +270,8 @@ class Node:
                     "commit_index": node.commit_index},
             "snapshot": {"ok": node.snapshot_error is None, "error": node.snapshot_error,
                          "index": node.log.snapshot_index},
-            "broker": dict(self.broker_status(), ok=self.broker.connected),
+            "broker": dict(self.broker_status(), ok=self.broker.connected
+                           and self.broker.confirms_overdue() is None),
         }
         if not checks["role"]["ok"]:
             status, code = "unavailable", 503
@@ -421,7 +425,10 @@ def setup_logging(cfg: config.Config) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(cfg.log_level.upper())
-    logging.getLogger("pika").setLevel(logging.WARNING if cfg.log_level != "debug" else logging.INFO)
+    # pika logs 7 ERROR lines per failed connect attempt (every few seconds while the broker
+    # is down); dqorch.broker logs each state change once instead.
+    logging.getLogger("pika").setLevel(logging.INFO if cfg.log_level == "debug"
+                                       else logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:

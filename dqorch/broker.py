@@ -34,8 +34,14 @@ SETUP_TIMEOUT_S = 30.0
 # twice under load, never reproduced). Reconnect; what was in flight is handed back
 # as connection_lost and published again (at-least-once).
 CONFIRM_TIMEOUT_S = 30.0
-# Connect failures repeat every few seconds while the broker is down: warn on the first
-# one after a state change, then at most this often.
+# The oldest message in flight has waited this long for its confirm: GET /api/health says
+# degraded ("confirms overdue"), although the connection is up. RabbitMQ confirms within
+# milliseconds, a few hundred under heavy disk load; a broker that is stopped (SIGSTOP, a
+# paused VM, a path that drops packets without a reset) answers nothing, and the
+# connection still looks up until the AMQP heartbeat or CONFIRM_TIMEOUT_S gives up on it.
+CONFIRM_OVERDUE_S = 5.0
+# Connect failures repeat every few seconds while the broker is down: one warning on the
+# first failure after a state change, then "still down" at most this often.
 FAILURE_WARN_EVERY_S = 30.0
 MAX_ERROR_CHARS = 200
 
@@ -69,12 +75,13 @@ def _now_ms() -> int:
 class _Pending:
     """One published, not yet settled message. Tags are consecutive per channel."""
 
-    __slots__ = ("tag", "token", "message_id", "returned", "done")
+    __slots__ = ("tag", "token", "message_id", "at", "returned", "done")
 
-    def __init__(self, tag, token, message_id):
+    def __init__(self, tag, token, message_id, at):
         self.tag = tag
         self.token = token
         self.message_id = message_id
+        self.at = at            # time.monotonic() of the publish
         self.returned = False   # a basic.return arrived; its ack means "not routed"
         self.done = False       # acked/nacked out of order, still in the deque
 
@@ -101,7 +108,7 @@ class Broker:
                  on_confirmed=lambda tokens: None,
                  on_rejected=lambda tokens, reason: None,
                  on_state=lambda connected: None,
-                 backoff_initial_s=0.2, backoff_max_s=5.0, heartbeat_s=30):
+                 backoff_initial_s=0.2, backoff_max_s=5.0, heartbeat_s=10):
         if window < 1:
             raise ValueError("window must be >= 1")
         if not 0 < backoff_initial_s <= backoff_max_s:
@@ -119,8 +126,9 @@ class Broker:
         pika_log = logging.getLogger("pika")
         if pika_log.level == logging.NOTSET:
             # pika logs 7 ERROR lines per refused connect attempt; with the broker down
-            # that is a flood every few seconds. We log each failure ourselves, rate
-            # limited, so keep only pika's critical messages unless configured.
+            # that is a flood every few seconds. We log the state changes ourselves, so
+            # keep only pika's critical messages unless the caller set a level
+            # (app.setup_logging does, CRITICAL unless log_level is debug).
             pika_log.setLevel(logging.CRITICAL)
         self._on_confirmed = on_confirmed
         self._on_rejected = on_rejected
@@ -188,6 +196,23 @@ class Broker:
         """Published and not yet confirmed, nacked or returned."""
         return self._in_flight
 
+    def unconfirmed_age_s(self) -> float:
+        """Seconds the oldest message in flight has waited for its confirm; 0.0 if none."""
+        if not self._in_flight or not self._pending:
+            return 0.0
+        # The deque's left end is always an unsettled entry (see _on_ack_nack).
+        return max(0.0, time.monotonic() - self._pending[0].at)
+
+    def confirms_overdue(self):
+        """"confirms overdue N s (in_flight=M)" while connected with the oldest message in
+        flight unconfirmed for CONFIRM_OVERDUE_S or longer; None otherwise."""
+        if not self.connected:
+            return None
+        age_s = self.unconfirmed_age_s()
+        if age_s < CONFIRM_OVERDUE_S:
+            return None
+        return "confirms overdue %d s (in_flight=%d)" % (age_s, self._in_flight)
+
     def free_slots(self) -> int:
         """How many more messages ``publish`` accepts now (0 when not connected)."""
         if not self.connected:
@@ -210,10 +235,11 @@ class Broker:
             log.warning("broker publish failed error=%s", self._describe(exc))
             return False
         self._next_tag += 1
+        now = time.monotonic()
         self._pending.append(_Pending(self._next_tag, token, properties.message_id
-                                      if properties is not None else None))
+                                      if properties is not None else None, now))
         if self._in_flight == 0:
-            self._last_confirm_at = time.monotonic()
+            self._last_confirm_at = now
         self._in_flight += 1
         self.stats["published"] += 1
         if self._in_flight >= self.window:
@@ -412,6 +438,8 @@ class Broker:
                 entry = pending.popleft()
                 if not entry.done:
                     settled.append(entry)
+            while pending and pending[0].done:   # settled out of order before
+                pending.popleft()
         else:
             entry = self._find(tag)
             if entry is None or entry.done:
@@ -490,7 +518,9 @@ class Broker:
             else:
                 log.info("broker closed host=%s port=%d in_flight=%d",
                          self.host, self.port, len(lost))
-            self._last_failure_warn = None
+            # That line was the state change: failed reconnects are told only by the
+            # "still down" line, FAILURE_WARN_EVERY_S from now.
+            self._last_failure_warn = time.monotonic()
         if lost:
             self.stats["lost"] += len(lost)
             self._call(self._on_rejected, lost, "connection_lost")
@@ -509,11 +539,16 @@ class Broker:
         self.last_error = text
         self._failures_since_change += 1
         now = time.monotonic()
-        if (self._last_failure_warn is None
-                or now - self._last_failure_warn >= FAILURE_WARN_EVERY_S):
+        if self._last_failure_warn is None:
             self._last_failure_warn = now
-            log.warning("broker connect failed host=%s port=%d error=%s failures=%d",
-                        self.host, self.port, text, self._failures_since_change)
+            log.warning("broker connect failed host=%s port=%d error=%s; retrying, "
+                        "told again every %ds while down", self.host, self.port, text,
+                        FAILURE_WARN_EVERY_S)
+        elif now - self._last_failure_warn >= FAILURE_WARN_EVERY_S:
+            self._last_failure_warn = now
+            log.warning("broker still down host=%s port=%d attempts=%d down_s=%d error=%s",
+                        self.host, self.port, self._failures_since_change,
+                        (_now_ms() - (self.disconnected_since_ms or _now_ms())) // 1000, text)
         else:
             log.debug("broker connect failed host=%s port=%d error=%s failures=%d",
                       self.host, self.port, text, self._failures_since_change)

@@ -6,8 +6,10 @@ stop or restart a broker use a private one on DQ_TEST_PRIVATE_RABBIT_PORT (defau
 deadline, never a bare sleep.
 """
 
+import contextlib
 import fcntl
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -89,6 +91,25 @@ class LocalRabbit:
     def stop(self):
         self._script("stop")
         wait_until(lambda: not port_open(self.port), 60, 0.1, "port %d closed" % self.port)
+
+    def pid(self):
+        """The broker's OS process (beam.smp), from the pid file scripts/rabbitmq-local.sh
+        keeps in its RABBIT_DIR (${TMPDIR:-/tmp}/dqorch-rabbit-<port>)."""
+        path = os.path.join(os.environ.get("TMPDIR") or "/tmp",
+                            "dqorch-rabbit-%d" % self.port, "rabbit.pid")
+        with open(path) as f:
+            return int(f.read().strip())
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """SIGSTOP the broker for the block: connections stay open, nothing is answered
+        (a hung host, a paused VM). Always SIGCONT on the way out."""
+        pid = self.pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield pid
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def ctl(self, *args):
         """Run rabbitmqctl against this broker; returns its output."""

@@ -9,6 +9,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import os  # noqa: E402
+import re  # noqa: E402
 
 import gevent  # noqa: E402
 import pika  # noqa: E402
@@ -246,6 +247,29 @@ def test_reconnect_attempts_do_not_leak_file_descriptors(make_broker):
     # pika's default GeventConnection makes a pipe per connection: +100 fds here.
     assert fds() - before < 10
     assert "ConnectionRefusedError" in b.last_error
+
+
+def test_failed_connects_are_one_warning_then_still_down_with_the_attempts(
+        make_broker, caplog, monkeypatch):
+    import logging
+    from dqorch import broker as broker_mod
+    monkeypatch.setattr(broker_mod, "FAILURE_WARN_EVERY_S", 0.5)
+    b, rec = make_broker(1, backoff_initial_s=0.02, backoff_max_s=0.02)   # refused
+    with caplog.at_level(logging.INFO):
+        b.start()
+        wait_until(lambda: b.stats["connect_failures"] >= 10, what="10 failures")
+        gevent.sleep(1.2)
+        b.stop()
+    failures = b.stats["connect_failures"]
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in caplog.records if r.name.startswith("pika")]
+    assert lines[0].startswith("broker connect failed host=127.0.0.1 port=1 "
+                               "error=ConnectionRefusedError")
+    still = lines[1:]
+    assert 1 <= len(still) <= 3 and len(still) < failures - 5, lines
+    attempts = [int(re.search(r" attempts=(\d+) ", m).group(1)) for m in still
+                if m.startswith("broker still down host=127.0.0.1 port=1 ")]
+    assert len(attempts) == len(still) and attempts == sorted(attempts) and attempts[0] > 1
 
 
 def test_broker_down_means_disconnected_and_it_reconnects_by_itself(private_rabbit,
