@@ -460,6 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(cfg)
     if unknown_env:
         log.warning("%s", unknown_env)    # one line; README, Deployment
+    if cfg.raft_peers:
+        # Two nodes that each lead alone would both publish and both accept writes
+        # (split brain): refuse until replication between peers exists.
+        log.critical("config: raft_peers: clustering is not built yet; a node with peers "
+                     "would be a second leader (split brain). Remove raft_peers to run "
+                     "one node.")
+        return 2
     try:
         node = Node(cfg, skip_entries=args.skip_entry)
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -90,3 +90,14 @@ def test_a_damaged_hard_state_refuses_start_naming_the_file(make_node):
     assert code == 3 and "Traceback" not in err, err
     (line,) = critical_lines(err)
     assert hs in line and "damaged hard state" in line
+
+
+def test_a_node_with_peers_refuses_to_start_until_clustering_exists(make_node):
+    """Two nodes configured as peers each became their own leader (split brain)."""
+    node = make_node(rabbit_port=SHARED_PORT, start=False,
+                     raft_peers=["orchestrator@127.0.0.2"])
+    code, err = start_and_exit(node)
+    assert code == 2 and "Traceback" not in err, err
+    (line,) = critical_lines(err)
+    assert "raft_peers" in line and "split brain" in line
+    assert not os.path.exists(node.cfg["data_dir"])      # refused before touching it

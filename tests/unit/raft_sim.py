@@ -238,7 +238,7 @@ class Sim:
         for i in self.ids:
             if self.nodes[i] is None:
                 self.start(i)
-        target = None
+        target, by = None, None
         for _ in range(max_rounds):
             for i in self.ids:
                 self.tick(i)
@@ -246,9 +246,11 @@ class Sim:
                 if not self.deliver_one():
                     break
             lead = self.leader()
+            if target is not None and (lead, self.nodes[lead].term if lead else 0) != by:
+                target = None                    # its leader lost office: propose anew
             if target is None and lead is not None and self.nodes[lead].transferee is None:
                 self.proposed += 1
-                target = f"v{self.proposed}"
+                target, by = f"v{self.proposed}", (lead, self.nodes[lead].term)
                 try:
                     self.nodes[lead].propose(target)
                     self.process(lead)
