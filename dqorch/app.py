@@ -351,6 +351,9 @@ class Node:
                 (k,): v for k, v in self.broker.stats.items()}, ("event",)),
             "distriqueue_broker_in_flight": ("Messages published, not yet confirmed",
                                              self.broker.in_flight(), ()),
+            "distriqueue_broker_oldest_unconfirmed_seconds": (
+                "Age of the oldest publish not yet confirmed (0 when none)",
+                self.broker.unconfirmed_age_s(), ()),
             "distriqueue_publish_backlog": ("Jobs waiting to be published",
                                             backlog["jobs_to_publish"], ()),
             "distriqueue_outbox_backlog": ("Status events not yet published",

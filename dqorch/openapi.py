@@ -297,6 +297,7 @@ _RESP = {
             "down_since": MILLIS_OR_NULL,
             "error": {"type": ["string", "null"]},
             "in_flight": COUNT,
+            "oldest_unconfirmed_s": {"type": "number", "minimum": 0},
             "stats": {"type": "object"},
         },
     },

@@ -124,6 +124,25 @@ tests:
         alertname: DqorchWorkersUnresponsive
         exp_alerts: [{exp_labels: {severity: warning, job: dqorch, instance: a, status: unresponsive}}]
 
+  - name: confirms overdue, and snapshots that only fail
+    interval: 1m
+    input_series:
+      - {series: 'distriqueue_broker_oldest_unconfirmed_seconds{job="dqorch",instance="a"}', values: '0 0 60+60x40'}
+      - {series: 'distriqueue_broker_oldest_unconfirmed_seconds{job="dqorch",instance="b"}', values: '2x40'}
+      - {series: 'distriqueue_raft_snapshots_total{job="dqorch",instance="a",outcome="failed"}', values: '0+1x60'}
+      - {series: 'distriqueue_raft_snapshots_total{job="dqorch",instance="a",outcome="written"}', values: '3x60'}
+      - {series: 'distriqueue_raft_snapshots_total{job="dqorch",instance="b",outcome="failed"}', values: '0+1x60'}
+      - {series: 'distriqueue_raft_snapshots_total{job="dqorch",instance="b",outcome="written"}', values: '0+1x60'}
+    alert_rule_test:
+      - {eval_time: 2m, alertname: DqorchBrokerConfirmsOverdue, exp_alerts: []}
+      - eval_time: 5m
+        alertname: DqorchBrokerConfirmsOverdue
+        exp_alerts: [{exp_labels: {severity: critical, job: dqorch, instance: a}}]
+      - {eval_time: 10m, alertname: DqorchSnapshotsFailing, exp_alerts: []}
+      - eval_time: 40m
+        alertname: DqorchSnapshotsFailing
+        exp_alerts: [{exp_labels: {severity: warning, job: dqorch, instance: a, outcome: failed}}]
+
   - name: a growing publish backlog and old pending jobs; a steady backlog is fine
     interval: 15s
     input_series:
