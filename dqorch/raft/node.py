@@ -181,7 +181,10 @@ class RaftNode:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(timeout=None if self.log_ok else PROBE_S)
+            # Wake by itself while something must be retried: the log probe, or a
+            # failed snapshot on a node that may get no writes at all.
+            idle = self.log_ok and self.snapshot_error is None
+            self._wake.wait(timeout=None if idle else PROBE_S)
             self._wake.clear()
             if not self.log_ok and not self._queue and self.role == "leader" \
                     and time.monotonic() >= self._probe_at:

@@ -60,3 +60,26 @@ def test_stop_returns_when_the_log_fd_is_already_gone(tmp_path):
     os.close(node.log._fd)                   # EBADF in close used to stop the stop
     node.stop()
     assert node.role == "stopped"
+
+
+def test_a_failed_snapshot_is_retried_on_an_idle_node(tmp_path, monkeypatch):
+    """The retry used to wait for the next write: an idle node stayed degraded."""
+    from dqorch.raft import node as node_mod
+    monkeypatch.setattr(node_mod, "SNAPSHOT_RETRY_S", 0.2)
+    node = node_on(tmp_path, snapshot_entries=5)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd")) - 1
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use, hard))
+    try:
+        for i in range(8):
+            node.propose(reg(f"j{i}", T0))
+        gevent.sleep(0.05)
+        assert node.snapshot_error is not None
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for _ in range(300):                      # no more writes from here on
+        if node.snapshots:
+            break
+        gevent.sleep(0.02)
+    assert node.snapshots == 1 and node.snapshot_error is None
+    node.stop()
