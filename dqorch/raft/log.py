@@ -134,6 +134,7 @@ class RaftLog:
         self.last_index = 0
         self.last_term = 0
         self.snapshot_index = 0
+        self._snapshot_term = 0
         self.unsure: int | None = None    # Rule 2: offset a failed cut must still reach
         self._fd: int | None = None
         self._seg_first = 0
@@ -150,7 +151,7 @@ class RaftLog:
         snap = self._load_snapshot(snaps)
         if snap is not None:
             self.snapshot_index = self.last_index = snap["index"]
-            self.last_term = snap["term"]
+            self.last_term = self._snapshot_term = snap["term"]
         entries = []
         for n, (first, path) in enumerate(segs):
             last_seg = n == len(segs) - 1
@@ -337,6 +338,12 @@ class RaftLog:
         OSError: nothing of it is in the file, or `unsure` says the tail is unknown."""
         if self.unsure is not None:
             self.truncate(self.unsure)   # Rule 2: cut back first, or write nothing
+        if data:
+            first, term = HEADER.unpack_from(data, 0)[2:]
+            if first != self.last_index + 1 or term < self.last_term:
+                # A gap or a term going back would only be found at the next start.
+                raise ValueError(f"append of entry {first} (term {term}) after "
+                                 f"{self.last_index} (term {self.last_term})")
         offset = os.lseek(self._fd, 0, os.SEEK_END)
         view = memoryview(batch_mark(len(data)) + data)
         try:
@@ -388,13 +395,96 @@ class RaftLog:
         if self.last_index + 1 != self._seg_first:
             self._new_segment(self.last_index + 1)
 
+    def truncate_from(self, index: int) -> None:
+        """Drop every entry >= index (a follower's log that conflicts with the leader's,
+        Raft §5.3), durably and crash-safe: newer segments are unlinked newest first and
+        the directory fsync'd before the segment holding `index` is cut, so a crash
+        leaves a prefix of the log, never a log with a hole. Entries at or below the
+        snapshot cannot be dropped (they are committed)."""
+        if index <= self.snapshot_index:
+            raise ValueError(f"truncate_from({index}) at or below the snapshot "
+                             f"({self.snapshot_index})")
+        if index > self.last_index:
+            return
+        segs = self.segments()
+        keep = [(first, path) for first, path in segs if first < index]
+        for first, path in reversed(segs):
+            if first >= index:
+                if self._fd is not None and first == self._seg_first:
+                    os.close(self._fd)
+                    self._fd = None
+                os.unlink(path)
+        _fsync_dir(self.dir)
+        if keep:
+            first, path = keep[-1]
+            with open(path, "rb") as f:
+                data = f.read()
+            pos, cut = 0, None
+            last_index, last_term = first - 1, self._term_before(first)
+            while pos < len(data):
+                length, _, i, term = HEADER.unpack_from(data, pos)
+                if i >= index:
+                    cut = pos
+                    break
+                if i:
+                    last_index, last_term = i, term
+                pos += HEADER.size + length
+            if self._fd is None or self._seg_first != first:
+                if self._fd is not None:
+                    os.close(self._fd)
+                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                self._seg_first = first
+            if cut is not None:
+                os.ftruncate(self._fd, cut)
+            os.fsync(self._fd)
+        else:
+            last_index, last_term = self.snapshot_index, self._snapshot_term
+            self._new_segment(self.snapshot_index + 1)
+        self.last_index, self.last_term = last_index, last_term
+        self.unsure = None
+
+    def _term_before(self, first: int) -> int:
+        """Term of entry first - 1: the snapshot's, or the last record of the segment
+        before (read from disk; only truncate_from needs it)."""
+        if first - 1 == self.snapshot_index:
+            return self._snapshot_term
+        for seg_first, path in reversed(self.segments()):
+            if seg_first < first:
+                term = 0
+                for _, t, _ in self._read_segment(path, truncate_tail=False):
+                    term = t
+                return term
+        return self._snapshot_term
+
+    def install_snapshot(self, index: int, term: int, state: dict) -> None:
+        """A snapshot from the leader replaces this log (Raft §7): write it, then drop
+        every segment (newest first) and every older snapshot, and go on at index + 1."""
+        write_atomic(self.snapshot_path(index), _snapshot_chunks(index, term, state))
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        segs, snaps = self._scan()
+        for _, path in reversed(segs):
+            os.unlink(path)
+        for i, path in snaps:
+            if i != index:
+                os.unlink(path)
+        _fsync_dir(self.dir)
+        self.snapshot_index, self._snapshot_term = index, term
+        self.last_index, self.last_term = index, term
+        self._seg_first = 0
+        self._new_segment(index + 1)
+        self.unsure = None
+
     def snapshot_path(self, index: int) -> str:
         return os.path.join(self.dir, "snapshot-%020d.json" % index)
 
-    def compact(self, snapshot_index: int) -> int:
+    def compact(self, snapshot_index: int, snapshot_term: int | None = None) -> int:
         """After snapshot-<snapshot_index> is durable: drop older snapshots and every
         segment whose entries are all <= snapshot_index. Returns files removed."""
         self.snapshot_index = snapshot_index
+        if snapshot_term is not None:
+            self._snapshot_term = snapshot_term
         removed = 0
         segs, snaps = self._scan()
         for (first, path), nxt in zip(segs, segs[1:]):

@@ -336,13 +336,13 @@ class RaftNode:
             finally:
                 os._exit(code)
         log.info("snapshot started index=%d pid=%d", index, pid)
-        self._snap_child = gevent.spawn(self._wait_snapshot, pid, index)
+        self._snap_child = gevent.spawn(self._wait_snapshot, pid, index, term)
 
-    def _wait_snapshot(self, pid: int, index: int) -> None:
+    def _wait_snapshot(self, pid: int, index: int, term: int) -> None:
         try:
             _, status = os.waitpid(pid, 0)
             if status == 0:
-                removed = self.log.compact(index)
+                removed = self.log.compact(index, term)
                 self.snapshots += 1
                 self.snapshot_error = None
                 log.info("snapshot written index=%d removed_files=%d", index, removed)

@@ -1,4 +1,5 @@
 """No Docker engine runs here: check the Dockerfile against the config it ships with."""
+import pytest
 import os
 import re
 
@@ -38,3 +39,14 @@ def test_healthcheck_needs_no_curl_and_asks_the_metrics_port():
 def test_runs_as_non_root():
     users = re.findall(r"^USER (\S+)$", dockerfile(), re.M)
     assert users and users[-1] not in ("root", "0")
+
+
+@pytest.mark.parametrize("host,loop", [("127.0.0.1", True), ("127.0.0.2", True),
+                                       ("localhost", True), ("::1", True),
+                                       ("0.0.0.0", False), ("::", False),
+                                       ("10.0.0.5", False), ("dq.internal", False)])
+def test_the_open_api_warning_is_for_hosts_beyond_loopback(host, loop):
+    """The image listens on 0.0.0.0 and the API has no authentication: start-up warns
+    for every http_host that is not loopback (README, Security)."""
+    from dqorch.app import _loopback
+    assert _loopback(host) is loop

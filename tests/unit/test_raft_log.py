@@ -604,3 +604,69 @@ def test_write_atomic_leaves_no_tmp_when_the_write_fails(tmp_path):
     with pytest.raises(OSError):
         rlog.write_atomic(str(tmp_path / "f.json"), chunks())
     assert os.listdir(tmp_path) == []
+
+
+# What Raft needs of the log (issue 9) #######################################
+
+def test_append_refuses_a_gap_or_a_term_going_back(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3, term=2)
+    with pytest.raises(ValueError, match="entry 5"):
+        lg.append(encode(5, 2, cmd(5)), 5, 2)
+    with pytest.raises(ValueError, match="term 1"):
+        lg.append(encode(4, 1, cmd(4)), 4, 1)
+    lg, _, entries = reopen(lg)
+    assert [e[0] for e in entries] == [1, 2, 3]
+    lg.close()
+
+
+@pytest.mark.parametrize("cut", [2, 4, 5, 7, 9])
+def test_truncate_from_drops_the_tail_across_segments(tmp_path, cut):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3, term=1)
+    lg.rotate()
+    write(lg, 4, 6, term=2)
+    lg.rotate()
+    write(lg, 7, 8, term=3)
+    lg.truncate_from(cut)
+    want = [i for i in range(1, 9) if i < cut]
+    assert lg.last_index == (want[-1] if want else 0)
+    assert lg.last_term == {0: 0, 1: 1, 2: 1, 3: 1, 4: 2, 5: 2, 6: 2, 7: 3, 8: 3}[lg.last_index]
+    write(lg, lg.last_index + 1, lg.last_index + 2, term=4)   # the leader's entries
+    lg, _, entries = reopen(lg)
+    assert [e[0] for e in entries] == want + [want[-1] + 1, want[-1] + 2]
+    assert [e[1] for e in entries][-2:] == [4, 4]
+    assert all(first <= want[-1] + 1 for first, _ in lg.segments())
+    lg.close()
+
+
+def test_truncate_from_never_reaches_below_the_snapshot(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 4)
+    lg.rotate()
+    save_snapshot(lg, 4, 1, {})
+    lg.compact(4, 1)
+    write(lg, 5, 6, term=2)
+    with pytest.raises(ValueError):
+        lg.truncate_from(3)
+    lg.truncate_from(5)
+    assert (lg.last_index, lg.last_term) == (4, 1)
+    write(lg, 5, 5, term=3)
+    lg, snap, entries = reopen(lg)
+    assert snap["index"] == 4 and entries == [entry(5, 3)]
+    lg.close()
+
+
+def test_install_snapshot_replaces_the_log(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3)
+    lg.rotate()
+    write(lg, 4, 5, term=2)                      # a divergent tail the leader never had
+    lg.install_snapshot(9, 3, {"jobs": [{"id": "from-leader"}]})
+    assert (lg.last_index, lg.last_term, lg.snapshot_index) == (9, 3, 9)
+    write(lg, 10, 10, term=3)
+    lg, snap, entries = reopen(lg)
+    assert loaded(snap)["state"]["jobs"] == [{"id": "from-leader"}]
+    assert entries == [entry(10, 3)]
+    assert segment_files(tmp_path) == ["log-%020d.seg" % 10]
+    lg.close()
