@@ -65,10 +65,14 @@ class JsonPlugin:
             except Exception:
                 log.exception("unhandled error route=%s", label)
                 status, out = 500, {"error": "internal", "message": "internal error"}
-            body = out if isinstance(out, bytes) else _dumps(out).encode()
             resp = bottle.response
             resp.status = status
             resp.content_type = "application/json"
+            if isinstance(out, Chunks):
+                resp.set_header("Content-Length", str(sum(map(len, out))))
+                body = out.stream()
+            else:
+                body = _dumps(out).encode()
             if status in _CLOSE_AFTER:    # the rest of the body may still be on the wire
                 resp.set_header("Connection", "close")
             counter = requests.get(status)
@@ -80,7 +84,28 @@ class JsonPlugin:
         return wrapper
 
 
-YIELD_EVERY_BYTES = 256 * 1024   # encoded between two switches to other greenlets
+YIELD_EVERY_BYTES = 256 * 1024   # encoded (or sent) between two turns of the hub
+
+
+def _yield_to_io() -> None:
+    # A 1 ms timer, not sleep(0): sleep(0) resumes this greenlet before the loop polls
+    # sockets again, so other clients waited for the whole page anyway (measured:
+    # health p50 16 ms beside a 4 MiB listing with sleep(0), 0.26 ms with this).
+    gevent.sleep(0.001)
+
+
+class Chunks(list):
+    """A body sent as its parts, never joined: joining 4 MiB costs ~6 ms of the hub
+    (measured), and the parts already exist. Sent with its Content-Length."""
+
+    def stream(self):
+        since = 0
+        for part in self:
+            yield part
+            since += len(part)
+            if since >= YIELD_EVERY_BYTES:
+                since = 0
+                _yield_to_io()
 _CLOSE_AFTER = frozenset({400, 408, 411, 413})
 DEADLINE_KEY = "dqorch.deadline"   # monotonic time by which the request must be read
 
@@ -241,21 +266,22 @@ def make_app(svc) -> bottle.Bottle:
             raise ApiError(400, "invalid_request", "query string is not valid UTF-8")
         q = parse.list_query(query)
         page, count, nxt = st_mod.list_jobs(svc.node.state, q["filters"], q["limit"], q["cursor"])
-        parts, size, since_yield = [], 0, 0
+        parts, size, since_yield = [b'{"jobs":['], 0, 0
         for n, job in enumerate(page):
-            part = _dumps(jobs.api_json(job, full=q["full"])).encode()
-            if parts and size + len(part) > cfg.max_list_bytes:
+            part = (b"," if n else b"") + _dumps(jobs.api_json(job, full=q["full"])).encode()
+            if n and size + len(part) > cfg.max_list_bytes:
                 nxt = page[n - 1]["seq"]          # the page ends early; go on below it
                 break
             parts.append(part)
             size += len(part)
             since_yield += len(part)
-            if since_yield >= YIELD_EVERY_BYTES:  # a big page must not stall the hub
+            if since_yield >= YIELD_EVERY_BYTES:
                 since_yield = 0
-                gevent.sleep(0)
-        tail = _dumps({"count": count, "returned": len(parts),
+                _yield_to_io()
+        tail = _dumps({"count": count, "returned": len(parts) - 1,
                        "next": None if nxt is None else str(nxt)}).encode()
-        return b'{"jobs":[' + b",".join(parts) + b"]," + tail[1:]
+        parts.append(b"]," + tail[1:])
+        return Chunks(parts)
 
     @app.get("/api/jobs/<job_id>")
     def get_job(job_id):
