@@ -23,7 +23,7 @@ from gevent import pywsgi
 from . import __version__, config, metrics
 from .jobs import TERMINAL
 from . import state as st_mod
-from .api import DEADLINE_KEY, guard, make_app
+from .api import guard, make_app
 from .broker import Broker
 from .dispatch import Dispatcher, Timers
 from .errors import ReplayFailed
@@ -110,8 +110,8 @@ class NoDelayHandler(pywsgi.WSGIHandler):
     pywsgi cannot parse get the JSON error shape too.
 
     Time limits (set per server, see Node._listen): a keep-alive connection waits at
-    most idle_timeout_s for its next request; once a request line arrived, headers and
-    body must arrive within request_timeout_s (the body part is read_body's)."""
+    most idle_timeout_s for its next request; once a request line arrived, the headers
+    must arrive within request_timeout_s, and each read of the body too (read_body)."""
 
     idle_timeout_s = 75.0
     request_timeout_s = 30.0
@@ -130,21 +130,17 @@ class NoDelayHandler(pywsgi.WSGIHandler):
         self.socket.settimeout(self.idle_timeout_s)   # socket.timeout: closed quietly
         line = super().read_requestline()
         self.socket.settimeout(self.request_timeout_s)
-        self._deadline = time.monotonic() + self.request_timeout_s
         return line
 
     def read_request(self, raw_requestline):
-        with gevent.Timeout(max(0.0, self._deadline - time.monotonic()), _HeadersTimeout):
+        # The whole of the headers, not each read: a client trickling a byte at a time
+        # must not hold a connection for ever.
+        with gevent.Timeout(self.request_timeout_s, _HeadersTimeout):
             ok = super().read_request(raw_requestline)
         te = self.headers.get("transfer-encoding")
         if te is not None and te.lower() != "chunked":
             raise _Smuggling(f"Transfer-Encoding {te[:40]!r} (only chunked is accepted)")
         return ok
-
-    def get_environ(self):
-        env = super().get_environ()
-        env[DEADLINE_KEY] = self._deadline
-        return env
 
     def _handle_client_error(self, ex):
         # A client's mistake, not ours: one debug line, and the JSON error shape.

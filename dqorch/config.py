@@ -75,7 +75,7 @@ class Config:
     publish_window: int = 1000  # most unconfirmed messages in flight to RabbitMQ
     snapshot_entries: int = 100000  # log entries between snapshots
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed to write, besides our own
-    http_request_timeout_s: float = 30.0  # most time to read one request (headers and body)
+    http_request_timeout_s: float = 30.0  # headers: in all; body: longest pause
     http_idle_timeout_s: float = 75.0  # a keep-alive connection idle longer is closed
     max_list_bytes: int = 4194304  # a GET /api/jobs page ends early past this many bytes
     # AMQP heartbeat: pika drops a connection that received nothing for a whole check
