@@ -26,6 +26,7 @@ import os
 import re
 import struct
 import zlib
+from array import array
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,10 @@ class RaftLog:
         self.unsure: int | None = None    # Rule 2: offset a failed cut must still reach
         self._fd: int | None = None
         self._seg_first = 0
+        # Where each entry after the snapshot lies: entry snapshot_index + 1 + k is at
+        # byte _offs[k] of segment _segs[k], of term _terms[k] (24 bytes an entry).
+        self._segs, self._offs, self._terms = array("q"), array("q"), array("q")
+        self._readers: dict[int, int] = {}    # segment first index -> read-only fd
 
     # Start-up ##############################################################
 
@@ -155,12 +160,13 @@ class RaftLog:
         entries = []
         for n, (first, path) in enumerate(segs):
             last_seg = n == len(segs) - 1
-            for index, term, cmd in self._read_segment(path, truncate_tail=last_seg):
+            for index, term, cmd, pos in self._read_segment(path, truncate_tail=last_seg):
                 if index <= self.snapshot_index:
                     continue
                 if index != self.last_index + 1:
                     raise LogCorrupt(f"{path}: index {index} follows {self.last_index}")
                 entries.append((index, term, cmd))
+                self._note(first, pos, term)
                 self.last_index, self.last_term = index, term
         if self.term < self.last_term:
             # The term never goes below the last entry's (a lost or older hard state).
@@ -240,7 +246,8 @@ class RaftLog:
             if index == 0:
                 batch_end = pos + HEADER.size + term
             else:
-                yield index, term, json.loads(data[pos + HEADER.size: pos + HEADER.size + length])
+                yield (index, term,
+                       json.loads(data[pos + HEADER.size: pos + HEADER.size + length]), pos)
             pos += HEADER.size + length
 
     @staticmethod
@@ -352,8 +359,58 @@ class RaftLog:
         except OSError:
             self.truncate(offset)
             raise
+        pos = 0
+        while pos < len(data):
+            length, _, _, term = HEADER.unpack_from(data, pos)
+            self._note(self._seg_first, offset + HEADER.size + pos, term)
+            pos += HEADER.size + length
         self.last_index, self.last_term = last_index, last_term
         return offset
+
+    def _note(self, seg_first: int, offset: int, term: int) -> None:
+        self._segs.append(seg_first)
+        self._offs.append(offset)
+        self._terms.append(term)
+
+    def _forget_from(self, index: int) -> None:
+        """Drop the positions of entries >= index."""
+        k = max(0, index - self.snapshot_index - 1)
+        del self._segs[k:], self._offs[k:], self._terms[k:]
+
+    # Reading (Raft's storage: what a leader sends a follower) ###############
+
+    def term_at(self, index: int) -> int | None:
+        """Term of entry index; None when it is compacted away or not written."""
+        if index == self.snapshot_index:
+            return self._snapshot_term
+        k = index - self.snapshot_index - 1
+        return self._terms[k] if 0 <= k < len(self._terms) else None
+
+    def entries(self, lo: int, hi: int) -> list:
+        """Entries [lo, hi) as (index, term, cmd), read from the segments. lo must be
+        above the snapshot and hi at most last_index + 1 (ValueError otherwise)."""
+        if not self.snapshot_index < lo <= hi <= self.last_index + 1:
+            raise ValueError(f"entries({lo}, {hi}) outside ({self.snapshot_index}, "
+                             f"{self.last_index + 1}]")
+        out = []
+        for index in range(lo, hi):
+            k = index - self.snapshot_index - 1
+            fd = self._readers.get(self._segs[k])
+            if fd is None:
+                path = os.path.join(self.dir, "log-%020d.seg" % self._segs[k])
+                fd = self._readers[self._segs[k]] = os.open(path, os.O_RDONLY)
+            head = os.pread(fd, HEADER.size, self._offs[k])
+            length, crc, i, term = HEADER.unpack(head)
+            body = os.pread(fd, length, self._offs[k] + HEADER.size)
+            if i != index or len(body) != length or crc != _crc(body, i, term):
+                raise LogCorrupt(f"segment {self._segs[k]}: entry {index} does not read "
+                                 f"back at byte {self._offs[k]}")
+            out.append((index, term, json.loads(body)))
+        return out
+
+    def _close_readers(self, keep=lambda first: False) -> None:
+        for first in [f for f in self._readers if not keep(f)]:
+            os.close(self._readers.pop(first))
 
     def fileno(self) -> int:
         return self._fd
@@ -361,6 +418,8 @@ class RaftLog:
     def truncate(self, offset: int) -> None:
         """Cut the open segment back to offset, durably. On failure the tail is
         unknown: `unsure` stays set (Rule 2) and the OSError propagates."""
+        while self._segs and self._segs[-1] == self._seg_first and self._offs[-1] >= offset:
+            del self._segs[-1], self._offs[-1], self._terms[-1]
         try:
             os.ftruncate(self._fd, offset)
             os.fsync(self._fd)
@@ -406,55 +465,27 @@ class RaftLog:
                              f"({self.snapshot_index})")
         if index > self.last_index:
             return
-        segs = self.segments()
-        keep = [(first, path) for first, path in segs if first < index]
-        for first, path in reversed(segs):
-            if first >= index:
-                if self._fd is not None and first == self._seg_first:
+        k = index - self.snapshot_index - 1
+        seg, offset = self._segs[k], self._offs[k]
+        for first, path in reversed(self.segments()):
+            if first > seg:
+                if first == self._seg_first and self._fd is not None:
                     os.close(self._fd)
                     self._fd = None
                 os.unlink(path)
         _fsync_dir(self.dir)
-        if keep:
-            first, path = keep[-1]
-            with open(path, "rb") as f:
-                data = f.read()
-            pos, cut = 0, None
-            last_index, last_term = first - 1, self._term_before(first)
-            while pos < len(data):
-                length, _, i, term = HEADER.unpack_from(data, pos)
-                if i >= index:
-                    cut = pos
-                    break
-                if i:
-                    last_index, last_term = i, term
-                pos += HEADER.size + length
-            if self._fd is None or self._seg_first != first:
-                if self._fd is not None:
-                    os.close(self._fd)
-                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-                self._seg_first = first
-            if cut is not None:
-                os.ftruncate(self._fd, cut)
-            os.fsync(self._fd)
-        else:
-            last_index, last_term = self.snapshot_index, self._snapshot_term
-            self._new_segment(self.snapshot_index + 1)
-        self.last_index, self.last_term = last_index, last_term
+        self._close_readers(keep=lambda first: first <= seg)
+        if self._fd is None or self._seg_first != seg:
+            if self._fd is not None:
+                os.close(self._fd)
+            self._fd = os.open(os.path.join(self.dir, "log-%020d.seg" % seg),
+                               os.O_WRONLY | os.O_APPEND)
+            self._seg_first = seg
+        os.ftruncate(self._fd, offset)
+        os.fsync(self._fd)
+        self._forget_from(index)
+        self.last_index, self.last_term = index - 1, self.term_at(index - 1)
         self.unsure = None
-
-    def _term_before(self, first: int) -> int:
-        """Term of entry first - 1: the snapshot's, or the last record of the segment
-        before (read from disk; only truncate_from needs it)."""
-        if first - 1 == self.snapshot_index:
-            return self._snapshot_term
-        for seg_first, path in reversed(self.segments()):
-            if seg_first < first:
-                term = 0
-                for _, t, _ in self._read_segment(path, truncate_tail=False):
-                    term = t
-                return term
-        return self._snapshot_term
 
     def install_snapshot(self, index: int, term: int, state: dict) -> None:
         """A snapshot from the leader replaces this log (Raft §7): write it, then drop
@@ -463,6 +494,7 @@ class RaftLog:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._close_readers()
         segs, snaps = self._scan()
         for _, path in reversed(segs):
             os.unlink(path)
@@ -470,6 +502,7 @@ class RaftLog:
             if i != index:
                 os.unlink(path)
         _fsync_dir(self.dir)
+        self._forget_from(self.snapshot_index + 1)
         self.snapshot_index, self._snapshot_term = index, term
         self.last_index, self.last_term = index, term
         self._seg_first = 0
@@ -482,6 +515,11 @@ class RaftLog:
     def compact(self, snapshot_index: int, snapshot_term: int | None = None) -> int:
         """After snapshot-<snapshot_index> is durable: drop older snapshots and every
         segment whose entries are all <= snapshot_index. Returns files removed."""
+        if snapshot_index > self.snapshot_index:
+            k = min(snapshot_index - self.snapshot_index, len(self._terms))
+            if snapshot_term is None and 0 < k:
+                snapshot_term = self._terms[k - 1]
+            del self._segs[:k], self._offs[:k], self._terms[:k]
         self.snapshot_index = snapshot_index
         if snapshot_term is not None:
             self._snapshot_term = snapshot_term
@@ -489,6 +527,8 @@ class RaftLog:
         segs, snaps = self._scan()
         for (first, path), nxt in zip(segs, segs[1:]):
             if nxt[0] <= snapshot_index + 1:
+                if first in self._readers:
+                    os.close(self._readers.pop(first))
                 os.unlink(path)
                 removed += 1
         for index, path in snaps:
@@ -499,6 +539,12 @@ class RaftLog:
 
     def close(self) -> None:
         """Flush and close; never raises (a stop must always finish)."""
+        for fd in self._readers.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._readers.clear()
         if self._fd is None:
             return
         fd, self._fd = self._fd, None

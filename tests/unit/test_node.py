@@ -18,6 +18,14 @@ def node_on(path, snapshot_entries=10**6) -> RaftNode:
     return node
 
 
+def lowest_free_fd() -> int:
+    """RLIMIT_NOFILE bounds fd numbers, not their count: below the lowest free number
+    nothing more can open."""
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.close(fd)
+    return fd
+
+
 def test_a_listener_that_raises_is_contained_and_counted(tmp_path):
     node = node_on(tmp_path)
     seen = []
@@ -39,8 +47,7 @@ def test_a_snapshot_that_cannot_start_leaves_the_node_serving(tmp_path):
     commit loop: every later write waited 10 s for a 503."""
     node = node_on(tmp_path, snapshot_entries=5)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    in_use = len(os.listdir("/proc/self/fd")) - 1      # less the one listdir held
-    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use, hard))   # no new fd can open
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free_fd(), hard))  # no new fd
     try:
         for i in range(8):
             node.propose(reg(f"j{i}", T0))
@@ -68,8 +75,7 @@ def test_a_failed_snapshot_is_retried_on_an_idle_node(tmp_path, monkeypatch):
     monkeypatch.setattr(node_mod, "SNAPSHOT_RETRY_S", 0.2)
     node = node_on(tmp_path, snapshot_entries=5)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    in_use = len(os.listdir("/proc/self/fd")) - 1
-    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free_fd(), hard))
     try:
         for i in range(8):
             node.propose(reg(f"j{i}", T0))

@@ -670,3 +670,61 @@ def test_install_snapshot_replaces_the_log(tmp_path):
     assert entries == [entry(10, 3)]
     assert segment_files(tmp_path) == ["log-%020d.seg" % 10]
     lg.close()
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_entries_and_terms_read_back_through_every_operation(tmp_path, seed):
+    """A random run of appends, rotations, truncations, snapshots and reopens against a
+    plain dict: entries(lo, hi) and term_at() always read what the model holds."""
+    import random
+    rnd = random.Random(seed)
+    lg, _, _ = opened(tmp_path)
+    model, term, snap = {}, 1, (0, 0)
+
+    def check():
+        assert lg.last_index == (max(model) if model else snap[0])
+        for i in range(snap[0] + 1, lg.last_index + 1):
+            assert lg.term_at(i) == model[i][0]
+        if lg.last_index > snap[0]:
+            lo = rnd.randint(snap[0] + 1, lg.last_index)
+            got = lg.entries(lo, lg.last_index + 1)
+            assert got == [(i, model[i][0], model[i][1]) for i in range(lo, lg.last_index + 1)]
+        assert lg.term_at(snap[0]) == snap[1]
+        assert lg.term_at(lg.last_index + 1) is None
+
+    for _ in range(40):
+        op = rnd.random()
+        if op < 0.5:
+            term += rnd.random() < 0.3
+            first, n = lg.last_index + 1, rnd.randint(1, 5)
+            data = b"".join(encode(i, term, cmd(i)) for i in range(first, first + n))
+            lg.append(data, first + n - 1, term)
+            os.fsync(lg.fileno())
+            model.update((i, (term, cmd(i))) for i in range(first, first + n))
+        elif op < 0.6:
+            lg.rotate()
+        elif op < 0.75 and lg.last_index > snap[0]:
+            cut = rnd.randint(snap[0] + 1, lg.last_index)
+            lg.truncate_from(cut)
+            model = {i: v for i, v in model.items() if i < cut}
+        elif op < 0.85 and lg.last_index > snap[0]:
+            at = rnd.randint(snap[0] + 1, lg.last_index)
+            lg.rotate()
+            save_snapshot(lg, at, model[at][0], {})
+            lg.compact(at, model[at][0])
+            snap = (at, model[at][0])
+            model = {i: v for i, v in model.items() if i > at}
+        else:
+            lg, _, _ = reopen(lg)
+        check()
+    lg.close()
+
+
+def test_entries_refuses_a_range_it_does_not_hold(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3)
+    for lo, hi in ((0, 2), (2, 5), (3, 2)):
+        with pytest.raises(ValueError):
+            lg.entries(lo, hi)
+    assert lg.entries(2, 2) == []
+    lg.close()
