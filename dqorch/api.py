@@ -7,6 +7,7 @@ shape, anything unexpected as a logged 500 {"error":"internal"}. Bottle's own er
 """
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -158,15 +159,53 @@ def read_body(max_bytes: int, required: bool = True) -> bytes:
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def _refuse(start_response, status: str, code: str, message: str) -> list:
+def _refuse(start_response, status: str, code: str, message: str, headers=()) -> list:
     body = _dumps({"error": code, "message": message}).encode()
     start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body))), ("Connection", "close")])
+                            ("Content-Length", str(len(body))), ("Connection", "close"),
+                            *headers])
     metrics.HTTP_REQUESTS.labels("<refused>", status[:3]).inc()
     return [body]
 
 
-def guard(app, allowed_origins=()):
+class Access:
+    """Who may talk to a port: `allow_from` networks, and bearer tokens when any are
+    set (`api_tokens` for everything, `api_read_tokens` for GET and HEAD only).
+    Tokens are compared in constant time, each one, so the time of a refusal says
+    nothing about how close a guess was."""
+
+    def __init__(self, tokens=(), read_tokens=(), allow_from=(), exempt=()) -> None:
+        import ipaddress
+        self.tokens = [t.encode() for t in tokens]
+        self.read_tokens = [t.encode() for t in read_tokens]
+        self.networks = [ipaddress.ip_network(n) for n in allow_from]
+        self.exempt = frozenset(exempt)
+        self._ip = ipaddress.ip_address
+
+    def refusal(self, environ):
+        """None, or (status, code, message, headers) to answer instead."""
+        if self.networks:
+            try:
+                addr = self._ip(environ.get("REMOTE_ADDR", ""))
+            except ValueError:
+                addr = None
+            if addr is None or not any(addr in n for n in self.networks):
+                return ("403 Forbidden", "forbidden", "this address is not in allow_from", ())
+        if not (self.tokens or self.read_tokens) or environ.get("PATH_INFO") in self.exempt:
+            return None
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        given = header[7:].strip().encode() if header[:7].lower() == "bearer " else b""
+        full = any([hmac.compare_digest(given, t) for t in self.tokens])
+        read = any([hmac.compare_digest(given, t) for t in self.read_tokens])
+        if not (full or read):
+            return ("401 Unauthorized", "unauthorized", "send Authorization: Bearer <token> "
+                    "(api_tokens or api_read_tokens)", (("WWW-Authenticate", "Bearer"),))
+        if not full and environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return ("403 Forbidden", "forbidden", "a read-only token cannot write", ())
+        return None
+
+
+def guard(app, allowed_origins=(), access: Access | None = None):
     """WSGI wrapper in front of bottle for what must be refused before routing:
     - a path that is not UTF-8 (bottle would drop the bad bytes and route to another
       job: /api/jobs/jx%FF/cancel cancelled jx): 400;
@@ -174,10 +213,15 @@ def guard(app, allowed_origins=()):
       neither this node's own (the Host the request came to) nor in allowed_origins:
       403. Bodies are JSON whatever the Content-Type (CONTRACT §2), so without this
       any web page could register and cancel jobs. Clients that send neither header
-      (curl, the gateway, the workers) are not affected."""
+      (curl, the gateway, the workers) are not affected;
+    - `access` (Access): allow_from and bearer tokens, checked first."""
     allowed = frozenset(o.lower() for o in allowed_origins)
+    access = access or Access()
 
     def gated(environ, start_response):
+        refused = access.refusal(environ)
+        if refused is not None:
+            return _refuse(start_response, *refused)
         try:
             environ["PATH_INFO"].encode("latin1").decode("utf-8")
         except UnicodeError:

@@ -23,7 +23,7 @@ from gevent import pywsgi
 from . import __version__, config, metrics
 from .jobs import TERMINAL
 from . import state as st_mod
-from .api import guard, make_app
+from .api import Access, guard, make_app
 from .broker import Broker
 from .dispatch import Dispatcher, Timers
 from .errors import ReplayFailed
@@ -161,7 +161,7 @@ class Node:
     def __init__(self, cfg: config.Config, skip_entries=()) -> None:
         self.cfg = cfg
         self.now_ms = now_ms
-        os.makedirs(cfg.data_dir, exist_ok=True)
+        os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)   # jobs' payloads: ours only
         self._lock_fd = _lock_data_dir(cfg.data_dir)
         self.node = RaftNode(RaftLog(cfg.data_dir), cfg.node_name,
                              snapshot_entries=cfg.snapshot_entries, now_ms=now_ms,
@@ -193,12 +193,18 @@ class Node:
         cfg = self.cfg
         metrics.install_gauges(self._gauges)
         # Metrics and API listen first, so health answers "starting" during replay.
-        self._listen(cfg.http_host, cfg.metrics_port, metrics.wsgi_app(self.ready), "metrics_port")
+        tokens = dict(tokens=cfg.api_tokens, read_tokens=cfg.api_read_tokens,
+                      allow_from=cfg.allow_from)
+        # /health on the metrics port stays open: container and load-balancer probes.
+        self._listen(cfg.http_host, cfg.metrics_port,
+                     guard(metrics.wsgi_app(self.ready), (), Access(**tokens, exempt={"/health"})),
+                     "metrics_port")
         self.http = self._listen(cfg.http_host, cfg.http_port,
-                                 guard(make_app(self), cfg.allowed_origins), "http_port")
-        if not _loopback(cfg.http_host):
-            log.warning("the API listens beyond loopback http_host=%s and has no "
-                        "authentication: anyone who can reach port %d can register and "
+                                 guard(make_app(self), cfg.allowed_origins, Access(**tokens)),
+                                 "http_port")
+        if not _loopback(cfg.http_host) and not cfg.api_tokens and not cfg.allow_from:
+            log.warning("the API listens beyond loopback http_host=%s with no api_tokens "
+                        "and no allow_from: anyone who can reach port %d can register and "
                         "cancel jobs (README, Security)", cfg.http_host, cfg.http_port)
         self.node.listeners.append(self._count)
         self.node.batch_observers.append(self._observe_batch)

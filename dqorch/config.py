@@ -21,7 +21,7 @@ ENV_PREFIX = "DQ_"
 # DQ_* variables that are not settings. DQ_SIM_SEEDS belongs to the test tooling, and the
 # dqorch processes that integration tests start inherit it.
 NOT_SETTINGS = frozenset({"DQ_SIM_SEEDS"})
-SECRETS = frozenset({"cookie", "rabbitmq_password"})
+SECRETS = frozenset({"cookie", "rabbitmq_password", "api_tokens", "api_read_tokens"})
 MASK = "***"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -80,6 +80,9 @@ class Config:
     max_list_bytes: int = 4194304  # a GET /api/jobs page ends early past this many bytes
     # AMQP heartbeat: pika drops a connection that received nothing for a whole check
     # interval of this + 5 s, so a silent broker is noticed within 2 x (this + 5) s.
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)  # secret: bearer tokens, all routes
+    api_read_tokens: tuple[str, ...] = field(default=(), repr=False)  # secret: GETs and /metrics only
+    allow_from: tuple[str, ...] = ()  # CIDRs that may connect to the API and metrics ports
     rabbitmq_heartbeat_s: int = 10
 
     @property
@@ -296,6 +299,42 @@ def _origins(v: Any, from_env: bool) -> tuple[str, ...]:
     return tuple(item.lower() for item in items)
 
 
+def _items(v: Any, expected: str) -> list:
+    """A YAML list, or one comma-separated string (the environment's form)."""
+    if isinstance(v, str):
+        return [item.strip() for item in v.split(",") if item.strip()]
+    if isinstance(v, list):
+        return v
+    raise _Invalid(expected)
+
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
+
+
+def _tokens(v: Any, from_env: bool) -> tuple[str, ...]:
+    expected = ("must be a list of tokens of 16-256 characters (letters, digits, "
+                "._~+/=-)")
+    if not from_env and not isinstance(v, list):      # YAML: a list, nothing else
+        raise _Invalid(expected)
+    items = _items(v, expected)
+    for item in items:
+        if not isinstance(item, str) or not _TOKEN_RE.fullmatch(item):
+            raise _Invalid(expected, show_value=False)     # never echo a token
+    return tuple(items)
+
+
+def _cidrs(v: Any, from_env: bool) -> tuple[str, ...]:
+    import ipaddress
+    expected = "must be a list of addresses or networks like 10.0.0.0/8 or ::1"
+    out = []
+    for item in _items(v, expected):
+        try:
+            out.append(str(ipaddress.ip_network(str(item), strict=False)))
+        except ValueError:
+            raise _Invalid(f"{expected}, got an entry {_describe(item, False)}", False)
+    return tuple(out)
+
+
 _HOST = "must be a host name or address (non-empty, no spaces)"
 _SPECS: dict[str, Converter] = {
     "node_name": _string("must be name@host (name and host made of letters, digits, '_', '.', '-')",
@@ -329,6 +368,9 @@ _SPECS: dict[str, Converter] = {
     "http_request_timeout_s": _seconds(3600),
     "http_idle_timeout_s": _seconds(86400),
     "max_list_bytes": _integer(65536, 1073741824),
+    "api_tokens": _tokens,
+    "api_read_tokens": _tokens,
+    "allow_from": _cidrs,
     "rabbitmq_heartbeat_s": _integer(1, 600),
 }
 if list(_SPECS) != [f.name for f in fields(Config)]:

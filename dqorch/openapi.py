@@ -400,9 +400,16 @@ RESPONSES = {
                           "log write failed), or the commit timed out and its outcome is "
                           "unknown (retrying a register is safe).", "unavailable"),
     "Internal": _error("A bug; the traceback is in the node's log.", "internal"),
-    "Forbidden": _error("A cross-site browser write: Sec-Fetch-Site is cross-site, or "
-                        "Origin is neither this node's own nor in allowed_origins.",
-                        "forbidden"),
+    "Forbidden": _error("A cross-site browser write (Sec-Fetch-Site is cross-site, or "
+                        "Origin is neither this node's own nor in allowed_origins), a "
+                        "client address outside allow_from, or a read-only token on a "
+                        "write.", "forbidden"),
+    "Unauthorized": {
+        "description": "api_tokens or api_read_tokens are set and the request has no "
+                       "valid `Authorization: Bearer <token>`.",
+        "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+        "content": _error("", "unauthorized")["content"],
+    },
     "RequestTimeout": _error("The body did not arrive within http_request_timeout_s; "
                              "the connection is closed.", "invalid_request"),
     "LengthRequired": _error("A body without Content-Length or chunked encoding "
@@ -416,9 +423,10 @@ def _responses(ok_code: str, ok_desc: str, ok_schema: dict, *errors: str) -> dic
     codes = {"400": "BadRequest", "404": "NotFound", "405": "MethodNotAllowed",
              "409": "Conflict", "413": "PayloadTooLarge", "503": "Unavailable",
              "500": "Internal", "403": "Forbidden", "408": "RequestTimeout",
-             "411": "LengthRequired"}
+             "411": "LengthRequired", "401": "Unauthorized"}
+    errors += ("401", "403")       # tokens and allow_from apply to every route
     if "413" in errors:            # every route that reads a body is a write
-        errors += ("403", "408", "411")
+        errors += ("408", "411")
     for code in sorted(set(errors) | {"500"}):
         out[code] = _rref(codes[code])
     return out

@@ -44,6 +44,9 @@ DEFAULTS = {
     "http_request_timeout_s": 30.0,
     "http_idle_timeout_s": 75.0,
     "max_list_bytes": 4194304,
+    "api_tokens": (),
+    "api_read_tokens": (),
+    "allow_from": (),
     "rabbitmq_heartbeat_s": 10,
 }
 
@@ -80,6 +83,10 @@ ENV_CASES = {
     "http_request_timeout_s": ("5", 5.0),
     "http_idle_timeout_s": ("1.5", 1.5),
     "max_list_bytes": ("65536", 65536),
+    "api_tokens": ("tok-aaaaaaaaaaaaaaaa,tok-bbbbbbbbbbbbbbbb",
+                   ("tok-aaaaaaaaaaaaaaaa", "tok-bbbbbbbbbbbbbbbb")),
+    "api_read_tokens": ("ro-cccccccccccccccc", ("ro-cccccccccccccccc",)),
+    "allow_from": ("10.0.0.0/8, 192.168.1.7,::1", ("10.0.0.0/8", "192.168.1.7/32", "::1/128")),
     "rabbitmq_heartbeat_s": ("30", 30),
 }
 
@@ -116,6 +123,9 @@ BAD_FILE_VALUES = {
     "http_request_timeout_s": [0, -1, 3601, "30", None],
     "http_idle_timeout_s": [0, 86401, True],
     "max_list_bytes": [65535, 1073741825, 1.5],
+    "api_tokens": [["short"], ["has space in it okay"], [5], 5, None],
+    "api_read_tokens": [["tooshort"]],
+    "allow_from": [["10.0.0.0/33"], ["not-an-address"], [5], 5, None],
     "rabbitmq_heartbeat_s": [0, 601, 1.5, "10"],
 }
 
@@ -151,6 +161,9 @@ BAD_ENV_VALUES = {
     "http_request_timeout_s": ["0", "x"],
     "http_idle_timeout_s": ["-1"],
     "max_list_bytes": ["1024"],
+    "api_tokens": ["short"],
+    "api_read_tokens": ["x y"],
+    "allow_from": ["10.0.0.0/99"],
     "rabbitmq_heartbeat_s": ["0", "tcp://10.0.0.1:5672"],
 }
 
