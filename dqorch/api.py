@@ -17,7 +17,7 @@ import gevent
 
 from . import jobs, metrics, openapi, parse
 from . import state as st_mod
-from .errors import ApiError, LogFailed, NotLeader, ProposeTimeout
+from .errors import ApiError, LogFailed, NotLeader, Overloaded, ProposeTimeout
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,9 @@ class JsonPlugin:
                 status, out = e.status, e.body()
             except (NotLeader, LogFailed) as e:
                 status, out = 503, {"error": "unavailable", "message": str(e)}
+            except Overloaded as e:
+                status, out = 503, {"error": "unavailable", "message": str(e)}
+                bottle.response.set_header("Retry-After", "1")
             except ProposeTimeout as e:
                 status, out = 503, {"error": "unavailable", "message": str(e) +
                                     "; retrying is safe"}

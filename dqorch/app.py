@@ -165,7 +165,8 @@ class Node:
         self._lock_fd = _lock_data_dir(cfg.data_dir)
         self.node = RaftNode(RaftLog(cfg.data_dir), cfg.node_name,
                              snapshot_entries=cfg.snapshot_entries, now_ms=now_ms,
-                             skip_entries=skip_entries)
+                             skip_entries=skip_entries,
+                             max_pending=cfg.max_pending_proposals)
         self.workers = WorkerTable(cfg.worker_heartbeat_timeout_s, now_ms)
         self.broker = Broker(cfg.rabbitmq_host, cfg.rabbitmq_port, cfg.rabbitmq_username,
                              cfg.rabbitmq_password, cfg.rabbitmq_vhost,
@@ -375,6 +376,9 @@ class Node:
                                            int(node.role == "leader"), ()),
             "distriqueue_log_writable": ("1 when the last log write succeeded",
                                          int(node.log_ok), ()),
+            "distriqueue_proposals_refused_total": (
+                "Client writes refused with 503 because max_pending_proposals wait",
+                node.overloaded, ()),
             "distriqueue_listener_errors_total": (
                 "Exceptions raised by metrics or dispatch hooks after a commit (contained)",
                 node.listener_errors, ()),

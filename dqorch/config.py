@@ -83,6 +83,7 @@ class Config:
     api_tokens: tuple[str, ...] = field(default=(), repr=False)  # secret: bearer tokens, all routes
     api_read_tokens: tuple[str, ...] = field(default=(), repr=False)  # secret: GETs and /metrics only
     allow_from: tuple[str, ...] = ()  # CIDRs that may connect to the API and metrics ports
+    max_pending_proposals: int = 5000  # client writes waiting for the log; beyond: 503
     rabbitmq_heartbeat_s: int = 10
 
     @property
@@ -371,6 +372,7 @@ _SPECS: dict[str, Converter] = {
     "api_tokens": _tokens,
     "api_read_tokens": _tokens,
     "allow_from": _cidrs,
+    "max_pending_proposals": _integer(10, 1000000),
     "rabbitmq_heartbeat_s": _integer(1, 600),
 }
 if list(_SPECS) != [f.name for f in fields(Config)]:

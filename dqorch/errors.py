@@ -37,3 +37,8 @@ class LogFailed(Exception):
 class ReplayFailed(Exception):
     """A snapshot or log entry read back at start-up cannot be applied (a bug, or data
     from another version). The node refuses to start; the message names the entry."""
+
+
+class Overloaded(Exception):
+    """More proposals wait for the log than max_pending_proposals: refused before
+    anything was logged (not committed); the client should retry after a moment."""

@@ -26,7 +26,7 @@ import gevent
 import gevent.event
 
 from .. import state as st_mod
-from ..errors import LogFailed, NotLeader, ProposeTimeout, ReplayFailed
+from ..errors import LogFailed, NotLeader, Overloaded, ProposeTimeout, ReplayFailed
 from .log import MAX_APPEND_BYTES, RaftLog, encode
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,16 @@ def _entry_name(index: int, cmd) -> str:
 
 class RaftNode:
     def __init__(self, raft_log: RaftLog, node_name: str, *, snapshot_entries: int,
-                 now_ms, fsync=os.fsync, skip_entries=frozenset()) -> None:
+                 now_ms, fsync=os.fsync, skip_entries=frozenset(),
+                 max_pending: int = 5000) -> None:
         self.log = raft_log
         self.node_name = node_name
         self.snapshot_entries = snapshot_entries
         self.now_ms = now_ms
         self._fsync = fsync
         self.skip_entries = frozenset(skip_entries)
+        self.max_pending = max_pending
+        self.overloaded = 0           # client proposals refused: the queue was full
         self.state = st_mod.State()
         self.role = "starting"
         self.leader: str | None = None
@@ -166,9 +169,18 @@ class RaftNode:
         return result
 
     def propose(self, cmd: dict, timeout_s: float = 10.0) -> dict:
-        """Commit and apply one command; return apply's outcome.
-        NotLeader, LogFailed: not committed (unless LogFailed says the outcome is
-        unknown). ProposeTimeout: outcome unknown."""
+        """Commit and apply one client command; return apply's outcome.
+        NotLeader, Overloaded, LogFailed: not committed (unless LogFailed says the
+        outcome is unknown). ProposeTimeout: outcome unknown.
+
+        Overloaded when max_pending commands already wait: beyond that a client would
+        wait longer than it would like and memory would grow with the backlog. The
+        node's own commands (marks, timers: propose_async) are never refused, so the
+        work that drains the backlog is never what is shed."""
+        if len(self._queue) >= self.max_pending:
+            self.overloaded += 1
+            raise Overloaded(f"{len(self._queue)} commands wait for the log "
+                             f"(max_pending_proposals); retry shortly")
         result = self.propose_async(cmd)
         try:
             return result.get(timeout=timeout_s)

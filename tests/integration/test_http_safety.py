@@ -287,3 +287,37 @@ def test_a_read_only_data_dir_is_exit_3(tmp_path):
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
     assert code == 3 and str(mnt) in line and "Read-only" in line
+
+
+# Overload ##################################################################
+
+def test_writes_beyond_the_pending_bound_get_503_with_retry_after(make_node):
+    """Many more writes at once than max_pending_proposals: the excess is refused
+    with 503 + Retry-After before it is logged; everything admitted is kept."""
+    import gevent
+    n = make_node(rabbit_port=SHARED_PORT, max_pending_proposals=10,
+                  publish_on_register=False).wait_healthy()
+    answers = {}
+
+    def client(ids):
+        c = n.client()
+        for id_ in ids:
+            status, body = c.call("POST", "/api/jobs/register", {"id": id_})
+            answers[id_] = (status, body, c.last_headers.get("Retry-After"))
+        c.close()
+    for round_ in range(5):                       # until the bound was met at least once
+        ids = [f"ov-{round_}-{i}" for i in range(400)]
+        gevent.joinall([gevent.spawn(client, ids[k::100]) for k in range(100)], timeout=120)
+        if any(a[0] == 503 for a in answers.values()):
+            break
+    refused = {i for i, a in answers.items() if a[0] == 503}
+    admitted = {i for i, a in answers.items() if a[0] == 202}
+    assert refused, "400 writes at once never met a bound of 10"
+    assert refused | admitted == set(answers), {a[0] for a in answers.values()}
+    for id_ in refused:
+        status, body, retry = answers[id_]
+        assert body["error"] == "unavailable" and retry == "1", answers[id_]
+    c = n.client()
+    for id_ in sorted(admitted)[:50] + sorted(refused)[:50]:
+        assert (c.call("GET", f"/api/jobs/{id_}")[0] == 200) == (id_ in admitted), id_
+    assert n.health()[1]["status"] == "healthy"

@@ -89,3 +89,30 @@ def test_a_failed_snapshot_is_retried_on_an_idle_node(tmp_path, monkeypatch):
         gevent.sleep(0.02)
     assert node.snapshots == 1 and node.snapshot_error is None
     node.stop()
+
+
+def test_client_proposals_beyond_the_bound_are_refused_and_nothing_admitted_is_lost(tmp_path):
+    from gevent import monkey
+    from dqorch.errors import Overloaded
+    gate = monkey.get_original("threading", "Event")()
+    gate.set()
+    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
+                    now_ms=lambda: T0, fsync=lambda fd: gate.wait(30), max_pending=10)
+    node.start()
+    gate.clear()                                  # the disk is slow: nothing commits
+    admitted = [gevent.spawn(node.propose, reg("j0", T0))]
+    for _ in range(100):                          # its batch is in fsync, held there
+        if node._busy:
+            break
+        gevent.sleep(0.01)
+    admitted += [gevent.spawn(node.propose, reg(f"j{i}", T0)) for i in range(1, 11)]
+    gevent.sleep(0.05)                            # 10 more waiting: the bound
+    with pytest.raises(Overloaded):
+        node.propose(reg("refused", T0))
+    mark = node.propose_async({"op": "noop"})     # the node's own work is never shed
+    assert node.overloaded == 1
+    gate.set()
+    gevent.joinall(admitted + [gevent.spawn(mark.get)], timeout=10)
+    assert all(g.successful() and g.value["outcome"] == "created" for g in admitted)
+    assert "refused" not in node.state.jobs and len(node.state.jobs) == 11
+    node.stop()
