@@ -4,6 +4,7 @@ module that knows all the others.
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import gc
 import http.client
@@ -102,6 +103,37 @@ def _parse_headers(fp):
         headers = _Headers()
         headers.status = "Line too long"
         return headers
+
+
+class _AcceptPaused(gevent.GreenletExit):
+    """Raised out of NodeServer.do_read when there is no fd to accept with: gevent's
+    server then stops accepting for a moment (doubling to 1 s) and tries again, and the
+    hub does not print a traceback for this class (it is GreenletExit's)."""
+
+
+class NodeServer(pywsgi.WSGIServer):
+    """Runs out of file descriptors gracefully: the connections it has keep being
+    served, accepting pauses and resumes by itself, one log line when it starts and one
+    when it ends (gevent printed a traceback per failed accept)."""
+
+    _fd_failures = 0
+
+    def do_read(self):
+        try:
+            got = super().do_read()
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                raise
+            self._fd_failures += 1
+            if self._fd_failures == 1:
+                log.error("cannot accept connections port=%d error=%s; serving the open "
+                          "ones and retrying", self.server_port, e.strerror)
+            raise _AcceptPaused() from None
+        if got and self._fd_failures:
+            log.warning("accepting connections again port=%d failed_accepts=%d",
+                        self.server_port, self._fd_failures)
+            self._fd_failures = 0
+        return got
 
 
 class NoDelayHandler(pywsgi.WSGIHandler):
@@ -224,7 +256,7 @@ class Node:
         handler = type("Handler", (NoDelayHandler,), {
             "idle_timeout_s": self.cfg.http_idle_timeout_s,
             "request_timeout_s": self.cfg.http_request_timeout_s})
-        server = pywsgi.WSGIServer((host, port), app, handler_class=handler,
+        server = NodeServer((host, port), app, handler_class=handler,
                                    log=None, error_log=logging.getLogger("dqorch.http"))
         try:
             server.start()

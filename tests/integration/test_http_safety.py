@@ -321,3 +321,47 @@ def test_writes_beyond_the_pending_bound_get_503_with_retry_after(make_node):
     for id_ in sorted(admitted)[:50] + sorted(refused)[:50]:
         assert (c.call("GET", f"/api/jobs/{id_}")[0] == 200) == (id_ in admitted), id_
     assert n.health()[1]["status"] == "healthy"
+
+
+# Out of file descriptors ######################################################
+
+def test_out_of_file_descriptors_it_serves_what_it_has_and_recovers(make_node):
+    """Idle connections up to the fd limit: the open connections are still served,
+    new ones wait, one log line instead of a traceback per accept, and accepting
+    resumes by itself once connections close."""
+    import resource
+    import time
+    n = make_node(rabbit_port=SHARED_PORT, start=False)
+    logf = open(n.log_path, "ab")
+    n.proc = subprocess.Popen(DQORCH + ["-c", str(n.cfg_path)], stdout=logf, stderr=logf,
+                              preexec_fn=lambda: resource.setrlimit(
+                                  resource.RLIMIT_NOFILE, (64, 64)))
+    wait_until(lambda: _up(n), 60, 0.1, "node up\n" + n.log_tail())
+    kept = n.client()
+    assert kept.call("GET", "/api/health")[0] == 200
+    idle = []
+    for _ in range(100):                          # more than the 64 fds it may hold
+        try:
+            idle.append(socket.create_connection(("127.0.0.1", n.http_port), timeout=1))
+        except OSError:
+            break
+    wait_until(lambda: "cannot accept connections" in n.log_tail(200), 30, 0.1,
+               "the fd limit reached\n" + n.log_tail())
+    assert kept.call("GET", "/api/health")[0] == 200          # still served
+    assert kept.call("POST", "/api/jobs/register", {"id": "fd-ok"})[0] == 202
+    for s in idle:
+        s.close()
+    fresh = n.client()
+    wait_until(lambda: _up(n), 30, 0.1, "accepting again\n" + n.log_tail())
+    assert fresh.call("GET", "/api/jobs/fd-ok")[0] == 200
+    wait_until(lambda: "accepting connections again" in n.log_tail(200), 30, 0.1,
+               n.log_tail())
+    text = n.log_path.read_text()
+    assert "Traceback" not in text and text.count("cannot accept connections") == 1
+
+
+def _up(node) -> bool:
+    try:
+        return node.client().call("GET", "/api/health")[0] == 200
+    except OSError:
+        return False
