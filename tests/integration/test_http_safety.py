@@ -330,7 +330,6 @@ def test_out_of_file_descriptors_it_serves_what_it_has_and_recovers(make_node):
     new ones wait, one log line instead of a traceback per accept, and accepting
     resumes by itself once connections close."""
     import resource
-    import time
     n = make_node(rabbit_port=SHARED_PORT, start=False)
     logf = open(n.log_path, "ab")
     n.proc = subprocess.Popen(DQORCH + ["-c", str(n.cfg_path)], stdout=logf, stderr=logf,

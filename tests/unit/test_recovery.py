@@ -10,7 +10,6 @@ DQ_RECOVERY_EXAMPLES sets how many examples (default 40).
 """
 import json
 import os
-import random
 import shutil
 import tempfile
 
