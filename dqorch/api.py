@@ -282,6 +282,27 @@ def make_app(svc) -> bottle.Bottle:
         svc.node.propose(cmd)
         return 202, {"status": "accepted", "job_id": cmd["id"]}
 
+    @app.post("/api/jobs/batch")
+    def register_batch():
+        items = parse.batch(
+            parse.body_json(read_body(cfg.max_batch_body_bytes), allow_empty=False),
+            max_batch_jobs=cfg.max_batch_jobs, new_id=svc.new_id,
+            max_retries=cfg.job_max_retries, execution_timeout=cfg.job_execution_timeout_s,
+            max_job_bytes=cfg.max_job_bytes, publish=cfg.publish_on_register)
+        outs = iter(svc.node.propose_many([i for i in items if isinstance(i, dict)]))
+        results = []
+        for n, item in enumerate(items):
+            out = item if isinstance(item, ApiError) else next(outs)
+            if isinstance(item, ApiError):
+                results.append(dict(item.body(), index=n))
+            elif isinstance(out, Exception):      # this one did not commit (or unknown)
+                results.append({"index": n, "error": "unavailable", "message": str(out)})
+            else:
+                results.append({"job_id": item["id"], "status": "accepted"})
+        accepted = sum(1 for r in results if "job_id" in r)
+        return 202, {"results": results, "accepted": accepted,
+                     "rejected": len(results) - accepted}
+
     def report(job_id=None):
         cmd = parse.report(body(), job_id, max_retries=cfg.job_max_retries,
                            execution_timeout=cfg.job_execution_timeout_s,

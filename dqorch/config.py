@@ -83,6 +83,8 @@ class Config:
     api_tokens: tuple[str, ...] = field(default=(), repr=False)  # secret: bearer tokens, all routes
     api_read_tokens: tuple[str, ...] = field(default=(), repr=False)  # secret: GETs and /metrics only
     allow_from: tuple[str, ...] = ()  # CIDRs that may connect to the API and metrics ports
+    max_batch_jobs: int = 1000  # most jobs in one POST /api/jobs/batch
+    max_batch_body_bytes: int = 16777216  # body limit of POST /api/jobs/batch
     max_pending_proposals: int = 5000  # client writes waiting for the log; beyond: 503
     rabbitmq_heartbeat_s: int = 10
 
@@ -372,6 +374,8 @@ _SPECS: dict[str, Converter] = {
     "api_tokens": _tokens,
     "api_read_tokens": _tokens,
     "allow_from": _cidrs,
+    "max_batch_jobs": _integer(1, 100000),
+    "max_batch_body_bytes": _integer(1024, 1073741824),
     "max_pending_proposals": _integer(10, 1000000),
     "rabbitmq_heartbeat_s": _integer(1, 600),
 }

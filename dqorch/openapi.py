@@ -208,6 +208,24 @@ _RESP = {
         "type": "object", "required": ["status", "job_id"],
         "properties": {"status": {"const": "accepted"}, "job_id": {"type": "string"}},
     },
+    "BatchRequest": {
+        "type": "object", "required": ["jobs"],
+        "properties": {"jobs": {"type": "array", "minItems": 1,
+                                "items": _ref("RegisterRequest")}},
+    },
+    "BatchResult": {
+        "type": "object", "required": ["results", "accepted", "rejected"],
+        "properties": {
+            "accepted": COUNT, "rejected": COUNT,
+            "results": {"type": "array", "items": {"oneOf": [
+                _ref("Accepted"),
+                {"type": "object", "required": ["index", "error", "message"],
+                 "properties": {"index": COUNT, "error": {"type": "string"},
+                                "message": {"type": "string"},
+                                "field": {"type": "string"}}},
+            ]}},
+        },
+    },
     "ReportOutcome": {
         "oneOf": [
             {"type": "object", "required": ["status"],
@@ -485,6 +503,20 @@ PATHS = {
         "responses": _responses("202", "Durably recorded; it is published to RabbitMQ "
                                 "and becomes queued once the broker confirms it.",
                                 _ref("Accepted"), "400", "413", "503"),
+    }},
+    "/api/jobs/batch": {"post": {
+        "operationId": "registerBatch", "tags": ["jobs"],
+        "summary": "Register many jobs in one request and one commit",
+        "description": "Each item is validated like a register body; the valid ones are "
+                       "committed together. One result per item, in order: accepted "
+                       "with its job_id, or its error with its index. Same idempotency "
+                       "as register, per item. At most max_batch_jobs items (413), a "
+                       "body of at most max_batch_body_bytes.",
+        "requestBody": {"required": True, "content": _json(_ref("BatchRequest")),
+                        "description": "JSON, whatever the Content-Type header says; "
+                                       "at most max_batch_body_bytes (default 16 MiB)."},
+        "responses": _responses("202", "Every item answered; the accepted ones are on "
+                                "disk.", _ref("BatchResult"), "400", "413", "503"),
     }},
     "/api/jobs": {"get": {
         "operationId": "listJobs", "tags": ["jobs"], "summary": "List jobs, newest first",

@@ -173,6 +173,31 @@ def register(body: dict, *, new_id, max_retries: int, execution_timeout: int,
     return {"op": "register", "id": id_, "job": f, "publish": publish}
 
 
+def batch(body: dict, *, max_batch_jobs: int, **register_kw) -> list:
+    """POST /api/jobs/batch: {"jobs": [<register body>, ...]} -> one item per job, in
+    order: its register command, or the ApiError that refused it (a bad item does not
+    refuse the others). The batch as a whole must be a non-empty list of at most
+    max_batch_jobs (413 beyond)."""
+    v = body.get("jobs")
+    if not isinstance(v, list):
+        raise bad("jobs", f"must be a list of register bodies, got {_kind(v)}")
+    if not v:
+        raise bad("jobs", "must hold at least one job")
+    if len(v) > max_batch_jobs:
+        raise ApiError(413, "payload_too_large",
+                       f"batch of {len(v)} jobs; max_batch_jobs is {max_batch_jobs}", "jobs")
+    out = []
+    for item in v:
+        if not isinstance(item, dict):
+            out.append(bad("jobs", f"each job must be a JSON object, got {_kind(item)}"))
+            continue
+        try:
+            out.append(register(item, **register_kw))
+        except ApiError as e:
+            out.append(e)
+    return out
+
+
 def report(body: dict, path_id: str | None, *, max_retries: int,
            execution_timeout: int, retry_backoff_ms: int = 0) -> dict:
     """CONTRACT §2.2. Returns {"op":"report","id","status","worker_id",...}."""

@@ -187,6 +187,27 @@ class RaftNode:
         except gevent.Timeout:
             raise ProposeTimeout(f"no commit within {timeout_s:g} s; the outcome is unknown")
 
+    def propose_many(self, cmds: list, timeout_s: float = 10.0) -> list:
+        """Commit client commands together (they join one group commit); one outcome
+        per command, in order, or the exception for that one (LogFailed, NotLeader,
+        ProposeTimeout). Overloaded, for all of them, as propose()."""
+        if len(self._queue) >= self.max_pending:
+            self.overloaded += 1
+            raise Overloaded(f"{len(self._queue)} commands wait for the log "
+                             f"(max_pending_proposals); retry shortly")
+        results = [self.propose_async(cmd) for cmd in cmds]
+        deadline = time.monotonic() + timeout_s
+        out = []
+        for result in results:
+            try:
+                out.append(result.get(timeout=max(0.0, deadline - time.monotonic())))
+            except gevent.Timeout:
+                out.append(ProposeTimeout(f"no commit within {timeout_s:g} s; the "
+                                          f"outcome is unknown"))
+            except (LogFailed, NotLeader) as e:
+                out.append(e)
+        return out
+
     # The loop ##############################################################
 
     _busy = False

@@ -47,6 +47,8 @@ DEFAULTS = {
     "api_tokens": (),
     "api_read_tokens": (),
     "allow_from": (),
+    "max_batch_jobs": 1000,
+    "max_batch_body_bytes": 16777216,
     "max_pending_proposals": 5000,
     "rabbitmq_heartbeat_s": 10,
 }
@@ -88,6 +90,8 @@ ENV_CASES = {
                    ("tok-aaaaaaaaaaaaaaaa", "tok-bbbbbbbbbbbbbbbb")),
     "api_read_tokens": ("ro-cccccccccccccccc", ("ro-cccccccccccccccc",)),
     "allow_from": ("10.0.0.0/8, 192.168.1.7,::1", ("10.0.0.0/8", "192.168.1.7/32", "::1/128")),
+    "max_batch_jobs": ("50", 50),
+    "max_batch_body_bytes": ("2048", 2048),
     "max_pending_proposals": ("100", 100),
     "rabbitmq_heartbeat_s": ("30", 30),
 }
@@ -128,6 +132,8 @@ BAD_FILE_VALUES = {
     "api_tokens": [["short"], ["has space in it okay"], [5], 5, None],
     "api_read_tokens": [["tooshort"]],
     "allow_from": [["10.0.0.0/33"], ["not-an-address"], [5], 5, None],
+    "max_batch_jobs": [0, 100001, "5"],
+    "max_batch_body_bytes": [1023, 1073741825],
     "max_pending_proposals": [0, 9, 1000001, 1.5, "100"],
     "rabbitmq_heartbeat_s": [0, 601, 1.5, "10"],
 }
@@ -167,6 +173,8 @@ BAD_ENV_VALUES = {
     "api_tokens": ["short"],
     "api_read_tokens": ["x y"],
     "allow_from": ["10.0.0.0/99"],
+    "max_batch_jobs": ["0"],
+    "max_batch_body_bytes": ["10"],
     "max_pending_proposals": ["5"],
     "rabbitmq_heartbeat_s": ["0", "tcp://10.0.0.1:5672"],
 }
