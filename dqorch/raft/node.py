@@ -177,24 +177,24 @@ class RaftNode:
         wait longer than it would like and memory would grow with the backlog. The
         node's own commands (marks, timers: propose_async) are never refused, so the
         work that drains the backlog is never what is shed."""
-        if len(self._queue) >= self.max_pending:
-            self.overloaded += 1
-            raise Overloaded(f"{len(self._queue)} commands wait for the log "
-                             f"(max_pending_proposals); retry shortly")
+        self._admit()
         result = self.propose_async(cmd)
         try:
             return result.get(timeout=timeout_s)
         except gevent.Timeout:
             raise ProposeTimeout(f"no commit within {timeout_s:g} s; the outcome is unknown")
 
-    def propose_many(self, cmds: list, timeout_s: float = 10.0) -> list:
-        """Commit client commands together (they join one group commit); one outcome
-        per command, in order, or the exception for that one (LogFailed, NotLeader,
-        ProposeTimeout). Overloaded, for all of them, as propose()."""
+    def _admit(self) -> None:
         if len(self._queue) >= self.max_pending:
             self.overloaded += 1
             raise Overloaded(f"{len(self._queue)} commands wait for the log "
                              f"(max_pending_proposals); retry shortly")
+
+    def propose_many(self, cmds: list, timeout_s: float = 10.0) -> list:
+        """Commit client commands together (they join one group commit); one outcome
+        per command, in order, or the exception for that one (LogFailed, NotLeader,
+        ProposeTimeout). Overloaded, for all of them, as propose()."""
+        self._admit()
         results = [self.propose_async(cmd) for cmd in cmds]
         deadline = time.monotonic() + timeout_s
         out = []
