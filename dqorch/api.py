@@ -292,10 +292,11 @@ def make_app(svc) -> bottle.Bottle:
         outs = iter(svc.node.propose_many([i for i in items if isinstance(i, dict)]))
         results = []
         for n, item in enumerate(items):
-            out = item if isinstance(item, ApiError) else next(outs)
             if isinstance(item, ApiError):
                 results.append(dict(item.body(), index=n))
-            elif isinstance(out, Exception):      # this one did not commit (or unknown)
+                continue
+            out = next(outs)
+            if isinstance(out, Exception):        # this one did not commit (or unknown)
                 results.append({"index": n, "error": "unavailable", "message": str(out)})
             else:
                 results.append({"job_id": item["id"], "status": "accepted"})
