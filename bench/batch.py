@@ -15,7 +15,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Target, cpu_seconds, free_ports, machine_line, replace_section  # noqa: E402
+from common import cpu_seconds, machine_line, replace_section, start_node  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,18 +51,11 @@ def main():
     p.add_argument("--rabbitmq-port", type=int, default=5672)
     p.add_argument("--write", metavar="FILE")
     a = p.parse_args()
-    tmp = tempfile.mkdtemp(prefix="dq-batch-")
-    http_port, metrics_port = free_ports(2)
-    cfg = os.path.join(tmp, "config.yaml")
-    with open(cfg, "w") as f:
-        f.write(f"data_dir: {tmp}/data\nhttp_port: {http_port}\nmetrics_port: {metrics_port}\n"
-                f"rabbitmq_port: {a.rabbitmq_port}\npublish_on_register: {a.publish}\n"
-                f"log_level: warning\nsnapshot_entries: 1000000\n")
-    node = Target("node", [sys.executable, "dqorch.py", "-c", cfg], http_port,
-                  os.path.join(tmp, "node.log"), cwd=ROOT)
+    node = start_node(ROOT, tempfile.mkdtemp(prefix="dq-batch-"),
+                      rabbitmq_port=a.rabbitmq_port, publish_on_register=a.publish,
+                      snapshot_entries=1000000)
+    http_port = node.port
     try:
-        if not node.wait_ready(60):
-            sys.exit("node did not start:\n" + node.log_tail())
         rows = [("single registers", run(http_port, node.proc.pid, a.duration, 0, "s1")),
                 (f"batches of {a.batch}", run(http_port, node.proc.pid, a.duration,
                                               a.batch, "b")),

@@ -108,6 +108,26 @@ class Target:
         self._log.close()
 
 
+def start_node(checkout, tmp, name="node", cpus=None, **settings):
+    """A dqorch.py from `checkout` on free loopback ports with a fresh data_dir under
+    tmp and log_level warning; `settings` are further config keys (YAML scalars).
+    Waits for GET /api/health; exits with the node's log tail if it does not start."""
+    import sys
+    http_port, metrics_port, raft_port = free_ports(3)
+    cfg = os.path.join(tmp, f"{name}.yaml")
+    keys = dict(data_dir=os.path.join(tmp, f"{name}-data"), http_port=http_port,
+                metrics_port=metrics_port, raft_port=raft_port, log_level="warning",
+                **settings)
+    with open(cfg, "w") as f:
+        f.write("".join(f"{k}: {v}\n" for k, v in keys.items()))
+    node = Target(name, [sys.executable, os.path.join(checkout, "dqorch.py"), "-c", cfg],
+                  http_port, os.path.join(tmp, f"{name}.log"), cwd=checkout, cpus=cpus)
+    if not node.wait_ready(60):
+        node.stop()
+        sys.exit(f"{name} did not start:\n" + node.log_tail())
+    return node
+
+
 # --- wrk ---------------------------------------------------------------------------
 
 # One wrk thread; ids are <prefix>-<n>, unique per thread state. With a limit, the

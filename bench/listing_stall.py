@@ -18,8 +18,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (Target, free_ports, machine_line, peak_rss_bytes, percentile,  # noqa: E402
-                    replace_section, rss_bytes)
+from common import (machine_line, peak_rss_bytes, percentile, replace_section,  # noqa: E402
+                    rss_bytes, start_node)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,22 +57,14 @@ def lister(port, stop, pages):
 
 def measure(args, max_list_bytes):
     """(probe latencies alone, beside the lister, the lister's pages) on a fresh node."""
-    tmp = tempfile.mkdtemp(prefix="dq-listing-")
-    http_port, metrics_port = free_ports(2)
-    cfg = os.path.join(tmp, "config.yaml")
-    with open(cfg, "w") as f:
-        f.write(f"data_dir: {tmp}/data\nhttp_port: {http_port}\nmetrics_port: {metrics_port}\n"
-                f"rabbitmq_port: {args.rabbitmq_port}\npublish_on_register: false\n"
-                f"max_job_bytes: {args.payload_bytes + 4096}\nlog_level: warning\n"
-                f"max_list_bytes: {max_list_bytes}\n")
     # The node on CPU 0, prober and lister (this process) on CPU 1: what is measured
     # is the node's hub, not the two processes taking turns on one core.
-    node = Target("node", [sys.executable, "dqorch.py", "-c", cfg], http_port,
-                  os.path.join(tmp, "node.log"), cwd=ROOT, cpus={0})
+    node = start_node(ROOT, tempfile.mkdtemp(prefix="dq-listing-"), cpus={0},
+                      rabbitmq_port=args.rabbitmq_port, publish_on_register="false",
+                      max_job_bytes=args.payload_bytes + 4096, max_list_bytes=max_list_bytes)
     os.sched_setaffinity(0, {1})
+    http_port = node.port
     try:
-        if not node.wait_ready(60):
-            sys.exit("node did not start:\n" + node.log_tail())
         conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
         pad = "x" * args.payload_bytes
         for i in range(args.jobs):

@@ -17,24 +17,9 @@ from gevent import monkey
 monkey.patch_all()
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Target, free_ports, machine_line, paced, replace_section  # noqa: E402
+from common import machine_line, paced, replace_section, start_node  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def start(name, checkout, tmp, publish, rabbit_port):
-    http_port, metrics_port, raft_port = free_ports(3)
-    cfg = os.path.join(tmp, f"{name}.yaml")
-    with open(cfg, "w") as f:
-        f.write(f"data_dir: {tmp}/{name}-data\nhttp_port: {http_port}\n"
-                f"metrics_port: {metrics_port}\nraft_port: {raft_port}\n"
-                f"rabbitmq_port: {rabbit_port}\npublish_on_register: {publish}\n"
-                f"log_level: warning\n")
-    t = Target(name, [sys.executable, os.path.join(checkout, "dqorch.py"), "-c", cfg],
-               http_port, os.path.join(tmp, f"{name}.log"), cwd=checkout)
-    if not t.wait_ready(60):
-        sys.exit(f"{name} did not start:\n" + t.log_tail())
-    return t
 
 
 def main():
@@ -51,8 +36,9 @@ def main():
     subprocess.run(["git", "worktree", "add", "--detach", other, a.other], cwd=ROOT,
                    check=True, capture_output=True)
     try:
-        nodes = {"this": start("this", ROOT, tmp, a.publish, a.rabbitmq_port),
-                 a.other: start("other", other, tmp, a.publish, a.rabbitmq_port)}
+        kw = dict(publish_on_register=a.publish, rabbitmq_port=a.rabbitmq_port)
+        nodes = {"this": start_node(ROOT, tmp, "this", **kw),
+                 a.other: start_node(other, tmp, "other", **kw)}
         rows = []
         for r in range(a.rounds):
             for name, t in nodes.items():
