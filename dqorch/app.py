@@ -28,6 +28,7 @@ from .api import Access, guard, make_app
 from .broker import Broker
 from .dispatch import Dispatcher, Timers
 from .errors import ReplayFailed
+from .forward import Forwarder
 from .raft.log import LogCorrupt, RaftLog
 from .raft.node import RaftNode
 from .workers import WorkerTable
@@ -49,6 +50,13 @@ class StartupError(Exception):
 
 def _loopback(host: str) -> bool:
     return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def advertised_api(cfg) -> str:
+    """host:port where peers reach this node's API (forwarded writes): http_host, or
+    node_name's host when http_host listens on every address."""
+    host = cfg.node_host if cfg.http_host in ("0.0.0.0", "::", "") else cfg.http_host
+    return f"{host}:{cfg.http_port}"
 # Jobs live long and hold no reference cycles. Moving what survived into gc's permanent
 # generation every so many commands keeps full collections from scanning every job:
 # without it their cost, and the pauses, grow with the number of jobs held.
@@ -198,8 +206,19 @@ class Node:
         self.node = RaftNode(RaftLog(cfg.data_dir), cfg.node_name,
                              snapshot_entries=cfg.snapshot_entries, now_ms=now_ms,
                              skip_entries=skip_entries,
-                             max_pending=cfg.max_pending_proposals)
+                             max_pending=cfg.max_pending_proposals,
+                             peers=[name for name, _, _ in cfg.peer_endpoints],
+                             witnesses=[cfg.node_name] if cfg.witness else [],
+                             tick_s=cfg.raft_heartbeat_ms / 1000,
+                             election_ticks=cfg.raft_election_timeout_ms // cfg.raft_heartbeat_ms,
+                             api=advertised_api(cfg))
         self.workers = WorkerTable(cfg.worker_heartbeat_timeout_s, now_ms)
+        self.cluster = self.forwarder = None
+        if cfg.raft_peers:
+            from .cluster import Cluster
+            self.cluster = Cluster(cfg, self.node, self.workers)
+            self.forwarder = Forwarder(self.node, cfg.node_name,
+                                       wait_leader_s=2 * cfg.raft_election_timeout_ms / 1000)
         self.broker = Broker(cfg.rabbitmq_host, cfg.rabbitmq_port, cfg.rabbitmq_username,
                              cfg.rabbitmq_password, cfg.rabbitmq_vhost,
                              window=cfg.publish_window, heartbeat_s=cfg.rabbitmq_heartbeat_s,
@@ -216,6 +235,10 @@ class Node:
         self._servers: list = []
         self._timers = None
         self._since_freeze = 0
+        self._leading = False             # side effects running (Rule below)
+        self._want_lead: tuple | None = None
+        self._lead_wake = gevent.event.Event()
+        self._lead_loop = None
 
     def new_id(self) -> str:
         return str(uuid.uuid4())
@@ -240,13 +263,19 @@ class Node:
                         "and no allow_from: anyone who can reach port %d can register and "
                         "cancel jobs (README, Security)", cfg.http_host, cfg.http_port)
         self.node.listeners.append(self._count)
+        self.node.listeners.append(self.dispatcher.on_applied)
         self.node.batch_observers.append(self._observe_batch)
+        self.node.leadership.append(self._leadership)
+        self._lead_loop = gevent.spawn(self._follow_leadership)
+        if self.cluster is not None:
+            try:
+                self.cluster.start()
+            except OSError as e:
+                raise StartupError(EXIT_LISTEN, f"cannot listen on UDP {cfg.node_host}:"
+                                   f"{cfg.raft_port} (raft_port): {e.strerror or e}")
         self.node.start()
         gc.collect()
         gc.freeze()
-        self.node.listeners.append(self.dispatcher.on_applied)
-        self.broker.start()
-        self.dispatcher.start()
         self._timers = gevent.spawn(self._check_timers)
         self.started = True
         log.info("node ready node=%s http=%s:%d metrics=%d jobs=%d", cfg.node_name,
@@ -275,18 +304,89 @@ class Node:
             self._servers[-1].stop(timeout=max(0.1, deadline - time.monotonic()) / 2)
         if self._timers is not None:
             self._timers.kill()
+        if self.cluster is not None:
+            # A rolling restart should not wait out an election timeout.
+            self.node.transfer_leadership(self.cfg.raft_election_timeout_ms / 1000)
+        if self._lead_loop is not None:
+            self._lead_loop.kill()
         self.dispatcher.stop()
         self.broker.stop(timeout_s=max(0.1, deadline - time.monotonic()) / 2)
         self.node.stop(timeout_s=max(0.1, deadline - time.monotonic()))
+        if self.cluster is not None:
+            self.cluster.close()
         for server in self._servers[:-1]:
             server.stop(timeout=0.1)
         log.info("stopped node=%s", self.cfg.node_name)
         self.stopped.set()
 
+    # Leadership ############################################################
+    # Rule: side effects (the broker connection, publishing, timers) run only between
+    # became_leader and stepped_down (DESIGN §3); a witness has none. The node raises
+    # the events in its loop, which must not block: one greenlet follows them, always
+    # towards the latest.
+
+    def _leadership(self, is_leader: bool, term: int) -> None:
+        self._want_lead = (is_leader, term)
+        self._lead_wake.set()
+
+    def _follow_leadership(self) -> None:
+        while True:
+            self._lead_wake.wait()
+            self._lead_wake.clear()
+            is_leader, term = self._want_lead
+            try:
+                if is_leader and not self.cfg.witness:
+                    if self._leading:
+                        self._stop_side_effects()
+                    self.timers.lead_since_ms = now_ms()
+                    self.timers.grace = bool(self.cfg.raft_peers)
+                    self.dispatcher.start(term)
+                    self.broker.start()
+                    self._leading = True
+                    log.info("side effects started term=%d", term)
+                elif not is_leader and self._leading:
+                    self._stop_side_effects()
+                    log.info("side effects stopped term=%d", term)
+            except Exception:
+                log.exception("leadership change failed is_leader=%s", is_leader)
+
+    def _stop_side_effects(self) -> None:
+        self._leading = False
+        self.dispatcher.stop()
+        self.broker.stop(timeout_s=2.0)
+
     # Health ################################################################
 
     def ready(self) -> bool:
-        return self.started and self.node.role == "leader"
+        """Serving: the leader, or a follower that knows one. A node without a leader
+        for longer than an election timeout is not ready."""
+        if not self.started or self.node.role == "stopped":
+            return False
+        if self.node.leader is not None:
+            return True
+        since = self.node.no_leader_since
+        return since is not None and \
+            time.monotonic() - since < self.cfg.raft_election_timeout_ms / 1000
+
+    def cluster_status(self) -> dict:
+        """CONTRACT §2: every member as this node sees it. Match indexes are the
+        leader's knowledge; on a follower they are null."""
+        node, raft, progress = self.node, self.node.status(), self.node.progress()
+        now = time.monotonic()
+        members = [{"node": self.cfg.node_name, "role": raft["role"],
+                    "api": advertised_api(self.cfg), "last_contact_ms": 0,
+                    "match_index": node.log.last_index}]
+        for name, _, _ in self.cfg.peer_endpoints:
+            heard = node.contact.get(name)
+            prog = progress.get(name)
+            members.append({
+                "node": name,
+                "role": "leader" if name == node.leader else "follower",
+                "api": node.leader_api if name == node.leader else None,
+                "last_contact_ms": None if heard is None else int((now - heard) * 1000),
+                "match_index": prog["match"] if prog else None})
+        return {"node": self.cfg.node_name, "leader": raft["leader"], "term": raft["term"],
+                "members": members, "timestamp": now_ms()}
 
     def broker_status(self) -> dict:
         b = self.broker
@@ -306,7 +406,10 @@ class Node:
             "snapshot": {"ok": node.snapshot_error is None, "error": node.snapshot_error,
                          "index": node.log.snapshot_index},
             "broker": dict(self.broker_status(), ok=self.broker.connected
-                           and self.broker.confirms_overdue() is None),
+                           and self.broker.confirms_overdue() is None)
+            if self._leading or not self.cluster else
+            {"ok": True, "connected": self.broker.connected,
+             "note": "the leader publishes" if not self.cfg.witness else "a witness has no broker"},
         }
         if not checks["role"]["ok"]:
             status, code = "unavailable", 503
@@ -334,7 +437,7 @@ class Node:
             metrics.child(metrics.REGISTERS, outcome["outcome"]).inc()
         elif op == "report":
             metrics.child(metrics.REPORTS, outcome["outcome"]).inc()
-        elif op == "mark_queued" and outcome["queued"]:
+        elif op == "mark_queued" and outcome.get("queued"):
             metrics.transitions("pending", "queued").inc(outcome["queued"])
 
     def _count_move(self, id_: str, frm: str, to: str) -> None:
@@ -363,6 +466,8 @@ class Node:
     def _check_timers(self) -> None:
         while True:
             gevent.sleep(CHECK_INTERVAL_S)
+            if not self._leading:
+                continue              # the leader's work (a witness has none)
             try:
                 self.timers.check()
             except Exception:
@@ -406,6 +511,27 @@ class Node:
             "distriqueue_raft_applied_index": ("Raft applied index", node.applied_index, ()),
             "distriqueue_raft_is_leader": ("1 when this node is the leader",
                                            int(node.role == "leader"), ()),
+            "distriqueue_raft_role": ("1 for this node's Raft role", {
+                (r,): int(node.role == r) for r in ("leader", "follower", "candidate")},
+                ("role",)),
+            "distriqueue_raft_events_total": ("Elections this node started and leader "
+                                              "changes it saw", {
+                ("elections",): node.stats["elections"],
+                ("leader_changes",): node.stats["leader_changes"]}, ("event",)),
+            "distriqueue_raft_messages_dropped_total": (
+                "Raft messages dropped, by reason (datagram checks, then decoding)", {
+                    **{(r,): n for r, n in (self.cluster.codec.dropped.items()
+                                            if self.cluster else ())},
+                    ("bad_message",): node.stats["bad_messages"],
+                    ("inbox_full",): node.stats["inbox_full"]}, ("reason",)),
+            "distriqueue_raft_replication_lag_entries": (
+                "Leader only: entries each follower lacks", {
+                    (p,): max(0, node.log.last_index - pr["match"])
+                    for p, pr in node.progress().items()}, ("peer",)),
+            "distriqueue_forwarded_requests_total": (
+                "Writes this follower passed to the leader, by outcome", {
+                    (k,): v for k, v in (self.forwarder.stats.items()
+                                         if self.forwarder else ())}, ("outcome",)),
             "distriqueue_log_writable": ("1 when the last log write succeeded",
                                          int(node.log_ok), ()),
             "distriqueue_proposals_refused_total": (
@@ -501,12 +627,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(cfg)
     if unknown_env:
         log.warning("%s", unknown_env)    # one line; README, Deployment
-    if cfg.raft_peers:
-        # Two nodes that each lead alone would both publish and both accept writes
-        # (split brain): refuse until replication between peers exists.
-        log.critical("config: raft_peers: clustering is not built yet; a node with peers "
-                     "would be a second leader (split brain). Remove raft_peers to run "
-                     "one node.")
+    if cfg.witness and not cfg.raft_peers:
+        log.critical("config: witness: a witness needs raft_peers (it is the third vote "
+                     "of a cluster; alone it would lead with no broker)")
         return 2
     try:
         node = Node(cfg, skip_entries=args.skip_entry)

@@ -87,6 +87,9 @@ class Config:
     max_batch_body_bytes: int = 16777216  # body limit of POST /api/jobs/batch
     max_pending_proposals: int = 5000  # client writes waiting for the log; beyond: 503
     rabbitmq_heartbeat_s: int = 10
+    raft_heartbeat_ms: int = 100  # leader heartbeat, and the tick of every Raft timer
+    raft_election_timeout_ms: int = 1000  # silence before an election: random in [this, 2x)
+    witness: bool = False  # Raft only: votes and stores the log, never a lasting leader
 
     @property
     def node_id(self) -> str:
@@ -378,6 +381,9 @@ _SPECS: dict[str, Converter] = {
     "max_batch_body_bytes": _integer(1024, 1073741824),
     "max_pending_proposals": _integer(10, 1000000),
     "rabbitmq_heartbeat_s": _integer(1, 600),
+    "raft_heartbeat_ms": _integer(10, 10000),
+    "raft_election_timeout_ms": _integer(100, 60000),  # and >= 3 x raft_heartbeat_ms
+    "witness": _boolean,
 }
 if list(_SPECS) != [f.name for f in fields(Config)]:
     raise RuntimeError("config: every Config field needs exactly one entry in _SPECS, in order")
@@ -572,6 +578,11 @@ def _check_across(cfg: Config, origin: Mapping[str, str]) -> None:
         raise ConfigError("max_job_bytes", f"must be an integer 1024-{cfg.max_body_bytes} "
                           f"(at most max_body_bytes), got {cfg.max_job_bytes}"
                           + origin.get("max_job_bytes", ""))
+    if cfg.raft_election_timeout_ms < 3 * cfg.raft_heartbeat_ms:
+        raise ConfigError("raft_election_timeout_ms", f"must be at least 3 x "
+                          f"raft_heartbeat_ms ({3 * cfg.raft_heartbeat_ms}), got "
+                          f"{cfg.raft_election_timeout_ms}"
+                          + origin.get("raft_election_timeout_ms", ""))
     if cfg.metrics_port == cfg.http_port:
         raise ConfigError("metrics_port", f"must differ from http_port, both are "
                           f"{cfg.http_port}" + origin.get("metrics_port", ""))

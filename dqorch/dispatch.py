@@ -10,6 +10,10 @@ needs it, never because its mark could not be written: a failed mark is retried 
 backoff), and nothing is published while the log cannot be written.
 Rule 2: a mark this node cannot propose (not leader) is dropped; the next leader finds
 the job still pending and publishes it again.
+Rule 3: it runs only between start(term) and stop() (the node's became_leader and
+stepped_down): start rebuilds everything from the applied state, stop forgets it all,
+and every mark carries the term it was started in, so apply refuses a deposed
+leader's late one.
 """
 from __future__ import annotations
 
@@ -43,6 +47,11 @@ class Dispatcher:
         self.node = node
         self.broker = broker
         self.now_ms = now_ms
+        self.term = 0
+        self._loop = None
+        self._reset()
+
+    def _reset(self) -> None:
         self._wake = gevent.event.Event()
         self._todo: collections.deque = collections.deque()   # job ids to publish
         self._later: list = []            # heap of (due monotonic, n, id)
@@ -58,11 +67,12 @@ class Dispatcher:
         self._ev_acked = 0                # all events <= this are confirmed
         self._ev_confirmed: set = set()   # confirmed seqs above _ev_acked
         self._marking_events = False
-        self._loop = None
 
     # Wiring: these run in the hub or in the commit loop and must not block. #####
 
     def on_applied(self, cmd: dict, outcome: dict) -> None:
+        if self._loop is None:
+            return                     # Rule 3: not leading
         if outcome.get("publish"):
             self._schedule(cmd["id"])
         for id_ in outcome.get("publish_ids", ()):
@@ -93,7 +103,10 @@ class Dispatcher:
 
     # Loop ##################################################################
 
-    def start(self) -> None:
+    def start(self, term: int | None = None) -> None:
+        self.stop()
+        self._reset()
+        self.term = self.node.term if term is None else term
         st = self.node.state
         for seq in st.by_status[PENDING]:        # oldest first
             self._schedule(st.by_seq[seq])
@@ -107,6 +120,7 @@ class Dispatcher:
     def stop(self) -> None:
         if self._loop is not None:
             self._loop.kill()
+            self._loop = None
 
     def backlog(self) -> dict:
         st = self.node.state
@@ -161,6 +175,7 @@ class Dispatcher:
             self._propose({"op": "mark_published", "upto": self._ev_acked}, None)
 
     def _propose(self, cmd: dict, items) -> None:
+        cmd["term"] = self.term                  # Rule 3
         try:
             result = self.node.propose_async(cmd)
         except NotLeader as e:                   # Rule 2
@@ -251,7 +266,7 @@ class Dispatcher:
 
     def _publish_jobs(self) -> None:
         st, broker = self.node.state, self.broker
-        term = self.node.term
+        term = self.term
         if not self._may_publish():
             return
         while self._todo and broker.free_slots() > 0:
@@ -288,11 +303,18 @@ class Timers:
         self.retention_ms = retention_s * 1000
         self.retention_max = retention_max
         self._proposed: set = set()       # keys of commands proposed, not yet applied
+        # A new leader of a cluster has not yet heard every worker (followers pass
+        # their heartbeats on): it expires no worker and times out no job until one
+        # heartbeat timeout has passed since it became leader.
+        self.grace = False
+        self.lead_since_ms = 0
 
     def check(self) -> None:
         if self.node.role != "leader":
             return
         st, now = self.node.state, self.now_ms()
+        if self.grace and now - self.lead_since_ms < self.workers.timeout_ms:
+            return
         lost = self.workers.check()
         if lost:
             metrics.WORKERS_LOST.inc(len(lost))
@@ -313,6 +335,7 @@ class Timers:
     def _propose(self, key, cmd: dict) -> None:
         if key in self._proposed:
             return
+        cmd["term"] = self.node.term
         try:
             result = self.node.propose_async(cmd)
         except Exception as e:

@@ -124,6 +124,7 @@ class State:
         self.outbox: dict[int, dict] = {}         # status events not yet published
         self.outbox_next = 1                      # seq of the next event
         self.outbox_done = 0                      # events <= this are published
+        self.term = 0                             # newest leader term a command carried
 
 
 # Indexes ###################################################################
@@ -474,6 +475,14 @@ APPLY = {
 
 
 def apply(st: State, cmd: dict) -> dict:
+    """Commands from a leader's side effects (marks, timers) and its no-op carry its
+    term. One older than a term already seen is a deposed leader's: refused, the same
+    way on every replica (the term is in the entry)."""
+    term = cmd.get("term")
+    if term is not None:
+        if term < st.term:
+            return {"outcome": "stale_term"}
+        st.term = term
     return APPLY[cmd["op"]](st, cmd)    # an unknown op raises: stop, never guess
 
 
@@ -599,6 +608,7 @@ def to_snapshot(st: State) -> dict:
         "outbox_done": st.outbox_done,
         "evicted": st.evicted,
         "terminal_order": list(st.terminal_fifo),
+        "term": st.term,
     }
 
 
@@ -632,6 +642,7 @@ def from_snapshot(data: dict) -> State:
     st.outbox_next = data["outbox_next"]
     st.outbox_done = data["outbox_done"]
     st.evicted = data.get("evicted", 0)
+    st.term = data.get("term", 0)
     order = data.get("terminal_order")
     if order is None:
         ended.sort()

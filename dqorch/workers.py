@@ -36,6 +36,26 @@ class WorkerTable:
             log.info("worker joined worker=%s type=%s", w["worker_id"], w["worker_type"])
         return old is None
 
+    def fresh_since(self, mark_ms: int) -> list[dict]:
+        """Heartbeats received here after mark_ms, with their age instead of a time
+        (a follower passes them to the leader: ages, so clocks need not agree)."""
+        now = self.now_ms()
+        return [dict({k: v for k, v in rec.items()
+                      if k not in ("last_heartbeat", "first_seen", "heartbeats")},
+                     age_ms=now - rec["last_heartbeat"])
+                for rec in self.workers.values() if rec["last_heartbeat"] > mark_ms]
+
+    def merge(self, w: dict) -> None:
+        """A heartbeat another node received, `age_ms` old: kept when it is fresher
+        than what this table has (the leader keeps the freshest of every node's)."""
+        at = self.now_ms() - max(0, int(w["age_ms"]))
+        old = self.workers.get(w["worker_id"])
+        if old is not None and old["last_heartbeat"] >= at:
+            return
+        w = {k: v for k, v in w.items() if k != "age_ms"}
+        self.heartbeat(w)
+        self.workers[w["worker_id"]]["last_heartbeat"] = at
+
     def is_unresponsive(self, worker_id: str) -> bool:
         """False for a worker never seen: after a restart the table is empty until
         the next heartbeats, and silence we never observed proves nothing."""

@@ -97,6 +97,13 @@ class Ready:
                     or self.committed or self.events)
 
 
+def _mentions(m: Message, index: int) -> bool:
+    """Does m carry or acknowledge an entry at or above index?"""
+    if m.type == APPEND:
+        return m.index + len(m.entries) >= index or m.commit >= index
+    return m.type == APPEND_RESP and not m.reject and m.index >= index
+
+
 class NotLeader(Exception):
     """propose() on a node that is not the leader, or a leader handing over."""
 
@@ -212,6 +219,27 @@ class Core:
         term = self.term_at(index)
         del self.log[:index - self.snap_index]
         self.snap_index, self.snap_term, self.snap_data = index, term, data
+
+    def forget_unstable(self, index: int) -> None:
+        """The caller could not persist Ready.entries from `index` on: drop them and
+        what was decided from them (commit, queued messages that carry or count them),
+        as if they had never been proposed or received. Only entries above `stable`
+        can go; none of them has been sent, since messages leave after the persist."""
+        index = max(index, self.stable + 1, self.snap_index + 1)
+        if index > self.last_index():
+            return
+        del self.log[index - self.snap_index - 1:]
+        self.unstable_from = min(self.unstable_from, index)
+        self.commit = min(self.commit, index - 1)
+        self._msgs = [m for m in self._msgs if not _mentions(m, index)]
+        for pr in self.progress.values():
+            if pr.next > index:
+                pr.next = max(pr.match + 1, index)
+            if pr.state == "probe":
+                pr.paused = False
+        if self.role == LEADER and self.last_term() != self.term:
+            # It lost its own no-op: without an entry of its term nothing commits (§5.4.2).
+            self._append([Entry(self.last_index() + 1, self.term, None)])
 
     # The caller's surface ####################################################
 
@@ -456,7 +484,12 @@ class Core:
     def _step_leader(self, m: Message) -> None:
         if m.type == BEAT:
             for p in self.peers:
-                self.progress[p].paused = False
+                pr = self.progress[p]
+                if pr.state == "snapshot":
+                    # An empty append keeps its election timer quiet while the snapshot
+                    # travels: a follower that stops following would refuse the chunks.
+                    self._send(Message(APPEND, to=p, term=self.term, api=self.api))
+                pr.paused = False
                 self._send_append(p)
             self._maybe_hand_over()
             return

@@ -2,7 +2,8 @@
 snapshots in `data_dir`. Owns the disk, nothing else: no greenlets, no clock.
 
 Files:
-  hardstate.json           {"term", "vote"}, replaced atomically (tmp, fsync, rename)
+  hardstate.json           {"term", "vote", "commit"}, replaced atomically (tmp, fsync,
+                           rename); commit is a lower bound of the commit index
   log-<first index>.seg    records: header <IIQQ (length, crc32, index, term) + JSON
                            command. Each append starts with a batch mark: a header with
                            index 0, no body, and the batch's byte length as its term.
@@ -132,6 +133,7 @@ class RaftLog:
         self.dir = data_dir
         self.term = 0
         self.vote: str | None = None
+        self.commit = 0                   # known committed when hard state was saved
         self.last_index = 0
         self.last_term = 0
         self.snapshot_index = 0
@@ -189,9 +191,10 @@ class RaftLog:
         try:
             with open(path, "rb") as f:
                 hs = json.loads(f.read())
-            term, vote = hs["term"], hs.get("vote")
-            if type(term) is not int or term < 0 or not (vote is None or type(vote) is str):
-                raise ValueError(f"term={term!r} vote={vote!r}")
+            term, vote, commit = hs["term"], hs.get("vote"), hs.get("commit", 0)
+            if type(term) is not int or term < 0 or not (vote is None or type(vote) is str) \
+                    or type(commit) is not int or commit < 0:
+                raise ValueError(f"term={term!r} vote={vote!r} commit={commit!r}")
         except FileNotFoundError:
             return False
         except IsADirectoryError:
@@ -199,7 +202,7 @@ class RaftLog:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise LogCorrupt(f"{path}: damaged hard state ({e}); move it away to take the "
                              f"term from the log (see README, Recovery)")
-        self.term, self.vote = term, vote
+        self.term, self.vote, self.commit = term, vote, commit
         return True
 
     def _scan(self):
@@ -221,6 +224,9 @@ class RaftLog:
                          os.path.getsize(path) if os.path.isfile(path) else 0)
                 if os.path.isfile(path):
                     os.unlink(path)
+            elif name.startswith("snapshot-") and name.endswith((".recv", ".meta",
+                                                                  ".received")):
+                pass      # a snapshot coming from the leader (cluster.py resumes it)
             elif name.startswith(("log-", "snapshot-")):
                 log.warning("ignoring a file that is not dqorch's file=%s", path)
         return segs, snaps
@@ -329,15 +335,21 @@ class RaftLog:
         return {"index": index, "term": term, "total_jobs": total,
                 "state": dict(state, jobs=jobs())}
 
+    def read_snapshot(self, index: int):
+        """The snapshot file of index, as open() returns it (jobs streamed)."""
+        return self._load_snapshot([(index, self.snapshot_path(index))])
+
     def write_snapshot(self, index: int, term: int, state: dict) -> None:
         """Write snapshot-<index>.json atomically (called in the forked child)."""
         write_atomic(self.snapshot_path(index), _snapshot_chunks(index, term, state))
 
     # Writing ###############################################################
 
-    def save_hard_state(self, term: int, vote: str | None) -> None:
-        write_atomic(self._hs_path(), json.dumps({"term": term, "vote": vote}).encode())
-        self.term, self.vote = term, vote
+    def save_hard_state(self, term: int, vote: str | None, commit: int | None = None) -> None:
+        commit = self.commit if commit is None else commit
+        write_atomic(self._hs_path(), json.dumps({"term": term, "vote": vote,
+                                                  "commit": commit}).encode())
+        self.term, self.vote, self.commit = term, vote, commit
 
     def append(self, data: bytes, last_index: int, last_term: int) -> int:
         """Write a batch mark and the encoded records (not yet durable: fsync
@@ -487,10 +499,15 @@ class RaftLog:
         self.last_index, self.last_term = index - 1, self.term_at(index - 1)
         self.unsure = None
 
-    def install_snapshot(self, index: int, term: int, state: dict) -> None:
-        """A snapshot from the leader replaces this log (Raft §7): write it, then drop
-        every segment (newest first) and every older snapshot, and go on at index + 1."""
-        write_atomic(self.snapshot_path(index), _snapshot_chunks(index, term, state))
+    def install_snapshot(self, index: int, term: int, state: dict | None = None,
+                         path: str | None = None) -> None:
+        """A snapshot from the leader replaces this log (Raft §7): write it (from
+        `state`, or move the received file at `path` into place), then drop every
+        segment (newest first) and every older snapshot, and go on at index + 1."""
+        if path is not None:
+            os.replace(path, self.snapshot_path(index))
+        else:
+            write_atomic(self.snapshot_path(index), _snapshot_chunks(index, term, state))
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -1,39 +1,57 @@
-"""The greenlet that drives this node's log: propose -> append -> fsync -> commit ->
-apply -> answer. Owns ordering and group commit; the disk belongs to log.py and the
-rules of what a command does to state.py.
+"""The greenlet that drives this node's Raft core (raft/core.py) against the disk
+(raft/log.py) and the network (a `send(peer, payload)` the app passes in): propose ->
+append -> fsync -> replicate -> commit -> apply -> answer. The core decides every
+role, vote and commit; this file carries out its Ready in order (persist, send,
+apply, events) and owns group commit and snapshots.
 
-Today a node has no peers: it is the leader of a Raft cluster of one, and an entry
-commits once it is fsync'd. The shape is Raft's (term bumped and persisted on every
-start, a no-op entry of the new term, commit and applied indexes), so replication
-can come in behind propose() without changing callers.
+A node without peers is a Raft cluster of one through the same path: it starts as a
+follower with its persisted term and vote, elects itself at once, and commits on
+fsync. Every entry in its log was committed when it was written (a majority of one),
+so its start-up replays the whole log; a member of a cluster replays only what its
+hard state or snapshot says was committed and learns the rest from the leader.
 
-Rule 1: the commit loop never dies of the disk. A failed write fails its batch (the
-waiting handlers get LogFailed), `log_ok` turns false (health says degraded), one line
-is logged per change of state, and the loop probes with a no-op until a write works.
+Rule 1: the commit loop never dies of the disk. A failed write fails the commands
+of its batch (LogFailed), the core forgets the entries (`forget_unstable`: nothing of
+them was sent), `log_ok` turns false (health says degraded), one line is logged per
+change of state, and the Ready is tried again on the next wake-up (at least every
+PROBE_S; a leader probes with a no-op).
 Rule 2: an apply that raises stops the node (replicas must never diverge); on the next
 start the replay refuses with ReplayFailed naming the entry. `skip_entries` lets an
 operator start past it once; a snapshot right after makes that permanent.
+Rule 3: only this loop touches the core. Messages, ticks and proposals that arrive
+while a Ready is being carried out wait in `_inbox`, `_ticks` and `_queue`, so a Ready
+never changes under its own feet.
 """
 from __future__ import annotations
 
 import ctypes
 import logging
 import os
+import random
 import signal
 import time
+from dataclasses import replace
 
 import gevent
 import gevent.event
 
 from .. import state as st_mod
 from ..errors import LogFailed, NotLeader, Overloaded, ProposeTimeout, ReplayFailed
+from . import core as C
+from . import wire
 from .log import MAX_APPEND_BYTES, RaftLog, encode
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 100_000
-PROBE_S = 1.0                  # while the log cannot be written, try a no-op this often
+PROBE_S = 1.0                  # while the log cannot be written, try again this often
 SNAPSHOT_RETRY_S = 30.0        # after a failed snapshot, wait this long before the next
+MAX_INBOX = 20_000             # messages waiting for the loop; beyond, dropped (UDP is lossy)
+# An append bigger than this goes as several (each a valid append of its own part),
+# so that one lost fragment costs a resend of at most this much.
+MAX_MESSAGE_BYTES = 256 * 1024
+LOST = ("lost leadership before this command committed; the outcome is unknown, "
+        "retrying is safe")
 
 
 def _entry_name(index: int, cmd) -> str:
@@ -45,10 +63,15 @@ def _entry_name(index: int, cmd) -> str:
     return f"index={index} op={cmd.get('op')} job={job}"
 
 
+def _noop(term: int) -> dict:
+    return {"op": "noop", "term": term}
+
+
 class RaftNode:
     def __init__(self, raft_log: RaftLog, node_name: str, *, snapshot_entries: int,
                  now_ms, fsync=os.fsync, skip_entries=frozenset(),
-                 max_pending: int = 5000) -> None:
+                 max_pending: int = 5000, peers=(), witnesses=(), tick_s: float = 0.1,
+                 election_ticks: int = 10, api: str = "", send=None, rng=None) -> None:
         self.log = raft_log
         self.node_name = node_name
         self.snapshot_entries = snapshot_entries
@@ -56,36 +79,56 @@ class RaftNode:
         self._fsync = fsync
         self.skip_entries = frozenset(skip_entries)
         self.max_pending = max_pending
+        self.peers = tuple(peers)
+        self.witnesses = frozenset(witnesses)
+        self.tick_s = tick_s
+        self.election_ticks = election_ticks
+        self.api = api
+        self.send = send or (lambda peer, payload: None)
+        self.rng = rng or random.Random()
+        self.core: C.Core | None = None
         self.overloaded = 0           # client proposals refused: the queue was full
         self.state = st_mod.State()
-        self.role = "starting"
-        self.leader: str | None = None
-        self.commit_index = 0
         self.applied_index = 0
         self.log_ok = True
         self.log_error: str | None = None
         self.failed_writes = 0        # since the log was last writable
         self.listeners: list = []         # fn(cmd, outcome) after each live apply
         self.batch_observers: list = []   # fn(entries, seconds) after each commit
+        self.leadership: list = []        # fn(is_leader, term) on became_leader/stepped_down
+        self.receivers: dict = {}         # first payload byte -> fn(sender, payload)
         self.listener_errors = 0
         self.snapshots = 0
         self.snapshot_failures = 0
         self.snapshot_error: str | None = None
-        self._queue: list = []
+        self.stats = {"elections": 0, "leader_changes": 0, "bad_messages": 0,
+                      "inbox_full": 0}
+        self.contact: dict[str, float] = {}   # peer -> monotonic time last heard from
+        self.no_leader_since = time.monotonic()
+        self._stopped = False
+        self._queue: list = []        # (cmd, AsyncResult) not yet handed to the core
+        self._inbox: list = []        # Messages not yet stepped
+        self._ticks = 0
+        self._waiting: dict = {}      # index -> (term, AsyncResult)
+        self._encoded: dict = {}      # index -> (term, bytes) of this leader's proposals
+        self._last_at = 0             # newest at_ms seen: time in the log never goes back
         self._wake = gevent.event.Event()
         self._loop = None
+        self._ticker = None
         self._snap_child = None
         self._snap_retry_at = 0.0     # monotonic; no snapshot attempt before it
         self._probe_at = 0.0
+        self._busy = False
 
     # Start and stop ########################################################
 
     def start(self) -> None:
-        """Replay snapshot + log, bump the term, become leader. Blocks until ready.
-        LogCorrupt: data_dir is damaged. ReplayFailed: an entry cannot be applied.
-        OSError: data_dir cannot be read or written."""
+        """Replay snapshot + what is known committed, start the loop (a node without
+        peers elects itself at once). LogCorrupt: data_dir is damaged. ReplayFailed: an
+        entry cannot be applied. OSError: data_dir cannot be read or written."""
         t0 = time.monotonic()
         snap, entries = self.log.open()
+        snap_index, snap_term = 0, 0
         if snap is not None:
             jobs = self._progress(snap["state"]["jobs"], snap["total_jobs"])
             try:
@@ -93,11 +136,18 @@ class RaftNode:
             except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as e:
                 raise ReplayFailed(f"snapshot index={snap['index']} cannot be loaded: "
                                    f"{e!r}; see README, Recovery")
-            self.applied_index = snap["index"]
-            log.info("loaded snapshot index=%d jobs=%d", snap["index"], len(self.state.jobs))
-        total = len(entries)
+            snap_index, snap_term = snap["index"], snap["term"]
+            self.applied_index = snap_index
+            log.info("loaded snapshot index=%d jobs=%d", snap_index, len(self.state.jobs))
+        # A majority of one: every entry written was committed.
+        known = self.log.last_index if not self.peers else max(self.log.commit, snap_index)
+        total = sum(1 for index, _, _ in entries if index <= known)
         skipped = 0
         for n, (index, _term, cmd) in enumerate(entries, 1):
+            if isinstance(cmd, dict):
+                self._last_at = max(self._last_at, cmd.get("at_ms") or 0)
+            if index > known:
+                continue
             if index in self.skip_entries:
                 log.warning("skipping log entry as asked %s", _entry_name(index, cmd))
                 skipped += 1
@@ -111,16 +161,32 @@ class RaftNode:
             if n % PROGRESS_EVERY == 0:
                 log.info("replaying log entries=%d of %d (%d%%)", n, total, n * 100 // total)
                 gevent.sleep(0)
-        self.commit_index = self.applied_index
-        term = self.log.term + 1
-        self.log.save_hard_state(term, self.node_name)  # a cluster of one votes for itself
-        log.info("replayed log entries=%d jobs=%d applied=%d seconds=%.2f", total,
-                 len(self.state.jobs), self.applied_index, time.monotonic() - t0)
-        self.role, self.leader = "leader", self.node_name
-        log.info("became leader term=%d last_index=%d", term, self.log.last_index)
+        log.info("replayed log entries=%d jobs=%d applied=%d unknown_commit=%d seconds=%.2f",
+                 total, len(self.state.jobs), self.applied_index,
+                 len(entries) - total, time.monotonic() - t0)
+        self.core = C.Core(
+            self.node_name, (self.node_name,) + self.peers, rng=self.rng,
+            election_ticks=self.election_ticks, heartbeat_ticks=1,
+            hard_state=(self.log.term, self.log.vote, known),
+            snapshot=(snap_index, snap_term,
+                      self.log.snapshot_path(snap_index) if snap is not None else None),
+            entries=[C.Entry(i, t, cmd) for i, t, cmd in entries],
+            witnesses=self.witnesses, max_msg_entries=64, api=self.api)
+        self.core.applied = self.applied_index
+        if not self.peers:
+            self.core.step(C.Message(C.HUP, frm=self.node_name))   # leader at once
+            # Its new term and vote, before anything else: a disk that cannot take
+            # them stops the start (OSError), as it would stop any write.
+            self.log.save_hard_state(self.core.term, self.core.vote, known)
         self._loop = gevent.spawn(self._run)
-        # Raft §5.4.2: a new leader commits an entry of its own term.
-        self.propose({"op": "noop"})
+        self._ticker = gevent.spawn(self._tick_forever)
+        self._wake.set()
+        if not self.peers:
+            # Serve once the no-op of the new term is in: everything before it is then
+            # applied too. A disk that fails it is Rule 1's to report, not a hang here.
+            noop, deadline = self.core.last_index(), time.monotonic() + 10
+            while self.applied_index < noop and self.log_ok and time.monotonic() < deadline:
+                gevent.sleep(0.005)
         if skipped:
             self.snapshot_now()       # Rule 2: later starts need no skip_entries
 
@@ -131,38 +197,89 @@ class RaftNode:
                 log.info("loading snapshot jobs=%d of %d (%d%%)", n, total, n * 100 // total)
             yield job
 
+    def transfer_leadership(self, timeout_s: float) -> bool:
+        """A leader with peers hands over to its most caught-up peer (a rolling
+        restart then needs no election timeout). True once another node leads."""
+        core = self.core
+        if core is None or core.role != C.LEADER or not self.peers:
+            return False
+        data_peers = [p for p in self.peers if p not in self.witnesses] or list(self.peers)
+        best = max(data_peers, key=lambda p: core.progress[p].match)
+        log.info("handing leadership over to=%s", best)
+        self._inbox.append(C.Message(C.TRANSFER, frm=self.node_name, to=best, term=core.term))
+        self._wake.set()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            gevent.sleep(0.02)
+            if core.role != C.LEADER:
+                return True
+        return False
+
     def stop(self, timeout_s: float = 5.0) -> None:
         """Refuse new proposals, commit what was already proposed, close the log.
         Always returns within about timeout_s."""
-        if self.role == "stopped":
+        if self._stopped:
             return
-        self.role = "stopped"
-        self._wake.set()
         deadline = time.monotonic() + timeout_s
-        while (self._queue or self._busy) and time.monotonic() < deadline:
+        self._stopped = True
+        self._wake.set()
+        while (self._queue or self._busy or self._waiting) and time.monotonic() < deadline:
             gevent.sleep(0.01)
-        if self._loop is not None:
-            self._loop.kill(block=True, timeout=1)
+        for g in (self._ticker, self._loop):
+            if g is not None:
+                g.kill(block=True, timeout=1)
         if self._snap_child is not None:
             self._snap_child.join(timeout=max(0.0, deadline - time.monotonic()))
         for _, result in self._queue:
             result.set_exception(NotLeader("node stopped before this command was logged"))
         self._queue = []
+        self._fail_waiting("node stopped before this command committed; the outcome is "
+                           "unknown, retrying is safe")
+        core = self.core
+        if core is not None and self.log_ok and self.log.unsure is None:
+            try:     # the next start then applies all it knows committed, leader or not
+                self.log.save_hard_state(core.term, core.vote,
+                                         min(core.commit, self.log.last_index))
+            except OSError as e:
+                log.warning("hard state not saved at stop error=%s", e)
         self.log.close()
         log.info("log closed commit=%d", self.commit_index)
 
-    # Proposals #############################################################
+    # What the others read ##################################################
+
+    @property
+    def role(self) -> str:
+        if self._stopped:
+            return "stopped"
+        if self.core is None:
+            return "starting"
+        return C.CANDIDATE if self.core.role == C.PRE_CANDIDATE else self.core.role
+
+    @property
+    def leader(self) -> str | None:
+        return None if self.core is None else self.core.lead
+
+    @property
+    def leader_api(self) -> str:
+        return "" if self.core is None else self.core.lead_api
 
     @property
     def term(self) -> int:
-        return self.log.term
+        return self.log.term if self.core is None else self.core.term
+
+    @property
+    def commit_index(self) -> int:
+        return self.applied_index if self.core is None else self.core.commit
+
+    # Proposals #############################################################
 
     def propose_async(self, cmd: dict) -> gevent.event.AsyncResult:
-        """Queue a command for the next group commit. The leader stamps `at_ms`.
+        """Queue a command for the next group commit; the leader stamps `at_ms`. A
+        command with a `term` is refused unless it is still this leader's term.
         Raises NotLeader when this node cannot commit now."""
-        if self.role != "leader":
-            raise NotLeader(f"node is {self.role}")
-        cmd.setdefault("at_ms", self.now_ms())
+        if self.role != C.LEADER:
+            raise NotLeader(f"node is {self.role}" + (f"; leader is {self.leader}"
+                                                       if self.leader else ""))
         result = gevent.event.AsyncResult()
         self._queue.append((cmd, result))
         self._wake.set()
@@ -170,7 +287,7 @@ class RaftNode:
 
     def propose(self, cmd: dict, timeout_s: float = 10.0) -> dict:
         """Commit and apply one client command; return apply's outcome.
-        NotLeader, Overloaded, LogFailed: not committed (unless LogFailed says the
+        NotLeader, Overloaded, LogFailed: not committed (unless the message says the
         outcome is unknown). ProposeTimeout: outcome unknown.
 
         Overloaded when max_pending commands already wait: beyond that a client would
@@ -185,10 +302,10 @@ class RaftNode:
             raise ProposeTimeout(f"no commit within {timeout_s:g} s; the outcome is unknown")
 
     def _admit(self) -> None:
-        if len(self._queue) >= self.max_pending:
+        if len(self._queue) + len(self._waiting) >= self.max_pending:
             self.overloaded += 1
-            raise Overloaded(f"{len(self._queue)} commands wait for the log "
-                             f"(max_pending_proposals); retry shortly")
+            raise Overloaded(f"{len(self._queue) + len(self._waiting)} commands wait for "
+                             f"the log (max_pending_proposals); retry shortly")
 
     def propose_many(self, cmds: list, timeout_s: float = 10.0) -> list:
         """Commit client commands together (they join one group commit); one outcome
@@ -208,92 +325,194 @@ class RaftNode:
                 out.append(e)
         return out
 
-    # The loop ##############################################################
+    # The network's side ####################################################
 
-    _busy = False
+    def receive(self, sender: str, payload: bytes) -> None:
+        """From the transport (in the hub, authenticated): queue for the loop."""
+        self.contact[sender] = time.monotonic()
+        fn = self.receivers.get(payload[:1])
+        if fn is not None:
+            fn(sender, payload)
+            return
+        try:
+            m = wire.decode(sender, self.node_name, payload)
+        except ValueError:
+            self.stats["bad_messages"] += 1
+            return
+        self.step_later(m)
+
+    def step_later(self, m: C.Message) -> None:
+        if len(self._inbox) >= MAX_INBOX:
+            self.stats["inbox_full"] += 1
+            return
+        self._inbox.append(m)
+        self._wake.set()
+
+    def _tick_forever(self) -> None:
+        # A sleep that returns late (a busy hub) is one tick, not a burst: this node
+        # being slow is no reason to call an election.
+        while True:
+            gevent.sleep(self.tick_s)
+            self._ticks += 1
+            self._wake.set()
+
+    # The loop ##############################################################
 
     def _run(self) -> None:
         while True:
-            # Wake by itself while something must be retried: the log probe, or a
-            # failed snapshot on a node that may get no writes at all.
             idle = self.log_ok and self.snapshot_error is None
             self._wake.wait(timeout=None if idle else PROBE_S)
             self._wake.clear()
-            if not self.log_ok and not self._queue and self.role == "leader" \
+            self._busy = True
+            try:
+                self._turn()
+            except Exception:
+                # A bug outside the disk path; a dead loop would leave every request
+                # waiting forever, so stop and let the supervisor restart.
+                log.critical("commit loop failed; stopping", exc_info=True)
+                os._exit(70)
+            finally:
+                self._busy = False
+            try:
+                self._maybe_snapshot()
+            except Exception as e:
+                self._snapshot_failed(f"cannot start: {e}")
+
+    def _turn(self) -> None:
+        core = self.core
+        while self._inbox or self._ticks or self._queue or not self.log_ok:
+            inbox, self._inbox = self._inbox, []
+            for m in inbox:
+                core.step(m)
+            if self._ticks:
+                self._ticks = 0
+                core.tick()
+            if not self.log_ok and core.role == C.LEADER and not self._queue \
                     and time.monotonic() >= self._probe_at:
                 self._probe_at = time.monotonic() + PROBE_S
-                self.propose_async({"op": "noop"})     # Rule 1: is the disk back?
-            while self._queue:
-                batch, self._queue = self._queue, []
-                self._busy = True
-                try:
-                    self._commit(batch)
-                except Exception:
-                    # A bug outside the disk path; a dead loop would leave every
-                    # request waiting forever, so stop and let the supervisor restart.
-                    log.critical("commit loop failed; stopping", exc_info=True)
-                    os._exit(70)
-                finally:
-                    self._busy = False
-            if self.role == "leader":
-                try:
-                    self._maybe_snapshot()
-                except Exception as e:
-                    self._snapshot_failed(f"cannot start: {e}")
+                self._queue.append(({"op": "noop"}, gevent.event.AsyncResult()))  # Rule 1
+            self._take_proposals()
+            while True:
+                rd = core.ready()
+                if rd.empty():
+                    break
+                if not self._handle(rd):
+                    return            # Rule 1: tried again on the next wake-up
+            if not self.log_ok:
+                return
 
-    def _commit(self, batch: list) -> None:
-        t0 = time.monotonic()
-        term = self.log.term
-        prev_index, prev_term = self.log.last_index, self.log.last_term
-        index = prev_index
-        chunks, kept, size = [], [], 0
+    def _take_proposals(self) -> None:
+        if not self._queue:
+            return
+        core = self.core
+        batch, self._queue = self._queue, []
+        if core.role != C.LEADER or core.transferee is not None:
+            why = NotLeader(f"node is {self.role}; leader is {self.leader}")
+            for _, result in batch:
+                result.set_exception(why)
+            return
+        size = 0
         for n, (cmd, result) in enumerate(batch):
+            if cmd.get("term", core.term) != core.term:
+                result.set_exception(NotLeader(f"proposed in term {cmd['term']}, now "
+                                               f"{core.term}"))
+                continue
+            cmd["at_ms"] = max(cmd.get("at_ms") or self.now_ms(), self._last_at)
+            index, term = core.last_index() + 1, core.term
             try:
-                chunk = encode(index + 1, term, cmd)
+                chunk = encode(index, term, cmd)
             except (TypeError, ValueError) as e:
                 # parse.py should have refused it; one bad command must not stop the
                 # loop that commits everyone else's.
                 log.error("command cannot be logged op=%s error=%s", cmd.get("op"), e)
                 result.set_exception(LogFailed(f"command cannot be logged: {e}"))
                 continue
-            if chunks and size + len(chunk) > MAX_APPEND_BYTES:
+            if size and size + len(chunk) > MAX_APPEND_BYTES:
                 self._queue[:0] = batch[n:]      # log.py: one append stays bounded
+                self._wake.set()
                 break
-            index += 1
+            core.propose(cmd)
+            self._last_at = cmd["at_ms"]
+            self._encoded[index] = (term, chunk)
+            self._waiting[index] = (term, result)
             size += len(chunk)
-            chunks.append(chunk)
-            kept.append((cmd, result))
-        batch = kept
-        if not batch:
-            return
-        if not self._write(b"".join(chunks), batch, index, term, prev_index, prev_term):
-            return
-        self.commit_index = index
-        for cmd, result in batch:
-            try:
-                outcome = st_mod.apply(self.state, cmd)
-            except Exception as e:
-                # Every replica must reach the same state; one that cannot must stop.
-                log.critical("apply failed %s error=%r; stopping (see README, Recovery)",
-                             _entry_name(self.applied_index + 1, cmd), e, exc_info=True)
-                os._exit(70)
-            self.applied_index += 1
-            result.set(outcome)
-            for fn in self.listeners:
+
+    def _handle(self, rd: C.Ready) -> bool:
+        """Carry out one Ready in the core's order. False: persisting failed (Rule 1)."""
+        t0 = time.monotonic()
+        core = self.core
+        try:
+            if rd.snapshot is not None:
+                self._install(rd.snapshot)
+        except OSError as e:
+            self._write_failed(e, 0, False)
+            return False
+        if rd.entries and not self._persist(rd.entries):
+            first = rd.entries[0].index
+            core.forget_unstable(first)
+            for index in [i for i in self._waiting if i >= first]:
+                self._encoded.pop(index, None)
+                _, result = self._waiting.pop(index)
+                result.set_exception(LogFailed(self._last_failure))
+            return False
+        if rd.hard_state is not None:
+            term, vote, commit = rd.hard_state
+            if (term, vote) != (self.log.term, self.log.vote):
                 try:
-                    fn(cmd, outcome)
+                    gevent.get_hub().threadpool.apply(
+                        self.log.save_hard_state,
+                        (term, vote, min(commit, self.log.last_index)))
+                except OSError as e:
+                    self._write_failed(e, 0, False)
+                    return False
+        for m in rd.messages:
+            self._send(m)
+        for e in rd.committed:
+            self._apply(e)
+        core.advance(rd)
+        for name, fields in rd.events:
+            self._event(name, fields)
+        if rd.committed:
+            elapsed = time.monotonic() - t0
+            for fn in self.batch_observers:
+                try:
+                    fn(len(rd.committed), elapsed)
                 except Exception:
                     self._listener_failed(fn)
-        elapsed = time.monotonic() - t0
-        for fn in self.batch_observers:
-            try:
-                fn(len(batch), elapsed)
-            except Exception:
-                self._listener_failed(fn)
+        return True
 
-    def _write(self, data: bytes, batch: list, index: int, term: int,
-               prev_index: int, prev_term: int) -> bool:
-        """Append and fsync one batch. False: the batch failed (its waiters told)."""
+    def _persist(self, entries: list) -> bool:
+        """Append entries durably, in appends of at most MAX_APPEND_BYTES, each
+        fsync'd (Rule 1 of log.py: a torn tail is at most the last append)."""
+        first = entries[0].index
+        if first <= self.log.last_index:
+            try:
+                self.log.truncate_from(first)   # Raft §5.3: the leader's log wins
+            except OSError as e:
+                self._write_failed(e, len(entries), False)
+                return False
+            log.info("log truncated from index=%d (a new leader's entries differ)", first)
+        chunks, size = [], 0
+        for e in entries:
+            have = self._encoded.pop(e.index, None)
+            if have is not None and have[0] == e.term:
+                chunk = have[1]
+            else:
+                chunk = encode(e.index, e.term, _noop(e.term) if e.data is None else e.data)
+            if chunks and size + len(chunk) > MAX_APPEND_BYTES:
+                if not self._write(b"".join(chunks), len(chunks)):
+                    return False
+                chunks, size = [], 0
+            chunks.append(chunk)
+            size += len(chunk)
+        return self._write(b"".join(chunks), len(chunks))
+
+    _last_failure = "log write failed, not committed"
+
+    def _write(self, data: bytes, count: int) -> bool:
+        """Append and fsync one batch of encoded records."""
+        prev_index, prev_term = self.log.last_index, self.log.last_term
+        index, term = encode_last(data)
         offset = None
         try:
             if self.log.unsure is not None:
@@ -310,12 +529,11 @@ class RaftNode:
                     pass                  # log.unsure now says so
             self.log.last_index, self.log.last_term = prev_index, prev_term
             unknown = offset is not None and self.log.unsure is not None
-            self._write_failed(e, len(batch), unknown)
-            message = ("log write failed and the log could not be cut back: the outcome "
-                       "is unknown; retrying is safe" if unknown else
-                       "log write failed, not committed")
-            for _, result in batch:
-                result.set_exception(LogFailed(f"{message}: {e}"))
+            self._write_failed(e, count, unknown)
+            self._last_failure = (
+                "log write failed and the log could not be cut back: the outcome is "
+                "unknown; retrying is safe" if unknown else
+                "log write failed, not committed") + f": {e}"
             return False
         if not self.log_ok:
             log.warning("log writable again failed_writes=%d", self.failed_writes)
@@ -333,6 +551,75 @@ class RaftNode:
         self.log_ok = False
         self._probe_at = time.monotonic() + PROBE_S
 
+    def _send(self, m: C.Message) -> None:
+        if m.type == C.SNAPSHOT:
+            fn = self.receivers.get("snapshot_out")
+            if fn is not None:
+                fn(m)
+            return
+        payload = wire.encode(m)
+        if len(payload) <= MAX_MESSAGE_BYTES or len(m.entries) < 2:
+            self.send(m.to, payload)
+            return
+        half = len(m.entries) // 2
+        first, rest = m.entries[:half], m.entries[half:]
+        self._send(replace(m, entries=first))
+        self._send(replace(m, index=first[-1].index, log_term=first[-1].term, entries=rest))
+
+    def _apply(self, e: C.Entry) -> None:
+        cmd = _noop(e.term) if e.data is None else e.data
+        try:
+            outcome = st_mod.apply(self.state, cmd)
+        except Exception as ex:
+            # Every replica must reach the same state; one that cannot must stop.
+            log.critical("apply failed %s error=%r; stopping (see README, Recovery)",
+                         _entry_name(e.index, cmd), ex, exc_info=True)
+            os._exit(70)
+        self.applied_index = e.index
+        self._last_at = max(self._last_at, cmd.get("at_ms") or 0)
+        waiting = self._waiting.pop(e.index, None)
+        if waiting is not None:
+            if waiting[0] == e.term:
+                waiting[1].set(outcome)
+            else:
+                waiting[1].set_exception(NotLeader(
+                    "a new leader's entry took this command's place: not committed; "
+                    "retrying is safe"))
+        for fn in self.listeners:
+            try:
+                fn(cmd, outcome)
+            except Exception:
+                self._listener_failed(fn)
+
+    def _event(self, name: str, fields: dict) -> None:
+        if name == "leader_changed":
+            self.stats["leader_changes"] += 1
+            lead = fields["leader"]
+            self.no_leader_since = None if lead else time.monotonic()
+            log.info("leader changed term=%d leader=%s", fields["term"], lead or "-")
+            return
+        if name == "became_candidate":
+            self.stats["elections"] += 1
+            return
+        if name not in ("became_leader", "stepped_down"):
+            return
+        is_leader = name == "became_leader"
+        log.info("%s term=%d last_index=%d", name.replace("_", " "), fields["term"],
+                 self.core.last_index())
+        if not is_leader:
+            self._fail_waiting(LOST)
+        for fn in self.leadership:
+            try:
+                fn(is_leader, fields["term"])
+            except Exception:
+                self._listener_failed(fn)
+
+    def _fail_waiting(self, message: str) -> None:
+        waiting, self._waiting = self._waiting, {}
+        self._encoded.clear()
+        for _, result in waiting.values():
+            result.set_exception(NotLeader(message))
+
     def _listener_failed(self, fn) -> None:
         self.listener_errors += 1
         if self.listener_errors == 1 or self.listener_errors % 1000 == 0:
@@ -341,10 +628,24 @@ class RaftNode:
 
     # Snapshots #############################################################
 
+    def _install(self, snap: tuple) -> None:
+        """A snapshot the leader sent (Ready.snapshot: index, term, received file)
+        replaces this node's state and log."""
+        index, term, path = snap
+        t0 = time.monotonic()
+        self.log.install_snapshot(index, term, path=path)
+        loaded = self.log.read_snapshot(index)
+        jobs = self._progress(loaded["state"]["jobs"], loaded["total_jobs"])
+        self.state = st_mod.from_snapshot(dict(loaded["state"], jobs=jobs))
+        self.applied_index = index
+        self.core.snap_data = self.log.snapshot_path(index)
+        log.info("installed snapshot from the leader index=%d term=%d jobs=%d seconds=%.2f",
+                 index, term, len(self.state.jobs), time.monotonic() - t0)
+
     def _maybe_snapshot(self) -> None:
         if self._snap_child is not None or time.monotonic() < self._snap_retry_at:
             return
-        if self.applied_index - self.log.snapshot_index < self.snapshot_entries:
+        if self.core is None or self.applied_index - self.log.snapshot_index < self.snapshot_entries:
             return
         self.snapshot_now()
 
@@ -353,7 +654,8 @@ class RaftNode:
         copy-on-write image of the dicts, so serialising 1M jobs never stalls the hub.
         OSError (rotate, fork): no snapshot now; the node goes on."""
         self.log.rotate()
-        index, term = self.applied_index, self.log.last_term
+        index = self.applied_index
+        term = self.core.term_at(index) if self.core is not None else self.log.last_term
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:       # child: no greenlet switches, no logging, just write and exit
@@ -376,6 +678,8 @@ class RaftNode:
             _, status = os.waitpid(pid, 0)
             if status == 0:
                 removed = self.log.compact(index, term)
+                if self.core is not None and index > self.core.snap_index:
+                    self.core.compact(index, self.log.snapshot_path(index))
                 self.snapshots += 1
                 self.snapshot_error = None
                 log.info("snapshot written index=%d removed_files=%d", index, removed)
@@ -397,6 +701,20 @@ class RaftNode:
     def status(self) -> dict:
         return {"role": self.role if self.role in ("leader", "follower", "candidate")
                 else "follower",
-                "term": self.log.term, "leader": self.leader,
+                "term": self.term, "leader": self.leader,
                 "commit_index": self.commit_index, "applied_index": self.applied_index,
                 "last_log_index": self.log.last_index}
+
+    def progress(self) -> dict:
+        """The leader's {peer: {"match", "next", "state"}}; {} on a follower."""
+        return self.core.status()["progress"] if self.core is not None else {}
+
+
+def encode_last(data: bytes) -> tuple[int, int]:
+    """(index, term) of the last record in a run of encoded records."""
+    from .log import HEADER
+    pos, index, term = 0, 0, 0
+    while pos < len(data):
+        length, _, index, term = HEADER.unpack_from(data, pos)
+        pos += HEADER.size + length
+    return index, term

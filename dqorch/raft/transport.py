@@ -198,7 +198,12 @@ class UdpTransport:
         if addr is None:
             self.send_errors += 1
             return
-        for datagram in self.codec.seal(payload):
+        try:
+            datagrams = self.codec.seal(payload)
+        except ValueError:            # more fragments than a message may have
+            self.send_errors += 1
+            return
+        for datagram in datagrams:
             try:
                 self.sock.sendto(datagram, addr)
                 self.sent += 1

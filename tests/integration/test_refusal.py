@@ -92,12 +92,11 @@ def test_a_damaged_hard_state_refuses_start_naming_the_file(make_node):
     assert hs in line and "damaged hard state" in line
 
 
-def test_a_node_with_peers_refuses_to_start_until_clustering_exists(make_node):
-    """Two nodes configured as peers each became their own leader (split brain)."""
-    node = make_node(rabbit_port=SHARED_PORT, start=False,
-                     raft_peers=["orchestrator@127.0.0.2"])
+def test_a_witness_without_peers_refuses_to_start(make_node):
+    """Alone, a witness would lead a cluster of one with no broker: nothing published."""
+    node = make_node(rabbit_port=SHARED_PORT, start=False, witness=True)
     code, err = start_and_exit(node)
     assert code == 2 and "Traceback" not in err, err
     (line,) = critical_lines(err)
-    assert "raft_peers" in line and "split brain" in line
+    assert "witness" in line and "raft_peers" in line
     assert not os.path.exists(node.cfg["data_dir"])      # refused before touching it

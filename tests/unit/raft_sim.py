@@ -22,12 +22,13 @@ class SafetyViolation(AssertionError):
 
 class Sim:
     def __init__(self, n: int, seed: int, *, witnesses=(), drop: float = 0.05,
-                 dup: float = 0.03, election_ticks: int = 10, max_msg_entries: int = 0):
+                 dup: float = 0.03, election_ticks: int = 10, max_msg_entries: int = 0,
+                 disk_fail: float = 0.02):
         self.seed = seed
         self.rng = random.Random(seed)
         self.ids = [f"n{i}" for i in range(1, n + 1)]
         self.witnesses = frozenset(witnesses)
-        self.drop, self.dup = drop, dup
+        self.drop, self.dup, self.disk_fail = drop, dup, disk_fail
         self.election_ticks = election_ticks
         # Small batches make followers acknowledge old entries without the new
         # leader's no-op: the only way the §5.4.2 commit rule is ever put to the test.
@@ -75,6 +76,12 @@ class Sim:
         if rd.empty():
             return
         d = self.disk[i]
+        if rd.entries and self.rng.random() < self.disk_fail:
+            # The write failed: nothing of this Ready is durable, nothing is sent or
+            # applied, and the node forgets the entries (node.py does the same).
+            self.trace.append(f"disk fails {i} from {rd.entries[0].index}")
+            node.forget_unstable(rd.entries[0].index)
+            return
         if rd.hard_state is not None:
             d["hs"] = rd.hard_state
         if rd.snapshot is not None:
@@ -234,7 +241,7 @@ class Sim:
         """Heal everything and run fault-free: a leader must emerge and a fresh
         proposal must reach every node (liveness with a connected majority)."""
         self.cut.clear()
-        self.drop = self.dup = 0.0
+        self.drop = self.dup = self.disk_fail = 0.0
         for i in self.ids:
             if self.nodes[i] is None:
                 self.start(i)

@@ -51,6 +51,9 @@ DEFAULTS = {
     "max_batch_body_bytes": 16777216,
     "max_pending_proposals": 5000,
     "rabbitmq_heartbeat_s": 10,
+    "raft_heartbeat_ms": 100,
+    "raft_election_timeout_ms": 1000,
+    "witness": False,
 }
 
 # key -> (DQ_<KEY> value, the value it must become); one valid override per key.
@@ -94,6 +97,9 @@ ENV_CASES = {
     "max_batch_body_bytes": ("2048", 2048),
     "max_pending_proposals": ("100", 100),
     "rabbitmq_heartbeat_s": ("30", 30),
+    "raft_heartbeat_ms": ("50", 50),
+    "raft_election_timeout_ms": ("2000", 2000),
+    "witness": ("true", True),
 }
 
 # key -> values that YAML can produce and that must be refused, each for its type or range.
@@ -136,6 +142,9 @@ BAD_FILE_VALUES = {
     "max_batch_body_bytes": [1023, 1073741825],
     "max_pending_proposals": [0, 9, 1000001, 1.5, "100"],
     "rabbitmq_heartbeat_s": [0, 601, 1.5, "10"],
+    "raft_heartbeat_ms": [9, 10001, 1.5, "100"],
+    "raft_election_timeout_ms": [99, 60001, 299, "1000"],
+    "witness": ["yes", 1, None],
 }
 
 # key -> DQ_<KEY> strings that must be refused.
@@ -177,6 +186,9 @@ BAD_ENV_VALUES = {
     "max_batch_body_bytes": ["10"],
     "max_pending_proposals": ["5"],
     "rabbitmq_heartbeat_s": ["0", "tcp://10.0.0.1:5672"],
+    "raft_heartbeat_ms": ["0", "x"],
+    "raft_election_timeout_ms": ["10", "1e3"],
+    "witness": ["maybe", "2"],
 }
 
 
@@ -624,3 +636,9 @@ def test_load_reads_os_environ_by_default(tmp_path, monkeypatch):
 def test_load_with_explicit_env_ignores_os_environ(tmp_path, monkeypatch):
     monkeypatch.setenv("DQ_HTTP_PORT", "9555")
     assert load(write(tmp_path, "http_port: 8081\n"), {}).http_port == 8081
+
+
+def test_an_election_timeout_too_close_to_the_heartbeat_is_refused():
+    e = error_of({"raft_heartbeat_ms": 400})
+    assert e.key == "raft_election_timeout_ms" and "1200" in str(e), e
+    assert parse({"raft_heartbeat_ms": 400, "raft_election_timeout_ms": 1200}, {})

@@ -9,6 +9,7 @@ from gevent import monkey
 
 from dqorch import state as S
 from dqorch.dispatch import Dispatcher
+from dqorch.raft.core import APPEND, Message
 from dqorch.raft.log import RaftLog
 from dqorch.raft.node import RaftNode
 from tests.unit.test_state import T0, reg, rep
@@ -78,11 +79,12 @@ def test_a_confirm_on_a_node_that_is_not_leader_publishes_nothing_again(rig):
     node.propose(reg("j1", T0))
     wait(lambda: any(t[0] == "j" for t in broker.published), "job published")
     token = [t for t in broker.published if t[0] == "j"][0]
-    node.role = "follower"                   # deposed (or stopping) before the confirm
+    # Deposed before the confirm: a leader of a newer term speaks (a real message).
+    node.step_later(Message(APPEND, frm="n2", to="n1", term=node.term + 1,
+                            index=node.commit_index, log_term=node.term))
+    wait(lambda: node.role != "leader", "deposed")
     disp.on_confirmed([token])
     gevent.sleep(0.6)                        # one dispatch pass at least (0.5 s wake)
-    node.role = "leader"
-    gevent.sleep(0.6)
     assert [t for t in broker.published if t[0] == "j"] == [token]
     assert S.get_job(node.state, "j1")["status"] == "pending"   # the next leader's work
 

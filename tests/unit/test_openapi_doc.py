@@ -104,7 +104,8 @@ def _deref(node):
 # Routes: the document and make_app name the same operations #################
 
 def app_routes() -> set:
-    svc = types.SimpleNamespace(cfg=types.SimpleNamespace(max_body_bytes=1 << 20))
+    svc = types.SimpleNamespace(cfg=types.SimpleNamespace(max_body_bytes=1 << 20,
+                                                          max_batch_body_bytes=1 << 24))
     app = api.make_app(svc)
     out = set()
     for route in app.routes:
@@ -122,7 +123,8 @@ def test_every_route_is_documented_and_every_documented_operation_is_a_route():
 
 
 def test_the_route_serves_the_document():
-    svc = types.SimpleNamespace(cfg=types.SimpleNamespace(max_body_bytes=1 << 20))
+    svc = types.SimpleNamespace(cfg=types.SimpleNamespace(max_body_bytes=1 << 20,
+                                                          max_batch_body_bytes=1 << 24))
     app = api.make_app(svc)
     seen = {}
 

@@ -34,6 +34,12 @@ def make_node(data_dir: str, snapshot_entries: int) -> RaftNode:
                     now_ms=lambda: T0, fsync=lambda fd: None)
 
 
+def content(st) -> str:
+    """The state without its `term`: each start is a new leader term (its no-op says
+    so), which changes no job."""
+    return json.dumps(dict(S.to_snapshot(st), term=None))
+
+
 def settle(node: RaftNode) -> None:
     """Wait for a running snapshot child, so the files are what a stop leaves."""
     if node._snap_child is not None:
@@ -75,7 +81,7 @@ def test_a_restart_from_the_files_gives_the_same_state(steps_, every, rnd):
         again.start()
         try:
             check(again.state)
-            assert fingerprint(again.state) == before, "the restarted state differs"
+            assert content(again.state) == content(node.state), "the restarted state differs"
             assert again.applied_index >= len(log)
             # The same next commands give the same outcomes on both.
             twin = S.from_snapshot(json.loads(before))
@@ -84,7 +90,7 @@ def test_a_restart_from_the_files_gives_the_same_state(steps_, every, rnd):
                 at += delta
                 cmd = build(twin, template, at)
                 assert again.propose(json.loads(json.dumps(cmd))) == S.apply(twin, cmd)
-            assert fingerprint(again.state) == fingerprint(twin)
+            assert content(again.state) == content(twin)
         finally:
             again.stop()
     finally:

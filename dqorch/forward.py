@@ -1,0 +1,136 @@
+"""Writes that reach a follower are carried out by the leader (CONTRACT §1: never a
+redirect). The follower sends the leader the original body over a keep-alive HTTP
+connection and answers with the leader's status and body, byte for byte.
+
+Rule 1: a forwarded request carries FORWARDED and is never forwarded again: a node
+that gets one and is not the leader answers 503 (no loops while an election runs).
+Rule 2: a request is sent again only when it cannot have reached the leader (the
+connection failed before any byte of it was written, or a kept-alive connection the
+leader had closed). Once sent, a lost answer is `503 unavailable` with "outcome
+unknown": repeating a cancel or a report could answer differently the second time.
+Rule 3: the follower answers only once it has applied the leader's commit index
+(COMMIT in the answer), so a register then a GET on the same follower finds the job;
+that wait is bounded, and the answer does not wait longer than it.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import re
+import time
+import uuid
+
+import gevent
+
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+FORWARDED = "X-DQ-Forwarded"      # the name of the node that forwarded the request
+ID_SEED = "X-DQ-Id-Seed"          # ids of jobs registered without one derive from it
+COMMIT = "X-DQ-Commit"            # the leader's applied index after the write
+_SEED_RE = re.compile(r"[0-9a-f]{32}")
+_PASS_HEADERS = ("Content-Type", "Authorization")
+_BACK_HEADERS = ("content-type", "retry-after")
+APPLY_WAIT_S = 2.0
+
+
+def seeded_ids(seed: str | None, fallback):
+    """new_id for one request: ids derived from the forwarding node's seed (the same
+    for every attempt it makes), else `fallback`."""
+    if seed is None or not _SEED_RE.fullmatch(seed):
+        return fallback
+    n = iter(range(1 << 30))
+    return lambda: str(uuid.UUID(bytes=hashlib.sha256(
+        f"{seed}:{next(n)}".encode()).digest()[:16], version=4))
+
+
+class Forwarder:
+    """Carries writes from this follower to the leader. `node` is the RaftNode
+    (leader, leader_api, applied_index, role)."""
+
+    def __init__(self, node, name: str, *, wait_leader_s: float, timeout_s: float = 15.0):
+        self.node = node
+        self.name = name
+        self.wait_leader_s = wait_leader_s
+        self.timeout_s = timeout_s
+        self._idle: dict[str, list] = {}      # leader API address -> idle connections
+        self.stats = {"forwarded": 0, "no_leader": 0, "failed": 0, "refused_loop": 0}
+
+    def forward(self, method: str, path: str, headers, body: bytes):
+        """(status, [(header, value)], body) of the leader's answer. ApiError 503
+        when no leader answers within wait_leader_s (Rule 2), or a lost answer."""
+        if headers.get(FORWARDED):
+            self.stats["refused_loop"] += 1
+            raise ApiError(503, "unavailable", "this node is not the leader and the "
+                           "request was already forwarded once (an election is under "
+                           "way); retry shortly")
+        send = {k: headers[k] for k in _PASS_HEADERS if headers.get(k)}
+        send[FORWARDED] = self.name
+        send[ID_SEED] = uuid.uuid4().hex
+        send["Content-Length"] = str(len(body))
+        deadline = time.monotonic() + self.wait_leader_s
+        while True:
+            addr = self._leader_address(deadline)
+            conn, reused = self._connection(addr)
+            try:
+                conn.request(method, path, body, send)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                if time.monotonic() < deadline:     # Rule 2: it never left this node
+                    gevent.sleep(0 if reused else 0.05)
+                    continue
+                self.stats["failed"] += 1
+                raise ApiError(503, "unavailable", f"the leader at {addr} cannot be "
+                               f"reached; retry shortly")
+            try:
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                if reused and isinstance(e, http.client.RemoteDisconnected) \
+                        and time.monotonic() < deadline:
+                    continue      # the leader had closed that idle connection: not sent
+                self.stats["failed"] += 1
+                raise ApiError(503, "unavailable", f"the leader at {addr} did not answer "
+                               f"({type(e).__name__}); the outcome is unknown, retrying a "
+                               f"register is safe")
+            if resp.will_close:
+                conn.close()
+            else:
+                self._idle.setdefault(addr, []).append(conn)
+            self.stats["forwarded"] += 1
+            self._wait_applied(resp.getheader(COMMIT))
+            back = [(k, v) for k, v in resp.getheaders() if k.lower() in _BACK_HEADERS]
+            return resp.status, back, data
+
+    def _leader_address(self, deadline: float) -> str:
+        while True:
+            node = self.node
+            if node.role == "leader":
+                raise ApiError(503, "unavailable", "this node became the leader while "
+                               "the request was forwarded; retry")
+            if node.leader and node.leader_api:
+                return node.leader_api
+            if time.monotonic() >= deadline:
+                self.stats["no_leader"] += 1
+                raise ApiError(503, "unavailable", "no leader (an election is under way "
+                               "or a majority of the cluster is down); retry shortly")
+            gevent.sleep(0.02)
+
+    def _connection(self, addr: str):
+        idle = self._idle.get(addr)
+        if idle:
+            return idle.pop(), True
+        host, _, port = addr.rpartition(":")
+        return http.client.HTTPConnection(host, int(port), timeout=self.timeout_s), False
+
+    def _wait_applied(self, commit) -> None:
+        try:
+            want = int(commit)
+        except (TypeError, ValueError):
+            return
+        deadline = time.monotonic() + APPLY_WAIT_S
+        while self.node.applied_index < want and time.monotonic() < deadline:
+            gevent.sleep(0.002)
