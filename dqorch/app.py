@@ -198,11 +198,11 @@ class NoDelayHandler(pywsgi.WSGIHandler):
 class Node:
     """One orchestrator process: log + state, broker, dispatcher, HTTP, metrics."""
 
-    def __init__(self, cfg: config.Config, skip_entries=()) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: config.Config, skip_entries=(), membership: str = "") -> None:
         self.now_ms = now_ms
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)   # jobs' payloads: ours only
         self._lock_fd = _lock_data_dir(cfg.data_dir)
+        self.cfg = cfg = check_members(cfg, membership)
         self.node = RaftNode(RaftLog(cfg.data_dir), cfg.node_name,
                              snapshot_entries=cfg.snapshot_entries, now_ms=now_ms,
                              skip_entries=skip_entries,
@@ -558,6 +558,41 @@ def _free_bytes(path: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def check_members(cfg: config.Config, membership: str = "") -> config.Config:
+    """The cluster this data_dir belongs to is recorded in it (members.json). A node
+    whose raft_peers name another cluster would vote with a log from a different
+    history: refused, unless the operator says so on purpose (docs/CLUSTER.md):
+    membership "force-new-cluster" starts this node alone from its data (a majority is
+    lost for good), "accept" records the configured members (every member stopped and
+    reconfigured). A cluster of one may grow: new members start with empty data_dirs.
+    Returns cfg, without peers under force-new-cluster."""
+    import dataclasses
+    path = os.path.join(cfg.data_dir, "members.json")
+    if membership == "force-new-cluster":
+        log.warning("forcing a new cluster of one from this node's data: raft_peers "
+                    "ignored, every entry in its log taken as committed")
+        cfg = dataclasses.replace(cfg, raft_peers=())
+    want = sorted([cfg.node_name] + [name for name, _, _ in cfg.peer_endpoints])
+    try:
+        with open(path, "rb") as f:
+            have = json.loads(f.read())["members"]
+    except FileNotFoundError:
+        have = None
+    except (ValueError, KeyError, TypeError) as e:
+        raise StartupError(EXIT_DATA, f"{path} is damaged ({e}); start with --accept-members "
+                           f"to record the configured members")
+    if have is not None and have != want and have != [cfg.node_name] and not membership:
+        raise StartupError(2, f"config: raft_peers: data_dir {cfg.data_dir} belongs to a "
+                           f"cluster of {have}, the config says {want}; see docs/CLUSTER.md "
+                           f"(--accept-members, --force-new-cluster)")
+    if have != want:
+        from .raft.log import write_atomic
+        write_atomic(path, json.dumps({"members": want}).encode())
+        if have is not None:
+            log.warning("cluster members changed from=%s to=%s", have, want)
+    return cfg
+
+
 def _lock_data_dir(data_dir: str) -> int:
     """One process per data_dir: two writers would interleave the log. A POSIX lock
     (lockf), not flock: a forked snapshot child does not inherit it, so a restart
@@ -609,6 +644,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check-config", action="store_true",
                    help="validate the config, print it with secrets masked, and exit")
     p.add_argument("--version", action="version", version=f"dqorch {__version__}")
+    p.add_argument("--force-new-cluster", action="store_true",
+                   help="recovery: a majority is lost for good; start this node alone "
+                        "from its data as a new cluster of one (docs/CLUSTER.md)")
+    p.add_argument("--accept-members", action="store_true",
+                   help="record raft_peers as this data_dir's cluster after a deliberate "
+                        "change of members (docs/CLUSTER.md)")
     p.add_argument("--skip-entry", type=int, action="append", default=[], metavar="INDEX",
                    help="recovery: do not apply this log entry on replay (README, "
                         "Recovery); a snapshot taken at once makes it permanent")
@@ -632,7 +673,9 @@ def main(argv: list[str] | None = None) -> int:
                      "of a cluster; alone it would lead with no broker)")
         return 2
     try:
-        node = Node(cfg, skip_entries=args.skip_entry)
+        node = Node(cfg, skip_entries=args.skip_entry,
+                    membership="force-new-cluster" if args.force_new_cluster
+                    else "accept" if args.accept_members else "")
         for sig in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(sig, lambda: gevent.spawn(node.stop))
         node.start()

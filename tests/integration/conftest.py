@@ -81,11 +81,13 @@ class NodeProc:
         self.cfg_path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in self.cfg.items()))
         self.log_path = tmp_path / "node.log"
         self.proc = None
+        self.args: list = []          # extra command-line arguments for the next start
 
     def start(self, wait: bool = True) -> "NodeProc":
         logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, os.path.join(REPO, "dqorch.py"),
-                                      "-c", str(self.cfg_path)], stdout=logf, stderr=logf)
+                                      "-c", str(self.cfg_path), *self.args],
+                                     stdout=logf, stderr=logf)
         if wait:
             wait_until(self.answers, 60, 0.05, "node answers /api/health\n" + self.log_tail())
         return self

@@ -4,6 +4,7 @@ comes back, catch-up by snapshot, and datagrams that must change nothing.
 Waiting is polling with a deadline (wait_until), never a timing assert."""
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import time
@@ -237,3 +238,107 @@ def test_two_data_nodes_and_a_witness_survive_the_loss_of_either_data_node(clust
         victim.start(wait=False)
         wait_until(lambda: f"witness-{victim_name}" in job_ids(victim), 30, 0.1,
                    "the restarted node caught up\n" + victim.log_tail())
+
+
+def test_a_lost_majority_refuses_writes_until_a_survivor_is_forced_into_a_new_cluster(
+        cluster, clean_queues):
+    c = cluster(3)
+    lead = c.wait_leader()
+    for i in range(10):
+        register_until_accepted(c.up(), f"lost-{i}")
+    survivor = c.followers()[0]
+    wait_until(lambda: {f"lost-{i}" for i in range(10)} <= job_ids(survivor), 20, 0.05,
+               "replicated")
+    for node in c.up():
+        if node is not survivor:
+            node.kill9()
+    # Alone of three: no leader, and a write gets a bounded 503, never a hang.
+    wait_until(lambda: survivor.health()[0] == 503, 30, 0.05, "unhealthy without a majority")
+    status, body = register(survivor, "lost-after")
+    assert status == 503 and body["error"] == "unavailable", (status, body)
+    assert survivor.stop() == 0
+    # Another cluster's members in the config: refused with one line naming the key.
+    other = dict(survivor.cfg, raft_peers=["zz@127.0.0.1:1"])
+    survivor.cfg_path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in other.items()))
+    survivor.start(wait=False)
+    assert survivor.proc.wait(30) == 2, survivor.log_tail()
+    assert "belongs to a cluster of" in survivor.log_tail(3)
+    # The deliberate command: a new cluster of one from its data.
+    survivor.args = ["--force-new-cluster"]
+    survivor.start()
+    assert {f"lost-{i}" for i in range(10)} <= job_ids(survivor)
+    assert register(survivor, "lost-after")[0] == 202
+    assert lead.proc.poll() is not None
+
+
+def test_a_worker_that_talks_only_to_a_follower_stays_alive_across_a_leader_change(
+        cluster, clean_queues):
+    c = cluster(3, worker_heartbeat_timeout_s=2)
+    lead = c.wait_leader()
+    via = c.followers()[0]
+    stop = []
+
+    def beat() -> None:
+        w = via.client()
+        while not stop:
+            status, _ = w.call("POST", "/api/workers/heartbeat",
+                               {"workerId": "w-follower", "capacity": 2})
+            assert status == 200
+            gevent.sleep(0.3)
+
+    beater = gevent.spawn(beat)
+    assert register(via, "wf-1")[0] == 202
+    wait_until(lambda: via.client().call("GET", "/api/jobs/wf-1")[1]["status"] == "queued",
+               20, 0.05, "queued")
+    status, body = via.client().call("POST", "/api/jobs/status", {
+        "jobId": "wf-1", "status": "running", "workerId": "w-follower"})
+    assert status == 200, body
+
+    def job():
+        return lead.client().call("GET", "/api/jobs/wf-1")[1]
+
+    def worker_on(node):
+        ws = node.client().call("GET", "/api/workers")[1]["workers"]
+        return {w["worker_id"]: w["status"] for w in ws}.get("w-follower")
+    # Three heartbeat timeouts: only the follower's digests keep it alive on the leader.
+    wait_until(lambda: worker_on(lead) == "active", 10, 0.05, "the leader heard it")
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        j = job()
+        assert j["status"] == "running" and j["retry_count"] == 0, j
+        assert worker_on(lead) == "active"
+        gevent.sleep(0.2)
+    # A new leader: none of its jobs is retried while it keeps heartbeating.
+    lead.kill9()
+    lead = c.wait_leader()
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        j = job()
+        assert j["status"] == "running" and j["retry_count"] == 0, j
+        gevent.sleep(0.2)
+    # It dies: its job is retried.
+    stop.append(True)
+    beater.join(timeout=5)
+    wait_until(lambda: job()["retry_count"] == 1, 30, 0.1,
+               "retried after the worker went silent\n" + lead.log_tail())
+
+
+def test_sigterm_of_the_leader_hands_leadership_over_and_loses_nothing(cluster,
+                                                                      clean_queues):
+    c = cluster(3)
+    lead = c.wait_leader()
+    for i in range(10):
+        register_until_accepted(c.up(), f"roll-{i}")
+    assert lead.stop() == 0
+    text = lead.log_path.read_text()
+    assert "handing leadership over to=" in text, lead.log_tail()
+    to = text.rsplit("handing leadership over to=", 1)[1].split()[0]
+    new = c.wait_leader()
+    assert new.cfg["node_name"] == to, (to, new.cfg["node_name"])
+    # The transfer skips the election timeout: the target campaigned at once.
+    assert "became leader" in new.log_path.read_text()
+    for i in range(10, 20):
+        register_until_accepted(c.up(), f"roll-{i}")
+    lead.start(wait=False)
+    wait_until(lambda: {f"roll-{i}" for i in range(20)} <= job_ids(lead), 30, 0.1,
+               "the restarted node caught up")
