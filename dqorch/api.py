@@ -289,6 +289,24 @@ def make_app(svc) -> bottle.Bottle:
             return route
         return wrap
 
+    def leader_view(fn):
+        """A read that must show the leader's view (worker liveness, the broker in a
+        job's `why`): a follower asks the leader, and answers from its own state only
+        when no leader answers."""
+        def route(*args, **kwargs):
+            fwd = svc.forwarder
+            if fwd is not None and svc.node.role != "leader" and svc.node.leader \
+                    and not bottle.request.get_header(FORWARDED):
+                req = bottle.request
+                try:
+                    status, headers, data = fwd.forward(
+                        "GET", req.environ.get("RAW_URI") or req.fullpath, req.headers, b"")
+                    return Relayed(status, headers, data)
+                except ApiError:
+                    pass
+            return fn(*args, **kwargs)
+        return route
+
     def new_id():
         """Ids for jobs registered without one: derived from a forwarding follower's
         seed, so its retries register the same job."""
@@ -389,6 +407,7 @@ def make_app(svc) -> bottle.Bottle:
         return Chunks(parts)
 
     @app.get("/api/jobs/<job_id>")
+    @leader_view
     def get_job(job_id):
         job = st_mod.get_job(svc.node.state, job_id)
         if job is None:
@@ -406,6 +425,7 @@ def make_app(svc) -> bottle.Bottle:
         return {"status": "acknowledged"}
 
     @app.get("/api/workers")
+    @leader_view
     def workers():
         listing = svc.workers.listing(st_mod.running_counts(svc.node.state))
         return {"workers": listing, "count": len(listing)}
