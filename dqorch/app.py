@@ -668,6 +668,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(cfg)
     if unknown_env:
         log.warning("%s", unknown_env)    # one line; README, Deployment
+    if cfg.raft_peers and cfg.cookie == config.Config.cookie:
+        # The default is public: anyone who can send to raft_port could forge votes
+        # and entries, that is, take the cluster over.
+        log.critical("config: cookie: still the default %r with raft_peers set; give "
+                     "every member the same secret of your own (docs/CLUSTER.md)",
+                     config.Config.cookie)
+        return 2
     if cfg.witness and not cfg.raft_peers:
         log.critical("config: witness: a witness needs raft_peers (it is the third vote "
                      "of a cluster; alone it would lead with no broker)")

@@ -100,3 +100,14 @@ def test_a_witness_without_peers_refuses_to_start(make_node):
     (line,) = critical_lines(err)
     assert "witness" in line and "raft_peers" in line
     assert not os.path.exists(node.cfg["data_dir"])      # refused before touching it
+
+
+def test_a_node_with_peers_and_the_default_cookie_refuses_to_start(make_node):
+    """The default cookie is public: with it anyone could forge votes and entries."""
+    node = make_node(rabbit_port=SHARED_PORT, start=False,
+                     raft_peers=["orchestrator@127.0.0.2"])
+    code, err = start_and_exit(node)
+    assert code == 2 and "Traceback" not in err, err
+    (line,) = critical_lines(err)
+    assert "cookie" in line and "default" in line and "change-me" in line
+    assert not os.path.exists(node.cfg["data_dir"])      # refused before touching it
