@@ -291,6 +291,7 @@ class RoundRobinLoad:
         self.lock, self.rr = threading.Lock(), 0
         self.attempts = []          # (t_start, t_end, port, status or exception name)
         self.acked = []             # job ids answered 202
+        self.failures = []          # (t_start, t_end, port, outcome, body) of the others
         self.stopping = threading.Event()
         self.threads = []
 
@@ -338,12 +339,12 @@ class RoundRobinLoad:
                     conn.request("POST", "/api/jobs/register", body,
                                  {"Content-Type": "application/json"})
                     resp = conn.getresponse()
-                    resp.read()
+                    data = resp.read()
                     outcome = resp.status
                     if resp.will_close:
                         conns.pop(port).close()
                 except (OSError, http.client.HTTPException) as e:
-                    outcome = type(e).__name__
+                    outcome, data = type(e).__name__, b""
                     if conn is not None:
                         conn.close()
                     conns.pop(port, None)
@@ -351,6 +352,9 @@ class RoundRobinLoad:
                     self.attempts.append((t0, time.perf_counter(), port, outcome))
                     if outcome == 202:
                         self.acked.append(job_id)
+                    else:
+                        self.failures.append((t0, time.perf_counter(), port, outcome,
+                                              data[:300].decode(errors="replace")))
                 if outcome == 202:
                     break
                 time.sleep(0.002)   # no hot loop while every node refuses
@@ -426,6 +430,11 @@ def failover(a, tmp, cookie, cpus, run_id):
             fails = [x for x in after if x[3] != 202]
             n503 = sum(1 for x in fails if x[3] == 503)
             other = sorted({str(x[3]) for x in fails if x[3] != 503})
+            names = {n.http_port: n.short for n in cl.nodes}
+            for t0, t1, port, out, body in load.failures:
+                if t0 >= t_kill:
+                    progress(f"  {out} from {names[port]} sent +{(t0 - t_kill) * 1e3:.0f} ms, "
+                             f"answered +{(t1 - t_kill) * 1e3:.0f} ms: {body}")
             missing = lookup_missing(new_leader.http_port, list(load.acked))
             if missing:
                 anomalies.append(f"trial {k + 1}: {len(missing)} of {len(load.acked)} "

@@ -264,14 +264,19 @@ class Core:
     def propose(self, data) -> int:
         """Append data as a new entry of this term; returns its index. NotLeader when
         this member is not the leader or is handing leadership over."""
+        return self.propose_batch([data])
+
+    def propose_batch(self, datas) -> int:
+        """propose() for each of datas, in order, with one append message per peer for
+        all of them; returns the index of the first."""
         if self.role != LEADER or self.transferee is not None:
             raise NotLeader(self.lead)
-        index = self.last_index() + 1
-        self._append([Entry(index, self.term, data)])
+        first = self.last_index() + 1
+        self._append([Entry(first + k, self.term, d) for k, d in enumerate(datas)])
         self._maybe_commit()
         for p in self.peers:
             self._send_append(p)
-        return index
+        return first
 
     def transfer_leadership(self, to: str) -> None:
         self.step(Message(TRANSFER, frm=self.id, to=to, term=self.term))

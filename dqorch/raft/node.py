@@ -411,14 +411,14 @@ class RaftNode:
             for _, result in batch:
                 result.set_exception(why)
             return
-        size = 0
+        size, datas = 0, []
         for n, (cmd, result) in enumerate(batch):
             if cmd.get("term", core.term) != core.term:
                 result.set_exception(NotLeader(f"proposed in term {cmd['term']}, now "
                                                f"{core.term}"))
                 continue
             cmd["at_ms"] = max(cmd.get("at_ms") or self.now_ms(), self._last_at)
-            index, term = core.last_index() + 1, core.term
+            index, term = core.last_index() + 1 + len(datas), core.term
             try:
                 chunk = encode(index, term, cmd)
             except (TypeError, ValueError) as e:
@@ -431,11 +431,13 @@ class RaftNode:
                 self._queue[:0] = batch[n:]      # log.py: one append stays bounded
                 self._wake.set()
                 break
-            core.propose(cmd)
+            datas.append(cmd)
             self._last_at = cmd["at_ms"]
             self._encoded[index] = (term, chunk)
             self._waiting[index] = (term, result)
             size += len(chunk)
+        if datas:
+            core.propose_batch(datas)
 
     def _handle(self, rd: C.Ready) -> bool:
         """Carry out one Ready in the core's order. False: persisting failed (Rule 1)."""
