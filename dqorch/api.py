@@ -18,7 +18,7 @@ import gevent
 from . import jobs, metrics, openapi, parse
 from . import state as st_mod
 from .errors import ApiError, LogFailed, NotLeader, Overloaded, ProposeTimeout
-from .forward import COMMIT, FORWARDED, ID_SEED, seeded_ids
+from .forward import COMMIT, FORWARDED, ID_SEED, BecameLeader, seeded_ids
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ class Chunks(list):
                 since = 0
                 _yield_to_io()
 _CLOSE_AFTER = frozenset({400, 408, 411, 413})
+_READ_BODY = "dqorch.body"      # environ key: a body read already (forward.BecameLeader)
 
 
 def read_body(max_bytes: int, required: bool = True) -> bytes:
@@ -135,6 +136,8 @@ def read_body(max_bytes: int, required: bool = True) -> bytes:
     needs one (`required`), never a silently empty body. A body that ends early, bad
     chunking, or a client too slow for the request deadline: 400 / 408."""
     env = bottle.request.environ
+    if _READ_BODY in env:
+        return env[_READ_BODY]
     length = env.get("CONTENT_LENGTH") or ""
     chunked = env.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
     stream = env["wsgi.input"]
@@ -279,9 +282,13 @@ def make_app(svc) -> bottle.Bottle:
                 if fwd is not None and svc.node.role != "leader":
                     req = bottle.request
                     path = req.environ.get("RAW_URI") or req.fullpath
-                    status, headers, data = fwd.forward(
-                        req.method, path, req.headers, read_body(max_bytes, required))
-                    return Relayed(status, headers, data)
+                    data = read_body(max_bytes, required)
+                    try:
+                        status, headers, back = fwd.forward(req.method, path, req.headers,
+                                                            data)
+                        return Relayed(status, headers, back)
+                    except BecameLeader:
+                        req.environ[_READ_BODY] = data    # the handler reads it again
                 out = fn(*args, **kwargs)
                 if bottle.request.get_header(FORWARDED):
                     bottle.response.set_header(COMMIT, str(svc.node.applied_index))
@@ -302,7 +309,7 @@ def make_app(svc) -> bottle.Bottle:
                     status, headers, data = fwd.forward(
                         "GET", req.environ.get("RAW_URI") or req.fullpath, req.headers, b"")
                     return Relayed(status, headers, data)
-                except ApiError:
+                except (ApiError, BecameLeader):
                     pass
             return fn(*args, **kwargs)
         return route

@@ -46,6 +46,10 @@ def seeded_ids(seed: str | None, fallback):
         f"{seed}:{next(n)}".encode()).digest()[:16], version=4))
 
 
+class BecameLeader(Exception):
+    """This node won an election while it waited to forward: it serves the request."""
+
+
 class Forwarder:
     """Carries writes from this follower to the leader. `node` is the RaftNode
     (leader, leader_api, applied_index, role)."""
@@ -109,8 +113,7 @@ class Forwarder:
         while True:
             node = self.node
             if node.role == "leader":
-                raise ApiError(503, "unavailable", "this node became the leader while "
-                               "the request was forwarded; retry")
+                raise BecameLeader()
             if node.leader and node.leader_api:
                 return node.leader_api
             if time.monotonic() >= deadline:
