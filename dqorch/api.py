@@ -273,7 +273,7 @@ def make_app(svc) -> bottle.Bottle:
     def body() -> dict:
         return parse.body_json(read_body(cfg.max_body_bytes), allow_empty=False)
 
-    def writes(max_bytes: int, required: bool = True):
+    def writes(max_bytes: int, required: bool = True, idempotent: bool = False):
         """A route that proposes: on a follower it is forwarded to the leader
         (forward.py); on the leader, a forwarded one is answered with its commit."""
         def wrap(fn):
@@ -285,7 +285,7 @@ def make_app(svc) -> bottle.Bottle:
                     data = read_body(max_bytes, required)
                     try:
                         status, headers, back = fwd.forward(req.method, path, req.headers,
-                                                            data)
+                                                            data, idempotent)
                         return Relayed(status, headers, back)
                     except BecameLeader:
                         req.environ[_READ_BODY] = data    # the handler reads it again
@@ -332,7 +332,7 @@ def make_app(svc) -> bottle.Bottle:
         return svc.cluster_status()
 
     @app.post("/api/jobs/register")
-    @writes(cfg.max_body_bytes)
+    @writes(cfg.max_body_bytes, idempotent=True)
     def register():
         cmd = parse.register(body(), new_id=new_id(), max_retries=cfg.job_max_retries,
                              execution_timeout=cfg.job_execution_timeout_s,
@@ -342,7 +342,7 @@ def make_app(svc) -> bottle.Bottle:
         return 202, {"status": "accepted", "job_id": cmd["id"]}
 
     @app.post("/api/jobs/batch")
-    @writes(cfg.max_batch_body_bytes)
+    @writes(cfg.max_batch_body_bytes, idempotent=True)
     def register_batch():
         items = parse.batch(
             parse.body_json(read_body(cfg.max_batch_body_bytes), allow_empty=False),

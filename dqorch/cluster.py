@@ -62,6 +62,7 @@ class Cluster:
         node.receivers.update({xfer.CHUNK_TAG: self._on_chunk, xfer.ACK_TAG: self._on_ack,
                                b"W": self._on_digest, "snapshot_out": self._snapshot_out})
         self._out: dict[str, xfer.Outgoing] = {}
+        self._preparing: set = set()          # peers whose Outgoing is being built
         self._in: xfer.Incoming | None = None
         self._in_from = ""
         self._ticks = 0
@@ -71,6 +72,7 @@ class Cluster:
                       "snapshots_received": 0}
 
     def start(self) -> None:
+        self._remove_stale_received()
         self.transport.start()
         self._loop = gevent.spawn(self._run)
 
@@ -125,23 +127,46 @@ class Cluster:
 
     # Snapshots (Rule 2) ####################################################
 
+    def _remove_stale_received(self) -> None:
+        """A transfer completed but not installed before a stop is sent again: the
+        leader's snapshot may be newer by now."""
+        import glob
+        import os
+        for path in glob.glob(os.path.join(self.cfg.data_dir, "snapshot-*.json.received")):
+            try:
+                os.unlink(path)
+            except OSError as e:
+                log.warning("cannot remove a received snapshot file=%s error=%s", path, e)
+
     def _snapshot_out(self, m: C.Message) -> None:
-        """The core wants peer m.to to get the snapshot at m.index (file m.snapshot)."""
+        """The core wants peer m.to to get the snapshot at m.index (file m.snapshot).
+        Called in the node's loop: the file's checksum is computed in a thread."""
         out = self._out.get(m.to)
-        if out is not None and out.index == m.index and not out.expired(self._ticks):
+        if m.to in self._preparing or not m.snapshot or (
+                out is not None and out.index == m.index and not out.expired(self._ticks)):
             return
         if out is not None:
             out.close()
-        if not m.snapshot:
-            return
+            del self._out[m.to]
+        self._preparing.add(m.to)
+        gevent.spawn(self._prepare, m)
+
+    def _prepare(self, m: C.Message) -> None:
         try:
-            self._out[m.to] = xfer.Outgoing(m.to, m.index, m.log_term, m.snapshot)
+            out = gevent.get_hub().threadpool.apply(
+                xfer.Outgoing, (m.to, m.index, m.log_term, m.snapshot))
         except OSError as e:
             log.error("cannot send a snapshot peer=%s index=%d error=%s", m.to, m.index, e)
-            self._out.pop(m.to, None)
             return
-        log.info("sending a snapshot peer=%s index=%d bytes=%d", m.to, m.index,
-                 self._out[m.to].size)
+        finally:
+            self._preparing.discard(m.to)
+        self._out[m.to] = out
+        log.info("sending a snapshot peer=%s index=%d bytes=%d", m.to, m.index, out.size)
+        self._send_due(m.to, out)
+
+    def _send_due(self, peer: str, out) -> None:
+        for payload in out.due(self._ticks):
+            self.transport.send(peer, payload)
 
     def _send_snapshots(self) -> None:
         for peer, out in list(self._out.items()):
@@ -153,8 +178,7 @@ class Cluster:
                 out.close()
                 del self._out[peer]
                 continue
-            for payload in out.due(self._ticks):
-                self.transport.send(peer, payload)
+            self._send_due(peer, out)
 
     def _on_ack(self, sender: str, payload: bytes) -> None:
         out = self._out.get(sender)
@@ -165,6 +189,7 @@ class Cluster:
             return
         if out is not None and ack["type"] == xfer.SNAP_ACK:
             out.on_ack(ack)
+            self._send_due(sender, out)      # ack-clocked: refill the window at once
 
     def _on_chunk(self, sender: str, payload: bytes) -> None:
         node = self.node

@@ -342,6 +342,7 @@ def _cidrs(v: Any, from_env: bool) -> tuple[str, ...]:
 
 
 _HOST = "must be a host name or address (non-empty, no spaces)"
+MAX_CLUSTER_BODY_BYTES = 16 << 20
 _SPECS: dict[str, Converter] = {
     "node_name": _string("must be name@host (name and host made of letters, digits, '_', '.', '-')",
                          _NODE_RE),
@@ -578,6 +579,11 @@ def _check_across(cfg: Config, origin: Mapping[str, str]) -> None:
         raise ConfigError("max_job_bytes", f"must be an integer 1024-{cfg.max_body_bytes} "
                           f"(at most max_body_bytes), got {cfg.max_job_bytes}"
                           + origin.get("max_job_bytes", ""))
+    if cfg.raft_peers and cfg.max_body_bytes > MAX_CLUSTER_BODY_BYTES:
+        # One command travels as one message between members (raft/node.py).
+        raise ConfigError("max_body_bytes", f"must be at most {MAX_CLUSTER_BODY_BYTES} in "
+                          f"a cluster (raft_peers set), got {cfg.max_body_bytes}"
+                          + origin.get("max_body_bytes", ""))
     if cfg.raft_election_timeout_ms < 3 * cfg.raft_heartbeat_ms:
         raise ConfigError("raft_election_timeout_ms", f"must be at least 3 x "
                           f"raft_heartbeat_ms ({3 * cfg.raft_heartbeat_ms}), got "

@@ -142,6 +142,13 @@ class Dispatcher:
                 gevent.sleep(0.5)
 
     def _handle_confirms(self) -> None:
+        done = self.node.state.outbox_done
+        if self._ev_acked < done:
+            # Marked published by an earlier leader's late mark, or by this one: those
+            # are never published (or confirmed) again here.
+            self._ev_acked = done
+            self._ev_confirmed = {s for s in self._ev_confirmed if s > done}
+            self._ev_next = max(self._ev_next, done + 1)
         confirmed, self._confirmed = self._confirmed, []
         now = time.monotonic()
         jobs_confirmed = 0
@@ -249,7 +256,9 @@ class Dispatcher:
 
     def _may_publish(self) -> bool:
         """Rule 1: while the log cannot be written, a publish could not be marked."""
-        return self.node.role == "leader" and self.node.log_ok
+        node = self.node
+        return node.role == "leader" and node.log_ok and node.term == self.term \
+            and node.has_quorum_contact()
 
     def _publish_events(self) -> None:
         st, broker = self.node.state, self.broker

@@ -5,9 +5,11 @@ connection and answers with the leader's status and body, byte for byte.
 Rule 1: a forwarded request carries FORWARDED and is never forwarded again: a node
 that gets one and is not the leader answers 503 (no loops while an election runs).
 Rule 2: a request is sent again only when it cannot have reached the leader (the
-connection failed before any byte of it was written, or a kept-alive connection the
-leader had closed). Once sent, a lost answer is `503 unavailable` with "outcome
-unknown": repeating a cancel or a report could answer differently the second time.
+connection could not be made or written to), or when sending it twice is harmless (a
+register: its ids come from the seed). Otherwise a lost answer is `503 unavailable`
+with "outcome unknown": a cancel or a report sent twice answers differently the second
+time. Kept-alive connections idle for IDLE_S are not reused: the leader may be closing
+them (http_idle_timeout_s), and a request on one of those is lost on the way.
 Rule 3: the follower answers only once it has applied the leader's commit index
 (COMMIT in the answer), so a register then a GET on the same follower finds the job;
 that wait is bounded, and the answer does not wait longer than it.
@@ -34,6 +36,7 @@ _SEED_RE = re.compile(r"[0-9a-f]{32}")
 _PASS_HEADERS = ("Content-Type", "Authorization")
 _BACK_HEADERS = ("content-type", "retry-after")
 APPLY_WAIT_S = 2.0
+IDLE_S = 20.0
 
 
 def seeded_ids(seed: str | None, fallback):
@@ -62,9 +65,10 @@ class Forwarder:
         self._idle: dict[str, list] = {}      # leader API address -> idle connections
         self.stats = {"forwarded": 0, "no_leader": 0, "failed": 0, "refused_loop": 0}
 
-    def forward(self, method: str, path: str, headers, body: bytes):
+    def forward(self, method: str, path: str, headers, body: bytes,
+                idempotent: bool = False):
         """(status, [(header, value)], body) of the leader's answer. ApiError 503
-        when no leader answers within wait_leader_s (Rule 2), or a lost answer."""
+        when no leader answers within wait_leader_s, or a lost answer (Rule 2)."""
         if headers.get(FORWARDED):
             self.stats["refused_loop"] += 1
             raise ApiError(503, "unavailable", "this node is not the leader and the "
@@ -93,9 +97,8 @@ class Forwarder:
                 data = resp.read()
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
-                if reused and isinstance(e, http.client.RemoteDisconnected) \
-                        and time.monotonic() < deadline:
-                    continue      # the leader had closed that idle connection: not sent
+                if (idempotent or method == "GET") and time.monotonic() < deadline:
+                    continue      # harmless twice (Rule 2)
                 self.stats["failed"] += 1
                 raise ApiError(503, "unavailable", f"the leader at {addr} did not answer "
                                f"({type(e).__name__}); the outcome is unknown, retrying a "
@@ -103,7 +106,7 @@ class Forwarder:
             if resp.will_close:
                 conn.close()
             else:
-                self._idle.setdefault(addr, []).append(conn)
+                self._idle.setdefault(addr, []).append((conn, time.monotonic()))
             self.stats["forwarded"] += 1
             self._wait_applied(resp.getheader(COMMIT))
             back = [(k, v) for k, v in resp.getheaders() if k.lower() in _BACK_HEADERS]
@@ -124,8 +127,11 @@ class Forwarder:
 
     def _connection(self, addr: str):
         idle = self._idle.get(addr)
-        if idle:
-            return idle.pop(), True
+        while idle:
+            conn, since = idle.pop()
+            if time.monotonic() - since < IDLE_S:
+                return conn, True
+            conn.close()
         host, _, port = addr.rpartition(":")
         return http.client.HTTPConnection(host, int(port), timeout=self.timeout_s), False
 

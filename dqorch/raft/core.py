@@ -38,6 +38,7 @@ APPEND_RESP = "append_resp"     # index: the follower's match (or, rejected, the
 SNAPSHOT = "snapshot"           # index/log_term: the snapshot's last entry; `snapshot`
 TIMEOUT_NOW = "timeout_now"     # leadership transfer: campaign now, skip pre-vote
 
+MAX_QUEUED_MESSAGES = 10_000   # messages waiting for a Ready to go out
 LEADER, FOLLOWER, CANDIDATE, PRE_CANDIDATE = "leader", "follower", "candidate", "pre_candidate"
 CAMPAIGN_TRANSFER = "transfer"  # Message.context of a vote forced by TIMEOUT_NOW
 
@@ -292,7 +293,9 @@ class Core:
         rd.snapshot = self._snapshot_in
         rd.messages = list(self._msgs)
         if self.commit > self.applied:
-            rd.committed = self.entries(self.applied + 1, self.commit + 1)
+            # After a snapshot installed in this same Ready, from just past it.
+            rd.committed = self.entries(max(self.applied, self.snap_index) + 1,
+                                        self.commit + 1)
         rd.events = list(self._events)
         return rd
 
@@ -624,6 +627,10 @@ class Core:
             pr.paused = True                      # probe: one at a time
 
     def _send(self, m: Message) -> None:
+        if len(self._msgs) >= MAX_QUEUED_MESSAGES:
+            # Readies keep failing (a broken disk): the oldest are the stalest, and
+            # the network may lose any message anyway.
+            del self._msgs[:len(self._msgs) // 2]
         self._msgs.append(replace(m, frm=self.id) if not m.frm else m)
 
     # Introspection (tests, metrics) ##########################################

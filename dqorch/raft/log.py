@@ -505,7 +505,9 @@ class RaftLog:
         `state`, or move the received file at `path` into place), then drop every
         segment (newest first) and every older snapshot, and go on at index + 1."""
         if path is not None:
-            os.replace(path, self.snapshot_path(index))
+            if os.path.exists(path) or not os.path.exists(self.snapshot_path(index)):
+                os.replace(path, self.snapshot_path(index))
+            # else: moved there by an earlier attempt that failed later on: go on
         else:
             write_atomic(self.snapshot_path(index), _snapshot_chunks(index, term, state))
         if self._fd is not None:
@@ -532,11 +534,12 @@ class RaftLog:
     def compact(self, snapshot_index: int, snapshot_term: int | None = None) -> int:
         """After snapshot-<snapshot_index> is durable: drop older snapshots and every
         segment whose entries are all <= snapshot_index. Returns files removed."""
-        if snapshot_index > self.snapshot_index:
-            k = min(snapshot_index - self.snapshot_index, len(self._terms))
-            if snapshot_term is None and 0 < k:
-                snapshot_term = self._terms[k - 1]
-            del self._segs[:k], self._offs[:k], self._terms[:k]
+        if snapshot_index < self.snapshot_index:
+            return 0          # a newer snapshot (one from the leader) is already in place
+        k = min(snapshot_index - self.snapshot_index, len(self._terms))
+        if snapshot_term is None and 0 < k:
+            snapshot_term = self._terms[k - 1]
+        del self._segs[:k], self._offs[:k], self._terms[:k]
         self.snapshot_index = snapshot_index
         if snapshot_term is not None:
             self._snapshot_term = snapshot_term

@@ -50,6 +50,8 @@ MAX_INBOX = 20_000             # messages waiting for the loop; beyond, dropped 
 # An append bigger than this goes as several (each a valid append of its own part),
 # so that one lost fragment costs a resend of at most this much.
 MAX_MESSAGE_BYTES = 256 * 1024
+# One command must fit in one message of the transport (raft/transport.py MAX_PARTS).
+MAX_REPLICATED_ENTRY_BYTES = 30 << 20
 LOST = ("lost leadership before this command committed; the outcome is unknown, "
         "retrying is safe")
 
@@ -119,6 +121,8 @@ class RaftNode:
         self._snap_retry_at = 0.0     # monotonic; no snapshot attempt before it
         self._probe_at = 0.0
         self._busy = False
+        self._log_failed_at = 0.0     # monotonic: when the log last stopped being writable
+        self._lead_pending = None     # (term, no-op index): became_leader once applied
 
     # Start and stop ########################################################
 
@@ -387,6 +391,16 @@ class RaftNode:
             if self._ticks:
                 self._ticks = 0
                 core.tick()
+            if not self.log_ok and core.role == C.LEADER and self.peers \
+                    and core.transferee is None and time.monotonic() - self._log_failed_at \
+                    > self.election_ticks * self.tick_s:
+                # It cannot commit anything, and its heartbeats keep the others from
+                # electing one that can: hand over. (It cannot win again before its
+                # disk works: a vote must be persisted before it is sent.)
+                best = max(self.peers, key=lambda p: core.progress[p].match)
+                log.error("log not writable for an election timeout; handing leadership "
+                          "over to=%s", best)
+                core.step(C.Message(C.TRANSFER, frm=self.node_name, to=best, term=core.term))
             if not self.log_ok and core.role == C.LEADER and not self._queue \
                     and time.monotonic() >= self._probe_at:
                 self._probe_at = time.monotonic() + PROBE_S
@@ -427,6 +441,11 @@ class RaftNode:
                 log.error("command cannot be logged op=%s error=%s", cmd.get("op"), e)
                 result.set_exception(LogFailed(f"command cannot be logged: {e}"))
                 continue
+            if self.peers and len(chunk) > MAX_REPLICATED_ENTRY_BYTES:
+                result.set_exception(LogFailed(
+                    f"command of {len(chunk)} bytes is too large to replicate (at most "
+                    f"{MAX_REPLICATED_ENTRY_BYTES}); not committed"))
+                continue
             if size and size + len(chunk) > MAX_APPEND_BYTES:
                 self._queue[:0] = batch[n:]      # log.py: one append stays bounded
                 self._wake.set()
@@ -449,8 +468,10 @@ class RaftNode:
         except OSError as e:
             self._write_failed(e, 0, False)
             return False
-        if rd.entries and not self._persist(rd.entries):
-            first = rd.entries[0].index
+        first = self._persist(rd.entries) if rd.entries else None
+        if first is not None:
+            # Entries before `first` are on disk: they stay (the next Ready writes them
+            # again); the rest is forgotten and its proposers told.
             core.forget_unstable(first)
             for index in [i for i in self._waiting if i >= first]:
                 self._encoded.pop(index, None)
@@ -467,6 +488,9 @@ class RaftNode:
                 except OSError as e:
                     self._write_failed(e, 0, False)
                     return False
+        if not self.log_ok and (rd.entries or rd.hard_state or rd.snapshot):
+            log.warning("log writable again failed_writes=%d", self.failed_writes)
+            self.log_ok, self.log_error, self.failed_writes = True, None, 0
         for m in rd.messages:
             self._send(m)
         for e in rd.committed:
@@ -483,31 +507,36 @@ class RaftNode:
                     self._listener_failed(fn)
         return True
 
-    def _persist(self, entries: list) -> bool:
+    def _persist(self, entries: list) -> int | None:
         """Append entries durably, in appends of at most MAX_APPEND_BYTES, each
-        fsync'd (Rule 1 of log.py: a torn tail is at most the last append)."""
+        fsync'd (Rule 1 of log.py: a torn tail is at most the last append). None when
+        all are on disk, else the index of the first that is not."""
         first = entries[0].index
         if first <= self.log.last_index:
             try:
                 self.log.truncate_from(first)   # Raft §5.3: the leader's log wins
             except OSError as e:
                 self._write_failed(e, len(entries), False)
-                return False
+                return first
             log.info("log truncated from index=%d (a new leader's entries differ)", first)
-        chunks, size = [], 0
+        chunks, size, start = [], 0, first
         for e in entries:
-            have = self._encoded.pop(e.index, None)
+            have = self._encoded.get(e.index)
             if have is not None and have[0] == e.term:
                 chunk = have[1]
             else:
                 chunk = encode(e.index, e.term, _noop(e.term) if e.data is None else e.data)
             if chunks and size + len(chunk) > MAX_APPEND_BYTES:
                 if not self._write(b"".join(chunks), len(chunks)):
-                    return False
-                chunks, size = [], 0
+                    return start
+                chunks, size, start = [], 0, e.index
             chunks.append(chunk)
             size += len(chunk)
-        return self._write(b"".join(chunks), len(chunks))
+        if not self._write(b"".join(chunks), len(chunks)):
+            return start
+        for e in entries:
+            self._encoded.pop(e.index, None)
+        return None
 
     _last_failure = "log write failed, not committed"
 
@@ -550,6 +579,8 @@ class RaftNode:
             log.error("log write failed entries=%d outcome=%s error=%s; retrying every "
                       "%gs", entries, "unknown" if unknown else "not_committed",
                       self.log_error, PROBE_S)
+        if self.log_ok:
+            self._log_failed_at = time.monotonic()
         self.log_ok = False
         self._probe_at = time.monotonic() + PROBE_S
 
@@ -579,6 +610,10 @@ class RaftNode:
             os._exit(70)
         self.applied_index = e.index
         self._last_at = max(self._last_at, cmd.get("at_ms") or 0)
+        pending = self._lead_pending
+        if pending is not None and e.index >= pending[1]:
+            self._lead_pending = None
+            self._leadership(True, pending[0])
         waiting = self._waiting.pop(e.index, None)
         if waiting is not None:
             if waiting[0] == e.term:
@@ -608,13 +643,37 @@ class RaftNode:
         is_leader = name == "became_leader"
         log.info("%s term=%d last_index=%d", name.replace("_", " "), fields["term"],
                  self.core.last_index())
-        if not is_leader:
+        if is_leader:
+            # Side effects start once the state holds everything committed before this
+            # term (its no-op applied), or a new dispatcher would redo what the last
+            # leader's late marks already say is done.
+            noop = next((i for i in range(self.core.last_index(), self.core.snap_index, -1)
+                         if self.core.term_at(i) == fields["term"]
+                         and self.core.term_at(i - 1) != fields["term"]), 0)
+            if self.applied_index < noop:
+                self._lead_pending = (fields["term"], noop)
+                return
+        else:
+            self._lead_pending = None
             self._fail_waiting(LOST)
+        self._leadership(is_leader, fields["term"])
+
+    def _leadership(self, is_leader: bool, term: int) -> None:
         for fn in self.leadership:
             try:
-                fn(is_leader, fields["term"])
+                fn(is_leader, term)
             except Exception:
                 self._listener_failed(fn)
+
+    def has_quorum_contact(self) -> bool:
+        """Heard from a majority (itself included) within an election timeout: what a
+        leader must have before a side effect, so that one cut off stops publishing
+        without waiting for check-quorum to depose it."""
+        if not self.peers:
+            return True
+        since = time.monotonic() - self.election_ticks * self.tick_s
+        heard = sum(1 for p in self.peers if self.contact.get(p, 0) >= since)
+        return 1 + heard >= (len(self.peers) + 1) // 2 + 1
 
     def _fail_waiting(self, message: str) -> None:
         waiting, self._waiting = self._waiting, {}
@@ -679,9 +738,11 @@ class RaftNode:
         try:
             _, status = os.waitpid(pid, 0)
             if status == 0:
-                removed = self.log.compact(index, term)
-                if self.core is not None and index > self.core.snap_index:
-                    self.core.compact(index, self.log.snapshot_path(index))
+                removed = 0
+                if index >= self.log.snapshot_index:     # not behind a leader's snapshot
+                    removed = self.log.compact(index, term)
+                    if self.core is not None and index > self.core.snap_index:
+                        self.core.compact(index, self.log.snapshot_path(index))
                 self.snapshots += 1
                 self.snapshot_error = None
                 log.info("snapshot written index=%d removed_files=%d", index, removed)

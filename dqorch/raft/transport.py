@@ -32,7 +32,7 @@ _HEAD = struct.Struct("<3sBQQ")           # magic+version, kind, epoch, seq
 _FRAG = struct.Struct("<QHH")             # message id, part, parts
 MAC_BYTES = 32
 WINDOW = 1024                             # seqs remembered behind the newest
-MAX_PARTS = 4096                          # a message of at most ~4 MiB at 1200 bytes
+MAX_PARTS = 32768                         # a message of at most ~36 MiB at 1200 bytes
 MAX_REASSEMBLY_BYTES = 64 << 20           # pending fragments held, all senders
 DROP_REASONS = ("short", "magic", "mac", "oversized", "unknown_sender", "replayed",
                 "stale_epoch", "bad_fragment")

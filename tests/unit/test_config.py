@@ -642,3 +642,9 @@ def test_an_election_timeout_too_close_to_the_heartbeat_is_refused():
     e = error_of({"raft_heartbeat_ms": 400})
     assert e.key == "raft_election_timeout_ms" and "1200" in str(e), e
     assert parse({"raft_heartbeat_ms": 400, "raft_election_timeout_ms": 1200}, {})
+
+
+def test_a_cluster_refuses_bodies_too_large_to_replicate():
+    e = error_of({"raft_peers": ["b@h2"], "max_body_bytes": 32 << 20})
+    assert e.key == "max_body_bytes" and str(16 << 20) in str(e), e
+    assert parse({"max_body_bytes": 32 << 20}, {}).max_body_bytes == 32 << 20   # alone: fine

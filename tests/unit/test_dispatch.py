@@ -106,3 +106,26 @@ def test_a_failed_mark_is_retried_and_the_job_not_published_again(rig):
     wait(lambda: S.get_job(node.state, "j1")["status"] == "queued", "mark retried")
     assert node.log_ok
     assert [t for t in broker.published if t[0] == "j"] == [token]
+
+
+def test_a_late_mark_of_the_last_leader_does_not_stop_the_outbox_being_marked(rig):
+    """A new leader's dispatcher starts, then the last leader's mark_published is
+    applied (its no-op committed it). The events it covers are never published again,
+    so their confirms never come: the dispatcher must go on from outbox_done, or no
+    mark is ever proposed again and the outbox grows without bound."""
+    node, broker, disp = rig
+    for i in range(3):
+        node.propose(reg(f"j{i}", T0, publish=False))
+        node.propose(rep(f"j{i}", "running", T0 + 1))
+    st = node.state
+    disp.stop()
+    broker.published.clear()
+    disp.start(node.term)
+    node.propose({"op": "mark_published", "upto": st.outbox_next - 1, "term": node.term})
+    for i in range(3, 6):
+        node.propose(reg(f"j{i}", T0, publish=False))
+        node.propose(rep(f"j{i}", "running", T0 + 1))
+    wait(lambda: sum(t[0] == "e" for t in broker.published) >= 3, "new events published")
+    disp.on_confirmed([t for t in broker.published if t[0] == "e"])
+    wait(lambda: st.outbox_done == st.outbox_next - 1, "every event marked published")
+    assert not st.outbox

@@ -227,3 +227,25 @@ def test_bad_configuration_is_refused():
         C.Core("n9", ["n1"], rng=random.Random(0))
     with pytest.raises(ValueError):
         C.Core("n1", ["n1"], rng=random.Random(0), election_ticks=1, heartbeat_ticks=1)
+
+
+def test_a_ready_that_installs_a_snapshot_applies_every_entry_after_it():
+    """A snapshot and the appends after it stepped before one Ready: the committed
+    entries start right after the snapshot (they once started 'applied' entries too
+    late, and a replica skipped some)."""
+    nodes = cluster(3)
+    lead = elect(nodes)
+    for i in range(5):
+        lead.propose(f"a{i}")
+    pump(nodes)
+    follower = nodes["n2"]
+    base = follower.applied
+    snap_at = base + 10
+    follower.step(C.Message(C.SNAPSHOT, frm="n1", to="n2", term=lead.term,
+                            index=snap_at, log_term=lead.term, snapshot="s"))
+    ents = tuple(C.Entry(snap_at + k, lead.term, f"b{k}") for k in range(1, 6))
+    follower.step(C.Message(C.APPEND, frm="n1", to="n2", term=lead.term, index=snap_at,
+                            log_term=lead.term, entries=ents, commit=snap_at + 5))
+    rd = follower.ready()
+    assert rd.snapshot[0] == snap_at
+    assert [e.index for e in rd.committed] == list(range(snap_at + 1, snap_at + 6))

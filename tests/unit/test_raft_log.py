@@ -672,6 +672,40 @@ def test_install_snapshot_replaces_the_log(tmp_path):
     lg.close()
 
 
+def test_a_local_snapshot_older_than_the_installed_one_compacts_nothing(tmp_path):
+    """A node's own snapshot that finishes after the leader's (newer) one was
+    installed once moved snapshot_index back: every later term_at/entries was off."""
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3)
+    lg.install_snapshot(9, 3, {"jobs": []})
+    write(lg, 10, 12, term=3)
+    assert lg.compact(5, 1) == 0
+    assert lg.snapshot_index == 9 and lg.term_at(10) == 3
+    assert [e[0] for e in lg.entries(10, 13)] == [10, 11, 12]
+    lg.close()
+
+
+def test_an_install_moved_into_place_then_failed_can_be_done_again(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3)
+    src = tmp_path / "in.received"
+    other = RaftLog(str(tmp_path / "other"))
+    other.open()
+    other.write_snapshot(9, 3, {"jobs": [{"id": "x"}]})
+    os.replace(other.snapshot_path(9), src)
+    real = lg._new_segment
+
+    def full(first):
+        raise OSError(28, "No space left on device")
+    lg._new_segment = full
+    with pytest.raises(OSError):
+        lg.install_snapshot(9, 3, path=str(src))
+    lg._new_segment = real
+    lg.install_snapshot(9, 3, path=str(src))      # the file is already in place
+    assert (lg.last_index, lg.snapshot_index) == (9, 9)
+    lg.close()
+
+
 @pytest.mark.parametrize("seed", range(25))
 def test_entries_and_terms_read_back_through_every_operation(tmp_path, seed):
     """A random run of appends, rotations, truncations, snapshots and reopens against a

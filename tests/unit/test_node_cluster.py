@@ -1,0 +1,148 @@
+"""RaftNode as a member of a cluster, in one process: real nodes on real data_dirs,
+their datagrams carried in memory (the transport has its own tests), faults put on
+one node's disk. Each test is a bug found by review; waiting is polling with a
+deadline."""
+import os
+import random
+
+import gevent
+import pytest
+
+from dqorch import state as st_mod
+from dqorch.errors import LogFailed
+from dqorch.raft import core as C
+from dqorch.raft.log import RaftLog
+from dqorch.raft.node import MAX_REPLICATED_ENTRY_BYTES, RaftNode
+from tests.unit.test_state import T0, reg
+
+
+def wait(pred, what, timeout_s=10.0):
+    for _ in range(int(timeout_s / 0.01)):
+        if pred():
+            return
+        gevent.sleep(0.01)
+    raise AssertionError(what)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    made = {}
+
+    def make(names=("a", "b", "c")):
+        def sender(frm):
+            def send(peer, payload):
+                target = made.get(peer)
+                if target is not None and not target._stopped and not frm._cut:
+                    gevent.spawn_later(0.001, target.receive, frm.node_name, payload)
+            return send
+        for n in names:
+            d = tmp_path / n
+            d.mkdir()
+            node = RaftNode(RaftLog(str(d)), n, snapshot_entries=10**6, now_ms=lambda: T0,
+                            fsync=lambda fd: None, peers=[p for p in names if p != n],
+                            tick_s=0.01, election_ticks=10, api=f"{n}:1",
+                            rng=random.Random(n))
+            node._cut = False
+            node.send = sender(node)
+            made[n] = node
+        for node in made.values():
+            node.start()
+        return made
+    yield make
+    for node in made.values():
+        node.stop(timeout_s=1)
+
+
+def leader_of(nodes):
+    found = []
+
+    def one():
+        ls = [n for n in nodes.values() if n.role == "leader" and not n._cut]
+        found[:] = ls
+        return len(ls) == 1
+    wait(one, "one leader")
+    return found[0]
+
+
+def test_a_leader_whose_disk_fails_hands_over_and_the_cluster_goes_on(cluster):
+    nodes = cluster()
+    lead = leader_of(nodes)
+    assert lead.propose(reg("before", T0))["outcome"] == "created"
+
+    def broken(fd):
+        raise OSError(28, "No space left on device")
+    lead._fsync = broken
+    with pytest.raises(LogFailed):
+        lead.propose(reg("refused", T0))
+    # Its heartbeats still go out; without the hand-over nobody else would lead.
+    wait(lambda: any(n.role == "leader" for n in nodes.values() if n is not lead),
+         "another node leads")
+    new = leader_of({k: n for k, n in nodes.items() if n is not lead})
+    assert new.propose(reg("after", T0))["outcome"] == "created"
+    assert "refused" not in new.state.jobs and "before" in new.state.jobs
+
+
+def test_a_follower_reports_its_log_writable_again_after_one_failed_hard_state_write(cluster):
+    nodes = cluster()
+    lead = leader_of(nodes)
+    follower = next(n for n in nodes.values() if n is not lead)
+    real = follower.log.save_hard_state
+    calls = []
+
+    def flaky(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+        return real(*args)
+    follower.log.save_hard_state = flaky
+    follower._cut = True                # nobody hears it: no new entries ever reach it
+    # A vote at a newer term (forced, as a transfer does): a hard state write and
+    # nothing else.
+    follower.step_later(C.Message(C.VOTE, frm=lead.node_name, to=follower.node_name,
+                                  term=lead.term + 1, index=10**6, log_term=lead.term + 1,
+                                  context=C.CAMPAIGN_TRANSFER))
+    wait(lambda: calls, "a hard state write tried")
+    wait(lambda: len(calls) >= 2 and follower.log_ok, "writable again on an idle follower")
+
+
+def test_a_snapshot_install_that_failed_half_way_is_tried_again_and_completes(cluster, tmp_path):
+    nodes = cluster()
+    lead = leader_of(nodes)
+    follower = next(n for n in nodes.values() if n is not lead)
+    follower._cut = True                 # it hears the leader but cannot answer
+    st = st_mod.State()
+    for i in range(3):
+        st_mod.apply(st, reg(f"s{i}", T0))
+    src = RaftLog(str(tmp_path / "src"))
+    src.open()
+    index = lead.commit_index + 50
+    src.write_snapshot(index, lead.term, st_mod.to_snapshot(st))
+    received = os.path.join(follower.log.dir, "snapshot-%020d.json.received" % index)
+    os.replace(src.snapshot_path(index), received)
+    real, calls = follower.log._new_segment, []
+
+    def flaky(first):
+        calls.append(first)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return real(first)
+    follower.log._new_segment = flaky
+    follower.step_later(C.Message(C.SNAPSHOT, frm=lead.node_name, to=follower.node_name,
+                                  term=lead.term, index=index, log_term=lead.term,
+                                  snapshot=received))
+    wait(lambda: len(calls) >= 2 and follower.applied_index == index,
+         "the install tried again and done")
+    assert set(follower.state.jobs) == {"s0", "s1", "s2"}
+    assert follower.log.snapshot_index == index and follower.log_ok
+
+
+def test_a_command_too_large_to_replicate_is_refused_and_the_next_commits(cluster):
+    nodes = cluster()
+    lead = leader_of(nodes)
+    big = reg("big", T0)
+    big["job"]["payload"] = {"blob": "x" * (MAX_REPLICATED_ENTRY_BYTES + 1)}
+    with pytest.raises(LogFailed, match="too large to replicate"):
+        lead.propose(big)
+    assert lead.propose(reg("small", T0))["outcome"] == "created"
+    for node in nodes.values():
+        wait(lambda: "small" in node.state.jobs, "replicated")
