@@ -478,9 +478,11 @@ class RaftNode:
                 _, result = self._waiting.pop(index)
                 result.set_exception(LogFailed(self._last_failure))
             return False
+        wrote = rd.snapshot is not None or bool(rd.entries)
         if rd.hard_state is not None:
             term, vote, commit = rd.hard_state
             if (term, vote) != (self.log.term, self.log.vote):
+                wrote = True
                 try:
                     gevent.get_hub().threadpool.apply(
                         self.log.save_hard_state,
@@ -488,7 +490,7 @@ class RaftNode:
                 except OSError as e:
                     self._write_failed(e, 0, False)
                     return False
-        if not self.log_ok and (rd.entries or rd.hard_state or rd.snapshot):
+        if not self.log_ok and wrote:      # a write worked: the disk is back
             log.warning("log writable again failed_writes=%d", self.failed_writes)
             self.log_ok, self.log_error, self.failed_writes = True, None, 0
         for m in rd.messages:

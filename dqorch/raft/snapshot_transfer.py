@@ -49,6 +49,8 @@ import re
 import struct
 import zlib
 
+from .log import _fsync_dir
+
 CHUNK_BYTES = 32 * 1024
 MAX_CHUNK_BYTES = 60 * 1024       # a chunk stays one message well below 64 KiB
 MAX_SIZE_BYTES = 64 << 30         # the largest snapshot either end accepts
@@ -141,14 +143,6 @@ def _crc_of(fd: int, nbytes: int) -> int:
         crc = zlib.crc32(piece, crc)
         pos += len(piece)
     return crc
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink(path: str) -> None:

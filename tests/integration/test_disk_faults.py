@@ -254,7 +254,7 @@ def _until_truly_full(node, c, accepted: set) -> None:
     wait_until(stuck, 60, 0.25, "a log that stays unwritable\n" + node.log_tail())
 
 
-RETRY_BACKOFF_S = 8      # the retry jobs fall due while the log cannot be written
+RETRY_BACKOFF_S = 12     # the retry jobs fall due while the log cannot be written
 
 
 def test_disk_full_while_serving_nothing_is_republished(tmpfs, make_node, clean_queues):
