@@ -5,6 +5,7 @@ setup(
     version="0.1.0",
     description="DistriQueue orchestrator: durable job registry, RabbitMQ routing, Raft log",
     packages=find_packages(include=["dqorch", "dqorch.*"]),
+    package_data={"dqorch": ["ui/*"]},      # the web console's static files
     py_modules=[],
     python_requires=">=3.11",
     install_requires=[

@@ -388,6 +388,34 @@ def make_app(svc) -> bottle.Bottle:
             raise ApiError(409, "conflict", f"job is already {out['status']}")
         return {"status": "cancelled", "job_id": job_id}
 
+    @app.post("/api/jobs/<job_id>/retry")
+    @writes(cfg.max_body_bytes, required=False)
+    def retry(job_id):
+        read_body(cfg.max_body_bytes, required=False)   # none needed; ignore any
+        id_ = parse.job_id(job_id, "id")
+        out = svc.node.propose({"op": "retry", "ids": [id_]})
+        result = out["results"][id_]
+        if result == "not_found":
+            raise ApiError(404, "not_found", f"no job {id_!r}")
+        if result != "retried":
+            raise ApiError(409, "conflict", f"job is {result}; only a completed, failed "
+                           f"or cancelled job is retried")
+        return 202, {"status": "accepted", "job_id": id_}
+
+    @app.post("/api/jobs/retry")
+    @writes(cfg.max_body_bytes)
+    def retry_matching():
+        q = parse.retry_query(body())
+        ids = st_mod.terminal_ids(svc.node.state, q["filters"], q["statuses"], q["limit"])
+        if not ids:
+            return 202, {"retried": 0}
+        out = svc.node.propose({"op": "retry", "ids": ids})
+        return 202, {"retried": sum(1 for r in out["results"].values() if r == "retried")}
+
+    @app.get("/api/rates")
+    def rates():
+        return svc.rates.snapshot()
+
     @app.get("/api/jobs")
     def list_jobs():
         try:

@@ -29,6 +29,8 @@ from .broker import Broker
 from .dispatch import Dispatcher, Timers
 from .errors import ReplayFailed
 from .forward import Forwarder
+from .rates import Rates
+from . import console
 from .raft.log import LogCorrupt, RaftLog
 from .raft.node import RaftNode
 from .workers import WorkerTable
@@ -213,6 +215,7 @@ class Node:
                              election_ticks=cfg.raft_election_timeout_ms // cfg.raft_heartbeat_ms,
                              api=advertised_api(cfg))
         self.workers = WorkerTable(cfg.worker_heartbeat_timeout_s, now_ms)
+        self.rates = Rates(now_ms)        # the console's graph (GET /api/rates)
         self.cluster = self.forwarder = None
         if cfg.raft_peers:
             from .cluster import Cluster
@@ -256,7 +259,8 @@ class Node:
                      guard(metrics.wsgi_app(self.ready), (), Access(**tokens, exempt={"/health"})),
                      "metrics_port")
         self.http = self._listen(cfg.http_host, cfg.http_port,
-                                 guard(make_app(self), cfg.allowed_origins, Access(**tokens)),
+                                 guard(console.serve(make_app(self)), cfg.allowed_origins,
+                                       Access(**tokens, exempt=console.PATHS)),
                                  "http_port")
         if not _loopback(cfg.http_host) and not cfg.api_tokens and not cfg.allow_from:
             log.warning("the API listens beyond loopback http_host=%s with no api_tokens "
@@ -435,6 +439,8 @@ class Node:
         op = cmd["op"]
         if op == "register":
             metrics.child(metrics.REGISTERS, outcome["outcome"]).inc()
+            if outcome["outcome"] in ("created", "restarted"):
+                self.rates.add("registered")
         elif op == "report":
             metrics.child(metrics.REPORTS, outcome["outcome"]).inc()
         elif op == "mark_queued" and outcome.get("queued"):
@@ -444,6 +450,8 @@ class Node:
         if frm == to:
             return
         metrics.transitions(frm, to).inc()
+        if to in ("completed", "failed"):
+            self.rates.add(to)
         job = self.node.state.jobs.get(id_)
         if job is None:
             return

@@ -238,6 +238,27 @@ _RESP = {
                                        "enum": ["terminal", "stale_attempt"]}}},
         ],
     },
+    "RetryRequest": {
+        "type": "object",
+        "properties": {"status": {"enum": ["completed", "failed", "cancelled"]},
+                       "type": {"type": "string"}, "queue": {"type": "string"},
+                       "worker_id": {"type": "string"},
+                       "limit": {"type": "integer", "minimum": 1, "maximum": 10000}},
+    },
+    "Retried": {
+        "type": "object", "required": ["retried"],
+        "properties": {"retried": {"type": "integer", "minimum": 0}},
+    },
+    "Rates": {
+        "type": "object", "required": ["interval_s", "window_s", "now", "series"],
+        "properties": {
+            "interval_s": {"type": "integer"}, "window_s": {"type": "integer"},
+            "now": {"type": "integer"},
+            "series": {"type": "object",
+                       "required": ["registered", "completed", "failed"],
+                       "additionalProperties": {"type": "array",
+                                                "items": {"type": "integer"}}}},
+    },
     "Cancelled": {
         "type": "object", "required": ["status", "job_id"],
         "properties": {"status": {"const": "cancelled"}, "job_id": {"type": "string"}},
@@ -560,6 +581,32 @@ PATHS = {
                         "content": _json({})},
         "responses": _responses("200", "Cancelled", _ref("Cancelled"),
                                 "400", "404", "405", "409", "413", "503"),
+    }},
+    "/api/jobs/{job_id}/retry": {"post": {
+        "operationId": "retryJob", "tags": ["jobs"], "summary": "Run a finished job again",
+        "description": "A new attempt of a completed, failed or cancelled job, with the "
+                       "fields it has (retry_count back to 0), published again. The body "
+                       "is ignored.",
+        "parameters": [JOB_ID_PARAM],
+        "requestBody": {"required": False, "description": "ignored",
+                        "content": _json({})},
+        "responses": _responses("202", "A new attempt is recorded", _ref("Accepted"),
+                                "400", "404", "405", "409", "413", "503"),
+    }},
+    "/api/jobs/retry": {"post": {
+        "operationId": "retryJobs", "tags": ["jobs"],
+        "summary": "Run finished jobs matching a filter again",
+        "description": "The listing's filters; `status` a terminal one (default: failed "
+                       "and cancelled); at most `limit` (default 100) jobs, newest first.",
+        "requestBody": _body("RetryRequest"),
+        "responses": _responses("202", "How many got a new attempt", _ref("Retried"),
+                                "400", "413", "503"),
+    }},
+    "/api/rates": {"get": {
+        "operationId": "rates", "tags": ["node"],
+        "summary": "Jobs registered, completed, failed per second, last 10 minutes",
+        "responses": _responses("200", "Counts per second, oldest first (the console's "
+                                "graph)", _ref("Rates")),
     }},
     "/api/workers/heartbeat": {"post": {
         "operationId": "heartbeat", "tags": ["workers"], "summary": "A worker is alive",

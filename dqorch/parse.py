@@ -265,6 +265,26 @@ def heartbeat(body: dict) -> dict:
     return w
 
 
+def retry_query(body: dict) -> dict:
+    """POST /api/jobs/retry -> {"filters", "statuses", "limit"}: the listing's filters;
+    `status` one of the terminal ones (default: failed and cancelled, the dead set)."""
+    if not isinstance(body, dict):
+        raise bad("body", "must be a JSON object")
+    given = {k: v for k, v in body.items()
+             if k in ("status", "type", "queue", "worker_id", "limit") and v is not None}
+    for k, v in given.items():
+        if k == "limit" and not (isinstance(v, int) and not isinstance(v, bool)):
+            raise bad("limit", "must be an integer 1-10000")
+        if k != "limit" and not isinstance(v, str):
+            raise bad(k, "must be a string")
+    q = list_query({k: str(v) for k, v in given.items()})
+    status = q["filters"].pop("status", None)
+    if status is not None and status not in jobs.TERMINAL:
+        raise bad("status", f"must be a terminal status ({', '.join(sorted(jobs.TERMINAL))})")
+    return {"filters": q["filters"], "limit": q["limit"],
+            "statuses": [status] if status else ["failed", "cancelled"]}
+
+
 def list_query(query: dict) -> dict:
     """GET /api/jobs query -> {"filters", "limit", "cursor", "full"}."""
     filters = {}

@@ -303,19 +303,41 @@ def _apply_register(st: State, cmd: dict) -> dict:
         return {"outcome": "filled"}
     if job["status"] in TERMINAL:
         # The gateway's "retry" re-registers a finished job: a new attempt.
-        _set_worker(st, job, None)
         _index(st, job, add=False)
         jobs.fill_fields(job, fields)
         _index(st, job, add=True)
-        job.update(retry_count=0, result=None, queued_at=None, started_at=None,
-                   completed_at=None, attempt=job["attempt"] + 1)
-        for key in ("error_message", "progress", "stale_worker", "not_before"):
-            job.pop(key, None)
-        moved = _move(st, job, PENDING, at, "api", "registered again")
+        moved = _new_attempt(st, job, at, "registered again")
         if not publish:
             moved = _queue_unpublished(st, job, at)
         return {"outcome": "restarted", "publish": publish, "moved": moved}
     return {"outcome": "exists"}
+
+
+def _new_attempt(st: State, job: dict, at: int, reason: str) -> tuple:
+    """A terminal job runs again from the start: retry_count 0, the next attempt."""
+    _set_worker(st, job, None)
+    job.update(retry_count=0, result=None, queued_at=None, started_at=None,
+               completed_at=None, attempt=job["attempt"] + 1)
+    for key in ("error_message", "progress", "stale_worker", "not_before"):
+        job.pop(key, None)
+    return _move(st, job, PENDING, at, "api", reason)
+
+
+def _apply_retry(st: State, cmd: dict) -> dict:
+    """POST /api/jobs/{id}/retry and /api/jobs/retry: a new attempt of each terminal
+    job, with the fields it has; always published (a retry is not a register)."""
+    results, moves = {}, []
+    for id_ in cmd["ids"]:
+        job = st.jobs.get(id_)
+        if job is None:
+            results[id_] = "not_found"
+        elif job["status"] not in TERMINAL:
+            results[id_] = job["status"]
+        else:
+            moves.append((id_,) + _new_attempt(st, job, cmd["at_ms"], "retried by request"))
+            results[id_] = "retried"
+    return {"outcome": "retried", "results": results, "moves": moves,
+            "publish_ids": [m[0] for m in moves]}
 
 
 def _queue_unpublished(st: State, job: dict, at: int) -> tuple:
@@ -465,6 +487,7 @@ APPLY = {
     "register": _apply_register,
     "report": _apply_report,
     "cancel": _apply_cancel,
+    "retry": _apply_retry,
     "timeout": _apply_timeout,
     "expire_worker": _apply_expire_worker,
     "evict": _apply_evict,
@@ -501,6 +524,21 @@ _FILTER_INDEX = {
 
 
 SCAN_MAX = 50_000   # most index entries one listing request walks
+
+
+def terminal_ids(st: State, filters: dict, statuses: list, limit: int) -> list:
+    """Ids of up to `limit` jobs in these (terminal) statuses that match the filters,
+    newest first, through the listing's paged walks (never the whole registry)."""
+    out: list = []
+    for status in statuses:
+        cursor = None
+        while len(out) < limit:
+            page, _, cursor = list_jobs(st, dict(filters, status=status),
+                                        min(1000, limit - len(out)), cursor)
+            out.extend(j["id"] for j in page)
+            if cursor is None:
+                break
+    return out[:limit]
 
 
 def list_jobs(st: State, filters: dict, limit: int, cursor: int | None):

@@ -52,6 +52,12 @@ def started(node):
     ("POST", "/api/jobs/register", {"id": "acc-2"}, READ, 403),
     ("POST", "/api/jobs/register", {"id": "acc-3"}, FULL, 202),
     ("POST", "/api/workers/heartbeat", {"workerId": "w"}, READ, 403),
+    # The console's files hold no data: served without a token (the page asks for one
+    # when the API answers 401); the API behind them still wants it.
+    ("GET", "/ui/", None, None, 200),
+    ("GET", "/ui/app.js", None, None, 200),
+    ("GET", "/api/rates", None, None, 401),
+    ("POST", "/api/jobs/retry", {"status": "failed"}, READ, 403),
 ])
 def test_tokens_on_the_api(node, method, path, body, token, want):
     started(node)

@@ -391,3 +391,60 @@ def test_unparsable_http_gets_a_json_400(node, head):
     assert b"application/json" in headers
     assert json.loads(body)["error"] == "invalid_request"
     assert node.health()[0] == 200
+
+
+def _fail(c, id_):
+    register(c, {"id": id_, "type": "retry-t", "max_retries": 0})
+    assert c.call("POST", "/api/jobs/status", {"jobId": id_, "status": "running",
+                                               "workerId": "w-r"})[0] == 200
+    assert c.call("POST", "/api/jobs/status", {"jobId": id_, "status": "failed",
+                                               "workerId": "w-r",
+                                               "errorMessage": "boom"})[0] == 200
+    assert c.call("GET", f"/api/jobs/{id_}")[1]["status"] == "failed"
+
+
+def test_retry_runs_a_failed_job_again_and_refuses_live_and_unknown_ones(c):
+    _fail(c, "retry-1")
+    status, body = c.call("POST", "/api/jobs/retry-1/retry")
+    assert (status, body) == (202, {"status": "accepted", "job_id": "retry-1"})
+    job = c.call("GET", "/api/jobs/retry-1")[1]
+    assert job["status"] in ("pending", "queued") and job["retry_count"] == 0, job
+    status, body = c.call("POST", "/api/jobs/retry-1/retry")     # no longer terminal
+    assert status == 409 and body["error"] == "conflict", body
+    status, body = c.call("POST", "/api/jobs/no-such-job/retry")
+    assert status == 404 and body["error"] == "not_found", body
+
+
+def test_bulk_retry_takes_the_listings_filters_and_a_limit(c):
+    for i in range(3):
+        _fail(c, f"bulk-{i}")
+    status, body = c.call("POST", "/api/jobs/retry", {"status": "failed",
+                                                      "type": "retry-t", "limit": 2})
+    assert (status, body) == (202, {"retried": 2}), body
+    left = [j["id"] for j in all_jobs(c, status="failed", type="retry-t")]
+    assert left == ["bulk-0"], left                  # newest first: 2 and 1 went
+    status, body = c.call("POST", "/api/jobs/retry", {"status": "running"})
+    assert status == 400 and body["field"] == "status", body
+
+
+def test_rates_count_what_happened_this_second(c):
+    before = c.call("GET", "/api/rates")[1]
+    register(c, {"id": "rates-1"})
+    after = c.call("GET", "/api/rates")[1]
+    assert after["window_s"] == 600 and len(after["series"]["registered"]) == 600
+    assert sum(after["series"]["registered"][-2:]) >= 1
+    assert sum(after["series"]["registered"]) >= sum(before["series"]["registered"][1:]) + 1
+
+
+def test_the_console_is_served_with_a_strict_policy_and_the_root_leads_there(c):
+    status, _ = c.call("GET", "/")
+    assert status == 302 and c.last_headers["Location"] == "/ui/"
+    status, page = c.call("GET", "/ui/")
+    assert status == 200 and c.last_headers["Content-Type"].startswith("text/html")
+    csp = c.last_headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert b"<script" in page and b"unsafe-inline" not in page
+    status, _ = c.call("GET", "/ui/app.js")
+    assert status == 200 and "javascript" in c.last_headers["Content-Type"]
+    status, body = c.call("GET", "/ui/../config.yaml")
+    assert status == 404 and body["error"] == "not_found", body
