@@ -1,8 +1,8 @@
 # dqorch in a container: python dqorch.py -c /etc/dqorch/config.yaml, configured by DQ_*.
 FROM python:3.11-slim
 
-# 0.0.0.0 so that the container can be reached. The API has no authentication yet:
-# anyone who can reach port 8081 can register and cancel jobs (README, Security), and
+# 0.0.0.0 so that the container can be reached. Without api_tokens or allow_from
+# anyone who can reach port 8081 can register and cancel jobs (docs/SECURITY.md), and
 # the node logs a warning saying so at start-up.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     DQ_HTTP_HOST=0.0.0.0 \
