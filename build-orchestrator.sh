@@ -121,6 +121,8 @@ status() {
 run_tests() {
   deps
   scripts/prometheus-local.sh install    # promtool and prometheus for the metrics tests
+  scripts/browser-local.sh || echo "build-orchestrator: warning: no Chromium; the console's" \
+    "browser tests will be skipped" >&2
   RABBIT_PORT=${DQ_TEST_RABBIT_PORT:-5672} scripts/rabbitmq-local.sh start
   "$PY" -m pytest -q "$@"
 }

@@ -17,6 +17,8 @@ setup(
     ],
     # pytest < 9.1: schemathesis 4.32 reads Function._nodeid, which pytest 9.1 removed.
     extras_require={"test": ["pytest>=8,<9.1", "hypothesis>=6", "schemathesis>=4.0", "jsonschema>=4",
-                             "openapi-spec-validator>=0.7"]},
+                             "openapi-spec-validator>=0.7",
+                             # the web console's tests drive a real headless Chromium
+                             "selenium>=4.20"]},
     entry_points={"console_scripts": ["dqorch=dqorch.cli:main"]},
 )

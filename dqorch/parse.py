@@ -74,6 +74,15 @@ def _first(body: dict, names: tuple):
 
 
 def job_id(value, field: str = "id") -> str:
+    value = _id_text(value, field)
+    if "/" in value:
+        # The job's own routes (/api/jobs/{id}, .../cancel, .../retry) could never
+        # name it: a WSGI path arrives with %2F already decoded.
+        raise bad(field, "must not contain '/'")
+    return value
+
+
+def _id_text(value, field: str) -> str:
     if isinstance(value, bool) or value is None:
         raise bad(field, f"must be a string, got {_kind(value)}")
     if isinstance(value, int):
@@ -88,11 +97,12 @@ def job_id(value, field: str = "id") -> str:
 
 
 def worker_id(value, field: str = "workerId") -> str:
-    """The same rule as job ids: a string of 1-256 characters, no control characters
-    (they would end up in logs, metrics listings and RabbitMQ headers)."""
+    """The rule of job ids but "/" (a worker has no route of its own): a string of
+    1-256 characters, no control characters (they would end up in logs, metrics
+    listings and RabbitMQ headers)."""
     if not isinstance(value, str):
         raise bad(field, f"must be a string, got {_kind(value)}")
-    return job_id(value, field)
+    return _id_text(value, field)
 
 
 def _int(field: str, v, lo: int, hi: int) -> int:

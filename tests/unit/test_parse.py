@@ -180,7 +180,7 @@ def test_register_id_with_control_characters_is_rejected(value):
     assert "control" in e.message
 
 
-@pytest.mark.parametrize("value", ["ジョブ-1", "job with spaces", "a/b?c#d", "é" * 256])
+@pytest.mark.parametrize("value", ["ジョブ-1", "job with spaces", "a?b#c%2F", "é" * 256])
 def test_register_id_may_hold_any_printable_text(value):
     assert reg({"id": value})["id"] == value
 
@@ -573,3 +573,12 @@ def test_list_query_unknown_status_or_queue_names_the_allowed_values():
                                          ("0", False), ("", False), ("no", False)])
 def test_list_query_full(value, want):
     assert parse.list_query({"full": value})["full"] is want
+
+
+def test_a_job_id_with_a_slash_is_refused_a_worker_id_with_one_is_not():
+    """/api/jobs/a%2Fb arrives as /api/jobs/a/b: such a job could never be read,
+    cancelled or retried by id."""
+    with pytest.raises(ApiError) as e:
+        parse.job_id("a/b")
+    assert e.value.field == "id" and "'/'" in e.value.message
+    assert parse.worker_id("pool/w1") == "pool/w1"

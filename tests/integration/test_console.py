@@ -1,0 +1,573 @@
+"""The web console (dqorch/ui) in real headless Chromium, driven by selenium, against a
+real dqorch.py node and the real broker: what it shows equals what the API says, its
+buttons change jobs (checked through the API), markup in job data stays text, and no
+page logs an error. Writes a screenshot of each page to docs/screenshots/.
+
+Needs chromium, chromedriver (scripts/browser-local.sh installs Debian's) and selenium
+in the venv; the module is skipped when one of them cannot be found. Element ids are
+listed at the top of dqorch/ui/app.js."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.parse
+
+import pytest
+
+try:
+    from selenium import webdriver
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+except ImportError:
+    pytest.skip("selenium is not installed: .venv/bin/pip install selenium",
+                allow_module_level=True)
+
+from .conftest import REPO, wait_until
+
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
+                None)
+CHROMEDRIVER = shutil.which("chromedriver") or next(
+    (p for p in ("/usr/lib/chromium/chromedriver",) if os.access(p, os.X_OK)), None)
+if CHROMIUM is None or CHROMEDRIVER is None:
+    pytest.skip("chromium or chromedriver not found: run scripts/browser-local.sh",
+                allow_module_level=True)
+
+SHOTS = os.path.join(REPO, "docs", "screenshots")
+TOKEN = "console-test-token-0123456789"
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+STATUSES = ("pending", "queued", "running", "completed", "failed", "cancelled")
+
+
+# Fixtures ##################################################################
+
+@pytest.fixture(scope="module")
+def driver():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,900", "--no-first-run", "--disable-extensions",
+                # nothing but the node on loopback: no update or sync traffic
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-default-apps"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # An explicit driver path: Selenium Manager would otherwise try to download one.
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    d.set_page_load_timeout(30)
+    yield d
+    d.quit()
+
+
+@pytest.fixture
+def node(make_node, clean_queues):
+    return make_node(job_max_retries=0).wait_healthy()
+
+
+@pytest.fixture
+def api(node):
+    c = node.client()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def page(driver, node):
+    p = Page(driver, node.http_port)
+    driver.get("about:blank")
+    driver.get_log("browser")              # start each test with an empty console
+    yield p
+
+
+# Helpers ###################################################################
+
+class Page:
+    """The console at one node: open(hash) loads it fresh and waits until the page
+    says its data is shown; find/finds/text read it, tolerating re-renders."""
+
+    def __init__(self, driver, port: int) -> None:
+        self.d = driver
+        self.base = f"http://127.0.0.1:{port}/ui/"
+
+    def open(self, hash_: str, page: str, ready: bool = True) -> None:
+        # about:blank first: a hash change alone would not reload, and a fresh load
+        # gives each page its own console log.
+        self.d.get("about:blank")
+        self.d.get(self.base + hash_)
+        if ready:
+            self.wait_ready(page)
+
+    def render(self) -> int:
+        """How many times the page has rendered (#view[data-render]); 0 before the first."""
+        return int(self.d.execute_script(
+            "var v = document.getElementById('view'); return (v && v.dataset.render) || 0"))
+
+    def wait_ready(self, page: str, after: int = 0, timeout_s: float = 20) -> None:
+        """Wait until `page` is shown by a render later than `after`."""
+        def ready():
+            state = self.d.execute_script(
+                "var v = document.getElementById('view');"
+                "return [document.body && document.body.dataset.page, v && v.dataset.state,"
+                " v && Number(v.dataset.render || 0),"
+                " (document.getElementById('error') || {}).textContent];")
+            if state[2] <= after:
+                return False
+            if state[1] == "error":
+                pytest.fail(f"page {page} failed to load: {state[3]}")
+            return state[0] == page and state[1] == "ready"
+        wait_until(ready, timeout_s, 0.05, f"page {page} ready")
+
+    def click_and_wait(self, css: str, page: str) -> None:
+        """Click something that navigates or reloads, and wait for the new render."""
+        before = self.render()
+        self.find(css).click()
+        self.wait_ready(page, after=before)
+
+    def finds(self, css: str) -> list:
+        return self.d.find_elements(By.CSS_SELECTOR, css)
+
+    def find(self, css: str):
+        return self.d.find_element(By.CSS_SELECTOR, css)
+
+    def text(self, css: str):
+        """The element's textContent (even when hidden), or None when absent."""
+        try:
+            return self.find(css).get_attribute("textContent")
+        except (NoSuchElementException, StaleElementReferenceException):
+            return None
+
+    def row_ids(self, table: str) -> list:
+        return self.d.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0] + ' tbody tr[data-id]'))"
+            ".map(function (r) { return r.dataset.id; });", table)
+
+    def severe_logs(self) -> list:
+        return [e for e in self.d.get_log("browser") if e["level"] == "SEVERE"]
+
+    def assert_console_clean(self) -> None:
+        errors = self.severe_logs()
+        assert errors == [], "browser console errors:\n" + "\n".join(e["message"] for e in errors)
+
+    def screenshot(self, name: str) -> str:
+        os.makedirs(SHOTS, exist_ok=True)
+        # The whole page: the window grows by what the viewport lacks (window chrome
+        # makes the window taller than its viewport).
+        height, chrome = self.d.execute_script(
+            "return [document.documentElement.scrollHeight,"
+            " window.outerHeight - window.innerHeight]")
+        self.d.set_window_size(1280, max(900, min(int(height) + int(chrome), 4000)))
+        path = os.path.join(SHOTS, name + ".png")
+        try:
+            assert self.d.save_screenshot(path), path
+        finally:
+            self.d.set_window_size(1280, 900)
+        return path
+
+
+def poll(predicate, what: str, timeout_s: float = 20):
+    """wait_until, where a DOM re-render between two reads counts as 'not yet'."""
+    def safe():
+        try:
+            return predicate()
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+    wait_until(safe, timeout_s, 0.1, what)
+
+
+def register(api, **body) -> str:
+    status, out = api.call("POST", "/api/jobs/register", body)
+    assert status == 202, out
+    return out["job_id"]
+
+
+def report(api, job_id: str, status: str, **extra) -> None:
+    code, out = api.call("POST", "/api/jobs/status",
+                         dict({"jobId": job_id, "status": status, "workerId": "w-1"}, **extra))
+    assert code == 200 and out["status"] == "updated", out
+
+
+def job(api, job_id: str) -> dict:
+    status, out = api.call("GET", "/api/jobs/" + urllib.parse.quote(job_id, safe=""))
+    assert status == 200, out
+    return out
+
+
+def failed_job(api, job_id: str, error: str, **fields) -> str:
+    register(api, id=job_id, **fields)
+    report(api, job_id, "running")
+    report(api, job_id, "failed", errorMessage=error)
+    assert job(api, job_id)["status"] == "failed"       # the node runs with job_max_retries=0
+    return job_id
+
+
+def settled(api) -> None:
+    """Wait until the broker confirmed every registered job (none left pending), so the
+    counts stop moving under the test."""
+    wait_until(lambda: api.call("GET", "/api/metrics")[1]["jobs"]["pending"] == 0, 20, 0.05,
+               "every job confirmed by the broker")
+
+
+def mixed_jobs(api) -> dict:
+    """One or more jobs in each status, and a worker: {status: [ids]}."""
+    out = {s: [] for s in STATUSES}
+    for i in range(3):
+        out["queued"].append(register(api, id=f"q-{i}", type="email",
+                                      priority=["LOW", "MEDIUM", "HIGH"][i]))
+    out["running"].append(register(api, id="r-0", type="invoice"))
+    report(api, "r-0", "running")
+    out["completed"].append(register(api, id="c-0", type="invoice", payload={"order": 17}))
+    report(api, "c-0", "running")
+    report(api, "c-0", "completed", result={"pdf": "s3://bucket/c-0.pdf"})
+    out["failed"].append(failed_job(api, "f-0", "disk full on /var/spool", type="report"))
+    out["cancelled"].append(register(api, id="x-0", type="email"))
+    assert api.call("POST", "/api/jobs/x-0/cancel")[0] == 200
+    code, _ = api.call("POST", "/api/workers/heartbeat",
+                       {"workerId": "w-1", "worker_type": "python", "capacity": 4,
+                        "current_load": 1})
+    assert code == 200
+    settled(api)
+    return out
+
+
+# Serving ###################################################################
+
+def test_console_is_served_with_its_content_security_policy(node, api):
+    status, _ = api.call("GET", "/")
+    assert status == 302 and api.last_headers["Location"].endswith("/ui/"), api.last_headers
+    for path in ("/ui/", "/ui/app.js", "/ui/style.css"):
+        status, _ = api.call("GET", path)
+        assert status == 200, path
+        assert api.last_headers.get("Content-Security-Policy") == CSP, (path, api.last_headers)
+
+
+# Overview ##################################################################
+
+def test_overview_counts_equal_the_api(page, api, node):
+    made = mixed_jobs(api)
+    page.open("#/", "overview")
+
+    def counts_match():
+        metrics = api.call("GET", "/api/metrics")[1]
+        ui = {s: page.text(f"#count-{s}") for s in STATUSES}
+        queues = {q: {s: page.text(f'#queue-table tr[data-queue="{q}"] td[data-status="{s}"]')
+                      for s in STATUSES} for q in metrics["queues"]}
+        return (ui == {s: str(metrics["jobs"][s]) for s in STATUSES}
+                and queues == {q: {s: str(n) for s, n in c.items()}
+                               for q, c in metrics["queues"].items()})
+    poll(counts_match, "overview counts equal /api/metrics")
+    # The counts are not trivially equal: the jobs made above are there.
+    shown = {s: int(page.text(f"#count-{s}")) for s in STATUSES}
+    assert shown == {s: len(v) for s, v in made.items()}
+
+    metrics = api.call("GET", "/api/metrics")[1]
+    cluster = api.call("GET", "/api/cluster/status")[1]
+    assert page.text("#workers-active") == str(metrics["workers"]["active"]) == "1"
+    assert page.text("#workers-unresponsive") == str(metrics["workers"]["unresponsive"])
+    assert page.text("#workers-total") == str(metrics["workers"]["total"])
+    assert page.text("#broker-state") == "connected"
+    assert page.text("#raft-role") == metrics["raft"]["role"] == "leader"
+    assert page.text("#raft-term") == str(metrics["raft"]["term"])
+    assert page.text("#raft-leader") == metrics["raft"]["leader"]
+    members = page.d.execute_script(
+        "return Array.from(document.querySelectorAll('#members tbody tr'))"
+        ".map(function (r) { return r.dataset.node; });")
+    assert members == [m["node"] for m in cluster["members"]]
+
+    # The graph: one line per series, one point per second of the window, and the
+    # totals under it equal the API's sums.
+    def rates_match():
+        rates = api.call("GET", "/api/rates")[1]
+        return all(page.text(f"#rate-total-{s}") == str(sum(rates["series"][s]))
+                   for s in ("registered", "completed", "failed"))
+    poll(rates_match, "rate totals equal /api/rates")
+    assert int(page.text("#rate-total-registered")) >= sum(len(v) for v in made.values())
+    rates = api.call("GET", "/api/rates")[1]
+    for s in ("registered", "completed", "failed"):
+        points = page.find(f"#rates-graph polyline.line-{s}").get_attribute("points").split()
+        assert len(points) == len(rates["series"][s]) == 600, s
+    page.assert_console_clean()
+
+
+def test_overview_refreshes_by_itself(page, api, node):
+    page.open("#/", "overview")
+    assert page.text("#count-queued") == "0"
+    register(api, id="later")
+    settled(api)
+    poll(lambda: page.text("#count-queued") == "1",
+         "the overview shows a job registered after it loaded")
+    assert int(page.find("#view").get_attribute("data-refreshes")) >= 2
+    page.assert_console_clean()
+
+
+# Listing ###################################################################
+
+def test_filter_narrows_the_listing(page, api, node):
+    alpha = {register(api, id=f"alpha-{i}", type="alpha") for i in range(3)}
+    beta = {register(api, id=f"beta-{i}", type="beta") for i in range(2)}
+    page.open("#/jobs", "jobs")
+    assert set(page.row_ids("#job-list")) == alpha | beta
+
+    page.find("#filter-type").send_keys("alpha")
+    page.click_and_wait("#filter-form button[type=submit]", "jobs")
+    assert "type=alpha" in page.d.current_url
+    api_ids = {j["id"] for j in api.call("GET", "/api/jobs?type=alpha")[1]["jobs"]}
+    assert set(page.row_ids("#job-list")) == api_ids == alpha
+    assert page.text("#job-count").startswith("3 matching")
+
+    # A status filter through the select: nothing of type alpha has failed.
+    Select(page.find("#filter-status")).select_by_value("failed")
+    page.click_and_wait("#filter-form button[type=submit]", "jobs")
+    assert "status=failed" in page.d.current_url and "type=alpha" in page.d.current_url
+    assert page.row_ids("#job-list") == [] and page.text("#job-count").startswith("0 matching")
+    page.assert_console_clean()
+
+
+def test_next_page_follows_the_cursor(page, api, node):
+    ids = [register(api, id=f"p-{i}", type="paged") for i in range(5)]
+    page.open("#/jobs?type=paged&limit=2", "jobs")
+    seen = []
+    for want in (2, 2, 1):
+        rows = page.row_ids("#job-list")
+        assert len(rows) == want, rows
+        seen += rows
+        nexts = page.finds("#btn-next")
+        if want == 1:
+            assert nexts == [], "the last page has no Next"
+            break
+        page.click_and_wait("#btn-next", "jobs")
+    assert seen == list(reversed(ids)), "newest first, each job once"
+    assert "cursor=" in page.d.current_url
+    page.assert_console_clean()
+
+
+# One job ###################################################################
+
+def test_job_page_shows_its_history(page, api, node):
+    payload = {"order": 17, "lines": [{"sku": "A-1", "qty": 2}]}
+    register(api, id="order-17", type="invoice", payload=payload)
+    report(api, "order-17", "running")
+    report(api, "order-17", "completed", result={"pdf": "s3://bucket/order-17.pdf"})
+    want = job(api, "order-17")
+
+    # Reach it the way a person would: the search box.
+    page.open("#/jobs", "jobs")
+    page.find("#search-id").send_keys("order-17")
+    page.click_and_wait("#search-form button[type=submit]", "job")
+
+    assert page.text("#job-id") == "order-17"
+    assert page.text("#job-status") == "completed"
+    assert page.text("#job-why") == want["why"]
+    assert json.loads(page.text("#job-payload")) == payload
+    assert json.loads(page.text("#job-result")) == {"pdf": "s3://bucket/order-17.pdf"}
+    assert page.text("#job-payload") == json.dumps(payload, indent=2), "pretty-printed"
+    items = page.finds("#job-history li")
+    assert len(items) == len(want["history"]) >= 3
+    for li, h in zip(items, want["history"]):
+        assert li.find_element(By.CSS_SELECTOR, ".status").text == h["status"]
+        assert li.find_element(By.CSS_SELECTOR, ".reason").text == h["reason"]
+    assert [li.get_attribute("data-status") for li in items][-1] == "completed"
+    for field in ("type", "queue", "worker_id", "priority"):
+        assert page.text(f'#job-fields tr[data-field="{field}"] td') == str(want[field]), field
+    assert page.finds("#btn-cancel") == [] and page.finds("#btn-retry") == [], \
+        "completed: no actions"
+    page.assert_console_clean()
+
+
+def test_cancel_button_cancels_a_running_job(page, api, node):
+    register(api, id="long-1", type="etl")
+    report(api, "long-1", "running")
+    page.open("#/job/long-1", "job")
+    assert page.text("#job-status") == "running"
+    assert page.finds("#btn-retry") == [], "a running job cannot be retried"
+
+    page.click_and_wait("#btn-cancel", "job")            # it reloads the job when done
+    wait_until(lambda: job(api, "long-1")["status"] == "cancelled", 20, 0.05,
+               "the API says long-1 is cancelled")
+    assert page.text("#job-status") == "cancelled"
+    assert page.finds("#btn-cancel") == []
+    assert page.finds("#btn-retry") != [], "a cancelled job can be retried"
+    assert page.finds("#job-history li")[-1].get_attribute("data-status") == "cancelled"
+    page.assert_console_clean()
+
+
+def test_a_refused_action_shows_the_api_message(page, api, node):
+    register(api, id="raced-1")
+    page.open("#/job/raced-1", "job")
+    assert api.call("POST", "/api/jobs/raced-1/cancel")[0] == 200     # behind the page's back
+    page.find("#btn-cancel").click()
+    poll(lambda: "job is already cancelled" in (page.text("#error") or ""),
+         "the 409's message on the page")
+    assert page.find("#error").is_displayed()
+    # The only console entry is the 409 itself.
+    errors = page.severe_logs()
+    assert len(errors) == 1 and "409" in errors[0]["message"], errors
+
+
+def test_retry_button_makes_a_failed_job_pending_again(page, api, node):
+    failed_job(api, "flaky-1", "connection reset by peer")
+    page.open("#/job/flaky-1", "job")
+    assert page.text("#job-status") == "failed"
+    assert page.text("#job-error") == "connection reset by peer"
+    assert page.finds("#btn-cancel") == [], "a failed job cannot be cancelled"
+
+    page.click_and_wait("#btn-retry", "job")
+    wait_until(lambda: job(api, "flaky-1")["status"] in ("pending", "queued"), 20, 0.05,
+               "the API says flaky-1 is pending or queued again")
+    assert page.text("#job-status") in ("pending", "queued")
+    assert page.finds("#btn-retry") == [] and page.finds("#btn-cancel") != []
+    page.assert_console_clean()
+
+
+# Failed jobs ###############################################################
+
+def test_failed_page_lists_errors_and_retries(page, api, node):
+    errors = {"bad-1": "timeout talking to smtp", "bad-2": "KeyError: 'customer'",
+              "bad-3": "out of memory"}
+    for jid, msg in errors.items():
+        failed_job(api, jid, msg, type="mail")
+    register(api, id="fine-1")
+    report(api, "fine-1", "running")
+    report(api, "fine-1", "completed")
+    page.open("#/failed", "failed")
+    assert set(page.row_ids("#failed-list")) == set(errors)
+    for jid, msg in errors.items():
+        assert page.text(f'#failed-list tr[data-id="{jid}"] td.col-error_message') == msg
+    assert page.text("#failed-count").startswith("3 failed")
+
+    page.click_and_wait('#failed-list tr[data-id="bad-1"] button.btn-retry-one', "failed")
+    wait_until(lambda: job(api, "bad-1")["status"] in ("pending", "queued"), 20, 0.05,
+               "bad-1 retried")
+    assert set(page.row_ids("#failed-list")) == {"bad-2", "bad-3"}, "bad-1 left the list"
+
+    page.click_and_wait("#btn-retry-all", "failed")
+    wait_until(lambda: api.call("GET", "/api/jobs?status=failed")[1]["count"] == 0, 20, 0.05,
+               "no failed jobs left")
+    assert all(job(api, j)["status"] in ("pending", "queued") for j in errors)
+    assert job(api, "fine-1")["status"] == "completed", "only failed jobs are retried"
+    assert page.row_ids("#failed-list") == []
+    poll(lambda: "Retried 2 jobs" in (page.text("#notice") or ""),
+         "the page says how many were retried")
+    page.assert_console_clean()
+
+
+# Workers ###################################################################
+
+def test_workers_page_lists_the_workers(page, api, node):
+    for wid, load in (("w-a", 1), ("w-b", 3)):
+        code, _ = api.call("POST", "/api/workers/heartbeat",
+                           {"workerId": wid, "worker_type": "java", "capacity": 8,
+                            "current_load": load})
+        assert code == 200
+    page.open("#/workers", "workers")
+    want = api.call("GET", "/api/workers")[1]["workers"]
+    assert set(page.row_ids("#worker-list")) == {w["worker_id"] for w in want} == {"w-a", "w-b"}
+    for w in want:
+        row = f'#worker-list tr[data-id="{w["worker_id"]}"]'
+        assert page.text(row + " td.col-status") == w["status"] == "active"
+        assert page.text(row + " td.col-load") == f'{w["current_load"]}/{w["capacity"]}'
+        assert page.text(row + " td.col-heartbeats") == str(w["heartbeats"])
+    page.assert_console_clean()
+
+
+# Markup in job data ########################################################
+
+# No "/" in the id: GET /api/jobs/{id} cannot reach an id with one (%2F is decoded
+# before routing), so "</script>" is left out; an unclosed <script> is markup enough.
+HOSTILE_ID = '<script>document.title="pwned-id"<img src=x onerror="window.__pwned=1">'
+HOSTILE_PAYLOAD = {"html": '<img src=x onerror="window.__pwned=2">',
+                   "js": "<script>window.__pwned=3</script>", "close": "</pre><b>bold</b>"}
+HOSTILE_ERROR = '<img src=x onerror="window.__pwned=4"><svg onload="window.__pwned=5">'
+
+
+def test_markup_in_job_data_is_shown_as_text(page, api, node):
+    register(api, id=HOSTILE_ID, type="<b>type</b>", payload=HOSTILE_PAYLOAD)
+    report(api, HOSTILE_ID, "running", workerId="<i>w</i>")
+    report(api, HOSTILE_ID, "failed", workerId="<i>w</i>", errorMessage=HOSTILE_ERROR)
+
+    def nothing_ran(where: str) -> None:
+        title, pwned, injected = page.d.execute_script(
+            "return [document.title, window.__pwned === undefined ? null : window.__pwned,"
+            " document.querySelectorAll('#view script, #view img, #view svg:not(#rates-graph),"
+            " #view b, #view i').length];")
+        assert title == "dqorch", where
+        assert pwned is None, f"{where}: a script ran (window.__pwned={pwned})"
+        assert injected == 0, f"{where}: markup from job data became elements"
+
+    page.open("#/job/" + urllib.parse.quote(HOSTILE_ID, safe=""), "job")
+    assert page.text("#job-id") == HOSTILE_ID
+    assert json.loads(page.text("#job-payload")) == HOSTILE_PAYLOAD
+    assert page.text("#job-error") == HOSTILE_ERROR
+    assert page.text('#job-fields tr[data-field="type"] td') == "<b>type</b>"
+    assert any(HOSTILE_ERROR in (li.get_attribute("textContent") or "")
+               for li in page.finds("#job-history li")), "the reason keeps the error as text"
+    nothing_ran("job page")
+
+    page.open("#/jobs", "jobs")
+    assert page.row_ids("#job-list") == [HOSTILE_ID]
+    assert page.text("#job-list tbody td.col-id") == HOSTILE_ID
+    nothing_ran("listing")
+
+    page.open("#/failed", "failed")
+    assert page.text("#failed-list tbody td.col-error_message") == HOSTILE_ERROR
+    nothing_ran("failed page")
+    # A CSP violation (blocked inline script) would be a SEVERE entry as well.
+    page.assert_console_clean()
+
+
+# Every page: console and screenshots #######################################
+
+PAGES = (("overview", "#/"), ("jobs", "#/jobs"), ("job", "#/job/c-0"),
+         ("failed", "#/failed"), ("workers", "#/workers"))
+
+
+def test_no_page_logs_an_error_and_each_is_photographed(page, api, node):
+    mixed_jobs(api)
+    failed_job(api, "f-1", "worker lost: heartbeat timeout", type="email")
+    for name, hash_ in PAGES:
+        page.open(hash_, name)
+        if name == "overview":    # one refresh after the first load, and the graph drawn
+            poll(lambda: int(page.find("#view").get_attribute("data-refreshes")) >= 2,
+                 "the overview refreshed")
+            assert page.find("#rates-graph polyline.line-registered").get_attribute("points")
+        errors = page.severe_logs()
+        assert errors == [], f"{name}: " + "\n".join(e["message"] for e in errors)
+        path = page.screenshot(name)
+        assert os.path.getsize(path) > 10_000, f"{path} looks empty"
+
+
+# Token #####################################################################
+
+def test_a_401_asks_for_a_token_and_then_the_console_works(driver, make_node, clean_queues):
+    node = make_node(api_tokens=[TOKEN], start=False).start(wait=False)
+    c = node.client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def up():
+        try:
+            return c.call("GET", "/api/health", headers=auth)[0] == 200
+        except OSError:
+            return False
+    wait_until(up, 60, 0.1, "node up\n" + node.log_tail())
+    assert c.call("GET", "/api/metrics")[0] == 401, "the API itself needs the token"
+
+    p = Page(driver, node.http_port)
+    p.open("#/", "overview", ready=False)
+    poll(lambda: p.find("#token-form").is_displayed(), "the token form after a 401")
+    p.find("#token-input").send_keys(TOKEN)
+    p.click_and_wait("#token-form button[type=submit]", "overview")
+    assert not p.find("#token-form").is_displayed()
+    assert p.text("#raft-role") == "leader"
+    assert p.d.execute_script("return sessionStorage.getItem('dqorch.token')") == TOKEN
+
+    # A new load takes the token from sessionStorage, and writes carry it too.
+    status, _ = c.call("POST", "/api/jobs/register", {"id": "t-1"}, headers=auth)
+    assert status == 202
+    p.open("#/job/t-1", "job")
+    p.click_and_wait("#btn-cancel", "job")
+    wait_until(lambda: c.call("GET", "/api/jobs/t-1", headers=auth)[1]["status"] == "cancelled",
+               20, 0.05, "t-1 cancelled with the token")
+    p.d.execute_script("sessionStorage.clear()")
+    c.close()
