@@ -44,9 +44,10 @@ def port_open(port, host="127.0.0.1"):
         return False
 
 
-def blocking_channel(port):
+def blocking_channel(port, vhost="/"):
     """A BlockingConnection channel on ``port``; the caller closes its connection."""
-    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port,
+                                                             virtual_host=vhost))
     return conn, conn.channel()
 
 

@@ -167,10 +167,10 @@ def clean_queues(shared_rabbit):
     purge(SHARED_PORT, *JOB_QUEUES)
 
 
-def drain(port: int, queue: str) -> list:
+def drain(port: int, queue: str, vhost: str = "/") -> list:
     """Take every message from a queue: [(properties, body dict)]; [] when the queue
     does not exist (yet)."""
-    conn, ch = blocking_channel(port)
+    conn, ch = blocking_channel(port, vhost)
     out = []
     try:
         while True:

@@ -1,0 +1,387 @@
+"""Fault injection for clusters of real dqorch.py processes (the first slice of a
+Jepsen-style suite). Everything here runs in the test process under gevent.
+
+- `UdpProxy`: every member's `raft_peers` point at proxy ports, one UDP socket per
+  directed link (src -> dst); the proxy forwards each datagram to dst's real raft port.
+  The Raft transport authenticates the sender by name inside the datagram and sends to
+  the addresses in `raft_peers` (never to the source address), so the proxy is
+  transparent. At run time: `drop` (probability), `delay_s`/`jitter_s`, `dup`
+  (probability of a second copy), `block(src, dst)` (one way), `partition(*groups)`,
+  `isolate(name)`, `heal()`. Only Raft goes through it: a follower's forwarded HTTP
+  requests to the leader do not.
+- `TcpProxy`: a TCP relay to RabbitMQ that the nodes use as `rabbitmq_port`;
+  `cut()` closes every relayed connection mid-stream, `refuse(s)` also refuses new ones
+  for a while.
+- `FaultCluster`: `cluster_fixtures.Cluster` built with proxy ports, plus the node-level
+  faults (kill -9 then restart, SIGSTOP/SIGCONT) and a log of every fault applied
+  (`events`: (t, kind, detail)), which the history checker reads.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket as _socket
+import subprocess
+import time
+import uuid
+
+import gevent
+from gevent import socket
+
+from .broker_fixtures import SHARED_PORT
+from .cluster_fixtures import COOKIE, Cluster
+from .conftest import NodeProc, free_port
+
+
+def _udp_socket():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+class UdpProxy:
+    """One socket per directed link; `links[(src, dst)] = proxy port` (what src puts in
+    its raft_peers for dst)."""
+
+    def __init__(self, names, real_ports: dict, seed=None) -> None:
+        self.names = list(names)
+        self.real = dict(real_ports)          # name -> real raft port
+        self.rng = random.Random(seed)
+        self.drop = 0.0
+        self.dup = 0.0
+        self.delay_s = 0.0
+        self.jitter_s = 0.0
+        self.blocked: set = set()             # {(src, dst)}
+        self.counts = {"forwarded": 0, "dropped": 0, "blocked": 0, "duplicated": 0,
+                       "delayed": 0}
+        self.socks = {}
+        self.links = {}
+        for src in self.names:
+            for dst in self.names:
+                if src != dst:
+                    s = _udp_socket()
+                    self.socks[(src, dst)] = s
+                    self.links[(src, dst)] = s.getsockname()[1]
+        self.out = _udp_socket()
+        self.loops = [gevent.spawn(self._run, link, s) for link, s in self.socks.items()]
+
+    def _send(self, data: bytes, port: int) -> None:
+        try:
+            self.out.sendto(data, ("127.0.0.1", port))
+        except OSError:
+            pass
+
+    def _run(self, link, sock) -> None:
+        port = self.real[link[1]]
+        while True:
+            try:
+                data, _ = sock.recvfrom(65536)
+            except OSError:
+                return
+            if link in self.blocked:
+                self.counts["blocked"] += 1
+                continue
+            if self.drop and self.rng.random() < self.drop:
+                self.counts["dropped"] += 1
+                continue
+            copies = 2 if self.dup and self.rng.random() < self.dup else 1
+            if copies == 2:
+                self.counts["duplicated"] += 1
+            for _ in range(copies):
+                delay = self.delay_s + (self.rng.random() * self.jitter_s if self.jitter_s else 0)
+                if delay > 0:
+                    self.counts["delayed"] += 1
+                    gevent.spawn_later(delay, self._send, data, port)
+                else:
+                    self._send(data, port)
+            self.counts["forwarded"] += 1
+
+    def block(self, src: str, dst: str) -> None:
+        self.blocked.add((src, dst))
+
+    def partition(self, *groups) -> None:
+        """Nothing passes between members of different groups (members not named form
+        a group of their own each)."""
+        where = {}
+        for k, g in enumerate(groups):
+            for n in g:
+                where[n] = k
+        for a in self.names:
+            for b in self.names:
+                if a != b and where.get(a, ("alone", a)) != where.get(b, ("alone", b)):
+                    self.blocked.add((a, b))
+
+    def isolate(self, name: str) -> None:
+        self.partition([name], [n for n in self.names if n != name])
+
+    def heal(self) -> None:
+        self.blocked.clear()
+        self.drop = self.dup = self.delay_s = self.jitter_s = 0.0
+
+    def close(self) -> None:
+        for g in self.loops:
+            g.kill()
+        for s in self.socks.values():
+            s.close()
+        self.out.close()
+
+
+class TcpProxy:
+    """127.0.0.1:<port> -> 127.0.0.1:<upstream>, relaying bytes both ways."""
+
+    def __init__(self, upstream: int = SHARED_PORT) -> None:
+        self.upstream = upstream
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(128)
+        self.port = self.listener.getsockname()[1]
+        self.conns: list = []                 # [(client sock, upstream sock)]
+        self.refuse_until = 0.0
+        self.counts = {"accepted": 0, "refused": 0, "cut": 0}
+        self.loop = gevent.spawn(self._accept)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.listener.accept()
+            except OSError:
+                return
+            if time.monotonic() < self.refuse_until:
+                self.counts["refused"] += 1
+                c.close()
+                continue
+            try:
+                u = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
+                u.settimeout(None)
+            except OSError:
+                c.close()
+                continue
+            self.counts["accepted"] += 1
+            pair = (c, u)
+            self.conns.append(pair)
+            gevent.spawn(self._pump, c, u, pair)
+            gevent.spawn(self._pump, u, c, pair)
+
+    def _pump(self, a, b, pair) -> None:
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._close(pair)
+
+    def _close(self, pair) -> None:
+        for s in pair:
+            try:
+                s.shutdown(_socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        if pair in self.conns:
+            self.conns.remove(pair)
+
+    def cut(self) -> int:
+        """Close every relayed connection mid-stream; how many were cut."""
+        pairs = list(self.conns)
+        for pair in pairs:
+            self._close(pair)
+        self.counts["cut"] += len(pairs)
+        return len(pairs)
+
+    def refuse(self, seconds: float) -> None:
+        self.refuse_until = time.monotonic() + seconds
+        self.cut()
+
+    def close(self) -> None:
+        self.loop.kill()
+        self.listener.close()
+        self.cut()
+
+
+def _rabbitmqctl(port: int, *args: str) -> subprocess.CompletedProcess:
+    """rabbitmqctl against the broker scripts/rabbitmq-local.sh runs on `port`."""
+    env = dict(os.environ, HOME=f"/tmp/dqorch-rabbit-{port}",
+               RABBITMQ_NODENAME=f"rabbit{port}@localhost", ERL_EPMD_ADDRESS="127.0.0.1")
+    return subprocess.run(["/usr/lib/rabbitmq/bin/rabbitmqctl", "-q", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def private_vhost(port: int = SHARED_PORT) -> str:
+    """A vhost of our own on the shared broker (other test runs purge and consume the
+    job queues of "/"), guest allowed everything; "/" when it cannot be made."""
+    name = f"dq-faults-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        if _rabbitmqctl(port, "add_vhost", name).returncode == 0 and _rabbitmqctl(
+                port, "set_permissions", "-p", name, "guest", ".*", ".*", ".*").returncode == 0:
+            return name
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "/"
+
+
+def drop_vhost(name: str, port: int = SHARED_PORT) -> None:
+    if name != "/":
+        try:
+            _rabbitmqctl(port, "delete_vhost", name)
+        except (OSError, subprocess.SubprocessError):
+            pass
+
+
+class FaultCluster(Cluster):
+    """A Cluster whose Raft traffic goes through a UdpProxy and whose RabbitMQ traffic
+    goes through a TcpProxy. `events` logs every fault: (monotonic t, kind, detail)."""
+
+    def __init__(self, tmp_path_factory, n: int = 3, seed=None, **overrides) -> None:
+        self.names = [f"n{i}@127.0.0.1" for i in range(1, n + 1)]
+        self.vhost = private_vhost()
+        overrides.setdefault("rabbitmq_vhost", self.vhost)
+        real = {name: free_port() for name in self.names}
+        self.udp = UdpProxy(self.names, real, seed=seed)
+        self.rabbit = TcpProxy(SHARED_PORT)
+        self.rng = random.Random(seed)
+        self.events: list = []
+        self.nodes: dict[str, NodeProc] = {}
+        for name in self.names:
+            peers = [f"{p}:{self.udp.links[(name, p)]}" for p in self.names if p != name]
+            cfg = dict(node_name=name, raft_port=real[name], raft_peers=peers,
+                       cookie=COOKIE, **overrides)
+            self.nodes[name] = NodeProc(tmp_path_factory.mktemp(name.split("@")[0]),
+                                        self.rabbit.port, **cfg)
+        self.stopped: set = set()             # names SIGSTOPped now
+        self.down: set = set()                # names killed and not yet restarted
+
+    def note(self, kind: str, detail: str = "") -> None:
+        self.events.append((time.monotonic(), kind, detail))
+
+    def stop(self) -> None:
+        super().stop()
+        self.udp.close()
+        self.rabbit.close()
+        drop_vhost(self.vhost)
+
+    def name_of(self, node: NodeProc) -> str:
+        return node.cfg["node_name"]
+
+    def current_leader(self):
+        """The leader some answering node names (no agreement needed), or None."""
+        for node in self.up():
+            if self.name_of(node) in self.stopped:
+                continue
+            st = self.status(node)
+            if st and st.get("leader") in self.nodes:
+                return self.nodes[st["leader"]]
+        return None
+
+    # ---- node faults
+    # Faults may overlap (several greenlets calling random_fault): a node is killed only
+    # when up, restarted only when down, stopped only when running.
+    def kill9(self, name: str) -> bool:
+        if name in self.down:
+            return False
+        self.note("kill9", name)
+        self.down.add(name)
+        self.stopped.discard(name)
+        self.nodes[name].kill9()
+        return True
+
+    def restart(self, name: str) -> None:
+        if name not in self.down:
+            return
+        self.note("restart", name)
+        self.down.discard(name)
+        self.nodes[name].start(wait=False)
+
+    def sigstop(self, name: str) -> bool:
+        if name in self.down or name in self.stopped:
+            return False
+        self.note("sigstop", name)
+        self.nodes[name].proc.send_signal(signal.SIGSTOP)
+        self.stopped.add(name)
+        return True
+
+    def sigcont(self, name: str) -> None:
+        if name not in self.stopped:
+            return
+        self.nodes[name].proc.send_signal(signal.SIGCONT)
+        self.stopped.discard(name)
+        self.note("sigcont", name)
+
+    def heal(self) -> None:
+        """Every fault undone: network healed, stopped nodes continued, dead restarted."""
+        self.udp.heal()
+        self.rabbit.refuse_until = 0.0
+        for name in list(self.stopped):
+            self.sigcont(name)
+        for name in list(self.down):
+            self.restart(name)
+        self.note("heal")
+
+    # ---- one random fault, held for `hold_s`, then undone
+    KINDS = ("kill9", "sigstop_leader", "drop", "delay", "duplicate", "partition",
+             "one_way", "rabbit_cut")
+
+    def random_fault(self, hold_s: float, kinds=KINDS) -> str:
+        kind = self.rng.choice(kinds)
+        names = self.names
+        if kind == "kill9":
+            victim = self.rng.choice(names)
+            if self.kill9(victim):
+                gevent.sleep(hold_s)
+                self.restart(victim)
+        elif kind == "sigstop_leader":
+            lead = self.current_leader()
+            victim = self.name_of(lead) if lead else self.rng.choice(names)
+            if self.sigstop(victim):
+                gevent.sleep(hold_s)
+                self.sigcont(victim)
+        elif kind in ("drop", "delay", "duplicate"):
+            if kind == "drop":
+                self.udp.drop = self.rng.choice((0.1, 0.3, 0.6))
+                detail = f"p={self.udp.drop}"
+            elif kind == "delay":
+                self.udp.delay_s, self.udp.jitter_s = self.rng.choice(
+                    ((0.05, 0.1), (0.2, 0.3), (0.5, 0.8)))
+                detail = f"{self.udp.delay_s}+{self.udp.jitter_s}s"
+            else:
+                self.udp.dup = self.rng.choice((0.2, 0.5))
+                detail = f"p={self.udp.dup}"
+            self.note(kind, detail)
+            gevent.sleep(hold_s)
+            self.udp.heal()
+            self.note("net_heal")
+        elif kind == "partition":
+            lead = self.current_leader()
+            victim = self.name_of(lead) if lead and self.rng.random() < 0.6 else \
+                self.rng.choice(names)
+            self.udp.isolate(victim)
+            self.note("partition", f"isolate {victim}")
+            gevent.sleep(hold_s)
+            self.udp.heal()
+            self.note("net_heal")
+        elif kind == "one_way":
+            a, b = self.rng.sample(names, 2)
+            self.udp.block(a, b)
+            self.note("one_way", f"{a} -/-> {b}")
+            gevent.sleep(hold_s)
+            self.udp.heal()
+            self.note("net_heal")
+        elif kind == "rabbit_cut":
+            n = self.rabbit.cut()
+            self.note("rabbit_cut", f"{n} connections")
+            if self.rng.random() < 0.5:
+                self.rabbit.refuse(hold_s)
+                self.note("rabbit_refuse", f"{hold_s:.1f}s")
+                gevent.sleep(hold_s)
+        return kind
+
+    def fault_counts(self) -> dict:
+        out: dict = {}
+        for _t, kind, _d in self.events:
+            out[kind] = out.get(kind, 0) + 1
+        return out

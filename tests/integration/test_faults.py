@@ -1,0 +1,247 @@
+"""Jepsen-style fault runs (short mode for CI): a 3-node cluster under a register and
+worker load through every node, with a fault every couple of seconds (kill -9 then
+restart, SIGSTOP/SIGCONT of the leader, datagram loss/delay/duplication, partitions
+full and one-way through faults.UdpProxy, RabbitMQ connections cut by
+faults.TcpProxy), then heal, settle, and history.check. Plus unit-style tests that the
+checker catches planted violations in hand-made bad histories.
+Long mode: scripts/fault-run.py --minutes N."""
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import gevent
+import pytest
+
+from . import history as H
+from .broker_fixtures import SHARED_PORT
+from .conftest import Client, all_jobs
+from .faults import FaultCluster
+
+FAULT_S = float(os.environ.get("DQ_FAULT_S", "40"))
+
+
+def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
+             loaders: int = 3, workers: int = 4, overlap: int = 1, log=print,
+             **node_overrides):
+    """Run one fault campaign; returns (history, violations, cluster, figures)."""
+    rng = random.Random(seed)
+    c = FaultCluster(tmp_path_factory, 3, seed=seed, **node_overrides)
+    hist = H.History()
+    figures: dict = {"seed": seed, "vhost": c.vhost}
+    try:
+        c.start()
+        for name in c.names:
+            hist.restarts[name] = []
+        ports = {name: node.http_port for name, node in c.nodes.items()}
+        stop_load, stop_work = [], []
+        ls = [H.Loader(hist, ports, f"L{k}", random.Random(rng.random()))
+              for k in range(loaders)]
+        ws = [H.Worker(hist, ports, SHARED_PORT, f"w{k}", random.Random(rng.random()),
+                       vhost=c.vhost)
+              for k in range(workers)]
+        gl = [gevent.spawn(x.run, lambda: bool(stop_load)) for x in ls]
+        gw = [gevent.spawn(x.run, lambda: bool(stop_work)) for x in ws]
+        t_end = time.monotonic() + fault_s
+        gevent.sleep(2)
+
+        def faulter(k: int) -> None:
+            frng = random.Random(rng.random())
+            gevent.sleep(k * 0.7)
+            while time.monotonic() < t_end:
+                kind = c.random_fault(frng.uniform(1.0, 3.0))
+                log(f"{time.monotonic():.1f} fault[{k}] {kind}: accepted="
+                    f"{len(hist.accepted())} requests={len(hist.http)} "
+                    f"messages={len(hist.msgs)}")
+                gevent.sleep(frng.uniform(0.5, 2.0))
+        gevent.joinall([gevent.spawn(faulter, k) for k in range(overlap)], raise_error=True)
+        stop_load.append(True)
+        gevent.joinall(gl, timeout=90)
+        c.heal()
+        for t, kind, detail in c.events:
+            if kind == "restart":
+                hist.restarts[detail].append(t)
+        lead = c.wait_leader(timeout_s=60)
+        accepted = hist.accepted()
+        log(f"healed; leader {c.name_of(lead)}; accepted {len(accepted)}; settling")
+
+        def open_jobs():
+            try:
+                jobs = {j["id"]: j["status"] for j in all_jobs(c.wait_leader().client())}
+            except (OSError, AssertionError):
+                return None
+            return [i for i in accepted if jobs.get(i) not in H.TERMINAL]
+        deadline = time.monotonic() + settle_s
+        while time.monotonic() < deadline:
+            left = open_jobs()
+            if left == []:
+                break
+            gevent.sleep(0.5)
+        stop_work.append(True)
+        gevent.joinall(gw, timeout=60)
+        crashed = [f"{ws[k].who}: {g.exception!r}" for k, g in enumerate(gw)
+                   if g.exception is not None]
+        crashed += [f"{ls[k].who}: {g.exception!r}" for k, g in enumerate(gl)
+                    if g.exception is not None]
+        figures["client_crashes"] = crashed
+        for q in H.JOB_QUEUES:
+            for props, _body in H.drain(SHARED_PORT, c.vhost, q):
+                hist.leftover.setdefault(props.message_id, []).append(
+                    (props.headers or {}).get("x-dq-term"))
+        # Final state: every node, once they agree (or the deadline).
+        deadline = time.monotonic() + 30
+        while True:
+            for name, node in c.nodes.items():
+                try:
+                    hist.final[name] = {j["id"]: j for j in all_jobs(node.client())}
+                except (OSError, AssertionError):
+                    hist.final[name] = {}
+            views = [{i: jobs.get(i, {}).get("status") for i in accepted}
+                     for jobs in hist.final.values()]
+            if all(v == views[0] for v in views) or time.monotonic() > deadline:
+                break
+            gevent.sleep(0.5)
+        lead = c.wait_leader()
+        leader_jobs = hist.final[c.name_of(lead)]
+        for i in accepted:
+            j = leader_jobs.get(i)
+            if j is not None and j["status"] not in H.TERMINAL:
+                code, body = Client(lead.http_port).call("GET", f"/api/jobs/{i}")
+                hist.why[i] = body.get("why") if code == 200 else None
+        hist.faults = list(c.events)
+        violations = H.check(hist)
+        statuses: dict = {}
+        for i in accepted:
+            s = leader_jobs.get(i, {}).get("status", "ABSENT")
+            statuses[s] = statuses.get(s, 0) + 1
+        codes: dict = {}
+        for r in hist.http:
+            codes[r["status"] or r["err"].split(":")[0]] = \
+                codes.get(r["status"] or r["err"].split(":")[0], 0) + 1
+        figures.update(jobs_accepted=len(accepted), final_statuses=statuses,
+                       faults=c.fault_counts(), requests=len(hist.http),
+                       answers=codes, messages=len(hist.msgs),
+                       distinct_jobs_in_messages=len({m["message_id"] for m in hist.msgs}),
+                       udp=dict(c.udp.counts), rabbit_proxy=dict(c.rabbit.counts),
+                       slowest_requests_s=sorted(
+                           (round(r["t1"] - r["t0"], 2) for r in hist.http), reverse=True)[:5],
+                       not_found=[f"{r['t0']:.3f} {r['client']} -> {r['node']} {r['method']} "
+                                  f"{r['path']} -> 404 {r['resp']}" for r in hist.http
+                                  if r["status"] == 404][:10],
+                       worker_give_ups=len(hist.notes),
+                       left_in_queues=sum(len(x) for x in hist.leftover.values()),
+                       violations_by_check={k: sum(1 for v in violations if v[0] == k)
+                                            for k in {v[0] for v in violations}},
+                       logs={n: str(node.log_path) for n, node in c.nodes.items()})
+        return hist, violations, c, figures
+    finally:
+        c.stop()
+
+
+def test_a_cluster_under_faults_keeps_every_accepted_job(tmp_path_factory, clean_queues):
+    seed = int(os.environ.get("DQ_FAULT_SEED", str(int(time.time()))))
+    hist, violations, c, figures = campaign(tmp_path_factory, FAULT_S, seed, settle_s=45)
+    print(figures)
+    out = tmp_path_factory.mktemp("fault-report") / "report.txt"
+    out.write_text(H.report(hist, violations, stories=20) + f"\n{figures}\n")
+    print(f"report in {out}")
+    assert figures["jobs_accepted"] > 50, figures
+    assert sum(figures["faults"].values()) >= 5, figures
+    assert not figures["client_crashes"], figures
+    assert not violations, H.report(hist, violations) + f"\n{figures}\n" + c.logs(30)
+
+
+# ------------------------------------------------ the checker catches planted violations
+
+def _rec(t0, node, op, job, method, path, body, status, resp, t1=None, err=None):
+    return dict(t0=t0, t1=t1 if t1 is not None else t0 + 0.01, node=node, method=method,
+                path=path, body=body, status=status, resp=resp, err=err, op=op, job=job,
+                client="hand")
+
+
+def _good_history() -> H.History:
+    h = H.History()
+    h.http += [
+        _rec(1.0, "a", "register", "x", "POST", "/api/jobs/register", {"id": "x"}, 202,
+             {"status": "accepted", "job_id": "x"}),
+        _rec(2.0, "b", "report", "x", "POST", "/api/jobs/status",
+             {"jobId": "x", "status": "running"}, 200, {"status": "updated"}),
+        _rec(3.0, "c", "report", "x", "POST", "/api/jobs/status",
+             {"jobId": "x", "status": "completed"}, 200, {"status": "updated"}),
+        _rec(4.0, "a", "get", "x", "GET", "/api/jobs/x", None, 200, {"status": "completed"}),
+    ]
+    h.msgs.append(dict(t=1.5, queue="job.medium", message_id="x", attempt=0, term=2,
+                       body_id="x", retry_count=0, max_retries=3, worker="w",
+                       redelivered=False))
+    job = {"id": "x", "status": "completed"}
+    h.final = {"a": {"x": dict(job)}, "b": {"x": dict(job)}, "c": {"x": dict(job)}}
+    return h
+
+
+def test_the_checker_passes_a_good_history():
+    h = _good_history()
+    assert H.check(h) == [], H.report(h, H.check(h))
+
+
+@pytest.mark.parametrize("plant,want", [
+    ("lost", "accepted_lost"), ("diverge", "diverged"), ("flip", "terminal_changed"),
+    ("flip_read", "terminal_changed"), ("500", "no_5xx"), ("stuck", "stuck"),
+    ("term_down", "message"), ("hang", "hang"), ("node_backwards", "terminal_changed"),
+])
+def test_the_checker_catches_a_planted_violation(plant, want, capsys):
+    h = _good_history()
+    if plant == "lost":
+        del h.final["b"]["x"]
+    elif plant == "diverge":
+        h.final["b"]["x"]["status"] = "failed"
+    elif plant == "flip":
+        for jobs in h.final.values():
+            jobs["x"]["status"] = "failed"
+    elif plant == "flip_read":
+        h.http.append(_rec(5.0, "b", "get", "x", "GET", "/api/jobs/x", None, 200,
+                           {"status": "cancelled"}))
+    elif plant == "500":
+        h.http.append(_rec(5.0, "b", "get", "x", "GET", "/api/jobs/x", None, 500,
+                           {"error": "internal"}))
+    elif plant == "stuck":
+        for jobs in h.final.values():
+            jobs["x"]["status"] = "queued"
+        h.http = h.http[:1]
+        h.why["x"] = "queued in job.medium for 60 s; 3 responsive workers"
+    elif plant == "term_down":
+        h.msgs.append(dict(h.msgs[0], t=2.5, attempt=1, retry_count=1, term=1))
+    elif plant == "hang":
+        h.http.append(_rec(5.0, "b", "get", "x", "GET", "/api/jobs/x", None, None, None,
+                           t1=5.0 + H.CLIENT_TIMEOUT_S, err="timeout"))
+    elif plant == "node_backwards":
+        listing = {"jobs": [{"id": "x", "status": "completed"}]}
+        h.http.append(_rec(5.0, "b", "list", None, "GET", "/api/jobs", None, 200, listing))
+        h.http.append(_rec(6.0, "b", "list", None, "GET", "/api/jobs", None, 200,
+                           {"jobs": [{"id": "x", "status": "running"}]}))
+    v = H.check(h)
+    text = H.report(h, v)
+    print(text)
+    assert any(name == want for name, _j, _m in v), text
+    assert "=== story of x" in text
+
+
+def test_a_stopped_node_excuses_a_timeout_but_a_restart_resets_per_node_order():
+    h = _good_history()
+    h.http.append(_rec(5.0, "b", "get", "x", "GET", "/api/jobs/x", None, None, None,
+                       t1=5.0 + H.CLIENT_TIMEOUT_S, err="timeout"))
+    h.faults = [(4.5, "sigstop", "b"), (9.0, "sigcont", "b")]
+    assert H.check(h) == []
+    listing = {"jobs": [{"id": "x", "status": "completed"}]}
+    h.http.append(_rec(30.0, "c", "list", None, "GET", "/api/jobs", None, 200, listing))
+    h.http.append(_rec(32.0, "c", "list", None, "GET", "/api/jobs", None, 200,
+                       {"jobs": [{"id": "x", "status": "running"}]}))
+    h.restarts["c"] = [31.0]
+    assert H.check(h) == []
+
+
+def test_the_checker_catches_a_cancel_answered_404_after_the_202():
+    h = _good_history()
+    h.http.append(_rec(5.0, "b", "cancel", "x", "POST", "/api/jobs/x/cancel", None, 404,
+                       {"error": "not_found"}))
+    assert [x[0] for x in H.check(h)] == ["not_found"]
