@@ -273,6 +273,14 @@ def make_app(svc) -> bottle.Bottle:
     def body() -> dict:
         return parse.body_json(read_body(cfg.max_body_bytes), allow_empty=False)
 
+    def relay(data: bytes, idempotent: bool = False) -> Relayed:
+        """This request, as it came, answered by the leader (forward.py)."""
+        req = bottle.request
+        status, headers, back = svc.forwarder.forward(
+            req.method, req.environ.get("RAW_URI") or req.fullpath, req.headers, data,
+            idempotent)
+        return Relayed(status, headers, back)
+
     def writes(max_bytes: int, required: bool = True, idempotent: bool = False):
         """A route that proposes: on a follower it is forwarded to the leader
         (forward.py); on the leader, a forwarded one is answered with its commit."""
@@ -280,15 +288,11 @@ def make_app(svc) -> bottle.Bottle:
             def route(*args, **kwargs):
                 fwd = svc.forwarder
                 if fwd is not None and svc.node.role != "leader":
-                    req = bottle.request
-                    path = req.environ.get("RAW_URI") or req.fullpath
                     data = read_body(max_bytes, required)
                     try:
-                        status, headers, back = fwd.forward(req.method, path, req.headers,
-                                                            data, idempotent)
-                        return Relayed(status, headers, back)
+                        return relay(data, idempotent)
                     except BecameLeader:
-                        req.environ[_READ_BODY] = data    # the handler reads it again
+                        bottle.request.environ[_READ_BODY] = data   # the handler reads it
                 out = fn(*args, **kwargs)
                 if bottle.request.get_header(FORWARDED):
                     bottle.response.set_header(COMMIT, str(svc.node.applied_index))
@@ -304,11 +308,8 @@ def make_app(svc) -> bottle.Bottle:
             fwd = svc.forwarder
             if fwd is not None and svc.node.role != "leader" and svc.node.leader \
                     and not bottle.request.get_header(FORWARDED):
-                req = bottle.request
                 try:
-                    status, headers, data = fwd.forward(
-                        "GET", req.environ.get("RAW_URI") or req.fullpath, req.headers, b"")
-                    return Relayed(status, headers, data)
+                    return relay(b"")
                 except (ApiError, BecameLeader):
                     pass
             return fn(*args, **kwargs)
