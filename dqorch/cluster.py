@@ -24,6 +24,7 @@ from . import parse
 from .errors import ApiError
 from .raft import core as C
 from .raft import snapshot_transfer as xfer
+from .raft.node import in_thread
 from .raft.transport import Codec, UdpTransport
 
 log = logging.getLogger(__name__)
@@ -153,8 +154,7 @@ class Cluster:
 
     def _prepare(self, m: C.Message) -> None:
         try:
-            out = gevent.get_hub().threadpool.apply(
-                xfer.Outgoing, (m.to, m.index, m.log_term, m.snapshot))
+            out = in_thread(xfer.Outgoing, m.to, m.index, m.log_term, m.snapshot)
         except OSError as e:
             log.error("cannot send a snapshot peer=%s index=%d error=%s", m.to, m.index, e)
             return

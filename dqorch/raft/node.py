@@ -65,6 +65,21 @@ def _entry_name(index: int, cmd) -> str:
     return f"index={index} op={cmd.get('op')} job={job}"
 
 
+def in_thread(fn, *args):
+    """fn(*args) in the hub's threadpool; its exception is raised here. (Raised inside
+    the pool, gevent also prints it as a traceback: 79 of them in one full-disk minute,
+    for errors the caller logs in one line.)"""
+    def run():
+        try:
+            return fn(*args), None
+        except BaseException as e:     # noqa: B902 - carried back to the caller
+            return None, e
+    value, error = gevent.get_hub().threadpool.apply(run)
+    if error is not None:
+        raise error
+    return value
+
+
 def _noop(term: int) -> dict:
     return {"op": "noop", "term": term}
 
@@ -484,9 +499,8 @@ class RaftNode:
             if (term, vote) != (self.log.term, self.log.vote):
                 wrote = True
                 try:
-                    gevent.get_hub().threadpool.apply(
-                        self.log.save_hard_state,
-                        (term, vote, min(commit, self.log.last_index)))
+                    in_thread(self.log.save_hard_state, term, vote,
+                              min(commit, self.log.last_index))
                 except OSError as e:
                     self._write_failed(e, 0, False)
                     return False
@@ -553,7 +567,7 @@ class RaftNode:
             offset = self.log.append(data, index, term)
             # fsync in a thread so the hub keeps serving requests; what arrives
             # meanwhile forms the next batch (group commit).
-            gevent.get_hub().threadpool.apply(self._fsync, (self.log.fileno(),))
+            in_thread(self._fsync, self.log.fileno())
         except OSError as e:
             if offset is not None:
                 try:

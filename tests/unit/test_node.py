@@ -116,3 +116,24 @@ def test_client_proposals_beyond_the_bound_are_refused_and_nothing_admitted_is_l
     assert all(g.successful() and g.value["outcome"] == "created" for g in admitted)
     assert "refused" not in node.state.jobs and len(node.state.jobs) == 10
     node.stop()
+
+
+def test_a_failed_disk_write_in_the_threadpool_is_raised_once_and_not_printed(monkeypatch):
+    """gevent prints a traceback for an exception raised inside its threadpool; a full
+    disk made 79 of them a minute next to the one line the node logs."""
+    import errno
+
+    import gevent
+    from dqorch.raft.node import in_thread
+    printed = []
+    monkeypatch.setattr(gevent.get_hub(), "print_exception",
+                        lambda *a: printed.append(a))
+
+    def write():
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OSError) as e:
+        in_thread(write)
+    assert e.value.errno == errno.ENOSPC
+    assert in_thread(lambda a, b: a + b, 2, 3) == 5
+    gevent.sleep(0.01)
+    assert printed == []
