@@ -21,7 +21,7 @@ usage: ./build-orchestrator.sh [-c CONFIG] COMMAND
            (scripts/rabbitmq-local.sh; installs Debian's rabbitmq-server when root)
   run      deps + broker, then run the orchestrator in the foreground (Ctrl-C stops it)
   start    deps + broker, then run it in the background (pid in var/run/dqorch.pid,
-           log in var/run/dqorch.log); waits until /api/health answers
+           log in var/run/dqorch.log); waits until /health (metrics port) answers
   stop     stop the background orchestrator started by 'start' (SIGTERM, then wait)
   status   say whether the background orchestrator runs and show its health
   test     deps + a local broker on 127.0.0.1:5672, then the whole test suite
@@ -75,23 +75,26 @@ broker() {
 
 running() { [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
 
-http_port() {
-  "$PY" -c 'import sys; from dqorch import config; print(config.load(sys.argv[1]).http_port)' "$CONFIG"
+setting() {
+  "$PY" -c 'import sys; from dqorch import config; print(getattr(config.load(sys.argv[1]), sys.argv[2]))' "$CONFIG" "$1"
 }
+http_port() { setting http_port; }
+# Probes ask the metrics port's /health: plain HTTP even when the API speaks HTTPS.
+health_url() { echo "http://127.0.0.1:$(setting metrics_port)/health"; }
 
 start() {
   deps; broker
   mkdir -p "$RUN_DIR"
   if running; then echo "build-orchestrator: already running (pid $(cat "$PID_FILE"))"; return 0; fi
-  local port; port=$(http_port)
+  local port health; port=$(http_port); health=$(health_url)
   reachable 127.0.0.1 "$port" && die "port $port (http_port) is in use by another process"
   nohup "$PY" dqorch.py -c "$CONFIG" >>"$LOG_FILE" 2>&1 &
   echo $! > "$PID_FILE"
   for _ in $(seq 1 300); do
     if ! running; then tail -n 20 "$LOG_FILE" >&2; rm -f "$PID_FILE"; die "the orchestrator exited; log above"; fi
-    if curl -fs "http://127.0.0.1:$port/api/health" >/dev/null 2>&1 || \
-       "$PY" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/api/health', timeout=1)" 2>/dev/null; then
-      echo "build-orchestrator: running (pid $(cat "$PID_FILE"), http://127.0.0.1:$port, log $LOG_FILE)"
+    if curl -fs "$health" >/dev/null 2>&1 || \
+       "$PY" -c "import urllib.request,sys; urllib.request.urlopen('$health', timeout=1)" 2>/dev/null; then
+      echo "build-orchestrator: running (pid $(cat "$PID_FILE"), port $port, log $LOG_FILE)"
       return 0
     fi
     sleep 0.2
@@ -112,7 +115,15 @@ stop() {
 status() {
   if running; then
     echo "running (pid $(cat "$PID_FILE"))"
-    "$PY" -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$(http_port)/api/health', timeout=2).read().decode())" 2>/dev/null || true
+    # The API's own health (JSON); over HTTPS when it has tls_cert_file (this is our
+    # own process on loopback, so its certificate is not checked here).
+    "$PY" - "$(http_port)" "$(setting tls_cert_file)" <<'PYEOF' 2>/dev/null || true
+import ssl, sys, urllib.request
+port, tls = sys.argv[1], sys.argv[2]
+url = ("https" if tls else "http") + "://127.0.0.1:%s/api/health" % port
+ctx = ssl._create_unverified_context() if tls else None
+print(urllib.request.urlopen(url, timeout=2, context=ctx).read().decode())
+PYEOF
   else
     echo "stopped"; return 3
   fi

@@ -30,7 +30,7 @@ from .dispatch import Dispatcher, Timers
 from .errors import ReplayFailed
 from .forward import Forwarder
 from .rates import Rates
-from . import console
+from . import console, tls
 from .raft.log import LogCorrupt, RaftLog
 from .raft.node import RaftNode
 from .workers import WorkerTable
@@ -55,8 +55,10 @@ def _loopback(host: str) -> bool:
 
 
 def advertised_api(cfg) -> str:
-    """host:port where peers reach this node's API (forwarded writes): http_host, or
-    node_name's host when http_host listens on every address."""
+    """host:port where peers reach this node's API (forwarded writes): api_advertise,
+    else http_host, or node_name's host when http_host listens on every address."""
+    if cfg.api_advertise:
+        return cfg.api_advertise
     host = cfg.node_host if cfg.http_host in ("0.0.0.0", "::", "") else cfg.http_host
     return f"{host}:{cfg.http_port}"
 # Jobs live long and hold no reference cycles. Moving what survived into gc's permanent
@@ -127,6 +129,25 @@ class NodeServer(pywsgi.WSGIServer):
     when it ends (gevent printed a traceback per failed accept)."""
 
     _fd_failures = 0
+    handshake_timeout_s = 30.0
+    tls_failures = 0          # handshakes that failed or timed out (a metric)
+
+    def wrap_socket_and_handle(self, client_socket, address):
+        # gevent's own waits for the handshake with no time limit (a client that
+        # connects and sends nothing holds a greenlet for ever) and prints a
+        # traceback for each one that fails: a port scan filled the log.
+        client_socket.settimeout(self.handshake_timeout_s)
+        try:
+            tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+        except OSError as e:           # ssl.SSLError, timeouts, resets
+            self.tls_failures += 1
+            log.debug("TLS handshake failed client=%s error=%s", address[0], e)
+            client_socket.close()
+            return
+        try:
+            return self.handle(tls_socket, address)
+        finally:
+            tls_socket.close()
 
     def do_read(self):
         try:
@@ -200,7 +221,9 @@ class NoDelayHandler(pywsgi.WSGIHandler):
 class Node:
     """One orchestrator process: log + state, broker, dispatcher, HTTP, metrics."""
 
-    def __init__(self, cfg: config.Config, skip_entries=(), membership: str = "") -> None:
+    def __init__(self, cfg: config.Config, skip_entries=(), membership: str = "",
+                 tls_contexts=(None, None, None)) -> None:
+        """tls_contexts: tls.contexts(cfg), built before anything is opened."""
         self.now_ms = now_ms
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)   # jobs' payloads: ours only
         self._lock_fd = _lock_data_dir(cfg.data_dir)
@@ -217,13 +240,16 @@ class Node:
         self.workers = WorkerTable(cfg.worker_heartbeat_timeout_s, now_ms)
         self.rates = Rates(now_ms)        # the console's graph (GET /api/rates)
         self.cluster = self.forwarder = None
+        self.tls, peer_tls, rabbit_tls = tls_contexts
         if cfg.raft_peers:
             from .cluster import Cluster
             self.cluster = Cluster(cfg, self.node, self.workers)
             self.forwarder = Forwarder(self.node, cfg.node_name,
-                                       wait_leader_s=2 * cfg.raft_election_timeout_ms / 1000)
+                                       wait_leader_s=2 * cfg.raft_election_timeout_ms / 1000,
+                                       tls=peer_tls)
         self.broker = Broker(cfg.rabbitmq_host, cfg.rabbitmq_port, cfg.rabbitmq_username,
                              cfg.rabbitmq_password, cfg.rabbitmq_vhost,
+                             ssl_options=rabbit_tls,
                              window=cfg.publish_window, heartbeat_s=cfg.rabbitmq_heartbeat_s,
                              on_confirmed=lambda toks: self.dispatcher.on_confirmed(toks),
                              on_rejected=lambda toks, why: self.dispatcher.on_rejected(toks, why),
@@ -236,6 +262,7 @@ class Node:
         self.started = False
         self.stopped = gevent.event.Event()
         self._servers: list = []
+        self.http = None                  # the API's server, once listening
         self._timers = None
         self._since_freeze = 0
         self._leading = False             # side effects running (Rule below)
@@ -261,11 +288,15 @@ class Node:
         self.http = self._listen(cfg.http_host, cfg.http_port,
                                  guard(console.serve(make_app(self)), cfg.allowed_origins,
                                        Access(**tokens, exempt=console.PATHS)),
-                                 "http_port")
+                                 "http_port", self.tls)
         if not _loopback(cfg.http_host) and not cfg.api_tokens and not cfg.allow_from:
             log.warning("the API listens beyond loopback http_host=%s with no api_tokens "
                         "and no allow_from: anyone who can reach port %d can register and "
                         "cancel jobs (README, Security)", cfg.http_host, cfg.http_port)
+        if not _loopback(cfg.http_host) and cfg.api_tokens and self.tls is None:
+            log.warning("the API listens beyond loopback http_host=%s with api_tokens but "
+                        "no tls_cert_file: the tokens cross the network in clear "
+                        "(docs/SECURITY.md)", cfg.http_host)
         self.node.listeners.append(self._count)
         self.node.listeners.append(self.dispatcher.on_applied)
         self.node.batch_observers.append(self._observe_batch)
@@ -282,15 +313,18 @@ class Node:
         gc.freeze()
         self._timers = gevent.spawn(self._check_timers)
         self.started = True
-        log.info("node ready node=%s http=%s:%d metrics=%d jobs=%d", cfg.node_name,
-                 cfg.http_host, cfg.http_port, cfg.metrics_port, len(self.node.state.jobs))
+        log.info("node ready node=%s %s=%s:%d metrics=%d jobs=%d", cfg.node_name,
+                 "https" if self.tls else "http", cfg.http_host, cfg.http_port,
+                 cfg.metrics_port, len(self.node.state.jobs))
 
-    def _listen(self, host: str, port: int, app, key: str):
+    def _listen(self, host: str, port: int, app, key: str, tls_context=None):
         handler = type("Handler", (NoDelayHandler,), {
             "idle_timeout_s": self.cfg.http_idle_timeout_s,
             "request_timeout_s": self.cfg.http_request_timeout_s})
-        server = NodeServer((host, port), app, handler_class=handler,
-                                   log=None, error_log=logging.getLogger("dqorch.http"))
+        server = NodeServer((host, port), app, handler_class=handler, log=None,
+                            error_log=logging.getLogger("dqorch.http"),
+                            **({"ssl_context": tls_context} if tls_context else {}))
+        server.handshake_timeout_s = self.cfg.http_request_timeout_s
         try:
             server.start()
         except OSError as e:
@@ -555,6 +589,9 @@ class Node:
                                                 _free_bytes(self.cfg.data_dir), ()),
             "distriqueue_publish_backoff_jobs": ("Jobs waiting out a retry backoff",
                                                  backlog["jobs_waiting_backoff"], ()),
+            "distriqueue_tls_handshake_failures_total": (
+                "TLS handshakes on http_port that failed or timed out",
+                self.http.tls_failures if self.http else 0, ()),
         }
 
 
@@ -664,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         cfg = config.load(args.config)
+        tls_contexts = tls.contexts(cfg)          # the files named by the settings
     except config.ConfigError as e:
         print(str(e), file=sys.stderr)
         return 2
@@ -690,7 +728,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         node = Node(cfg, skip_entries=args.skip_entry,
                     membership="force-new-cluster" if args.force_new_cluster
-                    else "accept" if args.accept_members else "")
+                    else "accept" if args.accept_members else "",
+                    tls_contexts=tls_contexts)
         for sig in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(sig, lambda: gevent.spawn(node.stop))
         node.start()

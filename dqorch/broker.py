@@ -104,7 +104,8 @@ class Broker:
     one callback are in publish order.
     """
 
-    def __init__(self, host, port, username, password, vhost="/", *, window=1000,
+    def __init__(self, host, port, username, password, vhost="/", *, ssl_options=None,
+                 window=1000,
                  on_confirmed=lambda tokens: None,
                  on_rejected=lambda tokens, reason: None,
                  on_state=lambda connected: None,
@@ -121,7 +122,7 @@ class Broker:
         self._params = pika.ConnectionParameters(
             host=host, port=self.port, virtual_host=vhost,
             credentials=pika.PlainCredentials(username, password),
-            heartbeat=heartbeat_s, connection_attempts=1,
+            heartbeat=heartbeat_s, connection_attempts=1, ssl_options=ssl_options,
             client_properties={"connection_name": "dqorch-publisher"})
         pika_log = logging.getLogger("pika")
         if pika_log.level == logging.NOTSET:
@@ -419,8 +420,9 @@ class Broker:
         self.disconnected_since_ms = None
         self.last_error = None
         self.stats["connects"] += 1
-        log.info("broker connected host=%s port=%d vhost=%s failures_before=%d",
-                 self.host, self.port, self.vhost, self._failures_since_change)
+        log.info("broker connected host=%s port=%d vhost=%s tls=%s failures_before=%d",
+                 self.host, self.port, self.vhost,
+                 "on" if self._params.ssl_options else "off", self._failures_since_change)
         self._failures_since_change = 0
         self._last_failure_warn = None
         self._slot.set()

@@ -90,6 +90,13 @@ class Config:
     raft_heartbeat_ms: int = 100  # leader heartbeat, and the tick of every Raft timer
     raft_election_timeout_ms: int = 1000  # silence before an election: random in [this, 2x)
     witness: bool = False  # Raft only: votes and stores the log, never a lasting leader
+    api_advertise: str = ""  # host:port peers forward writes to; "": http_host (or node_name's host):http_port
+    tls_cert_file: str = ""  # PEM certificate (chain) of the API; with tls_key_file: HTTPS
+    tls_key_file: str = ""  # PEM private key of tls_cert_file
+    tls_ca_file: str = ""  # PEM CAs that sign the peers' API certificates; "": the system's
+    rabbitmq_tls: bool = False  # AMQP over TLS (RabbitMQ's TLS port is usually 5671)
+    rabbitmq_tls_ca_file: str = ""  # PEM CAs that sign the broker's certificate; "": the system's
+    rabbitmq_tls_server_name: str = ""  # name checked in the broker's certificate; "": rabbitmq_host
 
     @property
     def node_id(self) -> str:
@@ -342,6 +349,29 @@ def _cidrs(v: Any, from_env: bool) -> tuple[str, ...]:
 
 
 _HOST = "must be a host name or address (non-empty, no spaces)"
+_path = _string("must be a path", re.compile(r"[^\x00]+"))
+_HOST_PORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
+
+
+def _host_port(v: Any, from_env: bool) -> str:
+    expected = "must be host:port (port 1-65535), e.g. 10.0.0.5:8081"
+    s = _text(v, from_env, expected).strip()
+    m = _HOST_PORT_RE.fullmatch(s)
+    if m is None or not 1 <= int(m.group(2)) <= 65535:
+        raise _Invalid(expected)
+    return s
+
+
+def _optional(convert: Converter) -> Converter:
+    """"" (or only spaces) means not set; anything else must pass `convert`."""
+    def optional(v: Any, from_env: bool) -> Any:
+        if (from_env or isinstance(v, str)) and not v.strip():
+            return ""
+        return convert(v, from_env)
+
+    return optional
+
+
 MAX_CLUSTER_BODY_BYTES = 16 << 20
 _SPECS: dict[str, Converter] = {
     "node_name": _string("must be name@host (name and host made of letters, digits, '_', '.', '-')",
@@ -385,6 +415,13 @@ _SPECS: dict[str, Converter] = {
     "raft_heartbeat_ms": _integer(10, 10000),
     "raft_election_timeout_ms": _integer(100, 60000),  # and >= 3 x raft_heartbeat_ms
     "witness": _boolean,
+    "api_advertise": _optional(_host_port),
+    "tls_cert_file": _optional(_path),
+    "tls_key_file": _optional(_path),
+    "tls_ca_file": _optional(_path),
+    "rabbitmq_tls": _boolean,
+    "rabbitmq_tls_ca_file": _optional(_path),
+    "rabbitmq_tls_server_name": _optional(_string(_HOST, re.compile(r"\S+"))),
 }
 if list(_SPECS) != [f.name for f in fields(Config)]:
     raise RuntimeError("config: every Config field needs exactly one entry in _SPECS, in order")
@@ -589,6 +626,11 @@ def _check_across(cfg: Config, origin: Mapping[str, str]) -> None:
                           f"raft_heartbeat_ms ({3 * cfg.raft_heartbeat_ms}), got "
                           f"{cfg.raft_election_timeout_ms}"
                           + origin.get("raft_election_timeout_ms", ""))
+    if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
+        key = "tls_key_file" if cfg.tls_cert_file else "tls_cert_file"
+        raise ConfigError(key, "must be set together with "
+                          + ("tls_cert_file" if key == "tls_key_file" else "tls_key_file")
+                          + origin.get(key, ""))
     if cfg.metrics_port == cfg.http_port:
         raise ConfigError("metrics_port", f"must differ from http_port, both are "
                           f"{cfg.http_port}" + origin.get("metrics_port", ""))

@@ -58,11 +58,18 @@ class _Link:
     server it talks to (dqorch's pywsgi: answers with Content-Length); about a third
     of http.client's cost per request, which parses headers with the email package."""
 
-    def __init__(self, addr: str, timeout_s: float) -> None:
+    def __init__(self, addr: str, timeout_s: float, tls=None) -> None:
         host, _, port = addr.rpartition(":")
         self.host = host
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout_s)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = socket.create_connection((host, int(port)), timeout=timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:      # the leader's certificate must name the host it advertises
+                sock = tls.wrap_socket(sock, server_hostname=host.strip("[]"))
+            except OSError:
+                sock.close()
+                raise
+        self.sock = sock
         self.buf = b""
 
     def send(self, method: str, path: str, headers: dict, body: bytes) -> None:
@@ -108,8 +115,11 @@ class Forwarder:
     """Carries writes from this follower to the leader. `node` is the RaftNode
     (leader, leader_api, applied_index, role)."""
 
-    def __init__(self, node, name: str, *, wait_leader_s: float, timeout_s: float = 15.0):
+    def __init__(self, node, name: str, *, wait_leader_s: float, timeout_s: float = 15.0,
+                 tls=None):
+        """tls: an ssl.SSLContext for HTTPS to the leader (tls.peer_context), or None."""
         self.node = node
+        self.tls = tls
         self.name = name
         self.wait_leader_s = wait_leader_s
         self.timeout_s = timeout_s
@@ -189,7 +199,7 @@ class Forwarder:
             if time.monotonic() - since < IDLE_S:
                 return conn, True
             conn.close()
-        return _Link(addr, self.timeout_s), False
+        return _Link(addr, self.timeout_s, self.tls), False
 
     def _wait_applied(self, commit) -> None:
         try:

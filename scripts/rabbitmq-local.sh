@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Start, stop or query a private RabbitMQ on loopback, everything under one folder.
 # Usage: scripts/rabbitmq-local.sh start|stop|status|install  (env: RABBIT_DIR, RABBIT_PORT)
+# AMQPS listens too, on RABBIT_TLS_PORT (default RABBIT_PORT + 1000), with a certificate
+# for 127.0.0.1/localhost signed by a throw-away CA made at the first start:
+# $RABBIT_DIR/tls/ca.pem is what a client trusts (rabbitmq_tls_ca_file).
 # Uses the scripts in /usr/lib/rabbitmq/bin directly: the /usr/sbin wrappers switch user
 # and cookie when run as root. Installs Debian's rabbitmq-server when root and missing.
 set -euo pipefail
 RABBIT_PORT=${RABBIT_PORT:-5672}
 RABBIT_DIR=${RABBIT_DIR:-${TMPDIR:-/tmp}/dqorch-rabbit-$RABBIT_PORT}
+RABBIT_TLS_PORT=${RABBIT_TLS_PORT:-$((RABBIT_PORT + 1000))}
 BIN=/usr/lib/rabbitmq/bin
 export HOME=$RABBIT_DIR
 export RABBITMQ_NODENAME=${RABBITMQ_NODENAME:-rabbit$RABBIT_PORT@localhost}
@@ -31,6 +35,25 @@ install() {
     || die "apt-get install rabbitmq-server failed"
 }
 
+tls_files() {
+  local d=$RABBIT_DIR/tls
+  [ -s "$d/server.pem" ] && return 0
+  command -v openssl >/dev/null || die "openssl is needed for the AMQPS listener"
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+    -subj "/CN=dqorch-rabbit-local CA" -keyout "$d/ca.key" -out "$d/ca.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+    >/dev/null 2>&1 || die "openssl could not make the test CA"
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+    -keyout "$d/server.key" -out "$d/server.csr" >/dev/null 2>&1 \
+    || die "openssl could not make the broker's key"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$d/ext"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$d/ext" -out "$d/server.pem" >/dev/null 2>&1 \
+    || die "openssl could not sign the broker's certificate"
+  chmod 600 "$d"/*.key
+}
+
 running() { [ -f "$RABBITMQ_PID_FILE" ] && kill -0 "$(cat "$RABBITMQ_PID_FILE")" 2>/dev/null; }
 
 start() {
@@ -40,15 +63,22 @@ start() {
     die "port $RABBIT_PORT is in use by another process"
   fi
   mkdir -p "$RABBIT_DIR/mnesia" "$RABBIT_DIR/log"
+  tls_files
   echo '[].' > "$RABBITMQ_ENABLED_PLUGINS_FILE"
   cat > "$RABBITMQ_CONFIG_FILE.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:$RABBIT_PORT
+listeners.ssl.default = 127.0.0.1:$RABBIT_TLS_PORT
+ssl_options.cacertfile = $RABBIT_DIR/tls/ca.pem
+ssl_options.certfile = $RABBIT_DIR/tls/server.pem
+ssl_options.keyfile = $RABBIT_DIR/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
 loopback_users = none
 CONF
   "$BIN/rabbitmq-server" -detached >"$RABBIT_DIR/start.out" 2>&1 || true
   "$BIN/rabbitmqctl" wait --timeout 90 "$RABBITMQ_PID_FILE" >/dev/null 2>&1 \
     || die "broker did not start; see $RABBIT_DIR/log"
-  echo "rabbitmq-local: running on 127.0.0.1:$RABBIT_PORT (data in $RABBIT_DIR)"
+  echo "rabbitmq-local: running on 127.0.0.1:$RABBIT_PORT, AMQPS on $RABBIT_TLS_PORT (data in $RABBIT_DIR)"
 }
 
 stop() {

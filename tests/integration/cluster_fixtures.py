@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 
-from .conftest import Client, NodeProc, free_port
+from .conftest import NodeProc, free_port
 from .broker_fixtures import SHARED_PORT, wait_until
 
 COOKIE = "cluster-test-cookie-0123456789"
@@ -44,7 +44,7 @@ class Cluster:
 
     def status(self, node: NodeProc):
         try:
-            code, body = Client(node.http_port).call("GET", "/api/cluster/status")
+            code, body = node.client().call("GET", "/api/cluster/status")
         except OSError:
             return None
         return body if code == 200 else None

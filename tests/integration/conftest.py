@@ -28,10 +28,12 @@ def free_port() -> int:
 
 
 class Client:
-    """One keep-alive HTTP connection; call(method, path, body) -> (status, json)."""
+    """One keep-alive HTTP connection; call(method, path, body) -> (status, json).
+    tls: an ssl.SSLContext for HTTPS."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tls=None) -> None:
         self.port = port
+        self.tls = tls
         self.conn = None
 
     def call(self, method: str, path: str, body=None, raw: bytes | None = None,
@@ -42,7 +44,9 @@ class Client:
         hdrs.update(headers or {})
         for attempt in (1, 2):
             if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30) \
+                    if self.tls is None else http.client.HTTPSConnection(
+                        "127.0.0.1", self.port, timeout=30, context=self.tls)
             try:
                 self.conn.request(method, path, body=raw, headers=hdrs)
                 resp = self.conn.getresponse()
@@ -76,12 +80,17 @@ class NodeProc:
         self.cfg = dict(node_name="orchestrator@127.0.0.1", data_dir=str(tmp_path / "data"),
                         http_port=self.http_port, metrics_port=self.metrics_port,
                         raft_port=free_port(), rabbitmq_port=rabbit_port, log_level="info")
-        self.cfg.update(overrides)
         self.cfg_path = tmp_path / "config.yaml"
-        self.cfg_path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in self.cfg.items()))
+        self.configure(**overrides)
         self.log_path = tmp_path / "node.log"
         self.proc = None
         self.args: list = []          # extra command-line arguments for the next start
+        self.tls = None               # an ssl.SSLContext when the API speaks HTTPS
+
+    def configure(self, **settings) -> None:
+        """Change settings; the next start reads them."""
+        self.cfg.update(settings)
+        self.cfg_path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in self.cfg.items()))
 
     def start(self, wait: bool = True) -> "NodeProc":
         logf = open(self.log_path, "ab")
@@ -96,13 +105,13 @@ class NodeProc:
         if self.proc.poll() is not None:
             pytest.fail(f"node exited with {self.proc.returncode}:\n{self.log_tail()}")
         try:
-            status, _ = Client(self.http_port).call("GET", "/api/health")
+            status, _ = self.client().call("GET", "/api/health")
         except OSError:
             return False
         return status in (200, 503) and self.health()[0] == 200
 
     def health(self):
-        return Client(self.http_port).call("GET", "/api/health")
+        return self.client().call("GET", "/api/health")
 
     def wait_healthy(self, timeout_s: float = 60) -> "NodeProc":
         wait_until(lambda: self.health()[1]["status"] == "healthy", timeout_s, 0.05,
@@ -110,7 +119,7 @@ class NodeProc:
         return self
 
     def client(self) -> Client:
-        return Client(self.http_port)
+        return Client(self.http_port, self.tls)
 
     def log_tail(self, n: int = 40) -> str:
         try:

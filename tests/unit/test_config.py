@@ -54,6 +54,13 @@ DEFAULTS = {
     "raft_heartbeat_ms": 100,
     "raft_election_timeout_ms": 1000,
     "witness": False,
+    "api_advertise": "",
+    "tls_cert_file": "",
+    "tls_key_file": "",
+    "tls_ca_file": "",
+    "rabbitmq_tls": False,
+    "rabbitmq_tls_ca_file": "",
+    "rabbitmq_tls_server_name": "",
 }
 
 # key -> (DQ_<KEY> value, the value it must become); one valid override per key.
@@ -100,6 +107,13 @@ ENV_CASES = {
     "raft_heartbeat_ms": ("50", 50),
     "raft_election_timeout_ms": ("2000", 2000),
     "witness": ("true", True),
+    "api_advertise": ("10.0.0.5:18081", "10.0.0.5:18081"),
+    "tls_cert_file": ("/etc/dq/api.pem", "/etc/dq/api.pem"),
+    "tls_key_file": ("/etc/dq/api.key", "/etc/dq/api.key"),
+    "tls_ca_file": ("/etc/dq/ca.pem", "/etc/dq/ca.pem"),
+    "rabbitmq_tls": ("yes", True),
+    "rabbitmq_tls_ca_file": ("/etc/dq/rabbit-ca.pem", "/etc/dq/rabbit-ca.pem"),
+    "rabbitmq_tls_server_name": ("rabbit.internal", "rabbit.internal"),
 }
 
 # key -> values that YAML can produce and that must be refused, each for its type or range.
@@ -145,6 +159,13 @@ BAD_FILE_VALUES = {
     "raft_heartbeat_ms": [9, 10001, 1.5, "100"],
     "raft_election_timeout_ms": [99, 60001, 299, "1000"],
     "witness": ["yes", 1, None],
+    "api_advertise": ["10.0.0.5", "h:0", "h:65536", "a b:80", 8081, None, []],
+    "tls_cert_file": [None, [], "a\x00b"],
+    "tls_key_file": [None, ["k"]],
+    "tls_ca_file": [None, {}],
+    "rabbitmq_tls": ["yes", 1, None],
+    "rabbitmq_tls_ca_file": [None, []],
+    "rabbitmq_tls_server_name": ["two words", None],
 }
 
 # key -> DQ_<KEY> strings that must be refused.
@@ -189,6 +210,15 @@ BAD_ENV_VALUES = {
     "raft_heartbeat_ms": ["0", "x"],
     "raft_election_timeout_ms": ["10", "1e3"],
     "witness": ["maybe", "2"],
+    "api_advertise": ["nohost", ":80", "h:x"],
+    "rabbitmq_tls": ["maybe"],
+    "rabbitmq_tls_server_name": ["a b"],
+    # Any text from the environment is a path ("" means not set); a file that is not
+    # there or not PEM is refused at start-up (tests/integration/test_tls.py).
+    "tls_cert_file": [],
+    "tls_key_file": [],
+    "tls_ca_file": [],
+    "rabbitmq_tls_ca_file": [],
 }
 
 
@@ -239,11 +269,14 @@ def test_env_cases_cover_every_key():
 def test_env_overrides_the_file_for_every_key(key):
     text, expected = ENV_CASES[key]
     file_value = DEFAULTS[key] if key != "raft_peers" else ["z@h9"]
-    cfg = parse({key: file_value}, {"DQ_" + key.upper(): text})
+    # The certificate and its key are set together or not at all.
+    pair = {"tls_cert_file": "tls_key_file", "tls_key_file": "tls_cert_file"}.get(key)
+    raw = {key: file_value, **({pair: "/pair.pem"} if pair else {})}
+    cfg = parse(raw, {"DQ_" + key.upper(): text})
     assert getattr(cfg, key) == expected
     assert getattr(cfg, key) != DEFAULTS[key]
-    others = {k: v for k, v in dataclasses.asdict(cfg).items() if k != key}
-    assert others == {k: v for k, v in DEFAULTS.items() if k != key}
+    others = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in (key, pair)}
+    assert others == {k: v for k, v in DEFAULTS.items() if k not in (key, pair)}
 
 
 def test_env_name_is_case_insensitive_after_the_prefix():
@@ -329,6 +362,13 @@ def test_bad_value_in_env_names_its_key_and_variable(key, value):
     err = error_of({}, {"DQ_" + key.upper(): value})
     assert_one_line_naming(err, key)
     assert f"(from DQ_{key.upper()})" in str(err)
+
+
+def test_tls_cert_and_key_go_together():
+    assert_one_line_naming(error_of({"tls_cert_file": "/c.pem"}, {}), "tls_key_file")
+    assert_one_line_naming(error_of({}, {"DQ_TLS_KEY_FILE": "/k.pem"}), "tls_cert_file")
+    cfg = parse({"tls_cert_file": "/c.pem", "tls_key_file": "/k.pem", "tls_ca_file": " "}, {})
+    assert (cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_ca_file) == ("/c.pem", "/k.pem", "")
 
 
 def test_error_message_shows_the_expected_range_and_the_value():
