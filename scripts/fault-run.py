@@ -49,6 +49,8 @@ def main() -> int:
                     help="faults running at once (2: e.g. a kill during a partition)")
     ap.add_argument("--heartbeat-timeout", type=int, default=None,
                     help="the nodes' worker_heartbeat_timeout_s (default: dqorch's)")
+    ap.add_argument("--disk-mb", type=int, default=256,
+                    help="each node's data_dir a tmpfs this big, for disk_full (root only)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else int(time.time())
     root = Path(args.keep or tempfile.mkdtemp(prefix="dq-fault-run-"))
@@ -56,7 +58,8 @@ def main() -> int:
     t0 = time.monotonic()
     hist, violations, _c, figures = campaign(
         Dirs(root), args.minutes * 60, seed, settle_s=args.settle, loaders=args.loaders,
-        workers=args.workers, overlap=args.overlap, log=lambda s: print(s, flush=True),
+        workers=args.workers, overlap=args.overlap, disk_mb=args.disk_mb,
+        log=lambda s: print(s, flush=True),
         **({"worker_heartbeat_timeout_s": args.heartbeat_timeout}
            if args.heartbeat_timeout else {}))
     text = H.report(hist, violations, stories=20)
@@ -76,6 +79,8 @@ def main() -> int:
     print(f"job messages taken {figures['messages']} (distinct jobs "
           f"{figures['distinct_jobs_in_messages']}), left in queues {figures['left_in_queues']}")
     print(f"udp proxy {figures['udp']}, rabbit proxy {figures['rabbit_proxy']}")
+    print(f"api proxies {figures['api_proxies']}; disk_full {figures['disk_full']}")
+    print(f"tracebacks in the node logs {figures['tracebacks']}")
     print(f"worker give-ups {figures['worker_give_ups']}, client crashes "
           f"{figures['client_crashes']}")
     print(f"404 answers (first 10) {figures['not_found']}")

@@ -11,13 +11,17 @@ Jepsen-style suite). Everything here runs in the test process under gevent.
   requests to the leader do not.
 - `TcpProxy`: a TCP relay to RabbitMQ that the nodes use as `rabbitmq_port`;
   `cut()` closes every relayed connection mid-stream, `refuse(s)` also refuses new ones
-  for a while.
+  for a while. One more in front of each node's API is what its peers forward writes
+  to (`api_advertise`): clients reach the API directly, forwarded writes go through it.
+- Disks: with `disk_mb`, each data_dir is a tmpfs of its own (needs root); the
+  `disk_full` fault fills one to the last byte for a while, then frees it.
 - `FaultCluster`: `cluster_fixtures.Cluster` built with proxy ports, plus the node-level
   faults (kill -9 then restart, SIGSTOP/SIGCONT) and a log of every fault applied
   (`events`: (t, kind, detail)), which the history checker reads.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
@@ -25,6 +29,7 @@ import socket as _socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import gevent
 from gevent import socket
@@ -32,6 +37,50 @@ from gevent import socket
 from .broker_fixtures import SHARED_PORT
 from .cluster_fixtures import COOKIE, Cluster
 from .conftest import NodeProc, free_port
+
+FILLER = "disk-filler"
+
+
+def mount_tmpfs(path: str, size_mb: int) -> bool:
+    """A tmpfs of size_mb at path (made if missing); False where mounting is not allowed."""
+    os.makedirs(path, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs",
+                        path], capture_output=True)
+    return r.returncode == 0 and os.path.ismount(path)
+
+
+def umount(path: str) -> None:
+    if subprocess.run(["umount", path], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", path], capture_output=True)
+
+
+def fill_space(path: Path, leave: int = 0) -> int:
+    """Write path until the file system is full, then give back `leave` bytes.
+    Returns the filler's size."""
+    chunk = b"\0" * (1 << 16)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        size = 0
+        for piece in (chunk, chunk[:4096], chunk[:512], chunk[:1]):
+            while True:
+                try:
+                    n = os.write(fd, piece)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    break
+                size += n
+                if n < len(piece):
+                    break
+        if leave:
+            size = max(0, size - leave)
+            os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return size
 
 
 def _udp_socket():
@@ -237,7 +286,8 @@ class FaultCluster(Cluster):
     """A Cluster whose Raft traffic goes through a UdpProxy and whose RabbitMQ traffic
     goes through a TcpProxy. `events` logs every fault: (monotonic t, kind, detail)."""
 
-    def __init__(self, tmp_path_factory, n: int = 3, seed=None, **overrides) -> None:
+    def __init__(self, tmp_path_factory, n: int = 3, seed=None, disk_mb: int = 0,
+                 **overrides) -> None:
         self.names = [f"n{i}@127.0.0.1" for i in range(1, n + 1)]
         self.vhost = private_vhost()
         overrides.setdefault("rabbitmq_vhost", self.vhost)
@@ -247,14 +297,22 @@ class FaultCluster(Cluster):
         self.rng = random.Random(seed)
         self.events: list = []
         self.nodes: dict[str, NodeProc] = {}
+        self.api: dict[str, TcpProxy] = {}   # name -> the proxy its peers forward to
+        self.disks: dict[str, str] = {}       # name -> its data_dir's tmpfs
         for name in self.names:
             peers = [f"{p}:{self.udp.links[(name, p)]}" for p in self.names if p != name]
             cfg = dict(node_name=name, raft_port=real[name], raft_peers=peers,
                        cookie=COOKIE, **overrides)
-            self.nodes[name] = NodeProc(tmp_path_factory.mktemp(name.split("@")[0]),
-                                        self.rabbit.port, **cfg)
+            node = NodeProc(tmp_path_factory.mktemp(name.split("@")[0]),
+                            self.rabbit.port, **cfg)
+            self.api[name] = TcpProxy(node.http_port)
+            node.configure(api_advertise=f"127.0.0.1:{self.api[name].port}")
+            if disk_mb and mount_tmpfs(node.cfg["data_dir"], disk_mb):
+                self.disks[name] = node.cfg["data_dir"]
+            self.nodes[name] = node
         self.stopped: set = set()             # names SIGSTOPped now
         self.down: set = set()                # names killed and not yet restarted
+        self.full: set = set()                # names whose disk is full now
 
     def note(self, kind: str, detail: str = "") -> None:
         self.events.append((time.monotonic(), kind, detail))
@@ -263,6 +321,10 @@ class FaultCluster(Cluster):
         super().stop()
         self.udp.close()
         self.rabbit.close()
+        for proxy in self.api.values():
+            proxy.close()
+        for path in self.disks.values():
+            umount(path)
         drop_vhost(self.vhost)
 
     def name_of(self, node: NodeProc) -> str:
@@ -312,10 +374,30 @@ class FaultCluster(Cluster):
         self.stopped.discard(name)
         self.note("sigcont", name)
 
+    def fill_disk(self, name: str) -> bool:
+        if name not in self.disks or name in self.full:
+            return False
+        size = fill_space(Path(self.disks[name]) / FILLER)
+        self.full.add(name)
+        self.note("disk_full", f"{name} +{size >> 10} KiB")
+        return True
+
+    def free_disk(self, name: str) -> None:
+        if name not in self.full:
+            return
+        os.unlink(Path(self.disks[name]) / FILLER)
+        self.full.discard(name)
+        self.note("disk_free", name)
+
     def heal(self) -> None:
-        """Every fault undone: network healed, stopped nodes continued, dead restarted."""
+        """Every fault undone: network healed, stopped nodes continued, dead restarted,
+        disks freed."""
         self.udp.heal()
         self.rabbit.refuse_until = 0.0
+        for proxy in self.api.values():
+            proxy.refuse_until = 0.0
+        for name in list(self.full):
+            self.free_disk(name)
         for name in list(self.stopped):
             self.sigcont(name)
         for name in list(self.down):
@@ -324,9 +406,11 @@ class FaultCluster(Cluster):
 
     # ---- one random fault, held for `hold_s`, then undone
     KINDS = ("kill9", "sigstop_leader", "drop", "delay", "duplicate", "partition",
-             "one_way", "rabbit_cut")
+             "one_way", "rabbit_cut", "http_cut", "disk_full")
 
     def random_fault(self, hold_s: float, kinds=KINDS) -> str:
+        if not self.disks:
+            kinds = tuple(k for k in kinds if k != "disk_full")
         kind = self.rng.choice(kinds)
         names = self.names
         if kind == "kill9":
@@ -360,6 +444,7 @@ class FaultCluster(Cluster):
             victim = self.name_of(lead) if lead and self.rng.random() < 0.6 else \
                 self.rng.choice(names)
             self.udp.isolate(victim)
+            self.api[victim].refuse(hold_s)   # and its peers cannot forward to it
             self.note("partition", f"isolate {victim}")
             gevent.sleep(hold_s)
             self.udp.heal()
@@ -371,6 +456,22 @@ class FaultCluster(Cluster):
             gevent.sleep(hold_s)
             self.udp.heal()
             self.note("net_heal")
+        elif kind == "http_cut":
+            # Forwarded writes cut mid-stream (and, half the time, refused for a while).
+            n = sum(proxy.cut() for proxy in self.api.values())
+            self.note("http_cut", f"{n} connections")
+            if self.rng.random() < 0.5:
+                victim = self.rng.choice(names)
+                self.api[victim].refuse(hold_s)
+                self.note("http_refuse", f"to {victim} {hold_s:.1f}s")
+                gevent.sleep(hold_s)
+        elif kind == "disk_full":
+            lead = self.current_leader()
+            victim = self.name_of(lead) if lead and self.rng.random() < 0.5 else \
+                self.rng.choice(names)
+            if self.fill_disk(victim):
+                gevent.sleep(hold_s * 2)
+                self.free_disk(victim)
         elif kind == "rabbit_cut":
             n = self.rabbit.cut()
             self.note("rabbit_cut", f"{n} connections")

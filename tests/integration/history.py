@@ -84,8 +84,21 @@ class History:
         self.restarts: dict = {}        # node name -> [t of each (re)start]
         self.leftover: dict = {}        # message_id -> [x-dq-term] left in the queues
 
+    def accepts(self):
+        """(job id, record) of every job a 202 accepted: registers, and each item of
+        a batch answered accepted."""
+        for r in self.http:
+            if r["status"] != 202:
+                continue
+            if r["op"] == "register":
+                yield r["job"], r
+            elif r["op"] == "batch" and isinstance(r["resp"], dict):
+                for item in r["resp"].get("results", []):
+                    if item.get("status") == "accepted":
+                        yield item["job_id"], r
+
     def accepted(self) -> set:
-        return {r["job"] for r in self.http if r["op"] == "register" and r["status"] == 202}
+        return {job for job, _r in self.accepts()}
 
 
 class Http:
@@ -135,38 +148,51 @@ class Http:
 
 
 class Loader:
-    """Registers `j-<who>-<i>` through random nodes; cancels ~`cancel_p` of them; reads."""
+    """Registers `j-<who>-<i>` through random nodes, one at a time or (`batch_p`) in a
+    batch of 2-8; cancels ~`cancel_p` of them; reads."""
 
     def __init__(self, hist: History, ports: dict, who: str, rng: random.Random,
-                 cancel_p: float = 0.05, read_p: float = 0.3, pause_s: float = 0.25) -> None:
+                 cancel_p: float = 0.05, read_p: float = 0.3, pause_s: float = 0.25,
+                 batch_p: float = 0.15) -> None:
         self.hist, self.who, self.rng = hist, who, rng
         self.http = Http(hist, ports, who)
         self.nodes = list(ports)
         self.cancel_p, self.read_p, self.pause_s = cancel_p, read_p, pause_s
+        self.batch_p = batch_p
         self.done: list = []
 
-    def register(self, id_: str, deadline_s: float = 60) -> bool:
-        deadline = time.monotonic() + deadline_s
-        body = {"id": id_, "type": "fault", "priority": self.rng.choice((1, 5, 10)),
+    def _job(self, id_: str) -> dict:
+        return {"id": id_, "type": "fault", "priority": self.rng.choice((1, 5, 10)),
                 "payload": {"n": id_}, "maxRetries": 2}
+
+    def register(self, ids: list, deadline_s: float = 60) -> list:
+        """The ids accepted: sent again (same ids) through another node after a 503 or
+        no answer, as a client of a job server would."""
+        deadline = time.monotonic() + deadline_s
+        if len(ids) == 1:
+            op, path, body = "register", "/api/jobs/register", self._job(ids[0])
+        else:
+            op, path, body = "batch", "/api/jobs/batch", {"jobs": [self._job(i) for i in ids]}
         while time.monotonic() < deadline:
-            status, _ = self.http.call(self.rng.choice(self.nodes), "POST",
-                                       "/api/jobs/register", body, "register", id_)
+            status, resp = self.http.call(self.rng.choice(self.nodes), "POST", path, body,
+                                          op, ids[0] if op == "register" else None)
             if status == 202:
-                return True
+                if op == "register":
+                    return ids
+                return [x["job_id"] for x in resp["results"] if x.get("status") == "accepted"]
             if status not in (None, 503):
-                return False
+                return []
             gevent.sleep(0.05)
-        return False
+        return []
 
     def run(self, stop) -> None:
         i = 0
         try:
             while not stop():
-                id_ = f"j-{self.who}-{i}"
-                i += 1
-                if self.register(id_):
-                    self.done.append(id_)
+                n = self.rng.randint(2, 8) if self.rng.random() < self.batch_p else 1
+                ids = [f"j-{self.who}-{i + k}" for k in range(n)]
+                i += n
+                self.done.extend(self.register(ids))
                 r = self.rng.random()
                 if self.done and r < self.cancel_p:
                     victim = self.rng.choice(self.done)
@@ -331,12 +357,17 @@ def _stopped_during(hist: History, node: str, t0: float, t1: float) -> bool:
     return state is not None
 
 
+def _batch_ids(r) -> list:
+    return [item.get("id") for item in (r["body"] or {}).get("jobs", [])]
+
+
 def story(hist: History, job: str) -> str:
     lines = [f"=== story of {job}"]
     rows = []
     for r in hist.http:
         mention = r["job"] == job or (r["op"] == "list" and isinstance(r["resp"], dict)
-                                      and any(j["id"] == job for j in r["resp"].get("jobs", [])))
+                                      and any(j["id"] == job for j in r["resp"].get("jobs", []))
+                                      ) or (r["op"] == "batch" and job in _batch_ids(r))
         if not mention:
             continue
         shown = r["resp"]
@@ -387,9 +418,8 @@ def check(hist: History) -> list:
                                         f"in {r['t1'] - r['t0']:.1f} s ({r['err']})"))
 
     accepted_at = {}
-    for r in hist.http:
-        if r["op"] == "register" and r["status"] == 202:
-            accepted_at[r["job"]] = min(accepted_at.get(r["job"], r["t1"]), r["t1"])
+    for job, r in hist.accepts():
+        accepted_at[job] = min(accepted_at.get(job, r["t1"]), r["t1"])
     for r in hist.http:
         if (r["op"] == "cancel" and r["status"] == 404 and r["job"] in accepted_at
                 and r["t0"] > accepted_at[r["job"]]):
@@ -418,6 +448,9 @@ def check(hist: History) -> list:
     for r in hist.http:
         if r["op"] == "register":
             regs.setdefault(r["job"], []).append(r)
+        elif r["op"] == "batch":
+            for job in _batch_ids(r):
+                regs.setdefault(job, []).append(r)
     for job, seen in obs.items():
         seen.sort(key=lambda o: o[0])
         finals = {n: jobs[job]["status"] for n, jobs in live.items() if job in jobs}

@@ -25,6 +25,7 @@ import pytest
 from dqorch.raft.node import SNAPSHOT_RETRY_S
 
 from .conftest import JOB_QUEUES, SHARED_PORT, all_jobs, blocking_channel, wait_until
+from .faults import fill_space
 
 EXIT_DATA = 3          # dqorch/app.py: data_dir damaged or unwritable
 LINE_RE = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
@@ -79,33 +80,6 @@ def fill_inodes(directory: Path) -> list[Path]:
                 raise
             return made
         made.append(path)
-
-
-def fill_space(path: Path, leave: int = 0) -> int:
-    """Write path until the file system is full, then give back `leave` bytes.
-    Returns the filler's size."""
-    chunk = b"\0" * (1 << 16)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        size = 0
-        for piece in (chunk, chunk[:4096], chunk[:512], chunk[:1]):
-            while True:
-                try:
-                    n = os.write(fd, piece)
-                except OSError as e:
-                    if e.errno != errno.ENOSPC:
-                        raise
-                    break
-                size += n
-                if n < len(piece):
-                    break
-        if leave:
-            size = max(0, size - leave)
-            os.ftruncate(fd, size)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return size
 
 
 # node helpers #################################################################

@@ -1,8 +1,8 @@
 """Jepsen-style fault runs (short mode for CI): a 3-node cluster under a register and
 worker load through every node, with a fault every couple of seconds (kill -9 then
 restart, SIGSTOP/SIGCONT of the leader, datagram loss/delay/duplication, partitions
-full and one-way through faults.UdpProxy, RabbitMQ connections cut by
-faults.TcpProxy), then heal, settle, and history.check. Plus unit-style tests that the
+full and one-way through faults.UdpProxy, RabbitMQ connections and forwarded writes
+cut by faults.TcpProxy, a node's disk full), then heal, settle, and history.check. Plus unit-style tests that the
 checker catches planted violations in hand-made bad histories.
 Long mode: scripts/fault-run.py --minutes N."""
 from __future__ import annotations
@@ -24,12 +24,15 @@ FAULT_S = float(os.environ.get("DQ_FAULT_S", "40"))
 
 def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
              loaders: int = 3, workers: int = 4, overlap: int = 1, log=print,
-             **node_overrides):
-    """Run one fault campaign; returns (history, violations, cluster, figures)."""
+             disk_mb: int = 128, **node_overrides):
+    """Run one fault campaign; returns (history, violations, cluster, figures).
+    disk_mb: each node's data_dir a tmpfs of this size, for the disk_full fault (root
+    only; elsewhere that fault is left out and figures["disk_full"] says so)."""
     rng = random.Random(seed)
-    c = FaultCluster(tmp_path_factory, 3, seed=seed, **node_overrides)
+    c = FaultCluster(tmp_path_factory, 3, seed=seed, disk_mb=disk_mb, **node_overrides)
     hist = H.History()
-    figures: dict = {"seed": seed, "vhost": c.vhost}
+    figures: dict = {"seed": seed, "vhost": c.vhost,
+                     "disk_full": "on" if c.disks else "off (no tmpfs: needs root)"}
     try:
         c.start()
         for name in c.names:
@@ -124,6 +127,7 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
                        answers=codes, messages=len(hist.msgs),
                        distinct_jobs_in_messages=len({m["message_id"] for m in hist.msgs}),
                        udp=dict(c.udp.counts), rabbit_proxy=dict(c.rabbit.counts),
+                       api_proxies={n: dict(p.counts) for n, p in c.api.items()},
                        slowest_requests_s=sorted(
                            (round(r["t1"] - r["t0"], 2) for r in hist.http), reverse=True)[:5],
                        not_found=[f"{r['t0']:.3f} {r['client']} -> {r['node']} {r['method']} "
@@ -133,10 +137,23 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
                        left_in_queues=sum(len(x) for x in hist.leftover.values()),
                        violations_by_check={k: sum(1 for v in violations if v[0] == k)
                                             for k in {v[0] for v in violations}},
+                       tracebacks=_tracebacks(c),
                        logs={n: str(node.log_path) for n, node in c.nodes.items()})
         return hist, violations, c, figures
     finally:
         c.stop()
+
+
+def _tracebacks(c) -> dict:
+    """The exception line of every traceback in the nodes' logs, counted."""
+    out: dict = {}
+    for node in c.nodes.values():
+        lines = node.log_tail(10 ** 9).splitlines()
+        for k, line in enumerate(lines):
+            if line.startswith("Traceback"):
+                last = next((x for x in lines[k + 1:] if x and not x.startswith(" ")), "?")
+                out[last[:120]] = out.get(last[:120], 0) + 1
+    return out
 
 
 def test_a_cluster_under_faults_keeps_every_accepted_job(tmp_path_factory, clean_queues):
@@ -245,3 +262,16 @@ def test_the_checker_catches_a_cancel_answered_404_after_the_202():
     h.http.append(_rec(5.0, "b", "cancel", "x", "POST", "/api/jobs/x/cancel", None, 404,
                        {"error": "not_found"}))
     assert [x[0] for x in H.check(h)] == ["not_found"]
+
+
+def test_the_checker_counts_jobs_accepted_in_a_batch():
+    h = _good_history()
+    h.http.append(_rec(1.2, "b", "batch", None, "POST", "/api/jobs/batch",
+                       {"jobs": [{"id": "y"}, {"id": "bad", "priority": 99}]}, 202,
+                       {"results": [{"job_id": "y", "status": "accepted"},
+                                    {"index": 1, "error": "invalid_request"}],
+                        "accepted": 1, "rejected": 1}))
+    assert h.accepted() == {"x", "y"}
+    v = H.check(h)
+    assert [(name, job) for name, job, _m in v] == [("accepted_lost", "y")], H.report(h, v)
+    assert "POST /api/jobs/batch" in H.story(h, "y")
