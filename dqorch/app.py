@@ -191,7 +191,17 @@ class NoDelayHandler(pywsgi.WSGIHandler):
 
     def read_requestline(self):
         self.socket.settimeout(self.idle_timeout_s)   # socket.timeout: closed quietly
-        line = super().read_requestline()
+        head = self.rfile.peek(1)                     # the next request has begun
+        if b"\n" in head:                             # the whole line is here already
+            line = super().read_requestline()
+        else:
+            # One deadline for the whole line, as for the headers: a client sending a
+            # byte a second kept a connection for as many seconds as its line is long.
+            try:
+                with gevent.Timeout(self.request_timeout_s, _HeadersTimeout):
+                    line = super().read_requestline()
+            except _HeadersTimeout:
+                raise socket.timeout("request line too slow") from None
         self.socket.settimeout(self.request_timeout_s)
         return line
 
