@@ -137,3 +137,23 @@ def test_a_failed_disk_write_in_the_threadpool_is_raised_once_and_not_printed(mo
     assert in_thread(lambda a, b: a + b, 2, 3) == 5
     gevent.sleep(0.01)
     assert printed == []
+
+
+def test_a_lazy_proposal_rides_in_the_next_round_or_goes_alone(tmp_path):
+    """Rule 4: a mark starts no fsync'd round of its own while a request is coming."""
+    syncs = []
+    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
+                    now_ms=lambda: T0, fsync=lambda fd: syncs.append(fd))
+    node.start()
+    node.propose(reg("a", T0))
+    before = len(syncs)
+    mark = node.propose_async({"op": "noop"}, lazy=True)
+    node.propose(reg("b", T0))                    # one round carries both
+    assert mark.ready() and mark.successful()
+    assert len(syncs) == before + 1
+    alone = node.propose_async({"op": "noop"}, lazy=True)
+    alone.get(timeout=10)                         # nothing else came: it goes by itself
+    assert len(syncs) == before + 2
+    late = node.propose_async({"op": "noop"}, lazy=True)
+    node.stop()                                   # stop commits what was proposed
+    assert late.ready()
