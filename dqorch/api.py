@@ -8,7 +8,6 @@ shape, anything unexpected as a logged 500 {"error":"internal"}. Bottle's own er
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import time
 
@@ -22,7 +21,7 @@ from .forward import COMMIT, FORWARDED, ID_SEED, BecameLeader, seeded_ids
 
 log = logging.getLogger(__name__)
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps = jobs.dumps           # bytes; splices stored payloads
 _CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
           413: "payload_too_large", 500: "internal", 503: "unavailable"}
 
@@ -36,7 +35,7 @@ class JsonBottle(bottle.Bottle):
         if res.status_code == 500 and res.exception is not None:
             log.error("unhandled error: %r", res.exception)
             message = "internal error"
-        return _dumps({"error": code, "message": message}).encode()
+        return _dumps({"error": code, "message": message})
 
 
 class JsonPlugin:
@@ -82,7 +81,7 @@ class JsonPlugin:
                 resp.set_header("Content-Length", str(sum(map(len, out))))
                 body = out.stream()
             else:
-                body = _dumps(out).encode()
+                body = _dumps(out)
             if status in _CLOSE_AFTER:    # the rest of the body may still be on the wire
                 resp.set_header("Connection", "close")
             counter = requests.get(status)
@@ -180,7 +179,7 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _refuse(start_response, status: str, code: str, message: str, headers=()) -> list:
-    body = _dumps({"error": code, "message": message}).encode()
+    body = _dumps({"error": code, "message": message})
     start_response(status, [("Content-Type", "application/json"),
                             ("Content-Length", str(len(body))), ("Connection", "close"),
                             *headers])
@@ -305,13 +304,19 @@ def make_app(svc) -> bottle.Bottle:
         job's `why`): a follower asks the leader, and answers from its own state only
         when no leader answers."""
         def route(*args, **kwargs):
-            fwd = svc.forwarder
-            if fwd is not None and svc.node.role != "leader" and svc.node.leader \
+            fwd, node = svc.forwarder, svc.node
+            if fwd is not None and node.role != "leader" and node.leader \
                     and not bottle.request.get_header(FORWARDED):
                 try:
                     return relay(b"")
                 except (ApiError, BecameLeader):
                     pass
+            # Answering from its own state: current only on a leader that a majority
+            # still hears. Otherwise (cut off, or no leader answered) what it lacks
+            # may exist: get_job says 503, not 404 (a fault run saw a 404 for a job
+            # accepted during a partition, read from the isolated old leader).
+            bottle.request.environ["dq.current"] = fwd is None or (
+                node.role == "leader" and node.has_quorum_contact())
             return fn(*args, **kwargs)
         return route
 
@@ -427,7 +432,7 @@ def make_app(svc) -> bottle.Bottle:
         page, count, nxt = st_mod.list_jobs(svc.node.state, q["filters"], q["limit"], q["cursor"])
         parts, size, since_yield = [b'{"jobs":['], 0, 0
         for n, job in enumerate(page):
-            part = (b"," if n else b"") + _dumps(jobs.api_json(job, full=q["full"])).encode()
+            part = (b"," if n else b"") + _dumps(jobs.api_json(job, full=q["full"]))
             if n and size + len(part) > cfg.max_list_bytes:
                 nxt = page[n - 1]["seq"]          # the page ends early; go on below it
                 break
@@ -438,7 +443,7 @@ def make_app(svc) -> bottle.Bottle:
                 since_yield = 0
                 _yield_to_io()
         tail = _dumps({"count": count, "returned": len(parts) - 1,
-                       "next": None if nxt is None else str(nxt)}).encode()
+                       "next": None if nxt is None else str(nxt)})
         parts.append(b"]," + tail[1:])
         return Chunks(parts)
 
@@ -447,6 +452,9 @@ def make_app(svc) -> bottle.Bottle:
     def get_job(job_id):
         job = st_mod.get_job(svc.node.state, job_id)
         if job is None:
+            if not bottle.request.environ.get("dq.current", True):
+                raise ApiError(503, "unavailable", f"no job {job_id!r} on this node, which "
+                               "cannot reach the leader to be sure; retry shortly")
             raise ApiError(404, "not_found", f"no job {job_id!r}")
         out = jobs.api_json(job, full=True, history=True)
         broker = svc.broker

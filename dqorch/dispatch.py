@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
-import json
 import logging
 import time
 
@@ -38,7 +37,7 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_REJECT_S = 1.0     # a returned or nacked job is tried again after this
 MARK_RETRY_S = (0.5, 10.0)     # a failed mark is retried after this, doubling to the cap
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps = jobs.dumps           # bytes; splices stored payloads
 EVENT_PROPS = pika.BasicProperties(content_type="application/json", delivery_mode=2)
 
 
@@ -184,7 +183,9 @@ class Dispatcher:
     def _propose(self, cmd: dict, items) -> None:
         cmd["term"] = self.term                  # Rule 3
         try:
-            result = self.node.propose_async(cmd)
+            # lazy: a mark rides in the next client request's commit round (raft/
+            # node.py Rule 4) instead of paying an fsync'd round of its own.
+            result = self.node.propose_async(cmd, lazy=True)
         except NotLeader as e:                   # Rule 2
             log.info("dispatch dropped a mark op=%s reason=%s", cmd["op"], e)
             if items is None:
@@ -267,7 +268,7 @@ class Dispatcher:
         while self._ev_next < st.outbox_next and broker.free_slots() > 0:
             seq = self._ev_next
             if seq > st.outbox_done and seq not in self._ev_confirmed:
-                body = _dumps(jobs.event_body(st.outbox[seq])).encode()
+                body = _dumps(jobs.event_body(st.outbox[seq]))
                 if not broker.publish(("e", seq), STATUS_EXCHANGE, "status.update", body,
                                       EVENT_PROPS, False):
                     return
@@ -290,7 +291,7 @@ class Dispatcher:
                 content_type="application/json", message_id=id_,
                 timestamp=self.now_ms() // 1000, app_id="dqorch",
                 headers={"x-dq-attempt": job["retry_count"], "x-dq-term": term})
-            body = _dumps(jobs.message_body(job)).encode()
+            body = _dumps(jobs.message_body(job))
             token = ("j", id_, job["attempt"], time.monotonic())
             if not broker.publish(token, JOBS_EXCHANGE, job["queue"], body, props, True):
                 self._todo.appendleft(id_)

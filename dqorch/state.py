@@ -386,10 +386,10 @@ def _apply_report(st: State, cmd: dict) -> dict:
         moved = _move(st, job, RUNNING, at, by, "worker started it")
         _event(st, job, "RUNNING", at, progress=job.get("progress"))
     elif to == COMPLETED:
-        job["result"] = cmd.get("result")
+        job["result"] = jobs.raw(cmd.get("result"))
         job["completed_at"] = at
         moved = _move(st, job, COMPLETED, at, by, "worker completed it")
-        extra = {"result": job["result"]} if job["result"] is not None else {}
+        extra = {"result": cmd["result"]} if cmd.get("result") is not None else {}
         _event(st, job, "COMPLETED", at, progress=job.get("progress"), **extra)
     elif to == FAILED:
         error = cmd.get("error_message")
@@ -635,9 +635,9 @@ def counts_by_queue(st: State) -> dict:
 def to_snapshot(st: State) -> dict:
     """A JSON-safe view of everything apply() and the queries read. Indexes are rebuilt
     on load; the order terminal jobs ended in is kept (eviction follows it).
-    Not a copy: it shares the job dicts with `st`, so serialise it (as the snapshot
-    child does) before the next apply, and never hand it to from_snapshot unserialised
-    while `st` lives on."""
+    Not a copy: it shares the job records with `st` (jobs.Job: serialise each with
+    to_dict()), so serialise it (as the snapshot child does) before the next apply, and
+    never hand it to from_snapshot unserialised while `st` lives on."""
     return {
         "jobs": [st.jobs[st.by_seq[seq]] for seq in st.all],
         "next_seq": st.next_seq,
@@ -664,9 +664,7 @@ def from_snapshot(data: dict) -> State:
     st = State()
     ended = []                     # (completed_at, seq): for snapshots before terminal_order
     for job in data["jobs"]:
-        # Jobs are decoded one line at a time, and json only shares the key strings
-        # within one document: share them here (~1 KB a job otherwise).
-        job = {_shared(k): v for k, v in job.items()}
+        job = jobs.Job.from_record(job)
         for key in ("type", "queue", "status", "worker_id", "stale_worker"):
             if key in job:
                 job[key] = _shared(job[key])

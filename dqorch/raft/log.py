@@ -32,7 +32,15 @@ from array import array
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<IIQQ")
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+def _plain(obj):
+    """Records that are not dicts (state.py's jobs.Job) serialise by to_record()."""
+    to_record = getattr(obj, "to_record", None)
+    if to_record is None:
+        raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+    return to_record()
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_plain).encode
 SEGMENT_RE = re.compile(r"log-(\d{20})\.seg")
 SNAPSHOT_RE = re.compile(r"snapshot-(\d{20})\.json")
 # The commit loop writes at most this much in one append (a single bigger record goes

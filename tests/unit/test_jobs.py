@@ -1,7 +1,7 @@
 """Unit tests for dqorch.jobs: statuses, priority -> queue routing, the job record and
 the shapes it takes on the wire (API JSON §2.5, job message and status event §3)."""
-
 import json
+import sys
 
 import pytest
 
@@ -53,29 +53,30 @@ def test_new_job_defaults():
     j = job()
     assert (j["id"], j["seq"], j["status"]) == ("j1", 1, "pending")
     assert (j["type"], j["priority"], j["queue"]) == ("default", 5, "job.medium")
-    assert (j["payload"], j["metadata"], j["history"]) == ({}, {}, [])
+    assert (j["payload"], j["metadata"], j["history"]) == (b"{}", b"{}", [])   # raw JSON
     assert (j["retry_count"], j["max_retries"], j["execution_timeout"]) == (0, 3, 300)
     assert j["created_at"] == 1_700_000_000_123
     for k in ("worker_id", "result", "queued_at", "started_at", "completed_at"):
         assert j[k] is None, k
     for k in ("error_message", "progress", "from_report", "client_created_at"):
         assert k not in j, k                 # absent until set: the dict stays small
-    assert len(j) <= 21
+    assert not hasattr(j, "__dict__") and sys.getsizeof(j) <= 256   # slots, no dict
 
 
 def test_new_job_takes_the_fields_and_routes_by_priority():
     j = job(type="resize", priority=12, payload={"a": 1}, metadata={"m": "x"},
             client_created_at="yesterday")
     assert (j["type"], j["priority"], j["queue"]) == ("resize", 12, "job.high")
-    assert (j["payload"], j["metadata"]) == ({"a": 1}, {"m": "x"})
+    assert (j["payload"], j["metadata"]) == (b'{"a":1}', b'{"m":"x"}')
     assert j["client_created_at"] == "yesterday"
 
 
-def test_new_jobs_do_not_share_default_dicts():
-    a, b = job(), job()
-    a["payload"]["x"] = 1
-    a["metadata"]["y"] = 2
-    assert b["payload"] == {} and b["metadata"] == {}
+def test_raw_fields_are_immutable_bytes_and_spliced_as_they_are():
+    a = job(payload={"x": [1, 2], "big": 123456789012345678901234567890})
+    assert isinstance(a["payload"], bytes)          # nothing to share by mistake
+    text = jobs.dumps(jobs.api_json(a))             # orjson refuses >64-bit ints...
+    assert json.loads(text)["payload"] == {"x": [1, 2], "big": 123456789012345678901234567890}
+    assert b"123456789012345678901234567890" in jobs.dumps(jobs.message_body(a))
 
 
 def test_fill_fields_sets_only_given_fields_and_reroutes():
@@ -86,7 +87,7 @@ def test_fill_fields_sets_only_given_fields_and_reroutes():
     assert (j["priority"], j["queue"], j["type"]) == (1, "job.low", "t")
     assert (j["max_retries"], j["execution_timeout"]) == (9, 60)
     assert (j["status"], j["retry_count"], j["worker_id"]) == ("running", 2, "w")
-    assert (j["payload"], j["metadata"]) == ({}, {})
+    assert (j["payload"], j["metadata"]) == (b"{}", b"{}")
 
 
 # API JSON ##################################################################
@@ -98,7 +99,7 @@ def test_api_json_has_the_contract_fields_in_order_and_null_for_unset():
         "id", "type", "priority", "queue", "status", "worker_id", "payload", "result",
         "error_message", "retry_count", "max_retries", "execution_timeout", "metadata",
         "created_at", "queued_at", "started_at", "completed_at"]
-    text = json.dumps(out)
+    text = jobs.dumps(out).decode()
     assert "undefined" not in text
     assert out["worker_id"] is None and out["completed_at"] is None
     assert "seq" not in out and "registered" not in out and "history" not in out
@@ -133,9 +134,9 @@ def test_message_body_has_the_15_contract_keys_and_status_pending():
     assert body["status"] == "pending"
     assert (body["id"], body["type"], body["priority"], body["retry_count"]) == \
         ("j1", "t", 10, 2)
-    assert body["payload"] == {"a": 1} and body["metadata"] == {"k": "v"}
+    sent = json.loads(jobs.dumps(body))
+    assert sent["payload"] == {"a": 1} and sent["metadata"] == {"k": "v"}
     assert isinstance(body["created_at"], int)
-    json.dumps(body, allow_nan=False)
 
 
 # Status events #############################################################

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from dqorch.jobs import Job
 from dqorch import jobs, parse
 from dqorch import state as S
 from dqorch.state import State
@@ -42,7 +43,7 @@ def fail(id_, at_ms, worker="w1", backoff_ms=0, **body) -> dict:
 
 
 def without_history(st: State, id_: str) -> str:
-    return json.dumps(dict(st.jobs[id_], history=None))
+    return json.dumps(dict(st.jobs[id_].to_record(), history=None))
 
 
 def running_job(id_="j1", worker="w1", at_ms=T0, **body) -> State:
@@ -160,7 +161,7 @@ def test_expire_worker_order_survives_a_snapshot():
             rep("b", "running", T0 + 2, worker="w1"), rep("a", "running", T0 + 3, worker="w1")]
     tail = [expire("w1", T0 + 10)]
     straight = fresh(*head, *tail)
-    snap = json.loads(json.dumps(S.to_snapshot(fresh(*head))))
+    snap = json.loads(json.dumps(S.to_snapshot(fresh(*head)), default=Job.to_record))
     resumed = S.from_snapshot(snap)
     run(resumed, *tail)
     assert fingerprint(resumed) == fingerprint(straight)
@@ -451,7 +452,7 @@ def test_a_job_finished_again_does_not_hold_back_older_ones():
 
 
 def candidates_after_round_trip(st: State, *args) -> list:
-    restored = S.from_snapshot(json.loads(json.dumps(S.to_snapshot(st))))
+    restored = S.from_snapshot(json.loads(json.dumps(S.to_snapshot(st), default=Job.to_record)))
     check(restored)
     return S.eviction_candidates(restored, *args)
 

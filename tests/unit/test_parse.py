@@ -108,7 +108,7 @@ def test_register_without_fields_uses_every_default():
                    "job": {"max_retries": 3, "execution_timeout": 300}}
     job = jobs.new_job(cmd["id"], 1, 1000, cmd["job"])
     assert (job["type"], job["priority"], job["queue"]) == ("default", 5, "job.medium")
-    assert (job["payload"], job["metadata"], job["status"]) == ({}, {}, "pending")
+    assert (job["payload"], job["metadata"], job["status"]) == (b"{}", b"{}", "pending")
     assert "client_created_at" not in job
 
 

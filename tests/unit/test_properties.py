@@ -16,6 +16,7 @@ import os
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as hs
 
+from dqorch.jobs import Job
 from dqorch import parse
 from dqorch import state as S
 from dqorch.jobs import TERMINAL
@@ -132,7 +133,7 @@ def build(st: State, template: tuple, at_ms: int) -> dict:
 # Invariants checked after every command ######################################
 
 def _terminal_jobs(st: State) -> dict:
-    return {id_: (j["seq"], json.dumps(dict(j, history=None)), list(j["history"]))
+    return {id_: (j["seq"], json.dumps(dict(j.to_record(), history=None)), list(j["history"]))
             for id_, j in st.jobs.items() if j["status"] in TERMINAL}
 
 
@@ -149,7 +150,7 @@ def check_terminal_jobs_stay(st: State, cmd: dict, before: dict, ids_before) -> 
         if job is None:
             continue
         assert job["seq"] == seq
-        assert json.dumps(dict(job, history=None)) == text, f"terminal job {id_} changed"
+        assert json.dumps(dict(job.to_record(), history=None)) == text, f"terminal job {id_} changed"
         new = job["history"]
         if new != hist:
             assert new == (hist + new[-1:])[-S.HISTORY_MAX:], f"history of {id_} rewritten"
@@ -218,7 +219,7 @@ def test_random_logs_keep_every_lifecycle_invariant(steps):
         log.append(cmd)
         if cmd["op"] != "noop":
             note(f"cmd {len(log)}: {json.dumps(cmd)}")
-        snaps.append(json.dumps(S.to_snapshot(st)))
+        snaps.append(json.dumps(S.to_snapshot(st), default=Job.to_record))
         before = {id_: (j["seq"], j["attempt"]) for id_, j in st.jobs.items()}
         terminal_before = _terminal_jobs(st)
         text = json.dumps(cmd)

@@ -17,6 +17,7 @@ import gevent
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as hs
 
+from dqorch.jobs import Job
 from dqorch import state as S
 from dqorch.raft.log import RaftLog
 from dqorch.raft.node import RaftNode
@@ -37,7 +38,7 @@ def make_node(data_dir: str, snapshot_entries: int) -> RaftNode:
 def content(st) -> str:
     """The state without its `term`: each start is a new leader term (its no-op says
     so), which changes no job."""
-    return json.dumps(dict(S.to_snapshot(st), term=None))
+    return json.dumps(dict(S.to_snapshot(st), term=None), default=Job.to_record)
 
 
 def settle(node: RaftNode) -> None:

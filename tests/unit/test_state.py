@@ -12,6 +12,7 @@ import random
 
 import pytest
 
+from dqorch.jobs import Job
 from dqorch import jobs, parse
 from dqorch import state as S
 from dqorch.jobs import QUEUES, STATUSES, TERMINAL
@@ -97,7 +98,7 @@ def check(st: State) -> None:
 
 
 def fingerprint(st: State) -> str:
-    return json.dumps(S.to_snapshot(st))
+    return json.dumps(S.to_snapshot(st), default=Job.to_record)
 
 
 def run(st: State, *cmds) -> dict:
@@ -239,7 +240,7 @@ def test_register_of_a_terminal_job_starts_a_new_attempt(status):
     j = st.jobs["j1"]
     assert (j["status"], j["type"], j["priority"], j["queue"]) == \
         ("pending", "new", 12, "job.high")
-    assert (j["payload"], j["max_retries"], j["retry_count"]) == ({"v": 2}, 1, 0)
+    assert (j["payload"], j["max_retries"], j["retry_count"]) == (b'{"v":2}', 1, 0)
     for k in ("worker_id", "result", "error_message", "progress", "queued_at",
               "started_at", "completed_at"):
         assert j.get(k) is None, k
@@ -266,7 +267,7 @@ def test_register_after_a_report_fills_fields_keeps_status_and_does_not_publish(
     j = st.jobs["j1"]
     assert j["status"] == reported and j["worker_id"] == "w9"
     assert (j["type"], j["priority"], j["queue"]) == ("resize", 15, "job.high")
-    assert (j["payload"], j["metadata"], j["client_created_at"]) == ({"p": 1}, {"m": 1}, "c")
+    assert (j["payload"], j["metadata"], j["client_created_at"]) == (b'{"p":1}', b'{"m":1}', "c")
     assert (j["max_retries"], j["execution_timeout"]) == (7, 60)
     assert "from_report" not in j
     assert events(st) == events_before
@@ -350,7 +351,7 @@ def test_completed_sets_result_completed_at_and_publishes_an_event():
     out = run(st, rep("j1", "done", T0 + 2, worker="a", result=[1, 2]))
     assert out == {"outcome": "updated", "moved": ("running", "completed")}
     j = st.jobs["j1"]
-    assert (j["status"], j["result"], j["completed_at"]) == ("completed", [1, 2], T0 + 2)
+    assert (j["status"], j["result"], j["completed_at"]) == ("completed", b"[1,2]", T0 + 2)
     assert S.running_counts(st) == {}
     ev = events(st)[-1]
     assert (ev["status"], ev["worker"], ev["result"]) == ("COMPLETED", "a", [1, 2])
@@ -648,7 +649,7 @@ def test_indexes_and_counters_match_a_recomputation_after_a_random_log(monkeypat
 def test_every_move_is_allowed_and_terminal_jobs_move_only_by_register(seed):
     st = State()
     for cmd in random_log(seed, 300):
-        ended = {id_: (json.dumps(dict(j, history=None)), len(j["history"]))
+        ended = {id_: (json.dumps(dict(j.to_record(), history=None)), len(j["history"]))
                  for id_, j in st.jobs.items() if j["status"] in TERMINAL}
         out = apply(st, cmd)
         if cmd["op"] == "evict":
@@ -657,7 +658,7 @@ def test_every_move_is_allowed_and_terminal_jobs_move_only_by_register(seed):
             # Only a note about an ignored late report may be added to the history.
             for id_, (text, n_hist) in ended.items():
                 job = st.jobs[id_]
-                assert json.dumps(dict(job, history=None)) == text, (seed, cmd)
+                assert json.dumps(dict(job.to_record(), history=None)) == text, (seed, cmd)
                 assert all("ignored late" in h[3] for h in job["history"][n_hist:])
         frm, to = out.get("moved", (None, None))
         if cmd["op"] == "register":
@@ -682,7 +683,7 @@ def test_the_same_log_gives_the_same_state_and_outcomes(seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_snapshot_round_trip_is_identical(seed):
     st, _ = replay(random_log(seed, 400))
-    snap = json.loads(json.dumps(S.to_snapshot(st)))     # as it goes to and from disk
+    snap = json.loads(json.dumps(S.to_snapshot(st), default=Job.to_record))     # as it goes to and from disk
     restored = S.from_snapshot(snap)
     check(restored)
     assert fingerprint(restored) == fingerprint(st)
@@ -698,7 +699,7 @@ def test_snapshot_mid_log_then_the_rest_equals_the_straight_run(seed):
     cut = random.Random(seed).randrange(len(log) + 1)
     straight, outs_straight = replay(log)
     head, outs_head = replay(log[:cut])
-    snap = json.loads(json.dumps(S.to_snapshot(head)))
+    snap = json.loads(json.dumps(S.to_snapshot(head), default=Job.to_record))
     resumed, outs_tail = replay(log[cut:], S.from_snapshot(snap))
     check(resumed)
     assert fingerprint(resumed) == fingerprint(straight)
