@@ -558,7 +558,7 @@ PATHS = {
     "/api/jobs/{job_id}": {"get": {
         "operationId": "getJob", "tags": ["jobs"], "summary": "One job, with its history",
         "parameters": [JOB_ID_PARAM],
-        "responses": _responses("200", "The job", _ref("JobDetail"), "404", "405"),
+        "responses": _responses("200", "The job", _ref("JobDetail"), "404", "405", "503"),
     }},
     "/api/jobs/status": {"post": {
         "operationId": "reportStatus", "tags": ["jobs"],

@@ -421,10 +421,10 @@ def check(hist: History) -> list:
     for job, r in hist.accepts():
         accepted_at[job] = min(accepted_at.get(job, r["t1"]), r["t1"])
     for r in hist.http:
-        if (r["op"] == "cancel" and r["status"] == 404 and r["job"] in accepted_at
+        if (r["op"] in ("cancel", "get") and r["status"] == 404 and r["job"] in accepted_at
                 and r["t0"] > accepted_at[r["job"]]):
-            v.append(("not_found", r["job"], f"cancel on {r['node']} answered 404 after the "
-                                             f"job's 202: {r['resp']}"))
+            v.append(("not_found", r["job"], f"{r['op']} on {r['node']} answered 404 after "
+                                             f"the job's 202: {r['resp']}"))
 
     live = {n: jobs for n, jobs in hist.final.items() if jobs is not None}
     for job in sorted(accepted):
