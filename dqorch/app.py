@@ -599,6 +599,9 @@ class Node:
                                                 _free_bytes(self.cfg.data_dir), ()),
             "distriqueue_publish_backoff_jobs": ("Jobs waiting out a retry backoff",
                                                  backlog["jobs_waiting_backoff"], ()),
+            "distriqueue_workers_dropped_total": (
+                "Workers dropped from a full worker table (MAX_WORKERS), longest silent first",
+                self.workers.dropped, ()),
             "distriqueue_tls_handshake_failures_total": (
                 "TLS handshakes on http_port that failed or timed out",
                 self.http.tls_failures if self.http else 0, ()),

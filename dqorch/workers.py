@@ -12,19 +12,28 @@ log = logging.getLogger(__name__)
 
 ACTIVE, UNRESPONSIVE = "active", "unresponsive"
 FORGET_AFTER_S = 3600    # an unresponsive worker is dropped from the table after this
+# Most workers held. Heartbeats under ever new ids (a fuzzer, a bug, an attacker) grew
+# the table for an hour each; past this the longest silent one is dropped (a real
+# worker reappears with its next heartbeat; an unknown worker is never expired).
+MAX_WORKERS = 10_000
 
 
 class WorkerTable:
-    def __init__(self, timeout_s: float, now_ms) -> None:
+    def __init__(self, timeout_s: float, now_ms, max_workers: int = MAX_WORKERS) -> None:
         self.timeout_ms = int(timeout_s * 1000)
         self.now_ms = now_ms
+        self.max_workers = max_workers
+        # Ordered by last heartbeat received (each one moves its worker to the end).
         self.workers: dict[str, dict] = {}
         self._unresponsive: set[str] = set()
+        self.dropped = 0                  # workers dropped for room (a metric)
 
     def heartbeat(self, w: dict) -> bool:
         """Record a parsed heartbeat (parse.heartbeat). Returns True for a new worker."""
         now = self.now_ms()
-        old = self.workers.get(w["worker_id"])
+        old = self.workers.pop(w["worker_id"], None)
+        if old is None and len(self.workers) >= self.max_workers:
+            self._drop_oldest()
         rec = dict(w, last_heartbeat=now,
                    first_seen=old["first_seen"] if old else now,
                    heartbeats=(old["heartbeats"] + 1) if old else 1)
@@ -35,6 +44,15 @@ class WorkerTable:
         elif old is None:
             log.info("worker joined worker=%s type=%s", w["worker_id"], w["worker_type"])
         return old is None
+
+    def _drop_oldest(self) -> None:
+        wid = next(iter(self.workers))
+        del self.workers[wid]
+        self._unresponsive.discard(wid)
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            log.warning("worker table full max_workers=%d; dropped the longest silent "
+                        "worker=%s (dropped so far: %d)", self.max_workers, wid, self.dropped)
 
     def fresh_since(self, mark_ms: int) -> list[dict]:
         """Heartbeats received here after mark_ms, with their age instead of a time
