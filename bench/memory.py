@@ -187,7 +187,7 @@ PARTS = {"created_at": "timestamps (int objects)", "queued_at": "timestamps (int
          "worker_id": "worker_id string", "id": "id string (uuid)", "type": "type string",
          "payload": "payload (compact JSON bytes; a 50-byte string)",
          "result": "result (compact JSON bytes)", "metadata": "metadata (shared b\"{}\")",
-         "history": "history (list of [at, status, by, reason] lists)"}
+         "history": "history (compact JSON bytes of [at, status, by, reason] entries)"}
 
 
 DICT = "job record (jobs.Job: slots, no dict)"

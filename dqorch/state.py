@@ -212,10 +212,8 @@ def _remove(st: State, job: dict) -> None:
 
 
 def _note(job: dict, at_ms: int, status: str, by: str, reason: str | None) -> None:
-    hist = job["history"]
-    hist.append((at_ms, status, by, reason))   # a tuple: ~40 bytes less than a list
-    if len(hist) > HISTORY_MAX:
-        del hist[0]
+    job["history"] = jobs.with_entry(job["history"], (at_ms, status, by, reason),
+                                     HISTORY_MAX)
 
 
 def _move(st: State, job: dict, to: str, at_ms: int, by: str, reason: str | None) -> tuple:
@@ -668,8 +666,6 @@ def from_snapshot(data: dict) -> State:
         for key in ("type", "queue", "status", "worker_id", "stale_worker"):
             if key in job:
                 job[key] = _shared(job[key])
-        job["history"] = [(at, _shared(status), _shared(by), _shared(reason))
-                          for at, status, by, reason in job["history"]]
         _insert(st, job)
         if job["status"] in TERMINAL:
             ended.append((job["completed_at"] or 0, job["seq"]))

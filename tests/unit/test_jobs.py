@@ -53,7 +53,7 @@ def test_new_job_defaults():
     j = job()
     assert (j["id"], j["seq"], j["status"]) == ("j1", 1, "pending")
     assert (j["type"], j["priority"], j["queue"]) == ("default", 5, "job.medium")
-    assert (j["payload"], j["metadata"], j["history"]) == (b"{}", b"{}", [])   # raw JSON
+    assert (j["payload"], j["metadata"], jobs.history_of(j)) == (b"{}", b"{}", [])   # raw JSON
     assert (j["retry_count"], j["max_retries"], j["execution_timeout"]) == (0, 3, 300)
     assert j["created_at"] == 1_700_000_000_123
     for k in ("worker_id", "result", "queued_at", "started_at", "completed_at"):
@@ -114,7 +114,7 @@ def test_api_json_list_form_omits_payload_and_result():
 def test_api_json_adds_history_progress_and_client_created_at_when_present():
     j = job(client_created_at=5)
     j["progress"] = 40
-    j["history"].append([1, "pending", "api", "r"])
+    j["history"] = jobs.raw([[1, "pending", "api", "r"]])
     out = jobs.api_json(j, history=True)
     assert out["progress"] == 40 and out["client_created_at"] == 5
     assert out["history"] == [{"at": 1, "status": "pending", "by": "api", "reason": "r"}]

@@ -76,8 +76,8 @@ def test_timeout_of_the_current_attempt_retries_while_retries_are_left():
     ev = events(st)[-1]
     assert (ev["status"], ev["worker"], ev["at_ms"]) == ("RETRYING", "w1", T0 + 61_000)
     assert "timed out" in ev["error"]
-    assert list(j["history"][-1][1:3]) == ["pending", "timer"]
-    assert "retry 1 of 2" in j["history"][-1][3]
+    assert list(jobs.history_of(j)[-1][1:3]) == ["pending", "timer"]
+    assert "retry 1 of 2" in jobs.history_of(j)[-1][3]
 
 
 def test_timeout_without_retries_left_fails_with_a_timeout_event():
@@ -183,14 +183,14 @@ def test_late_report_from_the_abandoned_worker_is_noted_and_ignored(cause, late)
     st = running_job(maxRetries=3)
     run(st, end_attempt_by(cause, "j1", "w1", 0, T0 + 10))
     assert st.jobs["j1"]["status"] == "pending"
-    before, n_hist, outbox = without_history(st, "j1"), len(st.jobs["j1"]["history"]), \
+    before, n_hist, outbox = without_history(st, "j1"), len(jobs.history_of(st.jobs["j1"])), \
         dict(st.outbox)
     out = run(st, rep("j1", late, T0 + 20, worker="w1", result={"r": 1},
                       errorMessage="late", progress=80))
     assert out == {"outcome": "ignored", "reason": "stale_attempt"}
     assert without_history(st, "j1") == before
     assert st.outbox == outbox
-    hist = st.jobs["j1"]["history"]
+    hist = jobs.history_of(st.jobs["j1"])
     assert len(hist) == n_hist + 1
     assert list(hist[-1][:3]) == [T0 + 20, "pending", "w1"]
     assert "ignored late" in hist[-1][3] and jobs.REPORT_ALIASES[late] in hist[-1][3]
@@ -205,8 +205,8 @@ def test_late_report_after_the_job_went_terminal_is_noted_and_ignored(cause):
     out = run(st, rep("j1", "completed", T0 + 20, worker="w1", result={"r": 1}))
     assert out == {"outcome": "ignored", "reason": "terminal"}
     assert without_history(st, "j1") == before and st.outbox == outbox
-    assert st.jobs["j1"]["history"][-1][2] == "w1"
-    assert "ignored late completed" in st.jobs["j1"]["history"][-1][3]
+    assert jobs.history_of(st.jobs["j1"])[-1][2] == "w1"
+    assert "ignored late completed" in jobs.history_of(st.jobs["j1"])[-1][3]
 
 
 @pytest.mark.parametrize("cause", ["report", "timeout", "expire"])
@@ -314,7 +314,7 @@ def test_history_stays_bounded_under_late_reports():
     run(st, timeout("j1", 0, T0 + 10))
     for i in range(S.HISTORY_MAX + 5):
         run(st, rep("j1", "completed", T0 + 20 + i, worker="w1"))
-    hist = st.jobs["j1"]["history"]
+    hist = jobs.history_of(st.jobs["j1"])
     assert len(hist) == S.HISTORY_MAX
     assert hist[-1][0] == T0 + 20 + S.HISTORY_MAX + 4
     assert st.jobs["j1"]["status"] == "failed"
@@ -589,7 +589,7 @@ def test_why_cancelled_is_not_confused_by_a_late_report_note():
     st = running_job(maxRetries=3)
     run(st, timeout("j1", 0, T0 + 10), cancel("j1", T0 + 5000),
         rep("j1", "completed", T0 + 6000, worker="w1"))
-    assert st.jobs["j1"]["history"][-1][2] == "w1"         # the ignored late report
+    assert jobs.history_of(st.jobs["j1"])[-1][2] == "w1"         # the ignored late report
     text = jobs.why(st.jobs["j1"], T0 + 10**6, None, 0)
     assert text.startswith("cancelled by api") and clock(T0 + 5000) in text
 

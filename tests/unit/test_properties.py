@@ -16,6 +16,7 @@ import os
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as hs
 
+from dqorch import jobs
 from dqorch.jobs import Job
 from dqorch import parse
 from dqorch import state as S
@@ -133,7 +134,7 @@ def build(st: State, template: tuple, at_ms: int) -> dict:
 # Invariants checked after every command ######################################
 
 def _terminal_jobs(st: State) -> dict:
-    return {id_: (j["seq"], json.dumps(dict(j.to_record(), history=None)), list(j["history"]))
+    return {id_: (j["seq"], json.dumps(dict(j.to_record(), history=None)), list(jobs.history_of(j)))
             for id_, j in st.jobs.items() if j["status"] in TERMINAL}
 
 
@@ -151,7 +152,7 @@ def check_terminal_jobs_stay(st: State, cmd: dict, before: dict, ids_before) -> 
             continue
         assert job["seq"] == seq
         assert json.dumps(dict(job.to_record(), history=None)) == text, f"terminal job {id_} changed"
-        new = job["history"]
+        new = jobs.history_of(job)
         if new != hist:
             assert new == (hist + new[-1:])[-S.HISTORY_MAX:], f"history of {id_} rewritten"
             assert "ignored late" in new[-1][3], new[-1]

@@ -2,6 +2,7 @@
 its request parsing (parse.retry_query)."""
 import pytest
 
+from dqorch import jobs
 from dqorch import parse
 from dqorch import state as S
 from dqorch.errors import ApiError
@@ -32,7 +33,7 @@ def test_a_terminal_job_gets_a_new_attempt_and_is_published_again():
         job = S.get_job(st, id_)
         assert job["status"] == "pending" and job["retry_count"] == 0
         assert job["attempt"] == before[id_] + 1 and "error_message" not in job
-        assert job["history"][-1][3] == "retried by request"
+        assert jobs.history_of(job)[-1][3] == "retried by request"
     check(st)
 
 

@@ -92,7 +92,7 @@ def check(st: State) -> None:
                                       for s in STATUSES}
     for j in all_jobs:
         assert j["queue"] == jobs.queue_for(j["priority"])
-        assert len(j["history"]) <= S.HISTORY_MAX
+        assert len(jobs.history_of(j)) <= S.HISTORY_MAX
     assert sorted(st.outbox) == list(range(st.outbox_done + 1, st.outbox_next))
     assert sorted(st.terminal_fifo) == seqs_where(lambda j: j["status"] in TERMINAL)
 
@@ -207,7 +207,7 @@ def test_register_creates_a_pending_job_to_publish():
     assert (j["status"], j["type"], j["priority"], j["queue"]) == \
         ("pending", "resize", 10, "job.high")
     assert (j["created_at"], j["seq"], "from_report" in j) == (T0, 1, False)
-    assert j["history"] == [(T0, "pending", "api", "registered")]
+    assert jobs.history_of(j) == [(T0, "pending", "api", "registered")]
     assert st.outbox == {}
 
 
@@ -293,7 +293,7 @@ def test_report_on_an_unknown_id_creates_the_job_as_type_unknown():
     assert (j["type"], j["status"], j["worker_id"], j["started_at"]) == \
         ("unknown", "running", "w1", T0)
     assert (j["max_retries"], j["execution_timeout"], j["from_report"]) == (3, 300, True)
-    assert [h[1] for h in j["history"]] == ["pending", "running"]
+    assert [h[1] for h in jobs.history_of(j)] == ["pending", "running"]
     assert S.running_counts(st) == {"w1": 1}
     assert events(st) == [{"job": "ghost", "status": "RUNNING", "worker": "w1",
                            "at_ms": T0, "progress": 10}]
@@ -415,7 +415,7 @@ def test_history_is_capped():
     st = fresh(reg("j1", T0))
     for i in range(S.HISTORY_MAX + 10):
         run(st, rep("j1", "running", T0 + i, worker="w%d" % i))
-    hist = st.jobs["j1"]["history"]
+    hist = jobs.history_of(st.jobs["j1"])
     assert len(hist) == S.HISTORY_MAX
     assert hist[-1][2] == "w%d" % (S.HISTORY_MAX + 9)
 
@@ -649,7 +649,7 @@ def test_indexes_and_counters_match_a_recomputation_after_a_random_log(monkeypat
 def test_every_move_is_allowed_and_terminal_jobs_move_only_by_register(seed):
     st = State()
     for cmd in random_log(seed, 300):
-        ended = {id_: (json.dumps(dict(j.to_record(), history=None)), len(j["history"]))
+        ended = {id_: (json.dumps(dict(j.to_record(), history=None)), len(jobs.history_of(j)))
                  for id_, j in st.jobs.items() if j["status"] in TERMINAL}
         out = apply(st, cmd)
         if cmd["op"] == "evict":
@@ -659,7 +659,7 @@ def test_every_move_is_allowed_and_terminal_jobs_move_only_by_register(seed):
             for id_, (text, n_hist) in ended.items():
                 job = st.jobs[id_]
                 assert json.dumps(dict(job.to_record(), history=None)) == text, (seed, cmd)
-                assert all("ignored late" in h[3] for h in job["history"][n_hist:])
+                assert all("ignored late" in h[3] for h in jobs.history_of(job)[n_hist:])
         frm, to = out.get("moved", (None, None))
         if cmd["op"] == "register":
             assert frm is None or frm in TERMINAL or frm == "pending"
