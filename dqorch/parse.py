@@ -174,6 +174,8 @@ def register(body: dict, *, new_id, max_retries: int, execution_timeout: int,
     if v is not None:
         if isinstance(v, bool) or not isinstance(v, (str, int, float)):
             raise bad(name, f"must be a string or a number, got {_kind(v)}")
+        if isinstance(v, int) and not -2**63 <= v < 2**63:   # a time; snapshots use orjson
+            raise bad(name, "must be a number within 64 bits (a time), or a string")
         f["client_created_at"] = v
     size = len(json.dumps(f, separators=(",", ":"), ensure_ascii=False).encode()) \
         + len(id_.encode())

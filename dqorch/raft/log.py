@@ -7,9 +7,12 @@ Files:
   log-<first index>.seg    records: header <IIQQ (length, crc32, index, term) + JSON
                            command. Each append starts with a batch mark: a header with
                            index 0, no body, and the batch's byte length as its term.
-  snapshot-<index>.json    lines "<crc32 hex> <json>": a head {"format": 2, "index",
+  snapshot-<index>.json    lines "<crc32 hex> <json>": a head {"format": 3, "index",
                            "term", "state" (all but its jobs), "jobs": n}, one job per
-                           line, and a trailer {"end": n, "crc32": of every byte before}
+                           line, and a trailer {"end": n, "crc32": of every byte before}.
+                           Format 3 job lines hold a job's own JSON (payload, ...) as
+                           strings, so orjson reads them (~4x the stdlib's speed)
+                           without ever decoding user JSON; format 2 lines (stdlib) too
 
 Rule 1: a torn tail can only be the last append after the last fsync. It is cut (and
 the cut logged) only when it lies inside the last batch, or after it with no valid
@@ -28,6 +31,8 @@ import re
 import struct
 import zlib
 from array import array
+
+import orjson
 
 log = logging.getLogger(__name__)
 
@@ -101,27 +106,28 @@ def write_atomic(path: str, data) -> None:
 
 # Snapshot format ###########################################################
 
-def _line(obj) -> bytes:
-    body = _dumps(obj).encode("utf-8")
+def _line(obj, fast: bool = False) -> bytes:
+    """fast: orjson, for job lines (no user JSON left undecoded in them)."""
+    body = orjson.dumps(obj, default=_plain) if fast else _dumps(obj).encode("utf-8")
     return b"%08x " % zlib.crc32(body) + body + b"\n"
 
 
 def _snapshot_chunks(index: int, term: int, state: dict, per_chunk: int = 1000):
     jobs = state.get("jobs", [])
-    head = {"format": 2, "index": index, "term": term,
+    head = {"format": 3, "index": index, "term": term,
             "state": {k: v for k, v in state.items() if k != "jobs"}, "jobs": len(jobs)}
     chunk = _line(head)
     whole = zlib.crc32(chunk)
     yield chunk
     for i in range(0, len(jobs), per_chunk):
-        chunk = b"".join(_line(j) for j in jobs[i:i + per_chunk])
+        chunk = b"".join(_line(j, fast=True) for j in jobs[i:i + per_chunk])
         whole = zlib.crc32(chunk, whole)
         yield chunk
     yield _line({"end": len(jobs), "crc32": whole})
 
 
-def _parse_line(path: str, line: bytes, what: str):
-    """The JSON of one v2 snapshot line, its checksum verified."""
+def _parse_line(path: str, line: bytes, what: str, loads=json.loads):
+    """The JSON of one checksummed snapshot line, its checksum verified."""
     if len(line) < 10 or line[8:9] != b" " or not line.endswith(b"\n"):
         raise LogCorrupt(f"{path}: {what} is damaged (not a checksummed line)")
     body = line[9:-1]
@@ -131,7 +137,7 @@ def _parse_line(path: str, line: bytes, what: str):
         ok = False
     if not ok:
         raise LogCorrupt(f"{path}: {what} is damaged (checksum mismatch)")
-    return json.loads(body)
+    return loads(body)
 
 
 class RaftLog:
@@ -310,6 +316,7 @@ class RaftLog:
             else:
                 head, v2 = _parse_line(path, first, "the head line"), True
             index, term, total, state = head["index"], head["term"], head["jobs"], head["state"]
+            loads = orjson.loads if head.get("format", 1) >= 3 else json.loads
         except (ValueError, KeyError, TypeError, LogCorrupt) as e:
             f.close()
             raise e if isinstance(e, LogCorrupt) else LogCorrupt(f"{path}: damaged head ({e!r})")
@@ -328,7 +335,7 @@ class RaftLog:
                             n += 1
                             break
                         else:
-                            job = _parse_line(path, line, f"job line {n + 1}")
+                            job = _parse_line(path, line, f"job line {n + 1}", loads)
                             whole = zlib.crc32(line, whole)
                             yield job
                     except ValueError as e:

@@ -582,3 +582,10 @@ def test_a_job_id_with_a_slash_is_refused_a_worker_id_with_one_is_not():
         parse.job_id("a/b")
     assert e.value.field == "id" and "'/'" in e.value.message
     assert parse.worker_id("pool/w1") == "pool/w1"
+
+
+def test_created_at_beyond_64_bits_is_refused():
+    with pytest.raises(ApiError) as e:
+        parse.register({"createdAt": 2**64}, new_id=lambda: "x", max_retries=3,
+                       execution_timeout=300, max_job_bytes=60000, publish=True)
+    assert e.value.status == 400 and e.value.field == "createdAt"

@@ -2,6 +2,7 @@
 when damage stops start-up (LogCorrupt), hard state, and rotate + snapshot + compact.
 Files only under tmp_path; no sockets, no clock."""
 
+import json
 import os
 
 import pytest
@@ -762,3 +763,23 @@ def test_entries_refuses_a_range_it_does_not_hold(tmp_path):
             lg.entries(lo, hi)
     assert lg.entries(2, 2) == []
     lg.close()
+
+
+def test_a_snapshot_keeps_user_json_exact_through_the_files(tmp_path):
+    """Format 3 reads job lines with orjson, which turns integers beyond 64 bits into
+    floats: a job's own JSON must therefore never be decoded on the way back."""
+    from dqorch import state as S
+    from tests.unit.test_state import T0, reg
+    st = S.State()
+    big = 123456789012345678901234567890
+    c = reg("j1", T0)
+    c["job"]["payload"] = {"n": big, "s": "é\u2028", "f": 1e16}
+    S.apply(st, c)
+    lg = RaftLog(str(tmp_path))
+    lg.open()
+    lg.write_snapshot(1, 1, S.to_snapshot(st))
+    snap = lg.read_snapshot(1)
+    again = S.from_snapshot(dict(snap["state"], jobs=snap["state"]["jobs"]))
+    assert again.jobs["j1"]["payload"] == st.jobs["j1"]["payload"]
+    assert json.loads(again.jobs["j1"]["payload"]) == {"n": big, "s": "é\u2028", "f": 1e16}
+    assert again.jobs["j1"] == st.jobs["j1"]
