@@ -599,6 +599,9 @@ class Node:
                                                 _free_bytes(self.cfg.data_dir), ()),
             "distriqueue_publish_backoff_jobs": ("Jobs waiting out a retry backoff",
                                                  backlog["jobs_waiting_backoff"], ()),
+            "distriqueue_events_dropped_total": (
+                "Status events dropped unpublished (more than state.OUTBOX_MAX waited)",
+                node.state.events_dropped, ()),
             "distriqueue_workers_dropped_total": (
                 "Workers dropped from a full worker table (MAX_WORKERS), longest silent first",
                 self.workers.dropped, ()),

@@ -15,6 +15,11 @@ from . import jobs
 from .jobs import CANCELLED, COMPLETED, FAILED, PENDING, QUEUED, RUNNING, TERMINAL
 
 HISTORY_MAX = 32
+# Status events kept unpublished. With RabbitMQ down for long the outbox grew by every
+# move of every job; past this the oldest is dropped and counted (events_dropped, a
+# metric; the dispatcher logs it). A constant, not a setting: every replica must drop
+# the same ones.
+OUTBOX_MAX = 100_000
 # One string per queue, shared by every job's history (not a new one per job).
 _CONFIRMED_IN = {q: "confirmed in " + q for q in jobs.QUEUES}
 
@@ -124,6 +129,7 @@ class State:
         self.outbox: dict[int, dict] = {}         # status events not yet published
         self.outbox_next = 1                      # seq of the next event
         self.outbox_done = 0                      # events <= this are published
+        self.events_dropped = 0                   # events dropped unpublished (OUTBOX_MAX)
         self.term = 0                             # newest leader term a command carried
 
 
@@ -253,6 +259,10 @@ def _event(st: State, job: dict, status: str, at_ms: int, **extra) -> None:
     ev.update(extra)
     st.outbox[st.outbox_next] = ev
     st.outbox_next += 1
+    if len(st.outbox) > OUTBOX_MAX:
+        st.outbox_done += 1                   # the oldest, as if published
+        del st.outbox[st.outbox_done]
+        st.events_dropped += 1
 
 
 def _end_attempt(st: State, job: dict, at: int, by: str, error: str | None, reason: str,
@@ -643,6 +653,7 @@ def to_snapshot(st: State) -> dict:
         "outbox_next": st.outbox_next,
         "outbox_done": st.outbox_done,
         "evicted": st.evicted,
+        "events_dropped": st.events_dropped,
         "terminal_order": list(st.terminal_fifo),
         "term": st.term,
     }
@@ -674,6 +685,7 @@ def from_snapshot(data: dict) -> State:
     st.outbox_next = data["outbox_next"]
     st.outbox_done = data["outbox_done"]
     st.evicted = data.get("evicted", 0)
+    st.events_dropped = data.get("events_dropped", 0)
     st.term = data.get("term", 0)
     order = data.get("terminal_order")
     if order is None:

@@ -10,6 +10,9 @@ goes; held jobs are bounded by job_retention_max, so memory must stay flat.
 Exit 0 when no answer was a 5xx, every schemathesis check passed, the node never
 stopped answering and its RSS over the second half of the run grew less than
 --max-growth (default 10 %) over its RSS at the end of the first fifth; 1 otherwise.
+Live jobs are never evicted (only finished ones, past job_retention_max), so every
+5,000 requests the run cancels what the fuzzer left live: the jobs held stay bounded
+and any growth left is a leak.
 No broker is needed (the node is pointed at a closed port, as tests/integration/
 test_openapi.py does).
 """
@@ -25,6 +28,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from urllib.parse import quote  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -101,7 +105,7 @@ def main() -> int:
     ops = [r.ok() for r in schema.get_all_operations()
            if r.ok().path != "/api/openapi.json"]
     counts = {"schemathesis": 0, "raw": 0, "5xx": 0, "check_failures": 0,
-              "raw_closed_without_answer": 0}
+              "raw_closed_without_answer": 0, "cancels": 0}
     by_status: dict = {}
     failures: list = []
     rss: list = []                   # (requests so far, KiB)
@@ -110,11 +114,24 @@ def main() -> int:
     def total() -> int:
         return counts["schemathesis"] + counts["raw"]
 
+    def cancel_live() -> None:
+        c = node.client()
+        for status in ("pending", "queued", "running"):
+            while True:
+                code, page = c.call("GET", f"/api/jobs?status={status}&limit=1000")
+                if code != 200 or not page["jobs"]:
+                    break
+                for j in page["jobs"]:
+                    c.call("POST", f"/api/jobs/{quote(j['id'], safe='')}/cancel")
+                    counts["cancels"] += 1
+
     def note(status) -> None:
         by_status[status] = by_status.get(status, 0) + 1
         if isinstance(status, int) and status >= 500:
             counts["5xx"] += 1
         n = total()
+        if n % 5000 == 0:
+            cancel_live()
         if n % 2000 == 0:
             rss.append((n, rss_kib(pid)))
             if n % 10000 == 0:
@@ -173,7 +190,8 @@ def main() -> int:
     growth = (late - fifth) / fifth if fifth else 0.0
     print("\n==== summary")
     print(f"seed {seed}; {total()} requests in {took:.0f} s ({total() / took:.0f}/s): "
-          f"{counts['schemathesis']} schemathesis, {counts['raw']} raw hostile")
+          f"{counts['schemathesis']} schemathesis, {counts['raw']} raw hostile "
+          f"(and {counts['cancels']} cancels of what they left live)")
     print(f"answers {dict(sorted(by_status.items(), key=str))}")
     print(f"5xx {counts['5xx']}; schemathesis check failures {counts['check_failures']}")
     print(f"rss KiB: at start {rss[0][1] if rss else 0}, at 1/5 {fifth}, most in the second "

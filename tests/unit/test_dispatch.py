@@ -129,3 +129,20 @@ def test_a_late_mark_of_the_last_leader_does_not_stop_the_outbox_being_marked(ri
     disp.on_confirmed([t for t in broker.published if t[0] == "e"])
     wait(lambda: st.outbox_done == st.outbox_next - 1, "every event marked published")
     assert not st.outbox
+
+
+def test_ids_waiting_while_nothing_can_be_published_stay_bounded(rig, monkeypatch):
+    """RabbitMQ down: every register added an id to publish, cancelled ones too."""
+    import dqorch.dispatch as D
+    node, broker, disp = rig
+    monkeypatch.setattr(D, "MAX_TODO", 10)
+    monkeypatch.setattr(disp, "_may_publish", lambda: False)
+    for i in range(30):
+        node.propose(reg(f"down-{i}", T0))
+        if i % 2:
+            node.propose({"op": "cancel", "id": f"down-{i}"})
+    assert len(disp._todo) <= 10
+    monkeypatch.undo()                                # the broker is back
+    disp.wake()
+    wait(lambda: {t[1] for t in broker.published if t[0] == "j"}
+         == {f"down-{i}" for i in range(0, 30, 2)}, "every pending job published once")

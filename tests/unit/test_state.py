@@ -762,3 +762,15 @@ def test_a_sparse_walk_stops_and_hands_back_a_cursor(monkeypatch):
         if cursor is None:
             break
     assert seen == ["s0"] and count == 1 and rounds > 1
+
+
+def test_the_outbox_is_bounded_and_drops_the_oldest_event(monkeypatch):
+    monkeypatch.setattr(S, "OUTBOX_MAX", 5)
+    st = State()
+    for i in range(8):
+        apply(st, reg(f"j{i}", T0 + i))
+        apply(st, rep(f"j{i}", "running", T0 + i))
+    assert len(st.outbox) == 5 and st.events_dropped == 3
+    assert min(st.outbox) == st.outbox_done + 1 and max(st.outbox) == st.outbox_next - 1
+    again = S.from_snapshot(json.loads(json.dumps(S.to_snapshot(st), default=Job.to_record)))
+    assert again.events_dropped == 3 and list(again.outbox) == list(st.outbox)
