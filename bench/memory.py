@@ -318,7 +318,8 @@ def prepare_node(st, ops, tmp):
 def run_node(out, qs, n, a, tmp):
     t, out["startup_s"] = start_node(tmp, "node", os.path.join(tmp, "data"), n, a.ready_timeout)
     try:
-        m = re.search(r"replayed log entries=\d+ jobs=(\d+) applied=\d+ seconds=([\d.]+)",
+        m = re.search(r"replayed log entries=\d+ jobs=(\d+) applied=\d+ (?:unknown_commit=\d+ )?"
+                      r"seconds=([\d.]+)",
                       t.log_tail(200))
         out["replay_s"] = float(m.group(2)) if m else float("nan")
         out["loaded_jobs"] = int(m.group(1)) if m else -1

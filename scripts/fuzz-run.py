@@ -11,10 +11,12 @@ Exit 0 when no answer was a 5xx, every schemathesis check passed, the node never
 stopped answering and its RSS over the second half of the run grew less than
 --max-growth (default 10 %) over its RSS at the end of the first fifth; 1 otherwise.
 Live jobs are never evicted (only finished ones, past job_retention_max), so every
-5,000 requests the run cancels what the fuzzer left live: the jobs held stay bounded
-and any growth left is a leak.
-No broker is needed (the node is pointed at a closed port, as tests/integration/
-test_openapi.py does).
+5,000 requests the run cancels what the fuzzer left live; and the node keeps the
+commands since its last snapshot in memory (docs/CLUSTER.md, Limits), so it snapshots
+every 1,000 entries: what it holds stays bounded and any growth left is a leak.
+Needs RabbitMQ on 127.0.0.1:5672 (scripts/rabbitmq-local.sh start): the node
+publishes into a vhost of its own (dropped at the end), so that its status events
+drain as in production; with no broker they wait, up to state.OUTBOX_MAX, by design.
 """
 from gevent import monkey
 
@@ -36,7 +38,8 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, seed as hseed, sett
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 
-from tests.integration.conftest import NodeProc, free_port  # noqa: E402
+from tests.integration.conftest import SHARED_PORT, NodeProc  # noqa: E402
+from tests.integration.faults import drop_vhost, private_vhost  # noqa: E402
 from tests.integration.test_openapi import CHECKS, load_schema  # noqa: E402
 
 
@@ -98,8 +101,10 @@ def main() -> int:
     rng = random.Random(seed)
     root = Path(args.keep or tempfile.mkdtemp(prefix="dq-fuzz-run-"))
     root.mkdir(parents=True, exist_ok=True)
-    node = NodeProc(root, free_port(), publish_on_register=False, job_max_retries=1,
-                    job_retry_backoff_s=0, job_retention_max=2000).start()
+    vhost = private_vhost()
+    node = NodeProc(root, SHARED_PORT, rabbitmq_vhost=vhost, publish_on_register=False,
+                    job_max_retries=1, job_retry_backoff_s=0, job_retention_max=2000,
+                    snapshot_entries=1000).start()
     pid = node.proc.pid
     schema = load_schema(node.http_port)
     ops = [r.ok() for r in schema.get_all_operations()
@@ -184,6 +189,7 @@ def main() -> int:
         alive = node.proc.poll() is None and node.client().call("GET", "/api/health")[0] in (200, 503)
     finally:
         node.stop()
+        drop_vhost(vhost)
     took = time.monotonic() - t0
     fifth = next((kib for n, kib in rss if n >= args.requests // 5), rss[0][1] if rss else 0)
     late = max((kib for n, kib in rss if n >= args.requests // 2), default=0)
