@@ -40,15 +40,8 @@ from schemathesis import GenerationMode  # noqa: E402
 
 from tests.integration.conftest import SHARED_PORT, NodeProc  # noqa: E402
 from tests.integration.faults import drop_vhost, private_vhost  # noqa: E402
+from tests.integration.test_conn_flood import rss_kib  # noqa: E402
 from tests.integration.test_openapi import CHECKS, load_schema  # noqa: E402
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def hostile(rng: random.Random) -> bytes:
