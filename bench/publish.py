@@ -45,6 +45,9 @@ import common  # noqa: E402
 from common import cpu_seconds, start_node  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from dqorch.broker import release_ioloop  # noqa: E402
+
 JOB_QUEUES = {"job.high": 10, "job.medium": 5, "job.low": 1}   # CONTRACT §3
 JOBS_EXCHANGE = "jobs.exchange"
 PAD = "x" * 50
@@ -240,18 +243,7 @@ class RawPublisher:
         if not (self.conn.is_closing or self.conn.is_closed):
             self.conn.close()
         self.closed.wait(10)
-        # Undo what _GeventSelectorIOLoop set up, without ioloop.close() (which would
-        # destroy gevent's hub loop; see dqorch/broker.py).
-        queue = self.ioloop._callback_queue
-        try:
-            self.ioloop.remove_handler(queue.fd)
-        except KeyError:
-            pass
-        for fd in (queue._read_fd, queue._write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        release_ioloop(self.ioloop)      # the pipe and watcher pika's ioloop made
 
 
 # --- CPU and HTTP helpers shared with pipeline.py ----------------------------------

@@ -86,6 +86,21 @@ class _Pending:
         self.done = False       # acked/nacked out of order, still in the deque
 
 
+def release_ioloop(loop) -> None:
+    """Undo what pika's _GeventSelectorIOLoop.__init__ set up (a watcher and a pipe),
+    without loop.close(), which destroys gevent's hub loop."""
+    queue = loop._callback_queue
+    try:
+        loop.remove_handler(queue.fd)
+    except KeyError:
+        pass
+    for fd in (queue._read_fd, queue._write_fd):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 class Broker:
     """The publishing connection.
 
@@ -329,20 +344,8 @@ class Broker:
 
     def _release_ioloop(self) -> None:
         loop, self._ioloop = self._ioloop, None
-        if loop is None:
-            return
-        # Undo what _GeventSelectorIOLoop.__init__ set up, without loop.close() (which
-        # destroys gevent's hub loop).
-        queue = loop._callback_queue
-        try:
-            loop.remove_handler(queue.fd)
-        except KeyError:
-            pass
-        for fd in (queue._read_fd, queue._write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        if loop is not None:
+            release_ioloop(loop)
 
     # pika callbacks: these run in the hub and must not block ######################
 
