@@ -35,10 +35,16 @@ install() {
     || die "apt-get install rabbitmq-server failed"
 }
 
-tls_files() {
+tls_files() {   # status 1 (and a warning) when there is no openssl to make them
   local d=$RABBIT_DIR/tls
   [ -s "$d/server.pem" ] && return 0
-  command -v openssl >/dev/null || die "openssl is needed for the AMQPS listener"
+  if ! command -v openssl >/dev/null && [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null 2>&1 || true
+  fi
+  if ! command -v openssl >/dev/null; then
+    echo "rabbitmq-local: no openssl: AMQPS is not set up (only plain AMQP)" >&2
+    return 1
+  fi
   mkdir -p "$d"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
     -subj "/CN=dqorch-rabbit-local CA" -keyout "$d/ca.key" -out "$d/ca.pem" \
@@ -63,18 +69,21 @@ start() {
     die "port $RABBIT_PORT is in use by another process"
   fi
   mkdir -p "$RABBIT_DIR/mnesia" "$RABBIT_DIR/log"
-  tls_files
   echo '[].' > "$RABBITMQ_ENABLED_PLUGINS_FILE"
   cat > "$RABBITMQ_CONFIG_FILE.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:$RABBIT_PORT
+loopback_users = none
+CONF
+  if tls_files; then
+    cat >> "$RABBITMQ_CONFIG_FILE.conf" <<CONF
 listeners.ssl.default = 127.0.0.1:$RABBIT_TLS_PORT
 ssl_options.cacertfile = $RABBIT_DIR/tls/ca.pem
 ssl_options.certfile = $RABBIT_DIR/tls/server.pem
 ssl_options.keyfile = $RABBIT_DIR/tls/server.key
 ssl_options.verify = verify_none
 ssl_options.fail_if_no_peer_cert = false
-loopback_users = none
 CONF
+  fi
   "$BIN/rabbitmq-server" -detached >"$RABBIT_DIR/start.out" 2>&1 || true
   "$BIN/rabbitmqctl" wait --timeout 90 "$RABBITMQ_PID_FILE" >/dev/null 2>&1 \
     || die "broker did not start; see $RABBIT_DIR/log"

@@ -560,3 +560,31 @@ def _traceback(text: str) -> str:
                     return "\n".join(lines[max(0, i - 1):k + 1])
             return "\n".join(lines[i - 1:])
     return "\n".join(lines[-12:])
+
+
+def test_a_job_s_own_json_comes_back_exact_after_a_snapshot_and_a_restart(
+        make_node, clean_queues, node_cfg):
+    """Snapshot job lines are read with orjson, which reads an integer beyond 64 bits
+    as a float: the payload, result and metadata a client sent must come back byte for
+    byte anyway (they are stored as JSON text)."""
+    big = 123456789012345678901234567890
+    payload = {"n": big, "f": 1e16, "s": "é\u2028\U0001f600", "nested": [{"a": None}]}
+    node = make_node(**node_cfg).wait_healthy()
+    c = node.client()
+    register(c, "R-exact", payload=payload, metadata={"m": big})
+    report(c, "R-exact", "running", "w-x")
+    report(c, "R-exact", "completed", "w-x", result={"big": -big, "list": [1.5, "x"]})
+    before = get(c, "R-exact")
+    pad(node)
+    wait_snapshot(node, 0)
+    wait_quiet(c)
+    c.close()
+    restart_from_snapshot(node)
+    c = node.client()
+    after = get(c, "R-exact")
+    assert after["payload"] == payload and after["payload"]["n"] == big
+    assert after["result"] == {"big": -big, "list": [1.5, "x"]}
+    assert after["metadata"] == {"m": big}
+    assert {k: v for k, v in after.items() if k != "why"} == \
+        {k: v for k, v in before.items() if k != "why"}
+    c.close()

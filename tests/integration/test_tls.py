@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from .broker_fixtures import message_count, purge
+from .broker_fixtures import message_count, port_open, purge
 from .cluster_fixtures import Cluster
 from .conftest import REPO, wait_until, own_broker
 
@@ -165,7 +165,16 @@ def test_a_follower_forwards_writes_to_the_leader_over_https(tmp_path_factory, c
 
 # RabbitMQ over TLS ###############################################################
 
-def test_jobs_reach_rabbitmq_over_amqps(make_node, rabbit, certs):
+@pytest.fixture
+def amqps(rabbit):
+    """The broker's AMQPS port (scripts/rabbitmq-local.sh sets it up when it has openssl)."""
+    if not port_open(TLS_PORT):
+        pytest.skip(f"the test broker has no AMQPS listener on {TLS_PORT} (no openssl when "
+                    "scripts/rabbitmq-local.sh started it)")
+    return TLS_PORT
+
+
+def test_jobs_reach_rabbitmq_over_amqps(make_node, rabbit, amqps, certs):
     ca = f"{os.environ.get('TMPDIR') or '/tmp'}/dqorch-rabbit-{PORT}/tls/ca.pem"
     purge(PORT, "job.medium")
     node = make_node(TLS_PORT, rabbitmq_tls=True, rabbitmq_tls_ca_file=ca)
@@ -177,7 +186,7 @@ def test_jobs_reach_rabbitmq_over_amqps(make_node, rabbit, certs):
 
 
 def test_a_broker_certificate_for_another_name_is_refused_with_one_clear_line(
-        make_node, rabbit, certs):
+        make_node, rabbit, amqps, certs):
     ca = f"{os.environ.get('TMPDIR') or '/tmp'}/dqorch-rabbit-{PORT}/tls/ca.pem"
     node = make_node(TLS_PORT, rabbitmq_tls=True, rabbitmq_tls_ca_file=ca,
                      rabbitmq_tls_server_name="rabbit.elsewhere.example")
