@@ -316,7 +316,7 @@ def make_app(svc) -> bottle.Bottle:
             # may exist: get_job says 503, not 404 (a fault run saw a 404 for a job
             # accepted during a partition, read from the isolated old leader).
             bottle.request.environ["dq.current"] = fwd is None or (
-                node.role == "leader" and node.has_quorum_contact())
+                node.role == "leader" and node.has_quorum_contact(lease=True))
             return fn(*args, **kwargs)
         return route
 
