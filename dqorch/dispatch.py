@@ -164,7 +164,7 @@ class Dispatcher:
                         "%d waited: RabbitMQ down too long)", st.events_dropped -
                         self._events_dropped, st.events_dropped, st_mod.OUTBOX_MAX)
             self._events_dropped = st.events_dropped
-        done = self.node.state.outbox_done
+        done = st.outbox_done
         if self._ev_acked < done:
             # Marked published by an earlier leader's late mark, or by this one: those
             # are never published (or confirmed) again here.

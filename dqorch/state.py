@@ -644,7 +644,7 @@ def to_snapshot(st: State) -> dict:
     """A JSON-safe view of everything apply() and the queries read. Indexes are rebuilt
     on load; the order terminal jobs ended in is kept (eviction follows it).
     Not a copy: it shares the job records with `st` (jobs.Job: serialise each with
-    to_dict()), so serialise it (as the snapshot child does) before the next apply, and
+    to_record()), so serialise it (as the snapshot child does) before the next apply, and
     never hand it to from_snapshot unserialised while `st` lives on."""
     return {
         "jobs": [st.jobs[st.by_seq[seq]] for seq in st.all],
