@@ -7,7 +7,6 @@ import argparse
 import errno
 import fcntl
 import gc
-import http.client
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from .dispatch import Dispatcher, Timers
 from .errors import ReplayFailed
 from .forward import Forwarder
 from .rates import Rates
-from . import console, tls
+from . import console, headers, tls
 from .raft.log import LogCorrupt, RaftLog
 from .raft.node import RaftNode
 from .workers import WorkerTable
@@ -88,33 +87,8 @@ _PROTOCOL_ERRORS = {
 }
 
 
-class _Smuggling(ValueError):
-    """Framing a proxy and this server could read differently (RFC 9112 §6.1)."""
-
-
 class _HeadersTimeout(ValueError):
     """The request's headers took longer than http_request_timeout_s."""
-
-
-class _Headers(pywsgi.OldMessage):
-    """pywsgi's header class, refusing what it would quietly repair."""
-
-    def __delitem__(self, name):
-        # pywsgi drops Content-Length when Transfer-Encoding is chunked; RFC 9112 says
-        # a server must refuse such a request: behind a proxy it is request smuggling.
-        if name.lower() == "content-length" and name in self:
-            raise _Smuggling("both Transfer-Encoding and Content-Length")
-        super().__delitem__(name)
-
-
-def _parse_headers(fp):
-    """pywsgi.headers_factory with our class."""
-    try:
-        return http.client.parse_headers(fp, _class=_Headers)
-    except http.client.LineTooLong:
-        headers = _Headers()
-        headers.status = "Line too long"
-        return headers
 
 
 class _AcceptPaused(gevent.GreenletExit):
@@ -187,7 +161,16 @@ class NoDelayHandler(pywsgi.WSGIHandler):
         super().__init__(sock, address, server, rfile)
 
     def MessageClass(self, fp, *_args):
-        return _parse_headers(fp)
+        return headers.read(fp)
+
+    def _headers(self):
+        # pywsgi's own joins our fields into lines and splits them again; the same
+        # rules (no name with "_", the two CGI names left out) on the fields.
+        for name, value in self.headers.fields:
+            if "_" not in name:
+                key = name.replace("-", "_").upper()
+                if key != "CONTENT_TYPE" and key != "CONTENT_LENGTH":
+                    yield "HTTP_" + key, value
 
     def read_requestline(self):
         self.socket.settimeout(self.idle_timeout_s)   # socket.timeout: closed quietly
@@ -212,7 +195,7 @@ class NoDelayHandler(pywsgi.WSGIHandler):
             ok = super().read_request(raw_requestline)
         te = self.headers.get("transfer-encoding")
         if te is not None and te.lower() != "chunked":
-            raise _Smuggling(f"Transfer-Encoding {te[:40]!r} (only chunked is accepted)")
+            raise headers.Smuggling(f"Transfer-Encoding {te[:40]!r} (only chunked is accepted)")
         return ok
 
     def _handle_client_error(self, ex):

@@ -139,6 +139,36 @@ def test_ambiguous_framing_is_refused(node, te):
     assert node.client().call("GET", "/api/jobs/smug")[0] == 404
 
 
+@pytest.mark.parametrize("fields", [
+    "X-Folded: a\r\n b",                                  # obsolete line folding
+    "Content-Length : 13",                                 # whitespace before the colon
+    "Content-Length: 13\r\nContent-Length: 14",           # two lengths
+    "\r\n".join(f"X-{i}: 1" for i in range(101)),         # more than 100 fields
+], ids=["folded", "space-before-colon", "two-lengths", "101-fields"])
+def test_header_fields_a_server_must_refuse_are_a_400(node, fields):
+    raw = (b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\n" + fields.encode() +
+           b"\r\nContent-Length: 13\r\n\r\n{\"id\":\"fold\"}")
+    status, body = answer(send(node, raw))
+    assert (status, body["error"]) == (400, "invalid_request"), body
+    assert node.client().call("GET", "/api/jobs/fold")[0] == 404
+    assert "Traceback" not in node.log_tail(200)
+
+
+def test_header_fields_reach_the_app_with_pywsgi_s_rules(node):
+    """Names with "_" never reach the app (no X_Forwarded spoofing of X-Forwarded), and
+    a repeated field reaches it joined by commas."""
+    raw = (b"GET /api/health HTTP/1.1\r\nHost: h\r\nOrigin: https://evil.example\r\n"
+           b"Connection: close\r\n\r\n")
+    assert answer(send(node, raw))[0] == 200
+    # A cross-site write is refused by its Origin; sent as O_rigin it is dropped.
+    body = b'{"id":"hdr-1","type":"http"}'
+    for name, want in ((b"Origin", 403), (b"O_rigin", 202)):
+        raw = (b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\n" + name +
+               b": https://evil.example\r\nContent-Type: application/json\r\n"
+               b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        assert answer(send(node, raw))[0] == want, name
+
+
 def test_a_client_that_stops_mid_body_is_answered_408_and_closed(node):
     raw = send(node, b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\n"
                      b"Content-Length: 100\r\n\r\n{\"id\":")
