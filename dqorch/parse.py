@@ -9,7 +9,7 @@ import json
 import math
 import sys
 
-from . import jobs
+from . import codec, jobs
 from .errors import ApiError, bad
 
 MAX_ID_CHARS = 256
@@ -23,13 +23,9 @@ def body_json(raw: bytes, allow_empty: bool = True) -> dict:
             return {}
         raise ApiError(400, "invalid_json", "request body is empty; expected a JSON object")
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ApiError(400, "invalid_json", f"request body is not valid UTF-8 (byte {e.start})")
-    try:
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as e:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {e}")
+        value = codec.loads(raw)
+    except (ValueError, RecursionError):
+        value = _read_slowly(raw)
     if not isinstance(value, dict):
         raise ApiError(400, "invalid_request",
                        f"request body must be a JSON object, got {_kind(value)}")
@@ -44,17 +40,17 @@ def body_json(raw: bytes, allow_empty: bool = True) -> dict:
     return value
 
 
-def _no_constant(name: str):
-    # Python's json accepts NaN and Infinity; JSON does not, and neither would the
-    # workers that get the job (or the clients that read it back).
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _finite_float(text: str) -> float:
-    v = float(text)
-    if not math.isfinite(v):          # 1e400 parses as inf: same problem as Infinity
-        raise ValueError(f"number {text[:40]} is out of range")
-    return v
+def _read_slowly(raw: bytes):
+    """The stdlib's reading of what orjson refused: the error says what is wrong (and a
+    lone surrogate, which orjson refuses, is named by body_json)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ApiError(400, "invalid_json", f"request body is not valid UTF-8 (byte {e.start})")
+    try:
+        return codec.stdlib_loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {e}")
 
 
 def _kind(v) -> str:
@@ -177,8 +173,7 @@ def register(body: dict, *, new_id, max_retries: int, execution_timeout: int,
         if isinstance(v, int) and not -2**63 <= v < 2**63:   # a time; snapshots use orjson
             raise bad(name, "must be a number within 64 bits (a time), or a string")
         f["client_created_at"] = v
-    size = len(json.dumps(f, separators=(",", ":"), ensure_ascii=False).encode()) \
-        + len(id_.encode())
+    size = len(codec.dumps(f)) + len(id_.encode())
     if size > max_job_bytes:
         raise ApiError(413, "payload_too_large",
                        f"job is {size} bytes; max_job_bytes is {max_job_bytes}")

@@ -34,18 +34,11 @@ from array import array
 
 import orjson
 
+from ..codec import dumps, loads
+
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<IIQQ")
-def _plain(obj):
-    """Records that are not dicts (state.py's jobs.Job) serialise by to_record()."""
-    to_record = getattr(obj, "to_record", None)
-    if to_record is None:
-        raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-    return to_record()
-
-
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_plain).encode
 SEGMENT_RE = re.compile(r"log-(\d{20})\.seg")
 SNAPSHOT_RE = re.compile(r"snapshot-(\d{20})\.json")
 # The commit loop writes at most this much in one append (a single bigger record goes
@@ -64,7 +57,7 @@ def _crc(body: bytes, index: int, term: int) -> int:
 
 
 def encode(index: int, term: int, cmd: dict) -> bytes:
-    body = _dumps(cmd).encode("utf-8")
+    body = dumps(cmd)
     return HEADER.pack(len(body), _crc(body, index, term), index, term) + body
 
 
@@ -106,9 +99,8 @@ def write_atomic(path: str, data) -> None:
 
 # Snapshot format ###########################################################
 
-def _line(obj, fast: bool = False) -> bytes:
-    """fast: orjson, for job lines (no user JSON left undecoded in them)."""
-    body = orjson.dumps(obj, default=_plain) if fast else _dumps(obj).encode("utf-8")
+def _line(obj) -> bytes:
+    body = dumps(obj)
     return b"%08x " % zlib.crc32(body) + body + b"\n"
 
 
@@ -120,13 +112,13 @@ def _snapshot_chunks(index: int, term: int, state: dict, per_chunk: int = 1000):
     whole = zlib.crc32(chunk)
     yield chunk
     for i in range(0, len(jobs), per_chunk):
-        chunk = b"".join(_line(j, fast=True) for j in jobs[i:i + per_chunk])
+        chunk = b"".join(_line(j) for j in jobs[i:i + per_chunk])
         whole = zlib.crc32(chunk, whole)
         yield chunk
     yield _line({"end": len(jobs), "crc32": whole})
 
 
-def _parse_line(path: str, line: bytes, what: str, loads=json.loads):
+def _parse_line(path: str, line: bytes, what: str, loads=loads):
     """The JSON of one checksummed snapshot line, its checksum verified."""
     if len(line) < 10 or line[8:9] != b" " or not line.endswith(b"\n"):
         raise LogCorrupt(f"{path}: {what} is damaged (not a checksummed line)")
@@ -267,7 +259,7 @@ class RaftLog:
                 batch_end = pos + HEADER.size + term
             else:
                 yield (index, term,
-                       json.loads(data[pos + HEADER.size: pos + HEADER.size + length]), pos)
+                       loads(data[pos + HEADER.size: pos + HEADER.size + length]), pos)
             pos += HEADER.size + length
 
     @staticmethod
@@ -316,7 +308,9 @@ class RaftLog:
             else:
                 head, v2 = _parse_line(path, first, "the head line"), True
             index, term, total, state = head["index"], head["term"], head["jobs"], head["state"]
-            loads = orjson.loads if head.get("format", 1) >= 3 else json.loads
+            # Job lines of format 3 hold no integer beyond 64 bits (parse.py bounds
+            # createdAt; payloads are strings in them): orjson alone.
+            job_loads = orjson.loads if head.get("format", 1) >= 3 else json.loads
         except (ValueError, KeyError, TypeError, LogCorrupt) as e:
             f.close()
             raise e if isinstance(e, LogCorrupt) else LogCorrupt(f"{path}: damaged head ({e!r})")
@@ -335,7 +329,7 @@ class RaftLog:
                             n += 1
                             break
                         else:
-                            job = _parse_line(path, line, f"job line {n + 1}", loads)
+                            job = _parse_line(path, line, f"job line {n + 1}", job_loads)
                             whole = zlib.crc32(line, whole)
                             yield job
                     except ValueError as e:
@@ -432,7 +426,7 @@ class RaftLog:
             if i != index or len(body) != length or crc != _crc(body, i, term):
                 raise LogCorrupt(f"segment {self._segs[k]}: entry {index} does not read "
                                  f"back at byte {self._offs[k]}")
-            out.append((index, term, json.loads(body)))
+            out.append((index, term, loads(body)))
         return out
 
     def _close_readers(self, keep=lambda first: False) -> None:

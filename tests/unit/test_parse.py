@@ -91,6 +91,22 @@ def test_deeply_nested_json_is_invalid_json_not_a_crash():
     assert (e.status, e.code) == (400, "invalid_json")
 
 
+def test_a_payload_nested_about_as_deep_as_python_can_go_is_read_or_refused():
+    """Near the recursion limit: whatever codec.loads reads, the size check can write
+    (a RecursionError there would be a 500)."""
+    outcomes = set()
+    for depth in range(850, 1000, 2):
+        raw = b'{"payload":{"a":' + b"[" * depth + b"]" * depth + b"}}"
+        try:
+            parse.register(parse.body_json(raw), new_id=lambda: "x", max_retries=3,
+                           execution_timeout=60, max_job_bytes=1 << 20, publish=True)
+            outcomes.add("accepted")
+        except ApiError as e:
+            assert (e.status, e.code) == (400, "invalid_json")
+            outcomes.add("refused")
+    assert outcomes == {"accepted", "refused"}
+
+
 @pytest.mark.parametrize("raw, kind", [(b"[1, 2]", "array"), (b'"job"', "string"),
                                        (b"42", "number"), (b"4.5", "number"),
                                        (b"null", "null"), (b"true", "boolean")])

@@ -13,7 +13,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "dqorch"
 
-PURE = ("jobs", "state", "parse", "errors")          # dqorch modules a pure one may use
+PURE = ("jobs", "state", "parse", "errors", "codec")   # dqorch modules a pure one may use
 PURE_LIBS = {"orjson"}         # outside the stdlib, and pure too: a JSON codec, no I/O
 FORBIDDEN = {"gevent", "pika", "bottle", "prometheus_client", "socket", "time", "random",
              "uuid", "os", "threading", "subprocess", "select", "signal", "logging",
@@ -70,7 +70,7 @@ def attribute_calls(source: str) -> set:
     return out
 
 
-@pytest.mark.parametrize("module", ["jobs", "state", "parse", "errors"])
+@pytest.mark.parametrize("module", ["jobs", "state", "parse", "errors", "codec"])
 def test_pure_module_imports_only_stdlib_and_pure_dqorch(module):
     source = (PKG / (module + ".py")).read_text()
     assert violations(source, module) == []
