@@ -198,6 +198,31 @@ class NoDelayHandler(pywsgi.WSGIHandler):
             raise headers.Smuggling(f"Transfer-Encoding {te[:40]!r} (only chunked is accepted)")
         return ok
 
+    # pywsgi sends a response's head and its body apart: with TCP_NODELAY, two sends
+    # and two packets per response, and the client reads twice. Bodies up to this size
+    # go out with their head in one send (bench/register.py, 1 connection: µs/request
+    # in docs/BENCHMARKS.md "One send per response").
+    JOIN_BODY_MAX = 65536
+    _head = None          # None: not joining; b"": the next send is the head; else it
+
+    def _write_with_headers(self, data):
+        if data and len(data) <= self.JOIN_BODY_MAX:
+            self._head = b""
+        try:
+            super()._write_with_headers(data)
+        finally:
+            self._head = None
+
+    def _sendall(self, data):
+        head = self._head
+        if head is not None:
+            if not head:
+                self._head = bytes(data)          # the head: sent with the body
+                return
+            self._head = None
+            data = head + data
+        super()._sendall(data)
+
     def _handle_client_error(self, ex):
         # A client's mistake, not ours: one debug line, and the JSON error shape.
         log.debug("refused a malformed request client=%s error=%s", self.client_address, ex)

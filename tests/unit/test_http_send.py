@@ -1,0 +1,72 @@
+"""NoDelayHandler answers a small response in one send (head and body together), a
+big one as pywsgi does: a real server on loopback, its sends counted as they happen."""
+import socket
+
+import gevent
+import pytest
+
+from dqorch.app import NodeServer, NoDelayHandler
+
+
+class Spy:
+    """The accepted socket, its sendall calls recorded."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def sendall(self, data):
+        Counting.sends.append(bytes(data))
+        return self._sock.sendall(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class Counting(NoDelayHandler):
+    sends: list = []
+
+    def __init__(self, sock, address, server, rfile=None):
+        super().__init__(Spy(sock), address, server, rfile)
+
+
+def app(environ, start_response):
+    size = int(environ["PATH_INFO"].strip("/") or 0)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"x" * size] if size else []
+
+
+@pytest.fixture
+def server():
+    s = NodeServer(("127.0.0.1", 0), app, handler_class=Counting, log=None)
+    s.start()
+    yield s
+    s.stop()
+
+
+def get(server, path):
+    Counting.sends.clear()
+    with socket.create_connection(("127.0.0.1", server.server_port)) as c:
+        c.sendall(f"GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        out = b""
+        while not _complete(out):
+            out += c.recv(1 << 20)
+    gevent.sleep(0)
+    return out
+
+
+def _complete(out: bytes) -> bool:
+    head, sep, body = out.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+              if line.lower().startswith(b"content-length:")]
+    return len(body) >= length[0]
+
+
+@pytest.mark.parametrize("size,sends", [(300, 1), (65536, 1), (65537, 2), (0, 1)])
+def test_head_and_body_go_together_when_small(server, size, sends):
+    out = get(server, f"/{size}")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == b"x" * size
+    assert len(Counting.sends) == sends
+    assert b"".join(Counting.sends) == out
