@@ -157,3 +157,30 @@ def test_a_lazy_proposal_rides_in_the_next_round_or_goes_alone(tmp_path):
     late = node.propose_async({"op": "noop"}, lazy=True)
     node.stop()                                   # stop commits what was proposed
     assert late.ready()
+
+
+def test_fsync_runs_inline_while_the_disk_is_fast_and_in_a_thread_after_a_slow_one(tmp_path):
+    """Rule 5. Each fsync says which OS thread ran it; the first after start-up is slow."""
+    import time
+    from gevent.monkey import get_original
+    thread_id = get_original("threading", "get_ident")    # patched: the greenlet's
+    threads, slow = [], []
+
+    def fsync(fd):
+        threads.append(thread_id())
+        if slow:
+            slow.pop()
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 0.01:    # busy: a slow disk, not a yield
+                pass
+    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
+                    now_ms=lambda: T0, fsync=fsync)
+    node.start()
+    node.propose(reg("fast", T0))
+    hub, n = thread_id(), len(threads)
+    slow.append(True)
+    for i in range(3):
+        node.propose(reg(f"s{i}", T0))
+    node.stop()
+    assert set(threads[:n + 1]) == {hub}          # fast, and the slow one: inline
+    assert len(threads) >= n + 3 and hub not in threads[n + 1:n + 3]
