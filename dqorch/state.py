@@ -656,6 +656,7 @@ def to_snapshot(st: State) -> dict:
         "events_dropped": st.events_dropped,
         "terminal_order": list(st.terminal_fifo),
         "term": st.term,
+        "history_format": 2,            # packed (jobs.pack_history); before it, absent
     }
 
 
@@ -672,8 +673,9 @@ def from_snapshot(data: dict) -> State:
     be any iterable (the log streams it from disk): it is walked once."""
     st = State()
     ended = []                     # (completed_at, seq): for snapshots before terminal_order
+    packed = data.get("history_format", 1) >= 2
     for job in data["jobs"]:
-        job = jobs.Job.from_record(job)
+        job = jobs.Job.from_record(job, packed)
         for key in ("type", "queue", "status", "worker_id", "stale_worker"):
             if key in job:
                 job[key] = _shared(job[key])

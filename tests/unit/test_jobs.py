@@ -184,3 +184,34 @@ def test_event_body_carries_error_and_progress_only_when_set():
           "progress": None}
     body = jobs.event_body(ev)
     assert "errorMessage" not in body and "progress" not in body and "result" not in body
+
+
+# The stored history ########################################################
+
+ENTRIES = [(1_700_000_000_123, "pending", "api", "registered"),
+           (1_700_000_000_180, "queued", "broker", "confirmed in job.high"),
+           (1_700_000_000_150, "running", "w-1", None),           # a clock that went back
+           (1_700_000_090_000, "failed", "w-1", "boom; retry 1 of 3"),
+           (1_700_000_090_000, "pending", "api", "registered")]
+
+
+def test_a_packed_history_reads_back_as_it_was_written():
+    data = jobs.pack_history(ENTRIES)
+    assert jobs.history_of(jobs.Job({"history": data})) == ENTRIES
+    assert b"registered" not in data and b"boom; retry 1 of 3" in data
+    assert len(data) < len(json.dumps(ENTRIES)) * 0.7
+
+
+def test_with_entry_keeps_the_newest_and_their_times():
+    data = jobs.pack_history(ENTRIES[:1])
+    for e in ENTRIES[1:]:
+        data = jobs.with_entry(data, e, keep=3)
+    assert jobs.history_of(jobs.Job({"history": data})) == ENTRIES[-3:]
+
+
+def test_a_record_from_before_packed_histories_is_packed_on_load():
+    old = json.dumps([list(e) for e in ENTRIES])          # at_ms and reasons spelt out
+    j = jobs.Job.from_record({"id": "j1", "history": old}, packed_history=False)
+    assert jobs.history_of(j) == ENTRIES
+    again = jobs.Job.from_record(j.to_record())           # packed: kept as it is
+    assert again["history"] == j["history"]

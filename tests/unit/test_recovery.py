@@ -117,3 +117,28 @@ def test_a_snapshot_really_happens_in_the_property(tmp_path):
     assert again.log.snapshot_index > 0
     assert sorted(again.state.jobs) == sorted(node.state.jobs)
     again.stop()
+
+
+def test_a_snapshot_from_before_packed_histories_loads_through_the_files(tmp_path):
+    """The previous version's snapshot: no history_format, each history spelt out
+    ([at_ms, status, by, reason] in full). A node starting on it has the same jobs."""
+    from dqorch.jobs import history_of
+    from tests.unit.test_state import fresh, rep, reg
+    st = fresh(reg("a", T0), rep("a", "running", T0 + 5), rep("a", "completed", T0 + 9),
+               reg("b", T0 + 20))
+    snap = json.loads(json.dumps(S.to_snapshot(st), default=Job.to_record))
+    del snap["history_format"]
+    for rec in snap["jobs"]:
+        rec["history"] = json.dumps([list(h) for h in history_of(st.jobs[rec["id"]])])
+    log = RaftLog(str(tmp_path))
+    log.open()
+    log.write_snapshot(7, 1, snap)
+    log.close()
+    node = make_node(str(tmp_path), 10**6)
+    node.start()
+    try:
+        for id_ in ("a", "b"):
+            assert history_of(node.state.jobs[id_]) == history_of(st.jobs[id_])
+        assert node.state.jobs["a"]["status"] == "completed"
+    finally:
+        node.stop()
