@@ -674,11 +674,20 @@ def from_snapshot(data: dict) -> State:
     st = State()
     ended = []                     # (completed_at, seq): for snapshots before terminal_order
     packed = data.get("history_format", 1) >= 2
+    _ints: dict = {}
     for job in data["jobs"]:
         job = jobs.Job.from_record(job, packed)
         for key in ("type", "queue", "status", "worker_id", "stale_worker"):
             if key in job:
                 job[key] = _shared(job[key])
+        # Numbers past 256 are an object each after decoding, where a live job shares
+        # them (execution_timeout with every job; running_since is its started_at):
+        # 58 bytes a job after a restart (bench/memory.py).
+        job["execution_timeout"] = _ints.setdefault(job["execution_timeout"],
+                                                    job["execution_timeout"])
+        since = job.get("running_since")
+        if since is not None and since == job["started_at"]:
+            job["running_since"] = job["started_at"]
         _insert(st, job)
         if job["status"] in TERMINAL:
             ended.append((job["completed_at"] or 0, job["seq"]))
