@@ -326,7 +326,13 @@ class Node:
             except OSError as e:
                 raise StartupError(EXIT_LISTEN, f"cannot listen on UDP {cfg.node_host}:"
                                    f"{cfg.raft_port} (raft_port): {e.strerror or e}")
-        self.node.start()
+        # Loading makes millions of objects and no cycles: collections meanwhile only
+        # scan them again and again (+1.5 µs a job at 300,000 jobs, growing with n).
+        gc.disable()
+        try:
+            self.node.start()
+        finally:
+            gc.enable()
         gc.collect()
         gc.freeze()
         self._timers = gevent.spawn(self._check_timers)

@@ -42,16 +42,17 @@ class SortedSeqs:
 
     def add(self, x: int) -> None:
         self._len += 1
-        if not self._maxes:
+        maxes = self._maxes
+        if not maxes:
             self._lists.append([x])
-            self._maxes.append(x)
+            maxes.append(x)
             return
-        i = bisect_left(self._maxes, x)
-        if i == len(self._maxes):
-            i -= 1
+        if x > maxes[-1]:                 # the usual case: a new job, a load in order
+            i = len(maxes) - 1
             self._lists[i].append(x)
-            self._maxes[i] = x
+            maxes[i] = x
         else:
+            i = bisect_left(maxes, x)
             insort(self._lists[i], x)
         lst = self._lists[i]
         if len(lst) > 2 * self.BLOCK:
@@ -135,22 +136,25 @@ class State:
 
 # Indexes ###################################################################
 
-def _index(st: State, job: dict, add: bool) -> None:
+def _index(st: State, job: jobs.Job, add: bool) -> None:
     """Add or remove a job in every index but by_status (see _move)."""
-    seq = job["seq"]
-    keyed = [(st.by_type, job["type"])]
-    if job["worker_id"] is not None:
-        keyed.append((st.by_worker, job["worker_id"]))
-    st.queue_counts[job["queue"]][job["status"]] += 1 if add else -1
-    for field, key in (("type", job["type"]), ("worker_id", job["worker_id"])):
+    seq = job.seq
+    keyed = [(st.by_type, job.type)]
+    if job.worker_id is not None:
+        keyed.append((st.by_worker, job.worker_id))
+    st.queue_counts[job.queue][job.status] += 1 if add else -1
+    for field, key in (("type", job.type), ("worker_id", job.worker_id)):
         if key is not None:
-            _pair_count(st, field, key, job["status"], 1 if add else -1)
+            _pair_count(st, field, key, job.status, 1 if add else -1)
     if add:
-        st.by_queue[job["queue"]].add(seq)
+        st.by_queue[job.queue].add(seq)
         for idx, key in keyed:
-            idx.setdefault(key, SortedSeqs()).add(seq)
+            seqs = idx.get(key)
+            if seqs is None:
+                seqs = idx[key] = SortedSeqs()
+            seqs.add(seq)
     else:
-        st.by_queue[job["queue"]].remove(seq)
+        st.by_queue[job.queue].remove(seq)
         for idx, key in keyed:
             s = idx[key]
             s.remove(seq)
@@ -159,7 +163,9 @@ def _index(st: State, job: dict, add: bool) -> None:
 
 
 def _pair_count(st: State, field: str, key: str, status: str, delta: int) -> None:
-    counts = st.pair_counts.setdefault((field, key), {})
+    counts = st.pair_counts.get((field, key))
+    if counts is None:
+        counts = st.pair_counts[(field, key)] = {}
     n = counts.get(status, 0) + delta
     if n:
         counts[status] = n
@@ -169,67 +175,67 @@ def _pair_count(st: State, field: str, key: str, status: str, delta: int) -> Non
             del st.pair_counts[(field, key)]
 
 
-def _set_worker(st: State, job: dict, worker_id: str | None) -> None:
-    if worker_id == job["worker_id"]:
+def _set_worker(st: State, job: jobs.Job, worker_id: str | None) -> None:
+    if worker_id == job.worker_id:
         return
-    running = job["status"] == RUNNING
+    running = job.status == RUNNING
     if running:
         _running(st, job, add=False)
     _index(st, job, add=False)
-    job["worker_id"] = worker_id
+    job.worker_id = worker_id
     _index(st, job, add=True)
     if running:
         _running(st, job, add=True)
 
 
-def _running(st: State, job: dict, add: bool) -> None:
+def _running(st: State, job: jobs.Job, add: bool) -> None:
     """Keep running_on[worker] (the seqs of the jobs running there) in step."""
-    w = job["worker_id"]
+    w = job.worker_id
     if w is None:
         return
     if add:
-        st.running_on.setdefault(w, {})[job["seq"]] = None
+        st.running_on.setdefault(w, {})[job.seq] = None
     else:
         seqs = st.running_on[w]
-        del seqs[job["seq"]]
+        del seqs[job.seq]
         if not seqs:
             del st.running_on[w]
 
 
-def _insert(st: State, job: dict) -> None:
-    st.jobs[job["id"]] = job
-    st.by_seq[job["seq"]] = job["id"]
-    st.all.add(job["seq"])
-    st.by_status[job["status"]].add(job["seq"])
-    if job["status"] == RUNNING:
+def _insert(st: State, job: jobs.Job) -> None:
+    st.jobs[job.id] = job
+    st.by_seq[job.seq] = job.id
+    st.all.add(job.seq)
+    st.by_status[job.status].add(job.seq)
+    if job.status == RUNNING:
         _running(st, job, add=True)
     _index(st, job, add=True)
 
 
-def _remove(st: State, job: dict) -> None:
-    st.terminal_fifo.pop(job["seq"], None)
+def _remove(st: State, job: jobs.Job) -> None:
+    st.terminal_fifo.pop(job.seq, None)
     _index(st, job, add=False)
-    if job["status"] == RUNNING:
+    if job.status == RUNNING:
         _running(st, job, add=False)
-    st.by_status[job["status"]].remove(job["seq"])
-    st.all.remove(job["seq"])
-    del st.by_seq[job["seq"]]
-    del st.jobs[job["id"]]
+    st.by_status[job.status].remove(job.seq)
+    st.all.remove(job.seq)
+    del st.by_seq[job.seq]
+    del st.jobs[job.id]
 
 
-def _note(job: dict, at_ms: int, status: str, by: str, reason: str | None) -> None:
-    job["history"] = jobs.with_entry(job["history"], (at_ms, status, by, reason),
+def _note(job: jobs.Job, at_ms: int, status: str, by: str, reason: str | None) -> None:
+    job.history = jobs.with_entry(job.history, (at_ms, status, by, reason),
                                      HISTORY_MAX)
 
 
-def _move(st: State, job: dict, to: str, at_ms: int, by: str, reason: str | None) -> tuple:
-    frm = job["status"]
+def _move(st: State, job: jobs.Job, to: str, at_ms: int, by: str, reason: str | None) -> tuple:
+    frm = job.status
     if to not in jobs.TRANSITIONS[frm]:
-        raise AssertionError(f"job {job['id']}: {frm} -> {to} is not a legal move")
+        raise AssertionError(f"job {job.id}: {frm} -> {to} is not a legal move")
     if to != frm:
-        st.by_status[frm].remove(job["seq"])
-        st.by_status[to].add(job["seq"])
-        counts = st.queue_counts[job["queue"]]
+        st.by_status[frm].remove(job.seq)
+        st.by_status[to].add(job.seq)
+        counts = st.queue_counts[job.queue]
         counts[frm] -= 1
         counts[to] += 1
         for field in ("type", "worker_id"):
@@ -238,14 +244,14 @@ def _move(st: State, job: dict, to: str, at_ms: int, by: str, reason: str | None
                 _pair_count(st, field, job[field], to, +1)
         if frm == RUNNING:
             _running(st, job, add=False)
-        job["status"] = to
+        job.status = to
         if to == RUNNING:
             _running(st, job, add=True)
         if to in TERMINAL:
-            st.terminal_fifo[job["seq"]] = None
+            st.terminal_fifo[job.seq] = None
         elif frm in TERMINAL:
             # Registered again: it re-enters the order when it ends again.
-            del st.terminal_fifo[job["seq"]]
+            del st.terminal_fifo[job.seq]
     if to == RUNNING:
         job["running_since"] = at_ms
     elif to == PENDING:
@@ -254,8 +260,8 @@ def _move(st: State, job: dict, to: str, at_ms: int, by: str, reason: str | None
     return (frm, to)
 
 
-def _event(st: State, job: dict, status: str, at_ms: int, **extra) -> None:
-    ev = {"job": job["id"], "status": status, "worker": job["worker_id"], "at_ms": at_ms}
+def _event(st: State, job: jobs.Job, status: str, at_ms: int, **extra) -> None:
+    ev = {"job": job.id, "status": status, "worker": job.worker_id, "at_ms": at_ms}
     ev.update(extra)
     st.outbox[st.outbox_next] = ev
     st.outbox_next += 1
@@ -660,6 +666,9 @@ def to_snapshot(st: State) -> dict:
     }
 
 
+_SHARED_FIELDS = ("type", "queue", "status", "worker_id", "stale_worker")
+
+
 def _shared(s, _seen: dict = {}):
     """One copy of each short repeated string (statuses, names, fixed reasons): JSON
     decoding makes a new one per occurrence, ~700 bytes a job at 1M jobs."""
@@ -672,25 +681,31 @@ def from_snapshot(data: dict) -> State:
     """The state to_snapshot(st) describes, after a trip through JSON. data["jobs"] may
     be any iterable (the log streams it from disk): it is walked once."""
     st = State()
+    order = data.get("terminal_order")
     ended = []                     # (completed_at, seq): for snapshots before terminal_order
+    terminal = 0
     packed = data.get("history_format", 1) >= 2
-    _ints: dict = {}
-    for job in data["jobs"]:
-        job = jobs.Job.from_record(job, packed)
-        for key in ("type", "queue", "status", "worker_id", "stale_worker"):
-            if key in job:
-                job[key] = _shared(job[key])
+    ints: dict = {}
+    for rec in data["jobs"]:
+        for key in _SHARED_FIELDS:
+            v = rec.get(key)
+            if v is not None:
+                rec[key] = _shared(v)
         # Numbers past 256 are an object each after decoding, where a live job shares
         # them (execution_timeout with every job; running_since is its started_at):
         # 58 bytes a job after a restart (bench/memory.py).
-        job["execution_timeout"] = _ints.setdefault(job["execution_timeout"],
-                                                    job["execution_timeout"])
-        since = job.get("running_since")
-        if since is not None and since == job["started_at"]:
-            job["running_since"] = job["started_at"]
+        if "execution_timeout" in rec:
+            rec["execution_timeout"] = ints.setdefault(rec["execution_timeout"],
+                                                       rec["execution_timeout"])
+        since = rec.get("running_since")
+        if since is not None and since == rec.get("started_at"):
+            rec["running_since"] = rec["started_at"]
+        job = jobs.Job.from_record(rec, packed)
         _insert(st, job)
-        if job["status"] in TERMINAL:
-            ended.append((job["completed_at"] or 0, job["seq"]))
+        if job.status in TERMINAL:
+            terminal += 1
+            if order is None:
+                ended.append((job.completed_at or 0, job.seq))
     st.next_seq = data["next_seq"]
     st.outbox = {seq: ev for seq, ev in data["outbox"]}
     st.outbox_next = data["outbox_next"]
@@ -698,12 +713,15 @@ def from_snapshot(data: dict) -> State:
     st.evicted = data.get("evicted", 0)
     st.events_dropped = data.get("events_dropped", 0)
     st.term = data.get("term", 0)
-    order = data.get("terminal_order")
     if order is None:
         ended.sort()
         order = [seq for _, seq in ended]
-    elif len(order) != len(ended) or any(
-            st.jobs[st.by_seq[seq]]["status"] not in TERMINAL for seq in order):
+    elif len(order) != terminal:
         raise ValueError("terminal_order does not match the terminal jobs")
-    st.terminal_fifo.update((seq, None) for seq in order)
+    fifo = st.terminal_fifo
+    for seq in order:
+        job = st.jobs[st.by_seq[seq]]
+        if job.status not in TERMINAL:
+            raise ValueError("terminal_order does not match the terminal jobs")
+        fifo[job.seq] = None      # the job's own int: the order's copies are freed (28 B)
     return st
