@@ -22,6 +22,8 @@ setup(
     extras_require={"test": ["pytest>=8,<9.1", "hypothesis>=6", "schemathesis>=4.0", "jsonschema>=4",
                              "openapi-spec-validator>=0.7",
                              # the web console's tests drive a real headless Chromium
-                             "selenium>=4.20"]},
+                             "selenium>=4.20"],
+                    # bench/chart.py's PNG only; nothing at run time or in the tests
+                    "bench": ["matplotlib>=3.8"]},
     entry_points={"console_scripts": ["dqorch=dqorch.cli:main"]},
 )

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Every bench in turn (never two at once: they share the CPUs), each section written to
+# docs/BENCHMARKS.md with --write. --quick: small sizes, to check the harness (~6 min);
+# the figures to quote come from a full run (~40 min) on a quiet machine.
+#   bench/all.sh [--quick] [--write]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+quick=0 write=()
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    --write) write=(--write docs/BENCHMARKS.md) ;;
+    *) echo "usage: bench/all.sh [--quick] [--write]" >&2; exit 2 ;;
+  esac
+done
+if (( quick )); then
+  register=(--duration 3 --preload 10000) memory=(--jobs 100000 --tail 10000 --trace-jobs 10000)
+  pipeline=(--quick) publish=(--quick) batch=(--duration 3)
+else
+  register=(--preload 100000 --purge) memory=() pipeline=() publish=() batch=()
+fi
+run() { echo "== $*" >&2; "$PY" "$@"; }
+run bench/headers.py
+run bench/fsync.py --dir "${TMPDIR:-/tmp}"
+run bench/register.py "${register[@]}" "${write[@]}"
+run bench/pipeline.py "${pipeline[@]}" "${write[@]}"
+run bench/pipeline.py --rate 200 --section pipeline-rate "${pipeline[@]}" "${write[@]}"
+run bench/publish.py "${publish[@]}" "${write[@]}"
+run bench/batch.py "${batch[@]}" "${write[@]}"
+run bench/memory.py "${memory[@]}" "${write[@]}"
+if "$PY" -c "import matplotlib" 2>/dev/null; then
+  run bench/chart.py "${write[@]}"
+else
+  echo "bench/chart.py skipped: matplotlib is not installed (pip install -e '.[bench]')" >&2
+fi
