@@ -97,8 +97,7 @@ def main():
     levels = [20_000, 50_000] if a.quick else [int(x) for x in a.levels.split(",")]
     duration = 2 if a.quick else a.duration
     node = start_node(ROOT, tempfile.mkdtemp(prefix="dq-chart-"), rabbitmq_port=a.rabbitmq_port,
-                      publish_on_register="false", job_retention_max=3 * max(levels),
-                      log_level="warning")
+                      publish_on_register="false", job_retention_max=3 * max(levels))
     rows, n = [], 0
     try:
         for level in [0] + levels:
