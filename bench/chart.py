@@ -81,6 +81,7 @@ def plot(rows, path):
     b.legend()
     for ax in (a, b):
         ax.set_xscale("symlog", linthresh=10_000)
+        ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
