@@ -210,8 +210,12 @@ class NoDelayHandler(pywsgi.WSGIHandler):
             self._head = b""
         try:
             super()._write_with_headers(data)
-        finally:
+        except BaseException:
             self._head = None
+            raise
+        head, self._head = self._head, None
+        if head:              # a pywsgi that sent no body after the head: the head alone
+            super()._sendall(head)
 
     def _sendall(self, data):
         head = self._head

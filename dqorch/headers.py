@@ -7,7 +7,9 @@ says a server must refuse, where the email parser repaired or ignored it:
 
 - a field line without a colon, a name that is not a token, or whitespace before the
   colon (§5.1), and obsolete line folding (§5.2): 400;
-- a second Content-Length or Transfer-Encoding (framing a proxy may read otherwise);
+- a second Content-Length or Transfer-Encoding, a Content-Length that is not digits
+  (int() reads "+5" and "1_0"), a bare CR or a NUL in a value (framing a proxy may
+  read otherwise: a bare CR ends a line for some);
 - more than MAX_FIELDS fields or a line longer than MAX_LINE (http.client's limits).
 
 A refusal sets `status`; pywsgi then answers 400 and closes the connection.
@@ -82,9 +84,16 @@ def read(fp) -> Headers:
         if not colon or not _TOKEN.fullmatch(name):
             h.status = "Invalid header line"
             return h
+        value = value.strip(b" \t\r\n")
+        if b"\r" in value or b"\0" in value:       # a bare CR ends a line for others
+            h.status = "Invalid header value"
+            return h
         key = name.decode("latin-1")
         low = key.lower()
-        text = value.strip(b" \t\r\n").decode("latin-1")
+        if low == "content-length" and not value.isdigit():   # int() takes "+5", "1_0"
+            h.status = "Invalid Content-Length"
+            return h
+        text = value.decode("latin-1")
         if low in first:
             if low in _SINGLE:
                 h.status = f"Duplicate {key}"

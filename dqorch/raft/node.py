@@ -26,7 +26,8 @@ dispatcher) starts no commit round of its own: it waits in `_lazy` for the next 
 another proposal starts, and rides in it ahead of that proposal, or for LAZY_S, then
 goes alone. Proposal order is kept: lazy ones were proposed first.
 Rule 5: a commit round's fsync runs inline, blocking the hub, while the disk is fast
-(each within FAST_FSYNC_S); after a slower one, in the threadpool for SLOW_DISK_S.
+(each within FAST_FSYNC_S); after a slower one, in the threadpool until none has been
+slower for SLOW_DISK_S (fsyncs in the pool are timed too).
 """
 from __future__ import annotations
 
@@ -591,19 +592,19 @@ class RaftNode:
     _thread_sync_until = 0.0
 
     def _sync(self) -> None:
-        """Rule 5: fsync inline while the disk is fast; in the threadpool for
-        SLOW_DISK_S after an fsync that took more than FAST_FSYNC_S, so that the hub
+        """Rule 5: fsync inline while the disk is fast; in the threadpool until
+        SLOW_DISK_S pass without an fsync slower than FAST_FSYNC_S, so that the hub
         keeps serving requests (and the next batch forms) while the disk is slow."""
         fd = self.log.fileno()
-        if time.monotonic() < self._thread_sync_until:
-            in_thread(self._fsync, fd)
-            return
         t0 = time.monotonic()
-        self._fsync(fd)
-        if time.monotonic() - t0 > FAST_FSYNC_S:
+        if t0 < self._thread_sync_until:
+            in_thread(self._fsync, fd)
+        else:
+            self._fsync(fd)
+        took = time.monotonic() - t0
+        if took > FAST_FSYNC_S:         # in the pool too: a disk still slow keeps it there
             self._thread_sync_until = time.monotonic() + SLOW_DISK_S
-            log.debug("slow fsync seconds=%.3f; in the threadpool for %ss",
-                      time.monotonic() - t0, SLOW_DISK_S)
+            log.debug("slow fsync seconds=%.3f; in the threadpool for %ss", took, SLOW_DISK_S)
 
     def _write(self, data: bytes, count: int) -> bool:
         """Append and fsync one batch of encoded records."""

@@ -144,7 +144,9 @@ def test_ambiguous_framing_is_refused(node, te):
     "Content-Length : 13",                                 # whitespace before the colon
     "Content-Length: 13\r\nContent-Length: 14",           # two lengths
     "\r\n".join(f"X-{i}: 1" for i in range(101)),         # more than 100 fields
-], ids=["folded", "space-before-colon", "two-lengths", "101-fields"])
+    "X-A: b\rContent-Length: 13",                          # a bare CR: a line end for some
+    "Content-Length: 1_3",                                 # int() reads it as 13
+], ids=["folded", "space-before-colon", "two-lengths", "101-fields", "bare-cr", "cl-1_3"])
 def test_header_fields_a_server_must_refuse_are_a_400(node, fields):
     raw = (b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\n" + fields.encode() +
            b"\r\nContent-Length: 13\r\n\r\n{\"id\":\"fold\"}")

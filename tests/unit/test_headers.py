@@ -37,6 +37,11 @@ def test_reading_stops_at_the_empty_line():
     (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", "Duplicate"),
     (b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", "More than 100"),
     (b"X: " + b"a" * 65536 + b"\r\n\r\n", "Line too long"),
+    (b"X-A: b\rContent-Length: 5\r\n\r\n", "Invalid header value"),   # a bare CR
+    (b"X-A: b\0c\r\n\r\n", "Invalid header value"),
+    (b"Content-Length: 1_0\r\n\r\n", "Invalid Content-Length"),
+    (b"Content-Length: +5\r\n\r\n", "Invalid Content-Length"),
+    (b"Content-Length: 5\x0b\r\n\r\n", "Invalid Content-Length"),
 ])
 def test_what_a_server_must_refuse_sets_status(raw, why):
     assert read(raw).status.startswith(why)

@@ -184,3 +184,42 @@ def test_fsync_runs_inline_while_the_disk_is_fast_and_in_a_thread_after_a_slow_o
     node.stop()
     assert set(threads[:n + 1]) == {hub}          # fast, and the slow one: inline
     assert len(threads) >= n + 3 and hub not in threads[n + 1:n + 3]
+
+
+def test_a_disk_that_stays_slow_keeps_fsync_in_the_threadpool(tmp_path, monkeypatch):
+    """Rule 5: fsyncs in the pool are timed too; while they stay slow the hub is never
+    blocked by one again, however long that lasts. Once they are fast, inline again."""
+    import time
+    from gevent.monkey import get_original
+    from dqorch.raft import node as node_mod
+    monkeypatch.setattr(node_mod, "SLOW_DISK_S", 0.2)
+    thread_id = get_original("threading", "get_ident")
+    threads, slow = [], [True]
+
+    def fsync(fd):
+        threads.append(thread_id())
+        if slow[0]:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 0.005:
+                pass
+    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
+                    now_ms=lambda: T0, fsync=fsync)
+    node.start()
+    hub = thread_id()
+    try:
+        node.propose(reg("first", T0))            # slow by now: the pool from here on
+        n = len(threads)
+        until, i = time.monotonic() + 3 * node_mod.SLOW_DISK_S, 0
+        while time.monotonic() < until:
+            node.propose(reg(f"slow{i}", T0))
+            i += 1
+        assert len(threads) > n and hub not in threads[n:]
+        slow[0] = False
+        until = time.monotonic() + 10
+        while time.monotonic() < until and threads[-1] != hub:
+            node.propose(reg(f"fast{i}", T0))
+            i += 1
+            gevent.sleep(0.01)
+        assert threads[-1] == hub
+    finally:
+        node.stop()
