@@ -153,6 +153,7 @@ class Core:
         self.commit = max(self.commit, self.snap_index)
         self.commit = min(self.commit, self.last_index())
         self.applied = self.snap_index
+        self._compacted = self.snap_index          # entries up to here hold compact data
         self.stable = self.last_index()
         self.unstable_from = self.stable + 1
         self.lead: str | None = None
@@ -189,6 +190,20 @@ class Core:
     def entries(self, lo: int, hi: int) -> list:
         """Entries [lo, hi); lo must be above snap_index."""
         return self.log[lo - self.snap_index - 1:hi - self.snap_index - 1]
+
+    def compact_applied(self, upto: int, compact) -> None:
+        """Replace the data of the entries up to `upto`, which the caller has applied,
+        by compact(data) (node.py: the command's JSON bytes, a third of the decoded
+        dict): they are kept only to be sent to followers. None stays None."""
+        k = max(self._compacted, self.snap_index) - self.snap_index
+        end = min(upto, self.last_index()) - self.snap_index
+        log = self.log
+        while k < end:
+            e = log[k]
+            if e.data is not None:
+                log[k] = Entry(e.index, e.term, compact(e.data))
+            k += 1
+        self._compacted = max(self._compacted, self.snap_index + end)
 
     def _append(self, entries) -> None:
         """Append after the matching prefix; entries that conflict (same index, other

@@ -154,9 +154,10 @@ class RaftLog:
 
     # Start-up ##############################################################
 
-    def open(self):
+    def open(self, raw: bool = False):
         """Load hard state and the newest snapshot; return (snapshot or None, list of
-        entries after it as (index, term, cmd)), cutting a torn tail (Rule 1).
+        entries after it as (index, term, cmd)), cutting a torn tail (Rule 1). raw:
+        each cmd as its JSON bytes, undecoded (the node decodes one at a time).
         Raises LogCorrupt (one line: file, offset, cause) or OSError."""
         os.makedirs(self.dir, exist_ok=True)
         segs, snaps = self._scan()
@@ -168,7 +169,7 @@ class RaftLog:
         entries = []
         for n, (first, path) in enumerate(segs):
             last_seg = n == len(segs) - 1
-            for index, term, cmd, pos in self._read_segment(path, truncate_tail=last_seg):
+            for index, term, cmd, pos in self._read_segment(path, last_seg, raw):
                 if index <= self.snapshot_index:
                     continue
                 if index != self.last_index + 1:
@@ -240,7 +241,7 @@ class RaftLog:
     def segments(self) -> list[tuple[int, str]]:
         return self._scan()[0]
 
-    def _read_segment(self, path: str, truncate_tail: bool):
+    def _read_segment(self, path: str, truncate_tail: bool, raw: bool = False):
         with open(path, "rb") as f:
             data = f.read()
         pos, end = 0, len(data)
@@ -258,8 +259,8 @@ class RaftLog:
             if index == 0:
                 batch_end = pos + HEADER.size + term
             else:
-                yield (index, term,
-                       loads(data[pos + HEADER.size: pos + HEADER.size + length]), pos)
+                body = data[pos + HEADER.size: pos + HEADER.size + length]
+                yield index, term, body if raw else loads(body), pos
             pos += HEADER.size + length
 
     @staticmethod

@@ -42,6 +42,7 @@ from dataclasses import replace
 import gevent
 import gevent.event
 
+from .. import codec
 from .. import state as st_mod
 from ..errors import LogFailed, NotLeader, Overloaded, ProposeTimeout, ReplayFailed
 from . import core as C
@@ -93,6 +94,14 @@ def in_thread(fn, *args):
     if error is not None:
         raise error
     return value
+
+
+def _compact(cmd) -> bytes:
+    """An applied command as kept in the core, to be sent to followers: its JSON, 248
+    bytes against 817 for the decoded dict (a register's, on average; up to
+    snapshot_entries of them are held). An exact-size copy: orjson's bytes keep their
+    buffer."""
+    return cmd if type(cmd) is bytes else memoryview(codec.dumps(cmd)).tobytes()
 
 
 def _noop(term: int) -> dict:
@@ -163,7 +172,7 @@ class RaftNode:
         peers elects itself at once). LogCorrupt: data_dir is damaged. ReplayFailed: an
         entry cannot be applied. OSError: data_dir cannot be read or written."""
         t0 = time.monotonic()
-        snap, entries = self.log.open()
+        snap, entries = self.log.open(raw=True)
         snap_index, snap_term = 0, 0
         if snap is not None:
             jobs = self._progress(snap["state"]["jobs"], snap["total_jobs"])
@@ -179,10 +188,16 @@ class RaftNode:
         known = self.log.last_index if not self.peers else max(self.log.commit, snap_index)
         total = sum(1 for index, _, _ in entries if index <= known)
         skipped = 0
-        for n, (index, _term, cmd) in enumerate(entries, 1):
+        for n, (index, term, body) in enumerate(entries, 1):
+            try:
+                cmd = codec.loads(body)
+            except (ValueError, RecursionError) as e:
+                raise ReplayFailed(f"log entry index={index} is not JSON: {e}; see README, "
+                                   f"Recovery")
             if isinstance(cmd, dict):
                 self._last_at = max(self._last_at, cmd.get("at_ms") or 0)
             if index > known:
+                entries[n - 1] = (index, term, cmd)   # not applied yet: decoded, for apply
                 continue
             if index in self.skip_entries:
                 log.warning("skipping log entry as asked %s", _entry_name(index, cmd))
@@ -546,6 +561,8 @@ class RaftNode:
         for e in rd.committed:
             self._apply(e)
         core.advance(rd)
+        if rd.committed:
+            core.compact_applied(self.applied_index, _compact)
         for name, fields in rd.events:
             self._event(name, fields)
         if rd.committed:

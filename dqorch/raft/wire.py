@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 
+import orjson
+
+from .. import codec
 from . import core as C
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -35,8 +38,16 @@ def encode(m: C.Message) -> bytes:
     if m.reject:
         out["reject"] = True
     if m.entries:
-        out["e"] = [[e.index, e.term, e.data] for e in m.entries]
-    return _dumps(out).encode("utf-8")
+        # An applied entry's data is its command's JSON (node.py _compact): spliced.
+        out["e"] = [[e.index, e.term, orjson.Fragment(e.data) if type(e.data) is bytes
+                     else e.data] for e in m.entries]
+    try:
+        return orjson.dumps(out)
+    except TypeError:               # an integer beyond 64 bits: the stdlib, no Fragment
+        if m.entries:
+            out["e"] = [[e.index, e.term, codec.loads(e.data) if type(e.data) is bytes
+                         else e.data] for e in m.entries]
+        return _dumps(out).encode("utf-8")
 
 
 def decode(sender: str, me: str, payload: bytes) -> C.Message:

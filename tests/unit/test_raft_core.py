@@ -249,3 +249,20 @@ def test_a_ready_that_installs_a_snapshot_applies_every_entry_after_it():
     rd = follower.ready()
     assert rd.snapshot[0] == snap_at
     assert [e.index for e in rd.committed] == list(range(snap_at + 1, snap_at + 6))
+
+
+def test_compact_applied_replaces_only_applied_data_and_sends_it_on():
+    """What node.py keeps of applied entries (their JSON bytes) is what a follower
+    that lags is sent; entries not applied yet keep their data."""
+    ids = ["n1", "n2", "n3"]
+    nodes = {n: C.Core(n, ids, rng=random.Random(7)) for n in ids}
+    lead = elect(nodes)
+    for x in ("a", "b", "c"):
+        lead.propose({"x": x})
+    pump(nodes)
+    lead.compact_applied(lead.last_index() - 1, lambda d: repr(d).encode())
+    datas = [e.data for e in lead.log]
+    assert datas[0] is None                                  # the leader's no-op
+    assert datas[1:3] == [b"{'x': 'a'}", b"{'x': 'b'}"] and datas[3] == {"x": "c"}
+    lead.compact_applied(lead.last_index() - 1, lambda d: 1 / 0)   # done: not again
+    assert [e.data for e in lead.log] == datas

@@ -24,3 +24,16 @@ def test_every_field_round_trips():
 def test_a_malformed_message_is_a_value_error(bad):
     with pytest.raises(ValueError):
         wire.decode("a", "b", bad)
+
+
+def test_entries_kept_as_json_bytes_go_out_as_the_same_json():
+    """node.py keeps applied entries as their command's JSON; a follower gets the
+    command either way, integers beyond 64 bits included (the stdlib's path)."""
+    import json
+    cmd = {"op": "register", "id": "j1", "job": {"payload": {"n": 2 ** 70, "s": "é"}}}
+    kept = json.dumps(cmd).encode()
+    for first in (kept, cmd):
+        m = C.Message(C.APPEND, frm="a", to="b", term=2, index=4, log_term=1,
+                      entries=(C.Entry(5, 2, first), C.Entry(6, 2, None), C.Entry(7, 2, {"op": "x"})))
+        got = wire.decode("a", "b", wire.encode(m))
+        assert [e.data for e in got.entries] == [cmd, None, {"op": "x"}]
