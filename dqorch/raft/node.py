@@ -104,6 +104,10 @@ def _compact(cmd) -> bytes:
     return cmd if type(cmd) is bytes else memoryview(codec.dumps(cmd)).tobytes()
 
 
+def _forget(cmd) -> None:
+    return None
+
+
 def _noop(term: int) -> dict:
     return {"op": "noop", "term": term}
 
@@ -221,7 +225,9 @@ class RaftNode:
             hard_state=(self.log.term, self.log.vote, known),
             snapshot=(snap_index, snap_term,
                       self.log.snapshot_path(snap_index) if snap is not None else None),
-            entries=[C.Entry(i, t, cmd) for i, t, cmd in entries],
+            # Applied entries: bytes for followers, nothing without peers (_forget).
+            entries=[C.Entry(i, t, None if i <= known and not self.peers else cmd)
+                     for i, t, cmd in entries],
             witnesses=self.witnesses, max_msg_entries=64, api=self.api)
         self.core.applied = self.applied_index
         if not self.peers:
@@ -562,7 +568,8 @@ class RaftNode:
             self._apply(e)
         core.advance(rd)
         if rd.committed:
-            core.compact_applied(self.applied_index, _compact)
+            # Only followers are ever sent applied entries: without peers, nothing.
+            core.compact_applied(self.applied_index, _compact if self.peers else _forget)
         for name, fields in rd.events:
             self._event(name, fields)
         if rd.committed:

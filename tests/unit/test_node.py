@@ -223,3 +223,17 @@ def test_a_disk_that_stays_slow_keeps_fsync_in_the_threadpool(tmp_path, monkeypa
         assert threads[-1] == hub
     finally:
         node.stop()
+
+
+def test_a_node_without_peers_keeps_no_applied_command_in_memory(tmp_path):
+    """Only followers are sent applied entries: a single node drops them (after a
+    restart too), so the log tail since the last snapshot costs no memory."""
+    node = node_on(tmp_path)
+    for i in range(3):
+        node.propose(reg(f"m{i}", T0))
+    assert all(e.data is None for e in node.core.log if e.index <= node.applied_index)
+    node.stop()
+    node = node_on(tmp_path)
+    assert set(node.state.jobs) >= {"m0", "m1", "m2"}
+    assert all(e.data is None for e in node.core.log if e.index <= node.applied_index)
+    node.stop()

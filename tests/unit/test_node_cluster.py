@@ -146,3 +146,19 @@ def test_a_command_too_large_to_replicate_is_refused_and_the_next_commits(cluste
     assert lead.propose(reg("small", T0))["outcome"] == "created"
     for node in nodes.values():
         wait(lambda: "small" in node.state.jobs, "replicated")
+
+
+def test_applied_entries_are_kept_as_json_and_still_reach_a_follower_that_lagged(cluster):
+    """node.py keeps applied entries as their command's JSON bytes; a follower cut off
+    while they committed gets them from those bytes and applies the same jobs."""
+    nodes = cluster()
+    lead = leader_of(nodes)
+    late = next(n for n in nodes.values() if n is not lead)
+    late._cut = True
+    for i in range(5):
+        assert lead.propose(reg(f"lag{i}", T0))["outcome"] == "created"
+    kept = [e.data for e in lead.core.log if e.index <= lead.applied_index]
+    assert kept and all(d is None or type(d) is bytes for d in kept)
+    late._cut = False
+    wait(lambda: all(f"lag{i}" in late.state.jobs for i in range(5)), "the follower caught up")
+    assert late.state.jobs["lag3"]["status"] == lead.state.jobs["lag3"]["status"]
