@@ -154,11 +154,15 @@ class RaftLog:
 
     # Start-up ##############################################################
 
-    def open(self, raw: bool = False):
+    def open(self, raw: bool = False, on_snapshot=None):
         """Load hard state and the newest snapshot; return (snapshot or None, list of
         entries after it as (index, term, cmd)), cutting a torn tail (Rule 1). raw:
         each cmd as its JSON bytes, undecoded (the node decodes one at a time).
-        Raises LogCorrupt (one line: file, offset, cause) or OSError."""
+        on_snapshot(snapshot or None) runs before the segments are read: what it builds
+        from the snapshot is then not interleaved in memory with the entries, which are
+        freed after the replay (at 1,000,000 jobs and a 100,000-entry tail, 25 B a job
+        of RSS otherwise kept). Raises LogCorrupt (one line: file, offset, cause) or
+        OSError."""
         os.makedirs(self.dir, exist_ok=True)
         segs, snaps = self._scan()
         hs_missing = not self._load_hard_state()
@@ -166,6 +170,8 @@ class RaftLog:
         if snap is not None:
             self.snapshot_index = self.last_index = snap["index"]
             self.last_term = self._snapshot_term = snap["term"]
+        if on_snapshot is not None:
+            on_snapshot(snap)
         entries = []
         for n, (first, path) in enumerate(segs):
             last_seg = n == len(segs) - 1

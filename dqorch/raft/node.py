@@ -171,23 +171,25 @@ class RaftNode:
 
     # Start and stop ########################################################
 
+    def _load_snapshot(self, snap) -> None:
+        if snap is None:
+            return
+        jobs = self._progress(snap["state"]["jobs"], snap["total_jobs"])
+        try:
+            self.state = st_mod.from_snapshot(dict(snap["state"], jobs=jobs))
+        except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as e:
+            raise ReplayFailed(f"snapshot index={snap['index']} cannot be loaded: "
+                               f"{e!r}; see README, Recovery")
+        self.applied_index = snap["index"]
+        log.info("loaded snapshot index=%d jobs=%d", snap["index"], len(self.state.jobs))
+
     def start(self) -> None:
         """Replay snapshot + what is known committed, start the loop (a node without
         peers elects itself at once). LogCorrupt: data_dir is damaged. ReplayFailed: an
         entry cannot be applied. OSError: data_dir cannot be read or written."""
         t0 = time.monotonic()
-        snap, entries = self.log.open(raw=True)
-        snap_index, snap_term = 0, 0
-        if snap is not None:
-            jobs = self._progress(snap["state"]["jobs"], snap["total_jobs"])
-            try:
-                self.state = st_mod.from_snapshot(dict(snap["state"], jobs=jobs))
-            except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as e:
-                raise ReplayFailed(f"snapshot index={snap['index']} cannot be loaded: "
-                                   f"{e!r}; see README, Recovery")
-            snap_index, snap_term = snap["index"], snap["term"]
-            self.applied_index = snap_index
-            log.info("loaded snapshot index=%d jobs=%d", snap_index, len(self.state.jobs))
+        snap, entries = self.log.open(raw=True, on_snapshot=self._load_snapshot)
+        snap_index, snap_term = (snap["index"], snap["term"]) if snap is not None else (0, 0)
         # A majority of one: every entry written was committed.
         known = self.log.last_index if not self.peers else max(self.log.commit, snap_index)
         total = sum(1 for index, _, _ in entries if index <= known)
