@@ -4,6 +4,7 @@ module that knows all the others.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
 import fcntl
 import gc
@@ -64,6 +65,15 @@ def advertised_api(cfg) -> str:
 # generation every so many commands keeps full collections from scanning every job:
 # without it their cost, and the pauses, grow with the number of jobs held.
 GC_FREEZE_EVERY = 10_000
+
+
+def _trim_heap() -> None:
+    """Hand back to the OS the heap the load freed (the snapshot's lines, the log
+    tail's entries): glibc keeps freed memory for reuse until asked."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):     # not glibc: nothing to ask
+        pass
 
 
 def now_ms() -> int:
@@ -339,6 +349,7 @@ class Node:
             gc.enable()
         gc.collect()
         gc.freeze()
+        _trim_heap()
         self._timers = gevent.spawn(self._check_timers)
         self.started = True
         log.info("node ready node=%s %s=%s:%d metrics=%d jobs=%d", cfg.node_name,
