@@ -679,12 +679,9 @@ def to_snapshot(st: State) -> dict:
 _SHARED_FIELDS = ("type", "queue", "status", "worker_id", "stale_worker")
 
 
-def _shared(s, _seen: dict = {}):
-    """One copy of each short repeated string (statuses, names, fixed reasons): JSON
-    decoding makes a new one per occurrence, ~700 bytes a job at 1M jobs."""
-    if s is None or len(s) > 64:
-        return s
-    return _seen.setdefault(s, s)
+# One copy of each short repeated string (statuses, names): JSON decoding makes a new
+# one per occurrence, ~700 bytes a job at 1M jobs. Filled by from_snapshot.
+_SHARED: dict = {}
 
 
 def _index_all(st: State, loaded: list) -> None:
@@ -734,8 +731,8 @@ def from_snapshot(data: dict) -> State:
     for rec in data["jobs"]:
         for key in _SHARED_FIELDS:
             v = rec.get(key)
-            if v is not None:
-                rec[key] = _shared(v)
+            if v is not None and len(v) <= 64:
+                rec[key] = _SHARED.setdefault(v, v)
         # Numbers past 256 are an object each after decoding, where a live job shares
         # them (execution_timeout with every job; running_since is its started_at):
         # 58 bytes a job after a restart (bench/memory.py).

@@ -118,18 +118,23 @@ def _snapshot_chunks(index: int, term: int, state: dict, per_chunk: int = 1000):
     yield _line({"end": len(jobs), "crc32": whole})
 
 
-def _parse_line(path: str, line: bytes, what: str, loads=loads):
-    """The JSON of one checksummed snapshot line, its checksum verified."""
+def _parse_line(path: str, line: bytes, what, loads=loads):
+    """The JSON of one checksummed snapshot line, its checksum verified. what: the
+    line's name, or the number of a job line (named only if it is damaged)."""
     if len(line) < 10 or line[8:9] != b" " or not line.endswith(b"\n"):
-        raise LogCorrupt(f"{path}: {what} is damaged (not a checksummed line)")
+        raise LogCorrupt(f"{path}: {_line_name(what)} is damaged (not a checksummed line)")
     body = line[9:-1]
     try:
         ok = int(line[:8], 16) == zlib.crc32(body)
     except ValueError:
         ok = False
     if not ok:
-        raise LogCorrupt(f"{path}: {what} is damaged (checksum mismatch)")
+        raise LogCorrupt(f"{path}: {_line_name(what)} is damaged (checksum mismatch)")
     return loads(body)
+
+
+def _line_name(what) -> str:
+    return what if isinstance(what, str) else f"job line {what}"
 
 
 class RaftLog:
@@ -336,7 +341,7 @@ class RaftLog:
                             n += 1
                             break
                         else:
-                            job = _parse_line(path, line, f"job line {n + 1}", job_loads)
+                            job = _parse_line(path, line, n + 1, job_loads)
                             whole = zlib.crc32(line, whole)
                             yield job
                     except ValueError as e:
