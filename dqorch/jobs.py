@@ -144,7 +144,7 @@ class Job:
                  "payload", "result", "retry_count", "max_retries", "attempt",
                  "execution_timeout", "metadata", "created_at", "queued_at", "started_at",
                  "completed_at", "history", "running_since", "_extra")
-    # Fields few jobs have live in one dict, `_extra` (unset on most jobs): a slot each
+    # Fields few jobs have live in one dict, `_extra` (most jobs share _NO_EXTRA): a slot each
     # cost 8 bytes on every job (200 bytes a record with 21 slots, 240 with 26).
     RARE = ("client_created_at", "error_message", "progress", "stale_worker",
             "not_before", "from_report")
