@@ -275,7 +275,11 @@ class Node:
         self.tls, peer_tls, rabbit_tls = tls_contexts
         if cfg.raft_peers:
             from .cluster import Cluster
-            self.cluster = Cluster(cfg, self.node, self.workers)
+            try:
+                self.cluster = Cluster(cfg, self.node, self.workers)   # binds raft_port
+            except OSError as e:
+                raise StartupError(EXIT_LISTEN, f"cannot listen on UDP {cfg.node_host}:"
+                                   f"{cfg.raft_port} (raft_port): {e.strerror or e}")
             self.forwarder = Forwarder(self.node, cfg.node_name,
                                        wait_leader_s=2 * cfg.raft_election_timeout_ms / 1000,
                                        tls=peer_tls)

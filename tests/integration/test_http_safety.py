@@ -302,6 +302,18 @@ def test_a_port_in_use_is_exit_4_naming_the_key(tmp_path):
     assert code == 4 and "http_port" in line and "in use" in line
 
 
+def test_a_raft_port_in_use_is_exit_4_naming_the_key(tmp_path):
+    """A fault run met it: the UDP socket is bound while the node is built, and the
+    error read "cannot use data_dir ...: Address already in use", exit 3."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        code, line = start_fails(tmp_path, node_name="a@127.0.0.1", raft_port=port,
+                                 raft_peers=["b@127.0.0.1:1", "c@127.0.0.1:2"],
+                                 cookie="a-cookie-long-enough-for-the-check-0123")
+    assert code == 4 and "raft_port" in line and "in use" in line, line
+
+
 def test_a_data_dir_that_is_a_file_is_exit_3(tmp_path):
     (tmp_path / "f").write_text("not a directory")
     code, line = start_fails(tmp_path, data_dir=str(tmp_path / "f"))
