@@ -718,37 +718,41 @@ def _index_all(st: State, loaded: list) -> None:
             st.pair_counts.setdefault((field, key), {})[status] = n
 
 
+def _from_record(rec: dict, packed: bool, ints: dict) -> jobs.Job:
+    """A job of a format 1-3 snapshot (one record per job)."""
+    for key in _SHARED_FIELDS:
+        v = rec.get(key)
+        if v is not None and len(v) <= 64:
+            rec[key] = _SHARED.setdefault(v, v)
+    # Numbers past 256 are an object each after decoding, where a live job shares
+    # them (execution_timeout with every job; running_since is its started_at):
+    # 58 bytes a job after a restart (bench/memory.py).
+    if "execution_timeout" in rec:
+        rec["execution_timeout"] = ints.setdefault(rec["execution_timeout"],
+                                                   rec["execution_timeout"])
+    since = rec.get("running_since")
+    if since is not None and since == rec.get("started_at"):
+        rec["running_since"] = rec["started_at"]
+    return jobs.Job.from_record(rec, packed)
+
+
 def from_snapshot(data: dict) -> State:
-    """The state to_snapshot(st) describes, after a trip through JSON. data["jobs"] may
-    be any iterable (the log streams it from disk): it is walked once."""
+    """The state to_snapshot(st) describes, after a trip through JSON: data["jobs"]
+    the job records, or data["job_blocks"] lists of job rows or records (the log
+    streams them from disk), walked once."""
     st = State()
     order = data.get("terminal_order")
-    ended = []                     # (completed_at, seq): for snapshots before terminal_order
-    terminal = 0
     packed = data.get("history_format", 1) >= 2
     ints: dict = {}
     loaded = []
-    for rec in data["jobs"]:
-        for key in _SHARED_FIELDS:
-            v = rec.get(key)
-            if v is not None and len(v) <= 64:
-                rec[key] = _SHARED.setdefault(v, v)
-        # Numbers past 256 are an object each after decoding, where a live job shares
-        # them (execution_timeout with every job; running_since is its started_at):
-        # 58 bytes a job after a restart (bench/memory.py).
-        if "execution_timeout" in rec:
-            rec["execution_timeout"] = ints.setdefault(rec["execution_timeout"],
-                                                       rec["execution_timeout"])
-        since = rec.get("running_since")
-        if since is not None and since == rec.get("started_at"):
-            rec["running_since"] = rec["started_at"]
-        job = jobs.Job.from_record(rec, packed)
-        loaded.append(job)
-        if job.status in TERMINAL:
-            terminal += 1
-            if order is None:
-                ended.append((job.completed_at or 0, job.seq))
+    for block in data.get("job_blocks") or (data["jobs"],):
+        if dict not in map(type, block):
+            loaded += jobs.from_rows(block, _SHARED, ints)
+        else:                       # records, or rows among records
+            loaded += (_from_record(j, packed, ints) if type(j) is dict
+                       else jobs.from_rows((j,), _SHARED, ints)[0] for j in block)
     _index_all(st, loaded)
+    terminal = sum(len(st.by_status.get(s, ())) for s in TERMINAL)
     st.next_seq = data["next_seq"]
     st.outbox = {seq: ev for seq, ev in data["outbox"]}
     st.outbox_next = data["outbox_next"]
@@ -756,9 +760,9 @@ def from_snapshot(data: dict) -> State:
     st.evicted = data.get("evicted", 0)
     st.events_dropped = data.get("events_dropped", 0)
     st.term = data.get("term", 0)
-    if order is None:
-        ended.sort()
-        order = [seq for _, seq in ended]
+    if order is None:               # snapshots before terminal_order: by completed_at
+        order = [j.seq for j in sorted((j for j in loaded if j.status in TERMINAL),
+                                       key=lambda j: (j.completed_at or 0, j.seq))]
     elif len(order) != terminal:
         raise ValueError("terminal_order does not match the terminal jobs")
     fifo = st.terminal_fifo

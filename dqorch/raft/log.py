@@ -7,12 +7,14 @@ Files:
   log-<first index>.seg    records: header <IIQQ (length, crc32, index, term) + JSON
                            command. Each append starts with a batch mark: a header with
                            index 0, no body, and the batch's byte length as its term.
-  snapshot-<index>.json    lines "<crc32 hex> <json>": a head {"format": 3, "index",
-                           "term", "state" (all but its jobs), "jobs": n}, one job per
-                           line, and a trailer {"end": n, "crc32": of every byte before}.
-                           Format 3 job lines hold a job's own JSON (payload, ...) as
-                           strings, so orjson reads them (~4x the stdlib's speed)
-                           without ever decoding user JSON; format 2 lines (stdlib) too
+  snapshot-<index>.json    lines "<crc32 hex> <json>": a head {"format": 4, "index",
+                           "term", "state" (all but its jobs), "jobs": n}, the jobs in
+                           blocks (a line holds a JSON list of up to JOBS_PER_BLOCK
+                           job rows, jobs.Job.to_row), and a trailer {"end": n,
+                           "crc32": of every byte before}. A job's own JSON (payload,
+                           ...) is a string in its row, so orjson reads the blocks
+                           without ever decoding user JSON. Formats 1-3 (one job per
+                           line, as a record) still load.
 
 Rule 1: a torn tail can only be the last append after the last fsync. It is cut (and
 the cut logged) only when it lies inside the last batch, or after it with no valid
@@ -104,18 +106,29 @@ def _line(obj) -> bytes:
     return b"%08x " % zlib.crc32(body) + body + b"\n"
 
 
-def _snapshot_chunks(index: int, term: int, state: dict, per_chunk: int = 1000):
+JOBS_PER_BLOCK = 1000
+
+
+def _snapshot_chunks(index: int, term: int, state: dict):
+    """Format 4: the jobs in blocks, one line per JOBS_PER_BLOCK, each job as its row
+    (to_row, see jobs.py) where it has one, as it is otherwise (records in tests and
+    from older snapshots)."""
     jobs = state.get("jobs", [])
-    head = {"format": 3, "index": index, "term": term,
+    head = {"format": 4, "index": index, "term": term,
             "state": {k: v for k, v in state.items() if k != "jobs"}, "jobs": len(jobs)}
     chunk = _line(head)
     whole = zlib.crc32(chunk)
     yield chunk
-    for i in range(0, len(jobs), per_chunk):
-        chunk = b"".join(_line(j) for j in jobs[i:i + per_chunk])
+    for i in range(0, len(jobs), JOBS_PER_BLOCK):
+        chunk = _line([_row(j) for j in jobs[i:i + JOBS_PER_BLOCK]])
         whole = zlib.crc32(chunk, whole)
         yield chunk
     yield _line({"end": len(jobs), "crc32": whole})
+
+
+def _row(job):
+    to_row = getattr(job, "to_row", None)
+    return job if to_row is None else to_row()
 
 
 def _parse_line(path: str, line: bytes, what, loads=loads):
@@ -135,6 +148,70 @@ def _parse_line(path: str, line: bytes, what, loads=loads):
 
 def _line_name(what) -> str:
     return what if isinstance(what, str) else f"job line {what}"
+
+
+def _trailer(path: str, f, line: bytes, total: int, whole: int) -> None:
+    if _parse_line(path, line, "the trailer") != {"end": total, "crc32": whole}:
+        raise LogCorrupt(f"{path}: whole-file checksum mismatch")
+    if f.read(1):
+        raise LogCorrupt(f"{path}: bytes after the trailer")
+
+
+def _blocks(path: str, f, first: bytes, total: int):
+    """Format 4: the job blocks, then the trailer (every byte before it checked)."""
+    n, whole = 0, zlib.crc32(first)
+    with f:
+        for line in f:
+            if n == total:
+                return _trailer(path, f, line, total, whole)
+            try:
+                block = _parse_line(path, line, f"the block from job {n + 1}", orjson.loads)
+            except ValueError as e:
+                raise LogCorrupt(f"{path}: the block from job {n + 1}: {e}")
+            if type(block) is not list or not block or n + len(block) > total:
+                raise LogCorrupt(f"{path}: the block from job {n + 1} is not a block of "
+                                 f"the {total} jobs the head announces")
+            whole = zlib.crc32(line, whole)
+            n += len(block)
+            yield block
+    raise LogCorrupt(f"{path}: {n} jobs and no trailer, the head says {total}")
+
+
+def _line_jobs(path: str, f, first: bytes, total: int, fmt: int):
+    """Formats 1-3: one job per line; format 1 without checksums or trailer. Format 3
+    lines hold no integer beyond 64 bits (parse.py bounds createdAt; payloads are
+    strings in them): orjson alone."""
+    job_loads = orjson.loads if fmt >= 3 else json.loads
+    n, whole = 0, zlib.crc32(first)
+    with f:
+        for line in f:
+            try:
+                if fmt == 1:
+                    yield json.loads(line)
+                elif n == total:
+                    return _trailer(path, f, line, total, whole)
+                else:
+                    job = _parse_line(path, line, n + 1, job_loads)
+                    whole = zlib.crc32(line, whole)
+                    yield job
+            except ValueError as e:
+                raise LogCorrupt(f"{path}: job line {n + 1}: {e}")
+            n += 1
+    if fmt > 1:
+        raise LogCorrupt(f"{path}: {n} jobs and no trailer, the head says {total}")
+    if n != total:
+        raise LogCorrupt(f"{path}: {n} jobs, the header says {total}")
+
+
+def _batched(items, size: int):
+    block = []
+    for item in items:
+        block.append(item)
+        if len(block) == size:
+            yield block
+            block = []
+    if block:
+        yield block
 
 
 class RaftLog:
@@ -304,9 +381,10 @@ class RaftLog:
             os.fsync(f.fileno())
 
     def _load_snapshot(self, snaps):
-        """{"index", "term", "state"} with state["jobs"] an iterator that reads one job
-        per line (checksum first), so a million jobs never sit in memory as one
-        document. The iterator raises LogCorrupt on damage, at the latest at its end."""
+        """{"index", "term", "total_jobs", "state"} with state["job_blocks"] an iterator
+        of lists of jobs (rows or records) read a block at a time, checksum first, so a
+        million jobs never sit in memory as one document. It raises LogCorrupt on
+        damage, at the latest at its end."""
         if not snaps:
             return None
         path = snaps[-1][1]
@@ -316,45 +394,20 @@ class RaftLog:
             first = f.readline()
             if first.startswith(b"{"):   # format 1 (before checksums)
                 log.warning("snapshot has no checksums (an older format) file=%s", path)
-                head, v2 = json.loads(first), False
+                head, fmt = json.loads(first), 1
             else:
-                head, v2 = _parse_line(path, first, "the head line"), True
+                head = _parse_line(path, first, "the head line")
+                fmt = head["format"]
             index, term, total, state = head["index"], head["term"], head["jobs"], head["state"]
-            # Job lines of format 3 hold no integer beyond 64 bits (parse.py bounds
-            # createdAt; payloads are strings in them): orjson alone.
-            job_loads = orjson.loads if head.get("format", 1) >= 3 else json.loads
+            if fmt not in (1, 2, 3, 4):
+                raise LogCorrupt(f"{path}: snapshot format {fmt!r}, this version reads 1-4")
         except (ValueError, KeyError, TypeError, LogCorrupt) as e:
             f.close()
             raise e if isinstance(e, LogCorrupt) else LogCorrupt(f"{path}: damaged head ({e!r})")
-
-        def jobs():
-            n, whole = 0, zlib.crc32(first)
-            with f:
-                for line in f:
-                    try:
-                        if not v2:
-                            yield json.loads(line)
-                        elif n == total:
-                            tail = _parse_line(path, line, "the trailer")
-                            if tail != {"end": total, "crc32": whole}:
-                                raise LogCorrupt(f"{path}: whole-file checksum mismatch")
-                            n += 1
-                            break
-                        else:
-                            job = _parse_line(path, line, n + 1, job_loads)
-                            whole = zlib.crc32(line, whole)
-                            yield job
-                    except ValueError as e:
-                        raise LogCorrupt(f"{path}: job line {n + 1}: {e}")
-                    n += 1
-                if v2 and (n != total + 1 or f.read(1)):
-                    raise LogCorrupt(f"{path}: {n if n <= total else total} jobs and "
-                                     f"{'no trailer' if n <= total else 'bytes after the trailer'}"
-                                     f", the head says {total}")
-            if not v2 and n != total:
-                raise LogCorrupt(f"{path}: {n} jobs, the header says {total}")
+        blocks = _blocks(path, f, first, total) if fmt >= 4 else \
+            _batched(_line_jobs(path, f, first, total, fmt), JOBS_PER_BLOCK)
         return {"index": index, "term": term, "total_jobs": total,
-                "state": dict(state, jobs=jobs())}
+                "state": dict(state, job_blocks=blocks)}
 
     def read_snapshot(self, index: int):
         """The snapshot file of index, as open() returns it (jobs streamed)."""

@@ -174,9 +174,8 @@ class RaftNode:
     def _load_snapshot(self, snap) -> None:
         if snap is None:
             return
-        jobs = self._progress(snap["state"]["jobs"], snap["total_jobs"])
         try:
-            self.state = st_mod.from_snapshot(dict(snap["state"], jobs=jobs))
+            self.state = self._state_of(snap)
         except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as e:
             raise ReplayFailed(f"snapshot index={snap['index']} cannot be loaded: "
                                f"{e!r}; see README, Recovery")
@@ -250,11 +249,19 @@ class RaftNode:
             self.snapshot_now()       # Rule 2: later starts need no skip_entries
 
     @staticmethod
-    def _progress(jobs, total: int):
-        for n, job in enumerate(jobs, 1):
-            if n % PROGRESS_EVERY == 0:
-                log.info("loading snapshot jobs=%d of %d (%d%%)", n, total, n * 100 // total)
-            yield job
+    def _state_of(snap):
+        """The state of a snapshot the log streams, its progress logged."""
+        total = snap["total_jobs"]
+
+        def blocks():
+            n, told = 0, 0
+            for block in snap["state"]["job_blocks"]:
+                n += len(block)
+                if n - told >= PROGRESS_EVERY:
+                    told = n
+                    log.info("loading snapshot jobs=%d of %d (%d%%)", n, total, n * 100 // total)
+                yield block
+        return st_mod.from_snapshot(dict(snap["state"], job_blocks=blocks()))
 
     def transfer_leadership(self, timeout_s: float) -> bool:
         """A leader with peers hands over to its most caught-up peer (a rolling
@@ -792,8 +799,7 @@ class RaftNode:
         t0 = time.monotonic()
         self.log.install_snapshot(index, term, path=path)
         loaded = self.log.read_snapshot(index)
-        jobs = self._progress(loaded["state"]["jobs"], loaded["total_jobs"])
-        self.state = st_mod.from_snapshot(dict(loaded["state"], jobs=jobs))
+        self.state = self._state_of(loaded)
         self.applied_index = index
         self.core.snap_data = self.log.snapshot_path(index)
         log.info("installed snapshot from the leader index=%d term=%d jobs=%d seconds=%.2f",

@@ -298,7 +298,7 @@ def test_disk_full_while_serving_nothing_is_republished(tmpfs, make_node, clean_
     during: collections.Counter = collections.Counter()
     while time.monotonic() < due + 4:
         during.update(queue_counts())
-        assert health(node)["checks"]["log"]["ok"] is False     # still stuck
+        assert health(node)["checks"]["log"]["ok"] is False, node.log_tail()  # still stuck
         gevent.sleep(0.5)
     during.update(queue_counts())
     pending = {j["id"] for j in all_jobs(c, status="pending", type="disk")}

@@ -25,6 +25,8 @@ import gevent
 import gevent.pool
 import pytest
 
+from dqorch.jobs import ROW
+
 from .conftest import SHARED_PORT, Client, all_jobs, drain, wait_until
 
 SNAPSHOT_ENTRIES = 1000          # the minimum config allows
@@ -120,20 +122,22 @@ def snapshots(node) -> list:
 
 
 def snapshot_jobs(path) -> dict:
-    """{id: job} from a snapshot file: a head line ({"index", ..., "jobs": n}), one job
-    per line, and maybe a trailer ({"end": n, ...}). A line may start with a checksum
-    ("<crc32 hex> <json>"); only the JSON is read here, the node checks the rest."""
+    """{id: job} from a snapshot file, read here without the node's loader: lines
+    "<crc32 hex> <json>", a head ({"format": 4, ..., "jobs": n}), blocks (lists of
+    job rows: the values of jobs.ROW, then a dict of the job's other fields or 0),
+    a trailer ({"end": n, ...}). Only the JSON is read; the node checks the rest."""
     head, out = None, {}
     with open(path, "rb") as f:
         for raw in f:
-            line = raw.strip()
-            if not line.startswith(b"{"):
-                line = line.split(b" ", 1)[1]
-            obj = json.loads(line)
+            obj = json.loads(raw.split(b" ", 1)[1])
             if head is None:
                 head = obj
-            elif "id" in obj and "seq" in obj:
-                out[obj["id"]] = obj
+                assert head["format"] == 4, head
+            elif isinstance(obj, list):
+                for row in obj:
+                    job = dict(zip(ROW, row[:len(ROW)]), **(row[len(ROW)] or {})) \
+                        if isinstance(row, list) else row
+                    out[job["id"]] = job
     assert head is not None and len(out) == head["jobs"], \
         "the snapshot holds as many jobs as its head says"
     return out

@@ -4,6 +4,7 @@ Files only under tmp_path; no sockets, no clock."""
 
 import json
 import os
+from unittest import mock
 
 import pytest
 
@@ -231,8 +232,10 @@ def save_snapshot(lg: RaftLog, index: int, term: int, state: dict) -> None:
 
 
 def loaded(snap: dict) -> dict:
-    """A loaded snapshot with its streamed jobs read into a list."""
-    return dict(snap, state=dict(snap["state"], jobs=list(snap["state"]["jobs"])))
+    """A loaded snapshot with its streamed blocks of jobs read into one list."""
+    state = dict(snap["state"])
+    state["jobs"] = [j for block in state.pop("job_blocks") for j in block]
+    return dict(snap, state=state)
 
 
 def test_rotate_snapshot_compact_then_open_returns_only_later_entries(tmp_path):
@@ -327,7 +330,7 @@ def test_a_snapshot_streams_its_jobs_and_checks_their_count(tmp_path):
         f.writelines(lines[:-1])
     lg, snap, _ = opened(tmp_path)
     with pytest.raises(LogCorrupt):
-        list(snap["state"]["jobs"])
+        list(snap["state"]["job_blocks"])
 
 
 # Torn tail or damage: the issue's cases, through real files ##############
@@ -471,7 +474,8 @@ def test_close_never_raises(tmp_path):
 def snapshot_with_jobs(tmp_path, n=30) -> tuple:
     lg, _, _ = opened(tmp_path)
     jobs = [{"id": f"j{i}", "seq": i, "status": "queued"} for i in range(n)]
-    save_snapshot(lg, 9, 1, {"next_seq": n, "jobs": jobs})
+    with mock.patch.object(rlog, "JOBS_PER_BLOCK", 4):           # several blocks
+        save_snapshot(lg, 9, 1, {"next_seq": n, "jobs": jobs})
     lg.close()
     return lg.snapshot_path(9), jobs
 
@@ -497,7 +501,7 @@ def test_a_changed_snapshot_is_refused(tmp_path, change):
     open(path, "wb").write(data.replace(change[0], change[1], 1))
     with pytest.raises(LogCorrupt, match="checksum"):
         lg, snap, _ = opened(tmp_path)
-        list(snap["state"]["jobs"])
+        list(snap["state"]["job_blocks"])
 
 
 @pytest.mark.parametrize("edit", ["drop_trailer", "swap_lines", "append"])
@@ -513,7 +517,7 @@ def test_a_snapshot_missing_its_trailer_or_reordered_is_refused(tmp_path, edit):
     open(path, "wb").writelines(lines)
     lg, snap, _ = opened(tmp_path)
     with pytest.raises(LogCorrupt):
-        list(snap["state"]["jobs"])
+        list(snap["state"]["job_blocks"])
 
 
 def test_a_format_1_snapshot_still_loads(tmp_path):
@@ -779,7 +783,36 @@ def test_a_snapshot_keeps_user_json_exact_through_the_files(tmp_path):
     lg.open()
     lg.write_snapshot(1, 1, S.to_snapshot(st))
     snap = lg.read_snapshot(1)
-    again = S.from_snapshot(dict(snap["state"], jobs=snap["state"]["jobs"]))
+    again = S.from_snapshot(snap["state"])
     assert again.jobs["j1"]["payload"] == st.jobs["j1"]["payload"]
     assert json.loads(again.jobs["j1"]["payload"]) == {"n": big, "s": "é\u2028", "f": 1e16}
     assert again.jobs["j1"] == st.jobs["j1"]
+
+
+def rewrite_snapshot(path: str, lines: list) -> None:
+    """Write lines of JSON as a snapshot with valid checksums throughout."""
+    import zlib
+    out = [b"%08x " % zlib.crc32(body) + body + b"\n" for body in lines]
+    body = json.dumps({"end": json.loads(lines[0])["jobs"],
+                       "crc32": zlib.crc32(b"".join(out))}).encode()
+    out.append(b"%08x " % zlib.crc32(body) + body + b"\n")
+    with open(path, "wb") as f:
+        f.writelines(out)
+
+
+@pytest.mark.parametrize("head, blocks, match", [
+    ({"format": 5}, [[1]], "format 5, this version reads 1-4"),
+    ({}, [[1, 2], [3, 4]], "the block from job 3 is not a block of the 3 jobs"),
+    ({}, [[1], {"x": 1}, [3]], "the block from job 2 is not a block"),
+    ({}, [[1], [], [2, 3]], "the block from job 2 is not a block"),
+])
+def test_a_snapshot_whose_blocks_disagree_with_its_head_is_refused(tmp_path, head, blocks,
+                                                                   match):
+    """Checksums can be right and the shape still wrong (a bug, a newer version):
+    LogCorrupt names what, never a partial load."""
+    path, _ = snapshot_with_jobs(tmp_path, n=3)
+    head = dict({"format": 4, "index": 9, "term": 1, "state": {}, "jobs": 3}, **head)
+    rewrite_snapshot(path, [json.dumps(x).encode() for x in [head] + blocks])
+    with pytest.raises(LogCorrupt, match=match):
+        lg, snap, _ = opened(tmp_path)
+        list(snap["state"]["job_blocks"])

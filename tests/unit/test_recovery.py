@@ -17,7 +17,7 @@ import gevent
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as hs
 
-from dqorch.jobs import Job
+from dqorch.jobs import _NO_EXTRA, Job
 from dqorch import state as S
 from dqorch.raft.log import RaftLog
 from dqorch.raft.node import RaftNode
@@ -142,3 +142,95 @@ def test_a_snapshot_from_before_packed_histories_loads_through_the_files(tmp_pat
         assert node.state.jobs["a"]["status"] == "completed"
     finally:
         node.stop()
+
+
+def every_kind_of_job() -> S.State:
+    """Jobs with each optional field: running (running_since), a progress, a result,
+    an error, a stale worker waiting for its retry, one first seen in a report, a
+    client createdAt, a payload with a 30-digit integer."""
+    from tests.unit.test_state import fresh, rep, reg
+    return fresh(
+        reg("p", T0, payload={"n": 123456789012345678901234567890}, createdAt=T0 - 5),
+        reg("r", T0 + 1), rep("r", "running", T0 + 2, progress=40),
+        reg("c", T0 + 3), rep("c", "running", T0 + 4), rep("c", "completed", T0 + 5,
+                                                          result={"ok": True}),
+        reg("f", T0 + 6, maxRetries=0), rep("f", "failed", T0 + 7, errorMessage="boom"),
+        reg("t", T0 + 8), rep("t", "running", T0 + 9, worker="ghost"),
+        {"op": "timeout", "id": "t", "attempt": 0, "at_ms": T0 + 10_000},
+        rep("x", "running", T0 + 11, worker="w9"))
+
+
+def write_format_3(path: str, index: int, state: dict) -> None:
+    """A snapshot as the previous version wrote it: one job record per line."""
+    import zlib
+
+    def line(obj) -> bytes:
+        body = json.dumps(obj, separators=(",", ":")).encode()
+        return b"%08x " % zlib.crc32(body) + body + b"\n"
+    jobs = state["jobs"]
+    lines = [line({"format": 3, "index": index, "term": 1, "jobs": len(jobs),
+                   "state": {k: v for k, v in state.items() if k != "jobs"}})]
+    lines += [line(job) for job in jobs]
+    whole = zlib.crc32(b"".join(lines))
+    with open(path, "wb") as f:
+        f.write(b"".join(lines) + line({"end": len(jobs), "crc32": whole}))
+
+
+def test_a_format_3_snapshot_loads_and_the_next_snapshot_is_format_4(tmp_path):
+    st = every_kind_of_job()
+    assert {"running_since", "progress", "stale_worker", "from_report",
+            "client_created_at", "error_message"} <= {
+        k for j in st.jobs.values() for k in j.keys()}, "every optional field is held"
+    snap = json.loads(json.dumps(S.to_snapshot(st), default=Job.to_record))
+    write_format_3(os.path.join(str(tmp_path), "snapshot-%020d.json" % 7), 7, snap)
+    node = make_node(str(tmp_path), 1)            # snapshots again at its first entry
+    node.start()
+    try:
+        check(node.state)
+        assert content(node.state) == content(st)
+        settle(node)
+        assert node.snapshots >= 1
+    finally:
+        node.stop()
+    newest = max(n for n in os.listdir(tmp_path) if n.startswith("snapshot-"))
+    with open(os.path.join(str(tmp_path), newest), "rb") as f:
+        assert json.loads(f.readline().split(b" ", 1)[1])["format"] == 4
+    again = make_node(str(tmp_path), 10**6)
+    again.start()
+    try:
+        check(again.state)
+        assert content(again.state) == content(st)
+    finally:
+        again.stop()
+
+
+def test_snapshot_rows_keep_every_field_and_share_what_a_live_job_shares(tmp_path):
+    st = every_kind_of_job()
+    lg = RaftLog(str(tmp_path))
+    lg.open()
+    lg.write_snapshot(3, 1, S.to_snapshot(st))
+    again = S.from_snapshot(lg.read_snapshot(3)["state"])
+    lg.close()
+    assert content(again) == content(st)
+    for id_, job in again.jobs.items():
+        assert job.to_dict() == st.jobs[id_].to_dict(), id_
+    r = again.jobs["r"]
+    assert r.running_since is r.started_at                # one int, as when live
+    assert again.jobs["p"].execution_timeout is again.jobs["c"].execution_timeout
+    assert again.jobs["c"].queue is again.jobs["r"].queue     # one copy of each name
+    assert not st.jobs["c"]._extra and again.jobs["c"]._extra is _NO_EXTRA
+
+
+def test_a_job_without_a_row_field_is_written_as_its_record_among_rows(tmp_path):
+    """Snapshots from older versions may hold jobs that lack a field every job now
+    has; such a job goes into the next snapshot as its record, between rows."""
+    st = every_kind_of_job()
+    del st.jobs["f"].attempt
+    assert isinstance(st.jobs["f"].to_row(), dict) and isinstance(st.jobs["p"].to_row(), list)
+    lg = RaftLog(str(tmp_path))
+    lg.open()
+    lg.write_snapshot(3, 1, S.to_snapshot(st))
+    again = S.from_snapshot(lg.read_snapshot(3)["state"])
+    lg.close()
+    assert content(again) == content(st)
+    assert "attempt" not in again.jobs["f"]
