@@ -22,6 +22,7 @@ import gevent
 import pika
 import pytest
 
+from dqorch.raft.log import batch_mark, encode
 from dqorch.raft.node import SNAPSHOT_RETRY_S
 
 from .conftest import JOB_QUEUES, SHARED_PORT, all_jobs, blocking_channel, wait_until
@@ -205,27 +206,50 @@ def test_out_of_inodes_snapshot_retried_once_inodes_are_free(tmpfs, make_node, c
 
 # 2. Disk full while serving ####################################################
 
-def _until_truly_full(node, c, accepted: set) -> None:
+def _room(mnt: Path) -> int:
+    """Bytes the node could still append: the tmpfs's free blocks plus the unused end
+    of the open segment's last page (tmpfs allocates whole pages, and a write into
+    that page needs no new one). Segment names carry their first index, zero-padded:
+    the newest sorts last."""
+    sv = os.statvfs(mnt)
+    size = max((mnt / "data").glob("log-*.seg")).stat().st_size
+    return sv.f_bfree * sv.f_bsize + (-size) % sv.f_bsize
+
+
+def _probe_bytes() -> int:
+    """The smallest append the node makes while its log cannot be written: the no-op
+    probe (raft/node.py _turn, {"op": "noop"} stamped with at_ms) after its batch
+    mark. Every mark and register is bigger."""
+    return len(batch_mark(0)) + len(encode(1, 1, {"op": "noop",
+                                                  "at_ms": int(time.time() * 1000)}))
+
+
+def _until_truly_full(node, c, accepted: set, mnt: Path) -> None:
     """Drive the log to where not even a no-op fits. A full tmpfs still has room in
     the open segment's last page, so a probe or a mark may succeed a few more times;
-    each tiny register uses some of it. Done when the log has stayed unwritable for
-    more than two probe periods (PROBE_S = 1 s)."""
+    each tiny register uses some of it, and a no-op probe that still fits uses the
+    rest. How long the log stays unwritable says nothing: every failed write (the
+    dispatcher retrying a mark of a few hundred bytes) puts the next probe off by
+    PROBE_S, so a no-op that still fits may first be tried seconds later. Done when
+    the log is not writable and the room left, seen on two polls in a row (a failed
+    write fills the page for a moment before it is cut back), is less than a no-op."""
     n = [0]
-    bad_since = [None]
+    full_polls = [0]
+    need = _probe_bytes()
 
     def stuck() -> bool:
         if health(node)["checks"]["log"]["ok"]:
-            bad_since[0] = None
+            full_polls[0] = 0
             id_ = f"full-t-{n[0]}"
             n[0] += 1
             status, _ = register(c, id_, {})
             if status == 202:
                 accepted.add(id_)
             return False
-        if bad_since[0] is None:
-            bad_since[0] = time.monotonic()
-        return time.monotonic() - bad_since[0] > 2.5
-    wait_until(stuck, 60, 0.25, "a log that stays unwritable\n" + node.log_tail())
+        full_polls[0] = full_polls[0] + 1 if _room(mnt) < need else 0
+        return full_polls[0] >= 2
+    wait_until(stuck, 60, 0.25, f"a log where not even a no-op ({need} bytes) fits\n"
+               + node.log_tail())
 
 
 RETRY_BACKOFF_S = 12     # the retry jobs fall due while the log cannot be written
@@ -285,7 +309,7 @@ def test_disk_full_while_serving_nothing_is_republished(tmpfs, make_node, clean_
         assert body["error"] == "unavailable", body
         assert "log write failed" in body["message"], body
 
-    _until_truly_full(node, c, accepted)
+    _until_truly_full(node, c, accepted, mnt)
     margin = due - time.monotonic()
     assert margin > 1, "the disk took too long to fill; raise RETRY_BACKOFF_S"
     h = health(node)
