@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 100_000
 PROBE_S = 1.0                  # while the log cannot be written, try again this often
 SNAPSHOT_RETRY_S = 30.0        # after a failed snapshot, wait this long before the next
+SNAPSHOT_NICE = 10             # the snapshot child's niceness: ~10% of a core the node wants
 MAX_INBOX = 20_000             # messages waiting for the loop; beyond, dropped (UDP is lossy)
 # An append bigger than this goes as several (each a valid append of its own part),
 # so that one lost fragment costs a resend of at most this much.
@@ -826,6 +827,9 @@ class RaftNode:
             try:
                 # Die with the node: an orphan would hold data_dir and grow a .tmp.
                 ctypes.CDLL(None).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
+                # Behind the node for the CPU: serialising 1,000,000 jobs takes a core
+                # for 4 s. Paced p99 while it ran, 2 cores: 17-19 ms, 2.8 niced.
+                os.nice(SNAPSHOT_NICE)
                 if os.getppid() == parent:
                     self.log.write_snapshot(index, term, st_mod.to_snapshot(self.state))
                     code = 0
@@ -842,9 +846,12 @@ class RaftNode:
             if status == 0:
                 removed = 0
                 if index >= self.log.snapshot_index:     # not behind a leader's snapshot
-                    removed = self.log.compact(index, term)
+                    # The core first: while the files go (in a thread), it must not
+                    # ask the log for entries the log no longer has.
                     if self.core is not None and index > self.core.snap_index:
                         self.core.compact(index, self.log.snapshot_path(index))
+                    removed = self.log.compact(index, term,
+                                               remove=lambda path: in_thread(os.unlink, path))
                 self.snapshots += 1
                 self.snapshot_error = None
                 log.info("snapshot written index=%d removed_files=%d", index, removed)

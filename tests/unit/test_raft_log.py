@@ -816,3 +816,35 @@ def test_a_snapshot_whose_blocks_disagree_with_its_head_is_refused(tmp_path, hea
     with pytest.raises(LogCorrupt, match=match):
         lg, snap, _ = opened(tmp_path)
         list(snap["state"]["job_blocks"])
+
+
+def test_a_big_file_is_synced_as_it_is_written(tmp_path, monkeypatch):
+    """Dirty data left to one fsync at the end made the log's fsyncs wait for a 400 MB
+    snapshot's writeback (60-100 ms commit rounds): write_atomic syncs as it goes."""
+    syncs = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
+    monkeypatch.setattr(rlog, "SYNC_EVERY_BYTES", 1000)
+    chunks = [bytes([65 + i]) * 600 for i in range(10)]
+    path = str(tmp_path / "big")
+    rlog.write_atomic(path, chunks)
+    assert open(path, "rb").read() == b"".join(chunks)
+    assert len(syncs) >= 4
+
+
+def test_compact_goes_on_when_a_file_it_removes_is_gone_already(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 4)
+    lg.rotate()
+    save_snapshot(lg, 2, 1, {})
+    save_snapshot(lg, 4, 1, {})
+    lg.rotate()
+    seen = []
+
+    def remove(path):
+        seen.append(os.path.basename(path))
+        os.unlink(path)
+        raise FileNotFoundError(path)              # as if an install removed it first
+    assert lg.compact(4, 1, remove=remove) == 2
+    assert sorted(seen) == ["log-%020d.seg" % 1, "snapshot-%020d.json" % 2]
+    lg.close()
