@@ -116,8 +116,8 @@ def start_node(checkout, tmp, name="node", cpus=None, **settings):
     http_port, metrics_port, raft_port = free_ports(3)
     cfg = os.path.join(tmp, f"{name}.yaml")
     keys = dict(data_dir=os.path.join(tmp, f"{name}-data"), http_port=http_port,
-                metrics_port=metrics_port, raft_port=raft_port, log_level="warning",
-                **settings)
+                metrics_port=metrics_port, raft_port=raft_port, log_level="warning")
+    keys.update(settings)
     with open(cfg, "w") as f:
         f.write("".join(f"{k}: {v}\n" for k, v in keys.items()))
     node = Target(name, [sys.executable, os.path.join(checkout, "dqorch.py"), "-c", cfg],
