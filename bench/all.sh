@@ -16,9 +16,9 @@ for arg in "$@"; do
 done
 if (( quick )); then
   register=(--duration 3 --preload 10000) memory=(--jobs 100000 --tail 10000 --trace-jobs 10000)
-  pipeline=(--quick) publish=(--quick) batch=(--duration 3)
+  pipeline=(--quick) publish=(--quick) batch=(--duration 3) stall=(--quick)
 else
-  register=(--preload 100000 --purge) memory=() pipeline=() publish=() batch=()
+  register=(--preload 100000 --purge) memory=() pipeline=() publish=() batch=() stall=()
 fi
 run() { echo "== $*" >&2; "$PY" "$@"; }
 run bench/headers.py
@@ -29,6 +29,7 @@ run bench/pipeline.py --rate 200 --section pipeline-rate "${pipeline[@]}" "${wri
 run bench/publish.py "${publish[@]}" "${write[@]}"
 run bench/batch.py "${batch[@]}" "${write[@]}"
 run bench/memory.py "${memory[@]}" "${write[@]}"
+run bench/snapshot_stall.py "${stall[@]}" "${write[@]}"
 if "$PY" -c "import matplotlib" 2>/dev/null; then
   run bench/chart.py "${write[@]}"
 else
