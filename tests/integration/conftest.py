@@ -21,10 +21,53 @@ from .broker_fixtures import (  # noqa: F401  (fixtures re-exported to every mod
 JOB_QUEUES = ("job.high", "job.medium", "job.low")
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def _candidates():
+    """Ports below the ephemeral range, from a start that differs per process (two
+    test runs at once rarely walk the same ports), round and round."""
+    hi = _ephemeral_low()
+    lo = max(1024, hi - 12_000)
+    if hi - lo < 1000:                    # no room below it: what the kernel hands out
+        while True:
+            yield 0
+    start = lo + os.getpid() * 211 % (hi - lo)
+    while True:
+        yield from range(start, hi)
+        yield from range(lo, start)
+
+
+_PORTS = _candidates()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port no socket holds, TCP or UDP, below the ephemeral range. Inside that
+    range, a socket bound to port 0 (a client's, a UdpProxy's) could take it between
+    this check and the node's bind: it happened to a raft_port in a fault campaign
+    (n3 never started)."""
+    for port in _PORTS:
+        if port == 0:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                return s.getsockname()[1]
+        if _free(port):
+            return port
 
 
 class Client:
