@@ -7,6 +7,7 @@ import argparse
 import ctypes
 import errno
 import fcntl
+import functools
 import gc
 import json
 import logging
@@ -151,6 +152,11 @@ class NodeServer(pywsgi.WSGIServer):
         return got
 
 
+@functools.lru_cache(maxsize=2)
+def _http_date(second: int) -> bytes:
+    return pywsgi.format_date_time(second)
+
+
 class NoDelayHandler(pywsgi.WSGIHandler):
     """TCP_NODELAY on every accepted socket: without it each keep-alive response waits
     ~40 ms for a delayed ACK (measured 23 -> 5,400 req/s on one connection). Requests
@@ -172,6 +178,19 @@ class NoDelayHandler(pywsgi.WSGIHandler):
 
     def MessageClass(self, fp, *_args):
         return headers.read(fp)
+
+    # The server has no access log (log=None), but pywsgi formats a line for it after
+    # every response, and the Date header anew (gmtime and a %-format) though it
+    # changes once a second: 2.5% of a register's samples (py-spy, 50 connections);
+    # side by side, 283-302 against 302-317 µs of CPU a register.
+    def log_request(self) -> None:
+        pass
+
+    def finalize_headers(self) -> None:
+        if self.provided_date is None:
+            self.response_headers.append((b"Date", _http_date(int(time.time()))))
+            self.provided_date = True
+        super().finalize_headers()
 
     def _headers(self):
         # pywsgi's own joins our fields into lines and splits them again; the same

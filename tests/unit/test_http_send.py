@@ -70,3 +70,19 @@ def test_head_and_body_go_together_when_small(server, size, sends):
     assert head.startswith(b"HTTP/1.1 200") and body == b"x" * size
     assert len(Counting.sends) == sends
     assert b"".join(Counting.sends) == out
+
+
+def test_every_response_has_the_date_of_its_second_and_one_date_header(server):
+    """The Date header is formatted once a second, not per response: it must still be
+    the current one (RFC 9110 §6.6.1), and only one."""
+    import email.utils
+    import time
+    for _ in range(2):
+        before = int(time.time())
+        head = get(server, "/3").partition(b"\r\n\r\n")[0].decode()
+        after = int(time.time())
+        dates = [line.split(":", 1)[1].strip() for line in head.split("\r\n")
+                 if line.lower().startswith("date:")]
+        assert len(dates) == 1, head
+        assert before <= email.utils.parsedate_to_datetime(dates[0]).timestamp() <= after
+        time.sleep(1.1)
