@@ -7,6 +7,7 @@ dispatch.py only render with them.
 from __future__ import annotations
 
 import datetime
+import functools
 
 import orjson
 
@@ -396,8 +397,15 @@ def message_body(job: dict) -> dict:
 
 def iso_ms(at_ms: int) -> str:
     """Integer ms -> ISO-8601 UTC with milliseconds, e.g. 2026-11-27T11:07:08.123Z."""
-    t = datetime.datetime.fromtimestamp(at_ms // 1000, tz=datetime.timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%S") + ".%03dZ" % (at_ms % 1000)
+    return _iso_second(at_ms // 1000) + ".%03dZ" % (at_ms % 1000)
+
+
+# Every status event formats its time; most fall in a second formatted just before
+# (strftime was 1.4% of the node's samples in bench/pipeline.py): 2.6 -> 0.4 µs.
+@functools.lru_cache(maxsize=64)
+def _iso_second(second: int) -> str:
+    t = datetime.datetime.fromtimestamp(second, tz=datetime.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def event_body(ev: dict) -> dict:

@@ -215,3 +215,16 @@ def test_a_record_from_before_packed_histories_is_packed_on_load():
     assert jobs.history_of(j) == ENTRIES
     again = jobs.Job.from_record(j.to_record())           # packed: kept as it is
     assert again["history"] == j["history"]
+
+
+def test_iso_ms_agrees_with_datetime_across_seconds_and_days():
+    """The second's text is cached: many times, in and out of order, must each still
+    give their own second."""
+    import datetime
+    import random
+    rnd = random.Random(7)
+    base = 1_764_547_199_000                      # a second before a day ends
+    for at in [base + rnd.randrange(0, 5_000) for _ in range(500)] + \
+            [rnd.randrange(0, 4_000_000_000_000) for _ in range(500)]:
+        t = datetime.datetime.fromtimestamp(at / 1000, tz=datetime.timezone.utc)
+        assert jobs.iso_ms(at) == t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (at % 1000)
