@@ -67,7 +67,11 @@ LAZY_S = 0.05
 # Through the threadpool an fsync costs ~55 µs more CPU than inline (the hand-off and
 # two wake-ups; bench/fsync.py), paid by every commit round; pipeline at 200 jobs/s:
 # -10% node CPU per job. Inline blocks the hub for as long as the fsync takes: Rule 5.
-FAST_FSYNC_S = 0.002
+# 10 ms, not 2: this VM's disk takes 2-4 ms for about one fsync a second (p50 187 µs,
+# p99 732 µs), which with 2 ms kept every round in the pool. One connection,
+# publishing, alternating runs: 920-1,041 against 794-809 req/s, 774-873 against
+# 916-945 µs of CPU a request. A disk slower than that still goes to the pool.
+FAST_FSYNC_S = 0.010
 SLOW_DISK_S = 10.0
 LOST = ("lost leadership before this command committed; the outcome is unknown, "
         "retrying is safe")

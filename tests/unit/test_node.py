@@ -8,7 +8,7 @@ import gevent
 import pytest
 
 from dqorch.raft.log import RaftLog
-from dqorch.raft.node import RaftNode
+from dqorch.raft.node import FAST_FSYNC_S, RaftNode
 from tests.unit.test_state import T0, reg
 
 
@@ -172,7 +172,7 @@ def test_fsync_runs_inline_while_the_disk_is_fast_and_in_a_thread_after_a_slow_o
         if slow:
             slow.pop()
             t0 = time.monotonic()
-            while time.monotonic() - t0 < 0.01:    # busy: a slow disk, not a yield
+            while time.monotonic() - t0 < 2 * FAST_FSYNC_S:     # busy: a slow disk, not a yield
                 pass
     node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
                     now_ms=lambda: T0, fsync=fsync)
@@ -201,7 +201,7 @@ def test_a_disk_that_stays_slow_keeps_fsync_in_the_threadpool(tmp_path, monkeypa
         threads.append(thread_id())
         if slow[0]:
             t0 = time.monotonic()
-            while time.monotonic() - t0 < 0.005:
+            while time.monotonic() - t0 < 2 * node_mod.FAST_FSYNC_S:
                 pass
     node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
                     now_ms=lambda: T0, fsync=fsync)
