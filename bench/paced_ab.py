@@ -1,10 +1,13 @@
-"""Paced A/B: this checkout's node against another commit's, in one run.
+"""A/B: this checkout's node against another commit's, in one run.
 
-Both nodes run at once (same broker, same machine); the paced client (~1,000
-registrations/s over 10 connections, latency from the scheduled send time) takes
-turns between them, --rounds times, so drift in the machine hits both alike.
+Both nodes run at once (same broker, same machine); the load takes turns between
+them, --rounds times, so drift in the machine hits both alike. --load paced (the
+default): ~1,000 registrations/s over 10 connections, latency from the scheduled send
+time. --load closed: wrk, 50 connections, closed loop; req/s and the node's CPU µs per
+request, the figure to compare for a change on the request path.
 
   python bench/paced_ab.py --other 58ffd69 --rounds 3 --publish true
+  python bench/paced_ab.py --other 26c6ff0 --load closed --duration 8
 """
 import argparse
 import os
@@ -17,7 +20,8 @@ from gevent import monkey
 monkey.patch_all()
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_line, paced, replace_section, start_node  # noqa: E402
+from common import (CpuMeter, machine_line, paced, replace_section, run_wrk,  # noqa: E402
+                    start_node)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,6 +32,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=10)
     p.add_argument("--publish", choices=("true", "false"), default="true")
+    p.add_argument("--load", choices=("paced", "closed"), default="paced")
     p.add_argument("--rabbitmq-port", type=int, default=5672)
     p.add_argument("--write", metavar="FILE", help="replace the bench:paced_ab section")
     a = p.parse_args()
@@ -39,19 +44,54 @@ def main():
         kw = dict(publish_on_register=a.publish, rabbitmq_port=a.rabbitmq_port)
         nodes = {"this": start_node(ROOT, tmp, "this", **kw),
                  a.other: start_node(other, tmp, "other", **kw)}
+        if a.load == "closed":
+            for t in nodes.values():
+                run_wrk(t.port, 50, 2, "warm")
         rows = []
         for r in range(a.rounds):
             for name, t in nodes.items():
-                res = paced(t.port, 10, 0.01, a.duration, f"ab{r}{name}")
+                res = measure(a.load, t, a.duration, f"ab{r}{name}")
                 rows.append((r, name, res))
-                print(f"round {r} {name:>8}: p50 {res['p50_ms']:.2f} ms  p99 "
-                      f"{res['p99_ms']:.2f} ms  max {res['max_ms']:.1f} ms  "
-                      f"non-2xx {res['non2xx']}", flush=True)
+                print(f"round {r} {name:>8}: " + "  ".join(
+                    f"{k} {v:,.2f}" for k, v in res.items()), flush=True)
         for t in nodes.values():
             t.stop()
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", other], cwd=ROOT,
                        capture_output=True)
+    text = (closed_report if a.load == "closed" else paced_report)(a, nodes, rows)
+    print(text)
+    if a.write:
+        replace_section(a.write, "paced_ab" if a.load == "paced" else "closed_ab", text)
+
+
+def measure(load, node, duration_s, prefix) -> dict:
+    if load == "paced":
+        res = paced(node.port, 10, 0.01, duration_s, prefix)
+        return {k: res[k] for k in ("p50_ms", "p99_ms", "max_ms", "non2xx")}
+    meter = CpuMeter(node.proc.pid)
+    w = run_wrk(node.port, 50, duration_s, prefix)
+    return {"rps": w["rps"], "cpu_us": meter.stop(w["requests"])["cpu_us"],
+            "non2xx": w["non2xx"] + w["errors"]}
+
+
+def closed_report(a, nodes, rows) -> str:
+    lines = ["### Closed-loop A/B: this node against another commit, taking turns", "",
+             f"- {machine_line(ROOT)}",
+             f"- command: `python bench/paced_ab.py --other {a.other} --load closed "
+             f"--rounds {a.rounds} --duration {a.duration:g} --publish {a.publish}`",
+             "- wrk, 50 connections, registers", "",
+             "| node | req/s per round | CPU µs a request per round | non-2xx |",
+             "|---|---|---|--:|"]
+    for name in nodes:
+        mine = [res for _, n, res in rows if n == name]
+        rps = ", ".join(format(x["rps"], ",.0f") for x in mine)
+        cpu = ", ".join(format(x["cpu_us"], ".0f") for x in mine)
+        lines.append(f"| {name} | {rps} | {cpu} | {sum(x['non2xx'] for x in mine)} |")
+    return "\n".join(lines) + "\n"
+
+
+def paced_report(a, nodes, rows) -> str:
     lines = ["### Paced A/B: this node against another commit, taking turns", "",
              f"- {machine_line(ROOT)}",
              f"- command: `python bench/paced_ab.py --other {a.other} --rounds {a.rounds} "
@@ -65,10 +105,8 @@ def main():
     for name in nodes:
         p99 = sorted(res["p99_ms"] for _, n, res in rows if n == name)
         lines.append(f"- {name}: median p99 {p99[len(p99) // 2]:.2f} ms")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.write:
-        replace_section(a.write, "paced_ab", text)
+    return "\n".join(lines) + "\n"
+
 
 if __name__ == "__main__":
     main()

@@ -204,14 +204,21 @@ def test_a_format_3_snapshot_loads_and_the_next_snapshot_is_format_4(tmp_path):
         again.stop()
 
 
-def test_snapshot_rows_keep_every_field_and_share_what_a_live_job_shares(tmp_path):
-    st = every_kind_of_job()
-    lg = RaftLog(str(tmp_path))
+def through_a_snapshot_file(data_dir: str, st: S.State) -> S.State:
+    """st written by RaftLog.write_snapshot and read back from the file; the same
+    content, checked here."""
+    lg = RaftLog(data_dir)
     lg.open()
     lg.write_snapshot(3, 1, S.to_snapshot(st))
     again = S.from_snapshot(lg.read_snapshot(3)["state"])
     lg.close()
     assert content(again) == content(st)
+    return again
+
+
+def test_snapshot_rows_keep_every_field_and_share_what_a_live_job_shares(tmp_path):
+    st = every_kind_of_job()
+    again = through_a_snapshot_file(str(tmp_path), st)
     for id_, job in again.jobs.items():
         assert job.to_dict() == st.jobs[id_].to_dict(), id_
     r = again.jobs["r"]
@@ -227,10 +234,5 @@ def test_a_job_without_a_row_field_is_written_as_its_record_among_rows(tmp_path)
     st = every_kind_of_job()
     del st.jobs["f"].attempt
     assert isinstance(st.jobs["f"].to_row(), dict) and isinstance(st.jobs["p"].to_row(), list)
-    lg = RaftLog(str(tmp_path))
-    lg.open()
-    lg.write_snapshot(3, 1, S.to_snapshot(st))
-    again = S.from_snapshot(lg.read_snapshot(3)["state"])
-    lg.close()
-    assert content(again) == content(st)
+    again = through_a_snapshot_file(str(tmp_path), st)
     assert "attempt" not in again.jobs["f"]
