@@ -635,14 +635,22 @@ class RaftNode:
         keeps serving requests (and the next batch forms) while the disk is slow."""
         fd = self.log.fileno()
         t0 = time.monotonic()
-        if t0 < self._thread_sync_until:
+        pooled = t0 < self._thread_sync_until
+        if pooled:
             in_thread(self._fsync, fd)
         else:
+            if self._thread_sync_until:
+                self._thread_sync_until = 0.0
+                log.info("fsyncs inline again: none slower than %.0f ms for %.0f s",
+                         FAST_FSYNC_S * 1000, SLOW_DISK_S)
             self._fsync(fd)
         took = time.monotonic() - t0
         if took > FAST_FSYNC_S:         # in the pool too: a disk still slow keeps it there
+            if not pooled:
+                log.info("slow fsync seconds=%.3f: fsyncs go through the threadpool until "
+                         "%.0f s pass without one slower than %.0f ms", took, SLOW_DISK_S,
+                         FAST_FSYNC_S * 1000)
             self._thread_sync_until = time.monotonic() + SLOW_DISK_S
-            log.debug("slow fsync seconds=%.3f; in the threadpool for %ss", took, SLOW_DISK_S)
 
     def _write(self, data: bytes, count: int) -> bool:
         """Append and fsync one batch of encoded records."""

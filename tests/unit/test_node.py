@@ -187,9 +187,12 @@ def test_fsync_runs_inline_while_the_disk_is_fast_and_in_a_thread_after_a_slow_o
     assert len(threads) >= n + 3 and hub not in threads[n + 1:n + 3]
 
 
-def test_a_disk_that_stays_slow_keeps_fsync_in_the_threadpool(tmp_path, monkeypatch):
+def test_a_disk_that_stays_slow_keeps_fsync_in_the_threadpool(tmp_path, monkeypatch, caplog):
     """Rule 5: fsyncs in the pool are timed too; while they stay slow the hub is never
-    blocked by one again, however long that lasts. Once they are fast, inline again."""
+    blocked by one again, however long that lasts. Once they are fast, inline again.
+    One log line each way, not one per slow fsync."""
+    import logging
+    caplog.set_level(logging.INFO, logger="dqorch.raft.node")
     import time
     from gevent.monkey import get_original
     from dqorch.raft import node as node_mod
@@ -224,6 +227,9 @@ def test_a_disk_that_stays_slow_keeps_fsync_in_the_threadpool(tmp_path, monkeypa
         assert threads[-1] == hub
     finally:
         node.stop()
+    said = [r.getMessage() for r in caplog.records]
+    assert len([m for m in said if "go through the threadpool" in m]) == 1, said
+    assert len([m for m in said if "fsyncs inline again" in m]) == 1, said
 
 
 def test_a_node_without_peers_keeps_no_applied_command_in_memory(tmp_path):
