@@ -3,7 +3,7 @@
 Both nodes run at once (same broker, same machine); the load takes turns between
 them, --rounds times, so drift in the machine hits both alike. --load paced (the
 default): ~1,000 registrations/s over 10 connections, latency from the scheduled send
-time. --load closed: wrk, 50 connections, closed loop; req/s and the node's CPU µs per
+time. --load closed: wrk, --conns (50) connections, closed loop; req/s and the node's CPU µs per
 request, the figure to compare for a change on the request path.
 
   python bench/paced_ab.py --other 58ffd69 --rounds 3 --publish true
@@ -33,6 +33,7 @@ def main():
     p.add_argument("--duration", type=float, default=10)
     p.add_argument("--publish", choices=("true", "false"), default="true")
     p.add_argument("--load", choices=("paced", "closed"), default="paced")
+    p.add_argument("--conns", type=int, default=50, help="--load closed: wrk connections")
     p.add_argument("--rabbitmq-port", type=int, default=5672)
     p.add_argument("--write", metavar="FILE", help="replace the bench:paced_ab section")
     a = p.parse_args()
@@ -46,11 +47,11 @@ def main():
                  a.other: start_node(other, tmp, "other", **kw)}
         if a.load == "closed":
             for t in nodes.values():
-                run_wrk(t.port, 50, 2, "warm")
+                run_wrk(t.port, a.conns, 2, "warm")
         rows = []
         for r in range(a.rounds):
             for name, t in nodes.items():
-                res = measure(a.load, t, a.duration, f"ab{r}{name}")
+                res = measure(a.load, t, a.duration, f"ab{r}{name}", a.conns)
                 rows.append((r, name, res))
                 print(f"round {r} {name:>8}: " + "  ".join(
                     f"{k} {v:,.2f}" for k, v in res.items()), flush=True)
@@ -65,12 +66,12 @@ def main():
         replace_section(a.write, "paced_ab" if a.load == "paced" else "closed_ab", text)
 
 
-def measure(load, node, duration_s, prefix) -> dict:
+def measure(load, node, duration_s, prefix, conns=50) -> dict:
     if load == "paced":
         res = paced(node.port, 10, 0.01, duration_s, prefix)
         return {k: res[k] for k in ("p50_ms", "p99_ms", "max_ms", "non2xx")}
     meter = CpuMeter(node.proc.pid)
-    w = run_wrk(node.port, 50, duration_s, prefix)
+    w = run_wrk(node.port, conns, duration_s, prefix)
     return {"rps": w["rps"], "cpu_us": meter.stop(w["requests"])["cpu_us"],
             "non2xx": w["non2xx"] + w["errors"]}
 
@@ -79,8 +80,9 @@ def closed_report(a, nodes, rows) -> str:
     lines = ["### Closed-loop A/B: this node against another commit, taking turns", "",
              f"- {machine_line(ROOT)}",
              f"- command: `python bench/paced_ab.py --other {a.other} --load closed "
-             f"--rounds {a.rounds} --duration {a.duration:g} --publish {a.publish}`",
-             "- wrk, 50 connections, registers", "",
+             f"--rounds {a.rounds} --duration {a.duration:g} --publish {a.publish} "
+             f"--conns {a.conns}`",
+             f"- wrk, {a.conns} connections, registers", "",
              "| node | req/s per round | CPU µs a request per round | non-2xx |",
              "|---|---|---|--:|"]
     for name in nodes:
