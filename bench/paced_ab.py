@@ -3,8 +3,8 @@
 Both nodes run at once (same broker, same machine); the load takes turns between
 them, --rounds times, so drift in the machine hits both alike. --load paced (the
 default): ~1,000 registrations/s over 10 connections, latency from the scheduled send
-time. --load closed: wrk, --conns (50) connections, closed loop; req/s and the node's CPU µs per
-request, the figure to compare for a change on the request path.
+time. --load closed: wrk, --conns (50) connections, closed loop; req/s and the node's
+CPU µs per request, the figure to compare for a change on the request path.
 
   python bench/paced_ab.py --other 58ffd69 --rounds 3 --publish true
   python bench/paced_ab.py --other 26c6ff0 --load closed --duration 8
