@@ -66,7 +66,7 @@ def main():
         replace_section(a.write, "paced_ab" if a.load == "paced" else "closed_ab", text)
 
 
-def measure(load, node, duration_s, prefix, conns=50) -> dict:
+def measure(load, node, duration_s, prefix, conns) -> dict:
     if load == "paced":
         res = paced(node.port, 10, 0.01, duration_s, prefix)
         return {k: res[k] for k in ("p50_ms", "p99_ms", "max_ms", "non2xx")}
