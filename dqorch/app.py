@@ -254,7 +254,22 @@ class NoDelayHandler(pywsgi.WSGIHandler):
                 return
             self._head = None
             data = head + data
-        super()._sendall(data)
+        # gevent's sendall asks the kernel for SO_SNDBUF (a getsockopt) and reads the
+        # clock on every call, to cut big sends into chunks: 3.5% of a register's
+        # py-spy samples at 50 connections. One send() takes a response whole when the
+        # socket buffer has room; sendall only for what is left. Error handling as
+        # pywsgi's own _sendall.
+        sock = self.socket
+        try:
+            sent = sock.send(data)
+            if sent < len(data):
+                sock.sendall(memoryview(data)[sent:])
+        except socket.error as ex:
+            self.status = "socket error: %s" % ex
+            if self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += len(data)
 
     def _handle_client_error(self, ex):
         # A client's mistake, not ours: one debug line, and the JSON error shape.
