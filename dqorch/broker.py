@@ -20,6 +20,8 @@ import pika.exceptions
 from pika.adapters.gevent_connection import GeventConnection, _GeventSelectorIOLoop
 from pika.adapters.utils import io_services_utils
 
+from . import amqp
+
 log = logging.getLogger(__name__)
 
 JOB_QUEUES = {"job.high": 10, "job.medium": 5, "job.low": 1}   # queue -> x-max-priority
@@ -235,25 +237,26 @@ class Broker:
             return 0
         return self.window - self._in_flight
 
-    def publish(self, token, exchange, routing_key, body: bytes,
-                properties: pika.BasicProperties, mandatory: bool) -> bool:
+    def publish(self, token, exchange, routing_key, body: bytes, properties: tuple,
+                mandatory: bool, message_id: str | None = None) -> bool:
         """Send one message; False (and nothing sent) when not connected or window full.
+        properties: amqp.properties(...). A mandatory message should say its
+        ``message_id`` (the one in its properties) for a return to be matched.
 
         On True, ``token`` is later handed back exactly once (see the class docstring).
-        For returns to be matched, mandatory messages should carry a ``message_id``.
         """
         if not self.connected or self._in_flight >= self.window:
             return False
-        try:
-            self._channel.basic_publish(exchange, routing_key, body, properties, mandatory)
-        except pika.exceptions.AMQPError as exc:
-            # Only reachable if pika learnt of a close that we have not seen yet.
-            log.warning("broker publish failed error=%s", self._describe(exc))
-            return False
+        conn, channel = self._conn, self._channel
+        if conn.is_closed or not channel.is_open:
+            return False       # pika learnt of a close that we have not seen yet
+        # amqp.py encodes the frames; pika's connection sends them (and counts bytes).
+        conn._output_marshaled_frames((amqp.publish(
+            channel.channel_number, exchange, routing_key, mandatory, properties, body,
+            conn._body_max_length),))
         self._next_tag += 1
         now = time.monotonic()
-        self._pending.append(_Pending(self._next_tag, token, properties.message_id
-                                      if properties is not None else None, now))
+        self._pending.append(_Pending(self._next_tag, token, message_id, now))
         if self._in_flight == 0:
             self._last_confirm_at = now
         self._in_flight += 1

@@ -25,9 +25,8 @@ import time
 
 import gevent
 import gevent.event
-import pika
 
-from . import jobs, metrics
+from . import amqp, jobs, metrics
 from . import state as st_mod
 from .broker import JOBS_EXCHANGE, STATUS_EXCHANGE
 from .errors import NotLeader
@@ -44,7 +43,7 @@ RETRY_AFTER_REJECT_S = 1.0     # a returned or nacked job is tried again after t
 MAX_TODO = 100_000
 MARK_RETRY_S = (0.5, 10.0)     # a failed mark is retried after this, doubling to the cap
 _dumps = jobs.dumps           # bytes; splices stored payloads
-EVENT_PROPS = pika.BasicProperties(content_type="application/json", delivery_mode=2)
+EVENT_PROPS = amqp.properties(content_type="application/json", delivery_mode=2)
 
 
 class Dispatcher:
@@ -315,14 +314,19 @@ class Dispatcher:
             job = st.jobs.get(id_)
             if job is None or job["status"] != PENDING:
                 continue                  # cancelled or already queued: withdrawn
-            props = pika.BasicProperties(
-                delivery_mode=2, priority=jobs.QUEUES[job["queue"]],
-                content_type="application/json", message_id=id_,
-                timestamp=self.now_ms() // 1000, app_id="dqorch",
-                headers={"x-dq-attempt": job["retry_count"], "x-dq-term": term})
+            # An id longer than 255 bytes of UTF-8 cannot be an AMQP short string
+            # (CONTRACT allows 256 characters): its message goes without message_id;
+            # the body carries the id either way.
+            message_id = id_ if len(id_.encode()) <= 255 else None
+            props = amqp.properties(
+                content_type="application/json",
+                headers={"x-dq-attempt": job["retry_count"], "x-dq-term": term},
+                delivery_mode=2, priority=jobs.QUEUES[job["queue"]], message_id=message_id,
+                timestamp=self.now_ms() // 1000, app_id="dqorch")
             body = _dumps(jobs.message_body(job))
             token = ("j", id_, job["attempt"], time.monotonic())
-            if not broker.publish(token, JOBS_EXCHANGE, job["queue"], body, props, True):
+            if not broker.publish(token, JOBS_EXCHANGE, job["queue"], body, props, True,
+                                  message_id):
                 self._todo.appendleft(id_)
                 return
             self._inflight.add(id_)

@@ -15,6 +15,7 @@ import gevent  # noqa: E402
 import pika  # noqa: E402
 import pytest  # noqa: E402
 
+from dqorch import amqp  # noqa: E402
 from dqorch.broker import JOB_QUEUES, JOBS_EXCHANGE, STATUS_EXCHANGE  # noqa: E402
 
 try:
@@ -28,9 +29,9 @@ BODY = b'{"id": "x", "type": "t"}'
 
 
 def job_props(message_id, priority=1):
-    return pika.BasicProperties(delivery_mode=2, priority=priority,
-                                content_type="application/json",
-                                message_id=message_id, app_id="dqorch")
+    return amqp.properties(delivery_mode=2, priority=priority,
+                           content_type="application/json",
+                           message_id=message_id, app_id="dqorch")
 
 
 @pytest.fixture
@@ -147,7 +148,7 @@ def test_2000_mandatory_publishes_are_confirmed_in_publish_order(clean_job_low,
         assert b.wait_slot(timeout_s=30), "no free slot"
         while published < 2000 and b.free_slots() > 0:
             assert b.publish(published, JOBS_EXCHANGE, "job.low", BODY,
-                             job_props("job-%d" % published), True)
+                             job_props("job-%d" % published), True, "job-%d" % published)
             published += 1
         assert b.in_flight() <= 1000
     wait_until(lambda: rec.settled() >= 2000, what="2000 confirms")
@@ -162,7 +163,7 @@ def test_publish_refuses_when_window_is_full(clean_job_low, make_broker):
     b, rec = make_broker(clean_job_low.port, window=3)
     b.start()
     assert b.wait_slot(timeout_s=30)
-    results = [b.publish(i, JOBS_EXCHANGE, "job.low", BODY, job_props("w%d" % i), True)
+    results = [b.publish(i, JOBS_EXCHANGE, "job.low", BODY, job_props("w%d" % i), True, "w%d" % i)
                for i in range(4)]   # no switch in between: no confirm can free a slot
     assert results == [True, True, True, False]
     assert b.free_slots() == 0
@@ -176,9 +177,9 @@ def test_unroutable_mandatory_publish_is_returned_not_confirmed(clean_job_low,
     b, rec = make_broker(clean_job_low.port)
     b.start()
     assert b.wait_slot(timeout_s=30)
-    assert b.publish("a", JOBS_EXCHANGE, "job.low", BODY, job_props("id-a"), True)
-    assert b.publish("b", JOBS_EXCHANGE, "no.such.queue", BODY, job_props("id-b"), True)
-    assert b.publish("c", JOBS_EXCHANGE, "job.low", BODY, job_props("id-c"), True)
+    assert b.publish("a", JOBS_EXCHANGE, "job.low", BODY, job_props("id-a"), True, "id-a")
+    assert b.publish("b", JOBS_EXCHANGE, "no.such.queue", BODY, job_props("id-b"), True, "id-b")
+    assert b.publish("c", JOBS_EXCHANGE, "job.low", BODY, job_props("id-c"), True, "id-c")
     wait_until(lambda: rec.settled() >= 3, what="3 settled")
     gevent.sleep(0.2)   # a duplicate report, if any, would arrive in this window
     assert sorted(rec.confirmed) == ["a", "c"]
@@ -195,7 +196,7 @@ def test_broker_nack_is_reported_as_rejected(shared_rabbit, make_broker):
         b, rec = make_broker(shared_rabbit.port)
         b.start()
         assert b.wait_slot(timeout_s=30)
-        assert b.publish("n", "", q, BODY, job_props("id-n"), True)
+        assert b.publish("n", "", q, BODY, job_props("id-n"), True, "id-n")
         wait_until(lambda: rec.settled() >= 1, what="nack")
         assert rec.rejected == [("n", "nack")] and rec.confirmed == []
         assert b.stats["nacked"] == 1
@@ -208,7 +209,7 @@ def test_stop_reports_in_flight_tokens_once(clean_job_low, make_broker):
     b.start()
     assert b.wait_slot(timeout_s=30)
     n = 0
-    while b.publish(n, JOBS_EXCHANGE, "job.low", BODY, job_props("s%d" % n), True):
+    while b.publish(n, JOBS_EXCHANGE, "job.low", BODY, job_props("s%d" % n), True, "s%d" % n):
         n += 1
     assert n == 1000
     b.stop()
@@ -217,7 +218,7 @@ def test_stop_reports_in_flight_tokens_once(clean_job_low, make_broker):
     assert sorted(reports) == list(range(n))
     assert all(len(r) == 1 and r[0] in ("confirmed", "connection_lost")
                for r in reports.values())
-    assert not b.publish("late", JOBS_EXCHANGE, "job.low", BODY, job_props("late"), True)
+    assert not b.publish("late", JOBS_EXCHANGE, "job.low", BODY, job_props("late"), True, "late")
     assert not b.wait_slot(timeout_s=0.1)
 
 
@@ -283,7 +284,7 @@ def test_broker_down_means_disconnected_and_it_reconnects_by_itself(private_rabb
         assert alternates(rec.states, last=False)
         assert b.disconnected_since_ms is not None and b.last_error
         assert b.free_slots() == 0
-        assert not b.publish("x", JOBS_EXCHANGE, "job.low", BODY, job_props("x"), True)
+        assert not b.publish("x", JOBS_EXCHANGE, "job.low", BODY, job_props("x"), True, "x")
         assert not b.wait_slot(timeout_s=0.1)
         wait_until(lambda: b.stats["connect_failures"] >= 2, what="failed reconnects")
         assert not b.connected and rec.rejected == [] and rec.confirmed == []
@@ -292,7 +293,7 @@ def test_broker_down_means_disconnected_and_it_reconnects_by_itself(private_rabb
     wait_until(lambda: b.connected, timeout_s=60, what="reconnected")
     assert alternates(rec.states, last=True) and False in rec.states
     assert b.disconnected_since_ms is None and b.stats["connects"] >= 2
-    assert b.publish("y", JOBS_EXCHANGE, "job.low", BODY, job_props("y"), True)
+    assert b.publish("y", JOBS_EXCHANGE, "job.low", BODY, job_props("y"), True, "y")
     wait_until(lambda: rec.settled() >= 1, what="confirm after reconnect")
     assert rec.confirmed == ["y"] and rec.rejected == []
     purge(private_rabbit.port, "job.low")
@@ -311,7 +312,7 @@ def test_restart_with_messages_in_flight_reports_every_token_exactly_once(
             if not b.wait_slot(timeout_s=0.2):
                 gevent.sleep(0.01)   # wait_slot returns at once on a stopped broker
                 continue
-            if b.publish(i, JOBS_EXCHANGE, "job.low", BODY, job_props("r%d" % i), True):
+            if b.publish(i, JOBS_EXCHANGE, "job.low", BODY, job_props("r%d" % i), True, "r%d" % i):
                 published.append(i)
             i += 1
             if i % 50 == 0:

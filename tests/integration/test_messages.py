@@ -3,6 +3,7 @@ the job message's properties and 15-key body, and the status event body."""
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pika
 import pytest
@@ -134,3 +135,20 @@ def test_publish_on_register_off_queues_without_publishing(make_node, clean_queu
                "retry queued")
     msgs = drain(SHARED_PORT, "job.medium")
     assert [(p.message_id, p.headers["x-dq-attempt"]) for p, _ in msgs] == [("nopub", 1)]
+
+
+def test_an_id_too_long_for_a_message_id_is_published_without_one(node):
+    """CONTRACT allows ids of 256 characters; an AMQP message_id holds 255 bytes. Such
+    a job must not stop publishing (a step that raised was retried for ever, and every
+    job after it waited): it goes without message_id, and so do the jobs after it."""
+    c = node.client()
+    ids = ["x" * 256, "é" * 200, "after-the-long-ones"]
+    for id_ in ids:
+        assert c.call("POST", "/api/jobs/register", {"id": id_})[0] == 202
+    for id_ in ids:
+        wait_until(lambda: c.call("GET", "/api/jobs/" + quote(id_))[1]["status"] == "queued",
+                   30, 0.02, "job queued")
+    got = {body["id"]: props for props, body in drain(SHARED_PORT, "job.medium")}
+    assert set(got) == set(ids)
+    assert got["x" * 256].message_id is None and got["é" * 200].message_id is None
+    assert got["after-the-long-ones"].message_id == "after-the-long-ones"

@@ -24,7 +24,7 @@ class Recorder:
     def free_slots(self) -> int:
         return 1000
 
-    def publish(self, token, exchange, key, body, props, mandatory) -> bool:
+    def publish(self, token, exchange, key, body, props, mandatory, message_id=None) -> bool:
         self.published.append(token)
         return True
 
