@@ -49,12 +49,18 @@ MAX_ERROR_CHARS = 200
 
 
 
-def _coalesce_sends(transport_cls) -> None:
-    """pika hands each frame to its transport separately and sends each with its own
-    send(): three syscalls per message (method, header, body), about a tenth of the
-    node's CPU under load (py-spy). Join what is buffered into one send instead."""
-    produce = getattr(transport_cls, "_produce", None)
-    if produce is None or getattr(produce, "_dq_coalesced", False):
+def _faster_sends(transport_cls) -> None:
+    """Two changes to how pika's plaintext transport sends (TLS keeps pika's own):
+    - pika hands each frame to its transport separately and sent each with its own
+      send(): three syscalls per message, about a tenth of the node's CPU under load
+      (py-spy). What is buffered is joined into one send.
+    - write() on an empty buffer only turned the writability watcher on, and the
+      send came on the next turn of the loop (an epoll_ctl on and one off, pika's
+      writable handler and its debug lines: per publish at one connection). It now
+      sends at once; only what the socket did not take waits for the watcher, and an
+      error is left for pika's own path to meet and handle."""
+    produce, write = transport_cls._produce, transport_cls.write
+    if getattr(produce, "_dq", False):
         return
 
     def _produce(self):
@@ -64,11 +70,23 @@ def _coalesce_sends(transport_cls) -> None:
             bufs.clear()
             bufs.append(joined)
         produce(self)
-    _produce._dq_coalesced = True
-    transport_cls._produce = _produce
+
+    def _write(self, data):
+        if data and not self._tx_buffers and self._state == self._STATE_ACTIVE:
+            try:
+                sent = self._sock.send(data)
+            except OSError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        write(self, data)
+    _produce._dq = _write._dq = True
+    transport_cls._produce, transport_cls.write = _produce, _write
 
 
-_coalesce_sends(io_services_utils._AsyncPlaintextTransport)
+_faster_sends(io_services_utils._AsyncPlaintextTransport)
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -163,6 +181,7 @@ class Broker:
         self._last_confirm_at = 0.0    # monotonic time of the last ack/nack
 
         self._conn = None          # the current GeventConnection, or None
+        self._out: list = []       # encoded messages of this pass, not yet written
         self._channel = None       # the current channel once it is open
         self._next_tag = 0         # delivery tag of the last publish on _channel
         self._pending = collections.deque()   # _Pending in tag order
@@ -250,10 +269,12 @@ class Broker:
         conn, channel = self._conn, self._channel
         if conn.is_closed or not channel.is_open:
             return False       # pika learnt of a close that we have not seen yet
-        # amqp.py encodes the frames; pika's connection sends them (and counts bytes).
-        conn._output_marshaled_frames((amqp.publish(
-            channel.channel_number, exchange, routing_key, mandatory, properties, body,
-            conn._body_max_length),))
+        # amqp.py encodes the frames; what one pass of the caller publishes goes to
+        # pika's connection as one write, when the caller next yields to the hub.
+        self._out.append(amqp.publish(channel.channel_number, exchange, routing_key,
+                                      mandatory, properties, body, conn._body_max_length))
+        if len(self._out) == 1:
+            gevent.get_hub().loop.run_callback(self._flush, conn)
         self._next_tag += 1
         now = time.monotonic()
         self._pending.append(_Pending(self._next_tag, token, message_id, now))
@@ -264,6 +285,11 @@ class Broker:
         if self._in_flight >= self.window:
             self._slot.clear()
         return True
+
+    def _flush(self, conn) -> None:
+        out, self._out = self._out, []
+        if out and conn is self._conn and not conn.is_closed:
+            conn._output_marshaled_frames((b"".join(out),))
 
     def wait_slot(self, timeout_s=None) -> bool:
         """Block this greenlet until connected with a free slot; False on timeout.
@@ -510,6 +536,7 @@ class Broker:
         was_connected = self.connected
         self.connected = False
         self._channel = None
+        self._out = []                # never written: what it held is lost below
         self._slot.clear()
         if self.disconnected_since_ms is None:
             self.disconnected_since_ms = _now_ms()

@@ -159,6 +159,32 @@ def test_2000_mandatory_publishes_are_confirmed_in_publish_order(clean_job_low,
     assert message_count(clean_job_low.port, "job.low") == 2000
 
 
+def test_big_messages_arrive_whole_through_partial_sends(clean_job_low, make_broker):
+    """40 messages of 1 MiB in one pass: more than the socket takes at once (the rest
+    waits for pika's writability watcher) and several body frames each. Every byte
+    and property must arrive as published, in order."""
+    b, rec = make_broker(clean_job_low.port, window=100)
+    b.start()
+    assert b.wait_slot(timeout_s=30)
+    bodies = [bytes([65 + i % 26]) * (1 << 20) + b"%d" % i for i in range(40)]
+    for i, body in enumerate(bodies):
+        assert b.publish(i, JOBS_EXCHANGE, "job.low", body, job_props("big-%d" % i), True,
+                         "big-%d" % i)
+    wait_until(lambda: rec.settled() >= 40, what="40 confirms")
+    assert rec.confirmed == list(range(40)) and rec.rejected == []
+    conn, ch = blocking_channel(clean_job_low.port)
+    try:
+        got = []
+        while True:
+            method, props, body = ch.basic_get("job.low", auto_ack=True)
+            if method is None:
+                break
+            got.append((props.message_id, body))
+    finally:
+        conn.close()
+    assert got == [("big-%d" % i, body) for i, body in enumerate(bodies)]
+
+
 def test_publish_refuses_when_window_is_full(clean_job_low, make_broker):
     b, rec = make_broker(clean_job_low.port, window=3)
     b.start()
