@@ -112,7 +112,7 @@ def test_a_torn_last_record_is_cut_and_the_rest_kept(tmp_path, cut):
     lg.close()
 
 
-@pytest.mark.parametrize("garbage", [b"\x00", b"\x00" * 4096, b"\xff" * 30,
+@pytest.mark.parametrize("garbage", [b"\x00", b"\x00" * 4096, b"\xff" * 30 + b"\x01",
                                      b"not a record at all, just bytes" * 5])
 def test_garbage_after_the_last_record_is_cut(tmp_path, garbage):
     lg, _, _ = opened(tmp_path)
@@ -445,7 +445,8 @@ def test_a_failed_cut_back_stops_writes_until_it_succeeds(tmp_path):
     lg, _, _ = opened(tmp_path)
     write(lg, 1, 2)
     good_fd, path = lg._fd, os.path.join(tmp_path, segment_files(tmp_path)[-1])
-    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        size = rlog.records_end(f.read())           # the open segment has fill after
     lg._fd = os.open(path, os.O_RDONLY)           # writes and truncates now fail for real
     with pytest.raises(OSError):
         lg.append(encode(3, 1, cmd(3)), 3, 1)
@@ -454,7 +455,7 @@ def test_a_failed_cut_back_stops_writes_until_it_succeeds(tmp_path):
         lg.append(encode(3, 1, cmd(3)), 3, 1)
     os.close(lg._fd)
     lg._fd = good_fd
-    os.write(good_fd, b"half a batch that the failed cut left")
+    os.pwrite(good_fd, b"half a batch that the failed cut left", size)
     write(lg, 3, 3)                               # the cut succeeds, then the append
     assert lg.unsure is None
     lg, _, entries = reopen(lg)
@@ -847,4 +848,121 @@ def test_compact_goes_on_when_a_file_it_removes_is_gone_already(tmp_path):
         raise FileNotFoundError(path)              # as if an install removed it first
     assert lg.compact(4, 1, remove=remove) == 2
     assert sorted(seen) == ["log-%020d.seg" % 1, "snapshot-%020d.json" % 2]
+    lg.close()
+
+
+# Fill ahead (Rule 3) ########################################################
+# A crash image: the directory copied while the log is open (its last append
+# fsync'd), as a kill -9 or a power cut after that fsync leaves it.
+
+def crash_image(lg: RaftLog, dst) -> str:
+    import shutil
+    shutil.copytree(lg.dir, dst)
+    return str(dst)
+
+
+def test_the_open_segment_is_filled_ahead_and_a_crash_image_opens(tmp_path):
+    lg, _, _ = opened(tmp_path / "a")
+    write(lg, 1, 5)
+    seg = os.path.join(lg.dir, segment_files(lg.dir)[-1])
+    data = open(seg, "rb").read()
+    end = rlog.records_end(data)
+    assert end == len(rlog.batch_mark(0)) + sum(record_size(i) for i in range(1, 6))
+    assert len(data) >= end + rlog.FILL_AHEAD and not data[end:].strip(b"\xff")
+    img = crash_image(lg, tmp_path / "b")
+    lg2, _, entries = opened(img)
+    assert entries == [entry(i) for i in range(1, 6)] and lg2.last_index == 5
+    write(lg2, 6, 7)                     # at the records' end, not at the file's
+    lg3, _, entries = opened(crash_image(lg2, tmp_path / "c"))
+    assert entries == [entry(i) for i in range(1, 8)]
+    for x in (lg, lg2, lg3):
+        x.close()
+
+
+def test_close_and_rotation_cut_the_fill(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3)
+    lg.rotate()
+    write(lg, 4, 4)
+    lg.close()
+    for name in segment_files(tmp_path):
+        data = open(os.path.join(tmp_path, name), "rb").read()
+        assert data and rlog.records_end(data) == len(data)
+    lg, _, entries = opened(tmp_path)
+    assert entries == [entry(i) for i in range(1, 5)]
+    lg.close()
+
+
+def test_a_torn_append_into_the_fill_is_cut(tmp_path, caplog):
+    lg, _, _ = opened(tmp_path / "a")
+    write(lg, 1, 3)
+    img = crash_image(lg, tmp_path / "b")
+    lg.close()
+    seg = os.path.join(img, segment_files(img)[-1])
+    end = rlog.records_end(open(seg, "rb").read())
+    with open(seg, "r+b") as f:                  # the next append, half written
+        f.seek(end)
+        f.write((rlog.batch_mark(record_size(4)) + encode(4, 1, cmd(4)))[:40])
+    with caplog.at_level("WARNING"):
+        lg, _, entries = opened(img)
+    assert entries == [entry(i) for i in range(1, 4)]
+    mark = len(rlog.batch_mark(0))               # the mark is whole: the record is cut
+    assert "cutting a torn log tail" in caplog.text
+    assert "offset=%d bytes=%d" % (end + mark, 40 - mark) in caplog.text
+    write(lg, 4, 4)
+    lg, _, entries = reopen(lg)
+    assert entries == [entry(i) for i in range(1, 5)]
+    lg.close()
+
+
+def test_zeros_over_the_last_batches_with_fill_after_are_damage(tmp_path):
+    """Fill is 0xFF, never zeros: zeroed records before the fill still show that
+    later batches were there (the records end after them), as the file's end did."""
+    lg, _, _ = opened(tmp_path / "a")
+    for i in range(1, 13):
+        write(lg, i, i)
+    img = crash_image(lg, tmp_path / "b")
+    lg.close()
+    seg = os.path.join(img, segment_files(img)[-1])
+    data = open(seg, "rb").read()
+    start, end = record_offsets(seg)[5], rlog.records_end(data)
+    with open(seg, "r+b") as f:
+        f.seek(start)
+        f.write(b"\0" * (end - start))
+    with pytest.raises(LogCorrupt, match="damaged record"):
+        opened(img)
+    assert open(seg, "rb").read()[:end] == data[:start] + b"\0" * (end - start)
+
+
+def test_fill_left_in_a_non_last_segment_is_not_damage(tmp_path):
+    """A crash between a rotation and the cut of the old segment's fill."""
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3)
+    lg.rotate()
+    write(lg, 4, 5)
+    lg.close()
+    with open(os.path.join(tmp_path, segment_files(tmp_path)[0]), "ab") as f:
+        f.write(b"\xff" * 5000)
+    lg, _, entries = opened(tmp_path)
+    assert entries == [entry(i) for i in range(1, 6)]
+    lg.close()
+
+
+def test_a_failed_fill_is_one_line_and_the_append_goes_on(tmp_path, caplog):
+    import errno
+    real = os.pwrite
+
+    def no_room_for_fill(fd, data, pos):
+        if isinstance(data, bytes) and data[:1] == b"\xff":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, pos)
+    lg, _, _ = opened(tmp_path)
+    with mock.patch.object(rlog.os, "pwrite", no_room_for_fill), \
+            caplog.at_level("WARNING"):
+        for i in range(1, 4):
+            write(lg, i, i)
+    assert caplog.text.count("cannot fill the log segment ahead") == 1
+    write(lg, 4, 4)                              # fill works again
+    lg, _, entries = reopen(lg)
+    assert entries == [entry(i) for i in range(1, 5)]
     lg.close()
