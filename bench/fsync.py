@@ -1,5 +1,7 @@
-"""CPU and wall time of one write + fsync of a log-sized record, inline and through
-gevent's threadpool (what raft/node.py Rule 5 chooses between), in --dir.
+"""CPU and wall time of one write + fsync of a log-sized record: inline and through
+gevent's threadpool (what raft/node.py Rule 5 chooses between), and appended to a file
+that grows against written into blocks the file already has (raft/log.py Rule 3's
+fill), in --dir. Two rounds, each case in turn.
 
   python bench/fsync.py [--dir data] [--n 3000]
 """
@@ -14,13 +16,28 @@ import time  # noqa: E402
 
 import gevent  # noqa: E402
 
+RECORD = b"x" * 300
 
-def measure(fd, sync, n):
+
+def measure(path, sync, n, fill):
+    """µs wall, µs CPU a round, p99 µs of the fsync alone."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    if fill:
+        os.write(fd, b"\xff" * (n * len(RECORD) + (1 << 20)))
+        os.fsync(fd)
+    lat, pos = [], 0
     c0, t0 = time.process_time(), time.perf_counter()
     for _ in range(n):
-        os.write(fd, b"x" * 300)
+        os.pwrite(fd, RECORD, pos)
+        pos += len(RECORD)
+        t = time.perf_counter()
         sync(fd)
-    return (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
+        lat.append(time.perf_counter() - t)
+    wall, cpu = (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
+    os.close(fd)
+    os.unlink(path)
+    lat.sort()
+    return wall, cpu, lat[int(n * 0.99)] * 1e6
 
 
 def main():
@@ -30,12 +47,15 @@ def main():
     a = p.parse_args()
     pool = gevent.get_hub().threadpool
     with tempfile.TemporaryDirectory(dir=a.dir) as d:
-        fd = os.open(os.path.join(d, "log"), os.O_WRONLY | os.O_CREAT)
-        for name, sync in (("inline", os.fsync),
-                           ("threadpool", lambda fd: pool.apply(os.fsync, (fd,)))):
-            wall, cpu = measure(fd, sync, a.n)
-            print(f"{name:>10}: {wall:6.0f} µs wall, {cpu:5.0f} µs CPU per write + fsync")
-        os.close(fd)
+        path = os.path.join(d, "log")
+        for _ in range(2):
+            for name, sync, fill in (
+                    ("inline, growing", os.fsync, False),
+                    ("inline, into fill", os.fsync, True),
+                    ("threadpool, growing", lambda fd: pool.apply(os.fsync, (fd,)), False)):
+                wall, cpu, p99 = measure(path, sync, a.n, fill)
+                print(f"{name:>20}: {wall:6.0f} µs wall, {cpu:5.0f} µs CPU per write + "
+                      f"fsync; fsync p99 {p99:5.0f} µs")
 
 
 if __name__ == "__main__":
