@@ -57,8 +57,8 @@ SNAPSHOT_RE = re.compile(r"snapshot-(\d{20})\.json")
 MAX_APPEND_BYTES = 4 << 20
 MAX_RECORD_BYTES = 160 << 20      # a command from a 64 MiB body (max_body_bytes), escaped
 # Rule 3. This VM's disk, a 300-byte append and its fsync (bench/fsync.py): into fill
-# 166-188 µs and 69-80 µs of CPU, p99 340-480 µs; growing the file 216-227 µs and
-# 88-93, p99 600-850. Writing 1 MiB of fill takes ~1.3 ms, once per ~3,000 rounds.
+# 139-150 µs and 58-60 µs of CPU, fsync p99 229-243 µs; growing the file 216-231 µs
+# and 96-100, p99 421-425. Writing 1 MiB of fill takes ~1.3 ms, once per ~3,000 rounds.
 FILL = 0xFF
 FILL_AHEAD = 1 << 20
 _FILL_BYTES = bytes([FILL]) * FILL_AHEAD
