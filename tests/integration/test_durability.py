@@ -2,8 +2,12 @@
 and every acknowledged job is there once and reaches RabbitMQ."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import gevent
 import gevent.pool
+
+from dqorch.raft.log import records_end
 
 from .conftest import SHARED_PORT, JOB_QUEUES, all_jobs, drain, wait_until
 
@@ -40,6 +44,11 @@ def test_kill9_under_load_loses_no_acknowledged_job(make_node, clean_queues):
     acked: set = set()
     load(node, ids, acked, kill_after=TOTAL // 3)
     assert TOTAL // 3 <= len(acked) < TOTAL       # the kill really hit the load
+    # The killed node's open segment still holds its fill (raft/log.py Rule 3): the
+    # restart must read the records past it.
+    newest = max(Path(node.cfg["data_dir"]).glob("log-*.seg"))
+    data = newest.read_bytes()
+    assert records_end(data) < len(data) and not data[records_end(data):].strip(b"\xff")
     node.start()
     c = node.client()
     # Finish the load on the restarted node, as a retrying gateway would.
