@@ -287,8 +287,10 @@ class Broker:
         return True
 
     def _flush(self, conn) -> None:
+        if conn is not self._conn:
+            return             # lost meanwhile: _lose dropped what it held
         out, self._out = self._out, []
-        if out and conn is self._conn and not conn.is_closed:
+        if out and not conn.is_closed:
             conn._output_marshaled_frames((b"".join(out),))
 
     def wait_slot(self, timeout_s=None) -> bool:
