@@ -90,3 +90,31 @@ def test_restart_replays_the_log_to_the_same_state(make_node, clean_queues):
     assert after == before
     _, raft = c.call("GET", "/api/raft/status")
     assert raft["term"] == 2
+
+
+def test_kill9_after_a_snapshot_restarts_with_every_job(make_node, clean_queues):
+    """A snapshot, then more commits, then kill -9: the restart reads the snapshot,
+    the older segment cut back to its records and the open one past its fill."""
+    node = make_node(snapshot_entries=1000).wait_healthy()
+    c = node.client()
+    data_dir = Path(node.cfg["data_dir"])
+    for i in range(1200):
+        assert c.call("POST", "/api/jobs/register", {"id": f"ks-{i}", "type": "ks"})[0] == 202
+    wait_until(lambda: list(data_dir.glob("snapshot-*.json")), 60, 0.05, "a snapshot")
+    for i in range(1200, 1300):                    # after it, in the open segment
+        assert c.call("POST", "/api/jobs/register", {"id": f"ks-{i}", "type": "ks"})[0] == 202
+    c.call("POST", "/api/jobs/ks-3/cancel")
+    before = {j["id"]: j["status"] for j in all_jobs(c, type="ks")}
+    c.close()
+    node.kill9()
+    newest = max(data_dir.glob("log-*.seg"))
+    assert newest.read_bytes().endswith(b"\xff" * 4096), "the open segment has its fill"
+    node.start()
+    c = node.client()
+    after = {j["id"]: j["status"] for j in all_jobs(c, type="ks")}
+    assert set(after) == set(before) == {f"ks-{i}" for i in range(1300)}
+    assert after["ks-3"] == "cancelled"
+    started = Path(node.log_path).read_text()
+    assert "loaded snapshot" in started, node.log_tail()
+    # Nothing was in flight at the kill: the fill is read past, never cut as a tail.
+    assert "cutting a torn log tail" not in started, node.log_tail()
