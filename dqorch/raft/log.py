@@ -728,7 +728,7 @@ def records_end(data: bytes) -> int:
     end = len(data)
     while end:
         start = max(0, end - 65536)
-        kept = len(data[start:end].rstrip(b"\xff"))
+        kept = len(data[start:end].rstrip(_FILL_BYTES[:1]))
         if kept:
             return start + kept
         end = start
