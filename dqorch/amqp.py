@@ -1,5 +1,6 @@
 """One basic.publish as the bytes pika would send for it: the method, content header
-and body frames (AMQP 0-9-1 §4.2.3, §4.2.6), and message properties encoded once.
+and body frames (AMQP 0-9-1 §4.2.3, §4.2.6), and message properties encoded once;
+and the publisher confirms (basic.ack, basic.nack) read back from what the broker sent.
 
 pika's Channel.basic_publish builds an object per frame, tests all 14 properties and
 encodes the headers table generically, then hands each frame to the transport apart:
@@ -10,6 +11,7 @@ keeps its state (channel numbers, frame_max, confirms) and its socket.
 """
 from __future__ import annotations
 
+import functools
 import struct
 
 _FRAME = struct.Struct(">BHI")          # type, channel, payload size
@@ -81,6 +83,29 @@ def properties(*, content_type: str | None = None, headers: dict | None = None,
     return flags, b"".join(parts)
 
 
+@functools.lru_cache(maxsize=256)
+def _job_head(attempt: int, term: int, priority: int) -> tuple[int, bytes]:
+    return properties(content_type="application/json",
+                      headers={"x-dq-attempt": attempt, "x-dq-term": term},
+                      delivery_mode=2, priority=priority)
+
+
+_APP_ID = shortstr("dqorch")
+
+
+def job_properties(attempt: int, term: int, priority: int, message_id: str | None,
+                   timestamp: int) -> tuple[int, bytes]:
+    """properties() of a job message: what comes before the message id is the same for
+    every message of one attempt, term and priority, so it is encoded once (~25 calls
+    a message fewer; the bytes are the same, tests/unit/test_amqp.py)."""
+    flags, head = _job_head(attempt, term, priority)
+    flags |= TIMESTAMP | APP_ID
+    if message_id is None:
+        return flags, head + _TIMESTAMP.pack(timestamp) + _APP_ID
+    return flags | MESSAGE_ID, b"".join(
+        (head, shortstr(message_id), _TIMESTAMP.pack(timestamp), _APP_ID))
+
+
 def publish(channel: int, exchange: str, routing_key: str, mandatory: bool,
             props: tuple[int, bytes], body: bytes, max_body: int) -> bytes:
     """The frames of one message; a body longer than max_body (the connection's
@@ -95,3 +120,28 @@ def publish(channel: int, exchange: str, routing_key: str, mandatory: bool,
         chunk = body[start:start + max_body]
         parts += (_FRAME.pack(3, channel, len(chunk)), chunk, _END)
     return b"".join(parts)
+
+
+# basic.ack and basic.nack frames: type 1, channel, size 13; class 60, method 80 (ack)
+# or 120 (nack), delivery tag, bits (multiple; nack: requeue too); frame end.
+_CONFIRM = struct.Struct(">BHIHHQBc")
+CONFIRM_SIZE = _CONFIRM.size            # 21
+_ACK, _NACK = 80, 120
+
+
+def confirms(data: bytes, channel: int) -> list[tuple[int, bool, bool]] | None:
+    """(delivery tag, multiple, acked) of each frame when data is nothing but whole
+    basic.ack / basic.nack frames on channel; None for anything else (pika reads it).
+    Confirms are most of what the publishing connection receives: through pika's
+    frame and callback machinery one costs ~37 Python calls, here ~4 (cProfile)."""
+    n = len(data)
+    if n % CONFIRM_SIZE:
+        return None
+    out = []
+    for at in range(0, n, CONFIRM_SIZE):
+        kind, ch, size, cls, method, tag, bits, end = _CONFIRM.unpack_from(data, at)
+        if kind != 1 or ch != channel or size != 13 or cls != 60 or end != _END \
+                or method not in (_ACK, _NACK):
+            return None
+        out.append((tag, bool(bits & 1), method == _ACK))
+    return out

@@ -237,7 +237,7 @@ class Broker:
         """Seconds the oldest message in flight has waited for its confirm; 0.0 if none."""
         if not self._in_flight or not self._pending:
             return 0.0
-        # The deque's left end is always an unsettled entry (see _on_ack_nack).
+        # The deque's left end is always an unsettled entry (see _settle).
         return max(0.0, time.monotonic() - self._pending[0].at)
 
     def confirms_overdue(self):
@@ -354,6 +354,7 @@ class Broker:
             on_open_error_callback=self._on_conn_open_error,
             on_close_callback=self._on_conn_closed, custom_ioloop=self._ioloop)
         conn = self._conn
+        conn._on_data_available = self._reader(conn, conn._on_data_available)
         if not self._session_done.wait(SETUP_TIMEOUT_S) and not self.connected:
             self._note_error("setup timed out after %ss" % SETUP_TIMEOUT_S)
             if not (conn.is_closing or conn.is_closed):
@@ -462,13 +463,33 @@ class Broker:
         self._slot.set()
         self._call(self._on_state, True)
 
+    def _reader(self, conn, pika_reads):
+        """What the connection receives: confirms on our channel are settled here
+        (amqp.confirms), the rest goes to pika. The counters are pika's own (its
+        heartbeat checker reads bytes_received)."""
+        def on_data(data: bytes) -> None:
+            channel = self._channel
+            found = None
+            if not conn._frame_buffer and channel is not None and conn is self._conn:
+                found = amqp.confirms(data, channel.channel_number)
+            if found is None:
+                pika_reads(data)
+                return
+            conn.bytes_received += len(data)
+            conn.frames_received += len(found)
+            for tag, multiple, acked in found:
+                self._settle(tag, multiple, acked)
+        return on_data
+
     def _on_ack_nack(self, frame) -> None:
-        self._last_confirm_at = time.monotonic()
         method = frame.method
-        tag = method.delivery_tag
-        acked = isinstance(method, pika.spec.Basic.Ack)
+        self._settle(method.delivery_tag, method.multiple,
+                     isinstance(method, pika.spec.Basic.Ack))
+
+    def _settle(self, tag: int, multiple: bool, acked: bool) -> None:
+        self._last_confirm_at = time.monotonic()
         pending = self._pending
-        if method.multiple:
+        if multiple:
             settled = []
             while pending and pending[0].tag <= tag:
                 entry = pending.popleft()

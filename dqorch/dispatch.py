@@ -150,8 +150,9 @@ class Dispatcher:
             try:
                 self._handle_confirms()
                 self._handle_rejects()
-                self._publish_events()
-                self._publish_jobs()
+                if self._may_publish():
+                    self._publish_events()
+                    self._publish_jobs()
             except Exception:
                 log.exception("dispatch step failed; retrying")
                 gevent.sleep(0.5)
@@ -183,14 +184,14 @@ class Dispatcher:
             else:
                 self._ev_confirmed.add(tok[1])
         if jobs_confirmed:
-            metrics.PUBLISHED.labels("job", "confirmed").inc(jobs_confirmed)
+            metrics.child(metrics.PUBLISHED, "job", "confirmed").inc(jobs_confirmed)
         n = 0
         while self._ev_acked + 1 in self._ev_confirmed:
             self._ev_acked += 1
             self._ev_confirmed.discard(self._ev_acked)
             n += 1
         if n:
-            metrics.PUBLISHED.labels("event", "confirmed").inc(n)
+            metrics.child(metrics.PUBLISHED, "event", "confirmed").inc(n)
         if now < self._mark_after:
             return                               # Rule 1: a failed mark waits its backoff
         if self._unmarked:
@@ -264,7 +265,7 @@ class Dispatcher:
                         self._ev_next = min(self._ev_next, tok[1])
                 if not jobs_back:
                     continue
-                metrics.PUBLISHED.labels("job", reason).inc(len(jobs_back))
+                metrics.child(metrics.PUBLISHED, "job", reason).inc(len(jobs_back))
                 if reason == "connection_lost":
                     self._todo.extendleft(reversed(jobs_back))   # keep oldest first
                 else:
@@ -284,9 +285,8 @@ class Dispatcher:
             and node.has_quorum_contact()
 
     def _publish_events(self) -> None:
+        """Only when _may_publish(), as _publish_jobs."""
         st, broker = self.node.state, self.broker
-        if not self._may_publish():
-            return
         while self._ev_next < st.outbox_next and broker.free_slots() > 0:
             seq = self._ev_next
             if seq > st.outbox_done and seq not in self._ev_confirmed:
@@ -297,10 +297,9 @@ class Dispatcher:
             self._ev_next += 1
 
     def _publish_jobs(self) -> None:
+        """Only when _may_publish() (Rule 1): the caller asks once for both."""
         st, broker = self.node.state, self.broker
         term = self.term
-        if not self._may_publish():
-            return
         if self._rescan:
             self._rescan = False
             log.info("dispatch reads the pending jobs again pending=%d (more than %d "
@@ -312,19 +311,16 @@ class Dispatcher:
             if id_ in self._inflight or id_ in self._marking:
                 continue
             job = st.jobs.get(id_)
-            if job is None or job["status"] != PENDING:
+            if job is None or job.status != PENDING:
                 continue                  # cancelled or already queued: withdrawn
             # An id longer than 255 bytes of UTF-8 cannot be an AMQP short string
             # (CONTRACT allows 256 characters): its message goes without message_id;
             # the body carries the id either way.
             message_id = id_ if len(id_.encode()) <= 255 else None
-            props = amqp.properties(
-                content_type="application/json",
-                headers={"x-dq-attempt": job["retry_count"], "x-dq-term": term},
-                delivery_mode=2, priority=jobs.QUEUES[job["queue"]], message_id=message_id,
-                timestamp=self.now_ms() // 1000, app_id="dqorch")
+            props = amqp.job_properties(job.retry_count, term, jobs.QUEUES[job.queue],
+                                        message_id, self.now_ms() // 1000)
             body = _dumps(jobs.message_body(job))
-            token = ("j", id_, job["attempt"], time.monotonic())
+            token = ("j", id_, job.attempt, time.monotonic())
             if not broker.publish(token, JOBS_EXCHANGE, job["queue"], body, props, True,
                                   message_id):
                 self._todo.appendleft(id_)

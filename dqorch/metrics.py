@@ -7,10 +7,24 @@ collector), so nothing has to keep them in step.
 """
 from __future__ import annotations
 
+import gevent.monkey
+import prometheus_client.metrics
+import prometheus_client.registry
+import prometheus_client.values
 from prometheus_client import (CollectorRegistry, Counter, Histogram, ProcessCollector,
                                disable_created_metrics, generate_latest)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# prometheus_client takes a lock in every inc() and observe(). Monkey-patched, that is
+# gevent's lock, acquired in Python (12.6 acquires a register with publishing, one
+# connection: cProfile). Its locked sections never yield and only the hub's thread
+# touches a metric (the threadpool runs fsyncs and file copies), so the C lock of the
+# unpatched threading module does the same job, without a Python call.
+_Lock = gevent.monkey.get_original("_thread", "allocate_lock")
+for _module in (prometheus_client.values, prometheus_client.metrics,
+                prometheus_client.registry):
+    _module.Lock = _Lock
 
 disable_created_metrics()     # no *_created series: they double the exposition
 REGISTRY = CollectorRegistry(auto_describe=True)
