@@ -204,7 +204,7 @@ class NoDelayHandler(pywsgi.WSGIHandler):
     def read_requestline(self):
         self.socket.settimeout(self.idle_timeout_s)   # socket.timeout: closed quietly
         head = self.rfile.peek(1)                     # the next request has begun
-        if b"\n" in head:                             # the whole line is here already
+        if 10 in head:              # b"\n": the whole line is here (an int: headers.py)
             line = super().read_requestline()
         else:
             # One deadline for the whole line, as for the headers: a client sending a

@@ -248,10 +248,10 @@ def _move(st: State, job: jobs.Job, to: str, at_ms: int, by: str, reason: str | 
         counts = st.queue_counts[job.queue]
         counts[frm] -= 1
         counts[to] += 1
-        for field in ("type", "worker_id"):
-            if job[field] is not None:
-                _pair_count(st, field, job[field], frm, -1)
-                _pair_count(st, field, job[field], to, +1)
+        for field, value in (("type", job.type), ("worker_id", job.worker_id)):
+            if value is not None:
+                _pair_count(st, field, value, frm, -1)
+                _pair_count(st, field, value, to, +1)
         if frm == RUNNING:
             _running(st, job, add=False)
         job.status = to
@@ -487,10 +487,10 @@ def _apply_mark_queued(st: State, cmd: dict) -> dict:
     n = 0
     for id_, attempt in cmd["items"]:
         job = st.jobs.get(id_)
-        if job is not None and job["status"] == PENDING and job["attempt"] == attempt:
-            job["queued_at"] = cmd["at_ms"]
+        if job is not None and job.status == PENDING and job.attempt == attempt:
+            job.queued_at = cmd["at_ms"]
             job.pop("not_before", None)
-            _move(st, job, QUEUED, cmd["at_ms"], "broker", _CONFIRMED_IN[job["queue"]])
+            _move(st, job, QUEUED, cmd["at_ms"], "broker", _CONFIRMED_IN[job.queue])
             n += 1
     return {"outcome": "queued", "queued": n}
 
