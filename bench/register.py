@@ -1,8 +1,10 @@
 """Register throughput and latency of a dqorch node, side by side with the floor.
 
 The floor (bench/floor.py) is a bare gevent.pywsgi + bottle handler: the ceiling for any
-handler in this stack. Each run starts the floor and one fresh node per variant (new
-data_dir and config, free ports), so every ratio compares numbers from the same run.
+handler in this stack; the durable floor (floor.py --fsync) the same plus a write and
+an fsync a request, the ceiling for any handler that makes a job durable before it
+answers. Each run starts both floors and one fresh node per variant (new data_dir and
+config, free ports), so every ratio compares numbers from the same run.
 Usage: python bench/register.py [--duration 10] [--preload 100000] [--write docs/BENCHMARKS.md]
 """
 import argparse
@@ -90,7 +92,7 @@ def measure_all(targets, a, run_id, client_cpus):
     """Every test runs on every target in turn (floor, then nodes), so that the ratios
     compare measurements taken seconds apart. Nodes drain their publish backlog first."""
     res = {t.name: {} for t in targets}
-    nodes = [t for t in targets if t.name != "floor"]
+    nodes = [t for t in targets if t.name.startswith("node")]
 
     def settle():
         for n in nodes:
@@ -237,6 +239,13 @@ def main():
                                  "--port", str(floor_port)], floor_port,
                        os.path.join(tmp, "floor.log"), cpus=server_cpus)
         running.append(floor)
+        # The durable floor: the floor plus a write and an fsync a request (floor.py
+        # --fsync), what no handler that makes each job durable before answering beats.
+        (dur_port,) = free_ports(1)
+        running.append(Target("durable floor", [
+            sys.executable, os.path.join(ROOT, "bench", "floor.py"), "--port", str(dur_port),
+            "--fsync", os.path.join(tmp, "durable.bin")], dur_port,
+            os.path.join(tmp, "durable.log"), cpus=server_cpus))
         targets = [floor]
         for publish in variants:
             ports = free_ports(2, 1)
