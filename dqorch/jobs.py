@@ -386,16 +386,14 @@ def message_body(job: "Job") -> dict:
     """The job message body: CONTRACT §3's 15 keys, status always "pending".
     Read as attributes, not job[...]: 13 calls fewer a message (each ~1 µs at one
     connection, where the publish path's calls are most of its cost)."""
-    result, metadata = job.result, job.metadata
     return {
         "id": job.id, "type": job.type, "priority": job.priority,
         "status": PENDING, "worker_id": job.worker_id, "payload": spliced(job.payload),
-        "result": None if result is None else orjson.Fragment(result),
-        "error_message": job._extra.get("error_message"),
+        "result": spliced(job.result), "error_message": job._extra.get("error_message"),
         "retry_count": job.retry_count, "max_retries": job.max_retries,
         "execution_timeout": job.execution_timeout, "created_at": job.created_at,
         "started_at": job.started_at, "completed_at": job.completed_at,
-        "metadata": None if metadata is None else orjson.Fragment(metadata),
+        "metadata": spliced(job.metadata),
     }
 
 
