@@ -19,7 +19,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 # prometheus_client takes a lock in every inc() and observe(). Monkey-patched, that is
 # gevent's lock, acquired in Python (12.6 acquires a register with publishing, one
 # connection: cProfile). Its locked sections never yield and only the hub's thread
-# touches a metric (the threadpool runs fsyncs and file copies), so the C lock of the
+# touches a metric (the threadpool runs fsyncs, hard-state writes, unlinks and snapshot
+# reads, none of which counts), so the C lock of the
 # unpatched threading module does the same job, without a Python call.
 _Lock = gevent.monkey.get_original("_thread", "allocate_lock")
 for _module in (prometheus_client.values, prometheus_client.metrics,
