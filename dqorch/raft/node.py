@@ -158,7 +158,7 @@ class RaftNode:
         self._stopped = False
         self._queue: list = []        # (cmd, AsyncResult) not yet handed to the core
         self._lazy: list = []         # (cmd, AsyncResult) waiting for a round (Rule 4)
-        self._lazy_timer = None       # the hub's timer for LAZY_S, made on first use
+        self._lazy_timer = None       # the hub's timer for LAZY_S while lazy ones wait
         self._inbox: list = []        # Messages not yet stepped
         self._ticks = 0
         self._waiting: dict = {}      # index -> (term, AsyncResult)
@@ -356,12 +356,12 @@ class RaftNode:
         if lazy:
             self._lazy.append((cmd, result))
             # A watcher, not a greenlet (spawn_later, then its kill when a round takes
-            # the marks first: ~20 calls a mark at one connection).
-            timer = self._lazy_timer
-            if timer is None:
-                timer = self._lazy_timer = gevent.get_hub().loop.timer(LAZY_S)
-            if not timer.active:
-                timer.start(self._lazy_due)
+            # the marks first: ~20 calls a mark at one connection). A fresh one each
+            # wait: libev keeps a stopped or fired timer's remaining time (~0 after it
+            # fired), so a restarted one would fire at once and every mark go alone.
+            if self._lazy_timer is None:
+                self._lazy_timer = gevent.get_hub().loop.timer(LAZY_S)
+                self._lazy_timer.start(self._lazy_due)
             return result
         self._queue.append((cmd, result))
         self._wake.set()
@@ -372,6 +372,7 @@ class RaftNode:
         the hub when the timer is due, or in the commit loop.)"""
         if self._lazy_timer is not None:
             self._lazy_timer.stop()
+            self._lazy_timer = None
         if self._lazy:
             self._queue[:0], self._lazy = self._lazy, []
         self._wake.set()

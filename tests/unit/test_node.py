@@ -8,7 +8,7 @@ import gevent
 import pytest
 
 from dqorch.raft.log import RaftLog
-from dqorch.raft.node import FAST_FSYNC_S, RaftNode
+from dqorch.raft.node import FAST_FSYNC_S, LAZY_S, RaftNode
 from tests.unit.test_state import T0, reg
 
 
@@ -158,6 +158,34 @@ def test_a_lazy_proposal_rides_in_the_next_round_or_goes_alone(tmp_path):
     late = node.propose_async({"op": "noop"}, lazy=True)
     node.stop()                                   # stop commits what was proposed
     assert late.ready()
+
+
+def test_a_lazy_proposal_waits_its_full_time_after_earlier_waits_ended(tmp_path):
+    """Rule 4, again and again: a wait that fired or was cut short leaves nothing
+    behind, so the next mark still waits for the next request (a reused libev timer
+    kept ~0 s left after it fired, and every mark then went alone)."""
+    syncs = []
+    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
+                    now_ms=lambda: T0, fsync=lambda fd: syncs.append(fd))
+    node.start()
+    for i in range(20):
+        node.propose_async({"op": "noop"}, lazy=True)
+        node.propose(reg(f"cut{i}", T0))          # cuts the wait short
+    node.propose_async({"op": "noop"}, lazy=True).get(timeout=10)    # waits it out
+    rode = 0
+    for i in range(5):
+        before = len(syncs)
+        t0 = time.monotonic()
+        mark = node.propose_async({"op": "noop"}, lazy=True)
+        gevent.sleep(0.001)
+        if time.monotonic() - t0 > LAZY_S / 2:
+            continue                              # a loaded machine: not a fair try
+        assert not mark.ready()
+        node.propose(reg(f"ride{i}", T0))
+        assert mark.ready() and len(syncs) == before + 1
+        rode += 1
+    node.stop()
+    assert rode
 
 
 def test_fsync_runs_inline_while_the_disk_is_fast_and_in_a_thread_after_a_slow_one(tmp_path):
