@@ -219,9 +219,14 @@ class NoDelayHandler(pywsgi.WSGIHandler):
 
     def read_request(self, raw_requestline):
         # The whole of the headers, not each read: a client trickling a byte at a time
-        # must not hold a connection for ever.
-        with gevent.Timeout(self.request_timeout_s, _HeadersTimeout):
+        # must not hold a connection for ever. When they are all in the buffer already
+        # (nearly always) no read can block, and no Timeout is made (~2.5 µs a request).
+        head = self.rfile.peek(1)
+        if b"\n\r\n" in head or b"\n\n" in head:
             ok = super().read_request(raw_requestline)
+        else:
+            with gevent.Timeout(self.request_timeout_s, _HeadersTimeout):
+                ok = super().read_request(raw_requestline)
         te = self.headers.get("transfer-encoding")
         if te is not None and te.lower() != "chunked":
             raise headers.Smuggling(f"Transfer-Encoding {te[:40]!r} (only chunked is accepted)")

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -183,6 +184,20 @@ def test_a_client_that_never_finishes_its_headers_is_closed(node):
     raw = send(node, b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\nX-Slow: ")
     assert not raw.endswith(b"<open>"), raw
     assert answer(raw)[0] == 408
+
+
+def test_headers_that_arrive_in_pieces_within_the_limit_are_served(node):
+    """The headers' deadline path (not all of them in the first read) still serves."""
+    with socket.create_connection(("127.0.0.1", node.http_port), timeout=15) as s:
+        s.sendall(b"GET /api/health HTTP/1.1\r\nHost: h\r\n")
+        time.sleep(0.2)
+        s.sendall(b"X-Late: 1\r\n")
+        time.sleep(0.2)
+        s.sendall(b"Connection: close\r\n\r\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert answer(out)[0] == 200
 
 
 def test_an_idle_keep_alive_connection_is_closed(node):
