@@ -117,6 +117,12 @@ def _noop(term: int) -> dict:
     return {"op": "noop", "term": term}
 
 
+def _time_out(result: gevent.event.AsyncResult, timeout_s: float) -> None:
+    if not result.ready():
+        result.set_exception(ProposeTimeout(f"no commit within {timeout_s:g} s; the "
+                                            f"outcome is unknown"))
+
+
 class RaftNode:
     def __init__(self, raft_log: RaftLog, node_name: str, *, snapshot_entries: int,
                  now_ms, fsync=os.fsync, skip_entries=frozenset(),
@@ -388,10 +394,14 @@ class RaftNode:
         work that drains the backlog is never what is shed."""
         self._admit()
         result = self.propose_async(cmd)
+        # A hub timer, not get(timeout=): that made a gevent.Timeout a request (6.6-8.8
+        # against 4.3 µs for a get that waits once, timeit).
+        timer = gevent.get_hub().loop.timer(timeout_s)
+        timer.start(_time_out, result, timeout_s)
         try:
-            return result.get(timeout=timeout_s)
-        except gevent.Timeout:
-            raise ProposeTimeout(f"no commit within {timeout_s:g} s; the outcome is unknown")
+            return result.get()
+        finally:
+            timer.stop()
 
     def _admit(self) -> None:
         if len(self._queue) + len(self._waiting) >= self.max_pending:

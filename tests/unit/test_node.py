@@ -188,6 +188,22 @@ def test_a_lazy_proposal_waits_its_full_time_after_earlier_waits_ended(tmp_path)
     assert rode
 
 
+def test_a_proposal_not_committed_in_time_is_a_propose_timeout_and_may_still_commit(tmp_path):
+    from dqorch.errors import ProposeTimeout
+    slow = []
+    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6, now_ms=lambda: T0,
+                    fsync=lambda fd: gevent.sleep(0.3) if slow else None)
+    node.start()
+    node.propose(reg("fast", T0), timeout_s=0.05)     # in time: its outcome
+    slow.append(True)
+    with pytest.raises(ProposeTimeout):
+        node.propose(reg("late", T0), timeout_s=0.05)
+    slow.clear()
+    node.propose(reg("after", T0))
+    assert {"fast", "late", "after"} <= set(node.state.jobs)   # the outcome was unknown
+    node.stop()
+
+
 def test_fsync_runs_inline_while_the_disk_is_fast_and_in_a_thread_after_a_slow_one(tmp_path):
     """Rule 5. Each fsync says which OS thread ran it; the first after start-up is slow."""
     import time
