@@ -53,9 +53,19 @@ def parse_args():
                    help="seconds to wait for the node's publish backlog after the load")
     p.add_argument("--purge", action="store_true",
                    help="purge job.high/medium/low on the broker after the run")
-    p.add_argument("--write", metavar="FILE", help="replace the bench:register section of FILE")
+    p.add_argument("--tests", default="c1,c10,c50,rate",
+                   help="comma list of c1, c10, c50 (wrk, N connections) and rate (paced), "
+                   "in order; --tests rate measures the paced load on fresh servers and a "
+                   "broker that holds nothing from earlier phases")
+    p.add_argument("--section", default="register", help="the bench:<section> to replace")
+    p.add_argument("--write", metavar="FILE", help="replace the bench:<section> section of FILE")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
-    return p.parse_args()
+    a = p.parse_args()
+    a.tests = a.tests.split(",")
+    bad = [t for t in a.tests if t not in [f"c{c}" for c in CONNS] + ["rate"]]
+    if bad:
+        p.error(f"--tests: unknown {','.join(bad)}")
+    return a
 
 
 def node_config(path, a, ports, data_dir, publish):
@@ -101,11 +111,11 @@ def measure_all(targets, a, run_id, client_cpus):
     for t in targets:
         if a.warmup:
             run_wrk(t.port, 10, a.warmup, f"w{run_id}", cpus=client_cpus)
-    for test in [f"c{c}" for c in CONNS] + ["rate"]:
+    for test in a.tests:
         for t in targets:
             settle()
             res[t.name][test] = one(t, test, a, run_id, client_cpus)
-    if a.preload:
+    if a.preload and "c50" in a.tests:      # its second 50-connection run compares with the first
         for t in nodes:
             settle()
             r = run_wrk(t.port, 50, 0, f"p{run_id}", limit=a.preload, cpus=client_cpus)
@@ -281,7 +291,8 @@ def main():
         else:
             subprocess.run(["rm", "-rf", tmp])
 
-    text = (f"### Register: node vs floor\n\n"
+    only = "" if a.tests == ["c1", "c10", "c50", "rate"] else f" ({', '.join(a.tests)})"
+    text = (f"### Register: node vs floor{only}\n\n"
             f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
             f"- machine: {common.machine_line(ROOT)}\n"
             f"- command: `{shlex.join(['python'] + sys.argv)}`\n"
@@ -294,7 +305,7 @@ def main():
             + busy_note(results) + table(results, a.preload, rate_desc))
     print(text)
     if a.write:
-        common.replace_section(a.write, "register", text)
+        common.replace_section(a.write, a.section, text)
         progress(f"wrote {a.write}")
     return 0
 
