@@ -16,13 +16,15 @@ for arg in "$@"; do
 done
 if (( quick )); then
   register=(--duration 3 --preload 10000) memory=(--jobs 100000 --tail 10000 --trace-jobs 10000)
-  pipeline=(--quick) publish=(--quick) batch=(--duration 3) stall=(--quick)
+  pipeline=(--quick) publish=(--quick) batch=(--duration 3) stall=(--quick) paced=(--duration 3)
 else
-  register=(--preload 100000 --purge) memory=() pipeline=() publish=() batch=() stall=()
+  register=(--preload 100000 --purge) memory=() pipeline=() publish=() batch=() stall=() paced=()
 fi
 run() { echo "== $*" >&2; "$PY" "$@"; }
 run bench/headers.py
 run bench/fsync.py --dir "${TMPDIR:-/tmp}"
+# the paced load alone first, while the broker holds nothing from the closed-loop runs
+run bench/register.py --tests rate --preload 0 --purge --section register-paced "${paced[@]}" "${write[@]}"
 run bench/register.py "${register[@]}" "${write[@]}"
 run bench/pipeline.py "${pipeline[@]}" "${write[@]}"
 run bench/pipeline.py --rate 200 --section pipeline-rate "${pipeline[@]}" "${write[@]}"
