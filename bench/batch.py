@@ -1,81 +1,118 @@
 """Batch submit against single registers, on one node in one run.
 
-One keep-alive connection sends, for --duration seconds each: single registers back to
-back, then batches of --batch jobs (POST /api/jobs/batch), then singles again (to see
-drift). Reports accepted jobs/s and the node's CPU µs per job for each.
+wrk, --conns keep-alive connections for --duration seconds each: single registers,
+then batches of --batch jobs (POST /api/jobs/batch), then singles again (to see drift).
+After each phase the harness waits, with no load, until the node has published every
+job and RabbitMQ confirmed it. Reports jobs/s accepted, jobs/s until all are published,
+and the node's CPU µs per job over both (publishing included). At the end it checks
+that nothing was lost: the node holds every job answered 2xx, each is `queued`, and the
+broker's queues hold one message for each.
 
   python bench/batch.py --write docs/BENCHMARKS.md
 """
 import argparse
-import http.client
-import json
 import os
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import cpu_seconds, machine_line, replace_section, start_node  # noqa: E402
+from common import cpu_seconds, machine_line, replace_section, run_wrk, start_node  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUEUES = ("job.high", "job.medium", "job.low")
 
 
-def run(port, pid, duration_s, batch, prefix):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    pad = "x" * 50
-    jobs, n, cpu0, t0 = 0, 0, cpu_seconds(pid), time.monotonic()
-    while time.monotonic() - t0 < duration_s:
-        if batch:
-            body = {"jobs": [{"id": f"{prefix}-{n}-{k}", "type": "bench",
-                              "payload": {"data": pad}} for k in range(batch)]}
-            conn.request("POST", "/api/jobs/batch", json.dumps(body))
-            out = json.loads(conn.getresponse().read())
-            jobs += out["accepted"]
-        else:
-            conn.request("POST", "/api/jobs/register", json.dumps(
-                {"id": f"{prefix}-{n}", "type": "bench", "payload": {"data": pad}}))
-            r = conn.getresponse()
-            r.read()
-            jobs += r.status == 202
-        n += 1
-    elapsed, cpu = time.monotonic() - t0, cpu_seconds(pid) - cpu0
+def broker_depth(port, purge=False):
+    """Messages in the job queues (emptied first when purge); a queue the broker does
+    not have yet (the node declares them) counts 0."""
+    import pika
+    conn, n = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port)), 0
+    for q in QUEUES:
+        ch = conn.channel()
+        try:
+            n += ch.queue_declare(q, passive=True).method.message_count
+        except pika.exceptions.ChannelClosedByBroker:
+            continue                  # 404: not declared yet
+        if purge:
+            ch.queue_purge(q)
+        ch.close()
     conn.close()
-    return jobs / elapsed, cpu / max(1, jobs) * 1e6
+    return n
+
+
+def pending(node):
+    return node.get_json("/api/metrics")["jobs"].get("pending", 0)
+
+
+def phase(node, a, batch, prefix):
+    """One load phase and its publishing drain: (accepted jobs/s, published jobs/s,
+    CPU µs a job, jobs answered 2xx)."""
+    pid = node.proc.pid
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    r = run_wrk(node.port, a.conns, a.duration, prefix, batch=batch)
+    load_s = r["duration_us"] / 1e6
+    jobs = (r["requests"] - r["non2xx"]) * max(1, batch)
+    deadline = time.monotonic() + a.drain_timeout
+    while pending(node) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pending(node):
+        sys.exit(f"error: {pending(node):,} jobs still pending {a.drain_timeout:g} s "
+                 f"after the load; node log:\n{node.log_tail()}")
+    total_s, cpu = time.monotonic() - t0, cpu_seconds(pid) - cpu0
+    print(f"[bench] {prefix}: {jobs:,} jobs, {jobs / load_s:,.0f}/s accepted, "
+          f"{jobs / total_s:,.0f}/s published, {cpu / jobs * 1e6:,.0f} µs/job, "
+          f"non-2xx {r['non2xx']}, errors {r['errors']}", file=sys.stderr, flush=True)
+    return jobs / load_s, jobs / total_s, cpu / jobs * 1e6, jobs
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=10)
-    p.add_argument("--batch", type=int, default=1000)
-    p.add_argument("--publish", choices=("true", "false"), default="true")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--conns", type=int, default=50)
     p.add_argument("--rabbitmq-port", type=int, default=5672)
+    p.add_argument("--drain-timeout", type=float, default=300)
     p.add_argument("--write", metavar="FILE")
     a = p.parse_args()
+    broker_depth(a.rabbitmq_port, purge=True)
     node = start_node(ROOT, tempfile.mkdtemp(prefix="dq-batch-"),
-                      rabbitmq_port=a.rabbitmq_port, publish_on_register=a.publish,
-                      snapshot_entries=1000000)
-    http_port = node.port
+                      rabbitmq_port=a.rabbitmq_port, publish_on_register="true",
+                      snapshot_entries=10000000)
     try:
-        rows = [("single registers", run(http_port, node.proc.pid, a.duration, 0, "s1")),
-                (f"batches of {a.batch}", run(http_port, node.proc.pid, a.duration,
-                                              a.batch, "b")),
-                ("single registers again", run(http_port, node.proc.pid, a.duration, 0,
-                                               "s2"))]
+        run_wrk(node.port, a.conns, 2, "warm")
+        rows = [("single registers", phase(node, a, 0, "s1")),
+                (f"batches of {a.batch}", phase(node, a, a.batch, "b")),
+                ("single registers again", phase(node, a, 0, "s2"))]
+        counts = node.get_json("/api/metrics")["jobs"]
     finally:
         node.stop()
+    in_broker = broker_depth(a.rabbitmq_port)
+    broker_depth(a.rabbitmq_port, purge=True)
+    held, answered = sum(counts.values()), sum(r[3] for _, r in rows)
+    # wrk stops with requests in flight: the node may hold a few more than it answered
+    lost = max(0, answered - counts.get("queued", 0)) + abs(held - in_broker)
     base = (rows[0][1][0] + rows[2][1][0]) / 2
-    lines = ["### Batch submit against single registers (one connection)", "",
+    lines = [f"### Batch submit against single registers ({a.conns} connections)", "",
              f"- {machine_line(ROOT)}",
              f"- command: `python bench/batch.py --duration {a.duration:g} --batch {a.batch} "
-             f"--publish {a.publish} --write docs/BENCHMARKS.md`", "",
-             "| requests | jobs/s | node CPU µs/job | vs singles |", "|---|--:|--:|--:|"]
-    lines += [f"| {name} | {rate:,.0f} | {cpu:,.0f} | {rate / base:.1f}× |"
-              for name, (rate, cpu) in rows]
+             f"--conns {a.conns} --write docs/BENCHMARKS.md`",
+             f"- wrk, {a.conns} connections, {a.duration:g} s a phase, publish_on_register "
+             f"true; after each phase the node publishes its backlog with no load; CPU "
+             f"counts both",
+             f"- jobs answered 2xx {answered:,} (plus the warm-up's); held by the node "
+             f"{held:,} ({counts}); messages in the broker {in_broker:,}: "
+             f"**{'0 lost' if not lost else f'{lost:,} LOST'}**", "",
+             "| requests | jobs/s accepted | jobs/s until all published | node CPU µs/job "
+             "| vs singles (accepted) |", "|---|--:|--:|--:|--:|"]
+    lines += [f"| {name} | {acc:,.0f} | {pub:,.0f} | {cpu:,.0f} | {acc / base:.1f}× |"
+              for name, (acc, pub, cpu, _) in rows]
     text = "\n".join(lines) + "\n"
     print(text)
     if a.write:
         replace_section(a.write, "batch", text)
+    return 1 if lost else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -130,19 +130,27 @@ def start_node(checkout, tmp, name="node", cpus=None, **settings):
 
 # --- wrk ---------------------------------------------------------------------------
 
-# One wrk thread; ids are <prefix>-<n>, unique per thread state. With a limit, the
+# One wrk thread; ids are <prefix>-<n>, unique per thread state; with a batch size,
+# each request is a POST /api/jobs/batch of that many jobs. With a limit, the
 # script exits as soon as that many responses are in (wrk itself only knows durations).
 WRK_LUA = r"""
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args)
-  prefix = args[1]; limit = tonumber(args[2] or "0"); n = 0; got = 0; non2xx = 0
+  prefix = args[1]; limit = tonumber(args[2] or "0"); batch = tonumber(args[3] or "0")
+  n = 0; got = 0; non2xx = 0
   pad = string.rep("x", 50)
 end
-function request()
+local function job()
   n = n + 1
-  local body = '{"id":"' .. prefix .. '-' .. n .. '","type":"bench","priority":5,"payload":{"data":"' .. pad .. '"}}'
-  return wrk.format("POST", "/api/jobs/register", {["Content-Type"] = "application/json"}, body)
+  return '{"id":"' .. prefix .. '-' .. n .. '","type":"bench","priority":5,"payload":{"data":"' .. pad .. '"}}'
+end
+function request()
+  local hdr = {["Content-Type"] = "application/json"}
+  if batch == 0 then return wrk.format("POST", "/api/jobs/register", hdr, job()) end
+  local items = {}
+  for i = 1, batch do items[i] = job() end
+  return wrk.format("POST", "/api/jobs/batch", hdr, '{"jobs":[' .. table.concat(items, ",") .. ']}')
 end
 function response(status, headers, body)
   got = got + 1
@@ -166,8 +174,9 @@ end
 _lua_path = None
 
 
-def run_wrk(port, conns, duration_s, prefix, limit=0, cpus=None):
-    """Run wrk (1 thread, keep-alive) against POST /api/jobs/register.
+def run_wrk(port, conns, duration_s, prefix, limit=0, cpus=None, batch=0):
+    """Run wrk (1 thread, keep-alive) against POST /api/jobs/register, or with batch
+    against POST /api/jobs/batch, that many jobs a request.
 
     Returns a dict: rps, p50_ms, p99_ms, max_ms, non2xx, errors (socket errors and
     timeouts, 30 s), requests, elapsed_s. With limit, stops after that many responses
@@ -181,7 +190,7 @@ def run_wrk(port, conns, duration_s, prefix, limit=0, cpus=None):
         atexit.register(os.remove, _lua_path)
     dur = "3600s" if limit else f"{max(1, round(duration_s))}s"
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{dur}", "--timeout", "30s", "-s", _lua_path,
-            f"http://127.0.0.1:{port}", "--", prefix, str(limit)]
+            f"http://127.0.0.1:{port}", "--", prefix, str(limit), str(batch)]
     if cpus:
         argv = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] + argv
     t0 = time.monotonic()
