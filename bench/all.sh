@@ -18,7 +18,8 @@ if (( quick )); then
   register=(--duration 3 --preload 10000) memory=(--jobs 100000 --tail 10000 --trace-jobs 10000)
   pipeline=(--quick) publish=(--quick) batch=(--duration 3) stall=(--quick) paced=(--duration 3)
 else
-  register=(--preload 100000 --purge) memory=() pipeline=() publish=() batch=() stall=() paced=()
+  register=(--preload 100000 --purge --rounds 3) memory=() pipeline=(--rounds 3) publish=()
+  batch=(--rounds 3) stall=() paced=(--rounds 3)
 fi
 run() { echo "== $*" >&2; "$PY" "$@"; }
 run bench/headers.py

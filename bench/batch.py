@@ -1,7 +1,8 @@
 """Batch submit against single registers, on one node in one run.
 
 wrk, --conns keep-alive connections for --duration seconds each: single registers,
-then batches of --batch jobs (POST /api/jobs/batch), then singles again (to see drift).
+then batches of --batch jobs (POST /api/jobs/batch), then singles again (to see
+drift), --rounds times; each batch phase is compared with the singles around it.
 After each phase the harness waits, with no load, until the node has published every
 job and RabbitMQ confirmed it. Reports jobs/s accepted, jobs/s until all are published,
 and the node's CPU µs per job over both (publishing included). At the end it checks
@@ -12,6 +13,7 @@ broker's queues hold one message for each.
 """
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -71,6 +73,7 @@ def main():
     p.add_argument("--duration", type=float, default=10)
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--conns", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=1, help="batch phases, singles between")
     p.add_argument("--rabbitmq-port", type=int, default=5672)
     p.add_argument("--drain-timeout", type=float, default=300)
     p.add_argument("--write", metavar="FILE")
@@ -81,9 +84,11 @@ def main():
                       snapshot_entries=10000000)
     try:
         run_wrk(node.port, a.conns, 2, "warm")
-        rows = [("single registers", phase(node, a, 0, "s1")),
-                (f"batches of {a.batch}", phase(node, a, a.batch, "b")),
-                ("single registers again", phase(node, a, 0, "s2"))]
+        rows = [("single registers", phase(node, a, 0, "s0"))]
+        for rnd in range(1, a.rounds + 1):      # batches between singles, taking turns
+            sfx = f", round {rnd}" if a.rounds > 1 else ""
+            rows += [(f"batches of {a.batch}{sfx}", phase(node, a, a.batch, f"b{rnd}")),
+                     (f"single registers again{sfx}", phase(node, a, 0, f"s{rnd}"))]
         counts = node.get_json("/api/metrics")["jobs"]
     finally:
         node.stop()
@@ -92,11 +97,13 @@ def main():
     held, answered = sum(counts.values()), sum(r[3] for _, r in rows)
     # wrk stops with requests in flight: the node may hold a few more than it answered
     lost = max(0, answered - counts.get("queued", 0)) + abs(held - in_broker)
-    base = (rows[0][1][0] + rows[2][1][0]) / 2
+    # each batch phase against the mean of the single phases before and after it
+    vs = {i: rows[i][1][0] * 2 / (rows[i - 1][1][0] + rows[i + 1][1][0])
+          for i in range(1, len(rows), 2)}
     lines = [f"### Batch submit against single registers ({a.conns} connections)", "",
              f"- {machine_line(ROOT)}",
              f"- command: `python bench/batch.py --duration {a.duration:g} --batch {a.batch} "
-             f"--conns {a.conns} --write docs/BENCHMARKS.md`",
+             f"--conns {a.conns} --rounds {a.rounds} --write docs/BENCHMARKS.md`",
              f"- wrk, {a.conns} connections, {a.duration:g} s a phase, publish_on_register "
              f"true; after each phase the node publishes its backlog with no load; CPU "
              f"counts both",
@@ -104,9 +111,14 @@ def main():
              f"{held:,} ({counts}); messages in the broker {in_broker:,}: "
              f"**{'0 lost' if not lost else f'{lost:,} LOST'}**", "",
              "| requests | jobs/s accepted | jobs/s until all published | node CPU µs/job "
-             "| vs singles (accepted) |", "|---|--:|--:|--:|--:|"]
-    lines += [f"| {name} | {acc:,.0f} | {pub:,.0f} | {cpu:,.0f} | {acc / base:.1f}× |"
-              for name, (acc, pub, cpu, _) in rows]
+             "| vs the singles around it (accepted) |", "|---|--:|--:|--:|--:|"]
+    lines += [f"| {name} | {acc:,.0f} | {pub:,.0f} | {cpu:,.0f} | "
+              f"{f'{vs[i]:.1f}×' if i in vs else '—'} |"
+              for i, (name, (acc, pub, cpu, _)) in enumerate(rows)]
+    r = sorted(vs.values())
+    lines.insert(6, f"- **batches against singles: {statistics.median(r):.1f}×**" + (
+        f" (median of {len(r)} rounds, {r[0]:.1f}-{r[-1]:.1f}×)" if len(r) > 1 else "")
+        + " (target ≥ 10×)")
     text = "\n".join(lines) + "\n"
     print(text)
     if a.write:

@@ -27,6 +27,7 @@ import argparse  # noqa: E402
 import collections  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -291,12 +292,12 @@ def fmt(x, spec):
     return "—" if x is None else format(x, spec)
 
 
-def table(rows, floor):
+def table(rows):
     out = ["| run | jobs/s | p50 ms | p99 ms | node CPU µs/job | RabbitMQ CPU µs/job "
            "| harness CPU µs/job | % of a core: node / RabbitMQ / harness / other "
            "| vs floor |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for desc, r in rows:
-        vs = f"{r['rate'] / floor['rate']:.2f}×" if floor else "—"
+        vs = f"{r['vs']:.2f}×" if "vs" in r else "—"
         node_us = r["node_us"] if r["name"] == "node" else None
         out.append(f"| {desc} | {r['rate']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
                    f"{fmt(node_us, ',.0f')} | {r['rabbit_us']:,.0f} | {r['harness_us']:,.0f} | "
@@ -319,6 +320,8 @@ def main():
                    help="private broker (scripts/rabbitmq-local.sh) on 127.0.0.1")
     p.add_argument("--timeout", type=float, default=60,
                    help="give up when no job is done for this many seconds")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="node and floor phases this many times, taking turns")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (config, log)")
     p.add_argument("--write", metavar="FILE", help="replace the bench:pipeline section of FILE")
     p.add_argument("--section", default="pipeline",
@@ -354,13 +357,17 @@ def main():
         mode = (f"{'batches of %d' % a.batch if a.batch else 'single registers'}, "
                 f"{a.clients} connections" + (f", {a.rate:g} jobs/s offered" if a.rate else ""))
         progress(f"node phase: {a.jobs:,} jobs, {mode}, {a.workers} workers")
-        results.append((f"node: register → running → completed → ack ({mode})",
-                        node_phase(a, node, workers, pids)))
-        if not a.rate:
-            progress(f"floor phase: {a.jobs:,} messages from raw pika, {a.workers} workers, "
-                     f"no HTTP")
-            results.append(("floor: raw pika publisher, workers decode and ack only",
-                            floor_phase(a, workers, pids)))
+        for rnd in range(a.rounds):   # node and floor take turns: drift hits both
+            sfx = f", round {rnd + 1}" if a.rounds > 1 else ""
+            nr = node_phase(a, node, workers, pids)
+            results.append((f"node: register → running → completed → ack ({mode}){sfx}", nr))
+            if not a.rate:
+                progress(f"floor phase: {a.jobs:,} messages from raw pika, {a.workers} "
+                         f"workers, no HTTP")
+                fr = floor_phase(a, workers, pids)
+                nr["vs"] = nr["rate"] / fr["rate"]
+                results.append((f"floor: raw pika publisher, workers decode and ack only{sfx}",
+                                fr))
         finished = True
     finally:
         gevent.killall(greenlets)
@@ -377,8 +384,9 @@ def main():
             progress(f"config and log kept in {tmp}")
         else:
             subprocess.run(["rm", "-rf", tmp])
-    nr = results[0][1]
-    floor = results[1][1] if len(results) > 1 else None
+    nodes = [r for _d, r in results if r["name"] == "node"]
+    nr = nodes[-1]
+    floor = next((r for _d, r in results if r["name"] == "floor"), None)
     errors = {k: v for _d, r in results for k, v in r["errors"].items()}
     lines = header_lines("Pipeline: register → RabbitMQ → worker reports, against the "
                          "broker alone") + [
@@ -396,8 +404,11 @@ def main():
         "- the node's work per completed job (its /metrics): " + ", ".join(
             f"{v:.2f} {k}" for k, v in nr["per_job"].items())]
     if floor:
-        lines.append(f"- **node / floor: {nr['rate'] / floor['rate']:.2f}×**")
-    text = "\n".join(lines + ["", table(results, floor)]) + "\n"
+        ratios = [r["vs"] for r in nodes]
+        lines.append(f"- **node / floor: {statistics.median(ratios):.2f}×**" + (
+            f" (median of {len(ratios)} rounds, {min(ratios):.2f}-{max(ratios):.2f}×)"
+            if len(ratios) > 1 else ""))
+    text = "\n".join(lines + ["", table(results)]) + "\n"
     print(text)
     if a.write:
         common.replace_section(a.write, a.section, text)

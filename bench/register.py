@@ -11,6 +11,7 @@ import argparse
 import datetime
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,9 @@ def parse_args():
                    help="comma list of c1, c10, c50 (wrk, N connections) and rate (paced), "
                    "in order; --tests rate measures the paced load on fresh servers and a "
                    "broker that holds nothing from earlier phases")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the tests this many times, taking turns; the table shows "
+                   "the median and (min-max)")
     p.add_argument("--section", default="register", help="the bench:<section> to replace")
     p.add_argument("--write", metavar="FILE", help="replace the bench:<section> section of FILE")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
@@ -111,10 +115,12 @@ def measure_all(targets, a, run_id, client_cpus):
     for t in targets:
         if a.warmup:
             run_wrk(t.port, 10, a.warmup, f"w{run_id}", cpus=client_cpus)
-    for test in a.tests:
-        for t in targets:
-            settle()
-            res[t.name][test] = one(t, test, a, run_id, client_cpus)
+    for rnd in range(a.rounds):       # rounds take turns too: drift hits every target
+        for test in a.tests:
+            for t in targets:
+                settle()
+                res[t.name].setdefault(test, []).append(
+                    one(t, test, a, f"{run_id}r{rnd}", client_cpus))
     if a.preload and "c50" in a.tests:      # its second 50-connection run compares with the first
         for t in nodes:
             settle()
@@ -124,7 +130,7 @@ def measure_all(targets, a, run_id, client_cpus):
                      f"({r['requests'] / r['elapsed_s']:,.0f} req/s)  non-2xx {r['non2xx']}")
         for t in targets:      # the floor again, as the reference measured at the same time
             settle()
-            res[t.name]["c50_after"] = one(t, "c50_after", a, run_id, client_cpus)
+            res[t.name]["c50_after"] = [one(t, "c50_after", a, run_id, client_cpus)]
             if t in nodes:
                 res[t.name]["backlog"] = drain(t, a.drain_timeout)
     return res
@@ -171,8 +177,19 @@ def fmt_ratio(x):
     return f"{x:.2f}×" if x == x else "—"
 
 
+def spread(vals, fmt, unit=""):
+    """One value, or the median and (min-max) of the rounds."""
+    if len(vals) == 1:
+        return fmt(vals[0]) + unit
+    return f"{fmt(statistics.median(vals))}{unit} ({fmt(min(vals))}-{fmt(max(vals))})"
+
+
+def ratios(vals):
+    return spread(vals, lambda v: f"{v:.2f}", "×")
+
+
 def table(results, preload, rate_desc):
-    """Markdown table; ratios are against the floor measured in the same run."""
+    """Markdown table; ratios are against the floor measured in the same round."""
     floor = results["floor"]
     rows = ["| test | target | req/s | p50 ms | p99 ms | max ms | non-2xx / errors "
             "| target CPU µs/req | other CPU % | vs floor |",
@@ -181,12 +198,14 @@ def table(results, preload, rate_desc):
     tests += [("rate", rate_desc), ("preload", f"preload {preload:,} jobs, 50 conns"),
               ("c50_after", "50 conns, after the preload (floor measured again)"),
               ("backlog", "publish backlog drain, no HTTP load")]
+    num, ms = (lambda v: f"{v:,.0f}"), (lambda v: f"{v:.2f}")
     for test, desc in tests:
         for name, res in results.items():
-            r = res.get(test)
-            if r is None:
+            rs = res.get(test)
+            if rs is None:
                 continue
             if test == "backlog":
+                r = rs
                 # below ~1 s the 0.2 s polling makes a rate meaningless
                 rate = (f"{(r['pending'] - r['left']) / r['elapsed_s']:,.0f}"
                         if r["elapsed_s"] >= 1 else "—")
@@ -196,31 +215,39 @@ def table(results, preload, rate_desc):
                                f"{r['left']:,} still pending after {r['elapsed_s']:.0f} s |"))
                 continue
             if test == "preload":
+                r = rs
                 rows.append(f"| {desc} | {name} | {r['requests'] / r['elapsed_s']:,.0f} | | | | "
                             f"{r['non2xx']} / – | | | took {r['elapsed_s']:.1f} s |")
                 continue
-            rps = r["rps"]
+            def col(k):
+                return [r[k] for r in rs]
+
+            def per_round(k):             # each round against the floor's same round
+                return [r[k] / f[k] for r, f in zip(rs, floor[test])]
+
             if name == "floor":
                 vs = "—"
             elif test == "rate":
-                f = floor["rate"]
-                vs = (f"p50 {fmt_ratio(r['p50_ms'] / f['p50_ms'])}, "
-                      f"p99 {fmt_ratio(r['p99_ms'] / f['p99_ms'])}")
+                vs = (f"p50 {ratios(per_round('p50_ms'))}, "
+                      f"p99 {ratios(per_round('p99_ms'))}")
             elif test == "c50_after":
-                vs = (f"{fmt_ratio(rps / floor['c50_after']['rps'])} req/s "
-                      f"({fmt_ratio(rps / res['c50']['rps'])} of its own 50 conns before)")
+                own = statistics.median(r["rps"] for r in res["c50"])
+                vs = (f"{ratios(per_round('rps'))} req/s "
+                      f"({fmt_ratio(rs[0]['rps'] / own)} of its own 50 conns before)")
             else:
-                vs = (f"{fmt_ratio(rps / floor[test]['rps'])} req/s, "
-                      f"{fmt_ratio(r['cpu_us'] / floor[test]['cpu_us'])} CPU/req")
-            rows.append(f"| {desc} | {name} | {rps:,.0f} | {r['p50_ms']:.2f} | "
-                        f"{r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['non2xx']} / {r['errors']} "
-                        f"| {r['cpu_us']:.0f} | {r['other_pct']:.0f} | {vs} |")
+                vs = (f"{ratios(per_round('rps'))} req/s, "
+                      f"{ratios(per_round('cpu_us'))} CPU/req")
+            rows.append(f"| {desc} | {name} | {spread(col('rps'), num)} | "
+                        f"{spread(col('p50_ms'), ms)} | {spread(col('p99_ms'), ms)} | "
+                        f"{max(col('max_ms')):.1f} | {sum(col('non2xx'))} / "
+                        f"{sum(col('errors'))} | {spread(col('cpu_us'), num)} | "
+                        f"{statistics.median(col('other_pct')):.0f} | {vs} |")
     return "\n".join(rows)
 
 
 def busy_note(results):
     """Warn when something else used the CPU during the floor's runs (no broker there)."""
-    worst = max(r["other_pct"] for r in results["floor"].values() if "other_pct" in r)
+    worst = max(r["other_pct"] for rs in results["floor"].values() for r in rs)
     if worst < 30:
         return ""
     msg = (f"**Warning: the machine was busy: up to {worst:.0f}% of a core used by other "
@@ -296,7 +323,8 @@ def main():
             f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
             f"- machine: {common.machine_line(ROOT)}\n"
             f"- command: `{shlex.join(['python'] + sys.argv)}`\n"
-            f"- {a.duration:g} s per measurement; wrk 1 thread, keep-alive; pinning: {a.pin}; "
+            f"- {a.duration:g} s per measurement, {a.rounds} round{'s' if a.rounds > 1 else ''}"
+            f"{' (median and min-max)' if a.rounds > 1 else ''}; wrk 1 thread, keep-alive; pinning: {a.pin}; "
             f"latency of the paced row counts from the scheduled send time\n"
             f"- target CPU µs/req: the server process's CPU time per response. other CPU %: "
             f"busy CPU used by neither the server nor the load generator (RabbitMQ, kernel, "
