@@ -186,6 +186,15 @@ def test_a_client_that_never_finishes_its_headers_is_closed(node):
     assert answer(raw)[0] == 408
 
 
+def test_a_client_that_sends_only_its_request_line_is_answered_408(node):
+    """Nothing buffered after the line: the wait for the first header byte is inside
+    the headers' deadline too (a peek outside it waited for the socket's timeout and
+    closed without an answer)."""
+    raw = send(node, b"POST /api/jobs/register HTTP/1.1\r\n")
+    assert not raw.endswith(b"<open>"), raw
+    assert answer(raw)[0] == 408
+
+
 def test_headers_that_arrive_in_pieces_within_the_limit_are_served(node):
     """The headers' deadline path (not all of them in the first read) still serves."""
     with socket.create_connection(("127.0.0.1", node.http_port), timeout=15) as s:
