@@ -336,8 +336,28 @@ def machine_line(root):
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
                          capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                            ".", ":(exclude)docs"],      # docs: what --write is changing
+                           cwd=root, capture_output=True, text=True).stdout.strip()
     return (f"{os.cpu_count()} CPUs ({model}), {ram:.0f} GiB RAM, Python "
-            f"{platform.python_version()}, Linux {platform.release()}, commit {rev}")
+            f"{platform.python_version()}, Linux {platform.release()}, commit {rev}"
+            f"{' with uncommitted changes' if dirty else ''}; {versions()}")
+
+
+def versions():
+    """The packages and the broker the figures depend on."""
+    import glob
+    from importlib import metadata
+    out = []
+    for name in ("gevent", "bottle", "pika", "orjson", "prometheus-client"):
+        try:
+            out.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    broker = sorted(glob.glob("/usr/lib/rabbitmq/lib/rabbitmq_server-*"))
+    if broker:
+        out.append("RabbitMQ " + broker[-1].rsplit("-", 1)[1])
+    return ", ".join(out)
 
 
 def replace_section(path, tag, text):
