@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every bench in turn (never two at once: they share the CPUs), each section written to
 # docs/BENCHMARKS.md with --write. --quick: small sizes, to check the harness (~6 min);
-# the figures to quote come from a full run (~40 min) on a quiet machine.
+# the figures to quote come from a full run (~30 min, 3 rounds where it counts) on a
+# quiet machine.
 #   bench/all.sh [--quick] [--write]
 set -euo pipefail
 cd "$(dirname "$0")/.."
