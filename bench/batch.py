@@ -54,7 +54,7 @@ def phase(node, a, batch, prefix):
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
     r = run_wrk(node.port, a.conns, a.duration, prefix, batch=batch)
     load_s = r["duration_us"] / 1e6
-    jobs = (r["requests"] - r["non2xx"]) * max(1, batch)
+    jobs = r["accepted"]
     deadline = time.monotonic() + a.drain_timeout
     while pending(node) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -78,12 +78,14 @@ def main():
     p.add_argument("--drain-timeout", type=float, default=300)
     p.add_argument("--write", metavar="FILE")
     a = p.parse_args()
+    if a.rounds < 1:
+        p.error("--rounds: at least 1")
     broker_depth(a.rabbitmq_port, purge=True)
     node = start_node(ROOT, tempfile.mkdtemp(prefix="dq-batch-"),
                       rabbitmq_port=a.rabbitmq_port, publish_on_register="true",
                       snapshot_entries=10000000)
     try:
-        run_wrk(node.port, a.conns, 2, "warm")
+        warm = run_wrk(node.port, a.conns, 2, "warm")["accepted"]
         rows = [("single registers", phase(node, a, 0, "s0"))]
         for rnd in range(1, a.rounds + 1):      # batches between singles, taking turns
             sfx = f", round {rnd}" if a.rounds > 1 else ""
@@ -94,9 +96,16 @@ def main():
         node.stop()
     in_broker = broker_depth(a.rabbitmq_port)
     broker_depth(a.rabbitmq_port, purge=True)
-    held, answered = sum(counts.values()), sum(r[3] for _, r in rows)
-    # wrk stops with requests in flight: the node may hold a few more than it answered
-    lost = max(0, answered - counts.get("queued", 0)) + abs(held - in_broker)
+    held, queued = sum(counts.values()), counts.get("queued", 0)
+    answered = warm + sum(r[3] for _, r in rows)
+    # wrk stops with requests in flight, which the node may still accept: it may hold
+    # up to that many more than were answered, never fewer.
+    in_flight = (len(rows) + 1) * a.conns * max(1, a.batch)
+    lost = max(0, answered - queued) + (held - queued) + abs(held - in_broker)
+    if queued - answered > in_flight:
+        lost = max(lost, 1)
+        print(f"error: the node holds {queued - answered:,} jobs more than were answered, "
+              f"above the {in_flight:,} wrk can have had in flight", file=sys.stderr)
     # each batch phase against the mean of the single phases before and after it
     vs = {i: rows[i][1][0] * 2 / (rows[i - 1][1][0] + rows[i + 1][1][0])
           for i in range(1, len(rows), 2)}
@@ -107,7 +116,7 @@ def main():
              f"- wrk, {a.conns} connections, {a.duration:g} s a phase, publish_on_register "
              f"true; after each phase the node publishes its backlog with no load; CPU "
              f"counts both",
-             f"- jobs answered 2xx {answered:,} (plus the warm-up's); held by the node "
+             f"- jobs answered 2xx {answered:,} (the warm-up's included); held by the node "
              f"{held:,} ({counts}); messages in the broker {in_broker:,}: "
              f"**{'0 lost' if not lost else f'{lost:,} LOST'}**", "",
              "| requests | jobs/s accepted | jobs/s until all published | node CPU µs/job "

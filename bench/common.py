@@ -138,7 +138,7 @@ local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args)
   prefix = args[1]; limit = tonumber(args[2] or "0"); batch = tonumber(args[3] or "0")
-  n = 0; got = 0; non2xx = 0
+  n = 0; got = 0; non2xx = 0; accepted = 0
   pad = string.rep("x", 50)
 end
 local function job()
@@ -154,7 +154,9 @@ function request()
 end
 function response(status, headers, body)
   got = got + 1
-  if status < 200 or status > 299 then non2xx = non2xx + 1 end
+  if status < 200 or status > 299 then non2xx = non2xx + 1
+  elseif batch == 0 then accepted = accepted + 1
+  else accepted = accepted + tonumber(string.match(body, '"accepted":%s*(%d+)') or "0") end
   if limit > 0 and got >= limit then
     io.write(string.format('WRKJSON {"requests":%d,"non2xx":%d}\n', got, non2xx))
     io.flush()
@@ -162,13 +164,13 @@ function response(status, headers, body)
   end
 end
 function done(summary, latency, requests)
-  local bad = 0
-  for _, t in ipairs(threads) do bad = bad + t:get("non2xx") end
+  local bad, ok = 0, 0
+  for _, t in ipairs(threads) do bad = bad + t:get("non2xx"); ok = ok + t:get("accepted") end
   local e = summary.errors
   io.write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,' ..
-    '"max_us":%d,"non2xx":%d,"errors":%d}\n', summary.requests, summary.duration,
+    '"max_us":%d,"non2xx":%d,"errors":%d,"accepted":%d}\n', summary.requests, summary.duration,
     latency:percentile(50), latency:percentile(99), latency.max, bad,
-    e.connect + e.read + e.write + e.timeout))
+    e.connect + e.read + e.write + e.timeout, ok))
 end
 """
 _lua_path = None
@@ -179,7 +181,8 @@ def run_wrk(port, conns, duration_s, prefix, limit=0, cpus=None, batch=0):
     against POST /api/jobs/batch, that many jobs a request.
 
     Returns a dict: rps, p50_ms, p99_ms, max_ms, non2xx, errors (socket errors and
-    timeouts, 30 s), requests, elapsed_s. With limit, stops after that many responses
+    timeouts, 30 s), requests, accepted (jobs answered 2xx; for a batch, the items its
+    answer counts accepted), elapsed_s. With limit, stops after that many responses
     and returns requests, non2xx and elapsed_s (wall clock) only.
     """
     global _lua_path

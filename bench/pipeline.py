@@ -249,6 +249,7 @@ def node_phase(a, node, workers, pids):
     for w in workers:
         w.phase, w.report = phase, True
     before = node_counters(a.metrics_port)
+    done_before = node.get_json("/api/metrics")["jobs"].get("completed", 0)   # earlier rounds
     cpu = Cpu(*pids)
     clients = register(a, node.port, phase, f"job-{uuid.uuid4().hex[:6]}")
     r = measure(phase, cpu, a.timeout, clients, lambda: "the node says "
@@ -260,8 +261,9 @@ def node_phase(a, node, workers, pids):
                                                        for k, v in r["per_job"].items()))
     m = node.get_json("/api/metrics")
     r["node_jobs"] = m["jobs"]
-    if m["jobs"].get("completed", 0) < a.jobs:
-        progress(f"the node counts {m['jobs']} (expected {a.jobs:,} completed)")
+    if m["jobs"].get("completed", 0) - done_before < a.jobs:
+        progress(f"the node counts {m['jobs']} (expected {a.jobs:,} more completed than "
+                 f"the {done_before:,} before this round)")
     return r
 
 
@@ -327,6 +329,8 @@ def main():
     p.add_argument("--section", default="pipeline",
                    help="section name for --write (e.g. pipeline-rate for a --rate run)")
     a = p.parse_args()
+    if a.rounds < 1:
+        p.error("--rounds: at least 1")
     a.jobs = a.jobs or (1000 if a.quick else 10000)
     for k in [k for k in os.environ if k.startswith("DQ_")]:
         del os.environ[k]               # no environment overrides of the node's config

@@ -65,6 +65,8 @@ def parse_args():
     p.add_argument("--write", metavar="FILE", help="replace the bench:<section> section of FILE")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     a = p.parse_args()
+    if a.rounds < 1:
+        p.error("--rounds: at least 1")
     a.tests = a.tests.split(",")
     bad = [t for t in a.tests if t not in [f"c{c}" for c in CONNS] + ["rate"]]
     if bad:
