@@ -19,28 +19,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import cpu_seconds, machine_line, replace_section, run_wrk, start_node  # noqa: E402
+from common import (cpu_seconds, job_queues, machine_line, replace_section,  # noqa: E402
+                    run_wrk, start_node)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUEUES = ("job.high", "job.medium", "job.low")
-
-
-def broker_depth(port, purge=False):
-    """Messages in the job queues (emptied first when purge); a queue the broker does
-    not have yet (the node declares them) counts 0."""
-    import pika
-    conn, n = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port)), 0
-    for q in QUEUES:
-        ch = conn.channel()
-        try:
-            n += ch.queue_declare(q, passive=True).method.message_count
-        except pika.exceptions.ChannelClosedByBroker:
-            continue                  # 404: not declared yet
-        if purge:
-            ch.queue_purge(q)
-        ch.close()
-    conn.close()
-    return n
 
 
 def pending(node):
@@ -80,7 +62,7 @@ def main():
     a = p.parse_args()
     if a.rounds < 1:
         p.error("--rounds: at least 1")
-    broker_depth(a.rabbitmq_port, purge=True)
+    job_queues(a.rabbitmq_port, purge=True)
     node = start_node(ROOT, tempfile.mkdtemp(prefix="dq-batch-"),
                       rabbitmq_port=a.rabbitmq_port, publish_on_register="true",
                       snapshot_entries=10000000)
@@ -94,8 +76,7 @@ def main():
         counts = node.get_json("/api/metrics")["jobs"]
     finally:
         node.stop()
-    in_broker = broker_depth(a.rabbitmq_port)
-    broker_depth(a.rabbitmq_port, purge=True)
+    in_broker = sum(job_queues(a.rabbitmq_port, purge=True).values())
     held, queued = sum(counts.values()), counts.get("queued", 0)
     answered = warm + sum(r[3] for _, r in rows)
     # wrk stops with requests in flight, which the node may still accept: it may hold

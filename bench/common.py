@@ -363,6 +363,26 @@ def versions():
     return ", ".join(out)
 
 
+def job_queues(port, purge=False, host="127.0.0.1"):
+    """{queue: messages} of the job queues the broker has (the node declares them; a
+    missing one is left out), each emptied after it is counted when purge."""
+    import pika
+    conn, depth = pika.BlockingConnection(pika.ConnectionParameters(host, port)), {}
+    try:
+        for q in ("job.high", "job.medium", "job.low"):
+            ch = conn.channel()
+            try:
+                depth[q] = ch.queue_declare(q, passive=True).method.message_count
+            except pika.exceptions.ChannelClosedByBroker:
+                continue              # 404: not declared yet (the channel is closed)
+            if purge:
+                ch.queue_purge(q)
+            ch.close()
+    finally:
+        conn.close()
+    return depth
+
+
 def replace_section(path, tag, text):
     """Replace the text between <!-- bench:TAG --> and <!-- /bench:TAG --> in path,
     appending the section (or creating the file) when the markers are missing."""

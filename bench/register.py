@@ -24,6 +24,7 @@ from common import CpuMeter, Target, free_ports, paced, run_wrk  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONNS = (1, 10, 50)
+TESTS = [f"c{c}" for c in CONNS] + ["rate"]       # wrk with N connections; paced
 
 
 def progress(msg):
@@ -54,7 +55,7 @@ def parse_args():
                    help="seconds to wait for the node's publish backlog after the load")
     p.add_argument("--purge", action="store_true",
                    help="purge job.high/medium/low on the broker after the run")
-    p.add_argument("--tests", default="c1,c10,c50,rate",
+    p.add_argument("--tests", default=",".join(TESTS),
                    help="comma list of c1, c10, c50 (wrk, N connections) and rate (paced), "
                    "in order; --tests rate measures the paced load on fresh servers and a "
                    "broker that holds nothing from earlier phases")
@@ -68,7 +69,7 @@ def parse_args():
     if a.rounds < 1:
         p.error("--rounds: at least 1")
     a.tests = a.tests.split(",")
-    bad = [t for t in a.tests if t not in [f"c{c}" for c in CONNS] + ["rate"]]
+    bad = [t for t in a.tests if t not in TESTS]
     if bad:
         p.error(f"--tests: unknown {','.join(bad)}")
     return a
@@ -161,14 +162,7 @@ def drain(t, timeout_s, quiet=False):
 def broker_queues(a):
     """Messages in the job queues after the run (bench jobs left behind); purge with --purge."""
     try:
-        import pika
-        conn = pika.BlockingConnection(pika.ConnectionParameters(a.rabbitmq_host, a.rabbitmq_port))
-        ch, depth = conn.channel(), {}
-        for q in ("job.high", "job.medium", "job.low"):
-            depth[q] = ch.queue_declare(q, passive=True).method.message_count
-            if a.purge:
-                ch.queue_purge(q)
-        conn.close()
+        depth = common.job_queues(a.rabbitmq_port, a.purge, a.rabbitmq_host)
         progress(f"broker queues after the run: {depth}" + (" (purged)" if a.purge else
                  "; bench jobs stay there (use --purge or a private broker)"))
     except Exception as e:  # informative only
@@ -320,7 +314,7 @@ def main():
         else:
             subprocess.run(["rm", "-rf", tmp])
 
-    only = "" if a.tests == ["c1", "c10", "c50", "rate"] else f" ({', '.join(a.tests)})"
+    only = "" if a.tests == TESTS else f" ({', '.join(a.tests)})"
     text = (f"### Register: node vs floor{only}\n\n"
             f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
             f"- machine: {common.machine_line(ROOT)}\n"
