@@ -382,7 +382,8 @@ def make_app(svc) -> bottle.Bottle:
     def report(job_id=None):
         cmd = parse.report(body(), job_id, max_retries=cfg.job_max_retries,
                            execution_timeout=cfg.job_execution_timeout_s,
-                           retry_backoff_ms=int(cfg.job_retry_backoff_s * 1000))
+                           retry_backoff_ms=int(cfg.job_retry_backoff_s * 1000),
+                           max_job_bytes=cfg.max_job_bytes)
         out = svc.node.propose(cmd)
         if out["outcome"] == "ignored":
             return {"status": "ignored", "reason": out["reason"]}

@@ -21,6 +21,34 @@ TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
 # Every move state.py may make. Back to pending: a retry (from queued or running) or a
 # new register of a finished job (from a terminal state). Reports never move a terminal
 # job; state.py checks that before it moves anything.
+#
+# Attempts. Each return to pending begins a new attempt (`attempt` + 1: a retry after a
+# failed report, a timeout or a dead worker, a manual retry, a register of a finished
+# job). The workers send no attempt number, so a report is matched to an attempt by
+# what it does carry (state._earlier_attempt applies these rules):
+#   A. An attempt is bound to the worker whose `running` (or terminal) report it got
+#      first; `worker_id` names it. A `running` from another worker while it runs moves
+#      it there (RabbitMQ redelivered the message).
+#   B. An attempt that ends without its worker's terminal report (timeout, cancel, the
+#      worker expired) leaves that worker owing one: the pair is kept in `past`.
+#      A worker's terminal reports go to what it owes first, oldest first (one terminal
+#      report per delivery, in the order the deliveries began): "attempt 1 completed
+#      late on w1", its result kept in the history, never over the current attempt.
+#   C. A worker that ran an earlier attempt and is not bound to the current one sends
+#      its `running` before its terminal report: a terminal report from it is a repeat
+#      (the Java worker retries its posts) and changes nothing. Its `running` while the
+#      current attempt waits for a worker is it taking that attempt.
+#   D. Reports without a workerId, and from workers that never touched the job, go to
+#      the current attempt, as the contract always had them.
+# What these rules cannot tell apart, and what then happens:
+#   - a worker that owes a report and never sends it (it crashed and came back with the
+#     same id): its next terminal report of this job is taken for the owed one; the
+#     current attempt runs into its execution timeout and is retried: late, not wrong.
+#   - a late `running` (or progress) of an earlier attempt that arrives while the
+#     current one waits for a worker binds the current attempt to that worker; the
+#     worker that really takes it rebinds it with its own `running` (rule A).
+#   - a worker bound to the current attempt that repeats an earlier attempt's terminal
+#     report after a new `running`: taken as the current attempt's.
 TRANSITIONS = {
     PENDING: {PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED},
     QUEUED: {RUNNING, COMPLETED, FAILED, CANCELLED, PENDING},
@@ -63,8 +91,11 @@ API_FIELDS = ("id", "type", "priority", "queue", "status", "worker_id", "payload
 LIST_OMITS = ("payload", "result")
 _LISTED = tuple(k for k in API_FIELDS if k not in LIST_OMITS)
 # A history entry is stored as [at_ms, status, by, reason] (a dict per entry would
-# cost ~100 bytes more on every job held) and shown as an object with these keys.
-HISTORY_KEYS = ("at", "status", "by", "reason")
+# cost ~100 bytes more on every job held) and shown as an object with these keys; an
+# earlier attempt's late result rides as a fifth element, shown as "result".
+HISTORY_KEYS = ("at", "status", "by", "reason", "result")
+# Most bytes of a late result kept in a history entry; past it, a marker (capped()).
+HISTORY_RESULT_BYTES = 4096
 
 
 # The JSON documents of a job the orchestrator never looks inside: kept as the
@@ -101,19 +132,20 @@ _REASON_CODES = {r: i for i, r in enumerate(REASONS)}
 
 
 def pack_history(entries) -> bytes:
-    """(at_ms, status, by, reason) entries, oldest first, as stored."""
+    """(at_ms, status, by, reason[, result]) entries, oldest first, as stored."""
     out, prev = [], 0
-    for at, status, by, reason in entries:
-        out.append([at - prev, status, by, _REASON_CODES.get(reason, reason)])
+    for at, status, by, reason, *result in entries:
+        out.append([at - prev, status, by, _REASON_CODES.get(reason, reason), *result])
         prev = at
     return raw(out) if out else _NO_HISTORY
 
 
 def _unpack_history(data: bytes) -> list[tuple]:
     out, at = [], 0
-    for dt, status, by, reason in orjson.loads(data):
+    for dt, status, by, reason, *result in orjson.loads(data):
         at += dt
-        out.append((at, status, by, REASONS[reason] if type(reason) is int else reason))
+        out.append((at, status, by, REASONS[reason] if type(reason) is int else reason,
+                    *result))
     return out
 
 
@@ -127,6 +159,31 @@ def with_entry(data: bytes, entry: tuple, keep: int) -> bytes:
     hist = _unpack_history(data)
     hist.append(entry)
     return pack_history(hist[-keep:])
+
+
+def capped(data: bytes, limit: int) -> bytes:
+    """A stored result of at most `limit` bytes: itself, or a marker that says it was
+    cut, with its size and its first bytes as text (JSON cut short is not JSON)."""
+    if len(data) <= limit:
+        return data
+    head = data[:min(1024, limit // 2)].decode("utf-8", "ignore")
+    return raw({"truncated": True, "bytes": len(data), "head": head})
+
+
+def report_result(job: "Job", value, max_job_bytes: int | None):
+    """A reported result as stored (bytes, or None) and as its status event carries it:
+    cut to a marker (capped) when it would make the job larger than max_job_bytes,
+    the limit a register is held to (CONTRACT §2.1). None: no limit (log entries from
+    before the limit applied to reports)."""
+    if value is None:
+        return None, None
+    data = raw(value)
+    if max_job_bytes is None:
+        return data, value
+    room = max_job_bytes - (len(job.id) + len(job.type) + len(job.payload)
+                            + len(job.metadata) + len(job.history))
+    cut = capped(data, max(256, room))
+    return (data, value) if cut is data else (cut, orjson.loads(cut))
 
 
 def spliced(data: bytes | None):
@@ -147,7 +204,10 @@ class Job:
                  "completed_at", "history", "running_since", "_extra")
     # Fields few jobs have live in one dict, `_extra` (most jobs share _NO_EXTRA): a slot each
     # cost 8 bytes on every job (200 bytes a record with 21 slots, 240 with 26).
-    RARE = ("client_created_at", "error_message", "progress", "stale_worker",
+    # past: [[worker, attempt, owes], ...], the workers of earlier attempts, oldest
+    # first (see "Attempts" above TRANSITIONS); owes is 1 while that worker owes the
+    # attempt's terminal report.
+    RARE = ("client_created_at", "error_message", "progress", "past",
             "not_before", "from_report")
     FIELDS = __slots__[:-1] + RARE
     _RARE = frozenset(RARE)
@@ -156,6 +216,14 @@ class Job:
         self._extra = _NO_EXTRA
         for k, v in fields.items():
             setattr(self, k, v)
+
+    # Before `past`, a job kept only the worker of its last abandoned attempt, whose
+    # reports were ignored but for a `running` while the job waited: that is rule C.
+    @staticmethod
+    def _migrate(rest: dict, attempt: int) -> None:
+        w = rest.pop("stale_worker", None)
+        if w is not None:
+            rest["past"] = [[w, max(0, attempt - 1), 0]]
 
     def __getitem__(self, key: str):
         try:
@@ -234,6 +302,7 @@ class Job:
     def from_record(cls, rec: dict, packed_history: bool = True) -> "Job":
         """to_record's inverse; also takes snapshots from before raw fields (dicts and
         lists) and from before packed histories (packed_history False)."""
+        cls._migrate(rec, rec.get("attempt", 0))
         for k in RAW_FIELDS:
             v = rec.get(k)
             if isinstance(v, str):
@@ -325,7 +394,7 @@ def from_rows(rows, shared: dict, ints: dict) -> list[Job]:
             if since is not None:
                 job.running_since = started if since == started else since
             if "stale_worker" in rest:
-                rest["stale_worker"] = share(rest["stale_worker"], rest["stale_worker"])
+                Job._migrate(rest, attempt)
         job._extra = rest or _NO_EXTRA
         out.append(job)
     return out
@@ -438,6 +507,20 @@ def _duration(ms: int) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
+def _why_attempt(job, status: str = PENDING) -> str:
+    """' (attempt 2: <why it began>)' for a job past its first attempt, else ''."""
+    if not job["attempt"]:
+        return ""
+    began = None
+    for h in reversed(history_of(job)):   # the move itself, not a late report noted after it
+        if h[1] == PENDING:
+            began = h[3]
+        elif h[1] != status or began is not None:
+            break
+    return f" (attempt {job['attempt'] + 1}: {began})" if began else \
+        f" (attempt {job['attempt'] + 1})"
+
+
 def why(job: dict, now_ms: int, broker_down_since_ms: int | None, workers_active: int) -> str:
     """One line that explains the job's state in words a person can act on."""
     status = job["status"]
@@ -446,12 +529,15 @@ def why(job: dict, now_ms: int, broker_down_since_ms: int | None, workers_active
         if not_before is not None and not_before > now_ms:
             return (f"pending: retry {job['retry_count']} of {job['max_retries']} waits "
                     f"until {_clock(not_before)} (backoff)")
+        why_new = _why_attempt(job)
         if broker_down_since_ms is not None:
-            return f"pending: RabbitMQ unreachable since {_clock(broker_down_since_ms)}"
-        return f"pending: published to {job['queue']}, waiting for RabbitMQ to confirm it"
+            return f"pending{why_new}: RabbitMQ unreachable since {_clock(broker_down_since_ms)}"
+        return (f"pending{why_new}: published to {job['queue']}, waiting for RabbitMQ to "
+                "confirm it")
     if status == QUEUED:
         since = job["queued_at"] or job["created_at"]
-        return (f"queued in {job['queue']} for {_duration(now_ms - since)}; "
+        return (f"queued in {job['queue']} for {_duration(now_ms - since)}"
+                f"{_why_attempt(job, QUEUED)}; "
                 f"{workers_active} responsive worker{'s' if workers_active != 1 else ''}")
     worker = job["worker_id"] or "an unknown worker"
     if status == RUNNING:

@@ -275,6 +275,9 @@ _RESP = {
             "by": {"type": "string",
                    "description": "a worker id, or api, broker, worker, timer, ..."},
             "reason": {"type": ["string", "null"]},
+            "result": {"description": "an earlier attempt's result, reported late "
+                                      "(jobs.py, \"Attempts\"); cut to a marker past "
+                                      "4096 bytes"},
         },
     },
     "Job": {

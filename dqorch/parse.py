@@ -208,8 +208,11 @@ def batch(body: dict, *, max_batch_jobs: int, **register_kw) -> list:
 
 
 def report(body: dict, path_id: str | None, *, max_retries: int,
-           execution_timeout: int, retry_backoff_ms: int = 0) -> dict:
-    """CONTRACT §2.2. Returns {"op":"report","id","status","worker_id",...}."""
+           execution_timeout: int, retry_backoff_ms: int = 0,
+           max_job_bytes: int | None = None) -> dict:
+    """CONTRACT §2.2. Returns {"op":"report","id","status","worker_id",...}. With a
+    result, max_job_bytes rides along: apply cuts a result that would make the job
+    larger (jobs.report_result), since only the state knows the job's size."""
     if path_id is not None:
         id_ = job_id(path_id, "id")
     else:
@@ -233,6 +236,8 @@ def report(body: dict, path_id: str | None, *, max_retries: int,
         cmd["worker_id"] = sys.intern(worker_id(v, name))
     if body.get("result") is not None:
         cmd["result"] = body["result"]
+        if max_job_bytes is not None:
+            cmd["max_job_bytes"] = max_job_bytes
     name, v = _first(body, ("errorMessage", "error_message"))
     if v is not None:
         if not isinstance(v, str):

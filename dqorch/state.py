@@ -16,6 +16,7 @@ from . import jobs
 from .jobs import CANCELLED, COMPLETED, FAILED, PENDING, QUEUED, RUNNING, TERMINAL
 
 HISTORY_MAX = 32
+PAST_MAX = 8          # workers of earlier attempts a job remembers (jobs.Job.past)
 # Status events kept unpublished. With RabbitMQ down for long the outbox grew by every
 # move of every job; past this the oldest is dropped and counted (events_dropped, a
 # metric; the dispatcher logs it). A constant, not a setting: every replica must drop
@@ -233,8 +234,9 @@ def _remove(st: State, job: jobs.Job) -> None:
     del st.jobs[job.id]
 
 
-def _note(job: jobs.Job, at_ms: int, status: str, by: str, reason: str | None) -> None:
-    job.history = jobs.with_entry(job.history, (at_ms, status, by, reason),
+def _note(job: jobs.Job, at_ms: int, status: str, by: str, reason: str | None,
+          *result) -> None:
+    job.history = jobs.with_entry(job.history, (at_ms, status, by, reason, *result),
                                      HISTORY_MAX)
 
 
@@ -281,18 +283,38 @@ def _event(st: State, job: jobs.Job, status: str, at_ms: int, **extra) -> None:
         st.events_dropped += 1
 
 
+def _ended(job: jobs.Job, owes: bool) -> None:
+    """The current attempt ended: remember its worker for the reports still to come
+    (jobs.py, "Attempts", rule B when it owes its terminal report, else rule C)."""
+    w = job.worker_id
+    if w is None:
+        return
+    entry = [w, job.attempt, 1 if owes else 0]
+    past = [e for e in job.get("past", ()) if e[:2] != entry[:2]]
+    job["past"] = (past + [entry])[-PAST_MAX:]
+
+
+def _next_attempt(st: State, job: jobs.Job) -> None:
+    """What a new attempt starts without: the fields shown describe the current attempt.
+    error_message stays while it waits (it says why it runs again; the job message
+    carries it) and goes when a worker starts it."""
+    _set_worker(st, job, None)
+    job.attempt += 1
+    job.result = job.queued_at = job.started_at = job.completed_at = None
+    job.pop("progress", None)
+
+
 def _end_attempt(st: State, job: dict, at: int, by: str, error: str | None, reason: str,
-                 backoff_ms: int, timed_out: bool = False) -> dict:
+                 backoff_ms: int, timed_out: bool = False, reported: bool = False) -> dict:
     """The running attempt failed (a report, a timeout, a dead worker): retry while
-    retries are left, else the job fails for good. Reports from the abandoned attempt's
-    worker are ignored from now on (see _apply_report)."""
+    retries are left, else the job fails for good. A worker that did not report the
+    end (a timeout, a dead worker) owes its terminal report (see _earlier_attempt)."""
     job["error_message"] = error
-    job["stale_worker"] = job["worker_id"]
+    _ended(job, owes=not reported)
     if not job.get("from_report") and job["retry_count"] < job["max_retries"]:
         job["retry_count"] += 1
-        job["attempt"] += 1
         _event(st, job, "RETRYING", at, error=error)
-        _set_worker(st, job, None)
+        _next_attempt(st, job)
         if backoff_ms:
             job["not_before"] = at + backoff_ms * 2 ** (job["retry_count"] - 1)
         moved = _move(st, job, PENDING, at, by, "%s; retry %d of %d" % (
@@ -338,11 +360,13 @@ def _apply_register(st: State, cmd: dict) -> dict:
 
 
 def _new_attempt(st: State, job: dict, at: int, reason: str) -> tuple:
-    """A terminal job runs again from the start: retry_count 0, the next attempt."""
-    _set_worker(st, job, None)
-    job.update(retry_count=0, result=None, queued_at=None, started_at=None,
-               completed_at=None, attempt=job["attempt"] + 1)
-    for key in ("error_message", "progress", "stale_worker", "not_before"):
+    """A terminal job runs again from the start: retry_count 0, the next attempt. Its
+    last worker either reported the end (it is in `past` already when it did not)."""
+    if not any(e[:2] == [job.worker_id, job.attempt] for e in job.get("past", ())):
+        _ended(job, owes=False)
+    _next_attempt(st, job)
+    job.retry_count = 0
+    for key in ("error_message", "not_before"):
         job.pop(key, None)
     return _move(st, job, PENDING, at, "api", reason)
 
@@ -385,16 +409,12 @@ def _apply_report(st: State, cmd: dict) -> dict:
         _insert(st, job)
         _note(job, at, PENDING, by, "first seen in a worker report")
     frm, prev_worker = job["status"], job["worker_id"]
-    # A worker whose attempt was timed out or given up may still report on it. Keep its
-    # word in the history and change nothing; only a `running` from it while the job
-    # waits for a worker is believed: that is it taking the new attempt.
-    stale = worker is not None and worker == job.get("stale_worker") \
-        and not (to == RUNNING and frm in (PENDING, QUEUED))
-    if frm in TERMINAL or stale:
-        if stale:
-            _note(job, at, frm, worker, f"ignored late {to} report from an abandoned attempt")
-        return {"outcome": "ignored",
-                "reason": "terminal" if frm in TERMINAL else "stale_attempt"}
+    if worker is not None and "past" in job:
+        out = _earlier_attempt(job, frm, to, worker, at, cmd)
+        if out is not None:
+            return out
+    if frm in TERMINAL:            # a repeat (the Java worker retries), or a late one
+        return {"outcome": "ignored", "reason": "terminal"}
     if "progress" in cmd:
         job["progress"] = cmd["progress"]
     if to == RUNNING and frm == RUNNING and worker in (None, prev_worker):
@@ -403,22 +423,24 @@ def _apply_report(st: State, cmd: dict) -> dict:
         _set_worker(st, job, worker)
     outcome = "created" if created else "updated"
     if to == RUNNING:
-        job.pop("stale_worker", None)
         job.pop("not_before", None)
-        if job["started_at"] is None:
+        if job["started_at"] is None:           # this attempt's first start
             job["started_at"] = at
+            job.pop("error_message", None)       # the last attempt's; now in the history
         moved = _move(st, job, RUNNING, at, by, "worker started it")
         _event(st, job, "RUNNING", at, progress=job.get("progress"))
     elif to == COMPLETED:
-        job["result"] = jobs.raw(cmd.get("result"))
+        job["result"], shown = jobs.report_result(job, cmd.get("result"),
+                                                  cmd.get("max_job_bytes"))
         job["completed_at"] = at
+        job.pop("error_message", None)           # an earlier attempt's (a report skipped running)
         moved = _move(st, job, COMPLETED, at, by, "worker completed it")
-        extra = {"result": cmd["result"]} if cmd.get("result") is not None else {}
+        extra = {} if shown is None else {"result": shown}
         _event(st, job, "COMPLETED", at, progress=job.get("progress"), **extra)
     elif to == FAILED:
         error = cmd.get("error_message")
         out = _end_attempt(st, job, at, by, error, "failed: %s" % (error or "no error message"),
-                           cmd.get("retry_backoff_ms", 0))
+                           cmd.get("retry_backoff_ms", 0), reported=True)
         if out["outcome"] == "retrying":
             return out
         moved = out["moved"]
@@ -429,12 +451,46 @@ def _apply_report(st: State, cmd: dict) -> dict:
     return {"outcome": outcome, "moved": moved}
 
 
+def _earlier_attempt(job: jobs.Job, frm: str, to: str, worker: str, at: int,
+                     cmd: dict) -> dict | None:
+    """A report from a worker of an earlier attempt (in job.past): the outcome when it
+    belongs to that attempt (noted in the history, nothing else changes), None when it
+    is about the current one. The rules and their blind spots: jobs.py, "Attempts"."""
+    past = job.past
+    mine = [e for e in past if e[0] == worker]
+    if not mine:
+        return None
+    bound = frm == RUNNING and job.worker_id == worker    # it runs the current attempt
+    owed = next((e for e in mine if e[2]), None)
+    reason = "terminal" if frm in TERMINAL else "stale_attempt"
+    if to != RUNNING and owed is not None:                 # rule B
+        job.past = [[e[0], e[1], 0] if e is owed else e for e in past]
+        what = f"attempt {owed[1] + 1} {to} late on {worker}"
+        if to == FAILED and cmd.get("error_message"):
+            what += ": " + cmd["error_message"][:200]
+        if cmd.get("result") is None:
+            _note(job, at, frm, worker, what)
+        else:
+            kept = jobs.capped(jobs.raw(cmd["result"]), jobs.HISTORY_RESULT_BYTES)
+            _note(job, at, frm, worker, what + ", result kept in history",
+                  jobs.spliced(kept))
+        return {"outcome": "ignored", "reason": reason}
+    if bound or frm in (PENDING, QUEUED) and to == RUNNING:
+        return None                                        # the current attempt's
+    last = mine[-1][1] + 1
+    _note(job, at, frm, worker, f"ignored late {to} report from {worker} "
+                                f"(attempt {last})")        # rule C
+    return {"outcome": "ignored", "reason": reason}
+
+
 def _apply_cancel(st: State, cmd: dict) -> dict:
     job = st.jobs.get(cmd["id"])
     if job is None:
         return {"outcome": "not_found"}
     if job["status"] in TERMINAL:
         return {"outcome": "conflict", "status": job["status"]}
+    if job.status == RUNNING:
+        _ended(job, owes=True)          # its worker runs on: a message cannot be taken back
     job["completed_at"] = cmd["at_ms"]
     moved = _move(st, job, CANCELLED, cmd["at_ms"], "api", "cancelled by request")
     _event(st, job, "CANCELLED", cmd["at_ms"])
@@ -676,7 +732,7 @@ def to_snapshot(st: State) -> dict:
     }
 
 
-_SHARED_FIELDS = ("type", "queue", "status", "worker_id", "stale_worker")
+_SHARED_FIELDS = ("type", "queue", "status", "worker_id")
 
 
 # One copy of each short repeated string (statuses, names): JSON decoding makes a new

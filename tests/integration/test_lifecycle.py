@@ -146,12 +146,12 @@ def test_execution_timeout_retries_then_times_out(node_factory, events):
     j = wait_status(c, "t1", "pending", "queued")
     assert j["retry_count"] == 1 and "timed out" in j["history"][-1]["reason"] \
         or any("timed out" in (h["reason"] or "") for h in j["history"])
-    # The timed-out attempt reports late: noted, ignored.
+    # The timed-out attempt reports late: noted as that attempt's, ignored.
     assert c.call("POST", "/api/jobs/t1/status", {"status": "completed",
                                                   "workerId": "slow-1"})[1]["status"] == "ignored"
     j = job(c, "t1")
     assert j["status"] in ("pending", "queued")
-    assert "ignored late completed" in j["history"][-1]["reason"]
+    assert j["history"][-1]["reason"] == "attempt 1 completed late on slow-1"
     c.call("POST", "/api/jobs/t1/status", {"status": "running", "workerId": "slow-2"})
     j = wait_status(c, "t1", "failed")
     assert j["error_message"].startswith("timed out after 1 s")
@@ -212,6 +212,100 @@ def test_worker_killed_mid_job_runs_again_elsewhere(node_factory, ack):
         assert j["retry_count"] == 1
         assert any("victim stopped sending heartbeats" in (h["reason"] or "")
                    for h in j["history"])
+
+
+# Attempts: every report lands on its own attempt (jobs.py, "Attempts") ####
+
+def report(c, id_, status, worker, **body):
+    code, out = c.call("POST", "/api/jobs/status",
+                       dict(body, jobId=id_, status=status, workerId=worker))
+    assert code == 200, out
+    return out
+
+
+@pytest.mark.parametrize("again", ["retry", "register"])
+def test_cancel_retry_then_the_old_worker_finishes(node_factory, events, tmp_path, again):
+    """Cancel a running job (its worker runs on), start a new attempt, restart the
+    node, then the old worker's completion arrives: it is the cancelled attempt's.
+    The worker that runs the new attempt completes it with its own result."""
+    node = node_factory()
+    c = node.client()
+    c.call("POST", "/api/jobs/register", {"id": "rE"})
+    props, _ = take()
+    assert props.headers["x-dq-attempt"] == 0
+    report(c, "rE", "running", "w1")
+    assert c.call("POST", "/api/jobs/rE/cancel")[0] == 200
+    code, _ = (c.call("POST", "/api/jobs/rE/retry") if again == "retry"
+               else c.call("POST", "/api/jobs/register", {"id": "rE"}))
+    assert code == 202
+    _, body = take()                 # x-dq-attempt is retry_count (CONTRACT §3): 0 again
+    assert body["started_at"] is None and body["result"] is None
+    assert node.stop() == 0
+    node.start()
+    node.wait_healthy()
+    c = node.client()
+    assert report(c, "rE", "completed", "w1", result={"by": "w1"}) == \
+        {"status": "ignored", "reason": "stale_attempt"}
+    j = job(c, "rE")
+    assert (j["status"], j["result"], j["worker_id"]) == ("queued", None, None)
+    late = j["history"][-1]
+    assert (late["by"], late["reason"], late["result"]) == \
+        ("w1", "attempt 1 completed late on w1, result kept in history", {"by": "w1"})
+    report(c, "rE", "running", "w2")
+    assert report(c, "rE", "completed", "w2", result={"by": "w2"}) == {"status": "updated"}
+    j = job(c, "rE")
+    assert (j["status"], j["result"], j["worker_id"]) == ("completed", {"by": "w2"}, "w2")
+    assert j["queued_at"] <= j["started_at"] <= j["completed_at"]
+    assert j["why"].startswith("completed by w2")
+    wait_until(lambda: events("rE")[-1:] == ["COMPLETED"], 30, 0.05, "COMPLETED event")
+    assert events("rE") == ["RUNNING", "CANCELLED", "RUNNING", "COMPLETED"]
+
+
+def test_timeout_then_the_same_worker_takes_the_retry(node_factory):
+    """A job with timeout 1 on one worker: attempt 1 times out, w1 takes attempt 2,
+    then attempt 1's late completion arrives: kept as attempt 1's, attempt 2 runs on,
+    and its own completion is the job's."""
+    node = node_factory()
+    c = node.client()
+    c.call("POST", "/api/jobs/register", {"id": "tS", "timeout": 1, "max_retries": 2})
+    take()
+    report(c, "tS", "running", "w1")
+    j = wait_status(c, "tS", "queued")             # timed out, published again
+    assert (j["retry_count"], j["started_at"], j["worker_id"]) == (1, None, None)
+    assert "attempt 2: timed out after 1 s on w1" in j["why"]
+    props, _ = take()
+    assert props.headers["x-dq-attempt"] == 1
+    report(c, "tS", "running", "w1")
+    assert report(c, "tS", "completed", "w1", result={"attempt": 1}) == \
+        {"status": "ignored", "reason": "stale_attempt"}
+    j = job(c, "tS")
+    assert (j["status"], j["worker_id"], j["result"], j["error_message"]) == \
+        ("running", "w1", None, None)
+    assert j["started_at"] >= j["queued_at"]
+    assert j["history"][-1]["result"] == {"attempt": 1}
+    assert report(c, "tS", "completed", "w1", result={"attempt": 2}) == {"status": "updated"}
+    j = job(c, "tS")
+    assert (j["status"], j["result"], j["error_message"]) == \
+        ("completed", {"attempt": 2}, None)
+
+
+def test_a_report_result_past_max_job_bytes_is_cut_to_a_marker(node_factory, events):
+    """One report with a 1 MB result stored a 1 MB job and a 1 MB status event."""
+    node = node_factory(max_job_bytes=20_000)
+    c = node.client()
+    c.call("POST", "/api/jobs/register", {"id": "big", "payload": {"p": "x" * 5000}})
+    report(c, "big", "running", "w1")
+    assert report(c, "big", "completed", "w1", result={"blob": "y" * 1_000_000}) == \
+        {"status": "updated"}
+    j = job(c, "big")
+    assert j["status"] == "completed"
+    assert j["result"]["truncated"] is True and j["result"]["bytes"] > 1_000_000
+    assert len(json.dumps(j)) < 20_000 + 2_000            # the job and its history
+    wait_until(lambda: events("big")[-1:] == ["COMPLETED"], 30, 0.05, "COMPLETED event")
+    # a result that fits is kept whole
+    c.call("POST", "/api/jobs/register", {"id": "small"})
+    report(c, "small", "completed", "w1", result={"ok": "z" * 1000})
+    assert job(c, "small")["result"] == {"ok": "z" * 1000}
 
 
 # Cancel ####################################################################

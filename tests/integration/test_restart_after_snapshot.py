@@ -296,7 +296,7 @@ def test_every_command_on_jobs_loaded_from_a_snapshot(make_node, clean_queues, n
     snap = wait_snapshot(node, 0)
     assert {id_: snap[id_]["status"] for id_ in FIXTURE} == FIXTURE, \
         "the snapshot holds every fixture job in its status"
-    assert snap["L-ghost"]["stale_worker"] == "ghost"
+    assert snap["L-ghost"]["past"] == [["ghost", 0, 1]]   # owes attempt 1's end
     wait_quiet(c)
     c.close()
     offset = restart_from_snapshot(node)
@@ -358,7 +358,8 @@ def test_every_command_on_jobs_loaded_from_a_snapshot(make_node, clean_queues, n
     assert report(c, "L-ghost", "completed", "ghost") \
         == {"status": "ignored", "reason": "stale_attempt"}
     j = get(c, "L-ghost")
-    assert j["status"] == "queued" and "ignored late completed" in j["history"][-1]["reason"]
+    assert j["status"] == "queued" \
+        and j["history"][-1]["reason"] == "attempt 1 completed late on ghost"
 
     # Cancel a loaded queued job; a later report on it is discarded.
     assert ok(c.call("POST", "/api/jobs/L-queued-cancel/cancel")) \

@@ -228,3 +228,17 @@ def test_iso_ms_agrees_with_datetime_across_seconds_and_days():
             [rnd.randrange(0, 4_000_000_000_000) for _ in range(500)]:
         t = datetime.datetime.fromtimestamp(at / 1000, tz=datetime.timezone.utc)
         assert jobs.iso_ms(at) == t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (at % 1000)
+
+
+def test_a_stale_worker_from_before_past_loads_as_a_paid_earlier_attempt():
+    """Snapshots before jobs.Job.past kept the abandoned attempt's worker as
+    stale_worker: as a record (formats 1-3) and in a row's dict (format 4)."""
+    job = jobs.new_job("j", 1, 5, {"max_retries": 3, "execution_timeout": 30})
+    job.attempt = 2
+    rec = dict(job.to_record(), stale_worker="ghost")
+    loaded = jobs.Job.from_record(rec)
+    assert loaded["past"] == [["ghost", 1, 0]] and "stale_worker" not in loaded
+    row = job.to_row()
+    row[-1] = {"stale_worker": "ghost"}
+    loaded, = jobs.from_rows([json.loads(json.dumps(row))], {}, {})
+    assert loaded["past"] == [["ghost", 1, 0]]

@@ -70,7 +70,7 @@ def test_timeout_of_the_current_attempt_retries_while_retries_are_left():
     j = st.jobs["j1"]
     assert (j["status"], j["retry_count"], j["attempt"], j["worker_id"]) == \
         ("pending", 1, 1, None)
-    assert j["stale_worker"] == "w1"
+    assert j["past"] == [["w1", 0, 1]]          # w1 owes attempt 0's terminal report
     assert "timed out after 60 s on w1" in j["error_message"]
     assert S.running_counts(st) == {}
     ev = events(st)[-1]
@@ -147,7 +147,7 @@ def test_expire_worker_ends_every_attempt_running_there_in_seq_order():
     assert [(e["job"], e["status"], e["worker"]) for e in new] == \
         [("a", "FAILED", "w1"), ("b", "RETRYING", "w1")]   # a dead worker is no timeout
     assert all("w1 stopped sending heartbeats" in e["error"] for e in new)
-    assert st.jobs["b"]["retry_count"] == 1 and st.jobs["b"]["stale_worker"] == "w1"
+    assert st.jobs["b"]["retry_count"] == 1 and st.jobs["b"]["past"] == [["w1", 0, 1]]
     # only the jobs running on w1
     assert st.jobs["c"]["status"] == "running" and st.jobs["c"]["worker_id"] == "w2"
     assert st.jobs["d"]["status"] == "pending"
@@ -175,11 +175,11 @@ def test_expire_of_a_worker_running_nothing_changes_nothing():
     assert fingerprint(st) == before
 
 
-# Late reports from an abandoned attempt #####################################
+# Late reports from an earlier attempt (jobs.py, "Attempts") #################
 
 @pytest.mark.parametrize("cause", ["timeout", "expire"])
 @pytest.mark.parametrize("late", ["completed", "failed", "cancelled", "done"])
-def test_late_report_from_the_abandoned_worker_is_noted_and_ignored(cause, late):
+def test_the_owed_report_of_an_abandoned_attempt_goes_to_that_attempt(cause, late):
     st = running_job(maxRetries=3)
     run(st, end_attempt_by(cause, "j1", "w1", 0, T0 + 10))
     assert st.jobs["j1"]["status"] == "pending"
@@ -188,12 +188,20 @@ def test_late_report_from_the_abandoned_worker_is_noted_and_ignored(cause, late)
     out = run(st, rep("j1", late, T0 + 20, worker="w1", result={"r": 1},
                       errorMessage="late", progress=80))
     assert out == {"outcome": "ignored", "reason": "stale_attempt"}
-    assert without_history(st, "j1") == before
+    j = st.jobs["j1"]
+    assert without_history(st, "j1").replace('["w1", 0, 0]', '["w1", 0, 1]') == before
+    assert j["past"] == [["w1", 0, 0]]                 # paid
     assert st.outbox == outbox
-    hist = jobs.history_of(st.jobs["j1"])
+    hist = jobs.history_of(j)
     assert len(hist) == n_hist + 1
     assert list(hist[-1][:3]) == [T0 + 20, "pending", "w1"]
-    assert "ignored late" in hist[-1][3] and jobs.REPORT_ALIASES[late] in hist[-1][3]
+    assert hist[-1][3].startswith(f"attempt 1 {jobs.REPORT_ALIASES[late]} late on w1")
+    assert hist[-1][3].endswith("result kept in history") and hist[-1][4] == {"r": 1}
+    shown = jobs.api_json(j, history=True)["history"][-1]
+    assert shown["result"] == {"r": 1}
+    # once paid, a repeat of it is a repeat (rule C), still nothing changes
+    assert run(st, rep("j1", late, T0 + 21, worker="w1"))["reason"] == "stale_attempt"
+    assert "ignored late" in jobs.history_of(j)[-1][3] and j["status"] == "pending"
 
 
 @pytest.mark.parametrize("cause", ["report", "timeout", "expire"])
@@ -204,14 +212,20 @@ def test_late_report_after_the_job_went_terminal_is_noted_and_ignored(cause):
     before, outbox = without_history(st, "j1"), dict(st.outbox)
     out = run(st, rep("j1", "completed", T0 + 20, worker="w1", result={"r": 1}))
     assert out == {"outcome": "ignored", "reason": "terminal"}
-    assert without_history(st, "j1") == before and st.outbox == outbox
+    after = without_history(st, "j1")
+    assert (after if cause == "report" else after.replace('["w1", 0, 0]', '["w1", 0, 1]')) \
+        == before
+    assert st.outbox == outbox
     assert jobs.history_of(st.jobs["j1"])[-1][2] == "w1"
-    assert "ignored late completed" in jobs.history_of(st.jobs["j1"])[-1][3]
+    if cause == "report":        # w1 reported the end: not owed, a repeat
+        assert "ignored late completed" in jobs.history_of(st.jobs["j1"])[-1][3]
+    else:
+        assert "attempt 1 completed late on w1" in jobs.history_of(st.jobs["j1"])[-1][3]
 
 
 @pytest.mark.parametrize("cause", ["report", "timeout", "expire"])
 @pytest.mark.parametrize("waiting", ["pending", "queued"])
-def test_running_report_from_the_abandoned_worker_starts_the_new_attempt(cause, waiting):
+def test_running_report_from_the_last_worker_starts_the_new_attempt(cause, waiting):
     st = running_job(maxRetries=3)
     run(st, end_attempt_by(cause, "j1", "w1", 0, T0 + 10, backoff_ms=5000))
     if waiting == "queued":
@@ -220,12 +234,82 @@ def test_running_report_from_the_abandoned_worker_starts_the_new_attempt(cause, 
     out = run(st, rep("j1", "running", T0 + 20, worker="w1"))
     assert out == {"outcome": "updated", "moved": (waiting, "running")}
     j = st.jobs["j1"]
-    assert (j["status"], j["worker_id"], j["running_since"]) == ("running", "w1", T0 + 20)
-    assert "stale_worker" not in j and "not_before" not in j
+    assert (j["status"], j["worker_id"], j["running_since"], j["started_at"]) == \
+        ("running", "w1", T0 + 20, T0 + 20)
+    assert "not_before" not in j and "error_message" not in j
     assert events(st)[-1]["status"] == "RUNNING"
-    # it is the current attempt now: its completion counts
-    assert run(st, rep("j1", "completed", T0 + 30, worker="w1"))["moved"] == \
-        ("running", "completed")
+    if cause != "report":
+        # w1 still owes attempt 1's end: its first terminal report is that one
+        out = run(st, rep("j1", "completed", T0 + 30, worker="w1", result={"a": 1}))
+        assert out == {"outcome": "ignored", "reason": "stale_attempt"}
+        assert j["status"] == "running" and j["result"] is None
+    # then the current attempt's completion counts
+    out = run(st, rep("j1", "completed", T0 + 40, worker="w1", result={"a": 2}))
+    assert out["moved"] == ("running", "completed")
+    assert json.loads(j["result"]) == {"a": 2}
+
+
+def test_timeout_then_the_same_worker_takes_the_retry():
+    """The issue's case: a 5 s job with timeout 2 on one worker. Attempt 1 times out,
+    w1 takes attempt 2, attempt 1's late completion arrives: it is attempt 1's."""
+    st = running_job(maxRetries=3, timeout=2)
+    run(st, timeout("j1", 0, T0 + 2_002), mark_queued([("j1", 1)], T0 + 2_010),
+        rep("j1", "running", T0 + 2_020, worker="w1"))
+    out = run(st, rep("j1", "completed", T0 + 5_002, worker="w1", result={"n": 1}))
+    assert out == {"outcome": "ignored", "reason": "stale_attempt"}
+    j = st.jobs["j1"]
+    shown = jobs.api_json(j, history=True)
+    assert (shown["status"], shown["worker_id"], shown["started_at"], shown["result"],
+            shown["error_message"]) == ("running", "w1", T0 + 2_020, None, None)
+    assert shown["history"][-1]["reason"] == \
+        "attempt 1 completed late on w1, result kept in history"
+    assert shown["history"][-1]["result"] == {"n": 1}
+    out = run(st, rep("j1", "completed", T0 + 7_020, worker="w1", result={"n": 2}))
+    assert out["moved"] == ("running", "completed")
+    assert (json.loads(j["result"]), j.get("error_message")) == ({"n": 2}, None)
+    assert jobs.why(j, T0 + 8_000, None, 1).startswith("completed by w1 in 5 s")
+
+
+@pytest.mark.parametrize("again", ["retry", "register"])
+def test_cancel_then_a_new_attempt_then_the_old_worker_finishes(again):
+    """The issue's first case: the cancelled attempt's worker runs on; its completion
+    must not complete the new attempt, which another worker then really runs."""
+    st = running_job(maxRetries=3)
+    run(st, cancel("j1", T0 + 10))
+    run(st, {"op": "retry", "ids": ["j1"], "at_ms": T0 + 20} if again == "retry"
+        else reg("j1", T0 + 20))
+    j = st.jobs["j1"]
+    assert (j["status"], j["attempt"], j["worker_id"], j["started_at"]) == \
+        ("pending", 1, None, None)
+    out = run(st, rep("j1", "completed", T0 + 30, worker="w1", result={"old": 1}))
+    assert out == {"outcome": "ignored", "reason": "stale_attempt"}
+    assert j["status"] == "pending" and j["result"] is None
+    assert "attempt 1 completed late on w1" in jobs.history_of(j)[-1][3]
+    run(st, mark_queued([("j1", 1)], T0 + 31), rep("j1", "running", T0 + 40, worker="w2"))
+    out = run(st, rep("j1", "completed", T0 + 50, worker="w2", result={"new": 1}))
+    assert out["moved"] == ("running", "completed")
+    assert (j["worker_id"], json.loads(j["result"]), j["started_at"]) == \
+        ("w2", {"new": 1}, T0 + 40)
+    assert j["queued_at"] == T0 + 31 and j["started_at"] >= j["queued_at"]
+
+
+def test_a_repeated_completed_after_a_retry_of_a_completed_job_is_a_repeat():
+    """The Java worker posts asynchronously and retries: its completed of attempt 1
+    arrives again after the job was retried: rule C, the new attempt is untouched."""
+    st = running_job(maxRetries=3)
+    run(st, rep("j1", "completed", T0 + 10, worker="w1", result={"a": 1}),
+        {"op": "retry", "ids": ["j1"], "at_ms": T0 + 20})
+    j = st.jobs["j1"]
+    assert j["past"] == [["w1", 0, 0]]
+    for status in ("pending", "running"):
+        if status == "running":
+            run(st, rep("j1", "running", T0 + 30, worker="w2"))
+        out = run(st, rep("j1", "completed", T0 + 31, worker="w1", result={"a": 1}))
+        assert out == {"outcome": "ignored", "reason": "stale_attempt"}
+        assert j["status"] == status and j["result"] is None
+    # a late running of attempt 1 while w2 runs attempt 2 changes nothing either
+    assert run(st, rep("j1", "running", T0 + 32, worker="w1"))["reason"] == "stale_attempt"
+    assert j["worker_id"] == "w2"
 
 
 def test_reports_from_other_workers_still_count_after_a_timeout():
@@ -233,6 +317,33 @@ def test_reports_from_other_workers_still_count_after_a_timeout():
     run(st, timeout("j1", 0, T0 + 10))
     out = run(st, rep("j1", "completed", T0 + 20, worker="w2"))
     assert out["moved"] == ("pending", "completed")
+
+
+def test_reports_without_a_worker_go_to_the_current_attempt():
+    st = running_job(maxRetries=3)
+    run(st, timeout("j1", 0, T0 + 10))
+    out = run(st, rep("j1", "completed", T0 + 20, worker=None))
+    assert out["moved"] == ("pending", "completed")
+
+
+def test_past_is_bounded():
+    st = running_job(maxRetries=100)
+    for n in range(S.PAST_MAX + 3):
+        run(st, timeout("j1", n, T0 + 10 + 2 * n),
+            rep("j1", "running", T0 + 11 + 2 * n, worker="w%d" % n))
+    assert len(st.jobs["j1"]["past"]) == S.PAST_MAX
+    # attempt n + 1 ran on w<n> and timed out
+    assert st.jobs["j1"]["past"][-1] == ["w%d" % (S.PAST_MAX + 1), S.PAST_MAX + 2, 1]
+
+
+def test_a_late_result_kept_in_history_is_capped():
+    st = running_job(maxRetries=3)
+    run(st, timeout("j1", 0, T0 + 10))
+    big = {"blob": "x" * (2 * jobs.HISTORY_RESULT_BYTES)}
+    run(st, rep("j1", "completed", T0 + 20, worker="w1", result=big))
+    kept = jobs.history_of(st.jobs["j1"])[-1][4]
+    assert kept["truncated"] is True and kept["bytes"] > jobs.HISTORY_RESULT_BYTES
+    assert len(json.dumps(kept)) < jobs.HISTORY_RESULT_BYTES
 
 
 # Retry backoff ##############################################################
@@ -279,19 +390,23 @@ def test_broker_confirm_of_the_retry_clears_not_before():
     assert st.jobs["j1"]["status"] == "queued" and "not_before" not in st.jobs["j1"]
 
 
-def test_a_new_register_clears_stale_worker_and_not_before():
+def test_a_new_register_clears_not_before_and_keeps_what_is_owed():
     st = running_job(maxRetries=2)
     run(st, timeout("j1", 0, T0 + 10, backoff_ms=60_000), cancel("j1", T0 + 20))
     j = st.jobs["j1"]
-    assert (j["status"], j["stale_worker"], j["not_before"]) == \
-        ("cancelled", "w1", T0 + 60_010)
+    assert (j["status"], j["past"], j["not_before"]) == \
+        ("cancelled", [["w1", 0, 1]], T0 + 60_010)
     out = run(st, reg("j1", T0 + 30))
     assert out["outcome"] == "restarted"
-    assert "stale_worker" not in j and "not_before" not in j
+    assert "not_before" not in j
     assert (j["retry_count"], j["attempt"]) == (0, 2)
-    # w1 is an ordinary worker again for the new attempt
-    assert run(st, rep("j1", "completed", T0 + 40, worker="w1"))["moved"] == \
-        ("pending", "completed")
+    # w1's completed without a running is attempt 1's, still owed: not this attempt's
+    assert run(st, rep("j1", "completed", T0 + 40, worker="w1")) == \
+        {"outcome": "ignored", "reason": "stale_attempt"}
+    # w1 taking the new attempt: its completion counts
+    run(st, rep("j1", "running", T0 + 50, worker="w1"))
+    assert run(st, rep("j1", "completed", T0 + 60, worker="w1"))["moved"] == \
+        ("running", "completed")
 
 
 # Cancellation in every non-terminal state ###################################

@@ -178,7 +178,7 @@ def write_format_3(path: str, index: int, state: dict) -> None:
 
 def test_a_format_3_snapshot_loads_and_the_next_snapshot_is_format_4(tmp_path):
     st = every_kind_of_job()
-    assert {"running_since", "progress", "stale_worker", "from_report",
+    assert {"running_since", "progress", "past", "from_report",
             "client_created_at", "error_message"} <= {
         k for j in st.jobs.values() for k in j.keys()}, "every optional field is held"
     snap = json.loads(json.dumps(S.to_snapshot(st), default=Job.to_record))
