@@ -8,6 +8,7 @@ shape, anything unexpected as a logged 500 {"error":"internal"}. Bottle's own er
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import time
 
@@ -233,7 +234,91 @@ class Access:
         return None
 
 
-def guard(app, allowed_origins=(), access: Access | None = None):
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_name(value: str) -> str:
+    """The name in a Host header: lower-case, without its port, its IPv6 brackets or
+    a final dot ("LocalHost.:8081" -> "localhost", "[::1]:8081" -> "::1"). A value that
+    is not host[:port] comes back as it is, and matches no name."""
+    v = value.strip().lower()
+    if v.startswith("["):
+        end = v.find("]")
+        rest = v[end + 1:]
+        if end < 0 or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
+            return v
+        return v[1:end]
+    name, colon, port = v.rpartition(":")
+    if colon and ":" not in name and (port == "" or port.isdigit()):
+        v = name
+    return v[:-1] if v.endswith(".") else v
+
+
+class HostCheck:
+    """DNS rebinding: a page on evil.example whose name the attacker re-points to this
+    node's address is, for the browser, same-origin with it: its requests carry
+    `Host: evil.example` and a matching Origin. Only the Host tells them apart, so the
+    API answers only to its own names (docs/SECURITY.md, "DNS rebinding").
+
+    `names`: the names and addresses this node is reached by (own_hosts). `strict`:
+    every request is checked; otherwise (a wildcard http_host with no allowed_hosts)
+    only a browser's (Origin or Sec-Fetch-* present), since the gateway and workers
+    reach such a node under names it cannot know. On a wildcard http_host any IP
+    literal is also its own: rebinding needs a name. A request without Host (HTTP/1.0)
+    passes: browsers always send one."""
+
+    MAX_SEEN = 256
+
+    def __init__(self, names=(), wildcard: bool = False, strict: bool = True,
+                 any_host: bool = False) -> None:
+        self.names = frozenset(host_name(n) for n in names)
+        self.wildcard, self.strict, self.any_host = wildcard, strict, any_host
+        self._seen: dict[str, bool] = {}      # Host value -> allowed (bounded cache)
+
+    @classmethod
+    def for_config(cls, cfg) -> "HostCheck":
+        wildcard = cfg.http_host in WILDCARD_HOSTS
+        names = set(LOOPBACK_NAMES) | {cfg.node_host} | set(cfg.allowed_hosts)
+        if not wildcard:
+            names.add(cfg.http_host)
+        if cfg.api_advertise:
+            names.add(cfg.api_advertise.rpartition(":")[0])
+        return cls(names, wildcard, strict=not wildcard or bool(cfg.allowed_hosts),
+                   any_host="*" in cfg.allowed_hosts)
+
+    def allowed(self, host: str) -> bool:
+        ok = self._seen.get(host)
+        if ok is None:
+            name = host_name(host)
+            ok = self.any_host or name in self.names
+            if not ok and self.wildcard:
+                try:
+                    ipaddress.ip_address(name)
+                    ok = True
+                except ValueError:
+                    pass
+            if len(self._seen) < self.MAX_SEEN:
+                self._seen[host] = ok
+        return ok
+
+    def refusal(self, environ):
+        """None, or (status, code, message, headers) to answer instead."""
+        host = environ.get("HTTP_HOST")
+        if host is None or self.allowed(host):
+            return None
+        if not self.strict and not ("HTTP_ORIGIN" in environ or "HTTP_SEC_FETCH_SITE" in environ
+                                    or "HTTP_SEC_FETCH_MODE" in environ):
+            return None
+        log.info("refused a request for another host host=%s path=%s", host[:100],
+                 environ.get("PATH_INFO", "")[:100])
+        return ("421 Misdirected Request", "invalid_request",
+                f"Host {host[:100]!r} is not a name of this node; if clients reach it "
+                "under that name, add it to allowed_hosts", ())
+
+
+def guard(app, allowed_origins=(), access: Access | None = None,
+          hosts: HostCheck | None = None):
     """WSGI wrapper in front of bottle for what must be refused before routing:
     - a path that is not UTF-8 (bottle would drop the bad bytes and route to another
       job: /api/jobs/jx%FF/cancel cancelled jx): 400;
@@ -242,12 +327,15 @@ def guard(app, allowed_origins=(), access: Access | None = None):
       403. Bodies are JSON whatever the Content-Type (CONTRACT §2), so without this
       any web page could register and cancel jobs. Clients that send neither header
       (curl, the gateway, the workers) are not affected;
-    - `access` (Access): allow_from and bearer tokens, checked first."""
+    - `access` (Access): allow_from and bearer tokens, checked first;
+    - `hosts` (HostCheck): a Host that is not one of this node's names: 421."""
     allowed = frozenset(o.lower() for o in allowed_origins)
     access = access or Access()
 
     def gated(environ, start_response):
         refused = access.refusal(environ)
+        if refused is None and hosts is not None:
+            refused = hosts.refusal(environ)
         if refused is not None:
             return _refuse(start_response, *refused)
         try:

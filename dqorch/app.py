@@ -25,7 +25,7 @@ from gevent import pywsgi
 from . import __version__, config, metrics
 from .jobs import TERMINAL
 from . import state as st_mod
-from .api import Access, guard, make_app
+from .api import Access, HostCheck, guard, make_app
 from .broker import Broker
 from .dispatch import Dispatcher, Timers
 from .errors import ReplayFailed
@@ -365,7 +365,8 @@ class Node:
                      "metrics_port")
         self.http = self._listen(cfg.http_host, cfg.http_port,
                                  guard(console.serve(make_app(self)), cfg.allowed_origins,
-                                       Access(**tokens, exempt=console.PATHS)),
+                                       Access(**tokens, exempt=console.PATHS),
+                                       HostCheck.for_config(cfg)),
                                  "http_port", self.tls)
         if not _loopback(cfg.http_host) and not cfg.api_tokens and not cfg.allow_from:
             log.warning("the API listens beyond loopback http_host=%s with no api_tokens "

@@ -75,6 +75,7 @@ class Config:
     publish_window: int = 1000  # most unconfirmed messages in flight to RabbitMQ
     snapshot_entries: int = 100000  # log entries between snapshots
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed to write, besides our own
+    allowed_hosts: tuple[str, ...] = ()  # Host names the API answers to, besides its own; "*": any
     http_request_timeout_s: float = 30.0  # headers: in all; body: longest pause
     http_idle_timeout_s: float = 75.0  # a keep-alive connection idle longer is closed
     max_list_bytes: int = 4194304  # a GET /api/jobs page ends early past this many bytes
@@ -312,6 +313,33 @@ def _origins(v: Any, from_env: bool) -> tuple[str, ...]:
     return tuple(item.lower() for item in items)
 
 
+_HOSTNAME_RE = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,252})")
+
+
+def _hosts(v: Any, from_env: bool) -> tuple[str, ...]:
+    """Names or addresses as a Host header carries them, without a port (any port
+    matches): a list, or one comma-separated string; "*" alone turns the check off."""
+    import ipaddress
+    expected = ("must be a list of host names or addresses without a port, like "
+                "orch.example or 10.0.0.5 (or \"*\" for any)")
+    out = []
+    for item in _items(v, expected):
+        name = item.strip().lower() if isinstance(item, str) else None
+        if name and name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]
+        if name and name != "*" and not _HOSTNAME_RE.fullmatch(name.rstrip(".")):
+            try:
+                name = str(ipaddress.ip_address(name))
+            except ValueError:
+                name = None
+        if not name:
+            raise _Invalid(f"{expected}, got an entry {_describe(item, False)}", False)
+        out.append(name.rstrip(".") if name != "*" else name)
+    if "*" in out and len(out) > 1:
+        raise _Invalid("\"*\" (any host) must be the only entry", False)
+    return tuple(out)
+
+
 def _items(v: Any, expected: str) -> list:
     """A YAML list, or one comma-separated string (the environment's form)."""
     if isinstance(v, str):
@@ -402,6 +430,7 @@ _SPECS: dict[str, Converter] = {
     "publish_window": _integer(1, 100000),
     "snapshot_entries": _integer(1000, 100000000),
     "allowed_origins": _origins,
+    "allowed_hosts": _hosts,
     "http_request_timeout_s": _seconds(3600),
     "http_idle_timeout_s": _seconds(86400),
     "max_list_bytes": _integer(65536, 1073741824),

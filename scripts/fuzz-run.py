@@ -50,20 +50,20 @@ def hostile(rng: random.Random) -> bytes:
     if kind == 0:
         return rng.randbytes(rng.randint(1, 4096))
     if kind == 1:                       # cut off inside the headers
-        return b"POST /api/jobs/register HTTP/1.1\r\nHost: x\r\nContent-Le"
+        return b"POST /api/jobs/register HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le"
     if kind == 2:                       # a body shorter than it says
-        return (b"POST /api/jobs/register HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n"
+        return (b"POST /api/jobs/register HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500\r\n"
                 b"\r\n{\"id\":")
     if kind == 3:                       # one huge header
         return b"GET /api/jobs HTTP/1.1\r\nX-A: " + b"a" * rng.randint(9000, 200000) + b"\r\n\r\n"
     if kind == 4:                       # broken chunking
-        return (b"POST /api/jobs/batch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        return (b"POST /api/jobs/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
                 b"\r\nzz\r\n" + rng.randbytes(50))
     if kind == 5:                       # smuggling: both framings
-        return (b"POST /api/jobs/register HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        return (b"POST /api/jobs/register HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     path = "/" + "".join(rng.choice("abc/%.?&=\x7f") for _ in range(rng.randint(1, 300)))
-    return f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode("latin-1")
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode("latin-1")
 
 
 def send_raw(port: int, data: bytes) -> int | None:

@@ -22,7 +22,8 @@ DQORCH = [sys.executable, os.path.join(REPO, "dqorch.py")]
 def node(tmp_path_factory, shared_rabbit):
     n = NodeProc(tmp_path_factory.mktemp("http"), SHARED_PORT, http_request_timeout_s=1,
                  http_idle_timeout_s=2, max_list_bytes=65536,
-                 allowed_origins=["https://console.example"]).start().wait_healthy()
+                 allowed_origins=["https://console.example"],
+                 allowed_hosts=["orch.example"]).start().wait_healthy()
     yield n
     n.stop()
 
@@ -76,7 +77,7 @@ def server_errors(node) -> int:
 def test_a_path_that_is_not_utf8_never_reaches_another_job(node):
     c = node.client()
     register(c, "jx")
-    status, body = answer(send(node, b"GET /api/jobs/j%FFx HTTP/1.1\r\nHost: h\r\n"
+    status, body = answer(send(node, b"GET /api/jobs/j%FFx HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                      b"Connection: close\r\n\r\n"))
     assert (status, body["error"]) == (400, "invalid_request") and "UTF-8" in body["message"]
     status, body = answer(send(node, post("/api/jobs/jx%FF/cancel", b"")))
@@ -87,7 +88,7 @@ def test_a_path_that_is_not_utf8_never_reaches_another_job(node):
 def test_a_post_without_content_length_registers_nothing(node):
     c = node.client()
     before = c.call("GET", "/api/jobs?limit=1")[1]["count"]
-    raw = send(node, b"POST /api/jobs/register HTTP/1.0\r\nHost: h\r\n\r\n"
+    raw = send(node, b"POST /api/jobs/register HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
                      b'{"id":"http10-mine"}', shut=True)
     status, body = answer(raw)
     assert (status, body["error"]) == (411, "invalid_request"), body
@@ -99,7 +100,7 @@ def test_a_cancel_without_a_body_still_works(node):
     """The gateway (and curl -XPOST) cancel with no body and no Content-Length."""
     c = node.client()
     register(c, "nobody-cancel")
-    raw = send(node, b"POST /api/jobs/nobody-cancel/cancel HTTP/1.1\r\nHost: h\r\n"
+    raw = send(node, b"POST /api/jobs/nobody-cancel/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Connection: close\r\n\r\n")
     assert answer(raw)[0] == 200
 
@@ -115,9 +116,9 @@ def test_an_empty_register_body_is_a_400_not_a_ghost_job(node):
 # Client mistakes are 400s, never 500s ########################################
 
 @pytest.mark.parametrize("raw,shut", [
-    (b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    (b"POST /api/jobs/register HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
      b"zz\r\n{}\r\n0\r\n\r\n", False),                       # a chunk size of zz
-    (b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n"
+    (b"POST /api/jobs/register HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"
      b'{"id":"short"', True),                                # longer than the body, then close
 ])
 def test_a_body_that_cannot_be_read_is_a_400(node, raw, shut):
@@ -133,7 +134,7 @@ def test_a_body_that_cannot_be_read_is_a_400(node, raw, shut):
                                 "Content-Length: 5\r\nTransfer-Encoding: chunked",
                                 "Transfer-Encoding: gzip, chunked"])
 def test_ambiguous_framing_is_refused(node, te):
-    raw = (b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\n" + te.encode() +
+    raw = (b"POST /api/jobs/register HTTP/1.1\r\nHost: 127.0.0.1\r\n" + te.encode() +
            b"\r\n\r\nd\r\n{\"id\":\"smug\"}\r\n0\r\n\r\n")
     status, body = answer(send(node, raw))
     assert status == 400, body
@@ -149,7 +150,7 @@ def test_ambiguous_framing_is_refused(node, te):
     "Content-Length: 1_3",                                 # int() reads it as 13
 ], ids=["folded", "space-before-colon", "two-lengths", "101-fields", "bare-cr", "cl-1_3"])
 def test_header_fields_a_server_must_refuse_are_a_400(node, fields):
-    raw = (b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\n" + fields.encode() +
+    raw = (b"POST /api/jobs/register HTTP/1.1\r\nHost: 127.0.0.1\r\n" + fields.encode() +
            b"\r\nContent-Length: 13\r\n\r\n{\"id\":\"fold\"}")
     status, body = answer(send(node, raw))
     assert (status, body["error"]) == (400, "invalid_request"), body
@@ -160,20 +161,20 @@ def test_header_fields_a_server_must_refuse_are_a_400(node, fields):
 def test_header_fields_reach_the_app_with_pywsgi_s_rules(node):
     """Names with "_" never reach the app (no X_Forwarded spoofing of X-Forwarded), and
     a repeated field reaches it joined by commas."""
-    raw = (b"GET /api/health HTTP/1.1\r\nHost: h\r\nOrigin: https://evil.example\r\n"
+    raw = (b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://evil.example\r\n"
            b"Connection: close\r\n\r\n")
     assert answer(send(node, raw))[0] == 200
     # A cross-site write is refused by its Origin; sent as O_rigin it is dropped.
     body = b'{"id":"hdr-1","type":"http"}'
     for name, want in ((b"Origin", 403), (b"O_rigin", 202)):
-        raw = (b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\n" + name +
+        raw = (b"POST /api/jobs/register HTTP/1.1\r\nHost: 127.0.0.1\r\n" + name +
                b": https://evil.example\r\nContent-Type: application/json\r\n"
                b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         assert answer(send(node, raw))[0] == want, name
 
 
 def test_a_client_that_stops_mid_body_is_answered_408_and_closed(node):
-    raw = send(node, b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\n"
+    raw = send(node, b"POST /api/jobs/register HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Content-Length: 100\r\n\r\n{\"id\":")
     assert not raw.endswith(b"<open>"), raw
     status, body = answer(raw)
@@ -181,7 +182,7 @@ def test_a_client_that_stops_mid_body_is_answered_408_and_closed(node):
 
 
 def test_a_client_that_never_finishes_its_headers_is_closed(node):
-    raw = send(node, b"POST /api/jobs/register HTTP/1.1\r\nHost: h\r\nX-Slow: ")
+    raw = send(node, b"POST /api/jobs/register HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
     assert not raw.endswith(b"<open>"), raw
     assert answer(raw)[0] == 408
 
@@ -198,7 +199,7 @@ def test_a_client_that_sends_only_its_request_line_is_answered_408(node):
 def test_headers_that_arrive_in_pieces_within_the_limit_are_served(node):
     """The headers' deadline path (not all of them in the first read) still serves."""
     with socket.create_connection(("127.0.0.1", node.http_port), timeout=15) as s:
-        s.sendall(b"GET /api/health HTTP/1.1\r\nHost: h\r\n")
+        s.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         time.sleep(0.05)                  # well inside the 1 s limit, even on a slow day
         s.sendall(b"X-Late: 1\r\n")
         time.sleep(0.05)
@@ -211,7 +212,7 @@ def test_headers_that_arrive_in_pieces_within_the_limit_are_served(node):
 
 def test_an_idle_keep_alive_connection_is_closed(node):
     with socket.create_connection(("127.0.0.1", node.http_port), timeout=15) as s:
-        s.sendall(b"GET /api/health HTTP/1.1\r\nHost: h\r\n\r\n")
+        s.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         first = b""
         while b"\r\n\r\n" not in first:          # headers and body may come apart
             first += s.recv(65536)
@@ -301,6 +302,51 @@ def test_cross_site_cancel_is_refused_and_reads_are_not(node):
     assert c.call("GET", "/api/jobs/xs-victim",
                   headers={"Origin": "http://evil.example"})[0] == 200
     assert c.call("GET", "/api/jobs/xs-victim")[1]["status"] != "cancelled"
+
+
+# DNS rebinding ###############################################################
+
+def rebound(node, method: str, path: str, body: bytes = b"", host: str = ""):
+    """A request as a browser sends it from a page whose name now points here: Host
+    and Origin name the attacker's site (`host`, default evil.example:<port>), and to
+    the browser it is same-origin."""
+    where = host or f"evil.example:{node.http_port}"
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {where}", "Connection: close",
+             f"Origin: http://{where}", "Sec-Fetch-Site: same-origin",
+             "Content-Type: text/plain", f"Content-Length: {len(body)}"]
+    return answer(send(node, ("\r\n".join(lines) + "\r\n\r\n").encode() + body))
+
+
+def test_a_rebound_page_can_neither_write_nor_read(node):
+    c = node.client()
+    register(c, "rb-victim")
+    status, body = rebound(node, "POST", "/api/jobs/register", b'{"id": "rb-1"}')
+    assert status == 421, body
+    assert body["error"] == "invalid_request" and "allowed_hosts" in body["message"]
+    assert c.call("GET", "/api/jobs/rb-1")[0] == 404
+    assert rebound(node, "POST", "/api/jobs/rb-victim/cancel")[0] == 421
+    assert c.call("GET", "/api/jobs/rb-victim")[1]["status"] != "cancelled"
+    status, body = rebound(node, "GET", "/api/jobs/rb-victim")      # payloads too
+    assert status == 421 and "rb-victim" not in json.dumps(body)
+    assert rebound(node, "GET", "/ui/")[0] == 421
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LocalHost.", "[::1]",
+                                  "orch.example"])               # allowed_hosts
+def test_the_node_s_own_names_are_served_with_or_without_a_port(node, host):
+    for where in (host, f"{host}:{node.http_port}"):
+        status, body = rebound(node, "GET", "/api/jobs?limit=1", host=where)
+        assert status == 200, (where, body)
+    status, body = rebound(node, "POST", "/api/jobs/register",
+                           json.dumps({"id": f"own-{host}"}).encode(), host=host)
+    assert status == 202, body
+
+
+def test_a_client_without_browser_headers_is_checked_too(node):
+    raw = (b"GET /api/health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+    assert answer(send(node, raw))[0] == 421
+    # HTTP/1.0 without a Host (no browser sends that): served.
+    assert answer(send(node, b"GET /api/health HTTP/1.0\r\n\r\n"))[0] == 200
 
 
 # Start-up failures: one line each, a documented exit code ####################
