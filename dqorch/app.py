@@ -31,7 +31,7 @@ from .dispatch import Dispatcher, Timers
 from .errors import ReplayFailed
 from .forward import Forwarder
 from .rates import Rates
-from . import console, headers, tls
+from . import console, headers, logfmt, tls
 from .raft.log import LogCorrupt, RaftLog
 from .raft.node import RaftNode
 from .workers import WorkerTable
@@ -747,21 +747,12 @@ def _lock_data_dir(data_dir: str) -> int:
 
 # Command line ##############################################################
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": self.formatTime(record), "level": record.levelname.lower(),
-               "logger": record.name, "msg": record.getMessage()}
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
-
-
 def setup_logging(cfg: config.Config) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if cfg.log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(logfmt.JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(logfmt.TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(cfg.log_level.upper())

@@ -243,6 +243,48 @@ def test_worker_ids_with_control_characters_are_refused(node, route, body):
     assert (status, out["error"], out["field"]) == (400, "invalid_request", "workerId"), out
 
 
+# Log lines cannot be forged #################################################
+
+FORGED = "2026-12-06 07:00:00,000 CRITICAL dqorch.app forged: cluster lost"
+
+
+@pytest.mark.parametrize("route,body,field", [
+    ("/api/workers/heartbeat", {"workerId": "w-log", "workerType": "py\n" + FORGED},
+     "workerType"),
+    ("/api/workers/heartbeat", {"workerId": "w-log", "worker_type": "\x1b[2J\x1b[H"},
+     "worker_type"),
+    ("/api/workers/heartbeat", {"workerId": "\u200b\u200b"}, "workerId"),
+    ("/api/jobs/register", {"id": "nul-type", "type": "a\x00b"}, "type"),
+    ("/api/jobs/register", {"id": "evil\u202etxt.exe"}, "id"),
+    ("/api/jobs/register", {"id": ".."}, "id"),
+])
+def test_names_with_control_bidi_or_nothing_visible_are_refused(node, route, body, field):
+    status, out = node.client().call("POST", route, body)
+    assert (status, out["error"], out["field"]) == (400, "invalid_request", field), out
+    assert FORGED not in node.log_tail(500).splitlines()
+
+
+def test_client_text_in_log_lines_is_escaped(node):
+    # Header values may hold ESC and bytes 0x80-0xff (read as Latin-1: C1 controls,
+    # NEL among them); the node logs the Origin of a refused write and the Host of a
+    # misdirected request.
+    evil = b"http://evil.example\x1b[1A\x1b[2K\x85" + FORGED.encode()
+    raw = post("/api/jobs/register", b'{"id": "log-x"}', "Origin: " + evil.decode("latin-1"))
+    assert answer(send(node, raw.replace(b"Origin: " + evil.decode("latin-1").encode(),
+                                         b"Origin: " + evil)))[0] == 403
+    raw = b"GET /api/health HTTP/1.1\r\nHost: evil\x1b]0;pwned\x07\r\nConnection: close\r\n\r\n"
+    assert answer(send(node, raw))[0] == 421
+
+    def logged() -> str:
+        return node.log_path.read_bytes().decode("utf-8")
+    wait_until(lambda: "pwned" in logged(), 10, 0.05, "the refusals are logged")
+    text = logged()
+    assert "\x1b" not in text and "\x85" not in text and "\x07" not in text
+    assert all(not line.startswith(FORGED) for line in text.splitlines())
+    assert "origin=http://evil.example\\x1b[1A\\x1b[2K\\x85" + FORGED in text
+    assert "host=evil\\x1b]0;pwned\\x07" in text
+
+
 # Listings are bounded by bytes ###############################################
 
 def test_a_listing_of_big_jobs_ends_early_and_continues(node):

@@ -605,3 +605,49 @@ def test_created_at_beyond_64_bits_is_refused():
         parse.register({"createdAt": 2**64}, new_id=lambda: "x", max_retries=3,
                        execution_timeout=300, max_job_bytes=60000, publish=True)
     assert e.value.status == 400 and e.value.field == "createdAt"
+
+
+# One character rule for every client name ###################################
+
+NAMED = [   # (parse a body with value v, the field a refusal names)
+    (lambda v: reg({"id": v}), "id"),
+    (lambda v: reg({"type": v}), "type"),
+    (lambda v: parse.heartbeat({"workerId": v}), "workerId"),
+    (lambda v: parse.heartbeat({"workerId": "w", "workerType": v}), "workerType"),
+    (lambda v: rep({"jobId": "j", "status": "running", "workerId": v}), "workerId"),
+]
+REFUSED_NAMES = [
+    "a\x00b", "w\nINFO forged log line", "t\r", "\x1b[31mred", "a\x7f",
+    "c1\x85next", "c1\x9b31m",                                    # C1: NEL, CSI
+    "evil\u202etxt.exe", "x\u202ay", "x\u2066y", "x\u2069",        # bidi overrides, isolates
+    "\u200b", "\u200b\u200c\u200d", "\ufeff", " ", "\u00ad\u2060",  # nothing visible
+]
+
+
+@pytest.mark.parametrize("value", REFUSED_NAMES)
+@pytest.mark.parametrize("parse_one,field", NAMED)
+def test_every_client_name_follows_one_character_rule(parse_one, field, value):
+    with pytest.raises(ApiError) as e:
+        parse_one(value)
+    assert_bad(e.value, field)
+
+
+@pytest.mark.parametrize("value", ["ジョブ-1", "a b", "zw\u200bj", "é", "a.b", "..."])
+@pytest.mark.parametrize("parse_one,field", NAMED)
+def test_visible_text_with_a_zero_width_char_inside_is_a_name(parse_one, field, value):
+    parse_one(value)
+
+
+@pytest.mark.parametrize("value", [".", ".."])
+def test_dot_and_dot_dot_are_no_job_ids(value):
+    e = reg_err({"id": value})
+    assert_bad(e, "id")
+    assert "path" in e.message
+    with pytest.raises(ApiError):
+        parse.cancel(value)
+
+
+def test_the_refusal_names_the_character_found():
+    e = reg_err({"type": "a\u202eb"})
+    assert "U+202E" in e.message and "bidirectional" in e.message
+    assert "U+0000" in reg_err({"type": "\x00"}).message
