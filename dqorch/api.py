@@ -218,7 +218,11 @@ class Access:
                 addr = self._ip(environ.get("REMOTE_ADDR", ""))
             except ValueError:
                 addr = None
-            if addr is None or not any(addr in n for n in self.networks):
+            # On a dual-stack listener (http_host ::) an IPv4 client arrives as
+            # ::ffff:a.b.c.d, which no IPv4 network contains: match it as a.b.c.d too.
+            mapped = getattr(addr, "ipv4_mapped", None)
+            if addr is None or not any(addr in n or (mapped is not None and mapped in n)
+                                       for n in self.networks):
                 return ("403 Forbidden", "forbidden", "this address is not in allow_from", ())
         if not (self.tokens or self.read_tokens) or environ.get("PATH_INFO") in self.exempt:
             return None

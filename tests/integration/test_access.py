@@ -126,3 +126,56 @@ def test_allow_from(make_node, networks, want):
     status, out = n.client().call("GET", "/api/jobs")
     assert status == want, out
     assert metrics(n, "/metrics")[0] == want
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::ffff:127.0.0.1", 0))
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def raw_get(host: str, port: int, family) -> int:
+    import socket
+    with socket.socket(family) as s:
+        s.settimeout(10)
+        s.connect((host, port))
+        s.sendall(b"GET /api/jobs?limit=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 on loopback here (in-process "
+                    "cases: tests/unit/test_hosts.py)")
+@pytest.mark.parametrize("http_host,connect,networks,want", [
+    # An IPv6 listener that takes IPv4 clients (as `::` does) sees ::ffff:127.0.0.1;
+    # bound to that one address here, so nothing listens beyond loopback.
+    ("::ffff:127.0.0.1", "127.0.0.1", ["127.0.0.0/8"], 200),
+    ("::ffff:127.0.0.1", "127.0.0.1", ["10.0.0.0/8"], 403),
+    ("::1", "::1", ["::1"], 200),
+    ("::1", "::1", ["127.0.0.0/8"], 403),
+])
+def test_allow_from_on_an_ipv6_listener(make_node, http_host, connect, networks, want):
+    import socket
+    from .conftest import wait_until
+    n = make_node(rabbit_port=SHARED_PORT, start=False, http_host=http_host,
+                  allow_from=networks)
+    n.start(wait=False)
+    family = socket.AF_INET6 if ":" in connect else socket.AF_INET
+
+    def answered():
+        if n.proc.poll() is not None:
+            pytest.fail(n.log_tail())
+        try:
+            return raw_get(connect, n.http_port, family) in (200, 403)
+        except OSError:
+            return False
+    wait_until(answered, 60, 0.1, "node up\n" + n.log_tail())
+    assert raw_get(connect, n.http_port, family) == want

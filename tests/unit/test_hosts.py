@@ -99,3 +99,22 @@ def test_the_host_a_forwarding_member_sends_is_the_leader_s_own(settings):
     link_host = advertised_api(cfg).rpartition(":")[0]
     hc = HostCheck.for_config(cfg)
     assert not refused(hc, link_host) and not refused(hc, link_host, browser=True)
+
+
+# allow_from and IPv4-mapped addresses ###########################################
+
+@pytest.mark.parametrize("remote,networks,allowed", [
+    ("::ffff:10.0.0.1", ["10.0.0.0/8"], True),       # an IPv4 client on a :: listener
+    ("::ffff:10.0.0.1", ["192.168.0.0/16"], False),
+    ("::ffff:10.0.0.1", ["::ffff:10.0.0.0/104"], True),
+    ("10.0.0.1", ["10.0.0.0/8"], True),
+    ("::1", ["127.0.0.0/8"], False),                  # ::1 is not 127.0.0.1
+    ("::1", ["::1"], True),
+    ("fd00::5", ["10.0.0.0/8", "fd00::/8"], True),
+    ("not-an-address", ["0.0.0.0/0"], False),
+])
+def test_allow_from_matches_ipv4_mapped_addresses(remote, networks, allowed):
+    from dqorch.api import Access
+    cfg = config.parse({"allow_from": networks}, {})
+    refused = Access(allow_from=cfg.allow_from).refusal({"REMOTE_ADDR": remote})
+    assert (refused is None) == allowed
