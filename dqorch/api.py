@@ -23,13 +23,22 @@ from .forward import COMMIT, FORWARDED, ID_SEED, BecameLeader, seeded_ids
 log = logging.getLogger(__name__)
 
 _dumps = jobs.dumps           # bytes; splices stored payloads
+# Every JSON answer: never stored by a cache (jobs change, and a shared cache would
+# hand one client's jobs to the next) and never sniffed as something else by a
+# browser (a payload holding HTML must stay JSON).
+JSON_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+                ("X-Content-Type-Options", "nosniff"))
+# The same in bottle's own form (response._headers: name -> values), put in with one
+# dict update: 1.2 µs against 3.4 µs for `response.content_type = ...` alone (bottle
+# 0.13.4). Tuples, shared by every request: nothing may add_header these names.
+_JSON_HEADER_VALUES = {name: (value,) for name, value in JSON_HEADERS}
 _CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
           413: "payload_too_large", 500: "internal", 503: "unavailable"}
 
 
 class JsonBottle(bottle.Bottle):
     def default_error_handler(self, res: bottle.HTTPError) -> bytes:
-        bottle.response.content_type = "application/json"
+        bottle.response._headers.update(_JSON_HEADER_VALUES)
         code = _CODES.get(res.status_code, "internal")
         message = {404: "no such path", 405: "method not allowed; see the Allow header",
                    }.get(res.status_code, str(res.body) if res.body else code)
@@ -81,7 +90,7 @@ class JsonPlugin:
                 status, out = 500, {"error": "internal", "message": "internal error"}
             resp = bottle.response
             resp.status = status
-            resp.content_type = "application/json"
+            resp._headers.update(_JSON_HEADER_VALUES)
             if isinstance(out, Relayed):
                 status = resp.status = out.status
                 for k, v in out.headers:
@@ -190,9 +199,8 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 def _refuse(start_response, status: str, code: str, message: str, headers=()) -> list:
     body = _dumps({"error": code, "message": message})
-    start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body))), ("Connection", "close"),
-                            *headers])
+    start_response(status, [*JSON_HEADERS, ("Content-Length", str(len(body))),
+                            ("Connection", "close"), *headers])
     metrics.HTTP_REQUESTS.labels("<refused>", status[:3]).inc()
     return [body]
 

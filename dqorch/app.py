@@ -84,6 +84,7 @@ def now_ms() -> int:
 def _raw_error(status: str, message: str) -> bytes:
     body = json.dumps({"error": "invalid_request", "message": message}).encode()
     return (f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: application/json"
+            f"\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff"
             f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 

@@ -243,6 +243,40 @@ def test_worker_ids_with_control_characters_are_refused(node, route, body):
     assert (status, out["error"], out["field"]) == (400, "invalid_request", "workerId"), out
 
 
+# Headers of JSON answers ####################################################
+
+def head_fields(raw: bytes) -> list:
+    head = raw.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]
+    return [tuple(x.strip() for x in line.split(":", 1)) for line in head]
+
+
+@pytest.mark.parametrize("raw,want", [
+    (b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 200),
+    (b"GET /api/jobs?limit=2 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 200),
+    (post("/api/jobs/register", b'{"id": "hdr-1"}'), 202),
+    (post("/api/jobs/register", b'{"id": '), 400),                     # bad JSON
+    (b"GET /api/jobs/no-such-job HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 404),
+    (b"GET /api/nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 404),   # bottle's
+    (b"DELETE /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 405),
+    (post("/api/jobs/register", b"{}", "Origin: http://evil.example"), 403),   # the gate
+    (b"GET /api/health HTTP/1.1\r\nHost: evil.example\r\n\r\n", 421),
+    (b"POST /api/jobs/register HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n\r\n", 400),
+])
+def test_json_answers_are_never_cached_or_sniffed(node, raw, want):
+    out = send(node, raw)
+    assert int(out.split(b" ")[1]) == want, out[:300]
+    fields = head_fields(out)
+    for name, value in (("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+                        ("X-Content-Type-Options", "nosniff")):
+        assert [v for k, v in fields if k.lower() == name.lower()] == [value], fields
+
+
+def test_the_console_s_files_keep_their_own_cache_rule(node):
+    out = send(node, b"GET /ui/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    fields = dict(head_fields(out))
+    assert fields["Cache-Control"] == "no-cache" and fields["X-Content-Type-Options"] == "nosniff"
+
+
 # Log lines cannot be forged #################################################
 
 FORGED = "2026-12-06 07:00:00,000 CRITICAL dqorch.app forged: cluster lost"
