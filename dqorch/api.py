@@ -466,18 +466,24 @@ def make_app(svc) -> bottle.Bottle:
             max_job_bytes=cfg.max_job_bytes, publish=cfg.publish_on_register)
         outs = iter(svc.node.propose_many([i for i in items if isinstance(i, dict)]))
         results = []
+        accepted = repeats = 0
         for n, item in enumerate(items):
             if isinstance(item, ApiError):
                 results.append(dict(item.body(), index=n))
+                continue
+            if isinstance(item, parse.Repeat):
+                repeats += 1
+                results.append({"job_id": item.job_id, "status": "duplicate", "index": n,
+                                "duplicate_of": item.first})
                 continue
             out = next(outs)
             if isinstance(out, Exception):        # this one did not commit (or unknown)
                 results.append({"index": n, "error": "unavailable", "message": str(out)})
             else:
+                accepted += 1
                 results.append({"job_id": item["id"], "status": "accepted"})
-        accepted = sum(1 for r in results if "job_id" in r)
-        return 202, {"results": results, "accepted": accepted,
-                     "rejected": len(results) - accepted}
+        return 202, {"results": results, "accepted": accepted, "duplicates": repeats,
+                     "rejected": len(results) - accepted - repeats}
 
     def report(job_id=None):
         cmd = parse.report(body(), job_id, max_retries=cfg.job_max_retries,

@@ -214,11 +214,20 @@ _RESP = {
                                 "items": _ref("RegisterRequest")}},
     },
     "BatchResult": {
-        "type": "object", "required": ["results", "accepted", "rejected"],
+        "type": "object", "required": ["results", "accepted", "duplicates", "rejected"],
         "properties": {
             "accepted": COUNT, "rejected": COUNT,
+            "duplicates": dict(COUNT, description="items whose id an earlier item of the "
+                               "batch has"),
             "results": {"type": "array", "items": {"oneOf": [
                 _ref("Accepted"),
+                {"type": "object", "required": ["job_id", "status", "index", "duplicate_of"],
+                 "description": "the id of an earlier item of this batch (index "
+                                "duplicate_of): not registered again; its outcome is that "
+                                "item's",
+                 "properties": {"job_id": {"type": "string"},
+                                "status": {"const": "duplicate"}, "index": COUNT,
+                                "duplicate_of": COUNT}},
                 {"type": "object", "required": ["index", "error", "message"],
                  "properties": {"index": COUNT, "error": {"type": "string"},
                                 "message": {"type": "string"},
@@ -442,6 +451,10 @@ RESPONSES = {
                           "log write failed), or the commit timed out and its outcome is "
                           "unknown (retrying a register is safe).", "unavailable"),
     "Internal": _error("A bug; the traceback is in the node's log.", "internal"),
+    "Misdirected": _error("The Host header names none of this node's names (http_host, "
+                          "node_name's host, api_advertise's host, localhost, 127.0.0.1, "
+                          "::1, allowed_hosts): a DNS-rebound browser page, or a name to "
+                          "add to allowed_hosts.", "invalid_request"),
     "Forbidden": _error("A cross-site browser write (Sec-Fetch-Site is cross-site, or "
                         "Origin is neither this node's own nor in allowed_origins), a "
                         "client address outside allow_from, or a read-only token on a "
@@ -465,8 +478,8 @@ def _responses(ok_code: str, ok_desc: str, ok_schema: dict, *errors: str) -> dic
     codes = {"400": "BadRequest", "404": "NotFound", "405": "MethodNotAllowed",
              "409": "Conflict", "413": "PayloadTooLarge", "503": "Unavailable",
              "500": "Internal", "403": "Forbidden", "408": "RequestTimeout",
-             "411": "LengthRequired", "401": "Unauthorized"}
-    errors += ("401", "403")       # tokens and allow_from apply to every route
+             "411": "LengthRequired", "401": "Unauthorized", "421": "Misdirected"}
+    errors += ("401", "403", "421")   # tokens, allow_from, Host apply to every route
     if "413" in errors:            # every route that reads a body is a write
         errors += ("408", "411")
     for code in sorted(set(errors) | {"500"}):

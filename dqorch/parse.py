@@ -197,11 +197,20 @@ def register(body: dict, *, new_id, max_retries: int, execution_timeout: int,
     return {"op": "register", "id": id_, "job": f, "publish": publish}
 
 
+class Repeat:
+    """A batch item whose id an earlier item of the same batch already has: it is not
+    proposed again, and its outcome is the earlier one's (`first`: that item's index)."""
+    __slots__ = ("job_id", "first")
+
+    def __init__(self, job_id: str, first: int) -> None:
+        self.job_id, self.first = job_id, first
+
+
 def batch(body: dict, *, max_batch_jobs: int, **register_kw) -> list:
     """POST /api/jobs/batch: {"jobs": [<register body>, ...]} -> one item per job, in
-    order: its register command, or the ApiError that refused it (a bad item does not
-    refuse the others). The batch as a whole must be a non-empty list of at most
-    max_batch_jobs (413 beyond)."""
+    order: its register command, the ApiError that refused it (a bad item does not
+    refuse the others), or a Repeat of an earlier valid item with the same id. The
+    batch as a whole must be a non-empty list of at most max_batch_jobs (413 beyond)."""
     v = body.get("jobs")
     if not isinstance(v, list):
         raise bad("jobs", f"must be a list of register bodies, got {_kind(v)}")
@@ -210,15 +219,19 @@ def batch(body: dict, *, max_batch_jobs: int, **register_kw) -> list:
     if len(v) > max_batch_jobs:
         raise ApiError(413, "payload_too_large",
                        f"batch of {len(v)} jobs; max_batch_jobs is {max_batch_jobs}", "jobs")
-    out = []
-    for item in v:
+    out: list = []
+    first: dict[str, int] = {}        # id -> index of the first valid item with it
+    for n, item in enumerate(v):
         if not isinstance(item, dict):
             out.append(bad("jobs", f"each job must be a JSON object, got {_kind(item)}"))
             continue
         try:
-            out.append(register(item, **register_kw))
+            cmd = register(item, **register_kw)
         except ApiError as e:
             out.append(e)
+            continue
+        at = first.setdefault(cmd["id"], n)
+        out.append(cmd if at == n else Repeat(cmd["id"], at))
     return out
 
 

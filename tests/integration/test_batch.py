@@ -33,7 +33,7 @@ def test_a_mixed_batch_answers_each_item_in_order(node):
     ])
     assert status == 202, out
     r = out["results"]
-    assert (out["accepted"], out["rejected"]) == (3, 3) and len(r) == 6
+    assert (out["accepted"], out["rejected"], out["duplicates"]) == (3, 3, 0) and len(r) == 6
     assert r[0] == {"job_id": "b-ok-1", "status": "accepted"}
     assert (r[1]["index"], r[1]["error"], r[1]["field"]) == (1, "invalid_request", "priority")
     assert (r[2]["index"], r[2]["error"]) == (2, "invalid_request")
@@ -47,9 +47,17 @@ def test_a_mixed_batch_answers_each_item_in_order(node):
     assert c.call("GET", "/api/jobs/b-ok-1")[1]["queue"] == "job.high"
 
 
-def test_a_duplicate_id_inside_one_batch_is_one_job(node):
-    status, out = batch(node, [{"id": "b-dup", "type": "a"}, {"id": "b-dup", "type": "b"}])
-    assert status == 202 and out["accepted"] == 2
+def test_a_duplicate_id_inside_one_batch_is_one_job_and_says_so(node):
+    status, out = batch(node, [{"id": "b-dup", "type": "a"}, {"id": "b-dup2"},
+                               {"id": "b-dup", "type": "b"}, {"jobId": "b-dup"},
+                               {"id": "b-dup2", "priority": "urgent"}])   # refused: no repeat
+    assert status == 202, out
+    assert (out["accepted"], out["duplicates"], out["rejected"]) == (2, 2, 1), out
+    r = out["results"]
+    assert r[0] == {"job_id": "b-dup", "status": "accepted"}
+    assert r[2] == {"job_id": "b-dup", "status": "duplicate", "index": 2, "duplicate_of": 0}
+    assert r[3] == {"job_id": "b-dup", "status": "duplicate", "index": 3, "duplicate_of": 0}
+    assert (r[4]["index"], r[4]["field"]) == (4, "priority")
     job = node.client().call("GET", "/api/jobs/b-dup")[1]
     assert job["type"] == "a"                      # the second was a repeat: no change
     assert [h["reason"] for h in job["history"]].count("registered") == 1

@@ -651,3 +651,14 @@ def test_the_refusal_names_the_character_found():
     e = reg_err({"type": "a\u202eb"})
     assert "U+202E" in e.message and "bidirectional" in e.message
     assert "U+0000" in reg_err({"type": "\x00"}).message
+
+
+def test_a_batch_marks_a_repeated_id_with_the_first_item_s_index():
+    items = parse.batch({"jobs": [{"id": "a"}, {"id": 7}, {"id": "a", "priority": "x"},
+                                  {"jobId": "a"}, {"id": "7"}, {}]},
+                        max_batch_jobs=10, new_id=iter(["n1"]).__next__, max_retries=3,
+                        execution_timeout=300, max_job_bytes=60000, publish=True)
+    assert [i["id"] for i in (items[0], items[1], items[5])] == ["a", "7", "n1"]
+    assert isinstance(items[2], ApiError)          # refused: neither first nor repeat
+    assert (items[3].job_id, items[3].first) == ("a", 0)
+    assert (items[4].job_id, items[4].first) == ("7", 1)   # 7 and "7" are one id
