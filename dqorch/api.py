@@ -538,13 +538,15 @@ def make_app(svc) -> bottle.Bottle:
     def rates():
         return svc.rates.snapshot()
 
-    @app.get("/api/jobs")
-    def list_jobs():
+    def query() -> dict:
         try:
-            query = dict(bottle.request.query.decode())
+            return dict(bottle.request.query.decode())
         except UnicodeDecodeError:
             raise ApiError(400, "invalid_request", "query string is not valid UTF-8")
-        q = parse.list_query(query)
+
+    @app.get("/api/jobs")
+    def list_jobs():
+        q = parse.list_query(query())
         page, count, nxt = st_mod.list_jobs(svc.node.state, q["filters"], q["limit"], q["cursor"])
         parts, size, since_yield = [b'{"jobs":['], 0, 0
         for n, job in enumerate(page):
@@ -587,8 +589,11 @@ def make_app(svc) -> bottle.Bottle:
     @app.get("/api/workers")
     @leader_view
     def workers():
-        listing = svc.workers.listing(st_mod.running_counts(svc.node.state))
-        return {"workers": listing, "count": len(listing)}
+        q = parse.workers_query(query())
+        page, count, last = svc.workers.page(st_mod.running_counts(svc.node.state),
+                                             q["limit"], q["after"])
+        return {"workers": page, "count": count, "returned": len(page),
+                "next": None if last is None else parse.worker_cursor(last)}
 
     @app.get("/api/openapi.json")
     def openapi_doc():

@@ -336,9 +336,14 @@ _RESP = {
         },
     },
     "WorkerList": {
-        "type": "object", "required": ["workers", "count"],
-        "properties": {"workers": {"type": "array", "items": _ref("Worker")},
-                       "count": COUNT},
+        "type": "object", "required": ["workers", "count", "returned", "next"],
+        "properties": {"workers": {"type": "array", "items": _ref("Worker"),
+                                   "maxItems": 10000},
+                       "count": dict(COUNT, description="every worker this node knows"),
+                       "returned": {"type": "integer", "minimum": 0, "maximum": 10000},
+                       "next": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9_-]*$",
+                                "description": "cursor of the next page, null on the "
+                                               "last"}},
     },
     "BrokerStatus": {
         "type": "object",
@@ -633,9 +638,16 @@ PATHS = {
     }},
     "/api/workers": {"get": {
         "operationId": "listWorkers", "tags": ["workers"],
-        "summary": "Workers seen by their heartbeats",
-        "responses": _responses("200", "Every worker this node has heard from",
-                                _ref("WorkerList")),
+        "summary": "Workers seen by their heartbeats, by id",
+        "parameters": [
+            dict(_q, name="limit", description="default: every worker (at most 10000)",
+                 schema={"type": "integer", "minimum": 1, "maximum": 10000,
+                         "default": 10000}),
+            dict(_q, name="cursor", description="the `next` of the previous page",
+                 schema={"type": "string", "pattern": "^[A-Za-z0-9_-]*$"}),
+        ],
+        "responses": _responses("200", "One page of the workers this node has heard "
+                                "from", _ref("WorkerList"), "400"),
     }},
     "/api/metrics": {"get": {
         "operationId": "metrics", "tags": ["node"], "summary": "Counts, as JSON",

@@ -5,6 +5,8 @@ Pure: the caller passes the time and any new id. Raises errors.ApiError (400/413
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
@@ -352,3 +354,35 @@ def list_query(query: dict) -> dict:
             raise bad("cursor", "is not a cursor this server returned")
     full = query.get("full", "") in ("1", "true", "yes")
     return {"filters": filters, "limit": limit, "cursor": cursor, "full": full}
+
+
+MAX_WORKERS_PAGE = 10000      # workers.MAX_WORKERS: the default page holds them all
+
+
+def worker_cursor(worker_id: str) -> str:
+    """The `next` of a GET /api/workers page: the last id returned, base64url (an id
+    may hold &, #, + or spaces, which a client would have to escape in a query)."""
+    return base64.urlsafe_b64encode(worker_id.encode()).decode().rstrip("=")
+
+
+def workers_query(query: dict) -> dict:
+    """GET /api/workers query -> {"limit", "after"}. limit 1-10000, default 10000 (every
+    worker: the table holds at most that many, and clients from before paging read
+    one page); cursor: a `next` this server returned."""
+    limit = MAX_WORKERS_PAGE
+    if query.get("limit") not in (None, ""):
+        try:
+            limit = int(query["limit"])
+        except ValueError:
+            raise bad("limit", f"must be an integer 1-{MAX_WORKERS_PAGE}")
+        if not 1 <= limit <= MAX_WORKERS_PAGE:
+            raise bad("limit", f"must be an integer 1-{MAX_WORKERS_PAGE}, got {limit}")
+    after = None
+    cursor = query.get("cursor")
+    if cursor not in (None, ""):
+        try:
+            after = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_",
+                                     validate=True).decode()
+        except (binascii.Error, ValueError):
+            raise bad("cursor", "is not a cursor this server returned")
+    return {"limit": limit, "after": after}

@@ -6,6 +6,7 @@ A worker is `active` while its last heartbeat is younger than the timeout, then
 """
 from __future__ import annotations
 
+import bisect
 import logging
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class WorkerTable:
         self.workers: dict[str, dict] = {}
         self._unresponsive: set[str] = set()
         self.dropped = 0                  # workers dropped for room (a metric)
+        self._ids: list[str] | None = None   # sorted worker ids; None: to be sorted again
 
     def heartbeat(self, w: dict) -> bool:
         """Record a parsed heartbeat (parse.heartbeat). Returns True for a new worker."""
@@ -38,6 +40,8 @@ class WorkerTable:
                    first_seen=old["first_seen"] if old else now,
                    heartbeats=(old["heartbeats"] + 1) if old else 1)
         self.workers[w["worker_id"]] = rec
+        if old is None:
+            self._ids = None
         if w["worker_id"] in self._unresponsive:
             self._unresponsive.discard(w["worker_id"])
             log.info("worker back worker=%s", w["worker_id"])
@@ -48,6 +52,7 @@ class WorkerTable:
     def _drop_oldest(self) -> None:
         wid = next(iter(self.workers))
         del self.workers[wid]
+        self._ids = None
         self._unresponsive.discard(wid)
         self.dropped += 1
         if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -92,6 +97,7 @@ class WorkerTable:
         for wid in [w for w, rec in self.workers.items()
                     if now - rec["last_heartbeat"] > forget_ms]:
             del self.workers[wid]
+            self._ids = None
             self._unresponsive.discard(wid)
             log.info("worker forgotten worker=%s", wid)
         gone = sorted(wid for wid, rec in self.workers.items()
@@ -103,10 +109,23 @@ class WorkerTable:
         return gone
 
     def listing(self, running: dict) -> list[dict]:
-        """running: {worker: jobs running there} (state.running_counts)."""
+        """Every worker, by id. running: {worker: jobs running there}
+        (state.running_counts)."""
+        return self.page(running, len(self.workers) or 1)[0]
+
+    def page(self, running: dict, limit: int, after: str | None = None):
+        """(workers, count, last): the first `limit` workers whose id sorts after
+        `after` (all when None), by id; how many workers there are; and the id of the
+        last one returned when more follow, else None. The sorted ids are kept until
+        a worker joins or leaves, so a page costs its own size plus a bisection."""
+        if self._ids is None:
+            self._ids = sorted(self.workers)
+        ids = self._ids
+        start = 0 if after is None else bisect.bisect_right(ids, after)
+        chosen = ids[start:start + limit]
         now = self.now_ms()
         out = []
-        for wid in sorted(self.workers):
+        for wid in chosen:
             rec = self.workers[wid]
             out.append({
                 "worker_id": wid, "worker_type": rec["worker_type"],
@@ -116,7 +135,8 @@ class WorkerTable:
                 "last_heartbeat": rec["last_heartbeat"], "first_seen": rec["first_seen"],
                 "heartbeats": rec["heartbeats"], "stats": rec["stats"],
             })
-        return out
+        more = start + limit < len(ids)
+        return out, len(ids), (chosen[-1] if more and chosen else None)
 
     def counts(self) -> dict:
         now = self.now_ms()

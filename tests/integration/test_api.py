@@ -321,6 +321,31 @@ def test_heartbeat_and_worker_listing(c):
     assert ws["hb-2"]["worker_type"] == "unknown" and ws["hb-2"]["capacity"] == 10
 
 
+def test_the_worker_listing_pages_like_the_job_listing(c):
+    import urllib.parse
+    ids = [f"pg-{k} &#+{k}" for k in range(7)]        # ids a query string must escape
+    for wid in ids:
+        assert c.call("POST", "/api/workers/heartbeat", {"workerId": wid})[0] == 200
+    status, whole = c.call("GET", "/api/workers")      # no limit: every worker, as before
+    assert status == 200 and whole["next"] is None
+    assert whole["count"] == whole["returned"] == len(whole["workers"]) >= 7
+    seen, cursor, pages = [], None, 0
+    while True:
+        q = "limit=3" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else "")
+        status, page = c.call("GET", "/api/workers?" + q)
+        assert status == 200, page
+        assert page["count"] == whole["count"] and page["returned"] == len(page["workers"]) <= 3
+        seen += [w["worker_id"] for w in page["workers"]]
+        pages += 1
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == [w["worker_id"] for w in whole["workers"]] == sorted(seen)
+    assert set(ids) <= set(seen) and pages == -(-whole["count"] // 3)
+    assert_error(c.call("GET", "/api/workers?limit=0"), 400, "invalid_request", "limit")
+    assert_error(c.call("GET", "/api/workers?cursor=%21%21"), 400, "invalid_request", "cursor")
+
+
 @pytest.mark.parametrize("body,field", [({}, "workerId"), ({"workerId": 5}, "workerId"),
                                         ({"workerId": "w", "capacity": -1}, "capacity"),
                                         ({"workerId": "w", "currentLoad": "x"}, "currentLoad")])

@@ -419,7 +419,12 @@ def test_worker_listing_matches_the_document():
     table.heartbeat(parse.heartbeat({"workerId": "w2"}))
     listing = table.listing({"w1": 2})
     assert {w["status"] for w in listing} == {"active", "unresponsive"}
-    assert valid("WorkerList", {"workers": listing, "count": len(listing)})
+    assert valid("WorkerList", {"workers": listing, "count": len(listing),
+                                "returned": len(listing), "next": None})
+    page, count, last = table.page({}, 1)
+    assert valid("WorkerList", {"workers": page, "count": count, "returned": len(page),
+                                "next": parse.worker_cursor(last)})
+    assert not valid("WorkerList", {"workers": listing, "count": len(listing)})
     counts = table.counts()
     assert valid("Metrics", {"jobs": {}, "queues": {}, "workers": counts, "timestamp": T0,
                              "raft": {"role": "leader", "term": 1, "leader": "n",

@@ -21,3 +21,40 @@ def test_the_table_is_bounded_and_drops_the_longest_silent_worker():
     assert len(table.workers) == 3 and table.dropped == 101
     beat(table, "a")                      # a dropped worker comes back with its next beat
     assert "a" in table.workers and table.workers["a"]["heartbeats"] == 1
+
+
+def test_pages_walk_every_worker_once_by_id():
+    from dqorch import parse
+    now = [1000]
+    table = WorkerTable(30, lambda: now[0])
+    ids = ["w 1", "w&2", "w#3", "w+4", "ジ5", "a/6", "z"]
+    for wid in ids:
+        beat(table, wid)
+    seen, after, pages = [], None, 0
+    while True:
+        q = parse.workers_query({"limit": "2", "cursor": None if after is None
+                                 else parse.worker_cursor(after)})
+        page, count, after = table.page({"z": 3}, q["limit"], q["after"])
+        assert count == len(ids) and len(page) <= 2
+        seen += [w["worker_id"] for w in page]
+        pages += 1
+        if after is None:
+            break
+    assert seen == sorted(ids) and pages == 4
+    assert {w["worker_id"]: w["running_jobs"] for w in table.listing({"z": 3})}["z"] == 3
+    beat(table, "b-new")                 # a join is seen by the next walk
+    assert "b-new" in [w["worker_id"] for w in table.page({}, 100)[0]]
+    assert table.page({}, 100, after="\U0010ffff") == ([], 8, None)
+
+
+def test_the_workers_query_is_checked():
+    import pytest
+    from dqorch import parse
+    from dqorch.errors import ApiError
+    assert parse.workers_query({}) == {"limit": 10000, "after": None}
+    assert parse.workers_query({"cursor": parse.worker_cursor("w&1")})["after"] == "w&1"
+    for q in ({"limit": "0"}, {"limit": "10001"}, {"limit": "x"}, {"cursor": "!!"},
+              {"cursor": "_w"}):
+        with pytest.raises(ApiError) as e:
+            parse.workers_query(q)
+        assert e.value.field in ("limit", "cursor")
