@@ -273,7 +273,7 @@ class HostCheck:
     `Host: evil.example` and a matching Origin. Only the Host tells them apart, so the
     API answers only to its own names (docs/SECURITY.md, "DNS rebinding").
 
-    `names`: the names and addresses this node is reached by (own_hosts). `strict`:
+    `names`: the names and addresses this node is reached by (for_config). `strict`:
     every request is checked; otherwise (a wildcard http_host with no allowed_hosts)
     only a browser's (Origin or Sec-Fetch-* present), since the gateway and workers
     reach such a node under names it cannot know. On a wildcard http_host any IP
