@@ -51,6 +51,12 @@ printed with the whole story of its job:
   A job queued at the end with no message left is a lost message; pending means never
   published; running means a report lost (the workers retry every report for 30 s
   and nack the message back when they give up).
+- result_attempt: a completed job holds the result its completing attempt reported
+  (the workers put their worker id and the message's x-dq-attempt in each result):
+  never a late report of an earlier attempt, e.g. of a "slow" job whose timed-out
+  attempt reports after the same worker took the retry. Only jobs whose messages were
+  each delivered once and registered once (the node cannot tell a redelivered old
+  message from a new one: jobs.py, "Attempts").
 - message: each job message has message_id == body id, x-dq-attempt == body
   retry_count <= max_retries; and for one job, a message of a later attempt never
   carries a lower x-dq-term than a message of an earlier attempt (a leader of term t
@@ -71,6 +77,14 @@ import pika
 JOB_QUEUES = ("job.high", "job.medium", "job.low")
 TERMINAL = ("completed", "failed", "cancelled")
 CLIENT_TIMEOUT_S = 20.0
+# Jobs of type "slow" (SLOW_P of them) have an execution timeout of SLOW_TIMEOUT_S; a
+# delivery of one runs past it half the time, in a greenlet of its own while the
+# worker takes more messages, so the same worker may take the retry while the timed
+# out attempt still runs, and report that attempt late (the `result_attempt` check).
+# A worker sends the terminal reports of one job in the order it took the deliveries
+# (a new one's `running` goes at once): the order the node's rules rely on.
+SLOW_P = 0.05
+SLOW_TIMEOUT_S = 1
 
 
 class History:
@@ -162,8 +176,11 @@ class Loader:
         self.done: list = []
 
     def _job(self, id_: str) -> dict:
-        return {"id": id_, "type": "fault", "priority": self.rng.choice((1, 5, 10)),
-                "payload": {"n": id_}, "maxRetries": 2}
+        job = {"id": id_, "type": "fault", "priority": self.rng.choice((1, 5, 10)),
+               "payload": {"n": id_}, "maxRetries": 2}
+        if self.rng.random() < SLOW_P:            # its workers may outlive its timeout
+            job.update(type="slow", timeout=SLOW_TIMEOUT_S, maxRetries=3)
+        return job
 
     def register(self, ids: list, deadline_s: float = 60) -> list:
         """The ids accepted: sent again (same ids) through another node after a 503 or
@@ -223,10 +240,10 @@ class Worker:
         self.busy = False
         self.last_take = time.monotonic()
 
-    def report(self, job_id: str, body: dict, deadline_s: float = 30):
+    def report(self, job_id: str, body: dict, deadline_s: float = 30, http=None):
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
-            status, resp = self.http.call(self.rng.choice(self.nodes), "POST",
+            status, resp = (http or self.http).call(self.rng.choice(self.nodes), "POST",
                                           "/api/jobs/status", body, "report", job_id)
             if status in (200, 202):
                 return resp
@@ -246,6 +263,8 @@ class Worker:
         conn = pika.BlockingConnection(pika.ConnectionParameters(
             "127.0.0.1", self.rabbit_port, virtual_host=self.vhost, heartbeat=30))
         ch = conn.channel()
+        slow: list = []
+        self.unreported: dict = {}        # job id -> the slow delivery not yet reported
         try:
             while not stop():
                 try:
@@ -266,11 +285,22 @@ class Worker:
                 self.busy = True
                 self.last_take = time.monotonic()
                 try:
-                    self.handle(ch, q, method, props, raw)
+                    if b'"type":"slow"' in raw and self.rng.random() < 0.5:
+                        ch.basic_ack(method.delivery_tag)      # (acked: a late attempt)
+                        g = gevent.spawn(self.handle, None, q, method, props, raw,
+                                         SLOW_TIMEOUT_S + 1.0)
+                        jid = props.message_id
+                        g.link(lambda g, jid=jid: self.unreported.get(jid) is g
+                               and self.unreported.pop(jid))
+                        self.unreported[jid] = g
+                        slow.append(g)
+                    else:
+                        self.handle(ch, q, method, props, raw)
                 finally:
                     self.busy = False
                     self.last_take = time.monotonic()
         finally:
+            gevent.joinall(slow, timeout=60)
             beater.join(5)
             self.http.close()
             try:
@@ -278,7 +308,10 @@ class Worker:
             except Exception:
                 pass
 
-    def handle(self, ch, q, method, props, raw) -> None:
+    def handle(self, ch, q, method, props, raw, work_s: float | None = None) -> None:
+        """One delivery: running, work, then completed or failed, acked after the
+        report. ch None: a slow delivery, acked when taken, on an HTTP connection of
+        its own (it runs beside the worker's loop)."""
         body = json.loads(raw)
         h = props.headers or {}
         self.hist.msgs.append(dict(t=time.monotonic(), queue=q, message_id=props.message_id,
@@ -287,24 +320,44 @@ class Worker:
                                    max_retries=body.get("max_retries"), worker=self.who,
                                    redelivered=method.redelivered))
         jid = body.get("id") or props.message_id
-        resp = self.report(jid, {"jobId": jid, "status": "running", "workerId": self.who})
+        http = self.http if ch is not None else Http(self.hist, self.ports, self.who)
+        try:
+            self._deliver(ch, http, method, jid, h.get("x-dq-attempt"), work_s)
+        finally:
+            if ch is None:
+                http.close()
+
+    def _deliver(self, ch, http, method, jid, attempt, work_s) -> None:
+        def settle(requeue: bool) -> None:
+            if ch is None:
+                return
+            if requeue:
+                ch.basic_nack(method.delivery_tag, requeue=True)
+            else:
+                ch.basic_ack(method.delivery_tag)
+        resp = self.report(jid, {"jobId": jid, "status": "running", "workerId": self.who},
+                           http=http)
         if resp is None:
             self.hist.notes.append((time.monotonic(), jid, f"{self.who} gave up on running"))
-            ch.basic_nack(method.delivery_tag, requeue=True)
+            settle(requeue=True)
             return
         if resp.get("status") == "ignored":
-            ch.basic_ack(method.delivery_tag)
+            settle(requeue=False)
             return
-        gevent.sleep(self.rng.uniform(0, 0.05))
+        earlier = self.unreported.get(jid)
+        if earlier is not None and earlier is not gevent.getcurrent():
+            earlier.join(60)                    # its terminal report goes first
+        gevent.sleep(work_s if work_s is not None else self.rng.uniform(0, 0.05))
         outcome = "failed" if self.rng.random() < self.fail_p else "completed"
         resp = self.report(jid, {"jobId": jid, "status": outcome, "workerId": self.who,
-                                 "result": {"by": self.who},
-                                 "errorMessage": "simulated" if outcome == "failed" else None})
+                                 "result": {"by": self.who, "attempt": attempt},
+                                 "errorMessage": "simulated" if outcome == "failed" else None},
+                           http=http)
         if resp is None:
             self.hist.notes.append((time.monotonic(), jid, f"{self.who} gave up on {outcome}"))
-            ch.basic_nack(method.delivery_tag, requeue=True)
+            settle(requeue=True)
             return
-        ch.basic_ack(method.delivery_tag)
+        settle(requeue=False)
 
 
 def drain(port: int, vhost: str, queue: str) -> list:
@@ -403,6 +456,30 @@ def story(hist: History, job: str) -> str:
     return "\n".join(lines)
 
 
+def _result_attempts(hist: History, accepted, live: dict, regs: dict) -> list:
+    """result_attempt: a completed job holds the result of the attempt that completed
+    it (its worker's report of that delivery), never a late report of an earlier one.
+    Sound only where the node can know: a job whose every message was delivered once
+    (no redelivery, no give-up nacked back), registered once."""
+    v = []
+    redelivered = {m["message_id"] for m in hist.msgs if m["redelivered"]}
+    gave_up = {jid for _, jid, _ in hist.notes}
+    for job in sorted(accepted):
+        final = next((jobs[job] for jobs in live.values() if job in jobs), None)
+        if (final is None or final["status"] != "completed" or job in redelivered
+                or job in gave_up or len(regs.get(job, ())) > 1):
+            continue
+        res = final.get("result")
+        if not isinstance(res, dict) or "attempt" not in res:
+            continue
+        if (res["attempt"], res["by"]) != (final["retry_count"], final["worker_id"]):
+            v.append(("result_attempt", job, f"completed by {final['worker_id']} at "
+                                             f"retry_count {final['retry_count']} with the "
+                                             f"result of {res['by']}'s attempt "
+                                             f"{res['attempt']}"))
+    return v
+
+
 def check(hist: History) -> list:
     """[(check name, job id or None, message)] for every violation found."""
     v: list = []
@@ -480,6 +557,8 @@ def check(hist: History) -> list:
                                   f"listing on {node} showed {st} at {t1:.3f}, then {o[3]} "
                                   f"at {o[0]:.3f} with no restart between"))
                         break
+
+    v += _result_attempts(hist, accepted, live, regs)
 
     by_job: dict = {}
     for m in hist.msgs:

@@ -97,7 +97,7 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
         while True:
             for name, node in c.nodes.items():
                 try:
-                    hist.final[name] = {j["id"]: j for j in all_jobs(node.client())}
+                    hist.final[name] = {j["id"]: j for j in all_jobs(node.client(), full=1)}
                 except (OSError, AssertionError):
                     hist.final[name] = {}
             views = [{i: jobs.get(i, {}).get("status") for i in accepted}
@@ -215,7 +215,8 @@ def _good_history() -> H.History:
     h.msgs.append(dict(t=1.5, queue="job.medium", message_id="x", attempt=0, term=2,
                        body_id="x", retry_count=0, max_retries=3, worker="w",
                        redelivered=False))
-    job = {"id": "x", "status": "completed"}
+    job = {"id": "x", "status": "completed", "retry_count": 0, "worker_id": "w",
+           "result": {"by": "w", "attempt": 0}}
     h.final = {"a": {"x": dict(job)}, "b": {"x": dict(job)}, "c": {"x": dict(job)}}
     return h
 
@@ -229,6 +230,7 @@ def test_the_checker_passes_a_good_history():
     ("lost", "accepted_lost"), ("diverge", "diverged"), ("flip", "terminal_changed"),
     ("flip_read", "terminal_changed"), ("500", "no_5xx"), ("stuck", "stuck"),
     ("term_down", "message"), ("hang", "hang"), ("node_backwards", "terminal_changed"),
+    ("late_result", "result_attempt"),
 ])
 def test_the_checker_catches_a_planted_violation(plant, want, capsys):
     h = _good_history()
@@ -260,6 +262,10 @@ def test_the_checker_catches_a_planted_violation(plant, want, capsys):
         h.http.append(_rec(5.0, "b", "list", None, "GET", "/api/jobs", None, 200, listing))
         h.http.append(_rec(6.0, "b", "list", None, "GET", "/api/jobs", None, 200,
                            {"jobs": [{"id": "x", "status": "running"}]}))
+    elif plant == "late_result":       # attempt 0's late result completed attempt 1
+        h.msgs.append(dict(h.msgs[0], t=2.5, attempt=1, retry_count=1))
+        for jobs in h.final.values():
+            jobs["x"]["retry_count"] = 1
     v = H.check(h)
     text = H.report(h, v)
     print(text)
