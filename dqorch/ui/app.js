@@ -462,15 +462,21 @@ function pretty(value) {
   return JSON.stringify(value === undefined ? null : value, null, 2);
 }
 
-/* History entries are {at, status, by, reason}; a list [at, status, by, reason] is read
- * the same way in case an older node sends that. */
+/* History entries are {at, status, by, reason, result?} (result: an earlier attempt's,
+ * reported late); a list [at, status, by, reason] is read the same way in case an
+ * older node sends that. */
 function historyItem(h) {
-  const [at, status, by, reason] = Array.isArray(h) ? h : [h.at, h.status, h.by, h.reason];
-  return el("li", {"data-status": status},
+  const [at, status, by, reason, result] =
+    Array.isArray(h) ? h : [h.at, h.status, h.by, h.reason, h.result];
+  const item = el("li", {"data-status": status},
     el("span", {class: "at"}, fmtTime(at)), " ",
     statusBadge(status), " ",
     el("span", {class: "by"}, by ? "by " + by : ""), " ",
     el("span", {class: "reason"}, reason || ""));
+  if (result !== undefined) {
+    item.append(el("pre", {class: "late-result"}, pretty(result)));
+  }
+  return item;
 }
 
 async function renderJob(ctx) {

@@ -397,6 +397,30 @@ def test_cancel_button_cancels_a_running_job(page, api, node):
     page.assert_console_clean()
 
 
+def test_a_late_result_of_an_earlier_attempt_shows_in_the_history(page, api, node):
+    """The cancelled attempt's worker finishes after the job was retried: its result
+    is that attempt's, shown in its history entry, not as the job's result."""
+    register(api, id="late-1", type="etl")
+    report(api, "late-1", "running")
+    assert api.call("POST", "/api/jobs/late-1/cancel")[0] == 200
+    assert api.call("POST", "/api/jobs/late-1/retry")[0] == 202
+    code, out = api.call("POST", "/api/jobs/status", {
+        "jobId": "late-1", "status": "completed", "workerId": "w-1",
+        "result": {"rows": 7}})
+    assert (code, out) == (200, {"status": "ignored", "reason": "stale_attempt"})
+    page.open("#/job/late-1", "job")
+    late = [li for li in page.finds("#job-history li")       # (the retry's confirm may
+            if li.find_elements(By.CSS_SELECTOR, ".late-result")]   # come after it)
+    assert len(late) == 1
+    assert late[0].find_element(By.CSS_SELECTOR, ".reason").text == \
+        "attempt 1 completed late on w-1, result kept in history"
+    assert json.loads(late[0].find_element(By.CSS_SELECTOR, ".late-result").text) == \
+        {"rows": 7}
+    assert page.text("#job-status") in ("pending", "queued")
+    assert json.loads(page.text("#job-result")) is None
+    page.assert_console_clean()
+
+
 def test_a_refused_action_shows_the_api_message(page, api, node):
     register(api, id="raced-1")
     page.open("#/job/raced-1", "job")
