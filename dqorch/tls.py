@@ -21,6 +21,17 @@ def _read(path: str, key: str, marker: bytes, what: str) -> None:
         raise ConfigError(key, f"{path} holds no PEM {what}")
 
 
+class _Encrypted(Exception):
+    """The key file asked for a passphrase."""
+
+
+def _no_passphrase():
+    # Called by OpenSSL only for an encrypted key. Without a password callback it
+    # prompts on the controlling terminal (a hang under a supervisor) and, with no
+    # terminal, fails with a bare OSError: never ask, say what is wrong instead.
+    raise _Encrypted()
+
+
 def server_context(cfg: Config) -> ssl.SSLContext | None:
     """HTTPS for the API port (tls_cert_file + tls_key_file); TLS 1.2 at least."""
     if not cfg.tls_cert_file:
@@ -30,7 +41,12 @@ def server_context(cfg: Config) -> ssl.SSLContext | None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
+        ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file, password=_no_passphrase)
+    except _Encrypted:
+        raise ConfigError("tls_key_file", f"{cfg.tls_key_file} is encrypted (it needs a "
+                          f"passphrase); dqorch needs an unencrypted key: decrypt it "
+                          f"with `openssl pkey -in KEY -out KEY.plain` and keep that "
+                          f"file readable only by dqorch's user") from None
     except ssl.SSLError as e:
         why = "does not match tls_cert_file" if "KEY_VALUES_MISMATCH" in str(e) else \
             f"cannot be used with tls_cert_file ({e.reason or e})"

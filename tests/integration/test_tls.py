@@ -142,6 +142,76 @@ def test_unusable_tls_files_stop_start_up_with_one_line_naming_the_key(
     assert not os.path.exists(node.cfg["data_dir"])      # stopped before touching it
 
 
+@pytest.mark.parametrize("form", ["pkcs8", "traditional"])
+@pytest.mark.parametrize("terminal", [False, True])
+def test_an_encrypted_key_stops_start_up_with_one_line_and_never_prompts(
+        make_node, certs, tmp_path, form, terminal):
+    # Before: OpenSSL asked "Enter PEM pass phrase:" on the controlling terminal and
+    # waited (a hang under a supervisor that gives the process one); with no terminal a
+    # traceback (OSError: Invalid argument) and exit 1.
+    key = tmp_path / f"{form}.key"
+    _openssl("pkey", "-in", str(certs / "api.key"), "-aes256", "-passout", "pass:s3cret",
+             *(["-traditional"] if form == "traditional" else []), "-out", str(key))
+    assert b"ENCRYPTED" in key.read_bytes()
+    node = make_node(start=False, tls_cert_file=str(certs / "api.pem"),
+                     tls_key_file=str(key))
+    argv = [sys.executable, os.path.join(REPO, "dqorch.py"), "-c", str(node.cfg_path)]
+    if not terminal:
+        # A new session: no controlling terminal, stdin not a terminal either.
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=60, start_new_session=True)
+        code, out = r.returncode, r.stdout + r.stderr
+    else:
+        code, out = _run_on_a_terminal(argv)
+    lines = [x for x in out.splitlines() if x.strip()]
+    assert code == 2, (code, lines)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"config: tls_key_file: {key} is encrypted"), lines
+    assert "unencrypted key" in lines[0] and "pass phrase" not in out.lower()
+    assert not os.path.exists(node.cfg["data_dir"])
+
+
+def _run_on_a_terminal(argv, timeout_s: float = 30.0):
+    """Run argv with a pty as its stdin, stdout, stderr and controlling terminal, as
+    an operator's shell would; (exit code, what it wrote), the code None when it was
+    still running (waiting on the terminal) after timeout_s."""
+    import fcntl
+    import select
+    import termios
+    import time
+    master, slave = os.openpty()
+
+    def take_terminal():        # in the child: a session of its own, the pty its terminal
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    try:
+        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
+                                preexec_fn=take_terminal)
+    finally:
+        os.close(slave)
+    out, deadline = b"", time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:         # EIO: every writer closed the terminal
+                    chunk = b""
+                out += chunk
+                if not chunk and proc.poll() is not None:
+                    break
+            elif proc.poll() is not None:
+                break
+        code = proc.poll()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        os.close(master)
+    return code, out.decode(errors="replace")
+
+
 # Forwarded writes between members over HTTPS ####################################
 
 def test_a_follower_forwards_writes_to_the_leader_over_https(tmp_path_factory, certs,
