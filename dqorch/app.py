@@ -20,6 +20,7 @@ import uuid
 
 import gevent
 import gevent.event
+import gevent.pool
 from gevent import pywsgi
 
 from . import __version__, config, metrics
@@ -117,6 +118,24 @@ class NodeServer(pywsgi.WSGIServer):
     _fd_failures = 0
     handshake_timeout_s = 30.0
     tls_failures = 0          # handshakes that failed or timed out (a metric)
+    draining = False          # stop() began: answer what is in flight, take no more
+
+    def __init__(self, *args, **kwargs):
+        # A pool, so that stop() can wait for the requests in flight: without one
+        # gevent's stop() returned at once and the process exited under them (a
+        # register half-received at SIGTERM got a reset, not its 202).
+        kwargs.setdefault("spawn", gevent.pool.Pool())
+        super().__init__(*args, **kwargs)
+        self.idle: set = set()    # handler greenlets waiting for a connection's next request
+
+    def stop(self, timeout=None):
+        """Stop accepting, close the keep-alive connections that wait for a next
+        request, and wait up to timeout for the requests in flight (each answered
+        with Connection: close); then gevent kills what is left."""
+        self.draining = True
+        for g in list(self.idle):
+            g.kill(block=False)       # GreenletExit: its connection is closed quietly
+        super().stop(timeout)
 
     def wrap_socket_and_handle(self, client_socket, address):
         # gevent's own waits for the handshake with no time limit (a client that
@@ -188,6 +207,14 @@ class NoDelayHandler(pywsgi.WSGIHandler):
     def log_request(self) -> None:
         pass
 
+    def start_response(self, status, headers, exc_info=None):
+        if self.server.draining:
+            # Tell the client this connection ends with this answer.
+            headers = [h for h in headers if h[0].lower() != "connection"]
+            headers.append(("Connection", "close"))
+            self.close_connection = True
+        return super().start_response(status, headers, exc_info)
+
     def finalize_headers(self) -> None:
         if self.provided_date is None:
             self.response_headers.append((b"Date", _http_date(int(time.time()))))
@@ -204,8 +231,16 @@ class NoDelayHandler(pywsgi.WSGIHandler):
                     yield "HTTP_" + key, value
 
     def read_requestline(self):
+        server = self.server
+        if server.draining:
+            return None               # stopping: no next request on this connection
         self.socket.settimeout(self.idle_timeout_s)   # socket.timeout: closed quietly
-        head = self.rfile.peek(1)                     # the next request has begun
+        me = gevent.getcurrent()
+        server.idle.add(me)           # NodeServer.stop closes connections waiting here
+        try:
+            head = self.rfile.peek(1)                 # the next request has begun
+        finally:
+            server.idle.discard(me)
         # Its whole head is buffered too (nearly always): read_request needs no deadline.
         self._head_buffered = b"\n\r\n" in head or b"\n\n" in head
         if 10 in head:              # b"\n": the whole line is here (an int: headers.py)
@@ -340,6 +375,7 @@ class Node:
                              retention_max=cfg.job_retention_max)
         self.started = False
         self.stopped = gevent.event.Event()
+        self._stopping = False
         self._servers: list = []
         self.http = None                  # the API's server, once listening
         self._timers = None
@@ -423,7 +459,11 @@ class Node:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop accepting, let in-flight requests finish, flush the log, close the
-        broker connection. Bounded by timeout_s."""
+        broker connection. Bounded by timeout_s. A second call (a second signal)
+        leaves the first one to finish."""
+        if self._stopping:
+            return
+        self._stopping = True
         log.info("stopping node=%s", self.cfg.node_name)
         deadline = time.monotonic() + timeout_s
         if self._servers:
@@ -763,6 +803,23 @@ def setup_logging(cfg: config.Config) -> None:
                                        else logging.CRITICAL)
 
 
+def _stop_signals() -> list:
+    """SIGTERM, SIGINT and SIGHUP all stop the node cleanly (README, Operations).
+    SIGHUP is not a reload: most settings (ports, data_dir, peers, TLS) cannot change
+    in a running node, and a reload that takes some and silently keeps the others
+    would lie. Without a handler SIGHUP killed the node on the spot, cutting requests
+    in flight. A SIGHUP ignored by whoever started us (nohup) stays ignored."""
+    sigs = [signal.SIGTERM, signal.SIGINT]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        sigs.append(signal.SIGHUP)
+    return sigs
+
+
+def _stop_on_signal(node, sig) -> None:
+    log.info("stop asked by signal=%s", signal.Signals(sig).name)
+    gevent.spawn(node.stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     from gevent import monkey
     if not monkey.is_module_patched("socket"):
@@ -815,8 +872,8 @@ def main(argv: list[str] | None = None) -> int:
                     membership="force-new-cluster" if args.force_new_cluster
                     else "accept" if args.accept_members else "",
                     tls_contexts=tls_contexts)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            gevent.signal_handler(sig, lambda: gevent.spawn(node.stop))
+        for sig in _stop_signals():
+            gevent.signal_handler(sig, functools.partial(_stop_on_signal, node, sig))
         node.start()
     except (LogCorrupt, ReplayFailed) as e:
         log.critical("refusing to start: %s", e)     # one line; README, Recovery

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -59,7 +60,7 @@ def test_missing_config_file_is_one_line(tmp_path):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signal_stops_cleanly_and_keeps_the_jobs(make_node, sig):
     node = make_node(rabbit_port=SHARED_PORT, log_format="json").wait_healthy()
     c = node.client()
@@ -74,9 +75,54 @@ def test_signal_stops_cleanly_and_keeps_the_jobs(make_node, sig):
     msgs = [r["msg"] for r in records]
     assert any(m.startswith("log closed") for m in msgs)
     assert any(m.startswith("stopping node=") for m in msgs)
+    assert f"stop asked by signal={signal.Signals(sig).name}" in msgs
     node.start()
     c = node.client()
     assert c.call("GET", "/api/jobs?type=sig&limit=1")[1]["count"] == 20
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_a_request_in_flight_at_a_stop_signal_is_answered_and_kept(make_node, sig):
+    # Before: SIGHUP killed the process at once (exit -1, no line), and the register
+    # half-sent below got a reset instead of its answer.
+    node = make_node(rabbit_port=SHARED_PORT).wait_healthy()
+    with socket.create_connection(("127.0.0.1", node.http_port), timeout=30) as s:
+        f = s.makefile("rb")
+        # One whole request first: the node has accepted this connection.
+        s.sendall(b"GET /api/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert f.readline().startswith(b"HTTP/1.1 200")
+        _skip_response(f)
+        body = json.dumps({"id": "in-flight", "type": "sig"}).encode()
+        s.sendall(b"POST /api/jobs/register HTTP/1.1\r\nHost: t\r\nContent-Type: "
+                  b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:5])
+        node.proc.send_signal(sig)
+        wait_until(lambda: "stopping node=" in node.log_tail(), 30, 0.05,
+                   "the node stopping\n" + node.log_tail())
+        s.sendall(body[5:])
+        status = f.readline()
+        assert status.startswith(b"HTTP/1.1 202"), (status, node.log_tail())
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += f.readline()
+        assert b"\r\nConnection: close\r\n" in b"\r\n" + head, head   # the last one
+    assert node.proc.wait(30) == 0, node.log_tail()
+    assert f"stop asked by signal={signal.Signals(sig).name}" in node.log_tail()
+    assert "stopped node=" in node.log_tail()
+    node.start()
+    status, job = node.client().call("GET", "/api/jobs/in-flight")
+    assert status == 200 and job["type"] == "sig"
+
+
+def _skip_response(f) -> None:
+    length = 0
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    f.read(length)
 
 
 def test_second_process_on_the_same_data_dir_is_refused(make_node):
