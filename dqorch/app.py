@@ -21,6 +21,7 @@ import uuid
 import gevent
 import gevent.event
 import gevent.pool
+import greenlet
 from gevent import pywsgi
 
 from . import __version__, config, metrics
@@ -376,6 +377,7 @@ class Node:
         self.started = False
         self.stopped = gevent.event.Event()
         self._stopping = False
+        self.aborting = False             # a stop signal came during start()
         self._servers: list = []
         self.http = None                  # the API's server, once listening
         self._timers = None
@@ -401,7 +403,8 @@ class Node:
                      guard(metrics.wsgi_app(self.ready), (), Access(**tokens, exempt={"/health"})),
                      "metrics_port")
         self.http = self._listen(cfg.http_host, cfg.http_port,
-                                 guard(console.serve(make_app(self)), cfg.allowed_origins,
+                                 guard(self._until_started(console.serve(make_app(self))),
+                                       cfg.allowed_origins,
                                        Access(**tokens, exempt=console.PATHS),
                                        HostCheck.for_config(cfg)),
                                  "http_port", self.tls)
@@ -440,6 +443,25 @@ class Node:
         log.info("node ready node=%s %s=%s:%d metrics=%d jobs=%d", cfg.node_name,
                  "https" if self.tls else "http", cfg.http_host, cfg.http_port,
                  cfg.metrics_port, len(self.node.state.jobs))
+
+    def starting_message(self) -> str:
+        return f"starting: {self.node.start_phase}; this node serves once it is done"
+
+    def _until_started(self, app):
+        """Until start() is done, every request but GET /api/health (which says
+        "unavailable", role "starting") is answered 503 starting: the state is
+        being loaded, and half of it must never be served as all of it. The replay
+        hands the hub a turn every raft.node.BREATHE_S, so this answers at once."""
+        def gated(environ, start_response):
+            if self.started or environ.get("PATH_INFO") == "/api/health":
+                return app(environ, start_response)
+            body = json.dumps({"error": "unavailable",
+                               "message": self.starting_message()}).encode()
+            start_response("503 Service Unavailable", [
+                ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                ("Retry-After", "1")])
+            return [body]
+        return gated
 
     def _listen(self, host: str, port: int, app, key: str, tls_context=None):
         handler = type("Handler", (NoDelayHandler,), {
@@ -583,8 +605,11 @@ class Node:
             status, code = "healthy", 200
         else:
             status, code = "degraded", 200
-        return code, {"status": status, "node": self.cfg.node_name,
-                      "timestamp": now_ms(), "checks": checks}
+        out = {"status": status, "node": self.cfg.node_name, "timestamp": now_ms(),
+               "checks": checks}
+        if not self.started and node.role != "stopped":
+            out["message"] = self.starting_message()
+        return code, out
 
     # Glue ##################################################################
 
@@ -815,9 +840,27 @@ def _stop_signals() -> list:
     return sigs
 
 
-def _stop_on_signal(node, sig) -> None:
+class _StopDuringStart(BaseException):
+    """Thrown into start-up by a stop signal. A BaseException, as GreenletExit: no
+    `except Exception` on the way may take it for a failure of its own."""
+
+
+def _stop_on_signal(node, sig, main) -> None:
     log.info("stop asked by signal=%s", signal.Signals(sig).name)
-    gevent.spawn(node.stop)
+    if node.started:
+        gevent.spawn(node.stop)
+    elif not node.aborting:
+        node.aborting = True
+        # start() runs in the main greenlet, which waits in the hub now (the replay
+        # hands it a turn every BREATHE_S): it ends there, and main() stops the node.
+        gevent.get_hub().loop.run_callback(_abort_start, node, main)
+
+
+def _abort_start(node, main) -> None:
+    if node.started:
+        gevent.spawn(node.stop)
+    else:
+        main.throw(_StopDuringStart())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -872,9 +915,17 @@ def main(argv: list[str] | None = None) -> int:
                     membership="force-new-cluster" if args.force_new_cluster
                     else "accept" if args.accept_members else "",
                     tls_contexts=tls_contexts)
+        main_greenlet = greenlet.getcurrent()
         for sig in _stop_signals():
-            gevent.signal_handler(sig, functools.partial(_stop_on_signal, node, sig))
+            gevent.signal_handler(sig, functools.partial(_stop_on_signal, node, sig,
+                                                         main_greenlet))
         node.start()
+    except _StopDuringStart:
+        # Nothing was served yet (every request got 503 starting); the log is where
+        # the replay left it, as after any stop.
+        log.info("start-up cut short by a stop signal node=%s", cfg.node_name)
+        node.stop()
+        return 0
     except (LogCorrupt, ReplayFailed) as e:
         log.critical("refusing to start: %s", e)     # one line; README, Recovery
         return EXIT_DATA

@@ -363,6 +363,8 @@ _RESP = {
             "status": {"type": "string", "enum": ["healthy", "degraded", "unavailable"]},
             "node": {"type": "string"},
             "timestamp": MILLIS,
+            "message": {"type": "string", "description": "while starting only: "
+                        "\"starting: \" and what start-up is doing"},
             "checks": {
                 "type": "object", "required": ["role", "log", "broker"],
                 "properties": {

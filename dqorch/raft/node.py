@@ -52,6 +52,10 @@ from .log import MAX_APPEND_BYTES, RaftLog, encode
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 100_000
+# Start-up's loops (snapshot jobs, log entries) hand the hub a turn at least this often,
+# so that the API, listening already, answers "503 starting" during a long replay: it
+# accepted connections and answered nothing for seconds (250,000 jobs: 3-4 s).
+BREATHE_S = 0.05
 PROBE_S = 1.0                  # while the log cannot be written, try again this often
 SNAPSHOT_RETRY_S = 30.0        # after a failed snapshot, wait this long before the next
 SNAPSHOT_NICE = 10             # the snapshot child's niceness: ~10% of a core the node wants
@@ -179,12 +183,33 @@ class RaftNode:
         self._busy = False
         self._log_failed_at = 0.0     # monotonic: when the log last stopped being writable
         self._lead_pending = None     # (term, no-op index): became_leader once applied
+        self.start_phase = "not started"   # what start() is doing, for "503 starting"
+        self._breathe_at = 0.0        # monotonic: start-up's next turn for the hub
 
     # Start and stop ########################################################
+
+    def _breathe(self, phase: str) -> None:
+        """Start-up only: note what it is doing (start_phase) and, once BREATHE_S has
+        passed since the last turn, let the hub run. A timer, not sleep(0): sleep(0)
+        resumes this greenlet before the loop polls the sockets."""
+        self.start_phase = phase
+        now = time.monotonic()
+        if now >= self._breathe_at:
+            gevent.sleep(0.001)
+            self._breathe_at = time.monotonic() + BREATHE_S
 
     def _load_snapshot(self, snap) -> None:
         if snap is None:
             return
+        total = snap["total_jobs"]
+
+        def breathing(blocks):
+            n = 0
+            for block in blocks:
+                n += len(block)
+                yield block
+                self._breathe(f"loading the snapshot jobs={n} of {total}")
+        snap["state"] = dict(snap["state"], job_blocks=breathing(snap["state"]["job_blocks"]))
         try:
             self.state = self._state_of(snap)
         except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as e:
@@ -198,6 +223,8 @@ class RaftNode:
         peers elects itself at once). LogCorrupt: data_dir is damaged. ReplayFailed: an
         entry cannot be applied. OSError: data_dir cannot be read or written."""
         t0 = time.monotonic()
+        self._breathe_at = t0 + BREATHE_S
+        self.start_phase = "reading the log"
         snap, entries = self.log.open(raw=True, on_snapshot=self._load_snapshot)
         snap_index, snap_term = (snap["index"], snap["term"]) if snap is not None else (0, 0)
         # A majority of one: every entry written was committed.
@@ -227,7 +254,8 @@ class RaftNode:
             self.applied_index = index
             if n % PROGRESS_EVERY == 0:
                 log.info("replaying log entries=%d of %d (%d%%)", n, total, n * 100 // total)
-                gevent.sleep(0)
+            if n % 256 == 0:
+                self._breathe(f"replaying the log entries={n} of {total}")
         log.info("replayed log entries=%d jobs=%d applied=%d unknown_commit=%d seconds=%.2f",
                  total, len(self.state.jobs), self.applied_index,
                  len(entries) - total, time.monotonic() - t0)
@@ -250,6 +278,7 @@ class RaftNode:
         self._loop = gevent.spawn(self._run)
         self._ticker = gevent.spawn(self._tick_forever)
         self._wake.set()
+        self.start_phase = "electing" if self.peers else "committing the new term's no-op"
         if not self.peers:
             # Serve once the no-op of the new term is in: everything before it is then
             # applied too. A disk that fails it is Rule 1's to report, not a hang here.
