@@ -194,7 +194,7 @@ class Broker:
         self.last_error = None
         self.stats = dict.fromkeys(
             ("connects", "connect_failures", "published", "confirmed", "nacked",
-             "returned", "lost", "confirm_stalls"), 0)
+             "returned", "lost", "confirm_stalls", "redeclares"), 0)
         self._last_confirm_at = 0.0    # monotonic time of the last ack/nack
 
         self._conn = None          # the current GeventConnection, or None
@@ -210,6 +210,7 @@ class Broker:
         self._greenlet = None
         self._ioloop = None
         self._session_error = None      # first cause seen for the current connection
+        self._redeclaring = None        # the channel a redeclare() runs on, until done
         self._reached_connected = False
         self._failures_since_change = 0
         self._last_failure_warn = None  # monotonic s of the last connect-failure warning
@@ -266,6 +267,22 @@ class Broker:
         if age_s < CONFIRM_OVERDUE_S:
             return None
         return "confirms overdue %d s (in_flight=%d)" % (age_s, self._in_flight)
+
+    def redeclare(self) -> bool:
+        """Declare the topology of CONTRACT §3 again on the open channel, without
+        reconnecting: a job queue returned messages unroutable (deleted in RabbitMQ,
+        or its binding), and this puts it back. Publishing goes on meanwhile. False
+        (nothing done) when not connected or a re-declare is still under way. A
+        declare the broker refuses (406: the queue made again with other arguments,
+        403) closes the channel, and the connection is made again with its declares,
+        as after any lost connection."""
+        channel = self._channel
+        if not self.connected or channel is None or self._redeclaring is channel:
+            return False
+        self._redeclaring = channel
+        self.stats["redeclares"] += 1
+        self._declare_step(channel, 0, again=True)
+        return True
 
     def free_slots(self) -> int:
         """How many more messages ``publish`` accepts now (0 when not connected)."""
@@ -440,11 +457,12 @@ class Broker:
         if conn is not None and not (conn.is_closing or conn.is_closed):
             conn.close()
 
-    def _declare_step(self, channel, step) -> None:
-        """Declare the topology one RPC at a time, then enable confirms."""
+    def _declare_step(self, channel, step, again=False) -> None:
+        """Declare the topology one RPC at a time, then enable confirms (again:
+        redeclare() on a channel that has them: stop after the declares)."""
         if channel is not self._channel:
             return
-        nxt = lambda _frame: self._declare_step(channel, step + 1)
+        nxt = lambda _frame: self._declare_step(channel, step + 1, again)
         queues = list(JOB_QUEUES.items())
         nq = len(queues)
         if step == 0:
@@ -460,6 +478,10 @@ class Broker:
         elif step == 2 * nq + 1:
             channel.exchange_declare(STATUS_EXCHANGE, exchange_type="topic", durable=True,
                                      auto_delete=False, internal=False, callback=nxt)
+        elif again:
+            if self._redeclaring is channel:
+                self._redeclaring = None
+            log.debug("broker topology declared again")
         elif step == 2 * nq + 2:
             channel.add_on_return_callback(self._on_return)
             channel.confirm_delivery(self._on_ack_nack, callback=nxt)

@@ -137,6 +137,36 @@ def test_topology_is_declared_again_on_reconnect(private_rabbit, make_broker):
         conn.close()
 
 
+def test_redeclare_puts_a_deleted_queue_back_on_the_open_connection(private_rabbit,
+                                                                    make_broker):
+    port = private_rabbit.port
+    b, rec = make_broker(port)
+    b.start()
+    wait_until(lambda: b.connected, what="connected")
+    conn, ch = blocking_channel(port)
+    ch.queue_delete("job.high")
+    conn.close()
+    assert b.publish("lost", JOBS_EXCHANGE, "job.high", BODY, job_props("r1", 10), True, "r1")
+    wait_until(lambda: rec.settled() == 1, what="the return")
+    assert rec.rejected == [("lost", "returned")]
+    assert b.redeclare() is True
+    assert b.redeclare() is False                 # one at a time
+    wait_until(lambda: b.redeclare() is True, what="the first re-declare done")
+    wait_until(lambda: b._redeclaring is None, what="the second re-declare done")
+    assert b.publish("routed", JOBS_EXCHANGE, "job.high", BODY, job_props("r2", 10), True,
+                     "r2")
+    wait_until(lambda: rec.settled() == 2, what="the confirm")
+    assert rec.confirmed == ["routed"]
+    # Declared again on the same connection, with confirms still on: no reconnect.
+    assert b.stats["connects"] == 1 and rec.states == [True] and b.stats["redeclares"] == 2
+    conn, ch = blocking_channel(port)
+    try:
+        redeclare_exactly_as_clients_do(ch)       # the same arguments (no 406)
+        assert ch.queue_declare("job.high", passive=True).method.message_count == 1
+    finally:
+        conn.close()
+
+
 # Confirms, returns, nacks ###########################################################
 
 def test_2000_mandatory_publishes_are_confirmed_in_publish_order(clean_job_low,
