@@ -576,8 +576,9 @@ def make_app(svc) -> bottle.Bottle:
             raise ApiError(404, "not_found", f"no job {job_id!r}")
         out = jobs.api_json(job, full=True, history=True)
         broker = svc.broker
-        out["why"] = jobs.why(job, svc.now_ms(), None if broker.connected
-                              else broker.disconnected_since_ms, svc.workers.counts()["active"])
+        out["why"] = svc.dispatcher.why_returned(job) or jobs.why(
+            job, svc.now_ms(), None if broker.connected else broker.disconnected_since_ms,
+            svc.workers.counts()["active"])
         return out
 
     @app.post("/api/workers/heartbeat")

@@ -24,11 +24,11 @@ import gevent.pool
 import greenlet
 from gevent import pywsgi
 
-from . import __version__, config, metrics
+from . import __version__, config, jobs, metrics
 from .jobs import TERMINAL
 from . import state as st_mod
 from .api import Access, HostCheck, guard, make_app
-from .broker import Broker
+from .broker import JOB_QUEUES, Broker
 from .dispatch import Dispatcher, Timers
 from .errors import ReplayFailed
 from .forward import Forwarder
@@ -598,6 +598,9 @@ class Node:
             if self._leading or not self.cluster else
             {"ok": True, "connected": self.broker.connected,
              "note": "the leader publishes" if not self.cfg.witness else "a witness has no broker"},
+            "queues": self._queues_check() if self._leading or not self.cluster else
+            {"ok": True, "note": "the leader publishes" if not self.cfg.witness
+             else "a witness has no broker"},
         }
         if not checks["role"]["ok"]:
             status, code = "unavailable", 503
@@ -610,6 +613,15 @@ class Node:
         if not self.started and node.role != "stopped":
             out["message"] = self.starting_message()
         return code, out
+
+    def _queues_check(self) -> dict:
+        """Not ok while a job queue returns its jobs unroutable (dispatch.py)."""
+        unroutable = self.dispatcher.unroutable_status()
+        return {"ok": not unroutable, "unroutable": unroutable, "error": "; ".join(
+            f"{q} returns jobs unroutable since {jobs.iso_ms(u['since'])[11:19]} UTC "
+            f"(returns={u['returned']}; no queue bound to its routing key: deleted?): "
+            f"declaring the queues again, next try in {u['next_retry_s']:g} s"
+            for q, u in sorted(unroutable.items())) or None}
 
     # Glue ##################################################################
 
@@ -689,6 +701,10 @@ class Node:
             "distriqueue_broker_oldest_unconfirmed_seconds": (
                 "Age of the oldest publish not yet confirmed (0 when none)",
                 self.broker.unconfirmed_age_s(), ()),
+            "distriqueue_queue_unroutable": (
+                "1 while a job queue returns its jobs unroutable (deleted in RabbitMQ, or "
+                "its binding): the node declares the queues again and retries with backoff",
+                {(q,): int(q in self.dispatcher.unroutable) for q in JOB_QUEUES}, ("queue",)),
             "distriqueue_publish_backlog": ("Jobs waiting to be published",
                                             backlog["jobs_to_publish"], ()),
             "distriqueue_outbox_backlog": ("Status events not yet published",

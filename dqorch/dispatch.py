@@ -34,7 +34,12 @@ from .jobs import PENDING, RUNNING
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_REJECT_S = 1.0     # a returned or nacked job is tried again after this
+RETRY_AFTER_REJECT_S = 1.0     # a nacked job is tried again after this
+# A job queue that returns its jobs unroutable (deleted in RabbitMQ, or its binding):
+# the topology is declared again and its jobs are published again after the first
+# delay, doubling to the cap while the queue keeps returning them. Before: every
+# second for ever, with a warning each time.
+RETURNED_RETRY_S = (1.0, 30.0)
 # Ids waiting to be published. While nothing can be published (RabbitMQ down, the
 # log not writable) every register and retry added one, cancelled and evicted ones
 # included: a fuzz run with the broker down grew it to 18,000 for 1,900 pending jobs.
@@ -74,6 +79,8 @@ class Dispatcher:
         self._ev_confirmed: set = set()   # confirmed seqs above _ev_acked
         self._marking_events = False
         self._rescan = False              # _todo was dropped: read pending from the state
+        self.unroutable: dict = {}        # job queue -> Unroutable, while it returns jobs
+        self._returned_at: dict = {}      # job id -> at_ms its last return (those queues)
         self._events_dropped = 0          # st.events_dropped last seen
 
     # Wiring: these run in the hub or in the commit loop and must not block. #####
@@ -165,6 +172,8 @@ class Dispatcher:
             self._tick.stop()
             self._loop.kill()
             self._loop = None
+        self.unroutable.clear()           # the next leader finds out for itself
+        self._returned_at.clear()
 
     def backlog(self) -> dict:
         st = self.node.state
@@ -203,6 +212,8 @@ class Dispatcher:
         confirmed, self._confirmed = self._confirmed, []
         now = time.monotonic()
         jobs_confirmed = 0
+        if self.unroutable:
+            self._routed_again(tok[1] for tok in confirmed if tok[0] == "j")
         for tok in confirmed:
             if tok[0] == "j":
                 self._inflight.discard(tok[1])
@@ -297,6 +308,8 @@ class Dispatcher:
                 metrics.child(metrics.PUBLISHED, "job", reason).inc(len(jobs_back))
                 if reason == "connection_lost":
                     self._todo.extendleft(reversed(jobs_back))   # keep oldest first
+                elif reason == "returned":
+                    self._returned(jobs_back)
                 else:
                     due = time.monotonic() + RETRY_AFTER_REJECT_S
                     for id_ in jobs_back:
@@ -306,6 +319,81 @@ class Dispatcher:
         now = time.monotonic()
         while self._later and self._later[0][0] <= now:
             self._todo.append(heapq.heappop(self._later)[2])
+
+    # Unroutable job queues ###################################################
+    # An episode starts with the first job a queue returns (basic.return: no queue
+    # bound to its routing key) and ends with the first of its jobs confirmed routed.
+    # One WARNING when it starts, one INFO when it ends, none per message; health,
+    # a gauge and each returned job's `why` say it meanwhile.
+
+    def _returned(self, ids: list) -> None:
+        st, at_ms, now = self.node.state, self.now_ms(), time.monotonic()
+        by_queue: dict = {}
+        for id_ in ids:
+            job = st.jobs.get(id_)
+            if job is not None:
+                by_queue.setdefault(job["queue"], []).append(id_)
+        for queue, queue_ids in by_queue.items():
+            ep = self.unroutable.get(queue)
+            if ep is None:
+                ep = self.unroutable[queue] = Unroutable(at_ms)
+                metrics.child(metrics.UNROUTABLE_EPISODES, queue).inc()
+                log.warning("job queue unroutable queue=%s returned=%d: RabbitMQ has no "
+                            "queue bound to its routing key (deleted?); declaring the "
+                            "queues again, retrying its jobs with backoff up to %gs",
+                            queue, len(queue_ids), RETURNED_RETRY_S[1])
+            if now >= ep.retry_at:
+                # A new round: the last one's republish came back too. Declare again
+                # (someone may delete it again) and wait twice as long.
+                ep.delay_s = min(RETURNED_RETRY_S[1], ep.delay_s * 2) if ep.rounds \
+                    else RETURNED_RETRY_S[0]
+                ep.retry_at = now + ep.delay_s
+                ep.rounds += 1
+                self.broker.redeclare()
+            ep.returned += len(queue_ids)
+            ep.last_at_ms = at_ms
+            for id_ in queue_ids:
+                self._returned_at[id_] = at_ms
+                heapq.heappush(self._later, (ep.retry_at, next(self._n), id_))
+
+    def _routed_again(self, ids) -> None:
+        st = self.node.state
+        for id_ in ids:
+            job = st.jobs.get(id_)
+            queue = job["queue"] if job is not None else None
+            ep = self.unroutable.pop(queue, None)
+            if ep is None:
+                continue
+            waiting = [i for i, _ in self._returned_at.items()
+                       if (j := st.jobs.get(i)) is not None and j["queue"] == queue]
+            for i in waiting:
+                del self._returned_at[i]
+            # Its jobs waiting out the backoff go now; their heap entries find them
+            # published already and are skipped.
+            self._todo.extend(waiting)
+            log.info("job queue routable again queue=%s returned=%d rounds=%d "
+                     "seconds=%d", queue, ep.returned, ep.rounds,
+                     (self.now_ms() - ep.since_ms) // 1000)
+            if not self.unroutable:
+                self._returned_at.clear()
+                return
+
+    def why_returned(self, job) -> str | None:
+        """The job's `why` while its queue returns jobs unroutable; None otherwise."""
+        at_ms = self._returned_at.get(job["id"])
+        if at_ms is None or job["status"] != PENDING or job["queue"] not in self.unroutable:
+            return None
+        return (f"pending: {job['queue']} returned it unroutable at {_clock(at_ms)}; "
+                f"re-declaring the queues")
+
+    def unroutable_status(self) -> dict:
+        """{queue: {...}} for GET /api/health, while a queue returns jobs."""
+        now = time.monotonic()
+        return {q: {"since": ep.since_ms, "last_returned_at": ep.last_at_ms,
+                    "returned": ep.returned, "rounds": ep.rounds,
+                    "retry_delay_s": ep.delay_s,
+                    "next_retry_s": round(max(0.0, ep.retry_at - now), 1)}
+                for q, ep in self.unroutable.items()}
 
     def _may_publish(self) -> bool:
         """Rule 1: while the log cannot be written, a publish could not be marked."""
@@ -355,6 +443,23 @@ class Dispatcher:
                 self._todo.appendleft(id_)
                 return
             self._inflight.add(id_)
+
+
+def _clock(at_ms: int) -> str:
+    return jobs.iso_ms(at_ms)[11:19] + " UTC"
+
+
+class Unroutable:
+    """One episode of a job queue returning its jobs (see Dispatcher._returned)."""
+
+    __slots__ = ("since_ms", "last_at_ms", "returned", "rounds", "delay_s", "retry_at")
+
+    def __init__(self, at_ms: int) -> None:
+        self.since_ms = self.last_at_ms = at_ms
+        self.returned = 0       # jobs returned in this episode
+        self.rounds = 0         # times the queues were declared again and jobs retried
+        self.delay_s = 0.0      # this round's wait before its jobs are published again
+        self.retry_at = 0.0     # monotonic: when this round's jobs go again
 
 
 class Timers:

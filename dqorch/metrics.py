@@ -61,6 +61,10 @@ QUEUE_WAIT_SECONDS = Histogram("distriqueue_job_queue_wait_seconds",
                                buckets=_SLOW, registry=REGISTRY)
 RUN_SECONDS = Histogram("distriqueue_job_run_seconds", "Running to terminal, by queue",
                         ["queue"], buckets=_SLOW, registry=REGISTRY)
+UNROUTABLE_EPISODES = Counter(
+    "distriqueue_queue_unroutable_episodes_total", "Times a job queue began returning "
+    "its jobs unroutable (deleted in RabbitMQ, or its binding), by queue", ["queue"],
+    registry=REGISTRY)
 HEARTBEATS = Counter("distriqueue_worker_heartbeats_total", "Worker heartbeats received",
                      registry=REGISTRY)
 WORKERS_LOST = Counter("distriqueue_workers_unresponsive_total",

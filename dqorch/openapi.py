@@ -378,6 +378,17 @@ _RESP = {
                         "error": {"type": ["string", "null"]},
                         "index": COUNT}}]},
                     "broker": {"allOf": [_CHECK, _ref("BrokerStatus")]},
+                    "queues": {"allOf": [_CHECK, {
+                        "description": "not ok while a job queue returns its jobs "
+                                       "unroutable (deleted in RabbitMQ, or its binding)",
+                        "properties": {
+                            "error": {"type": ["string", "null"]},
+                            "unroutable": {"type": "object", "additionalProperties": {
+                                "type": "object", "properties": {
+                                    "since": MILLIS, "last_returned_at": MILLIS,
+                                    "returned": COUNT, "rounds": COUNT,
+                                    "retry_delay_s": {"type": "number"},
+                                    "next_retry_s": {"type": "number"}}}}}}]},
                 },
             },
         },

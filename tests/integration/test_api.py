@@ -54,7 +54,7 @@ def test_health_reports_checks(c):
     status, body = c.call("GET", "/api/health")
     assert status == 200
     assert body["status"] == "healthy"
-    assert set(body["checks"]) == {"role", "log", "snapshot", "broker"}
+    assert set(body["checks"]) == {"role", "log", "snapshot", "broker", "queues"}
     assert body["checks"]["broker"]["connected"] is True
     assert isinstance(body["timestamp"], int)
 

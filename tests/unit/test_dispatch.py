@@ -20,9 +20,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.published = []
+        self.redeclares = 0
 
     def free_slots(self) -> int:
         return 1000
+
+    def redeclare(self) -> bool:
+        self.redeclares += 1
+        return True
 
     def publish(self, token, exchange, key, body, props, mandatory, message_id=None) -> bool:
         self.published.append(token)
@@ -146,3 +151,40 @@ def test_ids_waiting_while_nothing_can_be_published_stay_bounded(rig, monkeypatc
     disp.wake()
     wait(lambda: {t[1] for t in broker.published if t[0] == "j"}
          == {f"down-{i}" for i in range(0, 30, 2)}, "every pending job published once")
+
+
+def test_a_queue_that_keeps_returning_jobs_is_retried_with_a_doubling_delay(
+        rig, monkeypatch, caplog):
+    """basic.return: no queue bound (job.medium deleted). Before: retried every second
+    for ever, a WARNING each time, health and `why` none the wiser."""
+    import logging
+
+    import dqorch.dispatch as D
+    node, broker, disp = rig
+    monkeypatch.setattr(D, "RETURNED_RETRY_S", (0.05, 0.2))
+    caplog.set_level(logging.INFO, logger="dqorch.dispatch")
+    node.propose(reg("r1", T0))                          # priority 5: job.medium
+    job = node.state.jobs["r1"]
+    delays = []
+    for n in range(1, 6):
+        wait(lambda: sum(t[1] == "r1" for t in broker.published) == n, f"publish {n}")
+        token = [t for t in broker.published if t[1] == "r1"][-1]
+        disp.on_rejected([token], "returned")
+        wait(lambda: disp.unroutable.get("job.medium") is not None
+             and disp.unroutable["job.medium"].rounds == n, f"round {n}")
+        delays.append(disp.unroutable["job.medium"].delay_s)
+        assert disp.why_returned(job).startswith("pending: job.medium returned it "
+                                                 "unroutable at ")
+    assert delays == [0.05, 0.1, 0.2, 0.2, 0.2]          # doubling, capped
+    assert broker.redeclares == 5                        # once a round, not a message
+    assert disp.unroutable_status()["job.medium"]["returned"] == 5
+    wait(lambda: sum(t[1] == "r1" for t in broker.published) == 6, "publish 6")
+    disp.on_confirmed([[t for t in broker.published if t[1] == "r1"][-1]])
+    wait(lambda: not disp.unroutable, "the episode over")
+    wait(lambda: node.state.jobs["r1"]["status"] == "queued", "queued")
+    assert disp.why_returned(node.state.jobs["r1"]) is None
+    lines = [r.getMessage() for r in caplog.records if r.name == "dqorch.dispatch"]
+    assert sum("job queue unroutable" in m for m in lines) == 1, lines
+    assert sum("job queue routable again queue=job.medium returned=5 rounds=5" in m
+               for m in lines) == 1, lines
+    assert not any("broker refused" in m for m in lines), lines
