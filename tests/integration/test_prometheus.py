@@ -124,6 +124,17 @@ tests:
         alertname: DqorchWorkersUnresponsive
         exp_alerts: [{exp_labels: {severity: warning, job: dqorch, instance: a, status: unresponsive}}]
 
+  - name: a job queue that keeps returning jobs; one back within a round is no alert
+    interval: 15s
+    input_series:
+      - {series: 'distriqueue_queue_unroutable{job="dqorch",instance="a",queue="job.high"}', values: '0 1x20'}
+      - {series: 'distriqueue_queue_unroutable{job="dqorch",instance="a",queue="job.low"}', values: '0 1 0x19'}
+    alert_rule_test:
+      - {eval_time: 1m, alertname: DqorchJobQueueUnroutable, exp_alerts: []}
+      - eval_time: 3m
+        alertname: DqorchJobQueueUnroutable
+        exp_alerts: [{exp_labels: {severity: critical, instance: a, queue: job.high}}]
+
   - name: confirms overdue, and snapshots that only fail
     interval: 1m
     input_series:
