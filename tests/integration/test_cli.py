@@ -113,6 +113,23 @@ def test_a_request_in_flight_at_a_stop_signal_is_answered_and_kept(make_node, si
     assert status == 200 and job["type"] == "sig"
 
 
+def test_sighup_ignored_by_the_parent_stays_ignored(make_node):
+    """Started under nohup (SIGHUP ignored), a hang-up of the terminal must not stop
+    the node, as it would not have before SIGHUP became a stop."""
+    node = make_node(rabbit_port=SHARED_PORT, start=False)
+    with open(node.log_path, "ab") as logf:
+        node.proc = subprocess.Popen(
+            DQORCH + ["-c", str(node.cfg_path)], stdout=logf, stderr=logf,
+            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    wait_until(node.answers, 60, 0.05, "node answers\n" + node.log_tail())
+    with open(f"/proc/{node.proc.pid}/status") as f:
+        ignored = int(next(x for x in f if x.startswith("SigIgn:")).split()[1], 16)
+    assert ignored & 1 << (signal.SIGHUP - 1), "SIGHUP is not ignored"
+    node.proc.send_signal(signal.SIGHUP)      # an ignored signal is dropped when sent
+    assert node.health()[0] == 200 and node.proc.poll() is None
+    assert "stop asked" not in node.log_tail()
+
+
 def _skip_response(f) -> None:
     length = 0
     while True:
