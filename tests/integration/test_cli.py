@@ -89,11 +89,11 @@ def test_a_request_in_flight_at_a_stop_signal_is_answered_and_kept(make_node, si
     with socket.create_connection(("127.0.0.1", node.http_port), timeout=30) as s:
         f = s.makefile("rb")
         # One whole request first: the node has accepted this connection.
-        s.sendall(b"GET /api/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        s.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert f.readline().startswith(b"HTTP/1.1 200")
         _skip_response(f)
         body = json.dumps({"id": "in-flight", "type": "sig"}).encode()
-        s.sendall(b"POST /api/jobs/register HTTP/1.1\r\nHost: t\r\nContent-Type: "
+        s.sendall(b"POST /api/jobs/register HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                   b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:5])
         node.proc.send_signal(sig)
         wait_until(lambda: "stopping node=" in node.log_tail(), 30, 0.05,

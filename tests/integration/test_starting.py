@@ -70,7 +70,7 @@ def first_connection(port: int, proc) -> socket.socket:
 
 
 def ask(sock: socket.socket, path: str) -> None:
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
 
 
 def answer(sock: socket.socket):
