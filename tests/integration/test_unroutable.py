@@ -39,6 +39,19 @@ def sample(text: str, name: str, **labels) -> float | None:
     return None if m is None else float(m.group(1))
 
 
+def queue_exists(name: str) -> bool:
+    import pika
+    conn, ch = blocking_channel(SHARED_PORT)
+    try:
+        ch.queue_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
 class Deleter:
     """Deletes job.high again and again (a hostile operator), in a greenlet, until
     stopped: each declare the node makes is undone before its next retry."""
@@ -76,6 +89,9 @@ def test_a_deleted_job_queue_is_declared_again_with_backoff_and_said(make_node, 
     node = make_node().wait_healthy()
     c = node.client()
     hostile = deleter()
+    # The first delete must land before the register's publish: the node re-declares
+    # the queues only once a job comes back (else the job is simply queued).
+    wait_until(lambda: not queue_exists("job.high"), 10, 0.02, "job.high deleted")
     assert c.call("POST", "/api/jobs/register", JOB)[0] == 202
 
     def queues_check():
