@@ -19,8 +19,19 @@ Files:
 
 Rule 1: a torn tail can only be the last append after the last fsync. It is cut (and
 the cut logged) only when it lies inside the last batch, or after it with no valid
-record further on and no longer than one append. Anything else is damage: LogCorrupt
-names the file and the offset, and start-up stops rather than drop committed entries.
+record further on and no longer than one append. Inside the last batch it must also
+look like a crash: the batch's bytes end short of the end its mark announces, or a
+sector of it still holds what was there before the write (zeros or FILL); a whole
+batch whose bytes are all there and whose record fails its checksum was changed after
+it was written. And no entry at or below hard state's commit is ever cut: those were
+fsync'd (and acknowledged). Anything else is damage: LogCorrupt names the file and the
+offset, and start-up stops rather than drop committed entries.
+Rule 4: the log's end is checked against durable evidence at every open. hard state's
+commit is recorded at least every COMMIT_RECORD_S (raft/node.py) while entries
+commit, and exactly at a clean stop; a log (snapshot and segments) that ends before it is
+LogBehind, named with the file where it ends and the missing range, never a healthy
+start. What is lost within the last COMMIT_RECORD_S before a crash cannot be told
+from what was never written: that window is this check's blind spot.
 Rule 2: after a write fails, the file is cut back to where the batch began. If even
 that fails the tail is unknown: `unsure` is set and every append first retries the
 cut; until one succeeds nothing more is written.
@@ -69,6 +80,12 @@ class LogCorrupt(Exception):
     explain, or data_dir holds something that is not ours where ours should be."""
 
 
+class LogBehind(LogCorrupt):
+    """The log ends before the commit index hard state records (Rule 4): entries this
+    node fsync'd as committed, and answered for, are gone (cut, deleted, restored from
+    an older copy). Start-up stops; docs/RELIABILITY.md says how to recover."""
+
+
 def _crc(body: bytes, index: int, term: int) -> int:
     return zlib.crc32(body, zlib.crc32(struct.pack("<QQ", index, term)))
 
@@ -80,6 +97,11 @@ def encode(index: int, term: int, cmd: dict) -> bytes:
 
 def batch_mark(nbytes: int) -> bytes:
     return HEADER.pack(0, _crc(b"", 0, nbytes), 0, nbytes)
+
+
+def _span(lo: int, hi: int) -> str:
+    """Entries [lo, hi], for a message: "entry 5", "entries 4-5"."""
+    return f"entry {lo}" if lo == hi else f"entries {lo}-{hi}"
 
 
 def _fsync_dir(path: str) -> None:
@@ -295,6 +317,7 @@ class RaftLog:
                 entries.append((index, term, cmd))
                 self._note(first, pos, term)
                 self.last_index, self.last_term = index, term
+        self._check_end(segs, snap)
         if self.term < self.last_term:
             # The term never goes below the last entry's (a lost or older hard state).
             log.warning("hard state behind the log file=%s term=%d last_log_term=%d%s",
@@ -308,6 +331,21 @@ class RaftLog:
         else:
             self._new_segment(self.last_index + 1)
         return snap, entries
+
+    def _check_end(self, segs, snap) -> None:
+        """Rule 4: the log must reach the commit hard state records."""
+        if self.last_index >= self.commit:
+            return
+        if snap is not None and self.last_index == snap["index"]:
+            where = self.snapshot_path(snap["index"])      # no entry after it is left
+        else:
+            where = segs[-1][1] if segs else self.dir
+        raise LogBehind(
+            f"{where}: the log ends at index {self.last_index} but {self._hs_path()} "
+            f"records commit {self.commit}: committed "
+            f"{_span(self.last_index + 1, self.commit)} gone (cut, deleted or "
+            f"restored from an older copy); "
+            f"see docs/RELIABILITY.md, A log behind its commit")
 
     def _hs_path(self) -> str:
         return os.path.join(self.dir, "hardstate.json")
@@ -371,6 +409,13 @@ class RaftLog:
             rec = _record_at(data, pos, end)
             if rec is None:
                 torn = self._is_torn(data, pos, batch_end, end)
+                if truncate_tail and torn and self.last_index < self.commit:
+                    # Rule 1: committed entries were fsync'd; no crash tears them.
+                    raise LogCorrupt(
+                        f"{path}: damaged record at byte {pos} of {end} where committed "
+                        f"{_span(self.last_index + 1, self.commit)} must be "
+                        f"({self._hs_path()} records commit {self.commit}): damage, not "
+                        f"a torn write; see docs/RELIABILITY.md, A log behind its commit")
                 if not (truncate_tail and torn):
                     raise LogCorrupt(f"{path}: damaged record at byte {pos} of {end}"
                                      f"{'' if truncate_tail or not torn else ' (not the last segment)'}")
@@ -394,13 +439,15 @@ class RaftLog:
         records. end: where the records end (Rule 3)."""
         if pos < batch_end < end:        # a later batch follows: not the last append
             return False
+        if pos < batch_end == end and not _unwritten_sector(data, pos, end):
+            return False                 # all of it there, none of it old: changed since
         if pos >= batch_end and end - pos > MAX_APPEND_BYTES:
             length = HEADER.unpack_from(data, pos)[0] if end - pos >= HEADER.size else 0
             if not (end - pos - HEADER.size < length <= MAX_RECORD_BYTES):
                 return False             # longer than one append, and not one record
         if not any(_record_at(data, p, end) for p in range(pos + 1, end - HEADER.size + 1)):
             return True
-        return pos < batch_end and _zero_sector_in_record(data, pos, end)
+        return pos < batch_end and _unwritten_in_record(data, pos, end)
 
     @staticmethod
     def _cut(path: str, cut: bytes, pos: int) -> None:
@@ -752,18 +799,26 @@ def _record_at(data: bytes, pos: int, end: int):
 SECTOR = 512
 
 
-def _zero_sector_in_record(data: bytes, pos: int, end: int) -> bool:
-    """Does the record at pos hold an unwritten sector: an all-zero header, or body
-    bytes (JSON, never NUL) that are all zeros over one 512-byte sector's share?"""
-    head = data[pos:pos + HEADER.size]
-    if not head.strip(b"\0"):
-        return True
-    start = pos + HEADER.size
-    stop = min(start + HEADER.unpack_from(data, pos)[0], end)
-    s = start - start % SECTOR
-    while s < stop:
-        part = data[max(s, start):min(s + SECTOR, stop)]
-        if part and not part.strip(b"\0"):
+def _old(part: bytes) -> bool:
+    """All zeros or all FILL: what a sector the write never reached still holds."""
+    return bool(part) and (not part.strip(b"\0") or not part.strip(_FILL_BYTES[:1]))
+
+
+def _unwritten_sector(data: bytes, pos: int, end: int) -> bool:
+    """Does [pos, end) hold a 512-byte sector's share that is _old? JSON bodies hold
+    neither byte; a header's share can only by chance (it then counts as torn)."""
+    s = pos - pos % SECTOR
+    while s < end:
+        if _old(data[max(s, pos):min(s + SECTOR, end)]):
             return True
         s += SECTOR
     return False
+
+
+def _unwritten_in_record(data: bytes, pos: int, end: int) -> bool:
+    """Does the record at pos hold an unwritten sector: an _old header, or body bytes
+    (JSON, never NUL or 0xFF) that are _old over one 512-byte sector's share?"""
+    if _old(data[pos:pos + HEADER.size]):
+        return True
+    start = pos + HEADER.size
+    return _unwritten_sector(data, start, min(start + HEADER.unpack_from(data, pos)[0], end))

@@ -128,16 +128,38 @@ def test_garbage_after_the_last_record_is_cut(tmp_path, garbage):
     lg.close()
 
 
-def test_a_record_whose_body_was_changed_at_the_tail_is_cut(tmp_path):
+def test_a_changed_byte_in_the_newest_whole_record_is_damage_not_a_torn_tail(tmp_path):
+    """The issue's case: a flipped byte in the newest record was cut as a torn tail,
+    and a 202'd job answered 404. Every byte of the last batch is there (its mark says
+    where it ends) and none is what the disk held before: no crash did that."""
     lg, _, _ = opened(tmp_path)
     write(lg, 1, 2)
     seg = os.path.join(lg.dir, segment_files(lg.dir)[-1])
     lg.close()
+    size = os.path.getsize(seg)
     with open(seg, "r+b") as f:
         f.seek(-2, os.SEEK_END)
         f.write(b"!!")                        # right length, wrong crc
-    _, _, entries = opened(tmp_path)
-    assert entries == [entry(1)]
+    with pytest.raises(LogCorrupt, match="damaged record at byte %d " % (size - record_size(2))):
+        opened(tmp_path)
+    assert os.path.getsize(seg) == size       # nothing cut
+
+
+def test_a_last_batch_whole_but_for_an_unwritten_sector_is_still_torn(tmp_path):
+    """The crash kept one sector of the last append from the disk: FILL there."""
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 2)
+    big = [{"op": "register", "id": "big-%d" % i, "pad": "x" * 700} for i in range(3, 6)]
+    lg.append(b"".join(encode(i, 1, c) for i, c in enumerate(big, 3)), 5, 1)
+    lg.close()
+    seg = os.path.join(tmp_path, segment_files(tmp_path)[-1])
+    sector = (record_offsets(seg)[3] // 512 + 1) * 512        # inside record 4
+    with open(seg, "r+b") as f:
+        f.seek(sector)
+        f.write(b"\xff" * 512)
+    lg, _, entries = opened(tmp_path)
+    assert [e[0] for e in entries] == [1, 2, 3]
+    lg.close()
 
 
 # Damage a crash cannot explain ############################################
@@ -223,6 +245,98 @@ def test_a_missing_middle_segment_is_log_corrupt(tmp_path):
     os.unlink(os.path.join(tmp_path, "log-%020d.seg" % 3))
     with pytest.raises(LogCorrupt):
         opened(tmp_path)
+
+
+# A log behind its recorded commit (Rule 4) ##################################
+
+def committed(tmp_path, last: int, rotate_at=()) -> RaftLog:
+    """Entries 1..last written (a new segment before each index in rotate_at) and
+    recorded as committed in hard state, as a clean stop leaves them; closed."""
+    lg, _, _ = opened(tmp_path)
+    for i in range(1, last + 1):
+        if i in rotate_at:
+            lg.rotate()
+        write(lg, i, i)
+    lg.save_hard_state(1, "n1", last)
+    lg.close()
+    return lg
+
+
+def test_a_log_cut_at_a_record_boundary_below_the_commit_is_log_behind(tmp_path):
+    committed(tmp_path, 5)
+    seg = os.path.join(tmp_path, segment_files(tmp_path)[-1])
+    data = open(seg, "rb").read()
+    cut = record_offsets(seg)[3] - HEADER.size       # before record 4's batch mark
+    open(seg, "wb").write(data[:cut])
+    with pytest.raises(rlog.LogBehind) as e:
+        opened(tmp_path)
+    assert str(e.value).startswith(seg + ": the log ends at index 3 ")
+    assert "committed entries 4-5 gone" in str(e.value)
+    assert os.path.getsize(seg) == cut                # nothing touched
+
+
+def test_a_deleted_newest_segment_is_log_behind_naming_the_one_left(tmp_path):
+    committed(tmp_path, 6, rotate_at=(4,))
+    first, newest = [os.path.join(tmp_path, n) for n in segment_files(tmp_path)]
+    os.unlink(newest)
+    with pytest.raises(rlog.LogBehind, match="^%s: the log ends at index 3 .* committed "
+                       "entries 4-6 gone" % first):
+        opened(tmp_path)
+    assert segment_files(tmp_path) == [os.path.basename(first)]   # none made anew
+
+
+def test_a_torn_looking_tail_below_the_commit_is_damage_and_never_cut(tmp_path):
+    """Cut mid-record: it looks like a torn write, but entry 5 was fsync'd."""
+    committed(tmp_path, 5)
+    seg = os.path.join(tmp_path, segment_files(tmp_path)[-1])
+    size = os.path.getsize(seg) - 7
+    with open(seg, "r+b") as f:
+        f.truncate(size)
+    with pytest.raises(LogCorrupt, match="damaged record at byte .* where committed entry "
+                       "5 must be .*hardstate.json records commit 5"):
+        opened(tmp_path)
+    assert os.path.getsize(seg) == size
+
+
+def test_a_torn_tail_past_the_commit_is_still_cut(tmp_path):
+    """Rule 1 unchanged where hard state gives no evidence: 5 written, 4 recorded."""
+    lg = committed(tmp_path, 5)
+    lg, _, _ = opened(tmp_path)
+    lg.save_hard_state(1, "n1", 4)
+    lg.close()
+    seg = os.path.join(tmp_path, segment_files(tmp_path)[-1])
+    with open(seg, "r+b") as f:
+        f.truncate(os.path.getsize(seg) - 7)
+    lg, _, entries = opened(tmp_path)
+    assert [e[0] for e in entries] == [1, 2, 3, 4] and lg.commit == 4
+    lg.close()
+
+
+def test_a_snapshot_alone_short_of_the_commit_is_log_behind(tmp_path):
+    lg, _, _ = opened(tmp_path)
+    write(lg, 1, 3)
+    lg.rotate()
+    save_snapshot(lg, 3, 1, {})
+    write(lg, 4, 5)
+    lg.save_hard_state(1, None, 5)
+    lg.close()
+    os.unlink(os.path.join(tmp_path, "log-%020d.seg" % 4))
+    with pytest.raises(rlog.LogBehind, match="snapshot-%020d.json: the log ends at index 3"
+                       % 3):
+        opened(tmp_path)
+
+
+def test_a_log_that_reaches_its_commit_opens_and_old_hard_states_need_none(tmp_path):
+    """A hard state from before commit was recorded ({"term", "vote"}) reads as 0."""
+    committed(tmp_path, 3)
+    lg, _, entries = opened(tmp_path)
+    assert len(entries) == 3 and lg.commit == 3
+    lg.close()
+    with open(os.path.join(tmp_path, "hardstate.json"), "w") as f:
+        json.dump({"term": 1, "vote": "n1"}, f)
+    lg, _, entries = opened(tmp_path)
+    assert len(entries) == 3 and lg.commit == 0
+    lg.close()
 
 
 # Snapshots and compaction ##################################################
