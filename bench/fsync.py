@@ -1,7 +1,9 @@
 """CPU and wall time of one write + fsync of a log-sized record: inline and through
 gevent's threadpool (what raft/node.py Rule 5 chooses between), and appended to a file
 that grows against written into blocks the file already has (raft/log.py Rule 3's
-fill), in --dir. Two rounds, each case in turn.
+fill), in --dir. Then raft/node.py Rule 6: one record of the commit in hard state
+(write_atomic through the threadpool, as the node does it), and the fill case again
+with one such record every --record-every rounds. Two rounds, each case in turn.
 
   python bench/fsync.py [--dir data] [--n 3000]
 """
@@ -11,16 +13,42 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import os  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import gevent  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 RECORD = b"x" * 300
 
 
-def measure(path, sync, n, fill):
-    """µs wall, µs CPU a round, p99 µs of the fsync alone."""
+def record(directory):
+    """One commit record, as raft/node.py Rule 6 makes it."""
+    from dqorch.raft.log import write_atomic
+    pool = gevent.get_hub().threadpool
+    pool.apply(write_atomic, (os.path.join(directory, "hardstate.json"),
+                              b'{"term": 12, "vote": "orchestrator@127.0.0.1", '
+                              b'"commit": 183592}'))
+
+
+def measure_records(directory, n):
+    """µs wall, µs CPU of one commit record, p99 µs."""
+    lat = []
+    c0, t0 = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        record(directory)
+        lat.append(time.perf_counter() - t)
+    wall, cpu = (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
+    lat.sort()
+    return wall, cpu, lat[int(n * 0.99)] * 1e6
+
+
+def measure(path, sync, n, fill, record_every=0):
+    """µs wall, µs CPU a round, p99 µs of the fsync alone. record_every: a commit
+    record (Rule 6) after every so many rounds, counted in the round's time."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     if fill:
         os.write(fd, b"\xff" * (n * len(RECORD) + (1 << 20)))
@@ -33,6 +61,8 @@ def measure(path, sync, n, fill):
         t = time.perf_counter()
         sync(fd)
         lat.append(time.perf_counter() - t)
+        if record_every and len(lat) % record_every == 0:
+            record(os.path.dirname(path))
     wall, cpu = (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
     os.close(fd)
     os.unlink(path)
@@ -44,6 +74,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--dir", default=".")
     p.add_argument("--n", type=int, default=3000)
+    p.add_argument("--record-every", type=int, default=300)
     a = p.parse_args()
     pool = gevent.get_hub().threadpool
     with tempfile.TemporaryDirectory(dir=a.dir) as d:
@@ -56,6 +87,13 @@ def main():
                 wall, cpu, p99 = measure(path, sync, a.n, fill)
                 print(f"{name:>20}: {wall:6.0f} µs wall, {cpu:5.0f} µs CPU per write + "
                       f"fsync; fsync p99 {p99:5.0f} µs")
+            wall, cpu, p99 = measure(path, os.fsync, a.n, True, a.record_every)
+            print(f"{'into fill, records':>20}: {wall:6.0f} µs wall, {cpu:5.0f} µs CPU per "
+                  f"write + fsync, a commit record every {a.record_every}; fsync p99 "
+                  f"{p99:5.0f} µs")
+            wall, cpu, p99 = measure_records(d, max(1, a.n // 10))
+            print(f"{'commit record':>20}: {wall:6.0f} µs wall, {cpu:5.0f} µs CPU each "
+                  f"(hard state, write_atomic in the threadpool); p99 {p99:5.0f} µs")
 
 
 if __name__ == "__main__":

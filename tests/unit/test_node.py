@@ -1,5 +1,6 @@
 """RaftNode's Rule 1 on a real data_dir: hooks and the disk cannot kill the commit
 loop. A failure is contained, counted and visible, and the node keeps serving."""
+import json
 import os
 import resource
 import time
@@ -319,3 +320,74 @@ def test_files_a_snapshot_replaces_are_removed_outside_the_hub(tmp_path, monkeyp
     assert any(n.startswith("log-") for n, _ in removed), removed
     assert hub not in {t for _, t in removed}
     assert len([n for n in os.listdir(tmp_path) if n.startswith("snapshot-")]) == 1
+
+
+# Rule 6: the commit in hard state ##########################################
+
+def hard_state_commit(path) -> int:
+    with open(os.path.join(path, "hardstate.json")) as f:
+        return json.load(f)["commit"]
+
+
+def recorded(node) -> list:
+    """The commits the loop records (Rule 6), in order."""
+    commits, real = [], node.log.save_hard_state
+
+    def save(term, vote, commit=None):
+        commits.append(commit)
+        return real(term, vote, commit)
+    node.log.save_hard_state = save
+    return commits
+
+
+def test_the_commit_is_recorded_at_a_bounded_rate_not_once_a_round(tmp_path, monkeypatch):
+    from dqorch.raft import node as node_mod
+    monkeypatch.setattr(node_mod, "COMMIT_RECORD_S", 3600.0)
+    node = node_on(tmp_path)
+    commits = recorded(node)
+    node._record_at = 0.0                    # the period starts now
+    for i in range(20):
+        assert node.propose(reg(f"r{i}", T0))["outcome"] == "created"
+    gevent.sleep(0.3)                        # ticks go by: still nothing more
+    assert len(commits) == 1 and commits[0] >= 2
+    assert hard_state_commit(tmp_path) == commits[0]
+    node.stop()                              # a clean stop records it exactly
+    assert hard_state_commit(tmp_path) == 21 == node.log.last_index
+
+
+def test_an_idle_node_records_the_commit_it_reached(tmp_path, monkeypatch):
+    """kill -9 leaves the last record: it must reach the end once writes stop, or
+    the check at the next open (log.py Rule 4) has nothing to compare against."""
+    from dqorch.raft import node as node_mod
+    monkeypatch.setattr(node_mod, "COMMIT_RECORD_S", 0.2)
+    node = node_on(tmp_path)
+    for i in range(20):
+        node.propose(reg(f"i{i}", T0))
+    deadline = time.monotonic() + 10
+    while hard_state_commit(tmp_path) < node.log.last_index and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    assert hard_state_commit(tmp_path) == node.log.last_index == 21
+    node.stop()
+
+
+def test_a_commit_record_that_fails_is_one_line_and_the_node_serves(tmp_path, monkeypatch,
+                                                                     caplog):
+    from dqorch.raft import node as node_mod
+    monkeypatch.setattr(node_mod, "COMMIT_RECORD_S", 0.0)
+    node = node_on(tmp_path)
+    real = node.log.save_hard_state
+    node.log.save_hard_state = lambda *a: (_ for _ in ()).throw(OSError(28, "No space"))
+    with caplog.at_level("INFO"):
+        for i in range(5):
+            assert node.propose(reg(f"f{i}", T0))["outcome"] == "created"
+            gevent.sleep(0.01)
+        assert node.log_ok and node.commit_record_error == "[Errno 28] No space"
+        node.log.save_hard_state = real
+        node.propose(reg("f5", T0))
+        deadline = time.monotonic() + 10
+        while node.commit_record_error and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+    assert [r.getMessage()[:30] for r in caplog.records if "commit" in r.getMessage()
+            and "hard state" in r.getMessage()] == ["commit not recorded in hard st",
+                                                  "commit recorded in hard state "]
+    node.stop()
