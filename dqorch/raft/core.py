@@ -588,6 +588,13 @@ class Core:
                 pr.state = "probe"
                 pr.next = max(pr.match + 1, min(m.index, m.hint + 1))
             elif pr.state == "probe" and m.index == pr.next - 1:
+                if m.index <= pr.match:
+                    # It denies an entry it acknowledged: its data_dir was replaced
+                    # (docs/CLUSTER.md). Count nothing of it until it acknowledges
+                    # again, and probe down from what it says it has.
+                    self._events.append(("member_lost_entries", {
+                        "member": m.frm, "match": pr.match, "hint": m.hint}))
+                    pr.match = 0
                 pr.next = max(pr.match + 1, min(m.index, m.hint + 1))
             else:
                 return                            # a stale rejection

@@ -838,6 +838,12 @@ class RaftNode:
         if name == "became_candidate":
             self.stats["elections"] += 1
             return
+        if name == "member_lost_entries":
+            log.warning("member denies entries it acknowledged member=%s match=%d hint=%d; "
+                        "counting none of its acknowledgements until it has caught up "
+                        "again (its data_dir was replaced?)", fields["member"],
+                        fields["match"], fields["hint"])
+            return
         if name not in ("became_leader", "stepped_down"):
             return
         is_leader = name == "became_leader"

@@ -213,6 +213,44 @@ def test_a_follower_behind_the_compacted_log_gets_the_snapshot():
     assert nodes["n3"].last_index() == lead.last_index()
 
 
+def test_a_member_that_lost_what_it_acknowledged_is_probed_from_scratch():
+    """A member whose data_dir was replaced (docs/CLUSTER.md: a log behind its commit,
+    a dead member) comes back empty under a leader that remembers its old match. The
+    leader used to probe it at that match forever: it never caught up. Its rejection
+    of the very entry it acknowledged says so: the leader counts nothing of it again
+    until it has acknowledged anew, and sends it everything."""
+    nodes = cluster(3)
+    lead = elect(nodes)
+    for k in range(10):
+        lead.propose(f"v{k}")
+    pump(nodes)
+    assert lead.progress["n3"].match == lead.last_index() == nodes["n3"].last_index()
+    nodes["n3"] = C.Core("n3", ["n1", "n2", "n3"], rng=random.Random(3))   # empty
+    events = []
+    lead.tick()
+    pump(nodes, events=events)
+    assert ("n1", "member_lost_entries", {"member": "n3", "match": 11, "hint": 0}) \
+        in events
+    assert nodes["n3"].last_index() == lead.last_index()
+    assert nodes["n3"].commit == lead.commit == 11
+    assert lead.progress["n3"].match == 11
+
+
+def test_a_stale_rejection_never_lowers_a_match():
+    nodes = cluster(3)
+    lead = elect(nodes)
+    for k in range(5):
+        lead.propose(f"v{k}")
+    pump(nodes)
+    match = lead.progress["n3"].match
+    # An old probe's rejection, duplicated by the network: not the entry probed now.
+    lead.step(C.Message(C.APPEND_RESP, frm="n3", term=lead.term, index=2, reject=True,
+                        hint=1))
+    lead.step(C.Message(C.APPEND_RESP, frm="n3", term=lead.term, index=2, reject=True,
+                        hint=1))
+    assert lead.progress["n3"].match == match
+
+
 def test_a_restarted_member_keeps_its_term_and_vote_and_applies_what_is_committed():
     entries = [C.Entry(1, 1, None), C.Entry(2, 1, "a"), C.Entry(3, 1, "b")]
     node = C.Core("n1", ["n1", "n2", "n3"], rng=random.Random(0),
