@@ -111,7 +111,7 @@ class NotLeader(Exception):
 
 class _Progress:
     """The leader's view of one follower (etcd's Progress, three states)."""
-    __slots__ = ("match", "next", "state", "paused", "active", "pending_snapshot")
+    __slots__ = ("match", "next", "state", "paused", "active", "pending_snapshot", "denied")
 
     def __init__(self, next_index: int) -> None:
         self.match = 0
@@ -120,6 +120,7 @@ class _Progress:
         self.paused = False         # snapshot: wait for the snapshot's answer
         self.active = False         # heard from since the last check-quorum
         self.pending_snapshot = 0
+        self.denied = None          # the heartbeat round it first denied its match in
 
 
 class Core:
@@ -164,6 +165,7 @@ class Core:
         self.transferee: str | None = None
         self.elapsed = 0
         self.heartbeat_elapsed = 0
+        self.beats = 0                  # a leader's heartbeat rounds (progress.denied)
         self.timeout = 0
         self._msgs: list[Message] = []
         self._events: list = []
@@ -506,6 +508,7 @@ class Core:
 
     def _step_leader(self, m: Message) -> None:
         if m.type == BEAT:
+            self.beats += 1
             for p in self.peers:
                 pr = self.progress[p]
                 if pr.state == "snapshot":
@@ -589,18 +592,29 @@ class Core:
                 pr.next = max(pr.match + 1, min(m.index, m.hint + 1))
             elif pr.state == "probe" and m.index == pr.next - 1:
                 if m.index <= pr.match:
-                    # It denies an entry it acknowledged: its data_dir was replaced
-                    # (docs/CLUSTER.md). Count nothing of it until it acknowledges
-                    # again, and probe down from what it says it has.
+                    # It denies an entry it acknowledged. A rejection sent before it
+                    # had the entry, delayed or duplicated, looks the same once; the
+                    # probe sent again then gets an acknowledgement (denied cleared).
+                    # Denied again in a later heartbeat round, it lost the entry: its
+                    # data_dir was replaced (docs/CLUSTER.md). Count nothing of it
+                    # until it acknowledges again, and probe down from what it has.
+                    if pr.denied is None:
+                        pr.denied = self.beats
+                        pr.paused = False
+                        self._send_append(m.frm)
+                        return
+                    if pr.denied == self.beats:
+                        return                    # the next heartbeat asks again
                     self._events.append(("member_lost_entries", {
                         "member": m.frm, "match": pr.match, "hint": m.hint}))
-                    pr.match = 0
+                    pr.match, pr.denied = 0, None
                 pr.next = max(pr.match + 1, min(m.index, m.hint + 1))
             else:
                 return                            # a stale rejection
             pr.paused = False
             self._send_append(m.frm)
             return
+        pr.denied = None
         if m.index > pr.match:
             pr.match = m.index
         pr.next = max(pr.next, pr.match + 1)
