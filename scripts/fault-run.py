@@ -80,6 +80,8 @@ def main() -> int:
           f"{figures['distinct_jobs_in_messages']}), left in queues {figures['left_in_queues']}")
     print(f"udp proxy {figures['udp']}, rabbit proxy {figures['rabbit_proxy']}")
     print(f"api proxies {figures['api_proxies']}; disk_full {figures['disk_full']}")
+    print(f"log cuts (a follower's log cut below its recorded commit: each start must "
+          f"be refused) {figures['log_cuts'] or 'none'}")
     print(f"tracebacks in the node logs {figures['tracebacks']}")
     print(f"worker give-ups {figures['worker_give_ups']}, client crashes "
           f"{figures['client_crashes']}")

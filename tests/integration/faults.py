@@ -16,14 +16,19 @@ Jepsen-style suite). Everything here runs in the test process under gevent.
 - Disks: with `disk_mb`, each data_dir is a tmpfs of its own (needs root); the
   `disk_full` fault fills one to the last byte for a while, then frees it.
 - `FaultCluster`: `cluster_fixtures.Cluster` built with proxy ports, plus the node-level
-  faults (kill -9 then restart, SIGSTOP/SIGCONT) and a log of every fault applied
-  (`events`: (t, kind, detail)), which the history checker reads.
+  faults (kill -9 then restart, SIGSTOP/SIGCONT, and `log_cut`: a follower killed, its
+  log cut below the commit it recorded, which must make it refuse to start, then
+  repaired as docs/CLUSTER.md says) and a log of every fault applied (`events`: (t,
+  kind, detail)), which the history checker reads; `log_cuts` says how each start
+  after a cut went.
 """
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
+import shutil
 import signal
 import socket as _socket
 import subprocess
@@ -33,6 +38,8 @@ from pathlib import Path
 
 import gevent
 from gevent import socket
+
+from dqorch.raft.log import HEADER, records_end
 
 from .broker_fixtures import SHARED_PORT
 from .cluster_fixtures import COOKIE, Cluster
@@ -313,6 +320,7 @@ class FaultCluster(Cluster):
         self.stopped: set = set()             # names SIGSTOPped now
         self.down: set = set()                # names killed and not yet restarted
         self.full: set = set()                # names whose disk is full now
+        self.log_cuts: list = []              # {name, index, commit, outcome, line}
 
     def note(self, kind: str, detail: str = "") -> None:
         self.events.append((time.monotonic(), kind, detail))
@@ -374,6 +382,69 @@ class FaultCluster(Cluster):
         self.stopped.discard(name)
         self.note("sigcont", name)
 
+    def cut_log(self, name: str) -> bool:
+        """log_cut: kill -9 a member, cut its newest segment at a record at or below the
+        commit its hard state records (raft/node.py Rule 6 keeps it fresh), and start
+        it: it must exit 3 with one `the log ends at index` line (raft/log.py Rule 4),
+        never rejoin with entries it acknowledged gone. Then the repair docs/CLUSTER.md
+        gives (log and snapshots moved aside, commit 0); `restart` starts it again."""
+        if name in self.down or name in self.stopped or name in self.full:
+            return False
+        node = self.nodes[name]
+        self.kill9(name)
+        data = Path(node.cfg["data_dir"])
+        try:
+            commit = json.loads((data / "hardstate.json").read_text())["commit"]
+            seg = max(data.glob("log-*.seg"))
+        except (OSError, ValueError, KeyError):
+            commit, seg = 0, None
+        raw = seg.read_bytes() if seg is not None else b""
+        at, pos, end = None, 0, records_end(raw)
+        keep_to = commit - self.rng.randint(0, 40)
+        while pos + HEADER.size <= end:
+            length, _, index, _ = HEADER.unpack_from(raw, pos)
+            if 0 < index <= commit and (at is None or index <= keep_to):
+                at = (pos, index)
+            pos += HEADER.size + length
+        if at is None:
+            self.note("log_cut", f"{name} skipped (commit {commit})")
+            return True
+        with open(seg, "r+b") as f:
+            f.truncate(at[0])
+        self.note("log_cut", f"{name} at {at[1]} (commit {commit})")
+        cut = {"name": name, "index": at[1], "commit": commit, "outcome": "?", "line": ""}
+        self.log_cuts.append(cut)
+        start = node.log_path.stat().st_size
+        node.start(wait=False)
+        deadline = time.monotonic() + 60
+        while node.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                code, _ = node.health()
+            except OSError:
+                code = None
+            if code is not None:
+                break                          # it serves: it rejoined with a hole
+            gevent.sleep(0.1)
+        with open(node.log_path, "rb") as f:
+            f.seek(start)
+            out = f.read().decode(errors="replace")
+        lines = [x for x in out.splitlines() if "CRITICAL" in x]
+        cut["line"] = lines[-1] if lines else out[-300:]
+        if node.proc.poll() == 3 and len(lines) == 1 and \
+                f"the log ends at index {at[1] - 1} " in lines[0]:
+            cut["outcome"] = "refused"
+        else:
+            cut["outcome"] = f"exit {node.proc.poll()}" if node.proc.poll() is not None \
+                else "started"
+            node.kill9()
+        aside = Path(node.dir) / f"cut-{len(self.log_cuts)}"
+        aside.mkdir()
+        for f in [*data.glob("log-*.seg"), *data.glob("snapshot-*.json")]:
+            shutil.move(str(f), str(aside / f.name))
+        hs = json.loads((data / "hardstate.json").read_text())
+        (data / "hardstate.json").write_text(json.dumps(dict(hs, commit=0)))
+        return True
+
     def fill_disk(self, name: str) -> bool:
         if name not in self.disks or name in self.full:
             return False
@@ -406,7 +477,7 @@ class FaultCluster(Cluster):
 
     # ---- one random fault, held for `hold_s`, then undone
     KINDS = ("kill9", "sigstop_leader", "drop", "delay", "duplicate", "partition",
-             "one_way", "rabbit_cut", "http_cut", "disk_full")
+             "one_way", "rabbit_cut", "http_cut", "disk_full", "log_cut")
 
     def random_fault(self, hold_s: float, kinds=KINDS) -> str:
         if not self.disks:
@@ -416,6 +487,15 @@ class FaultCluster(Cluster):
         if kind == "kill9":
             victim = self.rng.choice(names)
             if self.kill9(victim):
+                gevent.sleep(hold_s)
+                self.restart(victim)
+        elif kind == "log_cut":
+            # A follower: the leader's log keeps what the cut takes, so the cluster
+            # loses nothing while the member is repaired.
+            lead = self.current_leader()
+            victims = [n for n in names if lead is None or n != self.name_of(lead)]
+            victim = self.rng.choice(victims)
+            if self.cut_log(victim):
                 gevent.sleep(hold_s)
                 self.restart(victim)
         elif kind == "sigstop_leader":

@@ -2,14 +2,17 @@
 worker load through every node, with a fault every couple of seconds (kill -9 then
 restart, SIGSTOP/SIGCONT of the leader, datagram loss/delay/duplication, partitions
 full and one-way through faults.UdpProxy, RabbitMQ connections and forwarded writes
-cut by faults.TcpProxy, a node's disk full), then heal, settle, and history.check. Plus unit-style tests that the
-checker catches planted violations in hand-made bad histories.
+cut by faults.TcpProxy, a node's disk full, a follower's log cut below its recorded
+commit, which must be refused), then heal, settle, and history.check. Plus unit-style
+tests that the checker catches planted violations in hand-made bad histories.
 Long mode: scripts/fault-run.py --minutes N."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
+from pathlib import Path
 
 import gevent
 import pytest
@@ -114,6 +117,10 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
                 hist.why[i] = body.get("why") if code == 200 else None
         hist.faults = list(c.events)
         violations = H.check(hist)
+        violations += [("log_cut_not_refused", None, f"{cut['name']} cut at index "
+                        f"{cut['index']} below its recorded commit {cut['commit']}: "
+                        f"{cut['outcome']}: {cut['line']}")
+                       for cut in c.log_cuts if cut["outcome"] != "refused"]
         statuses: dict = {}
         for i in accepted:
             s = leader_jobs.get(i, {}).get("status", "ABSENT")
@@ -137,6 +144,8 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
                        left_in_queues=sum(len(x) for x in hist.leftover.values()),
                        violations_by_check={k: sum(1 for v in violations if v[0] == k)
                                             for k in {v[0] for v in violations}},
+                       log_cuts={o: sum(1 for x in c.log_cuts if x["outcome"] == o)
+                                 for o in {x["outcome"] for x in c.log_cuts}},
                        tracebacks=_tracebacks(c),
                        logs={n: str(node.log_path) for n, node in c.nodes.items()})
         return hist, violations, c, figures
@@ -176,6 +185,40 @@ def test_a_member_cut_off_never_says_404_for_a_job_the_others_accepted(tmp_path_
         from .broker_fixtures import wait_until
         wait_until(lambda: old.client().call("GET", "/api/jobs/while-cut")[0] == 200, 60,
                    0.1, "the old leader caught up")
+    finally:
+        c.stop()
+
+
+def test_the_log_cut_fault_is_refused_then_the_repaired_member_catches_up(
+        tmp_path_factory, clean_queues):
+    """The campaign's log_cut: it must see the refusal, or report log_cut_not_refused."""
+    c = FaultCluster(tmp_path_factory, 3, seed=2)
+    try:
+        c.start()
+        lead = c.wait_leader()
+        ids = [f"cut-{i}" for i in range(150)]
+        for i in ids:
+            assert lead.client().call("POST", "/api/jobs/register", {"id": i})[0] == 202
+        victim = next(n for n in c.names if n != c.name_of(lead))
+        member = c.nodes[victim]
+        from .broker_fixtures import wait_until
+        wait_until(lambda: member.client().call("GET", "/api/raft/status")[1][
+            "commit_index"] >= 151, 30, 0.05, "the member has every job")
+        wait_until(lambda: json.loads((Path(member.cfg["data_dir"]) / "hardstate.json")
+                                      .read_text())["commit"] >= 151, 30, 0.05,
+                   "the member recorded its commit")
+        assert c.cut_log(victim)
+        (cut,) = c.log_cuts
+        assert cut["outcome"] == "refused", cut
+        assert "the log ends at index" in cut["line"]
+        c.restart(victim)
+
+        def caught_up() -> bool:
+            try:
+                return {j["id"] for j in all_jobs(member.client())} >= set(ids)
+            except (OSError, AssertionError):
+                return False
+        wait_until(caught_up, 60, 0.1, "the repaired member caught up")
     finally:
         c.stop()
 
