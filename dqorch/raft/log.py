@@ -3,7 +3,8 @@ snapshots in `data_dir`. Owns the disk, nothing else: no greenlets, no clock.
 
 Files:
   hardstate.json           {"term", "vote", "commit"}, replaced atomically (tmp, fsync,
-                           rename); commit is a lower bound of the commit index
+                           rename); commit is a lower bound of the commit index,
+                           and where the log must at least end (Rule 4)
   log-<first index>.seg    records: header <IIQQ (length, crc32, index, term) + JSON
                            command. Each append starts with a batch mark: a header with
                            index 0, no body, and the batch's byte length as its term.
@@ -26,12 +27,6 @@ batch whose bytes are all there and whose record fails its checksum was changed 
 it was written. And no entry at or below hard state's commit is ever cut: those were
 fsync'd (and acknowledged). Anything else is damage: LogCorrupt names the file and the
 offset, and start-up stops rather than drop committed entries.
-Rule 4: the log's end is checked against durable evidence at every open. hard state's
-commit is recorded at least every COMMIT_RECORD_S (raft/node.py) while entries
-commit, and exactly at a clean stop; a log (snapshot and segments) that ends before it is
-LogBehind, named with the file where it ends and the missing range, never a healthy
-start. What is lost within the last COMMIT_RECORD_S before a crash cannot be told
-from what was never written: that window is this check's blind spot.
 Rule 2: after a write fails, the file is cut back to where the batch began. If even
 that fails the tail is unknown: `unsure` is set and every append first retries the
 cut; until one succeeds nothing more is written.
@@ -43,6 +38,12 @@ ends in the high bytes of its length, zeros), so the records end where the file'
 run of 0xFF begins: a segment is read as if it ended there, and Rule 1 judges against
 that end exactly as against the end of a file without fill. Zeros are never fill. A
 segment is cut back to its records when it stops being the open one or at close.
+Rule 4: the log's end is checked against durable evidence at every open: the commit
+hard state records, at least every COMMIT_RECORD_S while entries commit (raft/node.py
+Rule 6) and exactly at a clean stop. A log (snapshot and segments) that ends before it
+is LogBehind, named with the file where it ends and the missing range, never a healthy
+start. What is lost within the last COMMIT_RECORD_S before a crash cannot be told from
+what was never written: that window is this check's blind spot.
 """
 from __future__ import annotations
 
@@ -435,8 +436,8 @@ class RaftLog:
     def _is_torn(data: bytes, pos: int, batch_end: int, end: int) -> bool:
         """Rule 1: can the bad bytes at pos be the last append, cut short by a crash?
         A crash leaves the end of that append missing or, where pages reached the disk
-        out of order, whole sectors of zeros; never changed bytes followed by good
-        records. end: where the records end (Rule 3)."""
+        out of order, sectors of what was there before (zeros, FILL); never changed
+        bytes. end: where the records end (Rule 3)."""
         if pos < batch_end < end:        # a later batch follows: not the last append
             return False
         if pos < batch_end == end and not _unwritten_sector(data, pos, end):
