@@ -118,14 +118,20 @@ def test_topology_is_created_exactly_and_redeclarable(private_rabbit, make_broke
     assert bindings == {(JOBS_EXCHANGE, q, q) for q in JOB_QUEUES}
 
 
-def test_topology_is_declared_again_on_reconnect(private_rabbit, make_broker):
-    port = private_rabbit.port
+def connected_without_job_high(port: int, make_broker):
+    """A started broker, connected, and job.high deleted behind its back."""
     b, rec = make_broker(port)
     b.start()
     wait_until(lambda: b.connected, what="connected")
     conn, ch = blocking_channel(port)
     ch.queue_delete("job.high")
     conn.close()
+    return b, rec
+
+
+def test_topology_is_declared_again_on_reconnect(private_rabbit, make_broker):
+    port = private_rabbit.port
+    b, rec = connected_without_job_high(port, make_broker)
 
     private_rabbit.ctl("close_all_connections", "test: force a reconnect")
     wait_until(lambda: b.stats["connects"] == 2 and b.connected, what="reconnected")
@@ -140,12 +146,7 @@ def test_topology_is_declared_again_on_reconnect(private_rabbit, make_broker):
 def test_redeclare_puts_a_deleted_queue_back_on_the_open_connection(private_rabbit,
                                                                     make_broker):
     port = private_rabbit.port
-    b, rec = make_broker(port)
-    b.start()
-    wait_until(lambda: b.connected, what="connected")
-    conn, ch = blocking_channel(port)
-    ch.queue_delete("job.high")
-    conn.close()
+    b, rec = connected_without_job_high(port, make_broker)
     assert b.publish("lost", JOBS_EXCHANGE, "job.high", BODY, job_props("r1", 10), True, "r1")
     wait_until(lambda: rec.settled() == 1, what="the return")
     assert rec.rejected == [("lost", "returned")]
