@@ -25,28 +25,46 @@ TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
 # Attempts. Each return to pending begins a new attempt (`attempt` + 1: a retry after a
 # failed report, a timeout or a dead worker, a manual retry, a register of a finished
 # job). The workers send no attempt number, so a report is matched to an attempt by
-# what it does carry (state._earlier_attempt applies these rules):
+# what it does carry (state._earlier_attempt applies these rules; `past` holds, per
+# earlier attempt, its worker, whether that worker still owes its terminal report, and
+# how it ended it):
 #   A. An attempt is bound to the worker whose `running` (or terminal) report it got
 #      first; `worker_id` names it. A `running` from another worker while it runs moves
-#      it there (RabbitMQ redelivered the message).
+#      it there (RabbitMQ redelivered the message, or it was published twice); the
+#      worker it leaves owes its report, which still counts while the attempt runs.
 #   B. An attempt that ends without its worker's terminal report (timeout, cancel, the
-#      worker expired) leaves that worker owing one: the pair is kept in `past`.
-#      A worker's terminal reports go to what it owes first, oldest first (one terminal
-#      report per delivery, in the order the deliveries began): "attempt 1 completed
-#      late on w1", its result kept in the history, never over the current attempt.
-#   C. A worker that ran an earlier attempt and is not bound to the current one sends
-#      its `running` before its terminal report: a terminal report from it is a repeat
-#      (the Java worker retries its posts) and changes nothing. Its `running` while the
-#      current attempt waits for a worker is it taking that attempt.
-#   D. Reports without a workerId, and from workers that never touched the job, go to
-#      the current attempt, as the contract always had them.
+#      worker expired) leaves that worker owing one. Its terminal reports pay what it
+#      owes first, oldest first: "attempt 1 completed late on w1", the result kept in
+#      the history, never over the current attempt. One it sends while it runs the
+#      current attempt may have been that attempt's (runs can end in the other order),
+#      so it does not owe again when the current attempt ends without a report.
+#   C. A worker that ran an earlier attempt and does not run the current one: a
+#      terminal report the same as the one it ended its attempt with is a repeat (the
+#      Java worker retries its posts) and changes nothing; another is the current
+#      attempt's (its `completed` overtook its `running`). Its `running` while the
+#      current attempt waits for a worker is it taking that attempt, except during a
+#      retry's backoff (not yet published: nobody holds it); while another worker runs
+#      the current attempt, it is a late one.
+#   D. Reports without a workerId, and from workers not in `past`, go to the current
+#      attempt, as the contract always had them. `past` keeps the last PAST_MAX
+#      attempts' workers, those that owe nothing forgotten first.
 # What these rules cannot tell apart, and what then happens:
 #   - a worker that owes a report and never sends it (it crashed and came back with the
-#     same id): its next terminal report of this job is taken for the owed one; the
-#     current attempt runs into its execution timeout and is retried: late, not wrong.
-#   - a late `running` (or progress) of an earlier attempt that arrives while the
-#     current one waits for a worker binds the current attempt to that worker; the
-#     worker that really takes it rebinds it with its own `running` (rule A).
+#     same id): its next terminal report of this job pays the debt; the current attempt
+#     runs into its execution timeout and is retried once (rule B keeps it from owing
+#     again): late, not wrong.
+#   - runs on one worker that end in the other order than they began (a worker with
+#     several slots, one run hung): the job keeps the other run's result; both are
+#     whole runs of the job, and the other result is in the history.
+#   - a late `running` of an earlier attempt that arrives while the current one, already
+#     published, waits for a worker binds it to that worker; the worker that really takes
+#     it rebinds it with its own `running` (rule A).
+#   - a worker that held the message of an attempt cancelled before its `running`
+#     arrived (prefetched): after a retry its reports go to the new attempt; a message
+#     of an earlier attempt redelivered or published again looks like the current one.
+#   - the Java worker's `completed` overtaking its `running` on a new attempt, when it
+#     ended the earlier attempt the same way: taken for a repeat; its `running` then
+#     binds the attempt, which runs into its execution timeout and is retried.
 #   - a worker bound to the current attempt that repeats an earlier attempt's terminal
 #     report after a new `running`: taken as the current attempt's.
 TRANSITIONS = {
@@ -204,9 +222,9 @@ class Job:
                  "completed_at", "history", "running_since", "_extra")
     # Fields few jobs have live in one dict, `_extra` (most jobs share _NO_EXTRA): a slot each
     # cost 8 bytes on every job (200 bytes a record with 21 slots, 240 with 26).
-    # past: [[worker, attempt, owes], ...], the workers of earlier attempts, oldest
-    # first (see "Attempts" above TRANSITIONS); owes is 1 while that worker owes the
-    # attempt's terminal report.
+    # past: [[worker, attempt, owes, ended_by], ...], the workers of earlier attempts,
+    # oldest first (see "Attempts" above TRANSITIONS); owes is 1 while that worker owes
+    # the attempt's terminal report; ended_by the status it reported it with (or None).
     RARE = ("client_created_at", "error_message", "progress", "past",
             "not_before", "from_report")
     FIELDS = __slots__[:-1] + RARE
@@ -223,7 +241,7 @@ class Job:
     def _migrate(rest: dict, attempt: int) -> None:
         w = rest.pop("stale_worker", None)
         if w is not None:
-            rest["past"] = [[w, max(0, attempt - 1), 0]]
+            rest["past"] = [[w, max(0, attempt - 1), 0, None]]
 
     def __getitem__(self, key: str):
         try:

@@ -16,7 +16,7 @@ from . import jobs
 from .jobs import CANCELLED, COMPLETED, FAILED, PENDING, QUEUED, RUNNING, TERMINAL
 
 HISTORY_MAX = 32
-PAST_MAX = 8          # workers of earlier attempts a job remembers (jobs.Job.past)
+PAST_MAX = 16         # earlier attempts' workers a job remembers (jobs.Job.past)
 # Status events kept unpublished. With RabbitMQ down for long the outbox grew by every
 # move of every job; past this the oldest is dropped and counted (events_dropped, a
 # metric; the dispatcher logs it). A constant, not a setting: every replica must drop
@@ -283,15 +283,27 @@ def _event(st: State, job: jobs.Job, status: str, at_ms: int, **extra) -> None:
         st.events_dropped += 1
 
 
-def _ended(job: jobs.Job, owes: bool) -> None:
+def _remember(job: jobs.Job, worker: str, attempt: int, owes: bool,
+              ended_by: str | None = None) -> None:
+    """Set (worker, attempt)'s entry in job.past. Past PAST_MAX, a paid entry is
+    forgotten first: an owed one still keeps its late report off the current attempt."""
+    past = [e for e in job.get("past", ()) if e[0] != worker or e[1] != attempt]
+    past.append([worker, attempt, 1 if owes else 0, ended_by])
+    if len(past) > PAST_MAX:
+        paid = [i for i, e in enumerate(past) if not e[2]]
+        del past[paid[0] if paid else 0]
+    job["past"] = past
+
+
+def _ended(job: jobs.Job, owes: bool, ended_by: str | None = None) -> None:
     """The current attempt ended: remember its worker for the reports still to come
-    (jobs.py, "Attempts", rule B when it owes its terminal report, else rule C)."""
+    (jobs.py, "Attempts", rule B when it owes its terminal report, else rule C). An
+    entry it has for this attempt already stands (rule B: a report it sent while it
+    ran this attempt paid an earlier one; or it left it, rule A)."""
     w = job.worker_id
-    if w is None:
+    if w is None or any(e[0] == w and e[1] == job.attempt for e in job.get("past", ())):
         return
-    entry = [w, job.attempt, 1 if owes else 0]
-    past = [e for e in job.get("past", ()) if e[:2] != entry[:2]]
-    job["past"] = (past + [entry])[-PAST_MAX:]
+    _remember(job, w, job.attempt, owes, ended_by)
 
 
 def _next_attempt(st: State, job: jobs.Job) -> None:
@@ -310,7 +322,7 @@ def _end_attempt(st: State, job: dict, at: int, by: str, error: str | None, reas
     retries are left, else the job fails for good. A worker that did not report the
     end (a timeout, a dead worker) owes its terminal report (see _earlier_attempt)."""
     job["error_message"] = error
-    _ended(job, owes=not reported)
+    _ended(job, owes=not reported, ended_by=FAILED if reported else None)
     if not job.get("from_report") and job["retry_count"] < job["max_retries"]:
         job["retry_count"] += 1
         _event(st, job, "RETRYING", at, error=error)
@@ -362,8 +374,7 @@ def _apply_register(st: State, cmd: dict) -> dict:
 def _new_attempt(st: State, job: dict, at: int, reason: str) -> tuple:
     """A terminal job runs again from the start: retry_count 0, the next attempt. Its
     last worker either reported the end (it is in `past` already when it did not)."""
-    if not any(e[:2] == [job.worker_id, job.attempt] for e in job.get("past", ())):
-        _ended(job, owes=False)
+    _ended(job, owes=False, ended_by=job.status)
     _next_attempt(st, job)
     job.retry_count = 0
     for key in ("error_message", "not_before"):
@@ -420,6 +431,9 @@ def _apply_report(st: State, cmd: dict) -> dict:
     if to == RUNNING and frm == RUNNING and worker in (None, prev_worker):
         return {"outcome": "updated"}              # a repeat, or a progress update
     if worker is not None:
+        if frm == RUNNING and prev_worker not in (None, worker):
+            # Rule A: the worker it leaves may still run it, and owes its report.
+            _remember(job, prev_worker, job.attempt, owes=True)
         _set_worker(st, job, worker)
     outcome = "created" if created else "updated"
     if to == RUNNING:
@@ -453,9 +467,9 @@ def _apply_report(st: State, cmd: dict) -> dict:
 
 def _earlier_attempt(job: jobs.Job, frm: str, to: str, worker: str, at: int,
                      cmd: dict) -> dict | None:
-    """A report from a worker of an earlier attempt (in job.past): the outcome when it
-    belongs to that attempt (noted in the history, nothing else changes), None when it
-    is about the current one. The rules and their blind spots: jobs.py, "Attempts"."""
+    """A report from a worker in job.past: the outcome when it belongs to an earlier
+    attempt (noted in the history, nothing else changes), None when it is about the
+    current one. The rules and their blind spots: jobs.py, "Attempts"."""
     past = job.past
     mine = [e for e in past if e[0] == worker]
     if not mine:
@@ -464,7 +478,12 @@ def _earlier_attempt(job: jobs.Job, frm: str, to: str, worker: str, at: int,
     owed = next((e for e in mine if e[2]), None)
     reason = "terminal" if frm in TERMINAL else "stale_attempt"
     if to != RUNNING and owed is not None:                 # rule B
-        job.past = [[e[0], e[1], 0] if e is owed else e for e in past]
+        if owed[1] == job.attempt and frm not in TERMINAL:
+            _remember(job, worker, owed[1], owes=False, ended_by=to)
+            return None                # it left this attempt (rule A): its end counts
+        _remember(job, worker, owed[1], owes=False, ended_by=to)
+        if bound:       # not owed again when this attempt ends: this may be its report
+            _remember(job, worker, job.attempt, owes=False, ended_by=to)
         what = f"attempt {owed[1] + 1} {to} late on {worker}"
         if to == FAILED and cmd.get("error_message"):
             what += ": " + cmd["error_message"][:200]
@@ -475,11 +494,22 @@ def _earlier_attempt(job: jobs.Job, frm: str, to: str, worker: str, at: int,
             _note(job, at, frm, worker, what + ", result kept in history",
                   jobs.spliced(kept))
         return {"outcome": "ignored", "reason": reason}
-    if bound or frm in (PENDING, QUEUED) and to == RUNNING:
-        return None                                        # the current attempt's
-    last = mine[-1][1] + 1
+    if bound:
+        return None
+    if to == RUNNING and frm in (PENDING, QUEUED):
+        not_before = job.get("not_before")
+        if not_before is None or not_before <= at:
+            return None                # it takes the attempt that waits (rule C)
+        why = "its retry is not published before its backoff ends"
+    elif to != RUNNING and frm not in TERMINAL:
+        ended_by = next((e[3] for e in reversed(mine) if len(e) > 3 and e[3]), None)
+        if ended_by != to:
+            return None                # not how it ended its earlier attempt (rule C)
+        why = "a repeat"
+    else:
+        why = "another worker runs the current one" if frm == RUNNING else "a repeat"
     _note(job, at, frm, worker, f"ignored late {to} report from {worker} "
-                                f"(attempt {last})")        # rule C
+                                f"(attempt {mine[-1][1] + 1}): {why}")      # rule C
     return {"outcome": "ignored", "reason": reason}
 
 

@@ -296,7 +296,7 @@ def test_every_command_on_jobs_loaded_from_a_snapshot(make_node, clean_queues, n
     snap = wait_snapshot(node, 0)
     assert {id_: snap[id_]["status"] for id_ in FIXTURE} == FIXTURE, \
         "the snapshot holds every fixture job in its status"
-    assert snap["L-ghost"]["past"] == [["ghost", 0, 1]]   # owes attempt 1's end
+    assert snap["L-ghost"]["past"] == [["ghost", 0, 1, None]]   # owes attempt 1's end
     wait_quiet(c)
     c.close()
     offset = restart_from_snapshot(node)

@@ -237,8 +237,8 @@ def test_a_stale_worker_from_before_past_loads_as_a_paid_earlier_attempt():
     job.attempt = 2
     rec = dict(job.to_record(), stale_worker="ghost")
     loaded = jobs.Job.from_record(rec)
-    assert loaded["past"] == [["ghost", 1, 0]] and "stale_worker" not in loaded
+    assert loaded["past"] == [["ghost", 1, 0, None]] and "stale_worker" not in loaded
     row = job.to_row()
     row[-1] = {"stale_worker": "ghost"}
     loaded, = jobs.from_rows([json.loads(json.dumps(row))], {}, {})
-    assert loaded["past"] == [["ghost", 1, 0]]
+    assert loaded["past"] == [["ghost", 1, 0, None]]

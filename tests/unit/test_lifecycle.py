@@ -70,7 +70,7 @@ def test_timeout_of_the_current_attempt_retries_while_retries_are_left():
     j = st.jobs["j1"]
     assert (j["status"], j["retry_count"], j["attempt"], j["worker_id"]) == \
         ("pending", 1, 1, None)
-    assert j["past"] == [["w1", 0, 1]]          # w1 owes attempt 0's terminal report
+    assert j["past"] == [["w1", 0, 1, None]]    # w1 owes attempt 0's terminal report
     assert "timed out after 60 s on w1" in j["error_message"]
     assert S.running_counts(st) == {}
     ev = events(st)[-1]
@@ -147,7 +147,7 @@ def test_expire_worker_ends_every_attempt_running_there_in_seq_order():
     assert [(e["job"], e["status"], e["worker"]) for e in new] == \
         [("a", "FAILED", "w1"), ("b", "RETRYING", "w1")]   # a dead worker is no timeout
     assert all("w1 stopped sending heartbeats" in e["error"] for e in new)
-    assert st.jobs["b"]["retry_count"] == 1 and st.jobs["b"]["past"] == [["w1", 0, 1]]
+    assert st.jobs["b"]["retry_count"] == 1 and st.jobs["b"]["past"] == [["w1", 0, 1, None]]
     # only the jobs running on w1
     assert st.jobs["c"]["status"] == "running" and st.jobs["c"]["worker_id"] == "w2"
     assert st.jobs["d"]["status"] == "pending"
@@ -189,8 +189,10 @@ def test_the_owed_report_of_an_abandoned_attempt_goes_to_that_attempt(cause, lat
                       errorMessage="late", progress=80))
     assert out == {"outcome": "ignored", "reason": "stale_attempt"}
     j = st.jobs["j1"]
-    assert without_history(st, "j1").replace('["w1", 0, 0]', '["w1", 0, 1]') == before
-    assert j["past"] == [["w1", 0, 0]]                 # paid
+    paid = ["w1", 0, 0, jobs.REPORT_ALIASES[late]]
+    assert j["past"] == [paid]                         # paid, with how it ended
+    assert without_history(st, "j1").replace(json.dumps(paid), '["w1", 0, 1, null]') \
+        == before
     assert st.outbox == outbox
     hist = jobs.history_of(j)
     assert len(hist) == n_hist + 1
@@ -213,8 +215,8 @@ def test_late_report_after_the_job_went_terminal_is_noted_and_ignored(cause):
     out = run(st, rep("j1", "completed", T0 + 20, worker="w1", result={"r": 1}))
     assert out == {"outcome": "ignored", "reason": "terminal"}
     after = without_history(st, "j1")
-    assert (after if cause == "report" else after.replace('["w1", 0, 0]', '["w1", 0, 1]')) \
-        == before
+    assert (after if cause == "report"
+            else after.replace('["w1", 0, 0, "completed"]', '["w1", 0, 1, null]')) == before
     assert st.outbox == outbox
     assert jobs.history_of(st.jobs["j1"])[-1][2] == "w1"
     if cause == "report":        # w1 reported the end: not owed, a repeat
@@ -231,11 +233,19 @@ def test_running_report_from_the_last_worker_starts_the_new_attempt(cause, waiti
     if waiting == "queued":
         run(st, mark_queued([("j1", 1)], T0 + 11))
     assert st.jobs["j1"]["status"] == waiting
-    out = run(st, rep("j1", "running", T0 + 20, worker="w1"))
+    at = T0 + 20
+    if waiting == "pending":
+        # During the backoff the retry is not published: a running then is a late one
+        assert run(st, rep("j1", "running", at, worker="w1")) == \
+            {"outcome": "ignored", "reason": "stale_attempt"}
+        assert st.jobs["j1"]["status"] == "pending" and "backoff" in \
+            jobs.history_of(st.jobs["j1"])[-1][3]
+        at = T0 + 10 + 5000                                  # backoff over: published
+    out = run(st, rep("j1", "running", at, worker="w1"))
     assert out == {"outcome": "updated", "moved": (waiting, "running")}
     j = st.jobs["j1"]
     assert (j["status"], j["worker_id"], j["running_since"], j["started_at"]) == \
-        ("running", "w1", T0 + 20, T0 + 20)
+        ("running", "w1", at, at)
     assert "not_before" not in j and "error_message" not in j
     assert events(st)[-1]["status"] == "RUNNING"
     if cause != "report":
@@ -300,7 +310,7 @@ def test_a_repeated_completed_after_a_retry_of_a_completed_job_is_a_repeat():
     run(st, rep("j1", "completed", T0 + 10, worker="w1", result={"a": 1}),
         {"op": "retry", "ids": ["j1"], "at_ms": T0 + 20})
     j = st.jobs["j1"]
-    assert j["past"] == [["w1", 0, 0]]
+    assert j["past"] == [["w1", 0, 0, "completed"]]
     for status in ("pending", "running"):
         if status == "running":
             run(st, rep("j1", "running", T0 + 30, worker="w2"))
@@ -333,7 +343,7 @@ def test_past_is_bounded():
             rep("j1", "running", T0 + 11 + 2 * n, worker="w%d" % n))
     assert len(st.jobs["j1"]["past"]) == S.PAST_MAX
     # attempt n + 1 ran on w<n> and timed out
-    assert st.jobs["j1"]["past"][-1] == ["w%d" % (S.PAST_MAX + 1), S.PAST_MAX + 2, 1]
+    assert st.jobs["j1"]["past"][-1] == ["w%d" % (S.PAST_MAX + 1), S.PAST_MAX + 2, 1, None]
 
 
 def test_a_late_result_kept_in_history_is_capped():
@@ -395,7 +405,7 @@ def test_a_new_register_clears_not_before_and_keeps_what_is_owed():
     run(st, timeout("j1", 0, T0 + 10, backoff_ms=60_000), cancel("j1", T0 + 20))
     j = st.jobs["j1"]
     assert (j["status"], j["past"], j["not_before"]) == \
-        ("cancelled", [["w1", 0, 1]], T0 + 60_010)
+        ("cancelled", [["w1", 0, 1, None]], T0 + 60_010)
     out = run(st, reg("j1", T0 + 30))
     assert out["outcome"] == "restarted"
     assert "not_before" not in j
