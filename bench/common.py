@@ -6,8 +6,10 @@ import atexit
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -191,6 +193,8 @@ def run_wrk(port, conns, duration_s, prefix, limit=0, cpus=None, batch=0):
         os.write(fd, WRK_LUA.encode())
         os.close(fd)
         atexit.register(os.remove, _lua_path)
+    if shutil.which("wrk") is None:
+        sys.exit("bench: wrk is not installed (Debian: apt-get install -y wrk)")
     dur = "3600s" if limit else f"{max(1, round(duration_s))}s"
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{dur}", "--timeout", "30s", "-s", _lua_path,
             f"http://127.0.0.1:{port}", "--", prefix, str(limit), str(batch)]
