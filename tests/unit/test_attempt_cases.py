@@ -9,7 +9,7 @@ import json
 from dqorch import jobs
 from dqorch import state as S
 from tests.unit.test_lifecycle import expire, fail, running_job, timeout
-from tests.unit.test_state import T0, cancel, fresh, mark_queued, reg, rep, run
+from tests.unit.helpers import T0, cancel, mark_queued, rep, run
 
 
 def _retry(id_, at_ms):

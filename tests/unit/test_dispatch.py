@@ -12,7 +12,7 @@ from dqorch.dispatch import Dispatcher
 from dqorch.raft.core import APPEND, Message
 from dqorch.raft.log import RaftLog
 from dqorch.raft.node import RaftNode
-from tests.unit.test_state import T0, reg, rep
+from tests.unit.helpers import T0, reg, rep
 
 
 class Recorder:

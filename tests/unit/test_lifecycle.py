@@ -13,8 +13,8 @@ from dqorch.jobs import Job
 from dqorch import jobs, parse
 from dqorch import state as S
 from dqorch.state import State
-from tests.unit.test_state import (T0, cancel, check, events, fingerprint, fresh,
-                                   job_in, mark_queued, reg, rep, run)
+from tests.unit.helpers import (T0, cancel, check, events, fingerprint, fresh, job_in,
+                                mark_queued, reg, rep, run)
 
 
 # Commands the leader's timers propose (dispatch.Timers) ####################

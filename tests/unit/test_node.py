@@ -10,7 +10,7 @@ import pytest
 
 from dqorch.raft.log import RaftLog
 from dqorch.raft.node import FAST_FSYNC_S, LAZY_S, RaftNode
-from tests.unit.test_state import T0, reg
+from tests.unit.helpers import T0, reg
 
 
 def node_on(path, snapshot_entries=10**6) -> RaftNode:

@@ -13,7 +13,7 @@ from dqorch.errors import LogFailed
 from dqorch.raft import core as C
 from dqorch.raft.log import RaftLog
 from dqorch.raft.node import MAX_REPLICATED_ENTRY_BYTES, RaftNode
-from tests.unit.test_state import T0, reg
+from tests.unit.helpers import T0, reg
 
 
 def wait(pred, what, timeout_s=10.0):

@@ -22,7 +22,7 @@ from dqorch import parse
 from dqorch import state as S
 from dqorch.jobs import TERMINAL
 from dqorch.state import State, apply
-from tests.unit.test_state import T0, check, fingerprint, reg
+from tests.unit.helpers import T0, check, fingerprint, reg
 
 IDS = ("a", "b", "c", "d")
 WORKERS = ("w1", "w2", "w3")

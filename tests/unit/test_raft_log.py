@@ -888,7 +888,7 @@ def test_a_snapshot_keeps_user_json_exact_through_the_files(tmp_path):
     """Format 3 reads job lines with orjson, which turns integers beyond 64 bits into
     floats: a job's own JSON must therefore never be decoded on the way back."""
     from dqorch import state as S
-    from tests.unit.test_state import T0, reg
+    from tests.unit.helpers import T0, reg
     st = S.State()
     big = 123456789012345678901234567890
     c = reg("j1", T0)

@@ -22,7 +22,7 @@ from dqorch import state as S
 from dqorch.raft.log import RaftLog
 from dqorch.raft.node import RaftNode
 from tests.unit.test_properties import build, steps
-from tests.unit.test_state import T0, check, fingerprint
+from tests.unit.helpers import T0, check, fingerprint
 
 RECOVERY = settings(
     max_examples=int(os.environ.get("DQ_RECOVERY_EXAMPLES", "40")),
@@ -123,7 +123,7 @@ def test_a_snapshot_from_before_packed_histories_loads_through_the_files(tmp_pat
     """The previous version's snapshot: no history_format, each history spelt out
     ([at_ms, status, by, reason] in full). A node starting on it has the same jobs."""
     from dqorch.jobs import history_of
-    from tests.unit.test_state import fresh, rep, reg
+    from tests.unit.helpers import fresh, rep, reg
     st = fresh(reg("a", T0), rep("a", "running", T0 + 5), rep("a", "completed", T0 + 9),
                reg("b", T0 + 20))
     snap = json.loads(json.dumps(S.to_snapshot(st), default=Job.to_record))
@@ -148,7 +148,7 @@ def every_kind_of_job() -> S.State:
     """Jobs with each optional field: running (running_since), a progress, a result,
     an error, a stale worker waiting for its retry, one first seen in a report, a
     client createdAt, a payload with a 30-digit integer."""
-    from tests.unit.test_state import fresh, rep, reg
+    from tests.unit.helpers import fresh, rep, reg
     return fresh(
         reg("p", T0, payload={"n": 123456789012345678901234567890}, createdAt=T0 - 5),
         reg("r", T0 + 1), rep("r", "running", T0 + 2, progress=40),

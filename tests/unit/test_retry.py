@@ -6,7 +6,7 @@ from dqorch import jobs
 from dqorch import parse
 from dqorch import state as S
 from dqorch.errors import ApiError
-from tests.unit.test_state import T0, check, reg, rep, run
+from tests.unit.helpers import T0, check, reg, rep, run
 
 
 def finished(st, id_, status, at=T0):
