@@ -1,9 +1,9 @@
 """The helpers the unit tests share, and the one place tests import helpers from.
 
 What is here: T0, a fixed clock; the commands a leader commits, built the way api.py
-builds them and stamped with `at_ms` (reg, rep, cancel, mark_queued); the invariants and
-views of a State (check, fingerprint, events); and ways to get a State (run, fresh,
-job_in).
+and the leader's timers build them and stamped with `at_ms` (reg, rep, fail, cancel,
+mark_queued, timeout); the invariants and views of a State (check, fingerprint,
+events); and ways to get a State (run, fresh, job_in, running_job).
 
 Test modules import helpers only from this module, never from one another: a helper
 kept in a test module makes that file's edits ripple into every test that borrows it,
@@ -44,12 +44,28 @@ def rep(id_, status, at_ms, worker="w1", **body) -> dict:
     return cmd
 
 
+def fail(id_, at_ms, worker="w1", backoff_ms=0, **body) -> dict:
+    """A failed report as api.py builds it, with the configured backoff."""
+    body = dict(body, jobId=id_, status="failed", workerId=worker)
+    cmd = parse.report(body, None, max_retries=3, execution_timeout=300,
+                       retry_backoff_ms=backoff_ms)
+    cmd["at_ms"] = at_ms
+    return cmd
+
+
 def cancel(id_, at_ms) -> dict:
     return dict(parse.cancel(id_), at_ms=at_ms)
 
 
 def mark_queued(items, at_ms) -> dict:
     return {"op": "mark_queued", "items": [list(i) for i in items], "at_ms": at_ms}
+
+
+# Commands the leader's timers propose (dispatch.Timers) ####################
+
+def timeout(id_, attempt, at_ms, backoff_ms=0) -> dict:
+    return {"op": "timeout", "id": id_, "attempt": attempt,
+            "retry_backoff_ms": backoff_ms, "at_ms": at_ms}
 
 
 # Invariants ################################################################
@@ -134,6 +150,12 @@ def job_in(status: str, id_="j1", **body) -> State:
     run(st, *steps)
     assert st.jobs[id_]["status"] == status
     return st
+
+
+def running_job(id_="j1", worker="w1", at_ms=T0, **body) -> State:
+    """One registered job, confirmed and running on `worker` (attempt 0)."""
+    return fresh(reg(id_, at_ms, **body), mark_queued([(id_, 0)], at_ms + 1),
+                 rep(id_, "running", at_ms + 2, worker=worker))
 
 
 def events(st: State) -> list:

@@ -2,14 +2,13 @@
 found, each failing there: the Java worker's posts out of order, a late `running`
 during a backoff, a worker displaced by a redelivery, `past` forgetting what is owed,
 and a hung attempt whose worker takes the retries. Pure: apply() only, via the
-helpers of test_state / test_lifecycle."""
+helpers of tests/unit/helpers.py."""
 
 import json
 
 from dqorch import jobs
 from dqorch import state as S
-from tests.unit.test_lifecycle import expire, fail, running_job, timeout
-from tests.unit.helpers import T0, cancel, mark_queued, rep, run
+from tests.unit.helpers import T0, cancel, fail, mark_queued, rep, run, running_job, timeout
 
 
 def _retry(id_, at_ms):

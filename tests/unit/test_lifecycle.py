@@ -13,16 +13,11 @@ from dqorch.jobs import Job
 from dqorch import jobs, parse
 from dqorch import state as S
 from dqorch.state import State
-from tests.unit.helpers import (T0, cancel, check, events, fingerprint, fresh, job_in,
-                                mark_queued, reg, rep, run)
+from tests.unit.helpers import (T0, cancel, check, events, fail, fingerprint, fresh,
+                                job_in, mark_queued, reg, rep, run, running_job, timeout)
 
 
 # Commands the leader's timers propose (dispatch.Timers) ####################
-
-def timeout(id_, attempt, at_ms, backoff_ms=0) -> dict:
-    return {"op": "timeout", "id": id_, "attempt": attempt,
-            "retry_backoff_ms": backoff_ms, "at_ms": at_ms}
-
 
 def expire(worker, at_ms, backoff_ms=0) -> dict:
     return {"op": "expire_worker", "worker_id": worker, "retry_backoff_ms": backoff_ms,
@@ -33,23 +28,8 @@ def evict(ids, at_ms) -> dict:
     return {"op": "evict", "ids": list(ids), "at_ms": at_ms}
 
 
-def fail(id_, at_ms, worker="w1", backoff_ms=0, **body) -> dict:
-    """A failed report as api.py builds it, with the configured backoff."""
-    body = dict(body, jobId=id_, status="failed", workerId=worker)
-    cmd = parse.report(body, None, max_retries=3, execution_timeout=300,
-                       retry_backoff_ms=backoff_ms)
-    cmd["at_ms"] = at_ms
-    return cmd
-
-
 def without_history(st: State, id_: str) -> str:
     return json.dumps(dict(st.jobs[id_].to_record(), history=None))
-
-
-def running_job(id_="j1", worker="w1", at_ms=T0, **body) -> State:
-    """One registered job, confirmed and running on `worker` (attempt 0)."""
-    return fresh(reg(id_, at_ms, **body), mark_queued([(id_, 0)], at_ms + 1),
-                 rep(id_, "running", at_ms + 2, worker=worker))
 
 
 def end_attempt_by(cause: str, id_: str, worker: str, attempt: int, at_ms: int,
