@@ -14,19 +14,14 @@ import json
 import os
 
 from hypothesis import HealthCheck, given, note, settings
-from hypothesis import strategies as hs
 
 from dqorch import jobs
 from dqorch.jobs import Job
-from dqorch import parse
 from dqorch import state as S
 from dqorch.jobs import TERMINAL
 from dqorch.state import State, apply
-from tests.unit.helpers import T0, check, fingerprint, reg
+from tests.unit.helpers import T0, build, check, fingerprint, steps
 
-IDS = ("a", "b", "c", "d")
-WORKERS = ("w1", "w2", "w3")
-CURRENT = "current"            # resolved to the job's attempt when the command is built
 TERMINAL_EVENTS = {"RETRYING", "FAILED", "TIMEOUT", "COMPLETED", "CANCELLED"}
 # The status a job must have just after each terminal event of one of its attempts.
 STATUS_AFTER = {"RETRYING": "pending", "FAILED": "failed", "TIMEOUT": "failed",
@@ -36,99 +31,6 @@ SETTINGS = settings(
     max_examples=int(os.environ.get("DQ_HYPOTHESIS_EXAMPLES", "300")),
     derandomize=True, database=None, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-# Strategies #################################################################
-# A template is a plain tuple; build() turns it into the command a leader would
-# commit, reading the state only where the leader does (attempts, outbox position).
-
-ids = hs.sampled_from(IDS)
-workers = hs.sampled_from(("w1", "w1") + WORKERS + (None,))     # w1 thrice: jobs share it
-attempts = hs.one_of(hs.just(CURRENT), hs.integers(0, 4))
-backoffs = hs.sampled_from([0, 0, 1000, 250])
-
-register_bodies = hs.fixed_dictionaries({"maxRetries": hs.integers(0, 2)}, optional={
-    "type": hs.sampled_from(["a", "b"]),
-    "priority": hs.sampled_from([1, 5, 10, 15, "HIGH"]),
-    "payload": hs.sampled_from([{"n": 1}, {}, None]),
-    "timeout": hs.sampled_from([1, 60]),
-    "metadata": hs.just({"k": "v"}),
-})
-report_extras = hs.fixed_dictionaries({}, optional={
-    "result": hs.sampled_from([{"ok": 1}, [1], "s"]),
-    "errorMessage": hs.sampled_from(["boom", "oom"]),
-    "progress": hs.integers(0, 100),
-})
-statuses = hs.sampled_from(["running", "failed", "completed", "running", "running",
-                            "started", "error", "done", "cancelled", "failed"])
-
-TEMPLATES = {
-    "register": hs.tuples(hs.just("register"), ids, register_bodies, hs.booleans()),
-    "report": hs.tuples(hs.just("report"), ids, statuses, workers, report_extras, backoffs),
-    "cancel": hs.tuples(hs.just("cancel"), ids),
-    "timeout": hs.tuples(hs.just("timeout"), ids, attempts, backoffs),
-    "expire_worker": hs.tuples(hs.just("expire_worker"), hs.sampled_from([0, 0, 1, 3]),
-                               backoffs),
-    "mark_queued": hs.tuples(hs.just("mark_queued"),
-                             hs.lists(hs.tuples(ids, attempts), min_size=1, max_size=3)),
-    "mark_published": hs.tuples(hs.just("mark_published"), hs.integers(-1, 3)),
-    "noop": hs.just(("noop",)),
-    "evict": hs.tuples(hs.just("evict"), hs.lists(hs.sampled_from(IDS + ("zz",)),
-                                                  min_size=1, max_size=3)),
-}
-# Repeats weight the ops: most of a real log is registers and reports. noop comes
-# first because hypothesis shrinks towards the first choice: a shrunk failing log is
-# its few real commands padded with noops up to min_size.
-OPS = ["noop"] + ["register"] * 3 + ["report"] * 6 + ["expire_worker"] * 2 + \
-    ["mark_queued"] * 2 + ["cancel", "timeout", "mark_published", "evict"]
-templates = hs.sampled_from(OPS).flatmap(TEMPLATES.__getitem__)
-steps = hs.lists(hs.tuples(hs.sampled_from([0, 0, 1, 700, 60_000]), templates),
-                 min_size=25, max_size=100)
-
-
-def _attempt(st: State, id_: str, attempt) -> int:
-    if attempt != CURRENT:
-        return attempt
-    job = st.jobs.get(id_)
-    return job["attempt"] if job is not None else 0
-
-
-def build(st: State, template: tuple, at_ms: int) -> dict:
-    op = template[0]
-    if op == "register":
-        _, id_, body, publish = template
-        return reg(id_, at_ms, publish=publish, **body)
-    if op == "report":
-        _, id_, status, worker, extras, backoff_ms = template
-        body = dict(extras, jobId=id_, status=status)
-        if worker is not None:
-            body["workerId"] = worker
-        cmd = parse.report(body, None, max_retries=2, execution_timeout=300,
-                           retry_backoff_ms=backoff_ms)
-    elif op == "cancel":
-        cmd = parse.cancel(template[1])
-    elif op == "timeout":
-        _, id_, attempt, backoff_ms = template
-        cmd = {"op": "timeout", "id": id_, "attempt": _attempt(st, id_, attempt),
-               "retry_backoff_ms": backoff_ms}
-    elif op == "expire_worker":
-        # The leader expires workers that run something; busiest first here, so that
-        # several jobs end at once. Index 3 may name a worker that runs nothing.
-        busy = sorted(st.running_on, key=lambda w: (-len(st.running_on[w]), w))
-        names = busy + [w for w in WORKERS if w not in busy]
-        cmd = {"op": "expire_worker", "worker_id": names[template[1] % len(names)],
-               "retry_backoff_ms": template[2]}
-    elif op == "mark_queued":
-        cmd = {"op": "mark_queued",
-               "items": [[id_, _attempt(st, id_, a)] for id_, a in template[1]]}
-    elif op == "mark_published":
-        cmd = {"op": "mark_published", "upto": st.outbox_done + template[1]}
-    elif op == "evict":
-        cmd = {"op": "evict", "ids": list(template[1])}
-    else:
-        cmd = {"op": "noop"}
-    cmd["at_ms"] = at_ms
-    return cmd
 
 
 # Invariants checked after every command ######################################

@@ -21,8 +21,7 @@ from dqorch.jobs import _NO_EXTRA, Job
 from dqorch import state as S
 from dqorch.raft.log import RaftLog
 from dqorch.raft.node import RaftNode
-from tests.unit.test_properties import build, steps
-from tests.unit.helpers import T0, check, fingerprint
+from tests.unit.helpers import T0, build, check, fingerprint, steps
 
 RECOVERY = settings(
     max_examples=int(os.environ.get("DQ_RECOVERY_EXAMPLES", "40")),
