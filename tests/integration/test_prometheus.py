@@ -30,8 +30,7 @@ import urllib.request
 import pytest
 import yaml
 
-from tests.unit.test_dashboards import (ALERTS, dashboard_expressions, exported_series,
-                                        load_dashboard)
+from tests.unit.helpers import ALERTS, dashboard_expressions, exported_series, load_dashboard
 
 from .conftest import REPO, free_port, wait_until
 
@@ -296,7 +295,8 @@ def test_node_metrics_pass_promtool(node):
     declared, samples = _exposed_series(text)
     expected = exported_series()
     assert declared == set(expected), (
-        f"exposed but unknown to tests/unit/test_dashboards.py: {sorted(declared - set(expected))}; "
+        f"exposed but unknown to exported_series() in tests/unit/helpers.py: "
+        f"{sorted(declared - set(expected))}; "
         f"known but not exposed: {sorted(set(expected) - declared)}")
     for name, labels in samples.items():
         assert labels <= set(expected[name]), (name, labels, expected[name])

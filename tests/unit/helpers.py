@@ -1,24 +1,30 @@
-"""The helpers the unit tests share, and the one place tests import helpers from.
+"""The helpers the unit tests share, and the one place tests import them from.
 
 What is here: T0, a fixed clock; the commands a leader commits, built the way api.py
 and the leader's timers build them and stamped with `at_ms` (reg, rep, fail, cancel,
 mark_queued, timeout); the invariants and views of a State (check, fingerprint,
-events); ways to get a State (run, fresh, job_in, running_job); and random logs for
-the property tests (steps, a hypothesis strategy of templates, and build(), which
-turns a template into a command).
+events); ways to get a State (run, fresh, job_in, running_job); random logs for the
+property tests (steps, a hypothesis strategy of templates, and build(), which turns a
+template into a command); and what the node exports and what the Grafana dashboard
+asks for (exported_series, gauge_metrics, load_dashboard, dashboard_expressions,
+ALERTS), which the integration test_prometheus uses too.
 
-Test modules import helpers only from this module, never from one another: a helper
-kept in a test module makes that file's edits ripple into every test that borrows it,
-and pytest collects it as part of that test module. A helper used by one test module
-only stays in that module.
+Test modules import these helpers only from this module, never from one another: a
+helper kept in a test module makes that file's edits ripple into every test that
+borrows it, and pytest collects it as part of that test module. A helper used by one
+test module only stays in that module.
 """
 
+import ast
 import collections
+import inspect
 import json
+import os
+import textwrap
 
 from hypothesis import strategies as hs
 
-from dqorch import jobs, parse
+from dqorch import app, jobs, metrics, parse
 from dqorch import state as S
 from dqorch.jobs import QUEUES, STATUSES, TERMINAL, Job
 from dqorch.state import State, apply
@@ -261,3 +267,92 @@ def build(st: State, template: tuple, at_ms: int) -> dict:
         cmd = {"op": "noop"}
     cmd["at_ms"] = at_ms
     return cmd
+
+
+# What the node exports, and what the Grafana dashboard asks for ############
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DASHBOARD = os.path.join(REPO, "docs", "grafana", "dqorch.json")
+ALERTS = os.path.join(REPO, "docs", "prometheus", "alerts.yml")
+
+
+def _static_metrics() -> dict:
+    """{family name: (type, labelnames)} of the metrics registered at import time.
+    LiveGauges is left out: it is only registered by a starting node, and its names
+    come from gauge_metrics()."""
+    out = {}
+    collectors = list(metrics.REGISTRY._collector_to_names)
+    assert collectors, "dqorch.metrics.REGISTRY has no collectors: did its API change?"
+    for c in collectors:
+        if isinstance(c, metrics.LiveGauges):
+            continue
+        labelnames = tuple(getattr(c, "_labelnames", ()))
+        # ProcessCollector has no describe(); its collect() only reads /proc.
+        families = c.describe() if hasattr(c, "describe") else c.collect()
+        for family in families:
+            out[family.name] = (family.type, labelnames)
+    return out
+
+
+def gauge_metrics() -> dict:
+    """{name: ("gauge" or "counter", labelnames)} of the live metrics: the dict that
+    Node._gauges returns, {name: (help, value, labelnames)}, read from its source."""
+    fn = ast.parse(textwrap.dedent(inspect.getsource(app.Node._gauges)))
+    dicts = [n for n in ast.walk(fn) if isinstance(n, ast.Dict)
+             and any(isinstance(k, ast.Constant) and str(k.value).startswith("distriqueue_")
+                     for k in n.keys)]
+    assert len(dicts) == 1, "Node._gauges no longer returns one dict literal; update this test"
+    out = {}
+    for key, value in zip(dicts[0].keys, dicts[0].values):
+        assert isinstance(key, ast.Constant) and isinstance(value, ast.Tuple) \
+            and len(value.elts) == 3, f"unexpected entry in Node._gauges: {ast.unparse(key)}"
+        labels = ast.literal_eval(value.elts[2])
+        name = key.value
+        # LiveGauges: a name ending in _total is a counter, anything else a gauge.
+        out[name] = ("counter" if name.endswith("_total") else "gauge", tuple(labels))
+    return out
+
+
+def exported_series() -> dict:
+    """{series name as it appears in /metrics: labelnames}."""
+    out = {}
+    for name, (kind, labels) in _static_metrics().items():
+        if kind == "counter":
+            out[name + "_total"] = labels
+        elif kind == "histogram":
+            out[name + "_bucket"] = labels + ("le",)
+            out[name + "_count"] = labels
+            out[name + "_sum"] = labels
+        else:
+            out[name] = labels
+    for name, (kind, labels) in gauge_metrics().items():
+        out[name] = labels        # CounterMetricFamily("x_total") is exposed as x_total
+    return out
+
+
+def dashboard_expressions(dash: dict) -> list:
+    """[(where, expression)]: every target expr, annotation expr and variable query."""
+    out = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            here = node.get("title") or node.get("name") or where
+            for k, v in node.items():
+                if k == "expr" and isinstance(v, str):
+                    out.append((f"dashboard: {here}", v))
+                elif k == "query" and node.get("type") == "query":
+                    out.append((f"dashboard variable: {here}",
+                                v["query"] if isinstance(v, dict) else v))
+                else:
+                    walk(v, here)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, where)
+
+    walk(dash, "dashboard")
+    return out
+
+
+def load_dashboard() -> dict:
+    with open(DASHBOARD) as f:
+        return json.load(f)

@@ -9,26 +9,21 @@ values the node can produce.
 
 The exported names come from the code, not from a list kept here: the static metrics
 from dqorch.metrics.REGISTRY, and the live gauges from the string keys of
-dqorch.app.Node._gauges (read with ast: calling it needs a running node).
+dqorch.app.Node._gauges (read with ast: calling it needs a running node); helpers.py's
+exported_series() reads them, for the integration test_prometheus too.
 """
 from __future__ import annotations
 
-import ast
 import inspect
-import json
-import os
 import re
-import textwrap
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from dqorch import api, app, broker, config, jobs, metrics, workers
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DASHBOARD = os.path.join(REPO, "docs", "grafana", "dqorch.json")
-ALERTS = os.path.join(REPO, "docs", "prometheus", "alerts.yml")
+from dqorch import api, broker, config, jobs, workers
+from tests.unit.helpers import (ALERTS, dashboard_expressions, exported_series, gauge_metrics,
+                                load_dashboard)
 
 TARGET_LABELS = {"job", "instance"}         # added by Prometheus to every series
 OTHER_METRICS = {"up", "node_filesystem_avail_bytes", "node_filesystem_size_bytes"}
@@ -40,60 +35,6 @@ _MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\
 
 
 # What the node exports #####################################################
-
-def _static_metrics() -> dict:
-    """{family name: (type, labelnames)} of the metrics registered at import time.
-    LiveGauges is left out: it is only registered by a starting node, and its names
-    come from _gauge_metrics()."""
-    out = {}
-    collectors = list(metrics.REGISTRY._collector_to_names)
-    assert collectors, "dqorch.metrics.REGISTRY has no collectors: did its API change?"
-    for c in collectors:
-        if isinstance(c, metrics.LiveGauges):
-            continue
-        labelnames = tuple(getattr(c, "_labelnames", ()))
-        # ProcessCollector has no describe(); its collect() only reads /proc.
-        families = c.describe() if hasattr(c, "describe") else c.collect()
-        for family in families:
-            out[family.name] = (family.type, labelnames)
-    return out
-
-
-def _gauge_metrics() -> dict:
-    """{name: ("gauge" or "counter", labelnames)} of the live metrics: the dict that
-    Node._gauges returns, {name: (help, value, labelnames)}, read from its source."""
-    fn = ast.parse(textwrap.dedent(inspect.getsource(app.Node._gauges)))
-    dicts = [n for n in ast.walk(fn) if isinstance(n, ast.Dict)
-             and any(isinstance(k, ast.Constant) and str(k.value).startswith("distriqueue_")
-                     for k in n.keys)]
-    assert len(dicts) == 1, "Node._gauges no longer returns one dict literal; update this test"
-    out = {}
-    for key, value in zip(dicts[0].keys, dicts[0].values):
-        assert isinstance(key, ast.Constant) and isinstance(value, ast.Tuple) \
-            and len(value.elts) == 3, f"unexpected entry in Node._gauges: {ast.unparse(key)}"
-        labels = ast.literal_eval(value.elts[2])
-        name = key.value
-        # LiveGauges: a name ending in _total is a counter, anything else a gauge.
-        out[name] = ("counter" if name.endswith("_total") else "gauge", tuple(labels))
-    return out
-
-
-def exported_series() -> dict:
-    """{series name as it appears in /metrics: labelnames}."""
-    out = {}
-    for name, (kind, labels) in _static_metrics().items():
-        if kind == "counter":
-            out[name + "_total"] = labels
-        elif kind == "histogram":
-            out[name + "_bucket"] = labels + ("le",)
-            out[name + "_count"] = labels
-            out[name + "_sum"] = labels
-        else:
-            out[name] = labels
-    for name, (kind, labels) in _gauge_metrics().items():
-        out[name] = labels        # CounterMetricFamily("x_total") is exposed as x_total
-    return out
-
 
 def known_label_values() -> dict:
     """Closed label sets the node can produce, from the code that produces them."""
@@ -113,29 +54,6 @@ def known_label_values() -> dict:
 
 # What the dashboard and alerts ask for #####################################
 
-def dashboard_expressions(dash: dict) -> list:
-    """[(where, expression)]: every target expr, annotation expr and variable query."""
-    out = []
-
-    def walk(node, where):
-        if isinstance(node, dict):
-            here = node.get("title") or node.get("name") or where
-            for k, v in node.items():
-                if k == "expr" and isinstance(v, str):
-                    out.append((f"dashboard: {here}", v))
-                elif k == "query" and node.get("type") == "query":
-                    out.append((f"dashboard variable: {here}",
-                                v["query"] if isinstance(v, dict) else v))
-                else:
-                    walk(v, here)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v, where)
-
-    walk(dash, "dashboard")
-    return out
-
-
 def alert_rules() -> list:
     with open(ALERTS) as f:
         doc = yaml.safe_load(f)
@@ -144,11 +62,6 @@ def alert_rules() -> list:
 
 def alert_expressions() -> list:
     return [(f"alert: {r.get('alert') or r.get('record')}", r["expr"]) for r in alert_rules()]
-
-
-def load_dashboard() -> dict:
-    with open(DASHBOARD) as f:
-        return json.load(f)
 
 
 def all_expressions() -> list:
@@ -206,7 +119,7 @@ def test_exported_names_are_read_from_the_code(series):
                  "distriqueue_raft_is_leader",                  # gauge, Node._gauges
                  "distriqueue_broker_events_total"):            # counter, Node._gauges
         assert name in series, name
-    assert len(_gauge_metrics()) >= 10
+    assert len(gauge_metrics()) >= 10
     assert series["distriqueue_job_transitions_total"] == ("from", "to")
     assert series["distriqueue_oldest_job_age_seconds"] == ("queue", "status")
     assert "/api/jobs/register" in known_label_values()["route"]
