@@ -4,7 +4,6 @@ during a backoff, a worker displaced by a redelivery, `past` forgetting what is 
 and a hung attempt whose worker takes the retries. Pure: apply() only, via the
 helpers of tests/unit/helpers.py."""
 
-import json
 
 from dqorch import jobs
 from dqorch import state as S
