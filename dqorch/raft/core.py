@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-# Message types. Local ones (HUP, BEAT, PROPOSE, CHECK_QUORUM, TRANSFER) never cross
-# the network: tick() and the caller step them like any other message.
+# Message types. Local ones (HUP, BEAT, CHECK_QUORUM, TRANSFER) never cross the
+# network: tick() and the caller step them like any other message. A proposal is not a
+# message: the caller calls propose() or propose_batch() on the leader.
 HUP = "hup"                     # local: start an election (pre-vote first)
 BEAT = "beat"                   # local, leader: send heartbeats (empty appends)
 CHECK_QUORUM = "check_quorum"   # local, leader: step down without a live majority
@@ -492,7 +493,8 @@ class Core:
             self._handle_snapshot(m)
         elif m.type == TIMEOUT_NOW:
             self._campaign(CAMPAIGN_TRANSFER)     # the leader asked: skip pre-vote
-        # PROPOSE, TRANSFER on a follower: the glue forwards writes itself.
+        # TRANSFER on a follower is ignored. Writes never get here: propose() raises
+        # NotLeader, and the glue forwards them to the leader itself.
 
     def _step_candidate(self, m: Message) -> None:
         mine = PRE_VOTE_RESP if self.role == PRE_CANDIDATE else VOTE_RESP
