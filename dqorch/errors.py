@@ -31,7 +31,8 @@ class ProposeTimeout(Exception):
 
 
 class LogFailed(Exception):
-    """Writing or syncing the log failed; the command was not committed."""
+    """The command was not committed: writing or syncing the log failed, or the
+    command cannot be encoded for the log, or its entry is too large to replicate."""
 
 
 class ReplayFailed(Exception):
