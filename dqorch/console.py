@@ -14,8 +14,7 @@ import os
 UI_DIR = os.path.join(os.path.dirname(__file__), "ui")
 UI_FILES = {"index.html": "text/html; charset=utf-8",
             "app.js": "text/javascript; charset=utf-8",
-            "style.css": "text/css; charset=utf-8",
-            "favicon.svg": "image/svg+xml"}
+            "style.css": "text/css; charset=utf-8"}
 PATHS = frozenset({"/", "/ui/"} | {f"/ui/{name}" for name in UI_FILES})
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
