@@ -17,8 +17,9 @@ import gevent
 
 from . import jobs, metrics, openapi, parse
 from . import state as st_mod
-from .errors import ApiError, LogFailed, NotLeader, Overloaded, ProposeTimeout
+from .errors import ApiError, LogFailed, Overloaded, ProposeTimeout
 from .forward import COMMIT, FORWARDED, ID_SEED, BecameLeader, seeded_ids
+from .raft.core import NotLeader
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import gevent.event
 from . import amqp, jobs, metrics
 from . import state as st_mod
 from .broker import JOBS_EXCHANGE, STATUS_EXCHANGE
-from .errors import NotLeader
 from .jobs import PENDING, RUNNING
+from .raft.core import NotLeader
 
 log = logging.getLogger(__name__)
 

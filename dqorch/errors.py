@@ -21,8 +21,7 @@ def bad(field: str, message: str) -> ApiError:
     return ApiError(400, "invalid_request", f"{field}: {message}", field)
 
 
-class NotLeader(Exception):
-    """This node cannot commit commands now (not started, stopping, or no leader)."""
+# NotLeader is in raft/core.py, which raises it too and imports nothing of dqorch.
 
 
 class ProposeTimeout(Exception):

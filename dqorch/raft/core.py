@@ -107,7 +107,12 @@ def _mentions(m: Message, index: int) -> bool:
 
 
 class NotLeader(Exception):
-    """propose() on a node that is not the leader, or a leader handing over."""
+    """This member cannot commit a command now. propose() raises it on a member that
+    is not the leader or is handing leadership over (the message is the leader's id);
+    raft/node.py raises it with a message that says why: not the leader, stopped, or
+    the command's term is over. Not committed, unless the message says the outcome is
+    unknown (leadership lost, or the node stopped, after the command was logged).
+    Defined here, not in errors.py, because this module imports nothing of dqorch."""
 
 
 class _Progress:

@@ -48,8 +48,9 @@ import gevent.event
 
 from .. import codec
 from .. import state as st_mod
-from ..errors import LogFailed, NotLeader, Overloaded, ProposeTimeout, ReplayFailed
+from ..errors import LogFailed, Overloaded, ProposeTimeout, ReplayFailed
 from . import core as C
+from .core import NotLeader
 from . import wire
 from .log import MAX_APPEND_BYTES, RaftLog, encode
 
