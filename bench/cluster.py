@@ -702,7 +702,7 @@ def purge_queues(port):
         import pika
         conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
         ch = conn.channel()
-        for q in ("job.high", "job.medium", "job.low"):
+        for q in common.JOB_QUEUES:
             try:
                 ch.queue_purge(q)
             except Exception:

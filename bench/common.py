@@ -14,6 +14,10 @@ import tempfile
 import time
 import urllib.request
 
+# CONTRACT §3's job queues, as any client knows them. dqorch/jobs.py's QUEUES is the
+# definition; it is not imported here because this file imports nothing of dqorch.
+JOB_QUEUES = ("job.high", "job.medium", "job.low")
+
 # --- ports and processes -----------------------------------------------------------
 
 
@@ -373,7 +377,7 @@ def job_queues(port, purge=False, host="127.0.0.1"):
     import pika
     conn, depth = pika.BlockingConnection(pika.ConnectionParameters(host, port)), {}
     try:
-        for q in ("job.high", "job.medium", "job.low"):
+        for q in JOB_QUEUES:
             ch = conn.channel()
             try:
                 depth[q] = ch.queue_declare(q, passive=True).method.message_count

@@ -47,8 +47,8 @@ from common import cpu_seconds, start_node  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from dqorch.broker import release_ioloop  # noqa: E402
+from dqorch.jobs import QUEUES as JOB_QUEUES  # noqa: E402
 
-JOB_QUEUES = {"job.high": 10, "job.medium": 5, "job.low": 1}   # CONTRACT §3
 JOBS_EXCHANGE = "jobs.exchange"
 PAD = "x" * 50
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # as dispatch.py

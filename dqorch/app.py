@@ -28,7 +28,7 @@ from . import __version__, config, jobs, metrics
 from .jobs import TERMINAL
 from . import state as st_mod
 from .api import Access, HostCheck, guard, make_app
-from .broker import JOB_QUEUES, Broker
+from .broker import Broker
 from .dispatch import Dispatcher, Timers
 from .errors import ReplayFailed
 from .forward import Forwarder
@@ -704,7 +704,7 @@ class Node:
             "distriqueue_queue_unroutable": (
                 "1 while a job queue returns its jobs unroutable (deleted in RabbitMQ, or "
                 "its binding): the node declares the queues again and retries with backoff",
-                {(q,): int(q in self.dispatcher.unroutable) for q in JOB_QUEUES}, ("queue",)),
+                {(q,): int(q in self.dispatcher.unroutable) for q in jobs.QUEUES}, ("queue",)),
             "distriqueue_publish_backlog": ("Jobs waiting to be published",
                                             backlog["jobs_to_publish"], ()),
             "distriqueue_outbox_backlog": ("Status events not yet published",

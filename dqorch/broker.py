@@ -20,11 +20,10 @@ import pika.exceptions
 from pika.adapters.gevent_connection import GeventConnection, _GeventSelectorIOLoop
 from pika.adapters.utils import io_services_utils
 
-from . import amqp
+from . import amqp, jobs
 
 log = logging.getLogger(__name__)
 
-JOB_QUEUES = {"job.high": 10, "job.medium": 5, "job.low": 1}   # queue -> x-max-priority
 JOBS_EXCHANGE = "jobs.exchange"
 STATUS_EXCHANGE = "status.exchange"
 
@@ -463,7 +462,7 @@ class Broker:
         if channel is not self._channel:
             return
         nxt = lambda _frame: self._declare_step(channel, step + 1, again)
-        queues = list(JOB_QUEUES.items())
+        queues = list(jobs.QUEUES.items())   # queue -> x-max-priority
         nq = len(queues)
         if step == 0:
             channel.exchange_declare(JOBS_EXCHANGE, exchange_type="direct", durable=True,

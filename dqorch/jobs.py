@@ -88,7 +88,8 @@ REPORT_ALIASES = {
 
 PRIORITY_NAMES = {"low": 1, "medium": 5, "high": 10, "critical": 15}
 
-# queue -> (lowest priority routed there, AMQP priority of its messages)
+# CONTRACT §3, the one table of job queues: queue -> its x-max-priority, the AMQP
+# priority of its messages, and (job.high, job.medium) the lowest priority routed there.
 QUEUES = {"job.high": 10, "job.medium": 5, "job.low": 1}
 
 

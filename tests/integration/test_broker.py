@@ -16,7 +16,8 @@ import pika  # noqa: E402
 import pytest  # noqa: E402
 
 from dqorch import amqp  # noqa: E402
-from dqorch.broker import JOB_QUEUES, JOBS_EXCHANGE, STATUS_EXCHANGE  # noqa: E402
+from dqorch.broker import JOBS_EXCHANGE, STATUS_EXCHANGE  # noqa: E402
+from dqorch.jobs import QUEUES as JOB_QUEUES  # noqa: E402
 
 try:
     from .broker_fixtures import (blocking_channel, make_broker, message_count,  # noqa: F401,E402
