@@ -274,8 +274,8 @@ class NoDelayHandler(pywsgi.WSGIHandler):
 
     # pywsgi sends a response's head and its body apart: with TCP_NODELAY, two sends
     # and two packets per response, and the client reads twice. Bodies up to this size
-    # go out with their head in one send (bench/register.py, 1 connection: µs/request
-    # in docs/BENCHMARKS.md "One send per response").
+    # go out with their head in one send (pipeline at 200 jobs/s, A/B on one machine:
+    # node CPU a job -3 to -7%; docs/BENCHMARKS-HISTORY.md, 2026-12-01 night).
     JOIN_BODY_MAX = 65536
     _head = None          # None: not joining; b"": the next send is the head; else it
 
