@@ -4,7 +4,6 @@ during a backoff, a worker displaced by a redelivery, `past` forgetting what is 
 and a hung attempt whose worker takes the retries. Pure: apply() only, via the
 helpers of tests/unit/helpers.py."""
 
-
 from dqorch import jobs
 from dqorch import state as S
 from tests.unit.helpers import T0, cancel, fail, mark_queued, rep, run, running_job, timeout
@@ -12,6 +11,20 @@ from tests.unit.helpers import T0, cancel, fail, mark_queued, rep, run, running_
 
 def _retry(id_, at_ms):
     return {"op": "retry", "ids": [id_], "at_ms": at_ms}
+
+
+def time_out_and_complete_on_w1(st, attempts, at: int, step_ms: int) -> int:
+    """Each attempt times out; while the job is then pending, w1 takes the retry and
+    reports running then completed, in order. Returns the time after the last."""
+    for attempt in attempts:
+        run(st, timeout("j1", attempt, at))
+        if st.jobs["j1"]["status"] != "pending":
+            break
+        run(st, mark_queued([("j1", attempt + 1)], at + 1),
+            rep("j1", "running", at + 2, worker="w1"),
+            rep("j1", "completed", at + 3, worker="w1", result={"n": attempt + 1}))
+        at += step_ms
+    return at
 
 
 # F1. Java worker, same worker takes the next attempt, its `completed` overtakes its
@@ -36,15 +49,7 @@ def test_f1b_one_dropped_completed_then_every_later_attempt_on_that_worker_is_ea
     run(st, fail("j1", T0 + 10, worker="w1"), mark_queued([("j1", 1)], T0 + 11),
         rep("j1", "completed", T0 + 20, worker="w1"),          # attempt 2, out of order
         rep("j1", "running", T0 + 21, worker="w1"))
-    at = T0 + 100_000
-    for attempt in (1, 2, 3):
-        run(st, timeout("j1", attempt, at))
-        if st.jobs["j1"]["status"] != "pending":
-            break
-        run(st, mark_queued([("j1", attempt + 1)], at + 1),
-            rep("j1", "running", at + 2, worker="w1"),          # in order this time
-            rep("j1", "completed", at + 3, worker="w1", result={"n": attempt + 1}))
-        at += 100_000
+    at = time_out_and_complete_on_w1(st, (1, 2, 3), T0 + 100_000, 100_000)
     assert st.jobs["j1"]["status"] == "completed", jobs.why(st.jobs["j1"], at, None, 1)
 
 
@@ -137,13 +142,5 @@ def test_f5_redelivery_to_a_worker_of_an_earlier_attempt_is_followed():
 # "late, not wrong".
 def test_f6_a_hung_attempt_does_not_eat_every_later_completion_on_its_worker():
     st = running_job(maxRetries=2, timeout=60)
-    at = T0 + 61_000
-    for attempt in (0, 1, 2):
-        run(st, timeout("j1", attempt, at))
-        if st.jobs["j1"]["status"] != "pending":
-            break
-        run(st, mark_queued([("j1", attempt + 1)], at + 1),
-            rep("j1", "running", at + 2, worker="w1"),
-            rep("j1", "completed", at + 3, worker="w1", result={"n": attempt + 1}))
-        at += 61_000
+    at = time_out_and_complete_on_w1(st, (0, 1, 2), T0 + 61_000, 61_000)
     assert st.jobs["j1"]["status"] == "completed", jobs.why(st.jobs["j1"], at, None, 1)
