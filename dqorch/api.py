@@ -198,7 +198,8 @@ def read_body(max_bytes: int, required: bool = True) -> bytes:
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def _refuse(start_response, status: str, code: str, message: str, headers=()) -> list:
+def refuse(start_response, status: str, code: str, message: str, headers=()) -> list:
+    """A request answered before it reaches a route, in the one error shape."""
     body = _dumps({"error": code, "message": message})
     start_response(status, [*JSON_HEADERS, ("Content-Length", str(len(body))),
                             ("Connection", "close"), *headers])
@@ -350,11 +351,11 @@ def guard(app, allowed_origins=(), access: Access | None = None,
         if refused is None and hosts is not None:
             refused = hosts.refusal(environ)
         if refused is not None:
-            return _refuse(start_response, *refused)
+            return refuse(start_response, *refused)
         try:
             environ["PATH_INFO"].encode("latin1").decode("utf-8")
         except UnicodeError:
-            return _refuse(start_response, "400 Bad Request", "invalid_request",
+            return refuse(start_response, "400 Bad Request", "invalid_request",
                            "the path is not valid UTF-8 (after %-decoding)")
         if environ.get("REQUEST_METHOD") in WRITE_METHODS:
             origin = environ.get("HTTP_ORIGIN")
@@ -364,7 +365,7 @@ def guard(app, allowed_origins=(), access: Access | None = None,
                     and origin.lower() not in (f"http://{host}", f"https://{host}")):
                 log.info("refused a cross-site write origin=%s path=%s",
                          (origin or "-")[:100], environ["PATH_INFO"][:100])
-                return _refuse(start_response, "403 Forbidden", "forbidden",
+                return refuse(start_response, "403 Forbidden", "forbidden",
                                "cross-origin writes are refused; add the origin to "
                                "allowed_origins to allow it")
         return app(environ, start_response)

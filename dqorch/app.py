@@ -27,7 +27,7 @@ from gevent import pywsgi
 from . import __version__, config, jobs, metrics
 from .jobs import TERMINAL
 from . import state as st_mod
-from .api import Access, HostCheck, guard, make_app
+from .api import Access, HostCheck, guard, make_app, refuse
 from .broker import Broker
 from .dispatch import Dispatcher, Timers
 from .errors import ReplayFailed
@@ -455,12 +455,8 @@ class Node:
         def gated(environ, start_response):
             if self.started or environ.get("PATH_INFO") == "/api/health":
                 return app(environ, start_response)
-            body = json.dumps({"error": "unavailable",
-                               "message": self.starting_message()}).encode()
-            start_response("503 Service Unavailable", [
-                ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                ("Retry-After", "1")])
-            return [body]
+            return refuse(start_response, "503 Service Unavailable", "unavailable",
+                          self.starting_message(), (("Retry-After", "1"),))
         return gated
 
     def _listen(self, host: str, port: int, app, key: str, tls_context=None):

@@ -152,19 +152,26 @@ _REASON_CODES = {r: i for i, r in enumerate(REASONS)}
 
 def pack_history(entries) -> bytes:
     """(at_ms, status, by, reason[, result]) entries, oldest first, as stored."""
-    out, prev = [], 0
-    for at, status, by, reason, *result in entries:
-        out.append([at - prev, status, by, _REASON_CODES.get(reason, reason), *result])
+    out, prev, codes = [], 0, _REASON_CODES
+    for e in entries:           # by index: `*result` made a list per entry, every write
+        at, status, by, reason = e[:4]
+        item = [at - prev, status, by, codes.get(reason, reason)]
+        if len(e) > 4:          # an earlier attempt's late result
+            item.append(e[4])
+        out.append(item)
         prev = at
     return raw(out) if out else _NO_HISTORY
 
 
 def _unpack_history(data: bytes) -> list[tuple]:
     out, at = [], 0
-    for dt, status, by, reason, *result in orjson.loads(data):
-        at += dt
-        out.append((at, status, by, REASONS[reason] if type(reason) is int else reason,
-                    *result))
+    for e in orjson.loads(data):
+        at += e[0]
+        reason = e[3]
+        if type(reason) is int:
+            reason = REASONS[reason]
+        out.append((at, e[1], e[2], reason) if len(e) == 4
+                   else (at, e[1], e[2], reason, e[4]))     # with a late result
     return out
 
 

@@ -327,6 +327,19 @@ def retry_query(body: dict) -> dict:
             "statuses": [status] if status else ["failed", "cancelled"]}
 
 
+def query_limit(v: str | None, default: int, most: int = 10000) -> int:
+    """A listing's `limit` query parameter: an integer 1-most, default when absent."""
+    if v in (None, ""):
+        return default
+    try:
+        limit = int(v)
+    except ValueError:
+        raise bad("limit", f"must be an integer 1-{most}")
+    if not 1 <= limit <= most:
+        raise bad("limit", f"must be an integer 1-{most}, got {limit}")
+    return limit
+
+
 def list_query(query: dict) -> dict:
     """GET /api/jobs query -> {"filters", "limit", "cursor", "full"}."""
     filters = {}
@@ -338,14 +351,7 @@ def list_query(query: dict) -> dict:
             if key == "queue" and v not in jobs.QUEUES:
                 raise bad("queue", f"unknown queue {v[:40]!r}; allowed: {', '.join(jobs.QUEUES)}")
             filters[key] = v
-    limit = 100
-    if query.get("limit") not in (None, ""):
-        try:
-            limit = int(query["limit"])
-        except ValueError:
-            raise bad("limit", "must be an integer 1-10000")
-        if not 1 <= limit <= 10000:
-            raise bad("limit", f"must be an integer 1-10000, got {limit}")
+    limit = query_limit(query.get("limit"), 100)
     cursor = None
     if query.get("cursor") not in (None, ""):
         try:
@@ -369,14 +375,7 @@ def workers_query(query: dict) -> dict:
     """GET /api/workers query -> {"limit", "after"}. limit 1-10000, default 10000 (every
     worker: the table holds at most that many, and clients from before paging read
     one page); cursor: a `next` this server returned."""
-    limit = MAX_WORKERS_PAGE
-    if query.get("limit") not in (None, ""):
-        try:
-            limit = int(query["limit"])
-        except ValueError:
-            raise bad("limit", f"must be an integer 1-{MAX_WORKERS_PAGE}")
-        if not 1 <= limit <= MAX_WORKERS_PAGE:
-            raise bad("limit", f"must be an integer 1-{MAX_WORKERS_PAGE}, got {limit}")
+    limit = query_limit(query.get("limit"), MAX_WORKERS_PAGE)
     after = None
     cursor = query.get("cursor")
     if cursor not in (None, ""):

@@ -478,10 +478,9 @@ def _earlier_attempt(job: jobs.Job, frm: str, to: str, worker: str, at: int,
     owed = next((e for e in mine if e[2]), None)
     reason = "terminal" if frm in TERMINAL else "stale_attempt"
     if to != RUNNING and owed is not None:                 # rule B
-        if owed[1] == job.attempt and frm not in TERMINAL:
-            _remember(job, worker, owed[1], owes=False, ended_by=to)
-            return None                # it left this attempt (rule A): its end counts
         _remember(job, worker, owed[1], owes=False, ended_by=to)
+        if owed[1] == job.attempt and frm not in TERMINAL:
+            return None                # it left this attempt (rule A): its end counts
         if bound:       # not owed again when this attempt ends: this may be its report
             _remember(job, worker, job.attempt, owes=False, ended_by=to)
         what = f"attempt {owed[1] + 1} {to} late on {worker}"
