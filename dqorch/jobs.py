@@ -33,11 +33,13 @@ TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
 #      it there (RabbitMQ redelivered the message, or it was published twice); the
 #      worker it leaves owes its report, which still counts while the attempt runs.
 #   B. An attempt that ends without its worker's terminal report (timeout, cancel, the
-#      worker expired) leaves that worker owing one. Its terminal reports pay what it
-#      owes first, oldest first: "attempt 1 completed late on w1", the result kept in
-#      the history, never over the current attempt. One it sends while it runs the
-#      current attempt may have been that attempt's (runs can end in the other order),
-#      so it does not owe again when the current attempt ends without a report.
+#      worker expired) leaves that worker owing one. A worker's terminal reports of a
+#      job pay its runs in the order it began them: what it owes first, oldest first:
+#      "attempt 1 completed late on w1", the result kept in the history, never over
+#      the current attempt. One exception: a worker that stopped heartbeating (expired)
+#      may have died with that run and come back under the same id; a report it sends
+#      while it runs the current attempt, paying such a debt, may have been the current
+#      attempt's, so that attempt does not owe again when it ends without a report.
 #   C. A worker that ran an earlier attempt and does not run the current one: a
 #      terminal report the same as the one it ended its attempt with is a repeat (the
 #      Java worker retries its posts) and changes nothing; another is the current
@@ -49,13 +51,18 @@ TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
 #      attempt, as the contract always had them. `past` keeps the last PAST_MAX
 #      attempts' workers, those that owe nothing forgotten first.
 # What these rules cannot tell apart, and what then happens:
-#   - a worker that owes a report and never sends it (it crashed and came back with the
-#     same id): its next terminal report of this job pays the debt; the current attempt
-#     runs into its execution timeout and is retried once (rule B keeps it from owing
-#     again): late, not wrong.
+#   - a worker that owes a report and never sends it. Expired first (it crashed and came
+#     back with the same id): its next terminal report of this job pays the debt; the
+#     current attempt runs into its execution timeout and is retried once (rule B keeps
+#     it from owing again): late, not wrong. Alive all along (a run hung on a worker
+#     with several slots): each later report of this job from it pays the run before
+#     it; while it alone takes the job's retries each attempt runs into its timeout and
+#     the job can end failed, every completed run's result in its history. Reading
+#     reports in order is what makes the common case right: a slow job that times out
+#     again on the same worker (CI, fault seed 1796550205).
 #   - runs on one worker that end in the other order than they began (a worker with
-#     several slots, one run hung): the job keeps the other run's result; both are
-#     whole runs of the job, and the other result is in the history.
+#     several slots, a run slower than the next): the job keeps the other run's result;
+#     both are whole runs of the job, and the other result is in the history.
 #   - a late `running` of an earlier attempt that arrives while the current one, already
 #     published, waits for a worker binds it to that worker; the worker that really takes
 #     it rebinds it with its own `running` (rule A).
@@ -231,8 +238,9 @@ class Job:
     # Fields few jobs have live in one dict, `_extra` (most jobs share _NO_EXTRA): a slot each
     # cost 8 bytes on every job (200 bytes a record with 21 slots, 240 with 26).
     # past: [[worker, attempt, owes, ended_by], ...], the workers of earlier attempts,
-    # oldest first (see "Attempts" above TRANSITIONS); owes is 1 while that worker owes
-    # the attempt's terminal report; ended_by the status it reported it with (or None).
+    # oldest first (see "Attempts" above TRANSITIONS); owes is non-zero while that worker
+    # owes the attempt's terminal report (state.OWED, or state.OWED_IF_ALIVE once it
+    # stopped heartbeating); ended_by the status it reported it with (or None).
     RARE = ("client_created_at", "error_message", "progress", "past",
             "not_before", "from_report")
     FIELDS = __slots__[:-1] + RARE

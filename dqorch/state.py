@@ -283,19 +283,25 @@ def _event(st: State, job: jobs.Job, status: str, at_ms: int, **extra) -> None:
         st.events_dropped += 1
 
 
-def _remember(job: jobs.Job, worker: str, attempt: int, owes: bool,
+# What a worker owes for an attempt that ended without its terminal report (the third
+# element of a `past` entry; 0: nothing). jobs.py, "Attempts", rule B.
+OWED = 1            # it was alive (a timeout, a cancel, a redelivery): its run goes on
+OWED_IF_ALIVE = 2   # it stopped heartbeating: it may have died with the run
+
+
+def _remember(job: jobs.Job, worker: str, attempt: int, owes: int,
               ended_by: str | None = None) -> None:
     """Set (worker, attempt)'s entry in job.past. Past PAST_MAX, a paid entry is
     forgotten first: an owed one still keeps its late report off the current attempt."""
     past = [e for e in job.get("past", ()) if e[0] != worker or e[1] != attempt]
-    past.append([worker, attempt, 1 if owes else 0, ended_by])
+    past.append([worker, attempt, owes, ended_by])
     if len(past) > PAST_MAX:
         paid = [i for i, e in enumerate(past) if not e[2]]
         del past[paid[0] if paid else 0]
     job["past"] = past
 
 
-def _ended(job: jobs.Job, owes: bool, ended_by: str | None = None) -> None:
+def _ended(job: jobs.Job, owes: int, ended_by: str | None = None) -> None:
     """The current attempt ended: remember its worker for the reports still to come
     (jobs.py, "Attempts", rule B when it owes its terminal report, else rule C). An
     entry it has for this attempt already stands (rule B: a report it sent while it
@@ -317,12 +323,12 @@ def _next_attempt(st: State, job: jobs.Job) -> None:
 
 
 def _end_attempt(st: State, job: dict, at: int, by: str, error: str | None, reason: str,
-                 backoff_ms: int, timed_out: bool = False, reported: bool = False) -> dict:
+                 backoff_ms: int, owes: int, timed_out: bool = False) -> dict:
     """The running attempt failed (a report, a timeout, a dead worker): retry while
     retries are left, else the job fails for good. A worker that did not report the
     end (a timeout, a dead worker) owes its terminal report (see _earlier_attempt)."""
     job["error_message"] = error
-    _ended(job, owes=not reported, ended_by=FAILED if reported else None)
+    _ended(job, owes=owes, ended_by=None if owes else FAILED)
     if not job.get("from_report") and job["retry_count"] < job["max_retries"]:
         job["retry_count"] += 1
         _event(st, job, "RETRYING", at, error=error)
@@ -374,7 +380,7 @@ def _apply_register(st: State, cmd: dict) -> dict:
 def _new_attempt(st: State, job: dict, at: int, reason: str) -> tuple:
     """A terminal job runs again from the start: retry_count 0, the next attempt. Its
     last worker either reported the end (it is in `past` already when it did not)."""
-    _ended(job, owes=False, ended_by=job.status)
+    _ended(job, owes=0, ended_by=job.status)
     _next_attempt(st, job)
     job.retry_count = 0
     for key in ("error_message", "not_before"):
@@ -433,7 +439,7 @@ def _apply_report(st: State, cmd: dict) -> dict:
     if worker is not None:
         if frm == RUNNING and prev_worker not in (None, worker):
             # Rule A: the worker it leaves may still run it, and owes its report.
-            _remember(job, prev_worker, job.attempt, owes=True)
+            _remember(job, prev_worker, job.attempt, owes=OWED)
         _set_worker(st, job, worker)
     outcome = "created" if created else "updated"
     if to == RUNNING:
@@ -454,7 +460,7 @@ def _apply_report(st: State, cmd: dict) -> dict:
     elif to == FAILED:
         error = cmd.get("error_message")
         out = _end_attempt(st, job, at, by, error, "failed: %s" % (error or "no error message"),
-                           cmd.get("retry_backoff_ms", 0), reported=True)
+                           cmd.get("retry_backoff_ms", 0), owes=0)
         if out["outcome"] == "retrying":
             return out
         moved = out["moved"]
@@ -478,11 +484,13 @@ def _earlier_attempt(job: jobs.Job, frm: str, to: str, worker: str, at: int,
     owed = next((e for e in mine if e[2]), None)
     reason = "terminal" if frm in TERMINAL else "stale_attempt"
     if to != RUNNING and owed is not None:                 # rule B
-        _remember(job, worker, owed[1], owes=False, ended_by=to)
+        _remember(job, worker, owed[1], owes=0, ended_by=to)
         if owed[1] == job.attempt and frm not in TERMINAL:
             return None                # it left this attempt (rule A): its end counts
-        if bound:       # not owed again when this attempt ends: this may be its report
-            _remember(job, worker, job.attempt, owes=False, ended_by=to)
+        if bound and owed[2] == OWED_IF_ALIVE:
+            # That run may have died with its worker: this may be the current run's
+            # report, so the current attempt does not owe again when it ends unreported.
+            _remember(job, worker, job.attempt, owes=0, ended_by=to)
         what = f"attempt {owed[1] + 1} {to} late on {worker}"
         if to == FAILED and cmd.get("error_message"):
             what += ": " + cmd["error_message"][:200]
@@ -519,7 +527,7 @@ def _apply_cancel(st: State, cmd: dict) -> dict:
     if job["status"] in TERMINAL:
         return {"outcome": "conflict", "status": job["status"]}
     if job.status == RUNNING:
-        _ended(job, owes=True)          # its worker runs on: a message cannot be taken back
+        _ended(job, owes=OWED)          # its worker runs on: a message cannot be taken back
     job["completed_at"] = cmd["at_ms"]
     moved = _move(st, job, CANCELLED, cmd["at_ms"], "api", "cancelled by request")
     _event(st, job, "CANCELLED", cmd["at_ms"])
@@ -535,7 +543,7 @@ def _apply_timeout(st: State, cmd: dict) -> dict:
     error = "timed out after %d s on %s" % (job["execution_timeout"],
                                             job["worker_id"] or "an unknown worker")
     return _end_attempt(st, job, cmd["at_ms"], "timer", error, error,
-                        cmd.get("retry_backoff_ms", 0), timed_out=True)
+                        cmd.get("retry_backoff_ms", 0), owes=OWED, timed_out=True)
 
 
 def _apply_expire_worker(st: State, cmd: dict) -> dict:
@@ -547,7 +555,7 @@ def _apply_expire_worker(st: State, cmd: dict) -> dict:
         job = st.jobs[st.by_seq[seq]]
         error = f"worker {w} stopped sending heartbeats"
         out = _end_attempt(st, job, cmd["at_ms"], "timer", error, error,
-                           cmd.get("retry_backoff_ms", 0))
+                           cmd.get("retry_backoff_ms", 0), owes=OWED_IF_ALIVE)
         moves.append((job["id"],) + out["moved"])
     return {"outcome": "expired", "moves": moves,
             "publish_ids": [m[0] for m in moves if m[2] == PENDING]}

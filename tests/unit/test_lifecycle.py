@@ -127,7 +127,8 @@ def test_expire_worker_ends_every_attempt_running_there_in_seq_order():
     assert [(e["job"], e["status"], e["worker"]) for e in new] == \
         [("a", "FAILED", "w1"), ("b", "RETRYING", "w1")]   # a dead worker is no timeout
     assert all("w1 stopped sending heartbeats" in e["error"] for e in new)
-    assert st.jobs["b"]["retry_count"] == 1 and st.jobs["b"]["past"] == [["w1", 0, 1, None]]
+    assert st.jobs["b"]["retry_count"] == 1 and st.jobs["b"]["past"] == \
+        [["w1", 0, S.OWED_IF_ALIVE, None]]
     # only the jobs running on w1
     assert st.jobs["c"]["status"] == "running" and st.jobs["c"]["worker_id"] == "w2"
     assert st.jobs["d"]["status"] == "pending"
@@ -171,7 +172,8 @@ def test_the_owed_report_of_an_abandoned_attempt_goes_to_that_attempt(cause, lat
     j = st.jobs["j1"]
     paid = ["w1", 0, 0, jobs.REPORT_ALIASES[late]]
     assert j["past"] == [paid]                         # paid, with how it ended
-    assert without_history(st, "j1").replace(json.dumps(paid), '["w1", 0, 1, null]') \
+    owed = S.OWED if cause == "timeout" else S.OWED_IF_ALIVE
+    assert without_history(st, "j1").replace(json.dumps(paid), f'["w1", 0, {owed}, null]') \
         == before
     assert st.outbox == outbox
     hist = jobs.history_of(j)
@@ -195,8 +197,10 @@ def test_late_report_after_the_job_went_terminal_is_noted_and_ignored(cause):
     out = run(st, rep("j1", "completed", T0 + 20, worker="w1", result={"r": 1}))
     assert out == {"outcome": "ignored", "reason": "terminal"}
     after = without_history(st, "j1")
+    owed = S.OWED if cause == "timeout" else S.OWED_IF_ALIVE
     assert (after if cause == "report"
-            else after.replace('["w1", 0, 0, "completed"]', '["w1", 0, 1, null]')) == before
+            else after.replace('["w1", 0, 0, "completed"]', f'["w1", 0, {owed}, null]')) \
+        == before
     assert st.outbox == outbox
     assert jobs.history_of(st.jobs["j1"])[-1][2] == "w1"
     if cause == "report":        # w1 reported the end: not owed, a repeat
@@ -258,6 +262,64 @@ def test_timeout_then_the_same_worker_takes_the_retry():
     assert out["moved"] == ("running", "completed")
     assert (json.loads(j["result"]), j.get("error_message")) == ({"n": 2}, None)
     assert jobs.why(j, T0 + 8_000, None, 1).startswith("completed by w1 in 5 s")
+
+
+def test_a_slow_job_timing_out_again_on_the_same_worker_keeps_each_result_apart():
+    """CI run of 2026-12-06 (fault seed 1796550205): attempt 1 times out on w3, w2 fails
+    attempt 2, w3 takes attempt 3 and then sends attempt 1's late completion; attempt 3
+    times out too (the job is slow), w3 takes attempt 4 and sends attempt 3's, then
+    attempt 4's. Each report is its own attempt's: a worker reports in the order it
+    began its runs (rule B), so attempt 3 still owes its report after w3 paid attempt
+    1's while running it."""
+    st = running_job(maxRetries=3, timeout=1, worker="w3")
+    run(st, timeout("j1", 0, T0 + 1_000), mark_queued([("j1", 1)], T0 + 1_001),
+        rep("j1", "running", T0 + 1_010, worker="w2"),
+        fail("j1", T0 + 1_020, worker="w2"), mark_queued([("j1", 2)], T0 + 1_021),
+        rep("j1", "running", T0 + 1_030, worker="w3"))
+    out = run(st, rep("j1", "completed", T0 + 2_000, worker="w3", result={"n": 0}))
+    assert out == {"outcome": "ignored", "reason": "stale_attempt"}
+    run(st, timeout("j1", 2, T0 + 2_030), mark_queued([("j1", 3)], T0 + 2_031),
+        rep("j1", "running", T0 + 2_040, worker="w3"))
+    out = run(st, rep("j1", "completed", T0 + 3_030, worker="w3", result={"n": 2}))
+    assert out == {"outcome": "ignored", "reason": "stale_attempt"}
+    j = st.jobs["j1"]
+    assert (j["status"], j["attempt"], j["result"]) == ("running", 3, None)
+    out = run(st, rep("j1", "completed", T0 + 3_040, worker="w3", result={"n": 3}))
+    assert out["moved"] == ("running", "completed")
+    assert json.loads(j["result"]) == {"n": 3}
+    late = [(h[3], h[4]) for h in jobs.history_of(j) if len(h) > 4]
+    assert late == [("attempt 1 completed late on w3, result kept in history", {"n": 0}),
+                    ("attempt 3 completed late on w3, result kept in history", {"n": 2})]
+
+
+def test_every_attempt_of_a_too_slow_job_times_out_and_each_late_result_is_its_own():
+    """The issue's case run on: a 5 s job with timeout 2 and 3 retries on one worker
+    that takes each retry at once (it has several slots). Every attempt times out; each
+    completion arrives 5 s after its start and lands on its own attempt."""
+    st = running_job(maxRetries=3, timeout=2)
+    starts, sent = [T0], set()
+    for attempt in range(4):
+        at = starts[attempt] + 2_000
+        run(st, timeout("j1", attempt, at))
+        for n, begun in enumerate(starts):
+            if begun + 5_000 <= at and n not in sent:
+                sent.add(n)
+                run(st, rep("j1", "completed", begun + 5_000, worker="w1",
+                            result={"n": n}))
+        if attempt < 3:
+            run(st, mark_queued([("j1", attempt + 1)], at + 1),
+                rep("j1", "running", at + 2, worker="w1"))
+            starts.append(at + 2)
+    j = st.jobs["j1"]
+    assert j["status"] == "failed"
+    late = [h[4] for h in jobs.history_of(j) if len(h) > 4]
+    assert late == [{"n": 0}, {"n": 1}]
+    for n in (2, 3):
+        out = run(st, rep("j1", "completed", starts[n] + 5_000, worker="w1",
+                          result={"n": n}))
+        assert out == {"outcome": "ignored", "reason": "terminal"}
+    late = [h[4] for h in jobs.history_of(j) if len(h) > 4]
+    assert late == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]
 
 
 @pytest.mark.parametrize("again", ["retry", "register"])
