@@ -15,7 +15,7 @@ import time
 import bottle
 import gevent
 
-from . import jobs, metrics, openapi, parse
+from . import http_server, jobs, metrics, openapi, parse
 from . import state as st_mod
 from .errors import ApiError, LogFailed, Overloaded, ProposeTimeout
 from .forward import COMMIT, FORWARDED, ID_SEED, BecameLeader, seeded_ids
@@ -102,7 +102,7 @@ class JsonPlugin:
                 body = out.stream()
             else:
                 body = _dumps(out)
-            if status in _CLOSE_AFTER:    # the rest of the body may still be on the wire
+            if status in http_server.CLOSE_AFTER:    # the rest of the body may still be on the wire
                 resp.set_header("Connection", "close")
             counter = requests.get(status)
             if counter is None:
@@ -143,54 +143,16 @@ class Chunks(list):
             if since >= YIELD_EVERY_BYTES:
                 since = 0
                 _yield_to_io()
-_CLOSE_AFTER = frozenset({400, 408, 411, 413})
 _READ_BODY = "dqorch.body"      # environ key: a body read already (forward.BecameLeader)
 
 
 def read_body(max_bytes: int, required: bool = True) -> bytes:
-    """The raw body, at most max_bytes (413 beyond), whatever the Content-Type.
-
-    A body is framed by Content-Length or chunked encoding. Without either (an HTTP/1.0
-    client sending until close) it cannot be told from no body: 411 when the route
-    needs one (`required`), never a silently empty body. A body that ends early, bad
-    chunking, or a client too slow for the request deadline: 400 / 408."""
+    """This request's body (http_server.read_body), or the one read already when a
+    forward found this node leader after all."""
     env = bottle.request.environ
     if _READ_BODY in env:
         return env[_READ_BODY]
-    length = env.get("CONTENT_LENGTH") or ""
-    chunked = env.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
-    stream = env["wsgi.input"]
-    if not length and not chunked:
-        if required:
-            raise ApiError(411, "invalid_request", "send the body with a Content-Length "
-                           "(or chunked Transfer-Encoding)")
-        return b""
-    n = max_bytes + 1
-    if length:
-        try:
-            n = int(length)
-        except ValueError:
-            raise ApiError(400, "invalid_request", "Content-Length is not a number")
-        if n > max_bytes:
-            raise ApiError(413, "payload_too_large",
-                           f"body is {n} bytes; max_body_bytes is {max_bytes}")
-        if n <= 0:
-            return b""
-    try:
-        # Bounded by the socket timeout the handler sets (http_request_timeout_s per
-        # read), which costs nothing per request; a timer here would.
-        data = stream.read(n)
-    except TimeoutError:
-        raise ApiError(408, "invalid_request", "the request body did not arrive within "
-                       "http_request_timeout_s")
-    except (OSError, ValueError) as e:    # bad chunk sizes, the client went away mid-body
-        raise ApiError(400, "invalid_request", f"request body cannot be read: {e}")
-    if length and len(data) < n:
-        raise ApiError(400, "invalid_request",
-                       f"request body ended after {len(data)} of {n} bytes")
-    if len(data) > max_bytes:
-        raise ApiError(413, "payload_too_large", f"body exceeds max_body_bytes ({max_bytes})")
-    return data
+    return http_server.read_body(env, max_bytes, required)
 
 
 # Request gate ###############################################################

@@ -1,11 +1,11 @@
-"""NoDelayHandler answers a small response in one send (head and body together), a
+"""http_server.Handler answers a small response in one send (head and body together), a
 big one as pywsgi does: a real server on loopback, its sends counted as they happen."""
 import socket
 
 import gevent
 import pytest
 
-from dqorch.app import NodeServer, NoDelayHandler
+from dqorch.http_server import Handler, Server
 
 
 class Spy:
@@ -27,7 +27,7 @@ class Spy:
         return getattr(self._sock, name)
 
 
-class Counting(NoDelayHandler):
+class Counting(Handler):
     sends: list = []
 
     def __init__(self, sock, address, server, rfile=None):
@@ -42,7 +42,7 @@ def app(environ, start_response):
 
 @pytest.fixture
 def server():
-    s = NodeServer(("127.0.0.1", 0), app, handler_class=Counting, log=None)
+    s = Server(("127.0.0.1", 0), app, handler_class=Counting, log=None)
     s.start()
     yield s
     s.stop()
