@@ -425,92 +425,57 @@ class Node:
                 log.exception("timer check failed")
 
     def _gauges(self) -> dict:
+        """The values of metrics.LIVE, read now: {name: value or {labels: value}}."""
         st, node, now = self.node.state, self.node, now_ms()
-        backlog = self.dispatcher.backlog()
-        w = self.workers.counts()
+        broker, backlog, w = self.broker, self.dispatcher.backlog(), self.workers.counts()
+        dropped = dict(self.cluster.codec.dropped) if self.cluster else {}
         return {
-            "distriqueue_jobs": ("Jobs held, by status", {
-                (s,): n for s, n in st_mod.counts_by_status(st).items()}, ("status",)),
-            "distriqueue_queue_jobs": ("Jobs held, by queue and status", {
-                (q, s): n for q, c in st.queue_counts.items() for s, n in c.items()},
-                ("queue", "status")),
-            "distriqueue_workers": ("Workers known, by liveness", {
-                ("active",): w["active"], ("unresponsive",): w["unresponsive"]}, ("status",)),
-            "distriqueue_broker_connected": ("1 when the RabbitMQ connection is up",
-                                             int(self.broker.connected), ()),
-            "distriqueue_broker_events_total": ("RabbitMQ connection and publish events", {
-                (k,): v for k, v in self.broker.stats.items()}, ("event",)),
-            "distriqueue_broker_in_flight": ("Messages published, not yet confirmed",
-                                             self.broker.in_flight(), ()),
-            "distriqueue_broker_oldest_unconfirmed_seconds": (
-                "Age of the oldest publish not yet confirmed (0 when none)",
-                self.broker.unconfirmed_age_s(), ()),
-            "distriqueue_queue_unroutable": (
-                "1 while a job queue returns its jobs unroutable (deleted in RabbitMQ, or "
-                "its binding): the node declares the queues again and retries with backoff",
-                {(q,): int(q in self.dispatcher.unroutable) for q in jobs.QUEUES}, ("queue",)),
-            "distriqueue_publish_backlog": ("Jobs waiting to be published",
-                                            backlog["jobs_to_publish"], ()),
-            "distriqueue_outbox_backlog": ("Status events not yet published",
-                                           backlog["events_unpublished"], ()),
-            "distriqueue_jobs_evicted_total": ("Terminal jobs forgotten by retention",
-                                               st.evicted, ()),
-            "distriqueue_oldest_job_age_seconds": (
-                "Age of the oldest pending or queued job, by queue", {
-                    (q, s): max(0, now - at) / 1000
-                    for s in ("pending", "queued")
-                    for q, at in st_mod.oldest_created_at(st, s).items()},
-                ("queue", "status")),
-            "distriqueue_raft_term": ("Current Raft term", node.term, ()),
-            "distriqueue_raft_commit_index": ("Raft commit index", node.commit_index, ()),
-            "distriqueue_raft_applied_index": ("Raft applied index", node.applied_index, ()),
-            "distriqueue_raft_is_leader": ("1 when this node is the leader",
-                                           int(node.role == "leader"), ()),
-            "distriqueue_raft_role": ("1 for this node's Raft role", {
-                (r,): int(node.role == r) for r in ("leader", "follower", "candidate")},
-                ("role",)),
-            "distriqueue_raft_events_total": ("Elections this node started and leader "
-                                              "changes it saw", {
+            "distriqueue_jobs": {(s,): n for s, n in st_mod.counts_by_status(st).items()},
+            "distriqueue_queue_jobs": {(q, s): n for q, c in st.queue_counts.items()
+                                       for s, n in c.items()},
+            "distriqueue_workers": {("active",): w["active"],
+                                    ("unresponsive",): w["unresponsive"]},
+            "distriqueue_broker_connected": int(broker.connected),
+            "distriqueue_broker_events_total": {(k,): v for k, v in broker.stats.items()},
+            "distriqueue_broker_in_flight": broker.in_flight(),
+            "distriqueue_broker_oldest_unconfirmed_seconds": broker.unconfirmed_age_s(),
+            "distriqueue_queue_unroutable": {(q,): int(q in self.dispatcher.unroutable)
+                                             for q in jobs.QUEUES},
+            "distriqueue_publish_backlog": backlog["jobs_to_publish"],
+            "distriqueue_outbox_backlog": backlog["events_unpublished"],
+            "distriqueue_jobs_evicted_total": st.evicted,
+            "distriqueue_oldest_job_age_seconds": {
+                (q, s): max(0, now - at) / 1000 for s in ("pending", "queued")
+                for q, at in st_mod.oldest_created_at(st, s).items()},
+            "distriqueue_raft_term": node.term,
+            "distriqueue_raft_commit_index": node.commit_index,
+            "distriqueue_raft_applied_index": node.applied_index,
+            "distriqueue_raft_is_leader": int(node.role == "leader"),
+            "distriqueue_raft_role": {(r,): int(node.role == r)
+                                      for r in ("leader", "follower", "candidate")},
+            "distriqueue_raft_events_total": {
                 ("elections",): node.stats["elections"],
-                ("leader_changes",): node.stats["leader_changes"]}, ("event",)),
-            "distriqueue_raft_messages_dropped_total": (
-                "Raft messages dropped, by reason (datagram checks, then decoding)", {
-                    **{(r,): n for r, n in (self.cluster.codec.dropped.items()
-                                            if self.cluster else ())},
-                    ("bad_message",): node.stats["bad_messages"],
-                    ("inbox_full",): node.stats["inbox_full"]}, ("reason",)),
-            "distriqueue_raft_replication_lag_entries": (
-                "Leader only: entries each follower lacks", {
-                    (p,): max(0, node.log.last_index - pr["match"])
-                    for p, pr in node.progress().items()}, ("peer",)),
-            "distriqueue_forwarded_requests_total": (
-                "Writes this follower passed to the leader, by outcome", {
-                    (k,): v for k, v in (self.forwarder.stats.items()
-                                         if self.forwarder else ())}, ("outcome",)),
-            "distriqueue_log_writable": ("1 when the last log write succeeded",
-                                         int(node.log_ok), ()),
-            "distriqueue_proposals_refused_total": (
-                "Client writes refused with 503 because max_pending_proposals wait",
-                node.overloaded, ()),
-            "distriqueue_listener_errors_total": (
-                "Exceptions raised by metrics or dispatch hooks after a commit (contained)",
-                node.listener_errors, ()),
-            "distriqueue_raft_snapshots_total": ("Snapshots written or failed", {
-                ("written",): node.snapshots, ("failed",): node.snapshot_failures},
-                ("outcome",)),
-            "distriqueue_data_dir_free_bytes": ("Free bytes on data_dir's file system",
-                                                _free_bytes(self.cfg.data_dir), ()),
-            "distriqueue_publish_backoff_jobs": ("Jobs waiting out a retry backoff",
-                                                 backlog["jobs_waiting_backoff"], ()),
-            "distriqueue_events_dropped_total": (
-                "Status events dropped unpublished (more than state.OUTBOX_MAX waited)",
-                node.state.events_dropped, ()),
-            "distriqueue_workers_dropped_total": (
-                "Workers dropped from a full worker table (MAX_WORKERS), longest silent first",
-                self.workers.dropped, ()),
-            "distriqueue_tls_handshake_failures_total": (
-                "TLS handshakes on http_port that failed or timed out",
-                self.http.tls_failures if self.http else 0, ()),
+                ("leader_changes",): node.stats["leader_changes"]},
+            "distriqueue_raft_messages_dropped_total": {
+                **{(r,): n for r, n in dropped.items()},
+                ("bad_message",): node.stats["bad_messages"],
+                ("inbox_full",): node.stats["inbox_full"]},
+            "distriqueue_raft_replication_lag_entries": {
+                (p,): max(0, node.log.last_index - pr["match"])
+                for p, pr in node.progress().items()},
+            "distriqueue_forwarded_requests_total": {
+                (k,): v for k, v in (self.forwarder.stats.items() if self.forwarder else ())},
+            "distriqueue_log_writable": int(node.log_ok),
+            "distriqueue_proposals_refused_total": node.overloaded,
+            "distriqueue_listener_errors_total": node.listener_errors,
+            "distriqueue_raft_snapshots_total": {("written",): node.snapshots,
+                                                 ("failed",): node.snapshot_failures},
+            "distriqueue_data_dir_free_bytes": _free_bytes(self.cfg.data_dir),
+            "distriqueue_publish_backoff_jobs": backlog["jobs_waiting_backoff"],
+            "distriqueue_events_dropped_total": st.events_dropped,
+            "distriqueue_workers_dropped_total": self.workers.dropped,
+            "distriqueue_tls_handshake_failures_total":
+                self.http.tls_failures if self.http else 0,
         }
 
 

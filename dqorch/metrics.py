@@ -88,23 +88,74 @@ def transitions(frm: str, to: str):
     return child(TRANSITIONS, frm, to)
 
 
+# Read from the live objects at scrape time (app.Node._gauges gives the values): name
+# -> (help, label names). A name ending in _total is a counter (kept by another object:
+# the broker's stats), anything else a gauge.
+LIVE = {
+    "distriqueue_jobs": ("Jobs held, by status", ("status",)),
+    "distriqueue_queue_jobs": ("Jobs held, by queue and status", ("queue", "status")),
+    "distriqueue_workers": ("Workers known, by liveness", ("status",)),
+    "distriqueue_broker_connected": ("1 when the RabbitMQ connection is up", ()),
+    "distriqueue_broker_events_total": ("RabbitMQ connection and publish events",
+                                        ("event",)),
+    "distriqueue_broker_in_flight": ("Messages published, not yet confirmed", ()),
+    "distriqueue_broker_oldest_unconfirmed_seconds": (
+        "Age of the oldest publish not yet confirmed (0 when none)", ()),
+    "distriqueue_queue_unroutable": (
+        "1 while a job queue returns its jobs unroutable (deleted in RabbitMQ, or its "
+        "binding): the node declares the queues again and retries with backoff",
+        ("queue",)),
+    "distriqueue_publish_backlog": ("Jobs waiting to be published", ()),
+    "distriqueue_outbox_backlog": ("Status events not yet published", ()),
+    "distriqueue_jobs_evicted_total": ("Terminal jobs forgotten by retention", ()),
+    "distriqueue_oldest_job_age_seconds": (
+        "Age of the oldest pending or queued job, by queue", ("queue", "status")),
+    "distriqueue_raft_term": ("Current Raft term", ()),
+    "distriqueue_raft_commit_index": ("Raft commit index", ()),
+    "distriqueue_raft_applied_index": ("Raft applied index", ()),
+    "distriqueue_raft_is_leader": ("1 when this node is the leader", ()),
+    "distriqueue_raft_role": ("1 for this node's Raft role", ("role",)),
+    "distriqueue_raft_events_total": (
+        "Elections this node started and leader changes it saw", ("event",)),
+    "distriqueue_raft_messages_dropped_total": (
+        "Raft messages dropped, by reason (datagram checks, then decoding)", ("reason",)),
+    "distriqueue_raft_replication_lag_entries": (
+        "Leader only: entries each follower lacks", ("peer",)),
+    "distriqueue_forwarded_requests_total": (
+        "Writes this follower passed to the leader, by outcome", ("outcome",)),
+    "distriqueue_log_writable": ("1 when the last log write succeeded", ()),
+    "distriqueue_proposals_refused_total": (
+        "Client writes refused with 503 because max_pending_proposals wait", ()),
+    "distriqueue_listener_errors_total": (
+        "Exceptions raised by metrics or dispatch hooks after a commit (contained)", ()),
+    "distriqueue_raft_snapshots_total": ("Snapshots written or failed", ("outcome",)),
+    "distriqueue_data_dir_free_bytes": ("Free bytes on data_dir's file system", ()),
+    "distriqueue_publish_backoff_jobs": ("Jobs waiting out a retry backoff", ()),
+    "distriqueue_events_dropped_total": (
+        "Status events dropped unpublished (more than state.OUTBOX_MAX waited)", ()),
+    "distriqueue_workers_dropped_total": (
+        "Workers dropped from a full worker table (MAX_WORKERS), longest silent first", ()),
+    "distriqueue_tls_handshake_failures_total": (
+        "TLS handshakes on http_port that failed or timed out", ()),
+}
+
+
 class LiveGauges:
-    """Reads values from the running node at scrape time: "how many now" gauges, and
-    counters kept by other objects (the broker's stats). A name ending in _total is a
-    counter."""
+    """The LIVE metrics, their values read at scrape time by `read`."""
 
     def __init__(self, read) -> None:
-        self.read = read      # () -> {"name": (help, {labels tuple: value} or value, labelnames)}
+        self.read = read      # () -> {name: value, or {labels tuple: value}}
 
     def collect(self):
-        for name, (doc, value, labelnames) in self.read().items():
+        values = self.read()
+        for name, (doc, labelnames) in LIVE.items():
             family = CounterMetricFamily if name.endswith("_total") else GaugeMetricFamily
             g = family(name, doc, labels=list(labelnames) or None)
             if labelnames:
-                for labels, v in value.items():
+                for labels, v in values[name].items():
                     g.add_metric(list(labels), v)
             else:
-                g.add_metric([], value)
+                g.add_metric([], values[name])
             yield g
 
 

@@ -15,16 +15,13 @@ borrows it, and pytest collects it as part of that test module. A helper used by
 test module only stays in that module.
 """
 
-import ast
 import collections
-import inspect
 import json
 import os
-import textwrap
 
 from hypothesis import strategies as hs
 
-from dqorch import app, jobs, metrics, parse
+from dqorch import jobs, metrics, parse
 from dqorch import state as S
 from dqorch.jobs import QUEUES, STATUSES, TERMINAL, Job
 from dqorch.state import State, apply
@@ -295,22 +292,10 @@ def _static_metrics() -> dict:
 
 
 def gauge_metrics() -> dict:
-    """{name: ("gauge" or "counter", labelnames)} of the live metrics: the dict that
-    Node._gauges returns, {name: (help, value, labelnames)}, read from its source."""
-    fn = ast.parse(textwrap.dedent(inspect.getsource(app.Node._gauges)))
-    dicts = [n for n in ast.walk(fn) if isinstance(n, ast.Dict)
-             and any(isinstance(k, ast.Constant) and str(k.value).startswith("distriqueue_")
-                     for k in n.keys)]
-    assert len(dicts) == 1, "Node._gauges no longer returns one dict literal; update this test"
-    out = {}
-    for key, value in zip(dicts[0].keys, dicts[0].values):
-        assert isinstance(key, ast.Constant) and isinstance(value, ast.Tuple) \
-            and len(value.elts) == 3, f"unexpected entry in Node._gauges: {ast.unparse(key)}"
-        labels = ast.literal_eval(value.elts[2])
-        name = key.value
-        # LiveGauges: a name ending in _total is a counter, anything else a gauge.
-        out[name] = ("counter" if name.endswith("_total") else "gauge", tuple(labels))
-    return out
+    """{name: ("gauge" or "counter", labelnames)} of the live metrics (metrics.LIVE)."""
+    # LiveGauges: a name ending in _total is a counter, anything else a gauge.
+    return {name: ("counter" if name.endswith("_total") else "gauge", tuple(labels))
+            for name, (_help, labels) in metrics.LIVE.items()}
 
 
 def exported_series() -> dict:

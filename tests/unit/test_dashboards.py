@@ -8,9 +8,8 @@ the values it matches for a few closed label sets (route, status, queue, ...) mu
 values the node can produce.
 
 The exported names come from the code, not from a list kept here: the static metrics
-from dqorch.metrics.REGISTRY, and the live gauges from the string keys of
-dqorch.app.Node._gauges (read with ast: calling it needs a running node); helpers.py's
-exported_series() reads them, for the integration test_prometheus too.
+from dqorch.metrics.REGISTRY, and the live gauges from dqorch.metrics.LIVE;
+helpers.py's exported_series() reads them, for the integration test_prometheus too.
 """
 from __future__ import annotations
 
@@ -116,8 +115,8 @@ def test_exported_names_are_read_from_the_code(series):
     # Both sources must have been read, or every check below would be vacuous.
     for name in ("distriqueue_http_request_seconds_bucket",     # histogram, static
                  "distriqueue_job_transitions_total",           # counter, static
-                 "distriqueue_raft_is_leader",                  # gauge, Node._gauges
-                 "distriqueue_broker_events_total"):            # counter, Node._gauges
+                 "distriqueue_raft_is_leader",                  # gauge, metrics.LIVE
+                 "distriqueue_broker_events_total"):            # counter, metrics.LIVE
         assert name in series, name
     assert len(gauge_metrics()) >= 10
     assert series["distriqueue_job_transitions_total"] == ("from", "to")
@@ -207,3 +206,18 @@ def test_dashboard_shape_and_coverage():
                    "distriqueue_workers", "distriqueue_raft_term",
                    "distriqueue_raft_commit_index"):
         assert metric in used, f"no panel shows {metric}"
+
+
+def test_the_node_gives_a_value_for_every_live_metric_and_no_other():
+    """LiveGauges reads values[name] for each of metrics.LIVE at scrape time: a name
+    missing from Node._gauges breaks /metrics, an extra one is never exported. Read with
+    ast (calling it needs a running node); test_prometheus scrapes a real one."""
+    import ast
+    import inspect
+    import textwrap
+    from dqorch import app, metrics
+    fn = ast.parse(textwrap.dedent(inspect.getsource(app.Node._gauges)))
+    returned = [n.value for n in ast.walk(fn) if isinstance(n, ast.Return)]
+    assert len(returned) == 1 and isinstance(returned[0], ast.Dict)
+    keys = [k.value for k in returned[0].keys]
+    assert keys == list(metrics.LIVE)
