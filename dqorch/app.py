@@ -3,50 +3,35 @@ module that knows all the others.
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import fcntl
-import functools
 import gc
-import json
 import logging
 import os
-import signal
-import sys
 import time
 import uuid
 
 import gevent
 import gevent.event
-import greenlet
 
-from . import __version__, config, jobs, metrics
+from . import config, jobs, metrics
 from .jobs import TERMINAL
 from . import state as st_mod
 from .api import Access, HostCheck, guard, make_app, refuse
 from .broker import Broker
 from .dispatch import Dispatcher, Timers
-from .errors import ReplayFailed
+from .errors import EXIT_DATA, EXIT_LISTEN, StartupError
 from .forward import Forwarder
+from .members import check_members
 from .rates import Rates
-from . import console, http_server, logfmt, tls
-from .raft.log import LogCorrupt, RaftLog
+from . import console, http_server
+from .raft.log import RaftLog
 from .raft.node import RaftNode
 from .workers import WorkerTable
 
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_S = 1.0
-EXIT_DATA = 3      # data_dir damaged, unwritable, in use, or an entry that cannot be applied
-EXIT_LISTEN = 4    # a port (http_port, metrics_port) cannot be listened on
-
-
-class StartupError(Exception):
-    """Start-up cannot go on; `code` is the exit code, the message one line."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _loopback(host: str) -> bool:
@@ -487,41 +472,6 @@ def _free_bytes(path: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def check_members(cfg: config.Config, membership: str = "") -> config.Config:
-    """The cluster this data_dir belongs to is recorded in it (members.json). A node
-    whose raft_peers name another cluster would vote with a log from a different
-    history: refused, unless the operator says so on purpose (docs/CLUSTER.md):
-    membership "force-new-cluster" starts this node alone from its data (a majority is
-    lost for good), "accept" records the configured members (every member stopped and
-    reconfigured). A cluster of one may grow: new members start with empty data_dirs.
-    Returns cfg, without peers under force-new-cluster."""
-    import dataclasses
-    path = os.path.join(cfg.data_dir, "members.json")
-    if membership == "force-new-cluster":
-        log.warning("forcing a new cluster of one from this node's data: raft_peers "
-                    "ignored, every entry in its log taken as committed")
-        cfg = dataclasses.replace(cfg, raft_peers=())
-    want = sorted([cfg.node_name] + [name for name, _, _ in cfg.peer_endpoints])
-    try:
-        with open(path, "rb") as f:
-            have = json.loads(f.read())["members"]
-    except FileNotFoundError:
-        have = None
-    except (ValueError, KeyError, TypeError) as e:
-        raise StartupError(EXIT_DATA, f"{path} is damaged ({e}); start with --accept-members "
-                           f"to record the configured members")
-    if have is not None and have != want and have != [cfg.node_name] and not membership:
-        raise StartupError(2, f"config: raft_peers: data_dir {cfg.data_dir} belongs to a "
-                           f"cluster of {have}, the config says {want}; see docs/CLUSTER.md "
-                           f"(--accept-members, --force-new-cluster)")
-    if have != want:
-        from .raft.log import write_atomic
-        write_atomic(path, json.dumps({"members": want}).encode())
-        if have is not None:
-            log.warning("cluster members changed from=%s to=%s", have, want)
-    return cfg
-
-
 def _lock_data_dir(data_dir: str) -> int:
     """One process per data_dir: two writers would interleave the log. A POSIX lock
     (lockf), not flock: a forked snapshot child does not inherit it, so a restart
@@ -534,132 +484,3 @@ def _lock_data_dir(data_dir: str) -> int:
         raise StartupError(EXIT_DATA, f"data_dir {data_dir} is in use by another dqorch "
                                       f"process")
     return fd
-
-
-# Command line ##############################################################
-
-def setup_logging(cfg: config.Config) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if cfg.log_format == "json":
-        handler.setFormatter(logfmt.JsonFormatter())
-    else:
-        handler.setFormatter(logfmt.TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(cfg.log_level.upper())
-    # pika logs 7 ERROR lines per failed connect attempt (every few seconds while the broker
-    # is down); dqorch.broker logs each state change once instead.
-    logging.getLogger("pika").setLevel(logging.INFO if cfg.log_level == "debug"
-                                       else logging.CRITICAL)
-
-
-def _stop_signals() -> list:
-    """SIGTERM, SIGINT and SIGHUP all stop the node cleanly (README, Operations).
-    SIGHUP is not a reload: most settings (ports, data_dir, peers, TLS) cannot change
-    in a running node, and a reload that takes some and silently keeps the others
-    would lie. Without a handler SIGHUP killed the node on the spot, cutting requests
-    in flight. A SIGHUP ignored by whoever started us (nohup) stays ignored."""
-    sigs = [signal.SIGTERM, signal.SIGINT]
-    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
-        sigs.append(signal.SIGHUP)
-    return sigs
-
-
-class _StopDuringStart(BaseException):
-    """Thrown into start-up by a stop signal. A BaseException, as GreenletExit: no
-    `except Exception` on the way may take it for a failure of its own."""
-
-
-def _stop_on_signal(node, sig, main) -> None:
-    log.info("stop asked by signal=%s", signal.Signals(sig).name)
-    if node.started:
-        gevent.spawn(node.stop)
-    elif not node.aborting:
-        node.aborting = True
-        # start() runs in the main greenlet, which waits in the hub now (the replay
-        # hands it a turn every BREATHE_S): it ends there, and main() stops the node.
-        gevent.get_hub().loop.run_callback(_abort_start, node, main)
-
-
-def _abort_start(node, main) -> None:
-    if node.started:
-        gevent.spawn(node.stop)
-    else:
-        main.throw(_StopDuringStart())
-
-
-def main(argv: list[str] | None = None) -> int:
-    from gevent import monkey
-    if not monkey.is_module_patched("socket"):
-        print("dqorch: gevent is not patched; start with `python dqorch.py` or the "
-              "`dqorch` command, which patch before importing", file=sys.stderr)
-        return 2
-    p = argparse.ArgumentParser(prog="dqorch", description="DistriQueue orchestrator")
-    p.add_argument("-c", "--config", default="config.yaml", help="YAML config file")
-    p.add_argument("--check-config", action="store_true",
-                   help="validate the config, print it with secrets masked, and exit")
-    p.add_argument("--version", action="version", version=f"dqorch {__version__}")
-    p.add_argument("--force-new-cluster", action="store_true",
-                   help="recovery: a majority is lost for good; start this node alone "
-                        "from its data as a new cluster of one (docs/CLUSTER.md)")
-    p.add_argument("--accept-members", action="store_true",
-                   help="record raft_peers as this data_dir's cluster after a deliberate "
-                        "change of members (docs/CLUSTER.md)")
-    p.add_argument("--skip-entry", type=int, action="append", default=[], metavar="INDEX",
-                   help="recovery: do not apply this log entry on replay (README, "
-                        "Recovery); a snapshot taken at once makes it permanent")
-    args = p.parse_args(argv)
-    try:
-        cfg = config.load(args.config)
-        tls_contexts = tls.contexts(cfg)          # the files named by the settings
-    except config.ConfigError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    unknown_env = config.unknown_env_warning(os.environ)
-    if args.check_config:
-        if unknown_env:
-            print(unknown_env, file=sys.stderr)
-        print(json.dumps(cfg.masked(), indent=2))
-        return 0
-    setup_logging(cfg)
-    if unknown_env:
-        log.warning("%s", unknown_env)    # one line; README, Deployment
-    if cfg.raft_peers and cfg.cookie == config.Config.cookie:
-        # The default is public: anyone who can send to raft_port could forge votes
-        # and entries, that is, take the cluster over.
-        log.critical("config: cookie: still the default %r with raft_peers set; give "
-                     "every member the same secret of your own (docs/CLUSTER.md)",
-                     config.Config.cookie)
-        return 2
-    if cfg.witness and not cfg.raft_peers:
-        log.critical("config: witness: a witness needs raft_peers (it is the third vote "
-                     "of a cluster; alone it would lead with no broker)")
-        return 2
-    try:
-        node = Node(cfg, skip_entries=args.skip_entry,
-                    membership="force-new-cluster" if args.force_new_cluster
-                    else "accept" if args.accept_members else "",
-                    tls_contexts=tls_contexts)
-        main_greenlet = greenlet.getcurrent()
-        for sig in _stop_signals():
-            gevent.signal_handler(sig, functools.partial(_stop_on_signal, node, sig,
-                                                         main_greenlet))
-        node.start()
-    except _StopDuringStart:
-        # Nothing was served yet (every request got 503 starting); the log is where
-        # the replay left it, as after any stop.
-        log.info("start-up cut short by a stop signal node=%s", cfg.node_name)
-        node.stop()
-        return 0
-    except (LogCorrupt, ReplayFailed) as e:
-        log.critical("refusing to start: %s", e)     # one line; README, Recovery
-        return EXIT_DATA
-    except StartupError as e:
-        log.critical("cannot start: %s", e)
-        return e.code
-    except OSError as e:
-        where = f" ({e.filename})" if e.filename else ""
-        log.critical("cannot use data_dir=%s%s: %s", cfg.data_dir, where, e.strerror or e)
-        return EXIT_DATA
-    node.stopped.wait()
-    return 0

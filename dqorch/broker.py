@@ -180,7 +180,7 @@ class Broker:
             # pika logs 7 ERROR lines per refused connect attempt; with the broker down
             # that is a flood every few seconds. We log the state changes ourselves, so
             # keep only pika's critical messages unless the caller set a level
-            # (app.setup_logging does, CRITICAL unless log_level is debug).
+            # (cli.setup_logging does, CRITICAL unless log_level is debug).
             pika_log.setLevel(logging.CRITICAL)
         self._on_confirmed = on_confirmed
         self._on_rejected = on_rejected

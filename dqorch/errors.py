@@ -42,3 +42,16 @@ class ReplayFailed(Exception):
 class Overloaded(Exception):
     """More proposals wait for the log than max_pending_proposals: refused before
     anything was logged (not committed); the client should retry after a moment."""
+
+
+EXIT_CONFIG = 2    # the config (or a flag) is wrong: nothing was opened
+EXIT_DATA = 3      # data_dir damaged, unwritable, in use, or an entry that cannot be applied
+EXIT_LISTEN = 4    # a port (http_port, metrics_port, raft_port) cannot be listened on
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; `code` is the exit code (EXIT_*), the message one line."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code

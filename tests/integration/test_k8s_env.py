@@ -34,7 +34,7 @@ def test_service_links_are_one_warning_and_the_node_serves(make_node, monkeypatc
     warned = [line for line in lines if "not settings" in line]
     assert len(warned) == 1, "\n".join(lines)
     (line,) = warned
-    assert " WARNING dqorch.app ignoring 10 DQ_* environment variables" in line
+    assert " WARNING dqorch.cli ignoring 10 DQ_* environment variables" in line
     assert all(name in line for name in SERVICE_LINKS)
     assert "DQ_RABBIT_HOST (did you mean DQ_RABBITMQ_HOST?)" in line
     assert "enableServiceLinks: false" in line

@@ -1,0 +1,47 @@
+"""The cluster a data_dir belongs to, recorded in it (members.json), checked against
+the config at start-up. Moves into the log with online membership (issue 27)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+
+from . import config
+from .errors import EXIT_CONFIG, EXIT_DATA, StartupError
+from .raft.log import write_atomic
+
+log = logging.getLogger(__name__)
+
+
+def check_members(cfg: config.Config, membership: str = "") -> config.Config:
+    """The cluster this data_dir belongs to is recorded in it (members.json). A node
+    whose raft_peers name another cluster would vote with a log from a different
+    history: refused, unless the operator says so on purpose (docs/CLUSTER.md):
+    membership "force-new-cluster" starts this node alone from its data (a majority is
+    lost for good), "accept" records the configured members (every member stopped and
+    reconfigured). A cluster of one may grow: new members start with empty data_dirs.
+    Returns cfg, without peers under force-new-cluster."""
+    path = os.path.join(cfg.data_dir, "members.json")
+    if membership == "force-new-cluster":
+        log.warning("forcing a new cluster of one from this node's data: raft_peers "
+                    "ignored, every entry in its log taken as committed")
+        cfg = dataclasses.replace(cfg, raft_peers=())
+    want = sorted([cfg.node_name] + [name for name, _, _ in cfg.peer_endpoints])
+    try:
+        with open(path, "rb") as f:
+            have = json.loads(f.read())["members"]
+    except FileNotFoundError:
+        have = None
+    except (ValueError, KeyError, TypeError) as e:
+        raise StartupError(EXIT_DATA, f"{path} is damaged ({e}); start with --accept-members "
+                           f"to record the configured members")
+    if have is not None and have != want and have != [cfg.node_name] and not membership:
+        raise StartupError(EXIT_CONFIG, f"config: raft_peers: data_dir {cfg.data_dir} belongs to a "
+                           f"cluster of {have}, the config says {want}; see docs/CLUSTER.md "
+                           f"(--accept-members, --force-new-cluster)")
+    if have != want:
+        write_atomic(path, json.dumps({"members": want}).encode())
+        if have is not None:
+            log.warning("cluster members changed from=%s to=%s", have, want)
+    return cfg
