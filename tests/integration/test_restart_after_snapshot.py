@@ -296,7 +296,8 @@ def test_every_command_on_jobs_loaded_from_a_snapshot(make_node, clean_queues, n
     snap = wait_snapshot(node, 0)
     assert {id_: snap[id_]["status"] for id_ in FIXTURE} == FIXTURE, \
         "the snapshot holds every fixture job in its status"
-    assert snap["L-ghost"]["past"] == [["ghost", 0, 1, None]]   # owes attempt 1's end
+    # owes attempt 1's end; it stopped heartbeating (state.OWED_IF_ALIVE)
+    assert snap["L-ghost"]["past"] == [["ghost", 0, 2, None]]
     wait_quiet(c)
     c.close()
     offset = restart_from_snapshot(node)
