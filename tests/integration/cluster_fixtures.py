@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from .conftest import NodeProc, free_port
 from .broker_fixtures import SHARED_PORT, wait_until
 
@@ -79,3 +81,18 @@ class Cluster:
 
     def logs(self, n: int = 15) -> str:
         return "\n".join(f"--- {name}\n{node.log_tail(n)}" for name, node in self.nodes.items())
+
+
+@pytest.fixture
+def cluster(tmp_path_factory):
+    """make(n=3, **kw) -> a started Cluster; every cluster made is stopped afterwards.
+    A module that uses it imports it: `from .cluster_fixtures import cluster`."""
+    made = []
+
+    def make(n=3, **kw) -> Cluster:
+        c = Cluster(tmp_path_factory, n, **kw)
+        made.append(c)
+        return c.start()
+    yield make
+    for c in made:
+        c.stop()

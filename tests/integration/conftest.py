@@ -185,6 +185,11 @@ class NodeProc:
         return self.proc.returncode if self.proc else 0
 
 
+def critical_lines(output: str) -> list:
+    """The CRITICAL lines of a node's output: a refusal to start is one of them."""
+    return [line for line in output.splitlines() if "CRITICAL" in line]
+
+
 @pytest.fixture
 def make_node(tmp_path_factory):
     made = []

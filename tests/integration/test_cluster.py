@@ -10,26 +10,12 @@ import socket
 import time
 
 import gevent
-import pytest
 
 from dqorch.raft.transport import Codec
 
 from .broker_fixtures import SHARED_PORT, wait_until
-from .cluster_fixtures import COOKIE, Cluster
+from .cluster_fixtures import COOKIE, cluster  # noqa: F401  (the fixture)
 from .conftest import JOB_QUEUES, all_jobs, drain
-
-
-@pytest.fixture
-def cluster(tmp_path_factory):
-    made = []
-
-    def make(n=3, **kw) -> Cluster:
-        c = Cluster(tmp_path_factory, n, **kw)
-        made.append(c)
-        return c.start()
-    yield make
-    for c in made:
-        c.stop()
 
 
 def register(node, id_: str):

@@ -16,9 +16,8 @@ import pytest
 
 from dqorch.raft.log import HEADER, records_end
 
-from .conftest import all_jobs, wait_until
-from .test_cluster import cluster  # noqa: F401  (the fixture)
-from .test_refusal import critical_lines
+from .cluster_fixtures import cluster  # noqa: F401  (the fixture)
+from .conftest import all_jobs, critical_lines, wait_until
 
 BEHIND = re.compile(r"refusing to start: (\S+): the log ends at index (\d+) but (\S+) "
                     r"records commit (\d+): committed entr(?:y|ies) (\d+)(?:-(\d+))? gone")

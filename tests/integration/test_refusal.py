@@ -9,7 +9,7 @@ import sys
 
 from dqorch.raft.log import RaftLog, encode
 
-from .conftest import REPO, SHARED_PORT, wait_until
+from .conftest import REPO, SHARED_PORT, critical_lines, wait_until
 
 DQORCH = [sys.executable, os.path.join(REPO, "dqorch.py")]
 
@@ -27,10 +27,6 @@ def seed_log(data_dir, cmds) -> None:
     data = b"".join(encode(first + i, 1, c) for i, c in enumerate(cmds))
     lg.append(data, first + len(cmds) - 1, 1)
     lg.close()
-
-
-def critical_lines(stderr: str) -> list:
-    return [line for line in stderr.splitlines() if "CRITICAL" in line]
 
 
 def test_an_entry_that_cannot_be_applied_refuses_start_then_skip_entry_recovers(make_node):
