@@ -18,9 +18,10 @@ done
 if (( quick )); then
   register=(--duration 3 --preload 10000) memory=(--jobs 100000 --tail 10000 --trace-jobs 10000)
   pipeline=(--quick) publish=(--quick) batch=(--duration 3) stall=(--quick) paced=(--duration 3)
+  flood=(--idle 200 --slow 100 --hold 3)
 else
   register=(--preload 100000 --purge --rounds 3) memory=() pipeline=(--rounds 3) publish=()
-  batch=(--rounds 3) stall=() paced=(--rounds 3)
+  batch=(--rounds 3) stall=() paced=(--rounds 3) flood=()
 fi
 run() { echo "== $*" >&2; "$PY" "$@"; }
 run bench/headers.py
@@ -34,6 +35,7 @@ run bench/publish.py "${publish[@]}" "${write[@]}"
 run bench/batch.py "${batch[@]}" "${write[@]}"
 run bench/memory.py "${memory[@]}" "${write[@]}"
 run bench/snapshot_stall.py "${stall[@]}" "${write[@]}"
+run bench/conn_flood.py "${flood[@]}" "${write[@]}"
 if "$PY" -c "import matplotlib" 2>/dev/null; then
   run bench/chart.py "${write[@]}"
 else

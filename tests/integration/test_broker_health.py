@@ -1,13 +1,13 @@
 """The broker as operators see it (issue 8), through real dqorch processes: a broker
 that stops answering (SIGSTOP: the connection stays open, nothing comes back) turns
-GET /api/health degraded within seconds, with jobs in flight by the overdue confirms,
-with nothing in flight by the AMQP heartbeat (rabbitmq_heartbeat_s); a broker that is not
-there is told in the log once per state change, without pika's own lines."""
+GET /api/health degraded, with jobs in flight by the overdue confirms (not before), with
+nothing in flight by the AMQP heartbeat (rabbitmq_heartbeat_s, which the connection
+negotiates); a broker that is not there is told in the log once per state change,
+without pika's own lines."""
 from __future__ import annotations
 
 import os
 import re
-import time
 
 from dqorch.broker import CONFIRM_OVERDUE_S
 
@@ -22,24 +22,23 @@ def broker_check(node) -> dict:
     return node.health()[1]["checks"]["broker"]
 
 
-def test_frozen_broker_with_jobs_in_flight_is_degraded_within_seconds(rabbit, make_node):
+def test_frozen_broker_with_jobs_in_flight_is_degraded_once_confirms_are_overdue(rabbit, make_node):
     # A long heartbeat: within the bound below only the overdue confirms can tell.
     node = make_node(rabbit_port=PORT, rabbitmq_heartbeat_s=120).wait_healthy()
     c = node.client()
     with rabbit.frozen():
-        t0 = time.monotonic()
         for i in range(200):
             assert c.call("POST", "/api/jobs/register", {"id": f"stall-{i}", "type": "st"})[0] == 202
-        # Before: "healthy", connected, 200 unconfirmed, until the 30 s confirm watchdog.
+        # Unconfirmed is not yet overdue: still healthy until the confirm watchdog.
+        wait_until(lambda: broker_check(node)["in_flight"] == 200, 10, 0.1, "200 in flight")
+        assert broker_check(node)["ok"] is True, "degraded before the confirms were overdue"
         wait_until(lambda: node.health()[1]["status"] == "degraded", CONFIRM_OVERDUE_S + 10,
                    0.1, "degraded while the broker is frozen\n" + node.log_tail())
-        elapsed = time.monotonic() - t0
         status, health = node.health()
         broker = health["checks"]["broker"]
         assert status == 200 and broker["ok"] is False and broker["connected"] is True
         assert re.fullmatch(r"confirms overdue \d+ s \(in_flight=200\)", broker["error"]), broker
         assert broker["in_flight"] == 200 and broker["oldest_unconfirmed_s"] >= CONFIRM_OVERDUE_S
-        assert elapsed >= CONFIRM_OVERDUE_S - 1, "degraded before the confirms were overdue"
         assert all(j["status"] == "pending" for j in all_jobs(c, type="st"))
     node.wait_healthy(60)
     wait_until(lambda: {j["status"] for j in all_jobs(c, type="st")} == {"queued"}, 60, 0.2,
@@ -50,17 +49,16 @@ def test_frozen_broker_with_jobs_in_flight_is_degraded_within_seconds(rabbit, ma
 
 def test_frozen_idle_broker_is_noticed_by_the_heartbeat(rabbit, make_node):
     node = make_node(rabbit_port=PORT, rabbitmq_heartbeat_s=2).wait_healthy()
+    # The setting reaches the connection (before: pika's own 30 s was negotiated). How
+    # long the node takes to notice is bench/ material, not a test's.
+    (conn,) = rabbit.ctl_json("list_connections", "timeout")
+    assert conn["timeout"] == 2, conn
     with rabbit.frozen():
-        t0 = time.monotonic()
         # Nothing in flight: only the heartbeat can tell. pika drops a connection that
-        # received nothing for a whole check interval of heartbeat + 5 s: within
-        # 2 x 7 s here; 2 x 15 s with the default of 10 s, 2 x 35 s with the 30 s used
-        # before the setting was passed on.
-        wait_until(lambda: broker_check(node)["connected"] is False, 25, 0.1,
+        # received nothing for a whole check interval of heartbeat + 5 s (2 x 7 s here).
+        wait_until(lambda: broker_check(node)["connected"] is False, 60, 0.1,
                    "connection dropped by the heartbeat\n" + node.log_tail())
-        elapsed = time.monotonic() - t0
         assert node.health()[1]["status"] == "degraded"
-        assert elapsed < 2 * (2 + 5) + 3, elapsed
         assert re.search(r"WARNING dqorch\.broker broker disconnected .*error=AMQPHeartbeatTimeout",
                          node.log_tail(200)), node.log_tail()
     node.wait_healthy(60)

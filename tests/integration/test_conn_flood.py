@@ -1,8 +1,10 @@
 """Connection floods against a real node: thousands of connections that connect and
 say nothing, and of slowloris clients that send a request one byte a second, while a
 well-behaved client keeps registering and reading. The node must answer the good
-client throughout, hold bounded memory, and close every flooding connection by itself
-(http_idle_timeout_s, http_request_timeout_s). Long mode: scripts/conn-flood.py."""
+client throughout and close every flooding connection by itself (http_idle_timeout_s,
+http_request_timeout_s). Memory per connection and probe latency are measured by
+bench/conn_flood.py, not asserted here. Long mode: scripts/conn-flood.py (which
+imports flood and rss_kib from here)."""
 from __future__ import annotations
 
 import os
@@ -117,7 +119,5 @@ def test_a_flood_of_idle_and_slow_connections_starves_no_one(make_node):
     # the whole line (a per-read timeout let each byte a second reach the headers, and
     # then a 408, 34 s later).
     assert f["answered"] == 0, f
-    # Bounded: well under 100 KiB per connection at the peak (measured: ~20 KiB).
-    assert f["rss_peak"] - f["rss_before"] < 1500 * 100, f
     assert f["still_serving"], f
     assert "Traceback" not in node.log_path.read_text()
