@@ -19,7 +19,7 @@ from .jobs import TERMINAL
 from . import state as st_mod
 from .api import Access, HostCheck, guard, make_app, refuse
 from .broker import Broker
-from .dispatch import Dispatcher, Timers
+from .dispatch import Dispatcher, Timers, node_view
 from .errors import EXIT_DATA, EXIT_LISTEN, StartupError
 from .forward import Forwarder
 from .members import check_members
@@ -106,8 +106,10 @@ class Node:
                              on_confirmed=lambda toks: self.dispatcher.on_confirmed(toks),
                              on_rejected=lambda toks, why: self.dispatcher.on_rejected(toks, why),
                              on_state=self._broker_state)
-        self.dispatcher = Dispatcher(self.node, self.broker, now_ms=now_ms)
-        self.timers = Timers(self.node, self.workers, now_ms=now_ms,
+        view = node_view(self.node)
+        self.dispatcher = Dispatcher(view, self.node.propose_async, self.broker,
+                                     now_ms=now_ms)
+        self.timers = Timers(view, self.node.propose_async, self.workers, now_ms=now_ms,
                              retry_backoff_s=cfg.job_retry_backoff_s,
                              retention_s=cfg.job_retention_s,
                              retention_max=cfg.job_retention_max)
@@ -255,8 +257,7 @@ class Node:
                 if is_leader and not self.cfg.witness:
                     if self._leading:
                         self._stop_side_effects()
-                    self.timers.lead_since_ms = now_ms()
-                    self.timers.grace = bool(self.cfg.raft_peers)
+                    self.timers.start(term, grace=bool(self.cfg.raft_peers))
                     self.dispatcher.start(term)
                     self.broker.start()
                     self._leading = True
@@ -269,6 +270,7 @@ class Node:
 
     def _stop_side_effects(self) -> None:
         self._leading = False
+        self.timers.stop()
         self.dispatcher.stop()
         self.broker.stop(timeout_s=2.0)
 

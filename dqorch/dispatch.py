@@ -5,6 +5,14 @@ commands (`mark_queued`, `mark_published`). The only module that publishes.
 At-least-once by design: after a crash or reconnect, whatever is still pending or
 unpublished in the state is simply published again.
 
+Two pipelines, one loop: JobPublisher (pending jobs -> job.* queues -> mark_queued)
+and EventPublisher (the outbox -> status.exchange -> mark_published). They share
+only Marks (the term, the propose function and one backoff: a log that cannot write
+one mark cannot write the other); Dispatcher runs both in one greenlet and routes the
+broker's tokens (JobToken, EventToken) to the pipeline that published them. What
+each reads of the node is a View (the applied state and two questions), so the
+pipelines run in a unit test against a fake broker and a fake propose.
+
 Rule 1: a confirmed job is published again only when the state says a newer attempt
 needs it, never because its mark could not be written: a failed mark is retried (with
 backoff), and nothing is published while the log cannot be written.
@@ -22,6 +30,7 @@ import heapq
 import itertools
 import logging
 import time
+from typing import Callable, NamedTuple
 
 import gevent
 import gevent.event
@@ -52,69 +61,176 @@ _dumps = jobs.dumps           # bytes; splices stored payloads
 EVENT_PROPS = amqp.properties(content_type="application/json", delivery_mode=2)
 
 
-class Dispatcher:
-    def __init__(self, node, broker, *, now_ms) -> None:
-        self.node = node
-        self.broker = broker
-        self.now_ms = now_ms
-        self.term = 0
-        self._loop = None
-        self._tick = None
-        self._reset()
+# What the dispatcher reads and hands out ###################################
 
-    def _reset(self) -> None:
-        self._wake = gevent.event.Event()
+class View(NamedTuple):
+    """What the leader-only side effects read of the node (node_view binds a RaftNode;
+    a test binds a plain State). Each is called when needed, never cached: a snapshot
+    install replaces the state object, and leadership moves under the loop."""
+    state: Callable[[], st_mod.State]    # the applied state now
+    leads: Callable[[int], bool]         # the leader of this term
+    may_publish: Callable[[int], bool]   # Rule 1: leads(term), log writable, quorum heard
+
+
+def node_view(node) -> View:
+    """The View of a raft.node.RaftNode: the one place that reads its fields here."""
+    def leads(term: int) -> bool:
+        return node.role == "leader" and node.term == term
+
+    def may_publish(term: int) -> bool:
+        return node.role == "leader" and node.log_ok and node.term == term \
+            and node.has_quorum_contact()
+    return View(lambda: node.state, leads, may_publish)
+
+
+class JobToken(NamedTuple):
+    """A job message handed to Broker.publish; the broker hands it back exactly once."""
+    job_id: str
+    attempt: int       # the attempt published: mark_queued names it
+    sent_at: float     # clock() at publish: the confirm latency metric
+
+
+class EventToken(NamedTuple):
+    """A status event handed to Broker.publish; handed back exactly once."""
+    seq: int           # its outbox seq
+
+
+# Marks: what both pipelines share ###########################################
+
+class Marks:
+    """Proposes the pipelines' marks with the term the dispatcher was started in
+    (Rule 3), and holds one backoff for both after a failed mark (Rule 1).
+
+    propose(cmd, lazy=True) -> a result with rawlink(fn), successful(), exception,
+    or raises NotLeader (Rule 2). Lazy: a mark rides in the next client request's
+    commit round (raft/node.py Rule 4) instead of paying an fsync'd round of its own.
+    """
+
+    def __init__(self, propose, clock, wake) -> None:
+        self._propose = propose
+        self._clock = clock
+        self._wake = wake
+        self.term = 0
+        self.after = 0.0           # clock(): no mark proposed before it
+        self.failures = 0          # failed marks in a row
+        self._started = 0          # start() calls: an answer to an earlier one is dropped
+
+    def start(self, term: int) -> None:
+        """Rule 3: forget the last term's backoff; its marks' answers are dropped."""
+        self.term, self.after, self.failures = term, 0.0, 0
+        self._started += 1
+
+    def ready(self, now: float) -> bool:
+        return now >= self.after   # Rule 1: a failed mark waits its backoff
+
+    def propose(self, cmd: dict, answered: Callable[[bool], None]) -> bool:
+        """False when not leader (the mark is dropped, Rule 2); else answered(ok)
+        is called once the mark is applied or has failed."""
+        cmd["term"] = self.term                  # Rule 3
+        try:
+            result = self._propose(cmd, lazy=True)
+        except NotLeader as e:                   # Rule 2
+            log.info("dispatch dropped a mark op=%s reason=%s", cmd["op"], e)
+            return False
+        started = self._started
+        result.rawlink(lambda r: self._answered(r, answered, started))
+        return True
+
+    def _answered(self, result, answered, started: int) -> None:
+        if started != self._started:
+            return                   # proposed before the last start(): forgotten
+        ok = result.successful()
+        answered(ok)
+        self._backoff(ok, result)
+        self._wake()
+
+    def _backoff(self, ok: bool, result) -> None:
+        """Backoff for failed marks, and one log line per change of state."""
+        if ok:
+            if self.failures:
+                log.warning("marks written again failed_marks=%d", self.failures)
+            self.failures, self.after = 0, 0.0
+            return
+        self.failures += 1
+        first, cap = MARK_RETRY_S
+        delay = min(cap, first * 2 ** (self.failures - 1))
+        self.after = self._clock() + delay
+        if self.failures == 1:
+            log.error("cannot mark confirms error=%s; retrying with backoff up to %gs",
+                      result.exception, cap)
+
+    def check(self) -> None:
+        """M1: no backoff without a failure: failures == 0 <=> after == 0."""
+        assert (self.failures == 0) == (self.after == 0.0), (self.failures, self.after)
+
+
+# Jobs ######################################################################
+
+class JobPublisher:
+    """Publishes pending jobs and marks the confirmed ones `queued`.
+
+    Where an id is (every id at most once in inflight, marking; anywhere in todo/later):
+
+        todo, later --publish--> inflight --confirm--> marking (unmarked, then a
+        proposed mark) --mark applied--> gone (or queued again if still pending)
+        inflight --reject--> todo (connection lost), later (nack, returned)
+
+    Invariants (check() asserts them; J3 needs the broker's outstanding tokens):
+    J1. inflight and marking are disjoint: a job is published again only after its
+        last publish was confirmed and marked, or rejected (Rule 1).
+    J2. marking is exactly the ids of unmarked and of each proposed mark, each once.
+    J3. inflight is exactly the ids of the job tokens out: at the broker, or handed
+        back and not yet taken (confirmed, rejected).
+    J4. later is a heap of (due clock(), n, id) with n distinct.
+    J5. rescan => todo is empty (the pending jobs are read from the state instead).
+    J6. returned_at is empty unless unroutable is not; each Unroutable is
+        well-formed (U1-U3).
+    """
+
+    def __init__(self, view: View, broker, marks: Marks, *, now_ms, clock, wake) -> None:
+        self._view = view
+        self._broker = broker
+        self._marks = marks
+        self._now_ms = now_ms
+        self._clock = clock
+        self._wake = wake
+        self.unroutable: dict = {}        # job queue -> Unroutable, while it returns jobs
+        self._returned_at: dict = {}      # job id -> at_ms its last return (those queues)
+        self.reset()
+
+    def reset(self) -> None:
         self._todo: collections.deque = collections.deque()   # job ids to publish
-        self._later: list = []            # heap of (due monotonic, n, id)
+        self._later: list = []            # heap of (due clock(), n, id)
         self._n = itertools.count()
         self._inflight: set = set()       # ids published, not yet confirmed
         self._marking: set = set()        # ids confirmed, mark_queued not yet applied
         self._unmarked: list = []         # [id, attempt] confirmed, mark not yet proposed
-        self._mark_after = 0.0            # monotonic: no mark proposed before it
-        self._mark_failures = 0           # in a row
-        self._confirmed: list = []        # tokens from the broker (hub callbacks)
-        self._rejected: list = []
-        self._ev_next = 1                 # next outbox seq to publish
-        self._ev_acked = 0                # all events <= this are confirmed
-        self._ev_confirmed: set = set()   # confirmed seqs above _ev_acked
-        self._marking_events = False
+        self._proposed: list = []         # items of each mark_queued proposed, unanswered
+        self.confirms: list = []          # JobTokens confirmed (Dispatcher.on_confirmed)
+        self.rejects: list = []           # ([JobToken], reason) (Dispatcher.on_rejected)
         self._rescan = False              # _todo was dropped: read pending from the state
-        self.unroutable: dict = {}        # job queue -> Unroutable, while it returns jobs
-        self._returned_at: dict = {}      # job id -> at_ms its last return (those queues)
-        self._events_dropped = 0          # st.events_dropped last seen
 
-    # Wiring: these run in the hub or in the commit loop and must not block. #####
+    def forget_unroutable(self) -> None:
+        self.unroutable.clear()           # the next leader finds out for itself
+        self._returned_at.clear()
 
-    def on_applied(self, cmd: dict, outcome: dict) -> None:
-        if self._loop is None:
-            return                     # Rule 3: not leading
-        if outcome.get("publish"):
-            self._schedule(cmd["id"])
-        for id_ in outcome.get("publish_ids", ()):
-            self._schedule(id_)
-        if cmd["op"] not in ("register", "mark_queued", "mark_published", "noop"):
-            self._wake.set()           # may have added outbox events
+    # Queueing: every path that queues an id for publish comes here ##########
 
-    def _schedule(self, id_: str) -> None:
+    def schedule(self, id_: str) -> None:
         """Publish now, or once its retry backoff (not_before) has passed."""
-        job = self.node.state.jobs.get(id_)
-        wait_ms = (job.get("not_before") or 0) - self.now_ms() if job is not None else 0
+        job = self._view.state().jobs.get(id_)
+        wait_ms = (job.get("not_before") or 0) - self._now_ms() if job is not None else 0
         if wait_ms > 0:
-            heapq.heappush(self._later, (time.monotonic() + wait_ms / 1000, next(self._n), id_))
-        elif not self._rescan:
-            if len(self._todo) >= MAX_TODO and not self._may_publish():
-                self._todo.clear()
-                self._rescan = True
-            else:
-                self._todo.append(id_)
-        self._wake.set()
+            self._wait(id_, wait_ms)
+        else:
+            self._queue((id_,))
 
-    def _schedule_pending(self) -> None:
-        """_schedule for every pending job, oldest first, in one pass: _schedule for
+    def schedule_pending(self) -> None:
+        """schedule() for every pending job, oldest first, in one pass: schedule for
         each of them held the hub 0.6 s at 250,000 pending jobs (a new leader's start,
         the API answering nothing meanwhile); this is a few tens of ms."""
-        st = self.node.state
-        now_ms, jobs_by_id, by_seq = self.now_ms(), st.jobs, st.by_seq
+        st = self._view.state()
+        now_ms, jobs_by_id, by_seq = self._now_ms(), st.jobs, st.by_seq
         due, later = [], []
         for seq in st.by_status[PENDING]:        # oldest first
             id_ = by_seq[seq]
@@ -124,201 +240,99 @@ class Dispatcher:
             else:
                 due.append(id_)
         for id_ in later:                        # few: retries waiting out a backoff
-            self._schedule(id_)
-        if not self._rescan:
-            room = MAX_TODO - len(self._todo)
-            if len(due) > room and not self._may_publish():
-                self._todo.clear()               # as _schedule: read again when it can
-                self._rescan = True
-            else:
-                self._todo.extend(due)
+            self.schedule(id_)
         if due:
-            self._wake.set()
+            self._queue(due)
 
-    def on_confirmed(self, tokens: list) -> None:
-        self._confirmed.extend(tokens)
-        self._wake.set()
+    def _queue(self, ids, front: bool = False) -> None:
+        """ids to publish (front: before the others, in their order). Past MAX_TODO,
+        while nothing can be published, the queue is dropped and the pending jobs are
+        read from the state again when publishing resumes (J5)."""
+        if self._rescan:
+            self._wake()
+            return                               # the rescan finds them pending
+        if len(self._todo) + len(ids) > MAX_TODO and not self._may_publish():
+            self._todo.clear()
+            self._rescan = True
+        elif front:
+            self._todo.extendleft(reversed(ids))
+        else:
+            self._todo.extend(ids)
+        self._wake()
 
-    def on_rejected(self, tokens: list, reason: str) -> None:
-        self._rejected.append((tokens, reason))
-        self._wake.set()
+    def _wait(self, id_: str, wait_ms: int) -> None:
+        heapq.heappush(self._later, (self._clock() + wait_ms / 1000, next(self._n), id_))
+        self._wake()
 
-    def wake(self, *_args) -> None:
-        self._wake.set()
+    def _may_publish(self) -> bool:
+        return self._view.may_publish(self._marks.term)
 
-    # Loop ##################################################################
+    # Confirms and marks #####################################################
 
-    def start(self, term: int | None = None) -> None:
-        self.stop()
-        self._reset()
-        self.term = self.node.term if term is None else term
-        st = self.node.state
-        self._schedule_pending()
-        self._events_dropped = st.events_dropped
-        self._ev_next = self._ev_acked = st.outbox_done
-        self._ev_next += 1
-        if self._todo or st.outbox:
-            log.info("dispatch resumes pending_jobs=%d unpublished_events=%d",
-                     len(self._todo), len(st.outbox))
-        self._loop = gevent.spawn(self._run)
-        # The loop's wake-up every TICK_S (backoffs, retries), one repeating hub timer:
-        # a wait(timeout=) made and cancelled a Timeout per wake-up, ~6 µs each and
-        # several wake-ups a job.
-        self._tick = gevent.get_hub().loop.timer(TICK_S, TICK_S)
-        self._tick.start(self._wake.set)
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._tick.stop()
-            self._loop.kill()
-            self._loop = None
-        self.unroutable.clear()           # the next leader finds out for itself
-        self._returned_at.clear()
-
-    def backlog(self) -> dict:
-        st = self.node.state
-        return {"jobs_to_publish": len(self._todo), "jobs_waiting_backoff": len(self._later),
-                "jobs_in_flight": len(self._inflight),
-                "events_unpublished": st.outbox_next - 1 - st.outbox_done}
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()               # set by a callback, or by _tick
-            self._wake.clear()
-            try:
-                self._handle_confirms()
-                self._handle_rejects()
-                if self._may_publish():
-                    self._publish_events()
-                    self._publish_jobs()
-            except Exception:
-                log.exception("dispatch step failed; retrying")
-                gevent.sleep(0.5)
-
-    def _handle_confirms(self) -> None:
-        st = self.node.state
-        if st.events_dropped != self._events_dropped:
-            log.warning("status events dropped unpublished dropped=%d total=%d (more than "
-                        "%d waited: RabbitMQ down too long)", st.events_dropped -
-                        self._events_dropped, st.events_dropped, st_mod.OUTBOX_MAX)
-            self._events_dropped = st.events_dropped
-        done = st.outbox_done
-        if self._ev_acked < done:
-            # Marked published by an earlier leader's late mark, or by this one: those
-            # are never published (or confirmed) again here.
-            self._ev_acked = done
-            self._ev_confirmed = {s for s in self._ev_confirmed if s > done}
-            self._ev_next = max(self._ev_next, done + 1)
-        confirmed, self._confirmed = self._confirmed, []
-        now = time.monotonic()
-        jobs_confirmed = 0
+    def take_confirms(self, now: float) -> None:
+        confirmed, self.confirms = self.confirms, []
+        if not confirmed:
+            return
         if self.unroutable:
-            self._routed_again(tok[1] for tok in confirmed if tok[0] == "j")
+            self._routed_again(tok.job_id for tok in confirmed)
         for tok in confirmed:
-            if tok[0] == "j":
-                self._inflight.discard(tok[1])
-                self._marking.add(tok[1])
-                self._unmarked.append([tok[1], tok[2]])
-                metrics.PUBLISH_CONFIRM_SECONDS.observe(now - tok[3])
-                jobs_confirmed += 1
-            else:
-                self._ev_confirmed.add(tok[1])
-        if jobs_confirmed:
-            metrics.child(metrics.PUBLISHED, "job", "confirmed").inc(jobs_confirmed)
-        n = 0
-        while self._ev_acked + 1 in self._ev_confirmed:
-            self._ev_acked += 1
-            self._ev_confirmed.discard(self._ev_acked)
-            n += 1
-        if n:
-            metrics.child(metrics.PUBLISHED, "event", "confirmed").inc(n)
-        if now < self._mark_after:
-            return                               # Rule 1: a failed mark waits its backoff
-        if self._unmarked:
-            items, self._unmarked = self._unmarked, []
-            self._propose({"op": "mark_queued", "items": items}, items)
-        # Checked on every pass, not only when confirms arrive: confirms that came
-        # while the last mark_published was in flight are marked by the next one.
-        if self._ev_acked > self.node.state.outbox_done and not self._marking_events:
-            self._marking_events = True
-            self._propose({"op": "mark_published", "upto": self._ev_acked}, None)
+            self._inflight.discard(tok.job_id)
+            self._marking.add(tok.job_id)
+            self._unmarked.append([tok.job_id, tok.attempt])
+            metrics.PUBLISH_CONFIRM_SECONDS.observe(now - tok.sent_at)
+        metrics.child(metrics.PUBLISHED, "job", "confirmed").inc(len(confirmed))
 
-    def _propose(self, cmd: dict, items) -> None:
-        cmd["term"] = self.term                  # Rule 3
-        try:
-            # lazy: a mark rides in the next client request's commit round (raft/
-            # node.py Rule 4) instead of paying an fsync'd round of its own.
-            result = self.node.propose_async(cmd, lazy=True)
-        except NotLeader as e:                   # Rule 2
-            log.info("dispatch dropped a mark op=%s reason=%s", cmd["op"], e)
-            if items is None:
-                self._marking_events = False
-            else:
-                self._marking.difference_update(id_ for id_, _ in items)
+    def mark(self) -> None:
+        """Propose mark_queued for what is confirmed and unmarked (Marks.ready)."""
+        if not self._unmarked:
             return
-        result.rawlink(lambda r: self._after_mark(items, r))
+        items, self._unmarked = self._unmarked, []
+        if self._marks.propose({"op": "mark_queued", "items": items},
+                               lambda ok: self._marked(items, ok)):
+            self._proposed.append(items)
+        else:
+            self._marking.difference_update(id_ for id_, _ in items)   # Rule 2
 
-    def _after_mark(self, items, result) -> None:
-        ok = result.successful()
-        if items is None:
-            self._marking_events = False
-        elif not ok:
+    def _marked(self, items: list, ok: bool) -> None:
+        self._proposed.remove(items)             # answers of an earlier start are dropped
+        if not ok:
             self._unmarked.extend(items)         # Rule 1: retry the mark, not the publish
-        self._mark_result(ok, result)
-        self._wake.set()
-        if items is None or not ok:
             return
-        st = self.node.state
+        jobs_by_id = self._view.state().jobs
+        stale = []
         for id_, _attempt in items:
             self._marking.discard(id_)
-            job = st.jobs.get(id_)
+            job = jobs_by_id.get(id_)
             # Still pending: the mark was stale (a newer attempt came while this one
             # was in flight and was skipped then). Publish the new attempt.
             if job is not None and job["status"] == PENDING:
-                self._todo.append(id_)
+                stale.append(id_)
+        if stale:
+            self._queue(stale)
 
-    def _mark_result(self, ok: bool, result) -> None:
-        """Backoff for failed marks, and one log line per change of state."""
-        if ok:
-            if self._mark_failures:
-                log.warning("marks written again failed_marks=%d", self._mark_failures)
-            self._mark_failures, self._mark_after = 0, 0.0
-            return
-        self._mark_failures += 1
-        first, cap = MARK_RETRY_S
-        delay = min(cap, first * 2 ** (self._mark_failures - 1))
-        self._mark_after = time.monotonic() + delay
-        if self._mark_failures == 1:
-            log.error("cannot mark confirms error=%s; retrying with backoff up to %gs",
-                      result.exception, cap)
+    # Rejects ###############################################################
 
-    def _handle_rejects(self) -> None:
-        if self._rejected:
-            rejected, self._rejected = self._rejected, []
-            for tokens, reason in rejected:
-                jobs_back = []
-                for tok in tokens:
-                    if tok[0] == "j":
-                        self._inflight.discard(tok[1])
-                        jobs_back.append(tok[1])
-                    else:
-                        self._ev_next = min(self._ev_next, tok[1])
-                if not jobs_back:
-                    continue
-                metrics.child(metrics.PUBLISHED, "job", reason).inc(len(jobs_back))
-                if reason == "connection_lost":
-                    self._todo.extendleft(reversed(jobs_back))   # keep oldest first
-                elif reason == "returned":
-                    self._returned(jobs_back)
-                else:
-                    due = time.monotonic() + RETRY_AFTER_REJECT_S
-                    for id_ in jobs_back:
-                        heapq.heappush(self._later, (due, next(self._n), id_))
-                    log.warning("broker refused jobs reason=%s count=%d; retry in %gs",
-                                reason, len(jobs_back), RETRY_AFTER_REJECT_S)
-        now = time.monotonic()
+    def take_rejects(self, now: float) -> None:
+        rejected, self.rejects = self.rejects, []
+        for tokens, reason in rejected:
+            ids = [tok.job_id for tok in tokens]
+            self._inflight.difference_update(ids)
+            metrics.child(metrics.PUBLISHED, "job", reason).inc(len(ids))
+            if reason == "connection_lost":
+                self._queue(ids, front=True)     # keep oldest first
+            elif reason == "returned":
+                self._returned(ids)
+            else:
+                due = now + RETRY_AFTER_REJECT_S
+                for id_ in ids:
+                    heapq.heappush(self._later, (due, next(self._n), id_))
+                log.warning("broker refused jobs reason=%s count=%d; retry in %gs",
+                            reason, len(ids), RETRY_AFTER_REJECT_S)
+        due = []
         while self._later and self._later[0][0] <= now:
-            self._todo.append(heapq.heappop(self._later)[2])
+            due.append(heapq.heappop(self._later)[2])
+        if due:
+            self._queue(due)
 
     # Unroutable job queues ###################################################
     # An episode starts with the first job a queue returns (basic.return: no queue
@@ -327,7 +341,7 @@ class Dispatcher:
     # a gauge and each returned job's `why` say it meanwhile.
 
     def _returned(self, ids: list) -> None:
-        st, at_ms, now = self.node.state, self.now_ms(), time.monotonic()
+        st, at_ms, now = self._view.state(), self._now_ms(), self._clock()
         by_queue: dict = {}
         for id_ in ids:
             job = st.jobs.get(id_)
@@ -349,7 +363,7 @@ class Dispatcher:
                     else RETURNED_RETRY_S[0]
                 ep.retry_at = now + ep.delay_s
                 ep.rounds += 1
-                self.broker.redeclare()
+                self._broker.redeclare()
             ep.returned += len(queue_ids)
             ep.last_at_ms = at_ms
             for id_ in queue_ids:
@@ -357,7 +371,7 @@ class Dispatcher:
                 heapq.heappush(self._later, (ep.retry_at, next(self._n), id_))
 
     def _routed_again(self, ids) -> None:
-        st = self.node.state
+        st = self._view.state()
         for id_ in ids:
             job = st.jobs.get(id_)
             queue = job["queue"] if job is not None else None
@@ -370,10 +384,11 @@ class Dispatcher:
                 del self._returned_at[i]
             # Its jobs waiting out the backoff go now; their heap entries find them
             # published already and are skipped.
-            self._todo.extend(waiting)
+            if waiting:
+                self._queue(waiting)
             log.info("job queue routable again queue=%s returned=%d rounds=%d "
                      "seconds=%d", queue, ep.returned, ep.rounds,
-                     (self.now_ms() - ep.since_ms) // 1000)
+                     (self._now_ms() - ep.since_ms) // 1000)
             if not self.unroutable:
                 self._returned_at.clear()
                 return
@@ -388,43 +403,28 @@ class Dispatcher:
 
     def unroutable_status(self) -> dict:
         """{queue: {...}} for GET /api/health, while a queue returns jobs."""
-        now = time.monotonic()
+        now = self._clock()
         return {q: {"since": ep.since_ms, "last_returned_at": ep.last_at_ms,
                     "returned": ep.returned, "rounds": ep.rounds,
                     "retry_delay_s": ep.delay_s,
                     "next_retry_s": round(max(0.0, ep.retry_at - now), 1)}
                 for q, ep in self.unroutable.items()}
 
-    def _may_publish(self) -> bool:
-        """Rule 1: while the log cannot be written, a publish could not be marked."""
-        node = self.node
-        return node.role == "leader" and node.log_ok and node.term == self.term \
-            and node.has_quorum_contact()
+    # Publishing ############################################################
 
-    def _publish_events(self) -> None:
-        """Only when _may_publish(), as _publish_jobs."""
-        st, broker = self.node.state, self.broker
-        while self._ev_next < st.outbox_next and broker.free_slots() > 0:
-            seq = self._ev_next
-            if seq > st.outbox_done and seq not in self._ev_confirmed:
-                body = _dumps(jobs.event_body(st.outbox[seq]))
-                if not broker.publish(("e", seq), STATUS_EXCHANGE, "status.update", body,
-                                      EVENT_PROPS, False):
-                    return
-            self._ev_next += 1
-
-    def _publish_jobs(self) -> None:
-        """Only when _may_publish() (Rule 1): the caller asks once for both."""
-        st, broker = self.node.state, self.broker
-        term = self.term
+    def publish(self) -> None:
+        """Only when may_publish (Rule 1): the caller asks once for both pipelines.
+        The one place a job is published."""
+        st, broker = self._view.state(), self._broker
         if self._rescan:
             self._rescan = False
             log.info("dispatch reads the pending jobs again pending=%d (more than %d "
                      "publishes waited)", len(st.by_status[PENDING]), MAX_TODO)
             self._todo.clear()
-            self._schedule_pending()
-        while self._todo and broker.free_slots() > 0:
-            id_ = self._todo.popleft()
+            self.schedule_pending()
+        term, now_ms, todo = self._marks.term, self._now_ms(), self._todo
+        while todo and broker.free_slots() > 0:
+            id_ = todo.popleft()
             if id_ in self._inflight or id_ in self._marking:
                 continue
             job = st.jobs.get(id_)
@@ -435,14 +435,40 @@ class Dispatcher:
             # the body carries the id either way.
             message_id = id_ if len(id_.encode()) <= 255 else None
             props = amqp.job_properties(job.retry_count, term, jobs.QUEUES[job.queue],
-                                        message_id, self.now_ms() // 1000)
+                                        message_id, now_ms // 1000)
             body = _dumps(jobs.message_body(job))
-            token = ("j", id_, job.attempt, time.monotonic())
+            token = JobToken(id_, job.attempt, self._clock())
             if not broker.publish(token, JOBS_EXCHANGE, job["queue"], body, props, True,
                                   message_id):
-                self._todo.appendleft(id_)
+                todo.appendleft(id_)
                 return
             self._inflight.add(id_)
+
+    def backlog(self) -> dict:
+        return {"jobs_to_publish": len(self._todo), "jobs_waiting_backoff": len(self._later),
+                "jobs_in_flight": len(self._inflight)}
+
+    # Invariants ############################################################
+
+    def check(self, outstanding=None) -> None:
+        """Assert J1-J6. outstanding: the job tokens the broker has not handed back
+        (a test's fake broker knows them); J3 is checked only when given."""
+        assert not self._inflight & self._marking, "J1"
+        marked = [id_ for id_, _ in self._unmarked] + \
+            [id_ for items in self._proposed for id_, _ in items]
+        assert len(marked) == len(set(marked)) and set(marked) == self._marking, "J2"
+        if outstanding is not None:
+            out = [tok.job_id for tok in outstanding] + \
+                [tok.job_id for tok in self.confirms] + \
+                [tok.job_id for toks, _ in self.rejects for tok in toks]
+            assert len(out) == len(set(out)) and set(out) == self._inflight, "J3"
+        later = self._later
+        assert all(later[(i - 1) // 2] <= later[i] for i in range(1, len(later))), "J4"
+        assert len({n for _, n, _ in later}) == len(later), "J4"
+        assert not (self._rescan and self._todo), "J5"
+        assert self.unroutable or not self._returned_at, "J6"
+        for ep in self.unroutable.values():
+            ep.check()
 
 
 def _clock(at_ms: int) -> str:
@@ -450,7 +476,7 @@ def _clock(at_ms: int) -> str:
 
 
 class Unroutable:
-    """One episode of a job queue returning its jobs (see Dispatcher._returned)."""
+    """One episode of a job queue returning its jobs (see JobPublisher._returned)."""
 
     __slots__ = ("since_ms", "last_at_ms", "returned", "rounds", "delay_s", "retry_at")
 
@@ -459,33 +485,287 @@ class Unroutable:
         self.returned = 0       # jobs returned in this episode
         self.rounds = 0         # times the queues were declared again and jobs retried
         self.delay_s = 0.0      # this round's wait before its jobs are published again
-        self.retry_at = 0.0     # monotonic: when this round's jobs go again
+        self.retry_at = 0.0     # clock(): when this round's jobs go again
 
+    def check(self) -> None:
+        """U1: since_ms <= last_at_ms. U2: at least one round, and one job returned
+        per round at least. U3: the delay within RETURNED_RETRY_S."""
+        assert self.since_ms <= self.last_at_ms, "U1"
+        assert 1 <= self.rounds <= self.returned, "U2"
+        assert RETURNED_RETRY_S[0] <= self.delay_s <= RETURNED_RETRY_S[1], "U3"
+
+
+# Events ####################################################################
+
+class EventPublisher:
+    """Publishes the outbox's events in seq order and marks the confirmed prefix
+    published (mark_published upto).
+
+    Seqs: (outbox_done .. acked] confirmed, waiting for their mark; (acked .. next)
+    published or confirmed out of order (confirmed); [next .. outbox_next) not yet.
+
+    Invariants (check() asserts them):
+    E1. acked < next.
+    E2. every seq in confirmed is > acked + 1 (the confirmed prefix is folded into
+        acked at once).
+    E3. a mark_published in flight covers no more than is acked: marking is None or
+        marking <= acked.
+    """
+
+    def __init__(self, view: View, broker, marks: Marks) -> None:
+        self._view = view
+        self._broker = broker
+        self._marks = marks
+        self.reset()
+
+    def reset(self) -> None:
+        st = self._view.state()
+        self._acked = st.outbox_done      # all events <= this are confirmed
+        self._next = self._acked + 1      # next outbox seq to publish
+        self._confirmed: set = set()      # confirmed seqs above _acked
+        self._marking: int | None = None  # upto of the mark_published in flight
+        self._events_dropped = st.events_dropped   # st.events_dropped last seen
+        self.confirms: list = []          # EventTokens confirmed (Dispatcher.on_confirmed)
+        self.rejects: list = []           # EventTokens rejected (Dispatcher.on_rejected)
+
+    def take_confirms(self) -> None:
+        st = self._view.state()
+        if st.events_dropped != self._events_dropped:
+            log.warning("status events dropped unpublished dropped=%d total=%d (more than "
+                        "%d waited: RabbitMQ down too long)", st.events_dropped -
+                        self._events_dropped, st.events_dropped, st_mod.OUTBOX_MAX)
+            self._events_dropped = st.events_dropped
+        done = st.outbox_done
+        if self._acked < done:
+            # Marked published by an earlier leader's late mark, or by this one: those
+            # are never published (or confirmed) again here.
+            self._acked = done
+            self._confirmed = {s for s in self._confirmed if s > done}
+            self._next = max(self._next, done + 1)
+        confirms, self.confirms = self.confirms, []
+        self._confirmed.update(tok.seq for tok in confirms)
+        n = 0
+        while self._acked + 1 in self._confirmed:
+            self._acked += 1
+            self._confirmed.discard(self._acked)
+            n += 1
+        if n:
+            metrics.child(metrics.PUBLISHED, "event", "confirmed").inc(n)
+
+    def mark(self) -> None:
+        # Checked on every pass, not only when confirms arrive: confirms that came
+        # while the last mark_published was in flight are marked by the next one.
+        if self._acked > self._view.state().outbox_done and self._marking is None:
+            upto = self._marking = self._acked
+            if not self._marks.propose({"op": "mark_published", "upto": upto},
+                                       self._marked):
+                self._marking = None             # Rule 2
+
+    def _marked(self, ok: bool) -> None:
+        self._marking = None                     # a failed one is proposed again
+
+    def take_rejects(self) -> None:
+        rejected, self.rejects = self.rejects, []
+        for tok in rejected:
+            # Not below acked: a seq marked published meanwhile (a late mark) is done.
+            self._next = min(self._next, max(tok.seq, self._acked + 1))
+
+    def publish(self) -> None:
+        """Only when may_publish, as JobPublisher.publish."""
+        st, broker = self._view.state(), self._broker
+        while self._next < st.outbox_next and broker.free_slots() > 0:
+            seq = self._next
+            if seq > st.outbox_done and seq not in self._confirmed:
+                body = _dumps(jobs.event_body(st.outbox[seq]))
+                if not broker.publish(EventToken(seq), STATUS_EXCHANGE, "status.update",
+                                      body, EVENT_PROPS, False):
+                    return
+            self._next += 1
+
+    def unpublished(self) -> int:
+        st = self._view.state()
+        return st.outbox_next - 1 - st.outbox_done
+
+    def check(self) -> None:
+        """Assert E1-E3."""
+        assert self._acked < self._next, "E1"
+        assert all(s > self._acked + 1 for s in self._confirmed), "E2"
+        assert self._marking is None or self._marking <= self._acked, "E3"
+
+
+# The loop ##################################################################
+
+class Dispatcher:
+    """Runs both pipelines in one greenlet between start(term) and stop() (Rule 3).
+
+    view: what it reads of the node (View); propose(cmd, lazy=) -> a result (see
+    Marks); broker: dqorch.broker.Broker or a fake with free_slots, publish and
+    redeclare; now_ms: wall clock in ms (not_before, timestamps); clock: monotonic
+    seconds (backoffs, confirm latency).
+
+    on_applied, on_confirmed, on_rejected and wake run in the hub or the commit loop
+    and must not block. step() is one pass of the loop; a test calls it directly.
+    """
+
+    def __init__(self, view: View, propose, broker, *, now_ms,
+                 clock=time.monotonic) -> None:
+        self._view = view
+        self.broker = broker
+        self._clock = clock
+        self._wake = gevent.event.Event()
+        self._marks = Marks(propose, clock, self._wake.set)
+        self.jobs = JobPublisher(view, broker, self._marks, now_ms=now_ms, clock=clock,
+                                 wake=self._wake.set)
+        self.events = EventPublisher(view, broker, self._marks)
+        self._loop = None
+        self._tick = None
+
+    @property
+    def term(self) -> int:
+        return self._marks.term
+
+    @property
+    def unroutable(self) -> dict:
+        return self.jobs.unroutable
+
+    # Wiring: these run in the hub or in the commit loop and must not block. #####
+
+    def on_applied(self, cmd: dict, outcome: dict) -> None:
+        if self._loop is None:
+            return                     # Rule 3: not leading
+        if outcome.get("publish"):
+            self.jobs.schedule(cmd["id"])
+        for id_ in outcome.get("publish_ids", ()):
+            self.jobs.schedule(id_)
+        if cmd["op"] not in ("register", "mark_queued", "mark_published", "noop"):
+            self._wake.set()           # may have added outbox events
+
+    def on_confirmed(self, tokens: list) -> None:
+        for tok in tokens:
+            if type(tok) is JobToken:
+                self.jobs.confirms.append(tok)
+            else:
+                self.events.confirms.append(tok)
+        self._wake.set()
+
+    def on_rejected(self, tokens: list, reason: str) -> None:
+        job_tokens = [tok for tok in tokens if type(tok) is JobToken]
+        if job_tokens:
+            self.jobs.rejects.append((job_tokens, reason))
+        if len(job_tokens) < len(tokens):
+            self.events.rejects.extend(tok for tok in tokens if type(tok) is EventToken)
+        self._wake.set()
+
+    def wake(self, *_args) -> None:
+        self._wake.set()
+
+    # Start, stop, one pass #################################################
+
+    def start(self, term: int) -> None:
+        self.stop()
+        self._marks.start(term)
+        self.jobs.reset()
+        self.events.reset()
+        self.jobs.schedule_pending()
+        st = self._view.state()
+        if self.jobs._todo or st.outbox:
+            log.info("dispatch resumes pending_jobs=%d unpublished_events=%d",
+                     len(self.jobs._todo), len(st.outbox))
+        self._loop = gevent.spawn(self._run)
+        # The loop's wake-up every TICK_S (backoffs, retries), one repeating hub timer:
+        # a wait(timeout=) made and cancelled a Timeout per wake-up, ~6 µs each and
+        # several wake-ups a job.
+        self._tick = gevent.get_hub().loop.timer(TICK_S, TICK_S)
+        self._tick.start(self._wake.set)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._tick.stop()
+            self._loop.kill()
+            self._loop = None
+        self.jobs.forget_unroutable()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()               # set by a callback, or by _tick
+            self._wake.clear()
+            try:
+                self.step()
+            except Exception:
+                log.exception("dispatch step failed; retrying")
+                gevent.sleep(0.5)
+
+    def step(self) -> None:
+        """One pass: take the broker's confirms, propose marks (unless a failed mark's
+        backoff holds them, Rule 1), take its rejects and the retries now due, and
+        publish events, then jobs, while the node may (Rule 1)."""
+        now = self._clock()
+        self.events.take_confirms()
+        self.jobs.take_confirms(now)
+        if self._marks.ready(now):
+            self.jobs.mark()
+            self.events.mark()
+        self.jobs.take_rejects(self._clock())
+        self.events.take_rejects()
+        if self._view.may_publish(self._marks.term):
+            self.events.publish()
+            self.jobs.publish()
+
+    def backlog(self) -> dict:
+        return dict(self.jobs.backlog(), events_unpublished=self.events.unpublished())
+
+    def why_returned(self, job) -> str | None:
+        return self.jobs.why_returned(job)
+
+    def unroutable_status(self) -> dict:
+        return self.jobs.unroutable_status()
+
+    def check(self, outstanding=None) -> None:
+        """Assert every pipeline's invariants (JobPublisher, EventPublisher, Marks).
+        outstanding: the tokens the broker has not handed back, when known."""
+        self._marks.check()
+        self.jobs.check(None if outstanding is None else
+                        [t for t in outstanding if type(t) is JobToken])
+        self.events.check()
+
+
+# Timers ####################################################################
 
 class Timers:
     """Leader-only clocks (DESIGN §2): execution timeouts, unresponsive workers and
     retention. Each check only proposes commands; apply re-checks against the state, so
-    a late or repeated proposal changes nothing."""
+    a late or repeated proposal changes nothing. check() does nothing outside
+    start(term) .. stop(), as Dispatcher."""
 
-    def __init__(self, node, workers, *, now_ms, retry_backoff_s: float,
+    def __init__(self, view: View, propose, workers, *, now_ms, retry_backoff_s: float,
                  retention_s: int, retention_max: int) -> None:
-        self.node = node
+        self._view = view
+        self._propose_fn = propose
         self.workers = workers
         self.now_ms = now_ms
         self.backoff_ms = int(retry_backoff_s * 1000)
         self.retention_ms = retention_s * 1000
         self.retention_max = retention_max
         self._proposed: set = set()       # keys of commands proposed, not yet applied
+        self.term: int | None = None      # None: stopped
         # A new leader of a cluster has not yet heard every worker (followers pass
         # their heartbeats on): it expires no worker and times out no job until one
         # heartbeat timeout has passed since it became leader.
         self.grace = False
         self.lead_since_ms = 0
 
+    def start(self, term: int, *, grace: bool) -> None:
+        """The node became leader of term. grace: hold expiries and timeouts for one
+        heartbeat timeout (a cluster's new leader)."""
+        self.term, self.grace, self.lead_since_ms = term, grace, self.now_ms()
+
+    def stop(self) -> None:
+        self.term = None
+
     def check(self) -> None:
-        if self.node.role != "leader":
+        if self.term is None or not self._view.leads(self.term):
             return
-        st, now = self.node.state, self.now_ms()
+        st, now = self._view.state(), self.now_ms()
         if self.grace and now - self.lead_since_ms < self.workers.timeout_ms:
             return
         lost = self.workers.check()
@@ -508,16 +788,16 @@ class Timers:
     def _propose(self, key, cmd: dict) -> None:
         if key in self._proposed:
             return
-        cmd["term"] = self.node.term
+        cmd["term"] = self.term
         try:
-            result = self.node.propose_async(cmd)
+            result = self._propose_fn(cmd)
         except Exception as e:
             log.warning("timer cannot propose op=%s error=%s", cmd["op"], e)
             return
         self._proposed.add(key)
         if cmd["op"] == "expire_worker":
             log.warning("worker jobs given up worker=%s running=%d", cmd["worker_id"],
-                        len(self.node.state.running_on.get(cmd["worker_id"], ())))
+                        len(self._view.state().running_on.get(cmd["worker_id"], ())))
         elif cmd["op"] == "timeout":
             log.info("job timed out id=%s attempt=%d", cmd["id"], cmd["attempt"])
         result.rawlink(lambda _r: self._proposed.discard(key))

@@ -8,7 +8,7 @@ import pytest
 from gevent import monkey
 
 from dqorch import state as S
-from dqorch.dispatch import Dispatcher
+from dqorch.dispatch import Dispatcher, EventToken, JobToken, View, node_view
 from dqorch.raft.core import APPEND, Message
 from dqorch.raft.log import RaftLog
 from dqorch.raft.node import RaftNode
@@ -46,9 +46,9 @@ def rig(tmp_path):
                     now_ms=lambda: T0, fsync=lambda fd: GATE.wait(30))
     node.start()
     broker = Recorder()
-    disp = Dispatcher(node, broker, now_ms=lambda: T0)
+    disp = Dispatcher(node_view(node), node.propose_async, broker, now_ms=lambda: T0)
     node.listeners.append(disp.on_applied)
-    disp.start()
+    disp.start(node.term)
     yield node, broker, disp
     disp.stop()
     node.stop()
@@ -67,11 +67,11 @@ def test_event_confirms_that_arrive_during_a_mark_are_marked_next(rig):
     node.propose(reg("e1", T0, publish=False))
     node.propose(rep("e1", "running", T0 + 1))
     node.propose(rep("e1", "completed", T0 + 2))
-    wait(lambda: sum(t[0] == "e" for t in broker.published) == 2, "two events published")
-    first, second = [t for t in broker.published if t[0] == "e"]
+    wait(lambda: sum(type(t) is EventToken for t in broker.published) == 2, "two events published")
+    first, second = [t for t in broker.published if type(t) is EventToken]
     GATE.clear()
     disp.on_confirmed([first])
-    wait(lambda: disp._marking_events, "a mark_published in flight")
+    wait(lambda: disp.events._marking is not None, "a mark_published in flight")
     disp.on_confirmed([second])              # arrives while that mark is in flight
     gevent.sleep(0.1)
     GATE.set()
@@ -82,35 +82,35 @@ def test_event_confirms_that_arrive_during_a_mark_are_marked_next(rig):
 def test_a_confirm_on_a_node_that_is_not_leader_publishes_nothing_again(rig):
     node, broker, disp = rig
     node.propose(reg("j1", T0))
-    wait(lambda: any(t[0] == "j" for t in broker.published), "job published")
-    token = [t for t in broker.published if t[0] == "j"][0]
+    wait(lambda: any(type(t) is JobToken for t in broker.published), "job published")
+    token = [t for t in broker.published if type(t) is JobToken][0]
     # Deposed before the confirm: a leader of a newer term speaks (a real message).
     node.step_later(Message(APPEND, frm="n2", to="n1", term=node.term + 1,
                             index=node.commit_index, log_term=node.term))
     wait(lambda: node.role != "leader", "deposed")
     disp.on_confirmed([token])
     gevent.sleep(0.6)                        # one dispatch pass at least (0.5 s wake)
-    assert [t for t in broker.published if t[0] == "j"] == [token]
+    assert [t for t in broker.published if type(t) is JobToken] == [token]
     assert S.get_job(node.state, "j1")["status"] == "pending"   # the next leader's work
 
 
 def test_a_failed_mark_is_retried_and_the_job_not_published_again(rig):
     node, broker, disp = rig
     node.propose(reg("j1", T0))
-    wait(lambda: any(t[0] == "j" for t in broker.published), "job published")
-    token = [t for t in broker.published if t[0] == "j"][0]
+    wait(lambda: any(type(t) is JobToken for t in broker.published), "job published")
+    token = [t for t in broker.published if type(t) is JobToken][0]
     real_fd = node.log._fd
     node.log._fd = os.open(os.path.join(node.log.dir, "LOCKX"), os.O_RDONLY | os.O_CREAT)
     disp.on_confirmed([token])               # its mark_queued cannot be written
     wait(lambda: not node.log_ok, "the mark failed")
     gevent.sleep(1.2)
-    assert [t for t in broker.published if t[0] == "j"] == [token], "published again"
+    assert [t for t in broker.published if type(t) is JobToken] == [token], "published again"
     assert not node.log_ok
     os.close(node.log._fd)
     node.log._fd = real_fd                   # the disk is back
     wait(lambda: S.get_job(node.state, "j1")["status"] == "queued", "mark retried")
     assert node.log_ok
-    assert [t for t in broker.published if t[0] == "j"] == [token]
+    assert [t for t in broker.published if type(t) is JobToken] == [token]
 
 
 def test_a_late_mark_of_the_last_leader_does_not_stop_the_outbox_being_marked(rig):
@@ -130,8 +130,8 @@ def test_a_late_mark_of_the_last_leader_does_not_stop_the_outbox_being_marked(ri
     for i in range(3, 6):
         node.propose(reg(f"j{i}", T0, publish=False))
         node.propose(rep(f"j{i}", "running", T0 + 1))
-    wait(lambda: sum(t[0] == "e" for t in broker.published) >= 3, "new events published")
-    disp.on_confirmed([t for t in broker.published if t[0] == "e"])
+    wait(lambda: sum(type(t) is EventToken for t in broker.published) >= 3, "new events published")
+    disp.on_confirmed([t for t in broker.published if type(t) is EventToken])
     wait(lambda: st.outbox_done == st.outbox_next - 1, "every event marked published")
     assert not st.outbox
 
@@ -141,15 +141,18 @@ def test_ids_waiting_while_nothing_can_be_published_stay_bounded(rig, monkeypatc
     import dqorch.dispatch as D
     node, broker, disp = rig
     monkeypatch.setattr(D, "MAX_TODO", 10)
-    monkeypatch.setattr(disp, "_may_publish", lambda: False)
+    view = disp._view
+    down = View(view.state, view.leads, lambda term: False)
+    monkeypatch.setattr(disp, "_view", down)
+    monkeypatch.setattr(disp.jobs, "_view", down)
     for i in range(30):
         node.propose(reg(f"down-{i}", T0))
         if i % 2:
             node.propose({"op": "cancel", "id": f"down-{i}"})
-    assert len(disp._todo) <= 10
+    assert len(disp.jobs._todo) <= 10
     monkeypatch.undo()                                # the broker is back
     disp.wake()
-    wait(lambda: {t[1] for t in broker.published if t[0] == "j"}
+    wait(lambda: {t.job_id for t in broker.published if type(t) is JobToken}
          == {f"down-{i}" for i in range(0, 30, 2)}, "every pending job published once")
 
 
@@ -167,8 +170,8 @@ def test_a_queue_that_keeps_returning_jobs_is_retried_with_a_doubling_delay(
     job = node.state.jobs["r1"]
     delays = []
     for n in range(1, 6):
-        wait(lambda: sum(t[1] == "r1" for t in broker.published) == n, f"publish {n}")
-        token = [t for t in broker.published if t[1] == "r1"][-1]
+        wait(lambda: sum(getattr(t, "job_id", None) == "r1" for t in broker.published) == n, f"publish {n}")
+        token = [t for t in broker.published if getattr(t, "job_id", None) == "r1"][-1]
         disp.on_rejected([token], "returned")
         wait(lambda: disp.unroutable.get("job.medium") is not None
              and disp.unroutable["job.medium"].rounds == n, f"round {n}")
@@ -178,8 +181,8 @@ def test_a_queue_that_keeps_returning_jobs_is_retried_with_a_doubling_delay(
     assert delays == [0.05, 0.1, 0.2, 0.2, 0.2]          # doubling, capped
     assert broker.redeclares == 5                        # once a round, not a message
     assert disp.unroutable_status()["job.medium"]["returned"] == 5
-    wait(lambda: sum(t[1] == "r1" for t in broker.published) == 6, "publish 6")
-    disp.on_confirmed([[t for t in broker.published if t[1] == "r1"][-1]])
+    wait(lambda: sum(getattr(t, "job_id", None) == "r1" for t in broker.published) == 6, "publish 6")
+    disp.on_confirmed([[t for t in broker.published if getattr(t, "job_id", None) == "r1"][-1]])
     wait(lambda: not disp.unroutable, "the episode over")
     wait(lambda: node.state.jobs["r1"]["status"] == "queued", "queued")
     assert disp.why_returned(node.state.jobs["r1"]) is None
@@ -188,3 +191,4 @@ def test_a_queue_that_keeps_returning_jobs_is_retried_with_a_doubling_delay(
     assert sum("job queue routable again queue=job.medium returned=5 rounds=5" in m
                for m in lines) == 1, lines
     assert not any("broker refused" in m for m in lines), lines
+
