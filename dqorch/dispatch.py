@@ -22,6 +22,8 @@ Rule 3: it runs only between start(term) and stop() (the node's became_leader an
 stepped_down): start rebuilds everything from the applied state, stop forgets it all,
 and every mark carries the term it was started in, so apply refuses a deposed
 leader's late one.
+Rule 4: a job is never published before its `not_before` (a retry's backoff):
+JobPublisher.publish checks it for every id it takes, whichever path queued it.
 """
 from __future__ import annotations
 
@@ -414,7 +416,7 @@ class JobPublisher:
 
     def publish(self) -> None:
         """Only when may_publish (Rule 1): the caller asks once for both pipelines.
-        The one place a job is published."""
+        The one place a job is published; Rule 4 is checked here."""
         st, broker = self._view.state(), self._broker
         if self._rescan:
             self._rescan = False
@@ -430,6 +432,10 @@ class JobPublisher:
             job = st.jobs.get(id_)
             if job is None or job.status != PENDING:
                 continue                  # cancelled or already queued: withdrawn
+            not_before = job.get("not_before")
+            if not_before is not None and not_before > now_ms:
+                self._wait(id_, not_before - now_ms)     # Rule 4
+                continue
             # An id longer than 255 bytes of UTF-8 cannot be an AMQP short string
             # (CONTRACT allows 256 characters): its message goes without message_id;
             # the body carries the id either way.

@@ -192,3 +192,20 @@ def test_a_queue_that_keeps_returning_jobs_is_retried_with_a_doubling_delay(
                for m in lines) == 1, lines
     assert not any("broker refused" in m for m in lines), lines
 
+
+def test_a_stale_mark_does_not_publish_a_retry_before_its_backoff(rig):
+    """The confirm of attempt 1 comes after attempt 1 failed and attempt 2 waits out a
+    backoff: its mark_queued is stale, the job still pending. Before, that path pushed
+    the id straight to the publish queue and attempt 2 went at once."""
+    from tests.unit.helpers import fail
+    node, broker, disp = rig
+    node.propose(reg("b1", T0))
+    wait(lambda: any(getattr(t, "job_id", None) == "b1" for t in broker.published), "attempt 1 published")
+    token = broker.published[-1]
+    node.propose(rep("b1", "running", T0 + 1))
+    node.propose(fail("b1", T0 + 2, backoff_ms=60_000))
+    assert node.state.jobs["b1"]["not_before"] > T0
+    disp.on_confirmed([token])
+    wait(lambda: not disp.jobs._marking, "the stale mark applied")
+    gevent.sleep(0.6)                        # one dispatch pass at least
+    assert [t for t in broker.published if getattr(t, "job_id", None) == "b1"] == [token]
