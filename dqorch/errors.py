@@ -1,6 +1,10 @@
 """Named failures that cross module boundaries. Each carries what the HTTP edge needs."""
 from __future__ import annotations
 
+# NotLeader is in raft/core.py, the failures of a proposal and of a replay in
+# raft/errors.py (raft/ imports nothing of dqorch outside raft/): named here too.
+from .raft.errors import LogFailed, Overloaded, ProposeTimeout, ReplayFailed  # noqa: F401
+
 
 class ApiError(Exception):
     """A failure the client caused or must know about; rendered as
@@ -20,28 +24,6 @@ class ApiError(Exception):
 def bad(field: str, message: str) -> ApiError:
     return ApiError(400, "invalid_request", f"{field}: {message}", field)
 
-
-# NotLeader is in raft/core.py, which raises it too and imports nothing of dqorch.
-
-
-class ProposeTimeout(Exception):
-    """The command was handed to the log but no outcome came back in time: it may or
-    may not commit. Retrying is safe for register (idempotent)."""
-
-
-class LogFailed(Exception):
-    """The command was not committed: writing or syncing the log failed, or the
-    command cannot be encoded for the log, or its entry is too large to replicate."""
-
-
-class ReplayFailed(Exception):
-    """A snapshot or log entry read back at start-up cannot be applied (a bug, or data
-    from another version). The node refuses to start; the message names the entry."""
-
-
-class Overloaded(Exception):
-    """More proposals wait for the log than max_pending_proposals: refused before
-    anything was logged (not committed); the client should retry after a moment."""
 
 
 EXIT_CONFIG = 2    # the config (or a flag) is wrong: nothing was opened

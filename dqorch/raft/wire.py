@@ -14,7 +14,7 @@ import json
 
 import orjson
 
-from .. import codec
+from . import codec
 from . import core as C
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
