@@ -35,6 +35,7 @@ from dqorch import jobs, parse  # noqa: E402
 from dqorch.jobs import Job  # noqa: E402
 from dqorch import state as st_mod  # noqa: E402
 from dqorch.raft.log import RaftLog, encode, write_atomic  # noqa: E402
+from dqorch.fsm import SNAPSHOTS
 
 TARGET_BYTES, TARGET_MS = 1024, 5.0
 CHUNK = 10_000                      # jobs per lifecycle round (and per gc.freeze)
@@ -256,7 +257,7 @@ def traced(n):
 def write_snapshot(st, index, data_dir):
     """The file RaftNode.snapshot_now writes, so RaftNode.start loads it."""
     os.makedirs(data_dir)
-    log = RaftLog(data_dir)
+    log = RaftLog(data_dir, SNAPSHOTS)
     log.write_snapshot(index, 1, st_mod.to_snapshot(st))
     write_atomic(os.path.join(data_dir, "hardstate.json"), b'{"term":1,"vote":null}')
     return os.path.getsize(log.snapshot_path(index))
@@ -306,7 +307,7 @@ def write_tail(b, entries, data_dir):
     """Go on building (the same mix of jobs), each command also written to the log
     after the snapshot as the commit loop writes it, until there are `entries`: the
     tail a restart replays after loading the snapshot."""
-    log = RaftLog(data_dir)
+    log = RaftLog(data_dir, SNAPSHOTS)
     log.open()
     first = index = log.last_index
     apply, batch = b.apply, []

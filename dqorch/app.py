@@ -22,6 +22,7 @@ from .broker import Broker
 from .dispatch import Dispatcher, Timers, node_view
 from .errors import EXIT_DATA, EXIT_LISTEN, StartupError
 from .forward import Forwarder
+from .fsm import SNAPSHOTS, JobFSM
 from .members import check_members
 from .rates import Rates
 from . import console, http_server
@@ -76,7 +77,7 @@ class Node:
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)   # jobs' payloads: ours only
         self._lock_fd = _lock_data_dir(cfg.data_dir)
         self.cfg = cfg = check_members(cfg, membership)
-        self.node = RaftNode(RaftLog(cfg.data_dir), cfg.node_name,
+        self.node = RaftNode(RaftLog(cfg.data_dir, SNAPSHOTS), cfg.node_name, fsm=JobFSM(),
                              snapshot_entries=cfg.snapshot_entries, now_ms=now_ms,
                              skip_entries=skip_entries,
                              max_pending=cfg.max_pending_proposals,

@@ -9,14 +9,9 @@ Files:
                            command. Each append starts with a batch mark: a header with
                            index 0, no body, and the batch's byte length as its term.
                            Past the records, FILL bytes (Rule 3).
-  snapshot-<index>.json    lines "<crc32 hex> <json>": a head {"format": 4, "index",
-                           "term", "state" (all but its jobs), "jobs": n}, the jobs in
-                           blocks (a line holds a JSON list of up to JOBS_PER_BLOCK
-                           job rows, jobs.Job.to_row), and a trailer {"end": n,
-                           "crc32": of every byte before}. A job's own JSON (payload,
-                           ...) is a string in its row, so orjson reads the blocks
-                           without ever decoding user JSON. Formats 1-3 (one job per
-                           line, as a record) still load.
+  snapshot-<index>.json    the state machine's snapshot of entries up to index, in
+                           the bytes its SnapshotFormat (raft/fsm.py) writes and
+                           reads; the log only needs its index and term from it
 
 Rule 1: a torn tail can only be the last append after the last fsync. It is cut (and
 the cut logged) only when it lies inside the last batch, or after it with no valid
@@ -55,9 +50,7 @@ import struct
 import zlib
 from array import array
 
-import orjson
-
-from ..codec import dumps, loads
+from .codec import dumps, loads
 
 log = logging.getLogger(__name__)
 
@@ -148,126 +141,14 @@ def write_atomic(path: str, data) -> None:
     _fsync_dir(os.path.dirname(path) or ".")
 
 
-# Snapshot format ###########################################################
-
-def _line(obj) -> bytes:
-    body = dumps(obj)
-    return b"%08x " % zlib.crc32(body) + body + b"\n"
-
-
-JOBS_PER_BLOCK = 1000
-
-
-def _snapshot_chunks(index: int, term: int, state: dict):
-    """Format 4: the jobs in blocks, one line per JOBS_PER_BLOCK, each job as its row
-    (to_row, see jobs.py) where it has one, as it is otherwise (records in tests and
-    from older snapshots)."""
-    jobs = state.get("jobs", [])
-    head = {"format": 4, "index": index, "term": term,
-            "state": {k: v for k, v in state.items() if k != "jobs"}, "jobs": len(jobs)}
-    chunk = _line(head)
-    whole = zlib.crc32(chunk)
-    yield chunk
-    for i in range(0, len(jobs), JOBS_PER_BLOCK):
-        chunk = _line([_row(j) for j in jobs[i:i + JOBS_PER_BLOCK]])
-        whole = zlib.crc32(chunk, whole)
-        yield chunk
-    yield _line({"end": len(jobs), "crc32": whole})
-
-
-def _row(job):
-    to_row = getattr(job, "to_row", None)
-    return job if to_row is None else to_row()
-
-
-def _parse_line(path: str, line: bytes, what, loads=loads):
-    """The JSON of one checksummed snapshot line, its checksum verified. what: the
-    line's name, or the number of a job line (named only if it is damaged)."""
-    if len(line) < 10 or line[8:9] != b" " or not line.endswith(b"\n"):
-        raise LogCorrupt(f"{path}: {_line_name(what)} is damaged (not a checksummed line)")
-    body = line[9:-1]
-    try:
-        ok = int(line[:8], 16) == zlib.crc32(body)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise LogCorrupt(f"{path}: {_line_name(what)} is damaged (checksum mismatch)")
-    return loads(body)
-
-
-def _line_name(what) -> str:
-    return what if isinstance(what, str) else f"job line {what}"
-
-
-def _trailer(path: str, f, line: bytes, total: int, whole: int) -> None:
-    if _parse_line(path, line, "the trailer") != {"end": total, "crc32": whole}:
-        raise LogCorrupt(f"{path}: whole-file checksum mismatch")
-    if f.read(1):
-        raise LogCorrupt(f"{path}: bytes after the trailer")
-
-
-def _blocks(path: str, f, first: bytes, total: int):
-    """Format 4: the job blocks, then the trailer (every byte before it checked)."""
-    n, whole = 0, zlib.crc32(first)
-    with f:
-        for line in f:
-            if n == total:
-                return _trailer(path, f, line, total, whole)
-            try:
-                block = _parse_line(path, line, f"the block from job {n + 1}", orjson.loads)
-            except ValueError as e:
-                raise LogCorrupt(f"{path}: the block from job {n + 1}: {e}")
-            if type(block) is not list or not block or n + len(block) > total:
-                raise LogCorrupt(f"{path}: the block from job {n + 1} is not a block of "
-                                 f"the {total} jobs the head announces")
-            whole = zlib.crc32(line, whole)
-            n += len(block)
-            yield block
-    raise LogCorrupt(f"{path}: {n} jobs and no trailer, the head says {total}")
-
-
-def _line_jobs(path: str, f, first: bytes, total: int, fmt: int):
-    """Formats 1-3: one job per line; format 1 without checksums or trailer. Format 3
-    lines hold no integer beyond 64 bits (parse.py bounds createdAt; payloads are
-    strings in them): orjson alone."""
-    job_loads = orjson.loads if fmt >= 3 else json.loads
-    n, whole = 0, zlib.crc32(first)
-    with f:
-        for line in f:
-            try:
-                if fmt == 1:
-                    yield json.loads(line)
-                elif n == total:
-                    return _trailer(path, f, line, total, whole)
-                else:
-                    job = _parse_line(path, line, n + 1, job_loads)
-                    whole = zlib.crc32(line, whole)
-                    yield job
-            except ValueError as e:
-                raise LogCorrupt(f"{path}: job line {n + 1}: {e}")
-            n += 1
-    if fmt > 1:
-        raise LogCorrupt(f"{path}: {n} jobs and no trailer, the head says {total}")
-    if n != total:
-        raise LogCorrupt(f"{path}: {n} jobs, the header says {total}")
-
-
-def _batched(items, size: int):
-    block = []
-    for item in items:
-        block.append(item)
-        if len(block) == size:
-            yield block
-            block = []
-    if block:
-        yield block
-
-
 class RaftLog:
-    """Call open() once, then append()/sync() from one greenlet. Indexes start at 1."""
+    """Call open() once, then append()/sync() from one greenlet. Indexes start at 1.
+    snapshots: the state machine's SnapshotFormat (raft/fsm.py), which writes and reads
+    the snapshot files; a log without one has none to load or write."""
 
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, snapshots=None) -> None:
         self.dir = data_dir
+        self.snapshots = snapshots
         self.term = 0
         self.vote: str | None = None
         self.commit = 0                   # known committed when hard state was saved
@@ -463,41 +344,24 @@ class RaftLog:
             os.fsync(f.fileno())
 
     def _load_snapshot(self, snaps):
-        """{"index", "term", "total_jobs", "state"} with state["job_blocks"] an iterator
-        of lists of jobs (rows or records) read a block at a time, checksum first, so a
-        million jobs never sit in memory as one document. It raises LogCorrupt on
-        damage, at the latest at its end."""
+        """The newest snapshot, as the format reads it (None without one)."""
         if not snaps:
             return None
         path = snaps[-1][1]
         log.info("loading snapshot file=%s bytes=%d", path, os.path.getsize(path))
-        f = open(path, "rb")
-        try:
-            first = f.readline()
-            if first.startswith(b"{"):   # format 1 (before checksums)
-                log.warning("snapshot has no checksums (an older format) file=%s", path)
-                head, fmt = json.loads(first), 1
-            else:
-                head = _parse_line(path, first, "the head line")
-                fmt = head["format"]
-            index, term, total, state = head["index"], head["term"], head["jobs"], head["state"]
-            if fmt not in (1, 2, 3, 4):
-                raise LogCorrupt(f"{path}: snapshot format {fmt!r}, this version reads 1-4")
-        except (ValueError, KeyError, TypeError, LogCorrupt) as e:
-            f.close()
-            raise e if isinstance(e, LogCorrupt) else LogCorrupt(f"{path}: damaged head ({e!r})")
-        blocks = _blocks(path, f, first, total) if fmt >= 4 else \
-            _batched(_line_jobs(path, f, first, total, fmt), JOBS_PER_BLOCK)
-        return {"index": index, "term": term, "total_jobs": total,
-                "state": dict(state, job_blocks=blocks)}
+        if self.snapshots is None:
+            raise LogCorrupt(f"{path}: a snapshot, and no snapshot format to read it with")
+        return self.snapshots.read(path)
 
     def read_snapshot(self, index: int):
         """The snapshot file of index, as open() returns it (jobs streamed)."""
         return self._load_snapshot([(index, self.snapshot_path(index))])
 
-    def write_snapshot(self, index: int, term: int, state: dict) -> None:
-        """Write snapshot-<index>.json atomically (called in the forked child)."""
-        write_atomic(self.snapshot_path(index), _snapshot_chunks(index, term, state))
+    def write_snapshot(self, index: int, term: int, data) -> None:
+        """Write snapshot-<index>.json atomically from the state machine's data
+        (FSM.snapshot()), in the bytes of the SnapshotFormat (called in the forked
+        child)."""
+        write_atomic(self.snapshot_path(index), self.snapshots.write(index, term, data))
 
     # Writing ###############################################################
 
@@ -685,17 +549,17 @@ class RaftLog:
         self.last_index, self.last_term = index - 1, self.term_at(index - 1)
         self.unsure = None
 
-    def install_snapshot(self, index: int, term: int, state: dict | None = None,
+    def install_snapshot(self, index: int, term: int, data=None,
                          path: str | None = None) -> None:
         """A snapshot from the leader replaces this log (Raft §7): write it (from
-        `state`, or move the received file at `path` into place), then drop every
+        `data`, as write_snapshot, or move the received file at `path` into place), then drop every
         segment (newest first) and every older snapshot, and go on at index + 1."""
         if path is not None:
             if os.path.exists(path) or not os.path.exists(self.snapshot_path(index)):
                 os.replace(path, self.snapshot_path(index))
             # else: moved there by an earlier attempt that failed later on: go on
         else:
-            write_atomic(self.snapshot_path(index), _snapshot_chunks(index, term, state))
+            write_atomic(self.snapshot_path(index), self.snapshots.write(index, term, data))
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

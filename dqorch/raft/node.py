@@ -4,11 +4,16 @@ append -> fsync -> replicate -> commit -> apply -> answer. The core decides ever
 role, vote and commit; this file carries out its Ready in order (persist, send,
 apply, events) and owns group commit and snapshots.
 
-A node without peers is a Raft cluster of one through the same path: it starts as a
-follower with its persisted term and vote, elects itself at once, and commits on
-fsync. Every entry in its log was committed when it was written (a majority of one),
-so its start-up replays the whole log; a member of a cluster replays only what its
-hard state or snapshot says was committed and learns the rest from the leader.
+A node without peers is a Raft cluster of one through the same path: it
+starts as a follower with its persisted term and vote, elects itself at once, and
+commits on fsync. Every entry in its log was committed when it was written (a majority
+of one), so its start-up replays the whole log; a member of a cluster replays only
+what its hard state or snapshot says was committed and learns the rest from the
+leader.
+
+The commands mean nothing here: they are applied to the FSM the node is given
+(raft/fsm.py; dqorch/fsm.py is the job registry), and a snapshot is the FSM's data in
+its SnapshotFormat's bytes. raft/ imports nothing of dqorch outside raft/.
 
 Rule 1: the commit loop never dies of the disk. A failed write fails the commands
 of its batch (LogFailed), the core forgets the entries (`forget_unstable`: nothing of
@@ -46,11 +51,10 @@ from dataclasses import replace
 import gevent
 import gevent.event
 
-from .. import codec
-from .. import state as st_mod
-from ..errors import LogFailed, Overloaded, ProposeTimeout, ReplayFailed
+from . import codec
 from . import core as C
 from .core import NotLeader
+from .errors import LogFailed, Overloaded, ProposeTimeout, ReplayFailed
 from . import wire
 from .log import MAX_APPEND_BYTES, RaftLog, encode
 
@@ -92,15 +96,6 @@ LOST = ("lost leadership before this command committed; the outcome is unknown, 
         "retrying is safe")
 
 
-def _entry_name(index: int, cmd) -> str:
-    """index, op and job id of a command, for the one line that names it."""
-    if not isinstance(cmd, dict):
-        return f"index={index} op=? (not a command: {type(cmd).__name__})"
-    job = cmd.get("id") or cmd.get("worker_id") or (cmd.get("ids") or [None])[0] \
-        or ((cmd.get("items") or [[None]])[0] or [None])[0]
-    return f"index={index} op={cmd.get('op')} job={job}"
-
-
 def in_thread(fn, *args):
     """fn(*args) in the hub's threadpool; its exception is raised here. (Raised inside
     the pool, gevent also prints it as a traceback: 79 of them in one full-disk minute,
@@ -139,7 +134,10 @@ def _time_out(result: gevent.event.AsyncResult, timeout_s: float) -> None:
 
 
 class RaftNode:
-    def __init__(self, raft_log: RaftLog, node_name: str, *, snapshot_entries: int,
+    """fsm: the state machine the log's commands are applied to (raft/fsm.py FSM);
+    raft_log's SnapshotFormat must be the one that writes and reads its snapshots."""
+
+    def __init__(self, raft_log: RaftLog, node_name: str, *, fsm, snapshot_entries: int,
                  now_ms, fsync=os.fsync, skip_entries=frozenset(),
                  max_pending: int = 5000, peers=(), witnesses=(), tick_s: float = 0.1,
                  election_ticks: int = 10, api: str = "", send=None, rng=None) -> None:
@@ -159,7 +157,8 @@ class RaftNode:
         self.rng = rng or random.Random()
         self.core: C.Core | None = None
         self.overloaded = 0           # client proposals refused: the queue was full
-        self.state = st_mod.State()
+        self.fsm = fsm
+        self._fsm_apply = fsm.apply   # per entry: one call, no attribute walk
         self.applied_index = 0
         self.log_ok = True
         self.log_error: str | None = None
@@ -215,22 +214,13 @@ class RaftNode:
     def _load_snapshot(self, snap) -> None:
         if snap is None:
             return
-        total = snap["total_jobs"]
-
-        def breathing(blocks):
-            n = 0
-            for block in blocks:
-                n += len(block)
-                yield block
-                self._breathe(f"loading the snapshot jobs={n} of {total}")
-        snap["state"] = dict(snap["state"], job_blocks=breathing(snap["state"]["job_blocks"]))
         try:
-            self.state = self._state_of(snap)
+            self.fsm.restore(snap, pace=self._breathe)
         except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as e:
             raise ReplayFailed(f"snapshot index={snap['index']} cannot be loaded: "
                                f"{e!r}; see README, Recovery")
         self.applied_index = snap["index"]
-        log.info("loaded snapshot index=%d jobs=%d", snap["index"], len(self.state.jobs))
+        log.info("loaded snapshot index=%d %s", snap["index"], self.fsm.summary())
 
     def start(self) -> None:
         """Replay snapshot + what is known committed, start the loop (a node without
@@ -257,21 +247,21 @@ class RaftNode:
                 entries[n - 1] = (index, term, cmd)   # not applied yet: decoded, for apply
                 continue
             if index in self.skip_entries:
-                log.warning("skipping log entry as asked %s", _entry_name(index, cmd))
+                log.warning("skipping log entry as asked %s", self._entry_name(index, cmd))
                 skipped += 1
             else:
                 try:
-                    st_mod.apply(self.state, cmd)
+                    self._fsm_apply(index, cmd)
                 except Exception as e:
-                    raise ReplayFailed(f"log entry {_entry_name(index, cmd)} cannot be "
+                    raise ReplayFailed(f"log entry {self._entry_name(index, cmd)} cannot be "
                                        f"applied: {e!r}; see README, Recovery")
             self.applied_index = index
             if n % PROGRESS_EVERY == 0:
                 log.info("replaying log entries=%d of %d (%d%%)", n, total, n * 100 // total)
             if n % 256 == 0:
                 self._breathe(f"replaying the log entries={n} of {total}")
-        log.info("replayed log entries=%d jobs=%d applied=%d unknown_commit=%d seconds=%.2f",
-                 total, len(self.state.jobs), self.applied_index,
+        log.info("replayed log entries=%d %s applied=%d unknown_commit=%d seconds=%.2f",
+                 total, self.fsm.summary(), self.applied_index,
                  len(entries) - total, time.monotonic() - t0)
         self.core = C.Core(
             self.node_name, (self.node_name,) + self.peers, rng=self.rng,
@@ -301,21 +291,6 @@ class RaftNode:
                 gevent.sleep(0.005)
         if skipped:
             self.snapshot_now()       # Rule 2: later starts need no skip_entries
-
-    @staticmethod
-    def _state_of(snap):
-        """The state of a snapshot the log streams, its progress logged."""
-        total = snap["total_jobs"]
-
-        def blocks():
-            n, told = 0, 0
-            for block in snap["state"]["job_blocks"]:
-                n += len(block)
-                if n - told >= PROGRESS_EVERY:
-                    told = n
-                    log.info("loading snapshot jobs=%d of %d (%d%%)", n, total, n * 100 // total)
-                yield block
-        return st_mod.from_snapshot(dict(snap["state"], job_blocks=blocks()))
 
     def transfer_leadership(self, timeout_s: float) -> bool:
         """A leader with peers hands over to its most caught-up peer (a rolling
@@ -369,6 +344,16 @@ class RaftNode:
         log.info("log closed commit=%d", self.commit_index)
 
     # What the others read ##################################################
+
+    @property
+    def state(self):
+        """The state machine's state (dqorch reads node.state: the API, the
+        dispatcher). Replaced by a snapshot's restore: fetch it anew, never keep it."""
+        return self.fsm.state
+
+    def _entry_name(self, index: int, cmd) -> str:
+        """The entry at index, for the one line that names it."""
+        return f"index={index} {self.fsm.describe(cmd)}"
 
     @property
     def role(self) -> str:
@@ -803,11 +788,11 @@ class RaftNode:
     def _apply(self, e: C.Entry) -> None:
         cmd = _noop(e.term) if e.data is None else e.data
         try:
-            outcome = st_mod.apply(self.state, cmd)
+            outcome = self._fsm_apply(e.index, cmd)
         except Exception as ex:
             # Every replica must reach the same state; one that cannot must stop.
             log.critical("apply failed %s error=%r; stopping (see README, Recovery)",
-                         _entry_name(e.index, cmd), ex, exc_info=True)
+                         self._entry_name(e.index, cmd), ex, exc_info=True)
             os._exit(70)
         self.applied_index = e.index
         self._last_at = max(self._last_at, cmd.get("at_ms") or 0)
@@ -908,12 +893,11 @@ class RaftNode:
         index, term, path = snap
         t0 = time.monotonic()
         self.log.install_snapshot(index, term, path=path)
-        loaded = self.log.read_snapshot(index)
-        self.state = self._state_of(loaded)
+        self.fsm.restore(self.log.read_snapshot(index))
         self.applied_index = index
         self.core.snap_data = self.log.snapshot_path(index)
-        log.info("installed snapshot from the leader index=%d term=%d jobs=%d seconds=%.2f",
-                 index, term, len(self.state.jobs), time.monotonic() - t0)
+        log.info("installed snapshot from the leader index=%d term=%d %s seconds=%.2f",
+                 index, term, self.fsm.summary(), time.monotonic() - t0)
 
     def _maybe_snapshot(self) -> None:
         if self._snap_child is not None or time.monotonic() < self._snap_retry_at:
@@ -940,7 +924,7 @@ class RaftNode:
                 # for 4 s. Paced p99 while it ran, 2 cores: 17-19 ms, 2.8 niced.
                 os.nice(SNAPSHOT_NICE)
                 if os.getppid() == parent:
-                    self.log.write_snapshot(index, term, st_mod.to_snapshot(self.state))
+                    self.log.write_snapshot(index, term, self.fsm.snapshot())
                     code = 0
             except OSError as e:
                 code = e.errno if e.errno and 0 < e.errno < 256 else 1

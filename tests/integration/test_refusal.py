@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from dqorch.raft.log import RaftLog, encode
+from dqorch.fsm import SNAPSHOTS
 
 from .conftest import REPO, SHARED_PORT, critical_lines, wait_until
 
@@ -21,7 +22,7 @@ def start_and_exit(node, *extra) -> tuple:
 
 
 def seed_log(data_dir, cmds) -> None:
-    lg = RaftLog(str(data_dir))
+    lg = RaftLog(str(data_dir), SNAPSHOTS)
     lg.open()
     first = lg.last_index + 1
     data = b"".join(encode(first + i, 1, c) for i, c in enumerate(cmds))

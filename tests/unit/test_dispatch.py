@@ -11,6 +11,7 @@ from dqorch import state as S
 from dqorch.dispatch import Dispatcher, EventToken, JobToken, View, node_view
 from dqorch.raft.core import APPEND, Message
 from dqorch.raft.log import RaftLog
+from dqorch.fsm import SNAPSHOTS, JobFSM
 from dqorch.raft.node import RaftNode
 from tests.unit.helpers import T0, reg, rep
 
@@ -42,7 +43,8 @@ GATE = monkey.get_original("threading", "Event")()
 @pytest.fixture
 def rig(tmp_path):
     GATE.set()
-    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
+    node = RaftNode(RaftLog(str(tmp_path), SNAPSHOTS), "n1", fsm=JobFSM(),
+                    snapshot_entries=10**6,
                     now_ms=lambda: T0, fsync=lambda fd: GATE.wait(30))
     node.start()
     broker = Recorder()

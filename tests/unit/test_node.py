@@ -9,12 +9,14 @@ import gevent
 import pytest
 
 from dqorch.raft.log import RaftLog
+from dqorch.fsm import SNAPSHOTS, JobFSM
 from dqorch.raft.node import FAST_FSYNC_S, LAZY_S, RaftNode
 from tests.unit.helpers import T0, reg
 
 
 def node_on(path, snapshot_entries=10**6) -> RaftNode:
-    node = RaftNode(RaftLog(str(path)), "n1", snapshot_entries=snapshot_entries,
+    node = RaftNode(RaftLog(str(path), SNAPSHOTS), "n1", fsm=JobFSM(),
+                    snapshot_entries=snapshot_entries,
                     now_ms=lambda: T0, fsync=lambda fd: None)
     node.start()
     return node
@@ -98,7 +100,8 @@ def test_client_proposals_beyond_the_bound_are_refused_and_nothing_admitted_is_l
     from dqorch.errors import Overloaded
     gate = monkey.get_original("threading", "Event")()
     gate.set()
-    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
+    node = RaftNode(RaftLog(str(tmp_path), SNAPSHOTS), "n1", fsm=JobFSM(),
+                    snapshot_entries=10**6,
                     now_ms=lambda: T0, fsync=lambda fd: gate.wait(30), max_pending=10)
     node.start()
     gate.clear()                                  # the disk is slow: nothing commits
@@ -144,7 +147,8 @@ def test_a_failed_disk_write_in_the_threadpool_is_raised_once_and_not_printed(mo
 def test_a_lazy_proposal_rides_in_the_next_round_or_goes_alone(tmp_path):
     """Rule 4: a mark starts no fsync'd round of its own while a request is coming."""
     syncs = []
-    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
+    node = RaftNode(RaftLog(str(tmp_path), SNAPSHOTS), "n1", fsm=JobFSM(),
+                    snapshot_entries=10**6,
                     now_ms=lambda: T0, fsync=lambda fd: syncs.append(fd))
     node.start()
     node.propose(reg("a", T0))
@@ -166,7 +170,8 @@ def test_a_lazy_proposal_waits_its_full_time_after_earlier_waits_ended(tmp_path)
     behind, so the next mark still waits for the next request (a reused libev timer
     kept ~0 s left after it fired, and every mark then went alone)."""
     syncs = []
-    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
+    node = RaftNode(RaftLog(str(tmp_path), SNAPSHOTS), "n1", fsm=JobFSM(),
+                    snapshot_entries=10**6,
                     now_ms=lambda: T0, fsync=lambda fd: syncs.append(fd))
     node.start()
     for i in range(20):
@@ -192,7 +197,8 @@ def test_a_lazy_proposal_waits_its_full_time_after_earlier_waits_ended(tmp_path)
 def test_a_proposal_not_committed_in_time_is_a_propose_timeout_and_may_still_commit(tmp_path):
     from dqorch.errors import ProposeTimeout
     slow = []
-    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6, now_ms=lambda: T0,
+    node = RaftNode(RaftLog(str(tmp_path), SNAPSHOTS), "n1", fsm=JobFSM(),
+                    snapshot_entries=10**6, now_ms=lambda: T0,
                     fsync=lambda fd: gevent.sleep(0.3) if slow else None)
     node.start()
     node.propose(reg("fast", T0), timeout_s=5)        # in time: its outcome
@@ -219,7 +225,8 @@ def test_fsync_runs_inline_while_the_disk_is_fast_and_in_a_thread_after_a_slow_o
             t0 = time.monotonic()
             while time.monotonic() - t0 < 2 * FAST_FSYNC_S:     # busy: a slow disk, not a yield
                 pass
-    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
+    node = RaftNode(RaftLog(str(tmp_path), SNAPSHOTS), "n1", fsm=JobFSM(),
+                    snapshot_entries=10**6,
                     now_ms=lambda: T0, fsync=fsync)
     node.start()
     node.propose(reg("fast", T0))
@@ -251,7 +258,8 @@ def test_a_disk_that_stays_slow_keeps_fsync_in_the_threadpool(tmp_path, monkeypa
             t0 = time.monotonic()
             while time.monotonic() - t0 < 2 * node_mod.FAST_FSYNC_S:
                 pass
-    node = RaftNode(RaftLog(str(tmp_path)), "n1", snapshot_entries=10**6,
+    node = RaftNode(RaftLog(str(tmp_path), SNAPSHOTS), "n1", fsm=JobFSM(),
+                    snapshot_entries=10**6,
                     now_ms=lambda: T0, fsync=fsync)
     node.start()
     hub = thread_id()

@@ -12,6 +12,7 @@ from dqorch import state as st_mod
 from dqorch.errors import LogFailed
 from dqorch.raft import core as C
 from dqorch.raft.log import RaftLog
+from dqorch.fsm import SNAPSHOTS, JobFSM
 from dqorch.raft.node import MAX_REPLICATED_ENTRY_BYTES, RaftNode
 from tests.unit.helpers import T0, reg
 
@@ -38,7 +39,8 @@ def cluster(tmp_path):
         for n in names:
             d = tmp_path / n
             d.mkdir()
-            node = RaftNode(RaftLog(str(d)), n, snapshot_entries=10**6, now_ms=lambda: T0,
+            node = RaftNode(RaftLog(str(d), SNAPSHOTS), n, fsm=JobFSM(),
+                            snapshot_entries=10**6, now_ms=lambda: T0,
                             fsync=lambda fd: None, peers=[p for p in names if p != n],
                             tick_s=0.01, election_ticks=10, api=f"{n}:1",
                             rng=random.Random(n))
@@ -113,7 +115,7 @@ def test_a_snapshot_install_that_failed_half_way_is_tried_again_and_completes(cl
     st = st_mod.State()
     for i in range(3):
         st_mod.apply(st, reg(f"s{i}", T0))
-    src = RaftLog(str(tmp_path / "src"))
+    src = RaftLog(str(tmp_path / "src"), SNAPSHOTS)
     src.open()
     index = lead.commit_index + 50
     src.write_snapshot(index, lead.term, st_mod.to_snapshot(st))

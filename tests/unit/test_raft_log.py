@@ -9,6 +9,8 @@ from unittest import mock
 import pytest
 
 from dqorch.raft import log as rlog
+from dqorch import fsm
+from dqorch.fsm import SNAPSHOTS
 from dqorch.raft.log import HEADER, LogCorrupt, RaftLog, encode
 
 
@@ -28,7 +30,7 @@ def write(lg: RaftLog, first: int, last: int, term: int = 1) -> None:
 
 
 def opened(path) -> tuple:
-    lg = RaftLog(str(path))
+    lg = RaftLog(str(path), SNAPSHOTS)
     snap, entries = lg.open()
     return lg, snap, entries
 
@@ -589,7 +591,7 @@ def test_close_never_raises(tmp_path):
 def snapshot_with_jobs(tmp_path, n=30) -> tuple:
     lg, _, _ = opened(tmp_path)
     jobs = [{"id": f"j{i}", "seq": i, "status": "queued"} for i in range(n)]
-    with mock.patch.object(rlog, "JOBS_PER_BLOCK", 4):           # several blocks
+    with mock.patch.object(fsm, "JOBS_PER_BLOCK", 4):            # several blocks
         save_snapshot(lg, 9, 1, {"next_seq": n, "jobs": jobs})
     lg.close()
     return lg.snapshot_path(9), jobs
@@ -809,7 +811,7 @@ def test_an_install_moved_into_place_then_failed_can_be_done_again(tmp_path):
     lg, _, _ = opened(tmp_path)
     write(lg, 1, 3)
     src = tmp_path / "in.received"
-    other = RaftLog(str(tmp_path / "other"))
+    other = RaftLog(str(tmp_path / "other"), SNAPSHOTS)
     other.open()
     other.write_snapshot(9, 3, {"jobs": [{"id": "x"}]})
     os.replace(other.snapshot_path(9), src)
@@ -894,7 +896,7 @@ def test_a_snapshot_keeps_user_json_exact_through_the_files(tmp_path):
     c = reg("j1", T0)
     c["job"]["payload"] = {"n": big, "s": "é\u2028", "f": 1e16}
     S.apply(st, c)
-    lg = RaftLog(str(tmp_path))
+    lg = RaftLog(str(tmp_path), SNAPSHOTS)
     lg.open()
     lg.write_snapshot(1, 1, S.to_snapshot(st))
     snap = lg.read_snapshot(1)

@@ -20,6 +20,7 @@ from hypothesis import strategies as hs
 from dqorch.jobs import _NO_EXTRA, Job
 from dqorch import state as S
 from dqorch.raft.log import RaftLog
+from dqorch.fsm import SNAPSHOTS, JobFSM
 from dqorch.raft.node import RaftNode
 from tests.unit.helpers import T0, build, check, fingerprint, steps
 
@@ -30,7 +31,8 @@ RECOVERY = settings(
 
 
 def make_node(data_dir: str, snapshot_entries: int) -> RaftNode:
-    return RaftNode(RaftLog(data_dir), "n1", snapshot_entries=snapshot_entries,
+    return RaftNode(RaftLog(data_dir, SNAPSHOTS), "n1", fsm=JobFSM(),
+                    snapshot_entries=snapshot_entries,
                     now_ms=lambda: T0, fsync=lambda fd: None)
 
 
@@ -129,7 +131,7 @@ def test_a_snapshot_from_before_packed_histories_loads_through_the_files(tmp_pat
     del snap["history_format"]
     for rec in snap["jobs"]:
         rec["history"] = json.dumps([list(h) for h in history_of(st.jobs[rec["id"]])])
-    log = RaftLog(str(tmp_path))
+    log = RaftLog(str(tmp_path), SNAPSHOTS)
     log.open()
     log.write_snapshot(7, 1, snap)
     log.close()
@@ -206,7 +208,7 @@ def test_a_format_3_snapshot_loads_and_the_next_snapshot_is_format_4(tmp_path):
 def through_a_snapshot_file(data_dir: str, st: S.State) -> S.State:
     """st written by RaftLog.write_snapshot and read back from the file; the same
     content, checked here."""
-    lg = RaftLog(data_dir)
+    lg = RaftLog(data_dir, SNAPSHOTS)
     lg.open()
     lg.write_snapshot(3, 1, S.to_snapshot(st))
     again = S.from_snapshot(lg.read_snapshot(3)["state"])
