@@ -134,6 +134,39 @@ def test_the_import_check_resolves_relative_imports():
     assert imports("from .. import state\n", "raft.core") == ["dqorch.state"]
 
 
+def outside_raft(source: str, module: str) -> list:
+    """What the module dqorch.<module> (one of raft/) imports of dqorch outside raft/."""
+    return [name for name in imports(source, module)
+            if name.split(".")[0] == "dqorch" and not name.startswith("dqorch.raft.")]
+
+
+RAFT_MODULES = sorted(p.stem for p in (PKG / "raft").glob("*.py"))
+
+
+@pytest.mark.parametrize("module", RAFT_MODULES)
+def test_raft_imports_nothing_of_dqorch_outside_raft(module):
+    """raft/ is a Raft library (issue 26): the job registry, its snapshot format and
+    dqorch's errors reach it only through raft/fsm.py's interface and arguments."""
+    source = (PKG / "raft" / (module + ".py")).read_text()
+    assert outside_raft(source, "raft." + module) == []
+
+
+def test_raft_holds_the_modules_the_check_reads():
+    assert {"core", "log", "node", "fsm", "wire"} <= set(RAFT_MODULES)
+
+
+@pytest.mark.parametrize("source, culprit", [
+    ("from .. import state as st_mod\n", "dqorch.state"),
+    ("from ..errors import LogFailed\n", "dqorch.errors"),
+    ("from ..codec import dumps\n", "dqorch.codec"),
+    ("import dqorch.jobs\n", "dqorch.jobs"),
+    ("def f():\n    from ..fsm import SNAPSHOTS\n", "dqorch.fsm"),
+])
+def test_the_raft_check_catches_an_import_from_outside_raft(source, culprit):
+    inside = "from . import core as C\nfrom .log import RaftLog\nfrom .codec import loads\n"
+    assert outside_raft(inside + source, "raft.node") == [culprit]
+
+
 def test_the_clock_check_catches_a_clock_read():
     src = "import datetime\nt = datetime.datetime.now()\nd = datetime.date.today()\n"
     assert attribute_calls(src) & CLOCK_CALLS == {("datetime", "now"), ("date", "today")}
