@@ -258,7 +258,7 @@ class Node:
                 if is_leader and not self.cfg.witness:
                     if self._leading:
                         self._stop_side_effects()
-                    self.timers.start(term, grace=bool(self.cfg.raft_peers))
+                    self.timers.start(term, grace=not self.node.alone)
                     self.dispatcher.start(term)
                     self.broker.start()
                     self._leading = True

@@ -4,7 +4,7 @@ append -> fsync -> replicate -> commit -> apply -> answer. The core decides ever
 role, vote and commit; this file carries out its Ready in order (persist, send,
 apply, events) and owns group commit and snapshots.
 
-A node without peers is a Raft cluster of one through the same path: it
+A node without peers (`alone`) is a Raft cluster of one through the same path: it
 starts as a follower with its persisted term and vote, elects itself at once, and
 commits on fsync. Every entry in its log was committed when it was written (a majority
 of one), so its start-up replays the whole log; a member of a cluster replays only
@@ -232,7 +232,7 @@ class RaftNode:
         snap, entries = self.log.open(raw=True, on_snapshot=self._load_snapshot)
         snap_index, snap_term = (snap["index"], snap["term"]) if snap is not None else (0, 0)
         # A majority of one: every entry written was committed.
-        known = self.log.last_index if not self.peers else max(self.log.commit, snap_index)
+        known = self.log.last_index if self.alone else max(self.log.commit, snap_index)
         total = sum(1 for index, _, _ in entries if index <= known)
         skipped = 0
         for n, (index, term, body) in enumerate(entries, 1):
@@ -269,12 +269,12 @@ class RaftNode:
             hard_state=(self.log.term, self.log.vote, known),
             snapshot=(snap_index, snap_term,
                       self.log.snapshot_path(snap_index) if snap is not None else None),
-            # Applied entries: bytes for followers, nothing without peers (_forget).
-            entries=[C.Entry(i, t, None if i <= known and not self.peers else cmd)
+            # Applied entries: bytes for followers, nothing when alone (_forget).
+            entries=[C.Entry(i, t, None if i <= known and self.alone else cmd)
                      for i, t, cmd in entries],
             witnesses=self.witnesses, max_msg_entries=64, api=self.api)
         self.core.applied = self.applied_index
-        if not self.peers:
+        if self.alone:
             self.core.step(C.Message(C.HUP, frm=self.node_name))   # leader at once
             # Its new term and vote, before anything else: a disk that cannot take
             # them stops the start (OSError), as it would stop any write.
@@ -282,8 +282,8 @@ class RaftNode:
         self._loop = gevent.spawn(self._run)
         self._ticker = gevent.spawn(self._tick_forever)
         self._wake.set()
-        self.start_phase = "electing" if self.peers else "committing the new term's no-op"
-        if not self.peers:
+        self.start_phase = "committing the new term's no-op" if self.alone else "electing"
+        if self.alone:
             # Serve once the no-op of the new term is in: everything before it is then
             # applied too. A disk that fails it is Rule 1's to report, not a hang here.
             noop, deadline = self.core.last_index(), time.monotonic() + 10
@@ -296,7 +296,7 @@ class RaftNode:
         """A leader with peers hands over to its most caught-up peer (a rolling
         restart then needs no election timeout). True once another node leads."""
         core = self.core
-        if core is None or core.role != C.LEADER or not self.peers:
+        if core is None or core.role != C.LEADER or self.alone:
             return False
         data_peers = [p for p in self.peers if p not in self.witnesses] or list(self.peers)
         best = max(data_peers, key=lambda p: core.progress[p].match)
@@ -344,6 +344,15 @@ class RaftNode:
         log.info("log closed commit=%d", self.commit_index)
 
     # What the others read ##################################################
+
+    @property
+    def alone(self) -> bool:
+        """A cluster of one: no other member. The one test for every single-node
+        branch: it elects itself at once, commits on its own fsync (its whole log was
+        committed when written), keeps nothing applied for followers and needs no
+        quorum contact. Members are fixed at construction today; when the
+        configuration moves into the log, this follows the applied configuration."""
+        return not self.peers
 
     @property
     def state(self):
@@ -521,7 +530,7 @@ class RaftNode:
             if self._ticks:
                 self._ticks = 0
                 core.tick()
-            if not self.log_ok and core.role == C.LEADER and self.peers \
+            if not self.log_ok and core.role == C.LEADER and not self.alone \
                     and core.transferee is None and time.monotonic() - self._log_failed_at \
                     > self.election_ticks * self.tick_s:
                 # It cannot commit anything, and its heartbeats keep the others from
@@ -573,7 +582,7 @@ class RaftNode:
                 log.error("command cannot be logged op=%s error=%s", cmd.get("op"), e)
                 result.set_exception(LogFailed(f"command cannot be logged: {e}"))
                 continue
-            if self.peers and len(chunk) > MAX_REPLICATED_ENTRY_BYTES:
+            if not self.alone and len(chunk) > MAX_REPLICATED_ENTRY_BYTES:
                 result.set_exception(LogFailed(
                     f"command of {len(chunk)} bytes is too large to replicate (at most "
                     f"{MAX_REPLICATED_ENTRY_BYTES}); not committed"))
@@ -630,8 +639,8 @@ class RaftNode:
             self._apply(e)
         core.advance(rd)
         if rd.committed:
-            # Only followers are ever sent applied entries: without peers, nothing.
-            core.compact_applied(self.applied_index, _compact if self.peers else _forget)
+            # Only followers are ever sent applied entries: alone, nothing is kept.
+            core.compact_applied(self.applied_index, _forget if self.alone else _compact)
         for name, fields in rd.events:
             self._event(name, fields)
         if rd.committed:
@@ -866,7 +875,7 @@ class RaftNode:
         ticks), and a reply arrives after the heartbeat that reset their timers: a
         clean-clone test run read an isolated old leader 0.98 s after its last contact,
         0.05 s after the new leader was elected."""
-        if not self.peers:
+        if self.alone:
             return True
         window = self.election_ticks * self.tick_s * (0.5 if lease else 1.0)
         since = time.monotonic() - window

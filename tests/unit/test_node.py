@@ -399,3 +399,16 @@ def test_a_commit_record_that_fails_is_one_line_and_the_node_serves(tmp_path, mo
             and "hard state" in r.getMessage()] == ["commit not recorded in hard st",
                                                   "commit recorded in hard state "]
     node.stop()
+
+
+def test_a_node_without_peers_is_alone_leads_at_once_and_keeps_nothing_applied(tmp_path):
+    """`alone`, the one test for a cluster of one: it leads as soon as it started, needs
+    no quorum contact, and keeps no applied command for followers it has not got."""
+    node = node_on(tmp_path)
+    assert node.alone and node.role == "leader" and node.has_quorum_contact(lease=True)
+    for i in range(3):
+        assert node.propose(reg(f"a{i}", T0))["outcome"] == "created"
+    applied = [e for e in node.core.log if e.index <= node.applied_index]
+    assert applied and all(e.data is None for e in applied)
+    assert node.transfer_leadership(0.1) is False    # nobody to hand over to
+    node.stop()

@@ -161,6 +161,7 @@ def test_applied_entries_are_kept_as_json_and_still_reach_a_follower_that_lagged
         assert lead.propose(reg(f"lag{i}", T0))["outcome"] == "created"
     kept = [e.data for e in lead.core.log if e.index <= lead.applied_index]
     assert kept and all(d is None or type(d) is bytes for d in kept)
+    assert not lead.alone and any(type(d) is bytes for d in kept)
     late._cut = False
     wait(lambda: all(f"lag{i}" in late.state.jobs for i in range(5)), "the follower caught up")
     assert late.state.jobs["lag3"]["status"] == lead.state.jobs["lag3"]["status"]
