@@ -6,7 +6,9 @@ them as floats, silently: so a document with a run of 19 digits is read by the s
 And it writes at most 254 levels of nesting while it reads 1,024, where the stdlib does
 ~990 both ways: a document with more than 254 brackets is read by the stdlib too, so
 whatever is read can be written (the stdlib writes what orjson cannot).
-Both paths refuse NaN and Infinity (JSON has neither) and numbers that overflow."""
+Both paths refuse NaN and Infinity (JSON has neither) and numbers that overflow.
+In raft/ because the log and the wire encode commands with it and raft/ imports
+nothing of dqorch outside raft/; dqorch/codec.py names it for everyone else."""
 from __future__ import annotations
 
 import json

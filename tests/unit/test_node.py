@@ -412,3 +412,59 @@ def test_a_node_without_peers_is_alone_leads_at_once_and_keeps_nothing_applied(t
     assert applied and all(e.data is None for e in applied)
     assert node.transfer_leadership(0.1) is False    # nobody to hand over to
     node.stop()
+
+
+class Counter:
+    """The smallest FSM (raft/fsm.py): RaftNode runs one that is not the registry."""
+
+    def __init__(self):
+        self.state = {"n": 0, "applied": []}
+
+    def apply(self, index, cmd):
+        if cmd["op"] == "add":
+            self.state["n"] += cmd["by"]
+        self.state["applied"].append(index)
+        return self.state["n"]
+
+    def snapshot(self):
+        return self.state
+
+    def restore(self, snap, pace=None):
+        self.state = snap["data"]
+
+    def summary(self):
+        return f"n={self.state['n']}"
+
+    def describe(self, cmd):
+        return f"op={cmd.get('op')}"
+
+
+class CounterSnapshots:
+    def write(self, index, term, data):
+        yield json.dumps({"index": index, "term": term, "data": data}).encode()
+
+    def read(self, path):
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+
+
+def test_the_node_drives_any_fsm_through_apply_snapshot_and_restore(tmp_path):
+    def counter_node():
+        node = RaftNode(RaftLog(str(tmp_path), CounterSnapshots()), "n1", fsm=Counter(),
+                        snapshot_entries=4, now_ms=lambda: T0, fsync=lambda fd: None)
+        node.start()
+        return node
+    node = counter_node()
+    assert [node.propose({"op": "add", "by": b}) for b in (1, 2, 3, 4, 5)] == [1, 3, 6, 10, 15]
+    for _ in range(200):
+        if node.snapshots and node._snap_child is None:
+            break
+        gevent.sleep(0.01)
+    assert node.snapshots >= 1 and node.log.snapshot_index >= 4
+    state = json.loads(json.dumps(node.state))
+    node.stop()
+    again = counter_node()                   # the snapshot restored, the tail applied
+    assert again.fsm.state["n"] == 15 and again.state["applied"][:len(state["applied"])] \
+        == state["applied"]
+    assert again.propose({"op": "add", "by": 1}) == 16
+    again.stop()
