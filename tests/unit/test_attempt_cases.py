@@ -55,7 +55,7 @@ def test_f1b_one_dropped_completed_then_every_later_attempt_on_that_worker_is_ea
 
 # F2. Documented blind spot 2 says the worker that really takes the waiting attempt
 # rebinds it. During a retry backoff nobody takes it: the dispatcher publishes only a
-# PENDING job once not_before passed (dispatch._schedule/_publish_jobs), and the late
+# PENDING job once not_before passed (dispatch.JobPublisher.publish), and the late
 # `running` made it RUNNING. The attempt is never published; the job sits on w1 until
 # its execution timeout, which then makes w1 owe it (F1b cascade).
 def test_f2_late_running_during_backoff_does_not_take_an_unpublished_attempt():
