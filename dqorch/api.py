@@ -11,6 +11,8 @@ import hmac
 import ipaddress
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import bottle
 import gevent
@@ -334,9 +336,29 @@ def guard(app, allowed_origins=(), access: Access | None = None,
     return gated
 
 
-def make_app(svc) -> bottle.Bottle:
-    """svc: the running node's services (see app.Node): cfg, node, workers, broker,
-    dispatcher, health(), new_id(), now_ms()."""
+@dataclass(frozen=True)
+class Services:
+    """What the API may use of the node, and nothing else (app.Node builds it;
+    tests/unit/test_api_inprocess.py a fake). `raft` is the Raft node's client face:
+    propose(cmd), propose_many(cmds), role, leader, applied_index, status(),
+    has_quorum_contact(lease); `state()` the applied job registry, read only."""
+    cfg: Any
+    raft: Any
+    state: Callable[[], Any]
+    workers: Any                       # workers.WorkerTable
+    forwarder: Any                     # forward.Forwarder, None on a single node
+    rates: Any                         # rates.Rates
+    health: Callable[[], tuple]        # (code, body) of GET /api/health
+    cluster_status: Callable[[], dict]
+    broker_status: Callable[[], dict]
+    broker_down_since: Callable[[], Any]         # ms, None while connected
+    why_returned: Callable[[Any], Any]           # dispatch: a job's unroutable story
+    dispatch_backlog: Callable[[], dict]
+    new_id: Callable[[], str]
+    now_ms: Callable[[], int]
+
+
+def make_app(svc: Services) -> bottle.Bottle:
     app = JsonBottle()
     app.uninstall(True)            # bottle's JSON and template plugins: JsonPlugin does it
     app.install(JsonPlugin())
@@ -359,7 +381,7 @@ def make_app(svc) -> bottle.Bottle:
         def wrap(fn):
             def route(*args, **kwargs):
                 fwd = svc.forwarder
-                if fwd is not None and svc.node.role != "leader":
+                if fwd is not None and svc.raft.role != "leader":
                     data = read_body(max_bytes, required)
                     try:
                         return relay(data, idempotent)
@@ -367,7 +389,7 @@ def make_app(svc) -> bottle.Bottle:
                         bottle.request.environ[_READ_BODY] = data   # the handler reads it
                 out = fn(*args, **kwargs)
                 if bottle.request.environ.get(_FORWARDED_KEY):
-                    bottle.response.set_header(COMMIT, str(svc.node.applied_index))
+                    bottle.response.set_header(COMMIT, str(svc.raft.applied_index))
                 return out
             return route
         return wrap
@@ -377,7 +399,7 @@ def make_app(svc) -> bottle.Bottle:
         job's `why`): a follower asks the leader, and answers from its own state only
         when no leader answers."""
         def route(*args, **kwargs):
-            fwd, node = svc.forwarder, svc.node
+            fwd, node = svc.forwarder, svc.raft
             if fwd is not None and node.role != "leader" and node.leader \
                     and not bottle.request.environ.get(_FORWARDED_KEY):
                 try:
@@ -404,7 +426,7 @@ def make_app(svc) -> bottle.Bottle:
 
     @app.get("/api/raft/status")
     def raft_status():
-        return svc.node.status()
+        return svc.raft.status()
 
     @app.get("/api/cluster/status")
     def cluster_status():
@@ -417,7 +439,7 @@ def make_app(svc) -> bottle.Bottle:
                              execution_timeout=cfg.job_execution_timeout_s,
                              max_job_bytes=cfg.max_job_bytes,
                              publish=cfg.publish_on_register)
-        svc.node.propose(cmd)
+        svc.raft.propose(cmd)
         return 202, {"status": "accepted", "job_id": cmd["id"]}
 
     @app.post("/api/jobs/batch")
@@ -428,7 +450,7 @@ def make_app(svc) -> bottle.Bottle:
             max_batch_jobs=cfg.max_batch_jobs, new_id=new_id(),
             max_retries=cfg.job_max_retries, execution_timeout=cfg.job_execution_timeout_s,
             max_job_bytes=cfg.max_job_bytes, publish=cfg.publish_on_register)
-        outs = iter(svc.node.propose_many([i for i in items if isinstance(i, dict)]))
+        outs = iter(svc.raft.propose_many([i for i in items if isinstance(i, dict)]))
         results = []
         accepted = repeats = 0
         for n, item in enumerate(items):
@@ -454,7 +476,7 @@ def make_app(svc) -> bottle.Bottle:
                            execution_timeout=cfg.job_execution_timeout_s,
                            retry_backoff_ms=int(cfg.job_retry_backoff_s * 1000),
                            max_job_bytes=cfg.max_job_bytes)
-        out = svc.node.propose(cmd)
+        out = svc.raft.propose(cmd)
         if out["outcome"] == "ignored":
             return {"status": "ignored", "reason": out["reason"]}
         return {"status": "updated"}
@@ -467,7 +489,7 @@ def make_app(svc) -> bottle.Bottle:
     @writes(cfg.max_body_bytes, required=False)
     def cancel(job_id):
         read_body(cfg.max_body_bytes, required=False)   # the gateway sends none; ignore any
-        out = svc.node.propose(parse.cancel(job_id))
+        out = svc.raft.propose(parse.cancel(job_id))
         if out["outcome"] == "not_found":
             raise ApiError(404, "not_found", f"no job {job_id!r}")
         if out["outcome"] == "conflict":
@@ -479,7 +501,7 @@ def make_app(svc) -> bottle.Bottle:
     def retry(job_id):
         read_body(cfg.max_body_bytes, required=False)   # none needed; ignore any
         id_ = parse.job_id(job_id, "id")
-        out = svc.node.propose({"op": "retry", "ids": [id_]})
+        out = svc.raft.propose({"op": "retry", "ids": [id_]})
         result = out["results"][id_]
         if result == "not_found":
             raise ApiError(404, "not_found", f"no job {id_!r}")
@@ -492,10 +514,10 @@ def make_app(svc) -> bottle.Bottle:
     @writes(cfg.max_body_bytes)
     def retry_matching():
         q = parse.retry_query(body())
-        ids = st_mod.terminal_ids(svc.node.state, q["filters"], q["statuses"], q["limit"])
+        ids = st_mod.terminal_ids(svc.state(), q["filters"], q["statuses"], q["limit"])
         if not ids:
             return 202, {"retried": 0}
-        out = svc.node.propose({"op": "retry", "ids": ids})
+        out = svc.raft.propose({"op": "retry", "ids": ids})
         return 202, {"retried": sum(1 for r in out["results"].values() if r == "retried")}
 
     @app.get("/api/rates")
@@ -511,7 +533,7 @@ def make_app(svc) -> bottle.Bottle:
     @app.get("/api/jobs")
     def list_jobs():
         q = parse.list_query(query())
-        page, count, nxt = st_mod.list_jobs(svc.node.state, q["filters"], q["limit"], q["cursor"])
+        page, count, nxt = st_mod.list_jobs(svc.state(), q["filters"], q["limit"], q["cursor"])
         parts, size, since_yield = [b'{"jobs":['], 0, 0
         for n, job in enumerate(page):
             part = (b"," if n else b"") + _dumps(jobs.api_json(job, full=q["full"]))
@@ -532,17 +554,15 @@ def make_app(svc) -> bottle.Bottle:
     @app.get("/api/jobs/<job_id>")
     @leader_view
     def get_job(job_id):
-        job = st_mod.get_job(svc.node.state, job_id)
+        job = st_mod.get_job(svc.state(), job_id)
         if job is None:
             if not bottle.request.environ.get("dq.current", True):
                 raise ApiError(503, "unavailable", f"no job {job_id!r} on this node, which "
                                "cannot reach the leader to be sure; retry shortly")
             raise ApiError(404, "not_found", f"no job {job_id!r}")
         out = jobs.api_json(job, full=True, history=True)
-        broker = svc.broker
-        out["why"] = svc.dispatcher.why_returned(job) or jobs.why(
-            job, svc.now_ms(), None if broker.connected else broker.disconnected_since_ms,
-            svc.workers.counts()["active"])
+        out["why"] = svc.why_returned(job) or jobs.why(
+            job, svc.now_ms(), svc.broker_down_since(), svc.workers.counts()["active"])
         return out
 
     @app.post("/api/workers/heartbeat")
@@ -555,7 +575,7 @@ def make_app(svc) -> bottle.Bottle:
     @leader_view
     def workers():
         q = parse.workers_query(query())
-        page, count, last = svc.workers.page(st_mod.running_counts(svc.node.state),
+        page, count, last = svc.workers.page(st_mod.running_counts(svc.state()),
                                              q["limit"], q["after"])
         return {"workers": page, "count": count, "returned": len(page),
                 "next": None if last is None else parse.worker_cursor(last)}
@@ -566,10 +586,10 @@ def make_app(svc) -> bottle.Bottle:
 
     @app.get("/api/metrics")
     def metrics_json():
-        st = svc.node.state
+        st = svc.state()
         return {"jobs": st_mod.counts_by_status(st), "queues": st_mod.counts_by_queue(st),
-                "workers": svc.workers.counts(), "raft": svc.node.status(),
-                "broker": svc.broker_status(), "dispatch": svc.dispatcher.backlog(),
+                "workers": svc.workers.counts(), "raft": svc.raft.status(),
+                "broker": svc.broker_status(), "dispatch": svc.dispatch_backlog(),
                 "timestamp": svc.now_ms()}
 
     return app

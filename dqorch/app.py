@@ -17,7 +17,7 @@ import gevent.event
 from . import config, jobs, metrics
 from .jobs import TERMINAL
 from . import state as st_mod
-from .api import Access, HostCheck, guard, make_app, refuse
+from .api import Access, HostCheck, Services, guard, make_app, refuse
 from .broker import Broker
 from .dispatch import Dispatcher, Timers, node_view
 from .errors import EXIT_DATA, EXIT_LISTEN, StartupError
@@ -143,7 +143,7 @@ class Node:
                      guard(metrics.wsgi_app(self.ready), (), Access(**tokens, exempt={"/health"})),
                      "metrics_port")
         self.http = self._listen(cfg.http_host, cfg.http_port,
-                                 guard(self._until_started(console.serve(make_app(self))),
+                                 guard(self._until_started(console.serve(make_app(self._api_services()))),
                                        cfg.allowed_origins,
                                        Access(**tokens, exempt=console.PATHS),
                                        HostCheck.for_config(cfg)),
@@ -183,6 +183,17 @@ class Node:
         log.info("node ready node=%s %s=%s:%d metrics=%d jobs=%d", cfg.node_name,
                  "https" if self.tls else "http", cfg.http_host, cfg.http_port,
                  cfg.metrics_port, len(self.node.state.jobs))
+
+    def _api_services(self) -> Services:
+        node, broker, dispatcher = self.node, self.broker, self.dispatcher
+        return Services(
+            cfg=self.cfg, raft=node, state=lambda: node.state, workers=self.workers,
+            forwarder=self.forwarder, rates=self.rates, health=self.health,
+            cluster_status=self.cluster_status, broker_status=self.broker_status,
+            broker_down_since=lambda: None if broker.connected
+            else broker.disconnected_since_ms,
+            why_returned=dispatcher.why_returned, dispatch_backlog=dispatcher.backlog,
+            new_id=self.new_id, now_ms=now_ms)
 
     def starting_message(self) -> str:
         return f"starting: {self.node.start_phase}; this node serves once it is done"

@@ -49,39 +49,26 @@ class FakeNode:
         return True
 
 
-class FakeServices:
-    """What make_app reads of app.Node."""
+def fake_services() -> api.Services:
+    node = FakeNode()
+    ids = iter(range(1, 1000))
 
-    def __init__(self) -> None:
-        self.cfg = config.Config()
-        self.node = FakeNode()
-        self.forwarder = None
-        self.workers = WorkerTable(30, self.now_ms)
-        self.rates = Rates(self.now_ms)
-        self.broker = type("Broker", (), {"connected": True, "disconnected_since_ms": None})
-        self.dispatcher = type("Dispatcher", (), {"why_returned": staticmethod(lambda job: None),
-                                                  "backlog": staticmethod(dict)})
-        self.ids = iter(range(1, 1000))
-
-    def now_ms(self) -> int:
+    def now_ms() -> int:
         return T0 + 5_000
 
-    def new_id(self) -> str:
-        return "gen-%d" % next(self.ids)
-
-    def health(self):
-        return 200, {"status": "healthy"}
-
-    def cluster_status(self) -> dict:
-        return {"node": "n1", "leader": "n1", "term": 1, "members": []}
-
-    def broker_status(self) -> dict:
-        return {"connected": True}
+    return api.Services(
+        cfg=config.Config(), raft=node, state=lambda: node.state,
+        workers=WorkerTable(30, now_ms), forwarder=None, rates=Rates(now_ms),
+        health=lambda: (200, {"status": "healthy"}),
+        cluster_status=lambda: {"node": "n1", "leader": "n1", "term": 1, "members": []},
+        broker_status=lambda: {"connected": True}, broker_down_since=lambda: None,
+        why_returned=lambda job: None, dispatch_backlog=dict,
+        new_id=lambda: "gen-%d" % next(ids), now_ms=now_ms)
 
 
 @pytest.fixture
 def svc():
-    return FakeServices()
+    return fake_services()
 
 
 def call(app, method: str, path: str, body=None) -> tuple:
@@ -107,12 +94,12 @@ def test_register_proposes_the_job_with_the_configured_defaults(svc):
                               {"id": "j1", "type": "t", "priority": 10})
     assert (code, out) == (202, {"status": "accepted", "job_id": "j1"})
     assert headers["Content-Type"] == "application/json"
-    cmd = svc.node.proposed[-1]
+    cmd = svc.raft.proposed[-1]
     assert (cmd["op"], cmd["id"], cmd["job"]["max_retries"]) == \
         ("register", "j1", svc.cfg.job_max_retries)
     code, _, job = call(app, "GET", "/api/jobs/j1")
     assert (code, job["id"], job["queue"], job["status"]) == (200, "j1", "job.high", "pending")
-    check(svc.node.state)
+    check(svc.raft.state)
 
 
 def test_register_without_an_id_gets_one(svc):
@@ -132,7 +119,7 @@ def test_reports_answer_updated_then_ignored_for_an_earlier_attempt(svc):
     late = dict(report, status="completed", result={"n": 1})
     assert call(app, "POST", "/api/jobs/j1/status", late)[2] == \
         {"status": "ignored", "reason": "stale_attempt"}
-    assert svc.node.state.jobs["j1"]["status"] == "pending"
+    assert svc.raft.state.jobs["j1"]["status"] == "pending"
 
 
 def test_cancel_of_an_unknown_job_is_404_and_of_a_finished_one_409(svc):
@@ -154,17 +141,17 @@ def test_cancel_of_an_unknown_job_is_404_and_of_a_finished_one_409(svc):
 def test_a_proposal_that_fails_is_503_unavailable_in_the_error_shape(svc, failure, words,
                                                                      retry_after):
     app = api.make_app(svc)
-    svc.node.fail = failure
+    svc.raft.fail = failure
     code, headers, out = call(app, "POST", "/api/jobs/register", {"id": "j1", "type": "t"})
     assert (code, out["error"]) == (503, "unavailable")
     assert words in out["message"]
     assert headers.get("Retry-After") == retry_after
-    assert "j1" not in svc.node.state.jobs
+    assert "j1" not in svc.raft.state.jobs
 
 
 def test_an_unexpected_error_is_a_logged_500_in_the_error_shape(svc, caplog):
     app = api.make_app(svc)
-    svc.node.fail = KeyError("bug")
+    svc.raft.fail = KeyError("bug")
     code, _, out = call(app, "POST", "/api/jobs/register", {"id": "j1", "type": "t"})
     assert (code, out) == (500, {"error": "internal", "message": "internal error"})
     assert any("unhandled error" in r.getMessage() for r in caplog.records)
@@ -179,6 +166,6 @@ def test_an_unexpected_error_is_a_logged_500_in_the_error_shape(svc, caplog):
 def test_bad_bodies_are_refused_before_anything_is_proposed(svc, body, code, error):
     got, headers, out = call(api.make_app(svc), "POST", "/api/jobs/register", body)
     assert (got, out["error"]) == (code, error)
-    assert svc.node.proposed == []
+    assert svc.raft.proposed == []
     if code == 413:
         assert headers.get("Connection") == "close"      # http_server.CLOSE_AFTER
