@@ -258,7 +258,11 @@ def test_cancel_retry_then_the_old_worker_finishes(node_factory, events, tmp_pat
     assert j["queued_at"] <= j["started_at"] <= j["completed_at"]
     assert j["why"].startswith("completed by w2")
     wait_until(lambda: events("rE")[-1:] == ["COMPLETED"], 30, 0.05, "COMPLETED event")
-    assert events("rE") == ["RUNNING", "CANCELLED", "RUNNING", "COMPLETED"]
+    # At least once (DESIGN-NOTES, Publishing): an event confirmed but not yet marked
+    # when the node stopped is published again after the restart (seen 1 run in 3).
+    got = events("rE")
+    seen = [e for i, e in enumerate(got) if i == 0 or e != got[i - 1]]
+    assert seen == ["RUNNING", "CANCELLED", "RUNNING", "COMPLETED"]
 
 
 def test_timeout_then_the_same_worker_takes_the_retry(node_factory):
