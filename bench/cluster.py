@@ -675,27 +675,6 @@ def report_throughput(a, runs):
 # --- broker, clean-up, main ----------------------------------------------------------
 
 
-def ensure_broker(port):
-    """Start the private broker unless it runs; True when this call started it."""
-    env = dict(os.environ, RABBIT_PORT=str(port))
-    script = os.path.join(ROOT, "scripts", "rabbitmq-local.sh")
-    if subprocess.run([script, "status"], env=env, capture_output=True).returncode == 0:
-        progress(f"private RabbitMQ already running on 127.0.0.1:{port}; left running")
-        return False
-    progress(f"starting a private RabbitMQ on 127.0.0.1:{port}")
-    out = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"could not start RabbitMQ on {port}: {out.stdout}{out.stderr}")
-    return True
-
-
-def stop_broker(port):
-    env = dict(os.environ, RABBIT_PORT=str(port))
-    subprocess.run([os.path.join(ROOT, "scripts", "rabbitmq-local.sh"), "stop"], env=env,
-                   capture_output=True)
-    progress(f"stopped the private RabbitMQ on {port}")
-
-
 def purge_queues(port):
     """Empty the job queues of the private broker (the bench jobs published there)."""
     try:
@@ -717,9 +696,9 @@ def main():
     for k in [k for k in os.environ if k.startswith("DQ_")]:
         del os.environ[k]               # no environment overrides of the nodes' configs
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    started_broker = ensure_broker(a.rabbitmq_port)
+    started_broker = common.ensure_broker(a.rabbitmq_port, progress)
     if started_broker:
-        atexit.register(stop_broker, a.rabbitmq_port)
+        atexit.register(common.stop_broker, a.rabbitmq_port, progress)
     ncpu = os.cpu_count()
     client_cpus = server_cpus = None
     if a.pin == "split" and ncpu >= 2:

@@ -14,6 +14,7 @@ import tempfile
 import time
 import urllib.request
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CONTRACT §3's job queues, as any client knows them. dqorch/jobs.py's QUEUES is the
 # definition; it is not imported here because this file imports nothing of dqorch.
 JOB_QUEUES = ("job.high", "job.medium", "job.low")
@@ -404,3 +405,25 @@ def replace_section(path, tag, text):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write(new)
+
+
+def ensure_broker(port, say):
+    """Start a private RabbitMQ on 127.0.0.1:port (scripts/rabbitmq-local.sh) unless it
+    runs; True when this call started it. say(message) reports progress."""
+    env = dict(os.environ, RABBIT_PORT=str(port))
+    script = os.path.join(_ROOT, "scripts", "rabbitmq-local.sh")
+    if subprocess.run([script, "status"], env=env, capture_output=True).returncode == 0:
+        say(f"private RabbitMQ already running on 127.0.0.1:{port}; left running")
+        return False
+    say(f"starting a private RabbitMQ on 127.0.0.1:{port}")
+    out = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"could not start RabbitMQ on {port}: {out.stdout}{out.stderr}")
+    return True
+
+
+def stop_broker(port, say):
+    subprocess.run([os.path.join(_ROOT, "scripts", "rabbitmq-local.sh"), "stop"],
+                   env=dict(os.environ, RABBIT_PORT=str(port)), capture_output=True)
+    say(f"stopped the private RabbitMQ on {port}")
+

@@ -42,7 +42,7 @@ from pika.adapters.gevent_connection import GeventConnection, _GeventSelectorIOL
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from common import cpu_seconds, start_node  # noqa: E402
+from common import cpu_seconds, ensure_broker, start_node, stop_broker  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -56,34 +56,6 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # a
 
 def progress(msg):
     print(f"[publish] {msg}", file=sys.stderr, flush=True)
-
-
-# --- the private broker (same pattern as bench/cluster.py) -------------------------
-
-
-def _rabbit_env(port):
-    return dict(os.environ, RABBIT_PORT=str(port))
-
-
-def ensure_broker(port, say=progress):
-    """Start the private broker unless it runs; True when this call started it."""
-    script = os.path.join(ROOT, "scripts", "rabbitmq-local.sh")
-    if subprocess.run([script, "status"], env=_rabbit_env(port),
-                      capture_output=True).returncode == 0:
-        say(f"private RabbitMQ already running on 127.0.0.1:{port}; left running")
-        return False
-    say(f"starting a private RabbitMQ on 127.0.0.1:{port}")
-    out = subprocess.run([script, "start"], env=_rabbit_env(port), capture_output=True,
-                         text=True)
-    if out.returncode != 0:
-        sys.exit(f"could not start RabbitMQ on {port}: {out.stdout}{out.stderr}")
-    return True
-
-
-def stop_broker(port, say=progress):
-    subprocess.run([os.path.join(ROOT, "scripts", "rabbitmq-local.sh"), "stop"],
-                   env=_rabbit_env(port), capture_output=True)
-    say(f"stopped the private RabbitMQ on {port}")
 
 
 def rabbit_pid(port):
@@ -465,7 +437,7 @@ def main():
     a.jobs = a.jobs or (5000 if a.quick else 50000)
     for k in [k for k in os.environ if k.startswith("DQ_")]:
         del os.environ[k]               # no environment overrides of the node's config
-    started = ensure_broker(a.rabbitmq_port)
+    started = ensure_broker(a.rabbitmq_port, progress)
     tmp = tempfile.mkdtemp(prefix="dq-publish-")
     node = watch = None
     finished = False
@@ -489,7 +461,7 @@ def main():
         if node is not None:
             node.stop()
         if started:
-            stop_broker(a.rabbitmq_port)
+            stop_broker(a.rabbitmq_port, progress)
         if a.keep or not finished:       # a failed run keeps the node's log
             progress(f"config and log kept in {tmp}")
         else:
