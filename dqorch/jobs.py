@@ -73,7 +73,11 @@ TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
 #     ended the earlier attempt the same way: taken for a repeat; its `running` then
 #     binds the attempt, which runs into its execution timeout and is retried.
 #   - a worker bound to the current attempt that repeats an earlier attempt's terminal
-#     report after a new `running`: taken as the current attempt's.
+#     report after a new `running`: taken as the current attempt's. This includes a
+#     report resent because its answer was lost or was a 503 "outcome unknown" (a
+#     leader change) when the first one did commit: the job completes with that
+#     earlier run's result (fault seed 1796550205). Telling them apart needs a report
+#     id, which the unmodified workers do not send.
 TRANSITIONS = {
     PENDING: {PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED},
     QUEUED: {RUNNING, COMPLETED, FAILED, CANCELLED, PENDING},

@@ -349,3 +349,22 @@ def test_the_checker_counts_jobs_accepted_in_a_batch():
     v = H.check(h)
     assert [(name, job) for name, job, _m in v] == [("accepted_lost", "y")], H.report(h, v)
     assert "POST /api/jobs/batch" in H.story(h, "y")
+
+
+@pytest.mark.parametrize("first", [(None, None), (503, {"error": "unavailable", "message":
+                                    "lost leadership; the outcome is unknown"})])
+def test_a_late_result_is_excused_only_when_its_report_was_resent_after_an_unknown_outcome(
+        first):
+    """The node cannot tell a resent report from the next attempt's (jobs.py's last
+    blind spot): the checker excuses result_attempt for that job, and only then."""
+    h = _good_history()
+    h.msgs.append(dict(h.msgs[0], t=2.5, attempt=1, retry_count=1))
+    for jobs in h.final.values():
+        jobs["x"]["retry_count"] = 1
+    done = {"jobId": "x", "status": "completed"}
+    h.http.insert(2, _rec(2.8, "c", "report", "x", "POST", "/api/jobs/status", done,
+                          200, {"status": "ignored", "reason": "stale_attempt"}))
+    assert [n for n, _j, _m in H.check(h)] == ["result_attempt"]       # sent once: caught
+    status, resp = first
+    h.http[2] = _rec(2.8, "c", "report", "x", "POST", "/api/jobs/status", done, status, resp)
+    assert H.check(h) == []
