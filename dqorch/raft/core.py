@@ -17,7 +17,15 @@ leader's no-op), and so is the snapshot payload the caller hands to compact().
 The rules are the Raft paper's Figure 2 (§5), plus pre-vote and check-quorum (§9.6 of
 Ongaro's thesis), commit of current-term entries only by counting (§5.4.2), and
 leadership transfer (thesis §3.10). A witness votes and stores every entry, and hands
-leadership to a caught-up data member as soon as it can.
+leadership to a caught-up data member as soon as it can. A learner gets every entry and
+neither votes nor counts toward a commit (etcd's learners).
+
+Membership: the caller changes it with set_members() when a configuration entry is
+*applied* (etcd's ApplyConfChange), one change at a time: raft/node.py proposes the
+next only once the last is applied, and a new leader only once its term's no-op is
+applied (thesis §4.1 with its fix). Two consecutive configurations differ by one voter,
+so any majority of one meets any majority of the other. A member that is in neither
+list (one waiting to be added, or removed) never campaigns.
 """
 from __future__ import annotations
 
@@ -130,21 +138,24 @@ class _Progress:
 
 
 class Core:
-    """A thread-unsafe Raft member. `voters` lists every member, this one included;
-    `witnesses` the members that must not stay leader."""
+    """A thread-unsafe Raft member. `voters` lists the members that vote (this one too,
+    unless it is a learner or waits to be added), `learners` those that only follow,
+    `witnesses` the voters that must not stay leader."""
 
     def __init__(self, id: str, voters, *, rng, election_ticks: int = 10,
                  heartbeat_ticks: int = 1, hard_state=(0, None, 0), snapshot=(0, 0, None),
-                 entries=(), witnesses=(), pre_vote: bool = True, check_quorum: bool = True,
-                 max_msg_entries: int = 64, api: str = "") -> None:
-        if id not in voters:
-            raise ValueError(f"{id} is not among the voters {sorted(voters)}")
+                 entries=(), witnesses=(), learners=(), pre_vote: bool = True,
+                 check_quorum: bool = True, max_msg_entries: int = 64, api: str = "") -> None:
         if election_ticks <= heartbeat_ticks:
             raise ValueError("election_ticks must be greater than heartbeat_ticks")
         self.id = id
-        self.voters = tuple(sorted(set(voters)))
-        self.peers = tuple(v for v in self.voters if v != id)
-        self.witnesses = frozenset(witnesses)
+        self.voters: tuple = ()
+        self.learners: tuple = ()
+        self.peers: tuple = ()
+        self.witnesses: frozenset = frozenset()
+        self.role = FOLLOWER
+        self.progress: dict[str, _Progress] = {}
+        self.set_members(voters, learners, witnesses)
         self.rng = rng
         self.election_ticks = election_ticks
         self.heartbeat_ticks = heartbeat_ticks
@@ -165,9 +176,7 @@ class Core:
         self.unstable_from = self.stable + 1
         self.lead: str | None = None
         self.lead_api = ""
-        self.role = FOLLOWER
         self.votes: dict[str, bool] = {}
-        self.progress: dict[str, _Progress] = {}
         self.transferee: str | None = None
         self.elapsed = 0
         self.heartbeat_elapsed = 0
@@ -265,6 +274,39 @@ class Core:
             # It lost its own no-op: without an entry of its term nothing commits (§5.4.2).
             self._append([Entry(self.last_index() + 1, self.term, None)])
 
+    # Membership ##############################################################
+
+    def set_members(self, voters, learners=(), witnesses=()) -> None:
+        """The configuration applied last (module docstring, Membership). A leader
+        starts probing a new member from its last index, forgets a removed one, and
+        steps down once it is no longer a voter itself."""
+        voters, learners = set(voters), set(learners) - set(voters)
+        if not voters:
+            raise ValueError("a configuration needs at least one voter")
+        self.voters = tuple(sorted(voters))
+        self.learners = tuple(sorted(learners))
+        self.peers = tuple(sorted((voters | learners) - {self.id}))
+        self.witnesses = frozenset(witnesses) & voters
+        if self.role != LEADER:
+            return
+        for p in self.peers:
+            if p not in self.progress:
+                pr = self.progress[p] = _Progress(self.last_index() + 1)
+                pr.active = True                  # a grace of one election timeout
+                self._send_append(p)
+        for p in [p for p in self.progress if p not in self.peers]:
+            del self.progress[p]
+        if self.transferee is not None and self.transferee not in self.voters:
+            self.transferee = None
+        if self.id not in self.voters:
+            self._become_follower(self.term, None)
+        elif self._maybe_commit():                # a smaller majority may commit more
+            for p in self.peers:
+                self._send_append(p)
+
+    def is_voter(self) -> bool:
+        return self.id in self.voters
+
     # The caller's surface ####################################################
 
     def tick(self) -> None:
@@ -283,7 +325,8 @@ class Core:
             self.elapsed += 1
             if self.elapsed >= self.timeout:
                 self.elapsed = 0
-                self.step(Message(HUP, frm=self.id, term=self.term))
+                if self.id in self.voters:
+                    self.step(Message(HUP, frm=self.id, term=self.term))
 
     def propose(self, data) -> int:
         """Append data as a new entry of this term; returns its index. NotLeader when
@@ -412,7 +455,9 @@ class Core:
             self._won(kind)
             return
         ctx = CAMPAIGN_TRANSFER if kind == CAMPAIGN_TRANSFER else ""
-        for p in self.peers:
+        for p in self.voters:
+            if p == self.id:
+                continue
             self._send(Message(vtype, to=p, term=term, index=self.last_index(),
                                log_term=self.last_term(), context=ctx))
 
@@ -423,9 +468,11 @@ class Core:
             self._become_leader()
 
     def _tally(self, frm: str, granted: bool) -> str:
+        if frm not in self.voters:
+            return "pending"                      # a learner's answer counts for nothing
         self.votes.setdefault(frm, granted)
-        yes = sum(1 for v in self.votes.values() if v)
-        no = len(self.votes) - yes
+        yes = sum(1 for k, v in self.votes.items() if v and k in self.voters)
+        no = sum(1 for k, v in self.votes.items() if not v and k in self.voters)
         if yes >= self._quorum():
             return "won"
         if no >= self._quorum():
@@ -465,7 +512,7 @@ class Core:
             return
 
         if m.type == HUP:
-            if self.role != LEADER:
+            if self.role != LEADER and self.id in self.voters:
                 self._campaign(PRE_VOTE if self.pre_vote else VOTE)
             return
         if m.type in (PRE_VOTE, VOTE):
@@ -496,7 +543,7 @@ class Core:
             self.elapsed = 0
             self._set_lead(m.frm, m.api)
             self._handle_snapshot(m)
-        elif m.type == TIMEOUT_NOW:
+        elif m.type == TIMEOUT_NOW and self.id in self.voters:
             self._campaign(CAMPAIGN_TRANSFER)     # the leader asked: skip pre-vote
         # TRANSFER on a follower is ignored. Writes never get here: propose() raises
         # NotLeader, and the glue forwards them to the leader itself.
@@ -527,7 +574,7 @@ class Core:
             self._maybe_hand_over()
             return
         if m.type == CHECK_QUORUM:
-            live = 1 + sum(1 for p in self.peers if self.progress[p].active)
+            live = 1 + sum(1 for p in self.voters if p != self.id and self.progress[p].active)
             if live < self._quorum():
                 self._become_follower(self.term, None)
                 return
@@ -536,7 +583,8 @@ class Core:
             return
         if m.type == TRANSFER:
             to = m.to
-            if to == self.id or to not in self.progress or self.transferee == to:
+            if to == self.id or to not in self.voters or to not in self.progress \
+                    or self.transferee == to:
                 return
             self.transferee = to
             self.elapsed = 0                      # the transfer has one election timeout
@@ -557,7 +605,8 @@ class Core:
         if self.id not in self.witnesses or self.transferee is not None:
             return
         for p in self.peers:
-            if p not in self.witnesses and self.progress[p].match == self.last_index():
+            if p in self.voters and p not in self.witnesses \
+                    and self.progress[p].match == self.last_index():
                 self.step(Message(TRANSFER, frm=self.id, to=p, term=self.term))
                 return
 
@@ -640,8 +689,8 @@ class Core:
         self._maybe_hand_over()
 
     def _maybe_commit(self) -> bool:
-        matches = sorted([self.last_index()] + [self.progress[p].match for p in self.peers],
-                         reverse=True)
+        matches = sorted([self.last_index() if p == self.id else self.progress[p].match
+                          for p in self.voters], reverse=True)
         n = matches[self._quorum() - 1]
         if n > self.commit and self.term_at(n) == self.term:   # §5.4.2: by count, own term
             self.commit = n
@@ -680,6 +729,7 @@ class Core:
 
     def status(self) -> dict:
         return {"id": self.id, "role": self.role, "term": self.term, "vote": self.vote,
+                "voters": list(self.voters), "learners": list(self.learners),
                 "leader": self.lead, "commit": self.commit, "applied": self.applied,
                 "last_index": self.last_index(),
                 "progress": {p: {"match": pr.match, "next": pr.next, "state": pr.state}

@@ -275,9 +275,20 @@ def test_a_restarted_member_keeps_its_term_and_vote_and_applies_what_is_committe
 
 def test_bad_configuration_is_refused():
     with pytest.raises(ValueError):
-        C.Core("n9", ["n1"], rng=random.Random(0))
+        C.Core("n1", [], rng=random.Random(0))
     with pytest.raises(ValueError):
         C.Core("n1", ["n1"], rng=random.Random(0), election_ticks=1, heartbeat_ticks=1)
+
+
+def test_a_member_outside_the_configuration_never_campaigns():
+    """A node waiting to be added (or removed) ticks past any election timeout and
+    stays a quiet follower: it must not disrupt the members that vote."""
+    node = C.Core("n9", ["n1", "n2", "n3"], rng=random.Random(0))
+    for _ in range(100):
+        node.tick()
+    node.step(C.Message(C.TIMEOUT_NOW, frm="n1", to="n9", term=1))
+    rd = node.ready()
+    assert node.role == C.FOLLOWER and node.vote is None and not rd.messages
 
 
 def test_a_ready_that_installs_a_snapshot_applies_every_entry_after_it():

@@ -25,6 +25,12 @@ so ticks are as predictable as the rest. The commands:
   cut A B | isolate ID | heal         lose messages between members from now on
   raft-state                          one line per member
   transfer-leadership ID TO           ask leader ID to hand over to TO
+  add-node ID [voters=1,2,3]          a new, empty member that knows the voters but is
+                                      none of them (it waits to be added)
+  set-members ID... voters=.. [learners=..]
+                                      apply a configuration on each ID, as the glue
+                                      does when a configuration entry is applied
+  members ID...                       each one's voters and learners
 
 DQ_REWRITE=1 rewrites the expected output of every file from what the cores print:
 for writing a new case; read the diff before committing it.
@@ -126,6 +132,25 @@ class Env:
             # A start is a restart whose committed entries were applied before.
             self.cores[id_].applied = self.cores[id_].commit
         return self.raft_state((), {}, ())
+
+    def add_node(self, args, kw, lines) -> list[str]:
+        id_ = args[0]
+        voters = kw.get("voters", ",".join(sorted(self.cores, key=int))).split(",")
+        self.cores[id_] = C.Core(id_, voters, rng=FixedJitter(int(kw.get("jitter", 0))),
+                                 election_ticks=int(kw.get("election", 10)))
+        return self.raft_state([id_], {}, ())
+
+    def set_members(self, args, kw, lines) -> list[str]:
+        voters = kw["voters"].split(",")
+        learners = [x for x in kw.get("learners", "").split(",") if x]
+        for id_ in args:
+            self.cores[id_].set_members(voters, learners)
+        return self.members(args, {}, ())
+
+    def members(self, args, kw, lines) -> list[str]:
+        return [f"{id_}: voters={','.join(self.cores[id_].voters)} "
+                f"learners={','.join(self.cores[id_].learners) or '-'}"
+                for id_ in self.ids(args)]
 
     def campaign(self, args, kw, lines) -> list[str]:
         core = self.cores[args[0]]
