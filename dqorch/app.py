@@ -23,9 +23,10 @@ from .dispatch import Dispatcher, Timers, node_view
 from .errors import EXIT_DATA, EXIT_LISTEN, StartupError
 from .forward import Forwarder
 from .fsm import SNAPSHOTS, JobFSM
-from .members import check_members
+from .members import check_members, record_in_log
 from .rates import Rates
 from . import console, http_server
+from .raft import membership as M
 from .raft.log import RaftLog
 from .raft.node import RaftNode
 from .workers import WorkerTable
@@ -46,6 +47,37 @@ def advertised_api(cfg) -> str:
         return cfg.api_advertise
     host = cfg.node_host if cfg.http_host in ("0.0.0.0", "::", "") else cfg.http_host
     return f"{host}:{cfg.http_port}"
+
+
+def base_config(cfg, join: bool = False) -> M.Config:
+    """The configuration of a data_dir whose log holds none yet (raft/membership.py):
+    this node and raft_peers, all voters; this node a witness when the config says so.
+    join: this node waits to be added, so it is none of them (the peers are who it
+    hears from until then)."""
+    me = M.Member(cfg.node_name, M.WITNESS if cfg.witness else M.VOTER,
+                  f"{cfg.node_host}:{cfg.raft_port}", advertised_api(cfg))
+    peers = tuple(M.Member(name, M.VOTER, f"{host}:{port}")
+                  for name, host, port in cfg.peer_endpoints)
+    members = peers if join else (me,) + peers
+    return M.Config(tuple(sorted(members, key=lambda m: m.name)))
+
+
+# A learner is caught up (may be promoted) within this many entries of the leader's
+# last: at a few thousand commands a second, a fraction of a second of work behind.
+CAUGHT_UP_ENTRIES = 1000
+
+
+def caught_up(match: int, last_index: int) -> bool:
+    return last_index - match <= CAUGHT_UP_ENTRIES
+
+
+def _address(member: M.Member, cfg) -> tuple:
+    """(host, port) of a member's Raft socket: as the configuration says, else its
+    node_name's host at our raft_port."""
+    if member.raft:
+        host, _, port = member.raft.rpartition(":")
+        return host, int(port)
+    return member.name.split("@", 1)[-1], cfg.raft_port
 # Jobs live long and hold no reference cycles. Moving what survived into gc's permanent
 # generation every so many commands keeps full collections from scanning every job:
 # without it their cost, and the pauses, grow with the number of jobs held.
@@ -72,34 +104,38 @@ class Node:
 
     def __init__(self, cfg: config.Config, skip_entries=(), membership: str = "",
                  tls_contexts=(None, None, None)) -> None:
-        """tls_contexts: tls.contexts(cfg), built before anything is opened."""
+        """tls_contexts: tls.contexts(cfg), built before anything is opened.
+        membership: "" , "accept", "force-new-cluster" (members.py) or "join" (wait to
+        be added to the cluster raft_peers belong to)."""
         self.now_ms = now_ms
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)   # jobs' payloads: ours only
         self._lock_fd = _lock_data_dir(cfg.data_dir)
-        self.cfg = cfg = check_members(cfg, membership)
+        self.cfg = cfg = check_members(cfg, "" if membership == "join" else membership)
+        self.cluster = None
+        self._recorded = ()               # members.json's names once the log holds them
         self.node = RaftNode(RaftLog(cfg.data_dir, SNAPSHOTS), cfg.node_name, fsm=JobFSM(),
                              snapshot_entries=cfg.snapshot_entries, now_ms=now_ms,
                              skip_entries=skip_entries,
                              max_pending=cfg.max_pending_proposals,
-                             peers=[name for name, _, _ in cfg.peer_endpoints],
-                             witnesses=[cfg.node_name] if cfg.witness else [],
+                             config=base_config(cfg, join=membership == "join"),
+                             force_config=membership == "force-new-cluster",
+                             on_config=self._members_changed,
                              tick_s=cfg.raft_heartbeat_ms / 1000,
                              election_ticks=cfg.raft_election_timeout_ms // cfg.raft_heartbeat_ms,
                              api=advertised_api(cfg))
         self.workers = WorkerTable(cfg.worker_heartbeat_timeout_s, now_ms)
         self.rates = Rates(now_ms)        # the console's graph (GET /api/rates)
-        self.cluster = self.forwarder = None
         self.tls, peer_tls, rabbit_tls = tls_contexts
         if cfg.raft_peers:
-            from .cluster import Cluster
-            try:
-                self.cluster = Cluster(cfg, self.node, self.workers)   # binds raft_port
+            try:        # binds raft_port now: a port in use is a start-up error
+                self._make_cluster(self.node.config)
             except OSError as e:
                 raise StartupError(EXIT_LISTEN, f"cannot listen on UDP {cfg.node_host}:"
                                    f"{cfg.raft_port} (raft_port): {e.strerror or e}")
-            self.forwarder = Forwarder(self.node, cfg.node_name,
-                                       wait_leader_s=2 * cfg.raft_election_timeout_ms / 1000,
-                                       tls=peer_tls)
+        # Idle until another member leads (a cluster of one is always its own leader).
+        self.forwarder = Forwarder(self.node, cfg.node_name,
+                                   wait_leader_s=2 * cfg.raft_election_timeout_ms / 1000,
+                                   tls=peer_tls)
         self.broker = Broker(cfg.rabbitmq_host, cfg.rabbitmq_port, cfg.rabbitmq_username,
                              cfg.rabbitmq_password, cfg.rabbitmq_vhost,
                              ssl_options=rabbit_tls,
@@ -129,6 +165,45 @@ class Node:
 
     def new_id(self) -> str:
         return str(uuid.uuid4())
+
+    # Members ###############################################################
+
+    def _peer_addresses(self, config: M.Config) -> dict:
+        from .cluster import resolve_peers
+        return resolve_peers({m.name: _address(m, self.cfg) for m in config.members
+                              if m.name != self.cfg.node_name})
+
+    def _make_cluster(self, config: M.Config) -> None:
+        from .cluster import Cluster
+        self.cluster = Cluster(self.cfg, self.node, self.workers,
+                               self._peer_addresses(config))
+
+    def _members_changed(self, config: M.Config) -> None:
+        """node.on_config: the applied configuration changed. Runs in the commit
+        loop: quick, never blocks. A node that gains its first peer opens its Raft
+        socket now."""
+        if config.index and self._recorded != config.names:
+            try:
+                record_in_log(self.cfg.data_dir, config.names)
+                self._recorded = config.names
+            except OSError as e:
+                log.warning("members.json not updated error=%s", e)
+        if self.cluster is not None:
+            self.cluster.set_peers(self._peer_addresses(config))
+            return
+        if not any(m.name != self.cfg.node_name for m in config.members):
+            return
+        try:
+            self._make_cluster(config)
+            self.cluster.start()
+        except OSError as e:
+            self.cluster = None
+            log.error("cannot listen on UDP %s:%d (raft_port) error=%s; the other members "
+                      "cannot reach this node", self.cfg.node_host, self.cfg.raft_port,
+                      e.strerror or e)
+            return
+        log.info("raft socket open udp=%s:%d members=%s", self.cfg.node_host,
+                 self.cfg.raft_port, ",".join(config.names))
 
     # Start and stop ########################################################
 
@@ -304,20 +379,30 @@ class Node:
         leader's knowledge; on a follower they are null."""
         node, raft, progress = self.node, self.node.status(), self.node.progress()
         now = time.monotonic()
+        config = node.config
+        last = node.log.last_index if raft["role"] == "leader" else None
+        me = config.get(self.cfg.node_name)
         members = [{"node": self.cfg.node_name, "role": raft["role"],
                     "api": advertised_api(self.cfg), "last_contact_ms": 0,
-                    "match_index": node.log.last_index}]
-        for name, _, _ in self.cfg.peer_endpoints:
-            heard = node.contact.get(name)
-            prog = progress.get(name)
+                    "match_index": node.log.last_index,
+                    "member": me.role if me is not None else "none",
+                    "caught_up": True}]
+        for m in config.members:
+            if m.name == self.cfg.node_name:
+                continue
+            heard = node.contact.get(m.name)
+            prog = progress.get(m.name)
             members.append({
-                "node": name,
-                "role": "leader" if name == node.leader else "follower",
-                "api": node.leader_api if name == node.leader else None,
+                "node": m.name,
+                "role": "leader" if m.name == node.leader else "follower",
+                "api": node.leader_api if m.name == node.leader else (m.api or None),
                 "last_contact_ms": None if heard is None else int((now - heard) * 1000),
-                "match_index": prog["match"] if prog else None})
+                "match_index": prog["match"] if prog else None,
+                "member": m.role,
+                "caught_up": None if prog is None or last is None
+                else caught_up(prog["match"], last)})
         return {"node": self.cfg.node_name, "leader": raft["leader"], "term": raft["term"],
-                "members": members, "timestamp": now_ms()}
+                "members": members, "config_index": config.index, "timestamp": now_ms()}
 
     def broker_status(self) -> dict:
         b = self.broker

@@ -90,6 +90,10 @@ def run(argv: list[str] | None = None) -> int:
     p.add_argument("--accept-members", action="store_true",
                    help="record raft_peers as this data_dir's cluster after a deliberate "
                         "change of members (docs/CLUSTER.md)")
+    p.add_argument("--join", action="store_true",
+                   help="a new member: wait to be added (POST /api/cluster/members on "
+                        "the leader) to the cluster raft_peers belong to, instead of "
+                        "forming one with them (docs/CLUSTER.md)")
     p.add_argument("--skip-entry", type=int, action="append", default=[], metavar="INDEX",
                    help="recovery: do not apply this log entry on replay (README, "
                         "Recovery); a snapshot taken at once makes it permanent")
@@ -116,6 +120,10 @@ def run(argv: list[str] | None = None) -> int:
                      "every member the same secret of your own (docs/CLUSTER.md)",
                      config.Config.cookie)
         return EXIT_CONFIG
+    if args.join and not cfg.raft_peers:
+        log.critical("config: raft_peers: --join needs the members to find the cluster "
+                     "through (docs/CLUSTER.md)")
+        return EXIT_CONFIG
     if cfg.witness and not cfg.raft_peers:
         log.critical("config: witness: a witness needs raft_peers (it is the third vote "
                      "of a cluster; alone it would lead with no broker)")
@@ -123,7 +131,8 @@ def run(argv: list[str] | None = None) -> int:
     try:
         node = Node(cfg, skip_entries=args.skip_entry,
                     membership="force-new-cluster" if args.force_new_cluster
-                    else "accept" if args.accept_members else "",
+                    else "accept" if args.accept_members
+                    else "join" if args.join else "",
                     tls_contexts=tls_contexts)
         main_greenlet = greenlet.getcurrent()
         for sig in _stop_signals():

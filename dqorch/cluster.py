@@ -1,7 +1,8 @@
 """What a member of a cluster does besides the Raft core: the UDP transport to its
 peers, snapshots sent to followers far behind (in chunks, snapshot_transfer.py),
-and the heartbeats followers pass to the leader. Built by app.py only when
-raft_peers is set; the node (raft/node.py) knows none of it but `send` and its
+and the heartbeats followers pass to the leader. Built by app.py once the node has
+another member (raft_peers at start, or a member added online: set_peers follows the
+applied configuration); the node (raft/node.py) knows none of it but `send` and its
 `receivers`.
 
 Rule 1: heartbeats are soft state on the node that got them (DESIGN §1). A follower
@@ -50,12 +51,17 @@ def bind_host(host: str) -> str:
         return "0.0.0.0"
 
 
+def resolve_peers(addresses: dict) -> dict:
+    """{name: (host, port)} with each host resolved once."""
+    return {name: (_resolve(host), port) for name, (host, port) in addresses.items()}
+
+
 class Cluster:
-    def __init__(self, cfg, node, workers) -> None:
+    def __init__(self, cfg, node, workers, peers: dict) -> None:
+        """peers: {name: (host, port)} of every other member, resolved."""
         self.cfg = cfg
         self.node = node
         self.workers = workers
-        peers = {name: (_resolve(host), port) for name, host, port in cfg.peer_endpoints}
         self.codec = Codec(cfg.node_name, cfg.cookie, peers, epoch=time.time_ns())
         self.transport = UdpTransport(self.codec, (bind_host(cfg.node_host), cfg.raft_port),
                                       peers, node.receive)
@@ -71,6 +77,14 @@ class Cluster:
         self._loop = None
         self.stats = {"bad_digests": 0, "bad_chunks": 0, "snapshots_sent": 0,
                       "snapshots_received": 0}
+
+    def set_peers(self, peers: dict) -> None:
+        """The members changed (resolved {name: (host, port)}): who may send, and
+        where to."""
+        self.codec.peers = frozenset(peers)
+        self.transport.peers = dict(peers)
+        for name in [n for n in self._out if n not in peers]:
+            self._out.pop(name).close()
 
     def start(self) -> None:
         self._remove_stale_received()

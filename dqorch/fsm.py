@@ -4,7 +4,8 @@ rows), which raft/ treats as bytes it names, moves and sends. Glue: it logs and 
 files; state.py stays pure.
 
 Snapshot file, snapshot-<index>.json: lines "<crc32 hex> <json>": a head {"format": 4,
-"index", "term", "state" (all but its jobs), "jobs": n}, the jobs in blocks (a line
+"index", "term", "state" (all but its jobs), "jobs": n, "raft" (Raft's own: the
+configuration; absent when it has none to record)}, the jobs in blocks (a line
 holds a JSON list of up to JOBS_PER_BLOCK job rows, jobs.Job.to_row), and a trailer
 {"end": n, "crc32": of every byte before}. A job's own JSON (payload, ...) is a string
 in its row, so orjson reads the blocks without ever decoding user JSON. Formats 1-3
@@ -38,13 +39,15 @@ def _line(obj) -> bytes:
 JOBS_PER_BLOCK = 1000
 
 
-def snapshot_chunks(index: int, term: int, state: dict):
+def snapshot_chunks(index: int, term: int, state: dict, raft: dict | None = None):
     """Format 4: the jobs in blocks, one line per JOBS_PER_BLOCK, each job as its row
     (to_row, see jobs.py) where it has one, as it is otherwise (records in tests and
-    from older snapshots)."""
+    from older snapshots). `raft` (the configuration) goes in the head as it is."""
     jobs = state.get("jobs", [])
     head = {"format": 4, "index": index, "term": term,
             "state": {k: v for k, v in state.items() if k != "jobs"}, "jobs": len(jobs)}
+    if raft:
+        head["raft"] = raft
     chunk = _line(head)
     whole = zlib.crc32(chunk)
     yield chunk
@@ -165,7 +168,7 @@ def read_snapshot(path: str) -> dict:
         raise e if isinstance(e, LogCorrupt) else LogCorrupt(f"{path}: damaged head ({e!r})")
     blocks = _blocks(path, f, first, total) if fmt >= 4 else \
         _batched(_line_jobs(path, f, first, total, fmt), JOBS_PER_BLOCK)
-    return {"index": index, "term": term, "total_jobs": total,
+    return {"index": index, "term": term, "total_jobs": total, "raft": head.get("raft") or {},
             "state": dict(state, job_blocks=blocks)}
 
 
@@ -173,8 +176,8 @@ class SnapshotFormat:
     """raft/fsm.py's SnapshotFormat for the registry: format 4 written, 1-4 read."""
 
     @staticmethod
-    def write(index: int, term: int, data: dict):
-        return snapshot_chunks(index, term, data)
+    def write(index: int, term: int, data: dict, raft: dict):
+        return snapshot_chunks(index, term, data, raft)
 
     @staticmethod
     def read(path: str) -> dict:

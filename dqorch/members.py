@@ -1,5 +1,8 @@
 """The cluster a data_dir belongs to, recorded in it (members.json), checked against
-the config at start-up. Moves into the log with online membership (issue 27)."""
+the config at start-up: the guard of a base configuration (raft/membership.py), the
+one raft_peers give while the log holds none. Once a configuration entry is applied,
+the log is the record (members.json says "in_log") and raft_peers only say whom to
+find the cluster through."""
 from __future__ import annotations
 
 import dataclasses
@@ -30,12 +33,15 @@ def check_members(cfg: config.Config, membership: str = "") -> config.Config:
     want = sorted([cfg.node_name] + [name for name, _, _ in cfg.peer_endpoints])
     try:
         with open(path, "rb") as f:
-            have = json.loads(f.read())["members"]
+            doc = json.loads(f.read())
+        have = doc["members"]
     except FileNotFoundError:
-        have = None
+        have = doc = None
     except (ValueError, KeyError, TypeError) as e:
         raise StartupError(EXIT_DATA, f"{path} is damaged ({e}); start with --accept-members "
                            f"to record the configured members")
+    if doc is not None and doc.get("in_log") and membership != "force-new-cluster":
+        return cfg
     if have is not None and have != want and have != [cfg.node_name] and not membership:
         raise StartupError(EXIT_CONFIG, f"config: raft_peers: data_dir {cfg.data_dir} belongs to a "
                            f"cluster of {have}, the config says {want}; see docs/CLUSTER.md "
@@ -45,3 +51,10 @@ def check_members(cfg: config.Config, membership: str = "") -> config.Config:
         if have is not None:
             log.warning("cluster members changed from=%s to=%s", have, want)
     return cfg
+
+
+def record_in_log(data_dir: str, names) -> None:
+    """The log holds the configuration now: members.json only says so (and who, for
+    a reader). OSError: the caller logs it; the next start checks raft_peers again."""
+    write_atomic(os.path.join(data_dir, "members.json"),
+                 json.dumps({"members": sorted(names), "in_log": True}).encode())

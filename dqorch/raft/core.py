@@ -172,6 +172,9 @@ class Core:
         self.commit = min(self.commit, self.last_index())
         self.applied = self.snap_index
         self._compacted = self.snap_index          # entries up to here hold compact data
+        # Entries below it lost their data (compact_applied's forget, a cluster of one):
+        # a follower that needs one waits for a snapshot at or past it.
+        self.sendable_from = 0
         self.stable = self.last_index()
         self.unstable_from = self.stable + 1
         self.lead: str | None = None
@@ -701,6 +704,8 @@ class Core:
         pr = self.progress[to]
         if pr.paused:
             return
+        if pr.next < self.sendable_from and self.snap_index + 1 < self.sendable_from:
+            return                                # no snapshot covers them yet: wait
         if pr.next - 1 < self.snap_index or self.term_at(pr.next - 1) is None:
             # The entries it needs were compacted: send the snapshot (node.py chunks it).
             pr.state, pr.pending_snapshot, pr.paused = "snapshot", self.snap_index, True

@@ -6,8 +6,8 @@ registry). Documented duck types: nothing here runs.
 
 Entries that are not commands stay inside raft/: a new leader's empty entry reaches
 apply as the command {"op": "noop", "term": t} (the FSM refuses a deposed leader's
-commands by their term); configuration entries, when membership moves into the log,
-will be applied by RaftNode itself and never reach the FSM.
+commands by their term); configuration entries ({"op": "raft_config"},
+raft/membership.py) are applied by RaftNode itself and never reach the FSM.
 """
 from __future__ import annotations
 
@@ -44,11 +44,13 @@ class FSM(Protocol):
 
 
 class SnapshotFormat(Protocol):
-    def write(self, index: int, term: int, data) -> Iterable[bytes]:
+    def write(self, index: int, term: int, data, raft: dict) -> Iterable[bytes]:
         """The bytes of snapshot-<index>.json for FSM.snapshot()'s data, in chunks
-        (written as they come, in the forked child). They record index and term."""
+        (written as they come, in the forked child). They record index, term and
+        `raft`, a JSON object that is Raft's own (the configuration), as they got it."""
 
     def read(self, path: str) -> dict:
-        """The snapshot file at path as {"index", "term", ...}: what RaftLog needs
-        (index and term) at once, the rest for FSM.restore, which may stream it.
-        Damage: LogCorrupt, at the latest when the stream ends."""
+        """The snapshot file at path as {"index", "term", "raft", ...}: what RaftLog
+        and RaftNode need at once, the rest for FSM.restore, which may stream it.
+        "raft" is {} in a file written without one. Damage: LogCorrupt, at the latest
+        when the stream ends."""

@@ -357,11 +357,12 @@ class RaftLog:
         """The snapshot file of index, as open() returns it (jobs streamed)."""
         return self._load_snapshot([(index, self.snapshot_path(index))])
 
-    def write_snapshot(self, index: int, term: int, data) -> None:
+    def write_snapshot(self, index: int, term: int, data, raft: dict | None = None) -> None:
         """Write snapshot-<index>.json atomically from the state machine's data
-        (FSM.snapshot()), in the bytes of the SnapshotFormat (called in the forked
-        child)."""
-        write_atomic(self.snapshot_path(index), self.snapshots.write(index, term, data))
+        (FSM.snapshot()) and what Raft records of itself (`raft`: the configuration),
+        in the bytes of the SnapshotFormat (called in the forked child)."""
+        write_atomic(self.snapshot_path(index),
+                     self.snapshots.write(index, term, data, raft or {}))
 
     # Writing ###############################################################
 
@@ -559,7 +560,7 @@ class RaftLog:
                 os.replace(path, self.snapshot_path(index))
             # else: moved there by an earlier attempt that failed later on: go on
         else:
-            write_atomic(self.snapshot_path(index), self.snapshots.write(index, term, data))
+            write_atomic(self.snapshot_path(index), self.snapshots.write(index, term, data, {}))
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

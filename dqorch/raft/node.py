@@ -4,12 +4,17 @@ append -> fsync -> replicate -> commit -> apply -> answer. The core decides ever
 role, vote and commit; this file carries out its Ready in order (persist, send,
 apply, events) and owns group commit and snapshots.
 
-A node without peers (`alone`) is a Raft cluster of one through the same path: it
-starts as a follower with its persisted term and vote, elects itself at once, and
-commits on fsync. Every entry in its log was committed when it was written (a majority
-of one), so its start-up replays the whole log; a member of a cluster replays only
-what its hard state or snapshot says was committed and learns the rest from the
-leader.
+A node that is its configuration's only voter (`alone`) is a Raft cluster of one
+through the same path: it starts as a follower with its persisted term and vote, elects
+itself at once, and commits on fsync. Every entry written while it was the only voter
+was committed when written (a majority of one), so its start-up replays those too; a
+member of a cluster replays only what its hard state or snapshot says was committed and
+learns the rest from the leader.
+
+Membership (raft/membership.py): a configuration entry {"op": "raft_config"} is applied
+here, never by the FSM, and takes effect when applied (core.py, Membership); the
+configuration applied last is in every snapshot's head. One change at a time: the
+leader proposes the next only after the last is applied and its own term's no-op is.
 
 The commands mean nothing here: they are applied to the FSM the node is given
 (raft/fsm.py; dqorch/fsm.py is the job registry), and a snapshot is the FSM's data in
@@ -53,6 +58,7 @@ import gevent.event
 
 from . import codec
 from . import core as C
+from . import membership as M
 from .core import NotLeader
 from .errors import LogFailed, Overloaded, ProposeTimeout, ReplayFailed
 from . import wire
@@ -123,6 +129,15 @@ def _forget(cmd) -> None:
     return None
 
 
+def _is_config(cmd) -> bool:
+    return type(cmd) is dict and cmd.get("op") == M.OP
+
+
+class ChangePending(Exception):
+    """A membership change cannot start now: one is not yet applied, or this leader's
+    term has not committed its first entry (module docstring). Retry shortly."""
+
+
 def _noop(term: int) -> dict:
     return {"op": "noop", "term": term}
 
@@ -139,8 +154,13 @@ class RaftNode:
 
     def __init__(self, raft_log: RaftLog, node_name: str, *, fsm, snapshot_entries: int,
                  now_ms, fsync=os.fsync, skip_entries=frozenset(),
-                 max_pending: int = 5000, peers=(), witnesses=(), tick_s: float = 0.1,
+                 max_pending: int = 5000, config: M.Config | None = None,
+                 force_config: bool = False, on_config=None, tick_s: float = 0.1,
                  election_ticks: int = 10, api: str = "", send=None, rng=None) -> None:
+        """config: the base configuration (the config file's), in force until the log
+        or a snapshot holds one. force_config: config wins over the log's, every entry
+        in the log is taken as committed, and the leader writes config into the log
+        (--force-new-cluster). on_config(config): after each configuration applied."""
         self.log = raft_log
         self.node_name = node_name
         self.snapshot_entries = snapshot_entries
@@ -148,8 +168,11 @@ class RaftNode:
         self._fsync = fsync
         self.skip_entries = frozenset(skip_entries)
         self.max_pending = max_pending
-        self.peers = tuple(peers)
-        self.witnesses = frozenset(witnesses)
+        self.config = config or M.Config.of([node_name])
+        self._force_config = force_config
+        self._forced_written = not force_config
+        self.on_config = on_config or (lambda config: None)
+        self._config_index = 0        # this leader's last proposed change (pending until applied)
         self.tick_s = tick_s
         self.election_ticks = election_ticks
         self.api = api
@@ -220,7 +243,17 @@ class RaftNode:
             raise ReplayFailed(f"snapshot index={snap['index']} cannot be loaded: "
                                f"{e!r}; see README, Recovery")
         self.applied_index = snap["index"]
+        self._config_from_snapshot(snap)
         log.info("loaded snapshot index=%d %s", snap["index"], self.fsm.summary())
+
+    def _config_from_snapshot(self, snap) -> None:
+        raft = snap.get("raft") or {}
+        if raft.get("config") is not None and not self._force_config:
+            try:
+                self.config = M.Config.from_dict(raft["config"], raft.get("config_index", 0))
+            except ValueError as e:
+                raise ReplayFailed(f"snapshot index={snap['index']}: its configuration "
+                                   f"cannot be read: {e}; see README, Recovery")
 
     def start(self) -> None:
         """Replay snapshot + what is known committed, start the loop (a node without
@@ -231,9 +264,10 @@ class RaftNode:
         self.start_phase = "reading the log"
         snap, entries = self.log.open(raw=True, on_snapshot=self._load_snapshot)
         snap_index, snap_term = (snap["index"], snap["term"]) if snap is not None else (0, 0)
-        # A majority of one: every entry written was committed.
-        known = self.log.last_index if self.alone else max(self.log.commit, snap_index)
-        total = sum(1 for index, _, _ in entries if index <= known)
+        # Known committed: what hard state or the snapshot says, and every entry
+        # written while this node was the only voter (a majority of one; see below).
+        known = self.log.last_index if self._force_config else max(self.log.commit, snap_index)
+        total = max(0, known - snap_index)
         skipped = 0
         for n, (index, term, body) in enumerate(entries, 1):
             try:
@@ -243,12 +277,20 @@ class RaftNode:
                                    f"Recovery")
             if isinstance(cmd, dict):
                 self._last_at = max(self._last_at, cmd.get("at_ms") or 0)
+            if index > known and self.alone:
+                known = index          # the only voter: committed when written
             if index > known:
                 entries[n - 1] = (index, term, cmd)   # not applied yet: decoded, for apply
                 continue
             if index in self.skip_entries:
                 log.warning("skipping log entry as asked %s", self._entry_name(index, cmd))
                 skipped += 1
+            elif _is_config(cmd):
+                try:
+                    self._apply_config(index, cmd)
+                except ValueError as e:
+                    raise ReplayFailed(f"log entry index={index} is a configuration that "
+                                       f"cannot be read: {e}; see README, Recovery")
             else:
                 try:
                     self._fsm_apply(index, cmd)
@@ -264,16 +306,20 @@ class RaftNode:
                  total, self.fsm.summary(), self.applied_index,
                  len(entries) - total, time.monotonic() - t0)
         self.core = C.Core(
-            self.node_name, (self.node_name,) + self.peers, rng=self.rng,
+            self.node_name, self.config.voters, learners=self.config.learners,
+            rng=self.rng,
             election_ticks=self.election_ticks, heartbeat_ticks=1,
             hard_state=(self.log.term, self.log.vote, known),
             snapshot=(snap_index, snap_term,
                       self.log.snapshot_path(snap_index) if snap is not None else None),
-            # Applied entries: bytes for followers, nothing when alone (_forget).
-            entries=[C.Entry(i, t, None if i <= known and self.alone else cmd)
+            # Applied entries: bytes for followers, nothing without one (_forget).
+            entries=[C.Entry(i, t, None if i <= known and not self.peers else cmd)
                      for i, t, cmd in entries],
-            witnesses=self.witnesses, max_msg_entries=64, api=self.api)
+            witnesses=self.config.witnesses, max_msg_entries=64, api=self.api)
         self.core.applied = self.applied_index
+        if not self.peers:
+            self.core.sendable_from = known + 1
+        self.on_config(self.config)
         if self.alone:
             self.core.step(C.Message(C.HUP, frm=self.node_name))   # leader at once
             # Its new term and vote, before anything else: a disk that cannot take
@@ -289,6 +335,10 @@ class RaftNode:
             noop, deadline = self.core.last_index(), time.monotonic() + 10
             while self.applied_index < noop and self.log_ok and time.monotonic() < deadline:
                 gevent.sleep(0.005)
+        if self._force_config:
+            # The forced configuration goes into the log: later starts need no flag.
+            self._forced_written = True
+            self.propose({"op": M.OP, "config": self.config.to_dict()})
         if skipped:
             self.snapshot_now()       # Rule 2: later starts need no skip_entries
 
@@ -296,9 +346,10 @@ class RaftNode:
         """A leader with peers hands over to its most caught-up peer (a rolling
         restart then needs no election timeout). True once another node leads."""
         core = self.core
-        if core is None or core.role != C.LEADER or self.alone:
+        voters = [p for p in self.config.voters if p != self.node_name]
+        if core is None or core.role != C.LEADER or not voters:
             return False
-        data_peers = [p for p in self.peers if p not in self.witnesses] or list(self.peers)
+        data_peers = [p for p in voters if p not in self.config.witnesses] or voters
         best = max(data_peers, key=lambda p: core.progress[p].match)
         log.info("handing leadership over to=%s", best)
         self._inbox.append(C.Message(C.TRANSFER, frm=self.node_name, to=best, term=core.term))
@@ -347,12 +398,16 @@ class RaftNode:
 
     @property
     def alone(self) -> bool:
-        """A cluster of one: no other member. The one test for every single-node
-        branch: it elects itself at once, commits on its own fsync (its whole log was
-        committed when written), keeps nothing applied for followers and needs no
-        quorum contact. Members are fixed at construction today; when the
-        configuration moves into the log, this follows the applied configuration."""
-        return not self.peers
+        """The only voter of the applied configuration: it elects itself at once,
+        commits on its own fsync (what it wrote as the only voter was committed when
+        written) and needs no quorum contact. (Without any other member, `peers` is
+        empty too, and it keeps nothing applied for followers.)"""
+        return self.config.voters == (self.node_name,)
+
+    @property
+    def peers(self) -> tuple:
+        """Every other member, learners included: whom the leader replicates to."""
+        return tuple(n for n in self.config.names if n != self.node_name)
 
     @property
     def state(self):
@@ -467,6 +522,55 @@ class RaftNode:
                 out.append(e)
         return out
 
+    # Membership ############################################################
+
+    def change_members(self, change, timeout_s: float = 10.0) -> M.Config:
+        """Commit change(config), the next configuration (raft/membership.py), and
+        return it once applied here. M.ChangeRefused: change() refused it.
+        ChangePending: one is not applied yet, or this leader's term has not committed
+        its first entry. NotLeader, Overloaded, LogFailed, ProposeTimeout: as propose()."""
+        core = self.core
+        if self.role != C.LEADER:
+            raise NotLeader(f"node is {self.role}" + (f"; leader is {self.leader}"
+                                                       if self.leader else ""))
+        if core.term_at(self.applied_index) != core.term:
+            raise ChangePending("this leader's term has not committed its first entry "
+                                "yet; retry shortly")
+        new = change(self.config)
+        outcome = self.propose({"op": M.OP, "config": new.to_dict(), "term": core.term},
+                               timeout_s)
+        return M.Config.from_dict(outcome["config"], outcome["index"])
+
+    def _apply_config(self, index: int, cmd: dict) -> dict:
+        """A configuration entry, committed: it takes effect now (ValueError: not a
+        configuration). Under force_config, the log's own are overridden."""
+        new = M.Config.from_dict(cmd.get("config"), index)
+        if self._force_config and not self._forced_written:
+            log.warning("configuration in the log ignored (forced) index=%d members=%s",
+                        index, ",".join(new.names))
+            return {"config": self.config.to_dict(), "index": self.config.index}
+        old, self.config = self.config, new
+        log.info("configuration applied index=%d voters=%s learners=%s%s", index,
+                 ",".join(new.voters), ",".join(new.learners) or "-",
+                 "" if old.names == new.names and old.voters == new.voters
+                 else f" (was voters={','.join(old.voters)} learners="
+                      f"{','.join(old.learners) or '-'})")
+        self._config_applied()
+        return {"config": new.to_dict(), "index": index}
+
+    def _config_applied(self) -> None:
+        if self.core is not None:
+            cfg = self.config
+            self.core.set_members(cfg.voters, cfg.learners, cfg.witnesses)
+            self.on_config(cfg)
+
+    def _snapshot_meta(self) -> dict:
+        """What a snapshot records of Raft itself: the configuration applied last,
+        unless it is still the base (the config file's: not in the log)."""
+        if self.config.index == 0:
+            return {}
+        return {"config": self.config.to_dict(), "config_index": self.config.index}
+
     # The network's side ####################################################
 
     def receive(self, sender: str, payload: bytes) -> None:
@@ -531,12 +635,14 @@ class RaftNode:
                 self._ticks = 0
                 core.tick()
             if not self.log_ok and core.role == C.LEADER and not self.alone \
-                    and core.transferee is None and time.monotonic() - self._log_failed_at \
+                    and core.is_voter() and core.transferee is None \
+                    and time.monotonic() - self._log_failed_at \
                     > self.election_ticks * self.tick_s:
                 # It cannot commit anything, and its heartbeats keep the others from
                 # electing one that can: hand over. (It cannot win again before its
                 # disk works: a vote must be persisted before it is sent.)
-                best = max(self.peers, key=lambda p: core.progress[p].match)
+                best = max((p for p in core.voters if p != self.node_name),
+                           key=lambda p: core.progress[p].match)
                 log.error("log not writable for an election timeout; handing leadership "
                           "over to=%s", best)
                 core.step(C.Message(C.TRANSFER, frm=self.node_name, to=best, term=core.term))
@@ -572,6 +678,13 @@ class RaftNode:
                 result.set_exception(NotLeader(f"proposed in term {cmd['term']}, now "
                                                f"{core.term}"))
                 continue
+            if _is_config(cmd):
+                if self._config_index > self.applied_index:
+                    result.set_exception(ChangePending(
+                        f"the membership change at index {self._config_index} is not "
+                        f"applied yet; one change at a time"))
+                    continue
+                self._config_index = core.last_index() + 1 + len(datas)
             cmd["at_ms"] = max(cmd.get("at_ms") or self.now_ms(), self._last_at)
             index, term = core.last_index() + 1 + len(datas), core.term
             try:
@@ -582,7 +695,7 @@ class RaftNode:
                 log.error("command cannot be logged op=%s error=%s", cmd.get("op"), e)
                 result.set_exception(LogFailed(f"command cannot be logged: {e}"))
                 continue
-            if not self.alone and len(chunk) > MAX_REPLICATED_ENTRY_BYTES:
+            if self.peers and len(chunk) > MAX_REPLICATED_ENTRY_BYTES:
                 result.set_exception(LogFailed(
                     f"command of {len(chunk)} bytes is too large to replicate (at most "
                     f"{MAX_REPLICATED_ENTRY_BYTES}); not committed"))
@@ -639,8 +752,12 @@ class RaftNode:
             self._apply(e)
         core.advance(rd)
         if rd.committed:
-            # Only followers are ever sent applied entries: alone, nothing is kept.
-            core.compact_applied(self.applied_index, _forget if self.alone else _compact)
+            # Only followers are ever sent applied entries: without any, none is kept.
+            if self.peers:
+                core.compact_applied(self.applied_index, _compact)
+            else:
+                core.compact_applied(self.applied_index, _forget)
+                core.sendable_from = self.applied_index + 1
         for name, fields in rd.events:
             self._event(name, fields)
         if rd.committed:
@@ -797,7 +914,10 @@ class RaftNode:
     def _apply(self, e: C.Entry) -> None:
         cmd = _noop(e.term) if e.data is None else e.data
         try:
-            outcome = self._fsm_apply(e.index, cmd)
+            if _is_config(cmd):
+                outcome = self._apply_config(e.index, cmd)
+            else:
+                outcome = self._fsm_apply(e.index, cmd)
         except Exception as ex:
             # Every replica must reach the same state; one that cannot must stop.
             log.critical("apply failed %s error=%r; stopping (see README, Recovery)",
@@ -879,8 +999,10 @@ class RaftNode:
             return True
         window = self.election_ticks * self.tick_s * (0.5 if lease else 1.0)
         since = time.monotonic() - window
-        heard = sum(1 for p in self.peers if self.contact.get(p, 0) >= since)
-        return 1 + heard >= (len(self.peers) + 1) // 2 + 1
+        voters = self.config.voters
+        heard = sum(1 for p in voters if p == self.node_name
+                    or self.contact.get(p, 0) >= since)
+        return heard >= len(voters) // 2 + 1
 
     def _fail_waiting(self, message: str) -> None:
         waiting, self._waiting = self._waiting, {}
@@ -902,7 +1024,10 @@ class RaftNode:
         index, term, path = snap
         t0 = time.monotonic()
         self.log.install_snapshot(index, term, path=path)
-        self.fsm.restore(self.log.read_snapshot(index))
+        snap = self.log.read_snapshot(index)
+        self.fsm.restore(snap)
+        self._config_from_snapshot(snap)
+        self._config_applied()
         self.applied_index = index
         self.core.snap_data = self.log.snapshot_path(index)
         log.info("installed snapshot from the leader index=%d term=%d %s seconds=%.2f",
@@ -911,9 +1036,13 @@ class RaftNode:
     def _maybe_snapshot(self) -> None:
         if self._snap_child is not None or time.monotonic() < self._snap_retry_at:
             return
-        if self.core is None or self.applied_index - self.log.snapshot_index < self.snapshot_entries:
+        if self.core is None:
             return
-        self.snapshot_now()
+        # A new member needs entries this node kept no data of (a cluster of one
+        # forgets what it applied): a snapshot past them is the only way to send them.
+        behind = self.peers and self.core.sendable_from > self.log.snapshot_index + 1
+        if behind or self.applied_index - self.log.snapshot_index >= self.snapshot_entries:
+            self.snapshot_now()
 
     def snapshot_now(self) -> None:
         """Write a snapshot of the applied state from a forked child: the child sees a
@@ -933,7 +1062,8 @@ class RaftNode:
                 # for 4 s. Paced p99 while it ran, 2 cores: 17-19 ms, 2.8 niced.
                 os.nice(SNAPSHOT_NICE)
                 if os.getppid() == parent:
-                    self.log.write_snapshot(index, term, self.fsm.snapshot())
+                    self.log.write_snapshot(index, term, self.fsm.snapshot(),
+                                            self._snapshot_meta())
                     code = 0
             except OSError as e:
                 code = e.errno if e.errno and 0 < e.errno < 256 else 1

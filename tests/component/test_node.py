@@ -440,8 +440,8 @@ class Counter:
 
 
 class CounterSnapshots:
-    def write(self, index, term, data):
-        yield json.dumps({"index": index, "term": term, "data": data}).encode()
+    def write(self, index, term, data, raft):
+        yield json.dumps({"index": index, "term": term, "data": data, "raft": raft}).encode()
 
     def read(self, path):
         with open(path, "rb") as f:

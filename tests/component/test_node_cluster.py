@@ -11,9 +11,10 @@ import pytest
 from dqorch import state as st_mod
 from dqorch.errors import LogFailed
 from dqorch.raft import core as C
+from dqorch.raft import membership as M
 from dqorch.raft.log import RaftLog
 from dqorch.fsm import SNAPSHOTS, JobFSM
-from dqorch.raft.node import MAX_REPLICATED_ENTRY_BYTES, RaftNode
+from dqorch.raft.node import MAX_REPLICATED_ENTRY_BYTES, ChangePending, RaftNode
 from tests.unit.helpers import T0, reg
 
 
@@ -29,7 +30,9 @@ def wait(pred, what, timeout_s=10.0):
 def cluster(tmp_path):
     made = {}
 
-    def make(names=("a", "b", "c")):
+    def make(names=("a", "b", "c"), members=None):
+        """members: the base configuration's voters (default: names); a node of
+        names outside it waits to be added."""
         def sender(frm):
             def send(peer, payload):
                 target = made.get(peer)
@@ -41,7 +44,7 @@ def cluster(tmp_path):
             d.mkdir()
             node = RaftNode(RaftLog(str(d), SNAPSHOTS), n, fsm=JobFSM(),
                             snapshot_entries=10**6, now_ms=lambda: T0,
-                            fsync=lambda fd: None, peers=[p for p in names if p != n],
+                            fsync=lambda fd: None, config=M.Config.of(members or names),
                             tick_s=0.01, election_ticks=10, api=f"{n}:1",
                             rng=random.Random(n))
             node._cut = False
@@ -165,3 +168,84 @@ def test_applied_entries_are_kept_as_json_and_still_reach_a_follower_that_lagged
     late._cut = False
     wait(lambda: all(f"lag{i}" in late.state.jobs for i in range(5)), "the follower caught up")
     assert late.state.jobs["lag3"]["status"] == lead.state.jobs["lag3"]["status"]
+
+
+def test_members_change_online_one_at_a_time_and_the_log_holds_them(cluster, tmp_path):
+    """Add d as a learner (it gets every entry, it counts toward no commit), promote
+    it, remove the leader (it steps down, the others go on), and restart one: its
+    configuration is the log's, not the one it was built with."""
+    nodes = cluster(("a", "b", "c", "d"), members=("a", "b", "c"))
+    lead = leader_of({k: n for k, n in nodes.items() if k != "d"})
+    d = nodes["d"]
+    assert lead.propose(reg("j1", T0))["outcome"] == "created"
+    assert d.role == "follower" and d.applied_index == 0        # nobody sends it anything
+    cfg = lead.change_members(lambda c: c.add(M.Member("d", M.LEARNER)))
+    assert cfg.learners == ("d",) and cfg.index > 0
+    with pytest.raises(M.ChangeRefused):
+        lead.change_members(lambda c: c.add(M.Member("d")))
+    wait(lambda: "j1" in d.state.jobs and d.config.learners == ("d",), "d catches up")
+    cfg = lead.change_members(lambda c: c.promote("d"))
+    assert cfg.voters == ("a", "b", "c", "d")
+    wait(lambda: all(n.config.index == cfg.index for n in nodes.values()), "all apply it")
+    old = lead
+    cfg = lead.change_members(lambda c: c.remove(old.node_name))
+    wait(lambda: old.role == "follower", "the removed leader steps down")
+    rest = {k: n for k, n in nodes.items() if n is not old}
+    new = leader_of(rest)
+    assert new.propose(reg("j2", T0))["outcome"] == "created"
+    wait(lambda: all("j2" in n.state.jobs for n in rest.values()), "j2 everywhere")
+    assert new.config.voters == tuple(sorted(rest))
+    # A restart reads the configuration from its log.
+    d.stop(timeout_s=1)
+    again = RaftNode(RaftLog(str(tmp_path / "d"), SNAPSHOTS), "d", fsm=JobFSM(),
+                     snapshot_entries=10**6, now_ms=lambda: T0, fsync=lambda fd: None,
+                     config=M.Config.of(["a", "b", "c"]), tick_s=0.01, election_ticks=10)
+    again.start()
+    try:
+        assert again.config.voters == tuple(sorted(rest)) and again.config.index == cfg.index
+    finally:
+        again.stop(timeout_s=1)
+
+
+def test_one_membership_change_at_a_time(cluster):
+    nodes = cluster()
+    lead = leader_of(nodes)
+    lead._config_index = lead.applied_index + 10**6        # as if one were in flight
+    with pytest.raises(ChangePending):
+        lead.change_members(lambda c: c.add(M.Member("z", M.LEARNER)))
+    follower = next(n for n in nodes.values() if n is not lead)
+    with pytest.raises(C.NotLeader):
+        follower.change_members(lambda c: c.add(M.Member("z", M.LEARNER)))
+
+
+def test_a_node_alone_that_gains_a_member_snapshots_what_it_forgot_and_keeps_the_config(tmp_path):
+    """A cluster of one keeps no data of what it applied: adding a member makes it
+    write a snapshot past those entries (the only way to send them), and that
+    snapshot's head holds the configuration, which a restart reads back."""
+    def node_a():
+        n = RaftNode(RaftLog(str(tmp_path / "a"), SNAPSHOTS), "a", fsm=JobFSM(),
+                     snapshot_entries=10**6, now_ms=lambda: T0, fsync=lambda fd: None,
+                     tick_s=0.01, election_ticks=10)
+        n.start()
+        return n
+    a = node_a()
+    try:
+        for i in range(5):
+            a.propose(reg(f"j{i}", T0))
+        assert a.alone and a.core.sendable_from > a.log.snapshot_index + 1
+        cfg = a.change_members(lambda c: c.add(M.Member("b", M.LEARNER, "127.0.0.1:1")))
+        assert a.alone and a.peers == ("b",)
+        wait(lambda: a.snapshots == 1 and a.log.snapshot_index >= cfg.index - 1,
+             "a snapshot past the forgotten entries")
+        snap = a.log.read_snapshot(a.log.snapshot_index)
+        assert snap["raft"]["config"]["members"][1]["name"] == "b"
+        for _ in snap["state"]["job_blocks"]:
+            pass
+    finally:
+        a.stop(timeout_s=1)
+    a = node_a()
+    try:
+        assert a.config.learners == ("b",) and a.config.index == cfg.index
+        assert a.role == "leader" and len(a.state.jobs) == 5
+    finally:
+        a.stop(timeout_s=1)

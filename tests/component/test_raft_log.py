@@ -369,7 +369,7 @@ def test_rotate_snapshot_compact_then_open_returns_only_later_entries(tmp_path):
         ["snapshot-%020d.json" % 10]
     write(lg, 11, 12, term=2)
     lg, snap, entries = reopen(lg)
-    assert loaded(snap) == {"index": 10, "term": 2, "total_jobs": 1,
+    assert loaded(snap) == {"index": 10, "term": 2, "total_jobs": 1, "raft": {},
                             "state": {"jobs": ["x"]}}
     assert entries == [entry(11, 2), entry(12, 2)]
     assert (lg.snapshot_index, lg.last_index, lg.last_term) == (10, 12, 2)

@@ -32,7 +32,7 @@ def registry() -> S.State:
 def test_the_snapshot_bytes_are_those_the_log_wrote_before_the_move(tmp_path):
     with open(OLD_FILE, "rb") as f:
         old = f.read()
-    assert b"".join(SNAPSHOTS.write(17, 2, S.to_snapshot(registry()))) == old
+    assert b"".join(SNAPSHOTS.write(17, 2, S.to_snapshot(registry()), {})) == old
     lg = RaftLog(str(tmp_path), SNAPSHOTS)
     lg.open()
     lg.write_snapshot(17, 2, S.to_snapshot(registry()))
@@ -60,7 +60,7 @@ def test_restore_paces_every_block_and_the_fsm_applies_as_state_does(tmp_path, m
     monkeypatch.setattr(fsm, "JOBS_PER_BLOCK", 4)
     path = os.path.join(tmp_path, "snap")
     with open(path, "wb") as f:
-        f.writelines(SNAPSHOTS.write(3, 1, S.to_snapshot(registry())))
+        f.writelines(SNAPSHOTS.write(3, 1, S.to_snapshot(registry()), {}))
     machine, phases = JobFSM(), []
     machine.restore(SNAPSHOTS.read(path), pace=phases.append)
     assert phases == ["loading the snapshot jobs=4 of 6", "loading the snapshot jobs=6 of 6"]

@@ -1,0 +1,132 @@
+"""The cluster's configuration: who is a member, in which role, at which addresses.
+Pure. It lives in the log (a configuration entry, applied by raft/node.py itself, never
+by the FSM) and in every snapshot's head, like hashicorp/raft's configuration.go; the
+config file's raft_peers only give the configuration of a cluster whose log holds none
+yet (the base, index 0).
+
+Rule 1: one change at a time (Core's docstring, Membership): change() makes the next
+configuration from this one and refuses any that differs by more than one voter.
+Rule 2: a member is its node_name; `id` is made when its data_dir is first created, so
+a wiped data_dir is another member ("" while unknown).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+OP = "raft_config"            # a configuration entry's "op"
+VOTER, LEARNER, WITNESS = "voter", "learner", "witness"
+ROLES = (VOTER, LEARNER, WITNESS)
+
+
+class ChangeRefused(ValueError):
+    """A membership change that this configuration cannot take (the message says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    name: str                 # node_name, name@host
+    role: str = VOTER         # voter, learner or witness (a voter that must not lead)
+    raft: str = ""            # host:port of its Raft socket; "" : node_name's host, raft_port
+    api: str = ""             # host:port of its HTTP API, for forwarded writes
+    id: str = ""              # Rule 2
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "role": self.role, "raft": self.raft, "api": self.api,
+                "id": self.id}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    members: tuple = ()
+    index: int = 0            # the entry it was applied from; 0: the base
+
+    @classmethod
+    def of(cls, names, witnesses=(), index: int = 0) -> "Config":
+        return cls(tuple(Member(n, WITNESS if n in witnesses else VOTER)
+                         for n in sorted(set(names))), index)
+
+    @classmethod
+    def from_dict(cls, d: dict, index: int) -> "Config":
+        """ValueError when d is not a configuration."""
+        try:
+            members = tuple(Member(str(m["name"]), str(m.get("role", VOTER)),
+                                   str(m.get("raft", "")), str(m.get("api", "")),
+                                   str(m.get("id", ""))) for m in d["members"])
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"not a configuration: {e!r}")
+        cfg = cls(tuple(sorted(members, key=lambda m: m.name)), index)
+        cfg.check()
+        return cfg
+
+    def to_dict(self) -> dict:
+        return {"members": [m.to_dict() for m in self.members]}
+
+    def check(self) -> None:
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a member is listed twice: {names}")
+        bad = [m.role for m in self.members if m.role not in ROLES]
+        if bad:
+            raise ValueError(f"unknown role {bad[0]!r}")
+        if not self.voters:
+            raise ValueError("a configuration needs at least one voter")
+
+    @property
+    def names(self) -> tuple:
+        return tuple(m.name for m in self.members)
+
+    @property
+    def voters(self) -> tuple:
+        """Voting members, witnesses included."""
+        return tuple(m.name for m in self.members if m.role != LEARNER)
+
+    @property
+    def learners(self) -> tuple:
+        return tuple(m.name for m in self.members if m.role == LEARNER)
+
+    @property
+    def witnesses(self) -> tuple:
+        return tuple(m.name for m in self.members if m.role == WITNESS)
+
+    def get(self, name: str) -> Member | None:
+        return next((m for m in self.members if m.name == name), None)
+
+    # Rule 1 ####################################################################
+
+    def add(self, member: Member) -> "Config":
+        if self.get(member.name) is not None:
+            raise ChangeRefused(f"{member.name} is a member already")
+        if member.role not in ROLES:
+            raise ChangeRefused(f"role must be one of {', '.join(ROLES)}")
+        return self._with(self.members + (member,))
+
+    def promote(self, name: str, role: str = VOTER) -> "Config":
+        m = self.get(name)
+        if m is None:
+            raise ChangeRefused(f"{name} is not a member")
+        if m.role != LEARNER:
+            raise ChangeRefused(f"{name} is a {m.role} already, not a learner")
+        if role not in (VOTER, WITNESS):
+            raise ChangeRefused("a learner is promoted to voter or witness")
+        return self._with(tuple(replace(x, role=role) if x.name == name else x
+                                for x in self.members))
+
+    def remove(self, name: str) -> "Config":
+        m = self.get(name)
+        if m is None:
+            raise ChangeRefused(f"{name} is not a member")
+        if m.role != LEARNER and len(self.voters) == 1:
+            raise ChangeRefused(f"{name} is the last voter")
+        return self._with(tuple(x for x in self.members if x.name != name))
+
+    def with_id(self, name: str, id_: str) -> "Config":
+        """The same members, name's id recorded (changes no vote)."""
+        return self._with(tuple(replace(x, id=id_) if x.name == name else x
+                                for x in self.members))
+
+    def _with(self, members) -> "Config":
+        new = Config(tuple(sorted(members, key=lambda m: m.name)), self.index)
+        new.check()
+        if len(set(self.voters) ^ set(new.voters)) > 1:
+            raise ChangeRefused("a change may add or remove one voter at a time")
+        return new
