@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -19,9 +20,12 @@ import gevent
 
 from . import http_server, jobs, metrics, openapi, parse
 from . import state as st_mod
-from .errors import ApiError, LogFailed, Overloaded, ProposeTimeout
+from .config import Config, split_peer
+from .errors import ApiError, LogFailed, Overloaded, ProposeTimeout, bad
 from .forward import COMMIT, FORWARDED, ID_SEED, BecameLeader, seeded_ids
+from .raft import membership as M
 from .raft.core import NotLeader
+from .raft.node import ChangePending
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,11 @@ class JsonPlugin:
             except (NotLeader, LogFailed) as e:
                 status, out = 503, {"error": "unavailable", "message": str(e)}
             except Overloaded as e:
+                status, out = 503, {"error": "unavailable", "message": str(e)}
+                bottle.response.set_header("Retry-After", "1")
+            except M.ChangeRefused as e:
+                status, out = 409, {"error": "conflict", "message": str(e)}
+            except ChangePending as e:
                 status, out = 503, {"error": "unavailable", "message": str(e)}
                 bottle.response.set_header("Retry-After", "1")
             except ProposeTimeout as e:
@@ -358,6 +367,27 @@ class Services:
     now_ms: Callable[[], int]
 
 
+MEMBER_BODY_BYTES = 4096
+_HOST_PORT = re.compile(r"[A-Za-z0-9_.\-]+:\d{1,5}")
+
+
+def parse_member(body: dict) -> M.Member:
+    """{"node": "name@host[:port]", "api": "host:port", "role"} of POST
+    /api/cluster/members. ApiError 400 naming the field."""
+    node = body.get("node")
+    try:
+        name, host, port = split_peer(node if isinstance(node, str) else "")
+    except ValueError as e:
+        raise bad("node", f"must be name@host[:port] ({e})")
+    api = body.get("api", "")
+    if not isinstance(api, str) or (api and not _HOST_PORT.fullmatch(api)):
+        raise bad("api", "must be host:port")
+    role = body.get("role", M.LEARNER)
+    if role not in M.ROLES:
+        raise bad("role", f"must be one of {', '.join(M.ROLES)}")
+    return M.Member(f"{name}@{host}", role, f"{host}:{port}" if port else "", api)
+
+
 def make_app(svc: Services) -> bottle.Bottle:
     app = JsonBottle()
     app.uninstall(True)            # bottle's JSON and template plugins: JsonPlugin does it
@@ -431,6 +461,72 @@ def make_app(svc: Services) -> bottle.Bottle:
     @app.get("/api/cluster/status")
     def cluster_status():
         return svc.cluster_status()
+
+    # Members (docs/CLUSTER.md): one change at a time, each answered once committed.
+
+    def member_view(config: M.Config) -> dict:
+        return {"config_index": config.index,
+                "members": [m.to_dict() for m in config.members]}
+
+    def known(name: str) -> None:
+        if svc.raft.config.get(name) is None:
+            raise ApiError(404, "not_found", f"no member {name!r}")
+
+    @app.post("/api/cluster/members")
+    @writes(MEMBER_BODY_BYTES)
+    def add_member():
+        member = parse_member(body())
+        if cfg.cookie == Config.cookie:
+            raise ApiError(409, "conflict", "cookie is still the default: give every member "
+                           "the same secret of your own first (docs/CLUSTER.md)", "cookie")
+        config = svc.raft.change_members(lambda c: c.add(member))
+        log.info("member added node=%s role=%s config_index=%d", member.name, member.role,
+                 config.index)
+        return {"status": "added", **member_view(config)}
+
+    @app.post("/api/cluster/members/<name>/promote")
+    @writes(MEMBER_BODY_BYTES, required=False)
+    def promote_member(name):
+        data = read_body(MEMBER_BODY_BYTES, required=False)
+        known(name)
+        role = parse.body_json(data).get("role", M.VOTER) if data.strip() else M.VOTER
+        prog = svc.raft.progress().get(name)
+        last = svc.raft.status()["last_log_index"]
+        if prog is not None and not M.caught_up(prog["match"], last):
+            raise ApiError(409, "conflict", f"{name} is behind: it holds {prog['match']} of "
+                           f"{last} entries; promote it once it has caught up (GET "
+                           f"/api/cluster/status shows caught_up)")
+        config = svc.raft.change_members(lambda c: c.promote(name, role))
+        log.info("member promoted node=%s role=%s config_index=%d", name, role, config.index)
+        return {"status": "promoted", **member_view(config)}
+
+    @app.delete("/api/cluster/members/<name>")
+    @writes(MEMBER_BODY_BYTES, required=False)
+    def remove_member(name):
+        known(name)
+        if name == svc.raft.node_name and svc.raft.config.get(name) is not None \
+                and len(svc.raft.config.voters) > 1:
+            # The leader removes itself: it hands over first, and the new leader
+            # removes it (a leader that applied its own removal would just stop).
+            if not svc.raft.transfer_leadership(cfg.raft_election_timeout_ms / 1000):
+                raise ApiError(503, "unavailable", "this leader could not hand over "
+                               "within an election timeout; retry shortly")
+            return relay(b"")
+        config = svc.raft.change_members(lambda c: c.remove(name))
+        log.info("member removed node=%s config_index=%d", name, config.index)
+        return {"status": "removed", **member_view(config)}
+
+    @app.post("/api/cluster/leader")
+    @writes(MEMBER_BODY_BYTES)
+    def transfer_leader():
+        to = body().get("to")
+        if not isinstance(to, str) or to not in svc.raft.config.voters:
+            raise bad("to", "must name a voting member")
+        if to != svc.raft.node_name and not svc.raft.transfer_leadership(
+                cfg.raft_election_timeout_ms / 1000, to=to):
+            raise ApiError(503, "unavailable", f"{to} did not take over within an election "
+                           f"timeout; retry shortly")
+        return {"status": "transferred", "leader": to}
 
     @app.post("/api/jobs/register")
     @writes(cfg.max_body_bytes, idempotent=True)

@@ -62,15 +62,6 @@ def base_config(cfg, join: bool = False) -> M.Config:
     return M.Config(tuple(sorted(members, key=lambda m: m.name)))
 
 
-# A learner is caught up (may be promoted) within this many entries of the leader's
-# last: at a few thousand commands a second, a fraction of a second of work behind.
-CAUGHT_UP_ENTRIES = 1000
-
-
-def caught_up(match: int, last_index: int) -> bool:
-    return last_index - match <= CAUGHT_UP_ENTRIES
-
-
 def _address(member: M.Member, cfg) -> tuple:
     """(host, port) of a member's Raft socket: as the configuration says, else its
     node_name's host at our raft_port."""
@@ -400,7 +391,7 @@ class Node:
                 "match_index": prog["match"] if prog else None,
                 "member": m.role,
                 "caught_up": None if prog is None or last is None
-                else caught_up(prog["match"], last)})
+                else M.caught_up(prog["match"], last)})
         return {"node": self.cfg.node_name, "leader": raft["leader"], "term": raft["term"],
                 "members": members, "config_index": config.index, "timestamp": now_ms()}
 

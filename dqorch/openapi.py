@@ -406,9 +406,34 @@ _RESP = {
                 "properties": {
                     "node": {"type": "string"}, "role": {"type": "string"},
                     "api": {"type": "string", "description": "host:port of its HTTP API"},
-                    "last_contact_ms": COUNT, "match_index": COUNT}}},
+                    "last_contact_ms": COUNT, "match_index": COUNT,
+                    "member": {"enum": ["voter", "learner", "witness", "none"],
+                               "description": "its place in the configuration"},
+                    "caught_up": {"type": ["boolean", "null"],
+                                  "description": "within 1,000 entries of the leader's "
+                                                 "last (the leader knows; null elsewhere)"}}}},
+            "config_index": {"type": "integer", "description": "the log entry of the "
+                             "configuration in force; 0: raft_peers (none in the log yet)"},
             "timestamp": MILLIS,
         },
+    },
+    "MemberRequest": {
+        "type": "object", "required": ["node"],
+        "properties": {
+            "node": {"type": "string", "description": "name@host[:port]: its node_name, "
+                     "and its raft_port when not ours"},
+            "api": {"type": "string", "description": "host:port of its HTTP API"},
+            "role": {"enum": ["learner", "voter", "witness"], "default": "learner"}},
+    },
+    "Members": {
+        "type": "object", "required": ["status", "config_index", "members"],
+        "properties": {
+            "status": {"enum": ["added", "promoted", "removed"]},
+            "config_index": COUNT,
+            "members": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "role": {"enum": ["voter", "learner", "witness"]},
+                "raft": {"type": "string"}, "api": {"type": "string"},
+                "id": {"type": "string"}}}}},
     },
     "Metrics": {
         "type": "object",
@@ -454,7 +479,7 @@ RESPONSES = {
     "BadRequest": _error("The body is not JSON (invalid_json), or a field is missing, of "
                          "the wrong type or out of range (invalid_request; `field` names "
                          "it).", "invalid_json", "invalid_request"),
-    "NotFound": _error("Unknown path, or unknown job id.", "not_found"),
+    "NotFound": _error("Unknown path, job id or member.", "not_found"),
     "MethodNotAllowed": {
         "description": "The path (with this job id in it) names another operation that "
                        "does not take this method; the Allow header lists the ones it "
@@ -462,7 +487,10 @@ RESPONSES = {
         "headers": {"Allow": {"required": True, "schema": {"type": "string"}}},
         "content": _error("", "method_not_allowed")["content"],
     },
-    "Conflict": _error("The job is already completed, failed or cancelled.", "conflict"),
+    "Conflict": _error("The job is already completed, failed or cancelled; or the "
+                       "cluster's configuration cannot take this membership change (the "
+                       "message says why: already a member, the last voter, a learner "
+                       "still behind, the default cookie).", "conflict"),
     "PayloadTooLarge": _error("The body is over max_body_bytes, or the stored job would "
                               "be over max_job_bytes.", "payload_too_large"),
     "Unavailable": _error("This node cannot commit now (starting, stopping, no leader, "
@@ -549,6 +577,44 @@ PATHS = {
         "operationId": "clusterStatus", "tags": ["node"],
         "summary": "The cluster as this node sees it",
         "responses": _responses("200", "members and leader", _ref("ClusterStatus")),
+    }},
+    "/api/cluster/members": {"post": {
+        "operationId": "addMember", "tags": ["node"], "summary": "Add a member",
+        "description": "On the leader (a follower forwards it), once committed. A new "
+                       "member is a learner by default: it is sent the log and counts "
+                       "for nothing until promoted. One change at a time (503 while one "
+                       "is under way). docs/CLUSTER.md.",
+        "requestBody": _body("MemberRequest"),
+        "responses": _responses("200", "committed: the configuration now in force",
+                                _ref("Members"), "400", "409", "413", "503"),
+    }},
+    "/api/cluster/members/{name}/promote": {"post": {
+        "operationId": "promoteMember", "tags": ["node"],
+        "summary": "Make a caught-up learner a voter (or a witness)",
+        "parameters": [{"name": "name", "in": "path", "required": True,
+                        "schema": {"type": "string"}}],
+        "requestBody": {"required": False, "content": _json({"type": "object", "properties": {
+            "role": {"enum": ["voter", "witness"], "default": "voter"}}})},
+        "responses": _responses("200", "committed", _ref("Members"),
+                                "400", "404", "405", "409", "413", "503"),
+    }},
+    "/api/cluster/members/{name}": {"delete": {
+        "operationId": "removeMember", "tags": ["node"], "summary": "Remove a member",
+        "description": "The leader may remove itself: it hands leadership over first.",
+        "parameters": [{"name": "name", "in": "path", "required": True,
+                        "schema": {"type": "string"}}],
+        "responses": _responses("200", "committed", _ref("Members"),
+                                "400", "404", "405", "409", "413", "503"),
+    }},
+    "/api/cluster/leader": {"post": {
+        "operationId": "transferLeader", "tags": ["node"],
+        "summary": "Hand leadership to a voting member",
+        "requestBody": {"required": True, "content": _json({
+            "type": "object", "required": ["to"], "properties": {"to": {"type": "string"}}})},
+        "responses": _responses("200", "the new leader leads", {
+            "type": "object", "properties": {"status": {"const": "transferred"},
+                                             "leader": {"type": "string"}}},
+            "400", "413", "503"),
     }},
     "/api/jobs/register": {"post": {
         "operationId": "registerJob", "tags": ["jobs"], "summary": "Register a job",

@@ -18,6 +18,17 @@ VOTER, LEARNER, WITNESS = "voter", "learner", "witness"
 ROLES = (VOTER, LEARNER, WITNESS)
 
 
+# A learner is caught up (may be promoted) within this many entries of the leader's
+# last: at a few thousand commands a second, a fraction of a second of work behind.
+CAUGHT_UP_ENTRIES = 1000
+
+
+def caught_up(match: int, last_index: int) -> bool:
+    """match: what the leader knows the member holds. 0 is "nothing acknowledged yet"
+    (a snapshot still on its way), however short the log."""
+    return match > 0 and last_index - match <= CAUGHT_UP_ENTRIES
+
+
 class ChangeRefused(ValueError):
     """A membership change that this configuration cannot take (the message says why)."""
 

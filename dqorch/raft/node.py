@@ -342,15 +342,16 @@ class RaftNode:
         if skipped:
             self.snapshot_now()       # Rule 2: later starts need no skip_entries
 
-    def transfer_leadership(self, timeout_s: float) -> bool:
-        """A leader with peers hands over to its most caught-up peer (a rolling
-        restart then needs no election timeout). True once another node leads."""
+    def transfer_leadership(self, timeout_s: float, to: str | None = None) -> bool:
+        """A leader with other voters hands over to `to`, or to its most caught-up
+        data voter (a rolling restart then needs no election timeout). True once
+        another node leads."""
         core = self.core
         voters = [p for p in self.config.voters if p != self.node_name]
         if core is None or core.role != C.LEADER or not voters:
             return False
         data_peers = [p for p in voters if p not in self.config.witnesses] or voters
-        best = max(data_peers, key=lambda p: core.progress[p].match)
+        best = to if to in voters else max(data_peers, key=lambda p: core.progress[p].match)
         log.info("handing leadership over to=%s", best)
         self._inbox.append(C.Message(C.TRANSFER, frm=self.node_name, to=best, term=core.term))
         self._wake.set()

@@ -1,0 +1,132 @@
+"""Members change online, with real processes on loopback, while jobs keep coming
+(issue 27, docs/CLUSTER.md): a node alone grows to three (each new member started with
+--join, added as a learner, promoted once caught up), the leader removes itself, and
+the cluster shrinks back to one. Every job answered 202 is on every live member at the
+end; a register refused meanwhile (503: an election, a change under way) is retried
+with the same id, as a client would."""
+from __future__ import annotations
+
+import gevent
+import pytest
+
+from .broker_fixtures import wait_until
+from .cluster_fixtures import COOKIE
+from .conftest import Client, free_port, make_node  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.usefixtures("clean_queues")
+
+
+class Loader:
+    """Registers jobs one after another through `nodes` in turn; keeps the ids answered
+    202. A 503 or a lost connection is retried with the same id."""
+
+    def __init__(self, nodes) -> None:
+        self.nodes = nodes
+        self.accepted: list[str] = []
+        self.refused = 0
+        self._stop = False
+        self._g = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop:
+            job = f"m{n}"
+            node = self.nodes[n % len(self.nodes)]
+            try:
+                code, _ = Client(node.http_port).call(
+                    "POST", "/api/jobs/register", {"id": job, "type": "t", "payload": {}})
+            except OSError:
+                code = None
+            if code == 202:
+                self.accepted.append(job)
+                n += 1
+            else:
+                self.refused += 1
+                gevent.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop = True
+        self._g.join(30)
+
+
+def status(node) -> dict:
+    code, body = node.client().call("GET", "/api/cluster/status")
+    assert code == 200, body
+    return body
+
+
+def member(node, name) -> dict | None:
+    return next((m for m in status(node)["members"] if m["node"] == name), None)
+
+
+def change(node, method, path, body=None) -> dict:
+    """A membership change, retried while another is under way (503)."""
+    out = []
+
+    def done():
+        code, answer = node.client().call(method, path, body)
+        if code == 503:
+            return False
+        assert code == 200, (code, answer)
+        out.append(answer)
+        return True
+    wait_until(done, 60, 0.2, f"{method} {path} answered")
+    return out[0]
+
+
+def test_grow_from_one_to_three_remove_the_leader_and_shrink_to_one_under_load(make_node):
+    raft = {n: free_port() for n in ("n1", "n2", "n3")}
+
+    def name(n):
+        return f"{n}@127.0.0.1"
+    first = make_node(node_name=name("n1"), raft_port=raft["n1"], cookie=COOKIE)
+    nodes = {"n1": first}
+    loader = Loader([first])
+    try:
+        for n in ("n2", "n3"):
+            new = make_node(start=False, node_name=name(n), raft_port=raft[n], cookie=COOKIE,
+                            raft_peers=[f"{name('n1')}:{raft['n1']}"])
+            new.args = ["--join"]
+            new.start()
+            nodes[n] = new
+            added = change(first, "POST", "/api/cluster/members",
+                           {"node": f"{name(n)}:{raft[n]}", "api": f"127.0.0.1:{new.http_port}"})
+            assert {"name": name(n), "role": "learner"}.items() <= \
+                next(m for m in added["members"] if m["name"] == name(n)).items()
+            wait_until(lambda: (member(first, name(n)) or {}).get("caught_up"), 60, 0.1,
+                       f"{n} catches up\n" + new.log_tail())
+            change(first, "POST", f"/api/cluster/members/{name(n)}/promote")
+            loader.nodes = list(nodes.values())
+        # Bad input and bad luck: a clear JSON error each.
+        c = first.client()
+        assert c.call("POST", "/api/cluster/members", {"node": "no-at-sign"})[0] == 400
+        assert c.call("POST", "/api/cluster/members", {"node": name("n4"), "role": "boss"})[0] == 400
+        code, body = c.call("POST", "/api/cluster/members", {"node": name("n2")})
+        assert code == 409 and "already" in body["message"]
+        assert c.call("POST", "/api/cluster/members/zz@127.0.0.1/promote")[0] == 404
+        assert c.call("DELETE", "/api/cluster/members/zz@127.0.0.1")[0] == 404
+        code, body = c.call("POST", f"/api/cluster/members/{name('n2')}/promote")
+        assert code == 409 and "learner" in body["message"]
+        voters = [m["node"] for m in status(first)["members"] if m["member"] == "voter"]
+        assert sorted(voters) == [name(n) for n in ("n1", "n2", "n3")]
+        # The leader removes itself (asked through a follower): it hands over first.
+        removed = change(nodes["n2"], "DELETE", f"/api/cluster/members/{name('n1')}")
+        assert name("n1") not in [m["name"] for m in removed["members"]]
+        loader.nodes = [nodes["n2"], nodes["n3"]]
+        lead = status(nodes["n2"])["leader"]
+        other = "n3" if lead == name("n2") else "n2"
+        change(nodes["n2"], "DELETE", f"/api/cluster/members/{name(other)}")
+        survivor = nodes["n2"] if lead == name("n2") else nodes["n3"]
+        loader.nodes = [survivor]
+        n_before = len(loader.accepted)
+        wait_until(lambda: len(loader.accepted) > n_before + 20, 60, 0.1,
+                   "registers go on with one member\n" + survivor.log_tail())
+    finally:
+        loader.stop()
+    assert [m["node"] for m in status(survivor)["members"]] == [status(survivor)["node"]]
+    # Every 202 is on the survivor; and on n1, which held everything up to its removal.
+    c = survivor.client()
+    for job in loader.accepted:
+        code, body = c.call("GET", f"/api/jobs/{job}")
+        assert code == 200, (job, body)
+    assert loader.accepted, "the loader registered nothing"
