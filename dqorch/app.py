@@ -535,6 +535,9 @@ class Node:
                 **{(r,): n for r, n in dropped.items()},
                 ("bad_message",): node.stats["bad_messages"],
                 ("inbox_full",): node.stats["inbox_full"]},
+            "distriqueue_raft_members": {
+                (r,): sum(1 for m in node.config.members if m.role == r) for r in M.ROLES},
+            "distriqueue_raft_config_index": node.config.index,
             "distriqueue_raft_replication_lag_entries": {
                 (p,): max(0, node.log.last_index - pr["match"])
                 for p, pr in node.progress().items()},

@@ -119,6 +119,11 @@ LIVE = {
         "Elections this node started and leader changes it saw", ("event",)),
     "distriqueue_raft_messages_dropped_total": (
         "Raft messages dropped, by reason (datagram checks, then decoding)", ("reason",)),
+    "distriqueue_raft_members": (
+        "Members of the configuration in force, by place (voter, learner, witness)",
+        ("member",)),
+    "distriqueue_raft_config_index": (
+        "Log index of the configuration in force (0: raft_peers, none in the log)", ()),
     "distriqueue_raft_replication_lag_entries": (
         "Leader only: entries each follower lacks", ("peer",)),
     "distriqueue_forwarded_requests_total": (
