@@ -281,8 +281,11 @@ class Core:
 
     def set_members(self, voters, learners=(), witnesses=()) -> None:
         """The configuration applied last (module docstring, Membership). A leader
-        starts probing a new member from its last index, forgets a removed one, and
-        steps down once it is no longer a voter itself."""
+        starts probing a new member from its last index and forgets a removed one.
+        A leader that is no longer a voter goes on leading without counting itself
+        and hands over to a voter (etcd before StepDownOnRemoval): stepping down at
+        once left the others, who may not know the removal is committed, needing
+        its vote, which its longer log then refused (the simulation found it)."""
         voters, learners = set(voters), set(learners) - set(voters)
         if not voters:
             raise ValueError("a configuration needs at least one voter")
@@ -301,11 +304,10 @@ class Core:
             del self.progress[p]
         if self.transferee is not None and self.transferee not in self.voters:
             self.transferee = None
-        if self.id not in self.voters:
-            self._become_follower(self.term, None)
-        elif self._maybe_commit():                # a smaller majority may commit more
+        if self._maybe_commit():                  # another majority may commit more
             for p in self.peers:
                 self._send_append(p)
+        self._maybe_hand_over()
 
     def is_voter(self) -> bool:
         return self.id in self.voters
@@ -339,8 +341,8 @@ class Core:
     def propose_batch(self, datas) -> int:
         """propose() for each of datas, in order, with one append message per peer for
         all of them; returns the index of the first."""
-        if self.role != LEADER or self.transferee is not None:
-            raise NotLeader(self.lead)
+        if self.role != LEADER or self.transferee is not None or self.id not in self.voters:
+            raise NotLeader(self.lead)            # (a leader no longer a voter is leaving)
         first = self.last_index() + 1
         self._append([Entry(first + k, self.term, d) for k, d in enumerate(datas)])
         self._maybe_commit()
@@ -577,7 +579,7 @@ class Core:
             self._maybe_hand_over()
             return
         if m.type == CHECK_QUORUM:
-            live = 1 + sum(1 for p in self.voters if p != self.id and self.progress[p].active)
+            live = sum(1 for p in self.voters if p == self.id or self.progress[p].active)
             if live < self._quorum():
                 self._become_follower(self.term, None)
                 return
@@ -604,14 +606,16 @@ class Core:
             self._handle_append_resp(m, pr)
 
     def _maybe_hand_over(self) -> None:
-        """A witness leads only until a data member has caught up."""
-        if self.id not in self.witnesses or self.transferee is not None:
+        """A witness, or a leader no longer a voter, leads only until a data member
+        has caught up."""
+        if self.transferee is not None or (
+                self.id not in self.witnesses and self.id in self.voters):
             return
-        for p in self.peers:
-            if p in self.voters and p not in self.witnesses \
-                    and self.progress[p].match == self.last_index():
-                self.step(Message(TRANSFER, frm=self.id, to=p, term=self.term))
-                return
+        ready = [p for p in self.peers
+                 if p in self.voters and self.progress[p].match == self.last_index()]
+        data = [p for p in ready if p not in self.witnesses]
+        if data or (ready and self.id not in self.voters):
+            self.step(Message(TRANSFER, frm=self.id, to=(data or ready)[0], term=self.term))
 
     # Replication #############################################################
 

@@ -668,7 +668,7 @@ class RaftNode:
             self._lazy_due()                     # Rule 4: they ride in this round
         core = self.core
         batch, self._queue = self._queue, []
-        if core.role != C.LEADER or core.transferee is not None:
+        if core.role != C.LEADER or core.transferee is not None or not core.is_voter():
             why = NotLeader(f"node is {self.role}; leader is {self.leader}")
             for _, result in batch:
                 result.set_exception(why)

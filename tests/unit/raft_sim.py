@@ -6,6 +6,12 @@ as the run goes; a failure names the seed so it can be replayed:
 
     DQ_SIM_SEED=<seed> pytest tests/unit/test_raft_core.py -k replay
 
+With `spares`, membership changes too (issue 27): spare nodes start outside the
+configuration; the leader adds learners, promotes them, removes members (itself
+included), one change at a time, applied when committed, as raft/node.py does. A
+configuration entry's data is ("conf", voters, learners). Every invariant above holds,
+and after healing the members of the final configuration agree.
+
 Learnt from etcd-io/raft's rafttest (the network is a list the test controls) and
 hashicorp/raft's fuzzy tests (faults on a schedule); written for our core.
 """
@@ -23,10 +29,13 @@ class SafetyViolation(AssertionError):
 class Sim:
     def __init__(self, n: int, seed: int, *, witnesses=(), drop: float = 0.05,
                  dup: float = 0.03, election_ticks: int = 10, max_msg_entries: int = 0,
-                 disk_fail: float = 0.02):
+                 disk_fail: float = 0.02, spares: int = 0):
         self.seed = seed
         self.rng = random.Random(seed)
-        self.ids = [f"n{i}" for i in range(1, n + 1)]
+        self.ids = [f"n{i}" for i in range(1, n + spares + 1)]
+        self.initial = (tuple(self.ids[:n]), ())          # (voters, learners)
+        self.changes = spares > 0
+        self.pending: dict[str, int] = {}          # leader -> index of its last change
         self.witnesses = frozenset(witnesses)
         self.drop, self.dup, self.disk_fail = drop, dup, disk_fail
         self.election_ticks = election_ticks
@@ -48,9 +57,16 @@ class Sim:
 
     # Nodes #################################################################
 
+    def config_of(self, applied) -> tuple:
+        """(voters, learners) after the applied entries (index, data), in order."""
+        confs = [d for _, d in applied if type(d) is tuple and d[0] == "conf"]
+        return confs[-1][1:] if confs else self.initial
+
     def start(self, i: str) -> None:
         d = self.disk[i]
-        self.nodes[i] = C.Core(i, self.ids, rng=random.Random(self.rng.random()),
+        voters, learners = self.config_of(d["snap"][2])
+        self.nodes[i] = C.Core(i, voters, learners=learners,
+                               rng=random.Random(self.rng.random()),
                                election_ticks=self.election_ticks, hard_state=d["hs"],
                                snapshot=d["snap"], entries=list(d["log"]),
                                witnesses=self.witnesses,
@@ -88,6 +104,8 @@ class Sim:
             index, term, data = rd.snapshot
             d["snap"], d["log"] = (index, term, data), []
             self.state[i] = list(data)
+            # The snapshot's configuration takes effect with it (node.py _install).
+            node.set_members(*self.config_of(data), self.witnesses)
         if rd.entries:
             first = rd.entries[0].index
             d["log"] = [e for e in d["log"] if e.index < first] + list(rd.entries)
@@ -117,6 +135,9 @@ class Sim:
         if seen != (e.term, e.data):
             self.fail(f"{i} applied {e.index}={e.term, e.data}, another node {seen}")
         state.append((e.index, e.data))
+        if type(e.data) is tuple and e.data[0] == "conf":
+            self.nodes[i].set_members(e.data[1], e.data[2], self.witnesses)
+            self.trace.append(f"{i} applies conf {e.index} {e.data[1:]}")
 
     def _check_new_leader(self, i: str, term: int) -> None:
         other = self.leaders.setdefault(term, i)
@@ -176,6 +197,44 @@ class Sim:
             return
         self.process(lead)
 
+    def change(self) -> None:
+        """The leader proposes one membership change, if it may (node.py's rules:
+        its term's first entry applied, its last change applied)."""
+        lead = self.leader()
+        if lead is None:
+            return
+        node = self.nodes[lead]
+        if node.term_at(node.applied) != node.term or self.pending.get(lead, 0) > node.applied:
+            return
+        voters, learners = set(node.voters), set(node.learners)
+        outside = [i for i in self.ids if i not in voters | learners]
+        r = self.rng.random()
+        if r < 0.35 and outside:
+            what, learners = "add", learners | {self.rng.choice(outside)}
+        elif r < 0.7 and learners:
+            x = self.rng.choice(sorted(learners))
+            what, voters, learners = "promote", voters | {x}, learners - {x}
+        elif len(voters) > 1 or learners:
+            # Never itself: the API hands leadership over first, and so does this.
+            # (A leader that applies its own removal, then crashes before the others
+            # know it is committed, leaves them needing the vote of a member that no
+            # longer votes and holds a longer log: thesis §4.2.2's case, which
+            # configurations taking effect when committed cannot avoid.)
+            choices = sorted((voters - {lead}) | learners) if len(voters) > 1 else sorted(learners)
+            if not choices:
+                return
+            x = self.rng.choice(choices)
+            what, voters, learners = "remove", voters - {x}, learners - {x}
+        else:
+            return
+        data = ("conf", tuple(sorted(voters)), tuple(sorted(learners)))
+        try:
+            self.pending[lead] = node.propose(data)
+        except C.NotLeader:
+            return
+        self.trace.append(f"{lead} proposes {what} {data[1:]}")
+        self.process(lead)
+
     def compact(self, i: str) -> None:
         node = self.nodes[i]
         if node.applied <= node.snap_index:
@@ -195,7 +254,10 @@ class Sim:
         elif r < 0.80 and up:
             self.tick(self.rng.choice(up))
         elif r < 0.88:
-            self.propose()
+            if self.changes and self.rng.random() < 0.15:
+                self.change()
+            else:
+                self.propose()
         elif r < 0.895 and up:
             self.crash(self.rng.choice(up))
         elif r < 0.93:
@@ -263,23 +325,34 @@ class Sim:
                     self.process(lead)
                 except C.NotLeader:
                     target = None
+            members = self.members()
             if target is not None and all(
-                    any(d == target for _, d in self.state[i]) for i in self.ids):
-                self.check_equal_states()
+                    any(d == target for _, d in self.state[i]) for i in members):
+                self.check_equal_states(members)
                 if self.witnesses and self.leader() in self.witnesses:
                     continue                     # it must hand over: run on
                 return
         self.fail(f"no progress after healing: leader={self.leader()} "
                   f"{[self.nodes[i].status() for i in self.ids]}")
 
-    def check_equal_states(self) -> None:
-        """Every node applied the same sequence (each has applied the last proposal)."""
-        upto = min(s[-1][0] for s in self.state.values())
-        cut = {i: [x for x in s if x[0] <= upto] for i, s in self.state.items()}
-        first = cut[self.ids[0]]
+    def members(self) -> list:
+        """The leader's configuration (every node without changes)."""
+        lead = self.leader()
+        if not self.changes or lead is None:
+            return self.ids
+        node = self.nodes[lead]
+        return sorted(set(node.voters) | set(node.learners))
+
+    def check_equal_states(self, ids=None) -> None:
+        """Every member applied the same sequence (each has applied the last proposal)."""
+        ids = ids or self.ids
+        states = {i: self.state[i] for i in ids}
+        upto = min(s[-1][0] for s in states.values())
+        cut = {i: [x for x in s if x[0] <= upto] for i, s in states.items()}
+        first = cut[ids[0]]
         for i, s in cut.items():
             if s[-len(first):] != first[-len(s):] or s[-1][0] != upto:
-                self.fail(f"applied states differ: {self.ids[0]} and {i} up to {upto}")
+                self.fail(f"applied states differ: {ids[0]} and {i} up to {upto}")
 
 
 def run(seed: int, n: int = 3, steps: int = 2000, **kw) -> Sim:
