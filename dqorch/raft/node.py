@@ -538,6 +538,12 @@ class RaftNode:
             raise ChangePending("this leader's term has not committed its first entry "
                                 "yet; retry shortly")
         new = change(self.config)
+        if self.node_name not in new.voters:
+            # A leader that applied its own removal and then crashed would leave the
+            # others, not yet knowing it committed, needing its vote (thesis §4.2.2):
+            # it hands over first, and the next leader removes it.
+            raise M.ChangeRefused(f"{self.node_name} leads: hand leadership over first "
+                                  f"(DELETE /api/cluster/members/{{name}} does)")
         outcome = self.propose({"op": M.OP, "config": new.to_dict(), "term": core.term},
                                timeout_s)
         return M.Config.from_dict(outcome["config"], outcome["index"])
