@@ -73,7 +73,10 @@ def test_cluster_status_lists_this_node(c, node):
     assert body["leader"] == body["node"] == "orchestrator@127.0.0.1"
     [m] = body["members"]
     assert m["role"] == "leader" and m["api"] == f"127.0.0.1:{node.http_port}"
-    assert set(m) == {"node", "role", "api", "last_contact_ms", "match_index"}
+    # The contract's fields, and what online membership adds (docs/CLUSTER.md).
+    assert set(m) == {"node", "role", "api", "last_contact_ms", "match_index",
+                      "member", "caught_up"}
+    assert m["member"] == "voter" and body["config_index"] == 0
 
 
 def test_metrics_json_counts_jobs(c):
