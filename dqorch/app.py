@@ -23,7 +23,7 @@ from .dispatch import Dispatcher, Timers, node_view
 from .errors import EXIT_DATA, EXIT_LISTEN, StartupError
 from .forward import Forwarder
 from .fsm import SNAPSHOTS, JobFSM
-from .members import check_members, record_in_log
+from .members import check_members, member_id, record_in_log
 from .rates import Rates
 from . import console, http_server
 from .raft import membership as M
@@ -111,6 +111,7 @@ class Node:
                              config=base_config(cfg, join=membership == "join"),
                              force_config=membership == "force-new-cluster",
                              on_config=self._members_changed,
+                             member_id=member_id(cfg.data_dir),
                              tick_s=cfg.raft_heartbeat_ms / 1000,
                              election_ticks=cfg.raft_election_timeout_ms // cfg.raft_heartbeat_ms,
                              api=advertised_api(cfg))
@@ -240,6 +241,13 @@ class Node:
             self.node.start()
         finally:
             gc.enable()
+        config = self.node.config
+        unknown = sorted({name for name, _, _ in cfg.peer_endpoints} - set(config.names))
+        if config.index and unknown:
+            log.warning("raft_peers name members the log's configuration does not have "
+                        "unknown=%s; the log's is in force members=%s (raft_peers only "
+                        "say where to find the cluster; docs/CLUSTER.md)",
+                        ",".join(unknown), ",".join(config.names))
         # No collection first: it walked every object (0.5 s at 1,000,000 jobs, ~1 s
         # while a snapshot child shares the pages) to find ~20 unreachable ones.
         gc.freeze()
@@ -377,7 +385,7 @@ class Node:
                     "api": advertised_api(self.cfg), "last_contact_ms": 0,
                     "match_index": node.log.last_index,
                     "member": me.role if me is not None else "none",
-                    "caught_up": True}]
+                    "id": node.member_id, "caught_up": True}]
         for m in config.members:
             if m.name == self.cfg.node_name:
                 continue
@@ -389,7 +397,7 @@ class Node:
                 "api": node.leader_api if m.name == node.leader else (m.api or None),
                 "last_contact_ms": None if heard is None else int((now - heard) * 1000),
                 "match_index": prog["match"] if prog else None,
-                "member": m.role,
+                "member": m.role, "id": m.id or None,
                 "caught_up": None if prog is None or last is None
                 else M.caught_up(prog["match"], last)})
         return {"node": self.cfg.node_name, "leader": raft["leader"], "term": raft["term"],
@@ -534,6 +542,8 @@ class Node:
             "distriqueue_raft_messages_dropped_total": {
                 **{(r,): n for r, n in dropped.items()},
                 ("bad_message",): node.stats["bad_messages"],
+                ("wrong_member_id",): node.stats["wrong_member_id"],
+                ("other_members",): node.stats["other_members"],
                 ("inbox_full",): node.stats["inbox_full"]},
             "distriqueue_raft_members": {
                 (r,): sum(1 for m in node.config.members if m.role == r) for r in M.ROLES},

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import os
+import uuid
 
 from . import config
 from .errors import EXIT_CONFIG, EXIT_DATA, StartupError
@@ -51,6 +52,28 @@ def check_members(cfg: config.Config, membership: str = "") -> config.Config:
         if have is not None:
             log.warning("cluster members changed from=%s to=%s", have, want)
     return cfg
+
+
+def member_id(data_dir: str) -> str:
+    """This data_dir's member id (raft/membership.py Rule 2), made the first time a
+    node starts on it and kept in identity.json: an emptied data_dir is a new member,
+    never the one it replaced. OSError: data_dir cannot be written (exit 3)."""
+    path = os.path.join(data_dir, "identity.json")
+    try:
+        with open(path, "rb") as f:
+            got = json.loads(f.read())["member_id"]
+        if isinstance(got, str) and got:
+            return got
+        raise ValueError("empty")
+    except FileNotFoundError:
+        pass
+    except (ValueError, KeyError, TypeError) as e:
+        raise StartupError(EXIT_DATA, f"{path} is damaged ({e}); it names this member "
+                           f"in the cluster: see docs/CLUSTER.md, Replacing a member")
+    new = uuid.uuid4().hex[:16]
+    write_atomic(path, json.dumps({"member_id": new}).encode())
+    log.info("member id made member_id=%s data_dir=%s", new, data_dir)
+    return new
 
 
 def record_in_log(data_dir: str, names) -> None:

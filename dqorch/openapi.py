@@ -409,6 +409,8 @@ _RESP = {
                     "last_contact_ms": COUNT, "match_index": COUNT,
                     "member": {"enum": ["voter", "learner", "witness", "none"],
                                "description": "its place in the configuration"},
+                    "id": {"type": ["string", "null"], "description": "its member id, "
+                           "made with its data_dir (null: not heard from yet)"},
                     "caught_up": {"type": ["boolean", "null"],
                                   "description": "within 1,000 entries of the leader's "
                                                  "last (the leader knows; null elsewhere)"}}}},

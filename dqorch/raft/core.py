@@ -66,7 +66,10 @@ class Message:
     term: the sender's term (for a granted PRE_VOTE_RESP, the term it was asked about).
     index, log_term: see each type above. commit: the leader's commit index (APPEND).
     reject/hint: a refused vote or append; hint is the follower's last index.
-    api: the leader's HTTP address, so followers can forward writes to it."""
+    api: the leader's HTTP address, so followers can forward writes to it.
+    sid, digest: set and read by raft/node.py only, never here: the sender's member id
+    (raft/membership.py Rule 2) and, on a vote request from a member whose
+    configuration is still the base, a digest of the members it lists."""
     type: str
     frm: str = ""
     to: str = ""
@@ -80,6 +83,8 @@ class Message:
     context: str = ""
     snapshot: object = None
     api: str = ""
+    sid: str = ""
+    digest: str = ""
 
 
 @dataclass(slots=True)

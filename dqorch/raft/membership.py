@@ -11,6 +11,7 @@ a wiped data_dir is another member ("" while unknown).
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, replace
 
 OP = "raft_config"            # a configuration entry's "op"
@@ -27,6 +28,9 @@ def caught_up(match: int, last_index: int) -> bool:
     """match: what the leader knows the member holds. 0 is "nothing acknowledged yet"
     (a snapshot still on its way), however short the log."""
     return match > 0 and last_index - match <= CAUGHT_UP_ENTRIES
+
+
+_DIGESTS: dict = {}
 
 
 class ChangeRefused(ValueError):
@@ -119,6 +123,9 @@ class Config:
             raise ChangeRefused(f"{name} is a {m.role} already, not a learner")
         if role not in (VOTER, WITNESS):
             raise ChangeRefused("a learner is promoted to voter or witness")
+        if not m.id:
+            raise ChangeRefused(f"{name} has not been heard from yet (its member id is "
+                                f"unknown); promote it once it has caught up")
         return self._with(tuple(replace(x, role=role) if x.name == name else x
                                 for x in self.members))
 
@@ -134,6 +141,16 @@ class Config:
         """The same members, name's id recorded (changes no vote)."""
         return self._with(tuple(replace(x, id=id_) if x.name == name else x
                                 for x in self.members))
+
+    def digest(self) -> str:
+        """What a member whose configuration is still the base tells the others it
+        lists, so that members started with different raft_peers refuse each other
+        instead of forming a cluster with a phantom. Cached: stamped on every message."""
+        d = _DIGESTS.get(self.members)
+        if d is None:
+            d = _DIGESTS[self.members] = "%08x" % zlib.crc32(
+                ",".join(sorted(self.voters)).encode())
+        return d
 
     def _with(self, members) -> "Config":
         new = Config(tuple(sorted(members, key=lambda m: m.name)), self.index)

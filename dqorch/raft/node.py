@@ -155,12 +155,14 @@ class RaftNode:
     def __init__(self, raft_log: RaftLog, node_name: str, *, fsm, snapshot_entries: int,
                  now_ms, fsync=os.fsync, skip_entries=frozenset(),
                  max_pending: int = 5000, config: M.Config | None = None,
-                 force_config: bool = False, on_config=None, tick_s: float = 0.1,
+                 force_config: bool = False, on_config=None, member_id: str = "",
+                 tick_s: float = 0.1,
                  election_ticks: int = 10, api: str = "", send=None, rng=None) -> None:
         """config: the base configuration (the config file's), in force until the log
         or a snapshot holds one. force_config: config wins over the log's, every entry
         in the log is taken as committed, and the leader writes config into the log
-        (--force-new-cluster). on_config(config): after each configuration applied."""
+        (--force-new-cluster). on_config(config): after each configuration applied.
+        member_id: this data_dir's (members.py), stamped on every message."""
         self.log = raft_log
         self.node_name = node_name
         self.snapshot_entries = snapshot_entries
@@ -173,6 +175,9 @@ class RaftNode:
         self._forced_written = not force_config
         self.on_config = on_config or (lambda config: None)
         self._config_index = 0        # this leader's last proposed change (pending until applied)
+        self.member_id = member_id
+        self._pinning: dict = {}      # member -> monotonic time its id was last proposed
+        self._refused: set = set()    # (member, id or digest) already logged
         self.tick_s = tick_s
         self.election_ticks = election_ticks
         self.api = api
@@ -195,7 +200,7 @@ class RaftNode:
         self.snapshot_failures = 0
         self.snapshot_error: str | None = None
         self.stats = {"elections": 0, "leader_changes": 0, "bad_messages": 0,
-                      "inbox_full": 0}
+                      "inbox_full": 0, "wrong_member_id": 0, "other_members": 0}
         self.contact: dict[str, float] = {}   # peer -> monotonic time last heard from
         self.no_leader_since = time.monotonic()
         self._stopped = False
@@ -592,7 +597,62 @@ class RaftNode:
         except ValueError:
             self.stats["bad_messages"] += 1
             return
-        self.step_later(m)
+        if self._accept(m):
+            self.step_later(m)
+
+    def _accept(self, m: C.Message) -> bool:
+        """Membership's checks on a message, before the core sees it.
+        A member's id is recorded in the configuration (pinned by the leader the first
+        time it hears from it): a message with another id comes from a data_dir that
+        replaced the member's (emptied, or another copy), which must never vote or
+        count as the member that acknowledged entries. Dropped, one line per id.
+        A member whose configuration is the base says which members it lists
+        (digest) on every message; a member whose own is the base too refuses its
+        messages when they differ (raft_peers must list the same members everywhere
+        at first start), until the first leader's configuration is in the log: from
+        then on the log's is the one in force, and the file's lists are only where
+        to find the cluster."""
+        member = self.config.get(m.frm)
+        if member is not None and member.id and m.sid != member.id:
+            self.stats["wrong_member_id"] += 1
+            if (m.frm, m.sid) not in self._refused:
+                self._refused.add((m.frm, m.sid))
+                log.error("messages refused member=%s member_id=%s configured_id=%s: its "
+                          "data_dir is not the one that joined (emptied or restored?); "
+                          "remove it and add it again (docs/CLUSTER.md, Replacing a dead "
+                          "member)", m.frm, m.sid or "-", member.id)
+            return False
+        if m.digest and self.config.index == 0 and m.digest != self.config.digest():
+            self.stats["other_members"] += 1
+            if (m.frm, m.digest) not in self._refused:
+                self._refused.add((m.frm, m.digest))
+                log.error("messages refused member=%s: it lists other members than this "
+                          "node's raft_peers (%s); raft_peers must name the same members "
+                          "on every node at first start (docs/CLUSTER.md)", m.frm,
+                          ",".join(self.config.voters))
+            return False
+        if m.sid and member is not None and not member.id:
+            self._pin(m.frm, m.sid)
+        return True
+
+    def _pin(self, name: str, sid: str) -> None:
+        """The leader records a member's id the first time it hears from it (and its
+        own): a configuration entry that changes no vote. Retried a second later when
+        another change is under way."""
+        core = self.core
+        now = time.monotonic()
+        if core is None or core.role != C.LEADER or self._stopped \
+                or core.term_at(self.applied_index) != core.term \
+                or self._config_index > self.applied_index \
+                or now - self._pinning.get(name, 0.0) < 1.0:
+            return
+        self._pinning[name] = now
+        new = self.config.with_id(name, sid)
+        me = new.get(self.node_name)
+        if me is not None and not me.id and self.member_id:
+            new = new.with_id(self.node_name, self.member_id)
+        log.info("member id recorded member=%s member_id=%s", name, sid)
+        self.propose_async({"op": M.OP, "config": new.to_dict(), "term": core.term})
 
     def step_later(self, m: C.Message) -> None:
         if len(self._inbox) >= MAX_INBOX:
@@ -909,7 +969,8 @@ class RaftNode:
             if fn is not None:
                 fn(m)
             return
-        payload = wire.encode(m)
+        payload = wire.encode(m, self.member_id,
+                              self.config.digest() if self.config.index == 0 else "")
         if len(payload) <= MAX_MESSAGE_BYTES or len(m.entries) < 2:
             self.send(m.to, payload)
             return

@@ -21,11 +21,13 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _TYPES = frozenset({C.PRE_VOTE, C.PRE_VOTE_RESP, C.VOTE, C.VOTE_RESP, C.APPEND,
                     C.APPEND_RESP, C.TIMEOUT_NOW})   # SNAPSHOT travels as chunks
 _INTS = ("term", "index", "log_term", "commit", "hint")
-_STRS = ("context", "api")
+_STRS = ("context", "api", "sid", "digest")
 MAX_INT = 1 << 62
 
 
-def encode(m: C.Message) -> bytes:
+def encode(m: C.Message, sid: str = "", digest: str = "") -> bytes:
+    """sid: the sender's member id, stamped on every message; digest: the members it
+    lists while its configuration is the base (node.py _accept)."""
     out = {"t": m.type, "to": m.to}
     for k in _INTS:
         v = getattr(m, k)
@@ -35,6 +37,10 @@ def encode(m: C.Message) -> bytes:
         v = getattr(m, k)
         if v:
             out[k] = v
+    if sid:
+        out["sid"] = sid
+    if digest:
+        out["digest"] = digest
     if m.reject:
         out["reject"] = True
     if m.entries:

@@ -9,7 +9,7 @@ import gevent
 import pytest
 
 from dqorch import state as st_mod
-from dqorch.errors import LogFailed
+from dqorch.errors import LogFailed, ProposeTimeout
 from dqorch.raft import core as C
 from dqorch.raft import membership as M
 from dqorch.raft.log import RaftLog
@@ -45,6 +45,7 @@ def cluster(tmp_path):
             node = RaftNode(RaftLog(str(d), SNAPSHOTS), n, fsm=JobFSM(),
                             snapshot_entries=10**6, now_ms=lambda: T0,
                             fsync=lambda fd: None, config=M.Config.of(members or names),
+                            member_id=f"id-{n}",
                             tick_s=0.01, election_ticks=10, api=f"{n}:1",
                             rng=random.Random(n))
             node._cut = False
@@ -170,6 +171,21 @@ def test_applied_entries_are_kept_as_json_and_still_reach_a_follower_that_lagged
     assert late.state.jobs["lag3"]["status"] == lead.state.jobs["lag3"]["status"]
 
 
+def change(node, fn):
+    """node.change_members(fn), again while another change (an id being recorded)
+    is under way."""
+    done = []
+
+    def once():
+        try:
+            done.append(node.change_members(fn))
+        except ChangePending:
+            return False
+        return True
+    wait(once, "the change is taken")
+    return done[0]
+
+
 def test_members_change_online_one_at_a_time_and_the_log_holds_them(cluster, tmp_path):
     """Add d as a learner (it gets every entry, it counts toward no commit), promote
     it, remove the leader (it steps down, the others go on), and restart one: its
@@ -179,30 +195,22 @@ def test_members_change_online_one_at_a_time_and_the_log_holds_them(cluster, tmp
     d = nodes["d"]
     assert lead.propose(reg("j1", T0))["outcome"] == "created"
     assert d.role == "follower" and d.applied_index == 0        # nobody sends it anything
-    cfg = lead.change_members(lambda c: c.add(M.Member("d", M.LEARNER)))
+    cfg = change(lead, lambda c: c.add(M.Member("d", M.LEARNER)))
     assert cfg.learners == ("d",) and cfg.index > 0
     with pytest.raises(M.ChangeRefused):
-        lead.change_members(lambda c: c.add(M.Member("d")))
+        change(lead, lambda c: c.add(M.Member("d")))
     wait(lambda: "j1" in d.state.jobs and d.config.learners == ("d",), "d catches up")
-    cfg = lead.change_members(lambda c: c.promote("d"))
+    wait(lambda: lead.config.get("d").id == "id-d", "the leader records d's id")
+    cfg = change(lead, lambda c: c.promote("d"))
     assert cfg.voters == ("a", "b", "c", "d")
     wait(lambda: all(n.config.index == cfg.index for n in nodes.values()), "all apply it")
     old = lead
     with pytest.raises(M.ChangeRefused):                    # it must hand over first
-        lead.change_members(lambda c: c.remove(old.node_name))
+        change(lead, lambda c: c.remove(old.node_name))
     assert old.transfer_leadership(2.0)
     rest = {k: n for k, n in nodes.items() if n is not old}
     new = leader_of(rest)
-    done = []
-
-    def removed():
-        try:
-            done.append(new.change_members(lambda c: c.remove(old.node_name)))
-        except ChangePending:            # its term's first entry is not applied yet
-            return False
-        return True
-    wait(removed, "the new leader removes the old one")
-    cfg = done[0]
+    cfg = change(new, lambda c: c.remove(old.node_name))
     assert new.propose(reg("j2", T0))["outcome"] == "created"
     wait(lambda: all("j2" in n.state.jobs for n in rest.values()), "j2 everywhere")
     assert new.config.voters == tuple(sorted(rest))
@@ -260,3 +268,32 @@ def test_a_node_alone_that_gains_a_member_snapshots_what_it_forgot_and_keeps_the
         assert a.role == "leader" and len(a.state.jobs) == 5
     finally:
         a.stop(timeout_s=1)
+
+
+def test_a_member_whose_data_dir_was_emptied_never_counts_as_the_old_one(cluster, tmp_path):
+    """Issue 27's loss, at its root: c restarted on an empty data_dir (a new member id)
+    under its old name. With b cut off, c's acknowledgements would make a majority
+    with the leader's; they are refused, so nothing commits on the strength of a
+    member that lost what it acknowledged (and a later election could not lose it)."""
+    import shutil
+    nodes = cluster()
+    lead = leader_of(nodes)
+    assert lead.propose(reg("before", T0))["outcome"] == "created"
+    wait(lambda: all(m.id for m in lead.config.members), "the leader records every id")
+    b, c = [n for n in nodes.values() if n is not lead]
+    c.stop(timeout_s=1)
+    shutil.rmtree(tmp_path / c.node_name)
+    (tmp_path / c.node_name).mkdir()
+    wiped = RaftNode(RaftLog(str(tmp_path / c.node_name), SNAPSHOTS), c.node_name,
+                     fsm=JobFSM(), snapshot_entries=10**6, now_ms=lambda: T0,
+                     fsync=lambda fd: None, config=M.Config.of(sorted(nodes)),
+                     member_id="id-wiped", tick_s=0.01, election_ticks=10,
+                     rng=random.Random(9))
+    wiped._cut, wiped.send = False, c.send
+    nodes[c.node_name] = wiped
+    wiped.start()
+    b._cut = True
+    with pytest.raises((ProposeTimeout, C.NotLeader)):
+        lead.propose(reg("after", T0), timeout_s=0.5)
+    assert lead.stats["wrong_member_id"] > 0
+    assert "after" not in wiped.state.jobs and "before" not in wiped.state.jobs

@@ -75,7 +75,7 @@ def test_cluster_status_lists_this_node(c, node):
     assert m["role"] == "leader" and m["api"] == f"127.0.0.1:{node.http_port}"
     # The contract's fields, and what online membership adds (docs/CLUSTER.md).
     assert set(m) == {"node", "role", "api", "last_contact_ms", "match_index",
-                      "member", "caught_up"}
+                      "member", "id", "caught_up"}
     assert m["member"] == "voter" and body["config_index"] == 0
 
 

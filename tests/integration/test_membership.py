@@ -130,3 +130,39 @@ def test_grow_from_one_to_three_remove_the_leader_and_shrink_to_one_under_load(m
         code, body = c.call("GET", f"/api/jobs/{job}")
         assert code == 200, (job, body)
     assert loader.accepted, "the loader registered nothing"
+
+
+def test_members_listing_other_members_at_first_start_refuse_each_others_votes(make_node):
+    """n3 lists a fourth member that does not exist; n1 and n2 list the three. Before,
+    n3 could lead {n1, n3, n4} with n1's vote and shut n2 out. Now a vote request
+    says which members its sender lists while no configuration is in the log: n1 and
+    n2 lead between them, n3 never does, and n3 logs one line naming what it refused
+    (n1 and n2 log one too when they hear it while their own configuration is still
+    raft_peers'). Once the leader's configuration is in the log, n3 follows it."""
+    raft = {n: free_port() for n in ("n1", "n2", "n3", "n4")}
+
+    def peer(n):
+        return f"{n}@127.0.0.1:{raft[n]}"
+    nodes = {}
+    for n, peers in (("n1", ["n2", "n3"]), ("n2", ["n1", "n3"]), ("n3", ["n1", "n2", "n4"])):
+        nodes[n] = make_node(start=False, node_name=f"{n}@127.0.0.1", raft_port=raft[n],
+                             cookie=COOKIE, raft_peers=[peer(p) for p in peers])
+    for node in nodes.values():
+        node.start(wait=False)
+
+    def leader():
+        try:
+            st = status(nodes["n1"])
+        except (OSError, AssertionError):
+            return None
+        return st["leader"]
+    wait_until(lambda: leader() in ("n1@127.0.0.1", "n2@127.0.0.1"), 60, 0.1,
+               "n1 or n2 leads\n" + nodes["n3"].log_tail())
+    wait_until(lambda: "lists other members" in nodes["n3"].log_path.read_text(), 30, 0.1,
+               "n3 says it refused a vote")
+    # n3 follows the log's configuration, which does not have n4.
+    wait_until(lambda: status(nodes["n3"])["config_index"] > 0, 30, 0.1,
+               "n3 applies the leader's configuration\n" + nodes["n3"].log_tail())
+    names = [m["node"] for m in status(nodes["n3"])["members"]]
+    assert sorted(names) == [f"{n}@127.0.0.1" for n in ("n1", "n2", "n3")]
+    assert status(nodes["n3"])["leader"] != "n3@127.0.0.1"
