@@ -63,12 +63,18 @@ def base_config(cfg, join: bool = False) -> M.Config:
 
 
 def _address(member: M.Member, cfg) -> tuple:
-    """(host, port) of a member's Raft socket: as the configuration says, else its
-    node_name's host at our raft_port."""
+    """(host, port) of a member's Raft socket: as this node's raft_peers say (what it
+    knows of its own network wins: a proxy, a NAT), else as the configuration says,
+    else its node_name's host at our raft_port."""
+    for name, host, port in cfg.peer_endpoints:
+        if name == member.name:
+            return host, port
     if member.raft:
         host, _, port = member.raft.rpartition(":")
         return host, int(port)
     return member.name.split("@", 1)[-1], cfg.raft_port
+
+
 # Jobs live long and hold no reference cycles. Moving what survived into gc's permanent
 # generation every so many commands keeps full collections from scanning every job:
 # without it their cost, and the pauses, grow with the number of jobs held.

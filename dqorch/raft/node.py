@@ -171,6 +171,10 @@ class RaftNode:
         self.skip_entries = frozenset(skip_entries)
         self.max_pending = max_pending
         self.config = config or M.Config.of([node_name])
+        # A witness knows it is one (its config file says so) whatever a configuration
+        # written by a leader that did not know says: it never stays leader.
+        me = self.config.get(node_name)
+        self._witness = me is not None and me.role == M.WITNESS
         self._force_config = force_config
         self._forced_written = not force_config
         self.on_config = on_config or (lambda config: None)
@@ -320,7 +324,7 @@ class RaftNode:
             # Applied entries: bytes for followers, nothing without one (_forget).
             entries=[C.Entry(i, t, None if i <= known and not self.peers else cmd)
                      for i, t, cmd in entries],
-            witnesses=self.config.witnesses, max_msg_entries=64, api=self.api)
+            witnesses=self._witnesses(), max_msg_entries=64, api=self.api)
         self.core.applied = self.applied_index
         if not self.peers:
             self.core.sendable_from = known + 1
@@ -573,8 +577,13 @@ class RaftNode:
     def _config_applied(self) -> None:
         if self.core is not None:
             cfg = self.config
-            self.core.set_members(cfg.voters, cfg.learners, cfg.witnesses)
+            self.core.set_members(cfg.voters, cfg.learners, self._witnesses())
             self.on_config(cfg)
+
+    def _witnesses(self) -> tuple:
+        own = (self.node_name,) if self._witness and self.node_name in self.config.voters \
+            else ()
+        return tuple(set(self.config.witnesses) | set(own))
 
     def _snapshot_meta(self) -> dict:
         """What a snapshot records of Raft itself: the configuration applied last,
