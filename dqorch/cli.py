@@ -18,6 +18,7 @@ import greenlet  # noqa: E402
 
 from . import __version__, config, logfmt, tls  # noqa: E402
 from .app import Node  # noqa: E402
+from .members import restore_backup  # noqa: E402
 from .errors import EXIT_CONFIG, EXIT_DATA, ReplayFailed, StartupError  # noqa: E402
 from .raft.log import LogCorrupt  # noqa: E402
 
@@ -94,6 +95,10 @@ def run(argv: list[str] | None = None) -> int:
                    help="a new member: wait to be added (POST /api/cluster/members on "
                         "the leader) to the cluster raft_peers belong to, instead of "
                         "forming one with them (docs/CLUSTER.md)")
+    p.add_argument("--restore-from", metavar="DIR",
+                   help="recovery: start from a backup of a data_dir (copied into an "
+                        "empty data_dir) as a new cluster of one with a new member id, "
+                        "never as the member it was (docs/CLUSTER.md)")
     p.add_argument("--skip-entry", type=int, action="append", default=[], metavar="INDEX",
                    help="recovery: do not apply this log entry on replay (README, "
                         "Recovery); a snapshot taken at once makes it permanent")
@@ -124,13 +129,20 @@ def run(argv: list[str] | None = None) -> int:
         log.critical("config: raft_peers: --join needs the members to find the cluster "
                      "through (docs/CLUSTER.md)")
         return EXIT_CONFIG
+    if args.restore_from:
+        try:
+            restore_backup(args.restore_from, cfg.data_dir)
+        except StartupError as e:
+            log.critical("%s", e)
+            return e.code
     if cfg.witness and not cfg.raft_peers:
         log.critical("config: witness: a witness needs raft_peers (it is the third vote "
                      "of a cluster; alone it would lead with no broker)")
         return EXIT_CONFIG
     try:
         node = Node(cfg, skip_entries=args.skip_entry,
-                    membership="force-new-cluster" if args.force_new_cluster
+                    membership="force-new-cluster"
+                    if args.force_new_cluster or args.restore_from
                     else "accept" if args.accept_members
                     else "join" if args.join else "",
                     tls_contexts=tls_contexts)

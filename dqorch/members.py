@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import uuid
 
 from . import config
@@ -74,6 +75,35 @@ def member_id(data_dir: str) -> str:
     write_atomic(path, json.dumps({"member_id": new}).encode())
     log.info("member id made member_id=%s data_dir=%s", new, data_dir)
     return new
+
+
+BACKUP_FILES = ("log-", "snapshot-", "hardstate.json")
+
+
+def restore_backup(src: str, data_dir: str) -> None:
+    """Copy a backup of a data_dir into data_dir, which must be empty: the log, the
+    snapshots and hard state, never the member id or members.json. The caller then
+    starts it as a new cluster of one (--force-new-cluster): a copy cannot prove it
+    is not stale, so it must never vote as the member it was (issue 27).
+    StartupError naming the problem."""
+    try:
+        names = sorted(os.listdir(src))
+    except OSError as e:
+        raise StartupError(EXIT_CONFIG, f"--restore-from {src}: {e.strerror or e}")
+    files = [n for n in names if n.startswith(BACKUP_FILES) and not n.endswith(".tmp")]
+    if not any(n.startswith(("log-", "snapshot-")) for n in files):
+        raise StartupError(EXIT_CONFIG, f"--restore-from {src}: no log-*.seg or "
+                           f"snapshot-*.json there: not a data_dir backup")
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    have = [n for n in os.listdir(data_dir) if n not in ("LOCK", "lost+found")]
+    if have:
+        raise StartupError(EXIT_CONFIG, f"--restore-from: data_dir {data_dir} is not "
+                           f"empty ({len(have)} files, e.g. {sorted(have)[0]}); restore "
+                           f"into an empty one")
+    for n in files:
+        shutil.copy2(os.path.join(src, n), os.path.join(data_dir, n))
+    log.warning("restored from a backup files=%d from=%s; starting as a new cluster of "
+                "one with a new member id (docs/CLUSTER.md, Backups)", len(files), src)
 
 
 def record_in_log(data_dir: str, names) -> None:

@@ -155,3 +155,30 @@ def test_busy_port_is_named(make_node, tmp_path):
                    f"metrics_port: {node.metrics_port + 1 if node.metrics_port < 65535 else 1025}\n")
     out = run(["-c", str(cfg)])
     assert out.returncode != 0 and "http_port" in out.stderr
+
+
+def test_restore_from_a_backup_starts_a_new_member_with_every_job(make_node, tmp_path):
+    """--restore-from copies a backup into an empty data_dir and starts it as a new
+    cluster of one with a new member id: never the member it was (docs/CLUSTER.md).
+    A data_dir that is not empty, or a directory that is no backup: exit 2, one line."""
+    import shutil
+    node = make_node(rabbit_port=SHARED_PORT)
+    c = node.client()
+    for i in range(20):
+        assert c.call("POST", "/api/jobs/register", {"id": f"bk-{i}"})[0] == 202
+    old_id = c.call("GET", "/api/cluster/status")[1]["members"][0]["id"]
+    assert node.stop() == 0
+    backup = tmp_path / "backup"
+    shutil.copytree(node.cfg["data_dir"], backup)
+    out = run(["-c", str(node.cfg_path), "--restore-from", str(backup)])
+    assert out.returncode == 2 and "is not empty" in out.stderr, out.stderr[-500:]
+    out = run(["-c", str(node.cfg_path), "--restore-from", str(tmp_path)])
+    assert out.returncode == 2 and "not a data_dir backup" in out.stderr, out.stderr[-500:]
+    shutil.rmtree(node.cfg["data_dir"])
+    node.args = ["--restore-from", str(backup)]
+    node.start()
+    st = node.client().call("GET", "/api/cluster/status")[1]
+    assert st["members"][0]["id"] != old_id
+    jobs = {j["id"] for j in node.client().call("GET", "/api/jobs?limit=100")[1]["jobs"]}
+    assert {f"bk-{i}" for i in range(20)} <= jobs
+    assert "restored from a backup" in node.log_path.read_text()
