@@ -82,6 +82,8 @@ def main() -> int:
     print(f"api proxies {figures['api_proxies']}; disk_full {figures['disk_full']}")
     print(f"log cuts (a follower's log cut below its recorded commit: each start must "
           f"be refused) {figures['log_cuts'] or 'none'}")
+    print(f"members replaced (emptied, removed, added back, promoted; each must end "
+          f"a voter) {figures['replaced'] or 'none'}")
     print(f"tracebacks in the node logs {figures['tracebacks']}")
     print(f"worker give-ups {figures['worker_give_ups']}, client crashes "
           f"{figures['client_crashes']}")

@@ -18,7 +18,9 @@ Jepsen-style suite). Everything here runs in the test process under gevent.
 - `FaultCluster`: `cluster_fixtures.Cluster` built with proxy ports, plus the node-level
   faults (kill -9 then restart, SIGSTOP/SIGCONT, and `log_cut`: a follower killed, its
   log cut below the commit it recorded, which must make it refuse to start, then
-  repaired as docs/CLUSTER.md says) and a log of every fault applied (`events`: (t,
+  repaired as docs/CLUSTER.md says; `replace`: a follower killed, its data_dir
+  emptied, and replaced online as docs/CLUSTER.md says, the other faults going on)
+  and a log of every fault applied (`events`: (t,
   kind, detail)), which the history checker reads; `log_cuts` says how each start
   after a cut went.
 """
@@ -321,6 +323,8 @@ class FaultCluster(Cluster):
         self.down: set = set()                # names killed and not yet restarted
         self.full: set = set()                # names whose disk is full now
         self.log_cuts: list = []              # {name, index, commit, outcome, line}
+        self.replacing: set = set()           # names being replaced now
+        self.replaced: list = []              # {name, outcome, steps}
 
     def note(self, kind: str, detail: str = "") -> None:
         self.events.append((time.monotonic(), kind, detail))
@@ -445,6 +449,91 @@ class FaultCluster(Cluster):
         (data / "hardstate.json").write_text(json.dumps(dict(hs, commit=0)))
         return True
 
+    def _member_call(self, method: str, path: str, body=None, done=(200,),
+                     again=lambda code, msg: code == 503, timeout_s: float = 120) -> bool:
+        """A membership request through any answering member but the one replaced,
+        tried again while `again` (an election, another change under way, a learner
+        still behind). True once answered with a code in `done`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for node in self.up():
+                name = self.name_of(node)
+                if name in self.stopped or name in self.replacing:
+                    continue
+                try:
+                    code, answer = node.client().call(method, path, body)
+                except OSError:
+                    continue
+                msg = (answer or {}).get("message", "") if isinstance(answer, dict) else ""
+                if code in done:
+                    return True
+                if not again(code, msg):
+                    self.note("replace", f"{method} {path}: {code} {msg[:120]}")
+                    return False
+                break
+            gevent.sleep(0.5)
+        return False
+
+    def replace_member(self, name: str) -> bool:
+        """replace: docs/CLUSTER.md's "Replacing a dead member", step by step, while the
+        other faults go on (a second failure during catch-up included): kill -9 a
+        follower, empty its data_dir (a new member id), remove it, start it with
+        --join, add it as a learner, wait until it has caught up, promote it. Requests
+        answered 503 (an election, another change) are sent again; answers that say
+        it is done already (404 removed, 409 a member already) count as done, since a
+        503 "outcome unknown" may have committed."""
+        if name in self.down or name in self.stopped or name in self.full \
+                or self.replacing:
+            return False
+        node = self.nodes[name]
+        self.replacing.add(name)
+        rec = {"name": name, "outcome": "?", "steps": []}
+        self.replaced.append(rec)
+        try:
+            node.args = ["--join"]            # every later start too: it waits to be added
+            self.kill9(name)
+            data = Path(node.cfg["data_dir"])
+            for f in data.iterdir():          # the directory itself may be a tmpfs mount
+                shutil.rmtree(f) if f.is_dir() else f.unlink()
+            self.note("replace", f"{name} emptied")
+            steps = [
+                ("removed", "DELETE", f"/api/cluster/members/{name}", None, (200, 404),
+                 lambda code, msg: code == 503),
+                ("started", None, None, None, None, None),
+                ("added", "POST", "/api/cluster/members",
+                 {"node": f"{name}:{node.cfg['raft_port']}",
+                  "api": f"127.0.0.1:{self.api[name].port}"},
+                 (200,), lambda code, msg: code == 503),
+                ("promoted", "POST", f"/api/cluster/members/{name}/promote", None, (200,),
+                 lambda code, msg: code == 503 or (code == 409 and (
+                     "behind" in msg or "heard from" in msg))),
+            ]
+            for step, method, path, body, done, again in steps:
+                if step == "started":
+                    if name in self.down:
+                        self.down.discard(name)
+                        self.note("restart", name)
+                        node.start(wait=False)
+                    rec["steps"].append(step)
+                    continue
+                if step == "added":
+                    # A 409 "already a member" after a lost answer: it was added.
+                    ok = self._member_call(method, path, body, (200, 409), again)
+                elif step == "promoted":
+                    ok = self._member_call(method, path, body, done, lambda code, msg: (
+                        again(code, msg) or (code == 409 and "voter already" not in msg)))
+                else:
+                    ok = self._member_call(method, path, body, done, again)
+                if not ok:
+                    rec["outcome"] = f"stopped at {step}"
+                    return True
+                rec["steps"].append(step)
+                self.note("replace", f"{name} {step}")
+            rec["outcome"] = "replaced"
+            return True
+        finally:
+            self.replacing.discard(name)
+
     def fill_disk(self, name: str) -> bool:
         if name not in self.disks or name in self.full:
             return False
@@ -477,7 +566,7 @@ class FaultCluster(Cluster):
 
     # ---- one random fault, held for `hold_s`, then undone
     KINDS = ("kill9", "sigstop_leader", "drop", "delay", "duplicate", "partition",
-             "one_way", "rabbit_cut", "http_cut", "disk_full", "log_cut")
+             "one_way", "rabbit_cut", "http_cut", "disk_full", "log_cut", "replace")
 
     def random_fault(self, hold_s: float, kinds=KINDS) -> str:
         if not self.disks:
@@ -489,6 +578,11 @@ class FaultCluster(Cluster):
             if self.kill9(victim):
                 gevent.sleep(hold_s)
                 self.restart(victim)
+        elif kind == "replace":
+            lead = self.current_leader()
+            victims = [n for n in names if lead is not None and n != self.name_of(lead)]
+            if victims:
+                self.replace_member(self.rng.choice(victims))
         elif kind == "log_cut":
             # A follower: the leader's log keeps what the cut takes, so the cluster
             # loses nothing while the member is repaired.

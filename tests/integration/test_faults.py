@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -121,6 +122,10 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
                         f"{cut['index']} below its recorded commit {cut['commit']}: "
                         f"{cut['outcome']}: {cut['line']}")
                        for cut in c.log_cuts if cut["outcome"] != "refused"]
+        # A member replaced as docs/CLUSTER.md says must end a voter again, whatever
+        # else failed meanwhile (each step is retried for two minutes).
+        violations += [("replace_incomplete", None, f"{r['name']}: {r['outcome']} after "
+                        f"{r['steps']}") for r in c.replaced if r["outcome"] != "replaced"]
         statuses: dict = {}
         for i in accepted:
             s = leader_jobs.get(i, {}).get("status", "ABSENT")
@@ -146,6 +151,8 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
                                             for k in {v[0] for v in violations}},
                        log_cuts={o: sum(1 for x in c.log_cuts if x["outcome"] == o)
                                  for o in {x["outcome"] for x in c.log_cuts}},
+                       replaced={o: sum(1 for x in c.replaced if x["outcome"] == o)
+                                 for o in {x["outcome"] for x in c.replaced}},
                        tracebacks=_tracebacks(c),
                        logs={n: str(node.log_path) for n, node in c.nodes.items()})
         return hist, violations, c, figures
@@ -368,3 +375,87 @@ def test_a_late_result_is_excused_only_when_its_report_was_resent_after_an_unkno
     status, resp = first
     h.http[2] = _rec(2.8, "c", "report", "x", "POST", "/api/jobs/status", done, status, resp)
     assert H.check(h) == []
+
+
+def test_a_member_emptied_under_its_old_name_loses_no_acknowledged_job(
+        tmp_path_factory, clean_queues):
+    """Issue 27's scenario, rerun: a follower's data_dir emptied and the member started
+    again under its name (what docs/CLUSTER.md once said to do), the other follower
+    cut off, writes through the leader, the leader killed, the cut healed. Before,
+    the cut-off follower and the emptied member elected a leader between them and
+    every write of the cut was gone from all three. Now the emptied member's messages
+    carry a new member id: they count for nothing, so nothing it "acknowledged" is
+    answered 202, and it helps elect nobody. Every 202 is on every member at the end."""
+    from .broker_fixtures import wait_until
+    c = FaultCluster(tmp_path_factory, 3, seed=3)
+    try:
+        c.start()
+        lead = c.wait_leader()
+        for i in range(20):
+            assert lead.client().call("POST", "/api/jobs/register", {"id": f"pre-{i}"})[0] == 202
+
+        def ids_known():
+            st = c.status(lead)
+            return st is not None and all(m["id"] for m in st["members"])
+        wait_until(ids_known, 30, 0.1, "the leader records every member's id")
+        emptied, cut_off = [n for n in c.names if n != c.name_of(lead)]
+        c.kill9(emptied)
+        data = Path(c.nodes[emptied].cfg["data_dir"])
+        for f in data.iterdir():
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+        c.restart(emptied)
+        c.udp.isolate(cut_off)
+        answers = {}
+
+        def register(i):
+            try:
+                answers[i] = Client(lead.http_port).call(
+                    "POST", "/api/jobs/register", {"id": f"during-{i}"})[0]
+            except OSError:
+                answers[i] = None
+        gevent.joinall([gevent.spawn(register, i) for i in range(30)], timeout=40)
+        acked = {f"during-{i}" for i, code in answers.items() if code == 202}
+        wait_until(lambda: "messages refused member=" + emptied in
+                   lead.log_path.read_text(), 30, 0.1, "the leader names the emptied member")
+        c.kill9(c.name_of(lead))
+        c.udp.heal()
+        gevent.sleep(3)                  # the two left must not elect a leader between them
+        st = c.status(c.nodes[cut_off])
+        assert st is not None and st["leader"] in (None, c.name_of(lead)), st
+        c.restart(c.name_of(lead))
+        new = c.wait_leader(among=[c.nodes[n] for n in c.names if n != emptied])
+        held = {j["id"] for j in all_jobs(new.client())}
+        assert {f"pre-{i}" for i in range(20)} | acked <= held, acked - held
+        for n in (c.name_of(lead), cut_off):
+            wait_until(lambda: {f"pre-{i}" for i in range(20)} | acked <=
+                       {j["id"] for j in all_jobs(c.nodes[n].client())}, 30, 0.2,
+                       f"every 202 on {n}")
+    finally:
+        c.stop()
+
+
+def test_the_replace_fault_follows_the_documented_procedure_and_keeps_every_job(
+        tmp_path_factory, clean_queues):
+    """The campaign's replace: a follower emptied, removed, started with --join, added
+    as a learner, promoted once caught up; it ends a voter holding every job."""
+    from .broker_fixtures import wait_until
+    c = FaultCluster(tmp_path_factory, 3, seed=4)
+    try:
+        c.start()
+        lead = c.wait_leader()
+        ids = [f"rep-{i}" for i in range(50)]
+        for i in ids:
+            assert lead.client().call("POST", "/api/jobs/register", {"id": i})[0] == 202
+        victim = next(n for n in c.names if n != c.name_of(lead))
+        assert c.replace_member(victim)
+        (rec,) = c.replaced
+        assert rec["outcome"] == "replaced", rec
+        st = c.status(c.wait_leader())
+        roles = {m["node"]: m["member"] for m in st["members"]}
+        assert roles[victim] == "voter", st
+        member = c.nodes[victim]
+        wait_until(lambda: {j["id"] for j in all_jobs(member.client())} >= set(ids), 60,
+                   0.1, "the replacement holds every job\n" + member.log_tail())
+        assert "member id made" in member.log_path.read_text()   # a new member, not the old
+    finally:
+        c.stop()

@@ -11,7 +11,7 @@ import pytest
 
 from .broker_fixtures import wait_until
 from .cluster_fixtures import COOKIE
-from .conftest import Client, free_port, make_node  # noqa: F401 - fixture
+from .conftest import Client, free_port
 
 pytestmark = pytest.mark.usefixtures("clean_queues")
 
