@@ -129,6 +129,11 @@ def _forget(cmd) -> None:
     return None
 
 
+# What a member's id is checked on (_accept): the messages that count toward an
+# election or a commit.
+_COUNTS = frozenset({C.PRE_VOTE, C.PRE_VOTE_RESP, C.VOTE, C.VOTE_RESP, C.APPEND_RESP})
+
+
 def _is_config(cmd) -> bool:
     return type(cmd) is dict and cmd.get("op") == M.OP
 
@@ -614,7 +619,10 @@ class RaftNode:
         A member's id is recorded in the configuration (pinned by the leader the first
         time it hears from it): a message with another id comes from a data_dir that
         replaced the member's (emptied, or another copy), which must never vote or
-        count as the member that acknowledged entries. Dropped, one line per id.
+        count as the member that acknowledged entries. Its votes, vote requests and
+        acknowledgements are dropped, one line per id. Appends are not: a member
+        catching up applies old configurations on the way, whose ids may be out of
+        date, and a leader's authority comes from the votes checked here.
         A member whose configuration is the base says which members it lists
         (digest) on every message; a member whose own is the base too refuses its
         messages when they differ (raft_peers must list the same members everywhere
@@ -622,7 +630,7 @@ class RaftNode:
         then on the log's is the one in force, and the file's lists are only where
         to find the cluster."""
         member = self.config.get(m.frm)
-        if member is not None and member.id and m.sid != member.id:
+        if member is not None and member.id and m.sid != member.id and m.type in _COUNTS:
             self.stats["wrong_member_id"] += 1
             if (m.frm, m.sid) not in self._refused:
                 self._refused.add((m.frm, m.sid))

@@ -28,7 +28,7 @@
  *             #queue-table tr[data-queue] td[data-status],
  *             #workers-total, #workers-active, #workers-unresponsive,
  *             #broker-state, #raft-role, #raft-term, #raft-leader,
- *             #members tr[data-node], #rates-graph (svg) polyline.line-<series>,
+ *             #members tr[data-node][data-member], #rates-graph (svg) polyline.line-<series>,
  *             #rate-total-<series> (registered completed failed: sum over the window)
  *   jobs:     #filter-form with #filter-status #filter-type #filter-queue #filter-worker,
  *             #job-count, #job-list tr[data-id] (td.col-<field>), #btn-next, #btn-first
@@ -245,7 +245,8 @@ async function renderOverview(ctx) {
     countRow.append(el("td", {id: "count-" + s, class: "count"}, "—"));
   }
   const queues = table("queue-table", ["queue", ...STATUSES]);
-  const members = table("members", ["node", "role", "api", "last contact", "match index"]);
+  const members = table("members", ["node", "role", "member", "api", "last contact",
+    "match index", "caught up"]);
   view.append(
     el("section", {},
       el("h2", {}, "Jobs by status"),
@@ -323,10 +324,12 @@ async function refreshOverview(ctx) {
   text("raft-term", r.term);
   text("raft-leader", r.leader || cluster.leader || "none");
   document.querySelector("#members tbody").replaceChildren(...(cluster.members || []).map((m) =>
-    el("tr", {"data-node": m.node}, el("td", {}, m.node), el("td", {}, m.role || "—"),
+    el("tr", {"data-node": m.node, "data-member": m.member || ""}, el("td", {}, m.node),
+      el("td", {}, m.role || "—"), el("td", {}, m.member || "—"),
       el("td", {}, m.api || "—"),
       el("td", {}, m.last_contact_ms === null ? "never" : m.last_contact_ms + " ms ago"),
-      el("td", {}, m.match_index === null ? "—" : m.match_index))));
+      el("td", {}, m.match_index === null ? "—" : m.match_index),
+      el("td", {}, m.caught_up === true ? "yes" : m.caught_up === false ? "no" : "—"))));
   const note = document.getElementById("rates-note");
   if (rates) {
     drawRates(rates);

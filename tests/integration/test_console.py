@@ -277,8 +277,8 @@ def test_overview_counts_equal_the_api(page, api, node):
     assert page.text("#raft-leader") == metrics["raft"]["leader"]
     members = page.d.execute_script(
         "return Array.from(document.querySelectorAll('#members tbody tr'))"
-        ".map(function (r) { return r.dataset.node; });")
-    assert members == [m["node"] for m in cluster["members"]]
+        ".map(function (r) { return [r.dataset.node, r.dataset.member]; });")
+    assert members == [[m["node"], m["member"]] for m in cluster["members"]]
 
     # The graph: one line per series, one point per second of the window, and the
     # totals under it equal the API's sums.
