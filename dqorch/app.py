@@ -117,7 +117,7 @@ class Node:
                              config=base_config(cfg, join=membership == "join"),
                              force_config=membership == "force-new-cluster",
                              on_config=self._members_changed,
-                             member_id=member_id(cfg.data_dir),
+                             member_id=member_id(cfg.data_dir), witness=cfg.witness,
                              tick_s=cfg.raft_heartbeat_ms / 1000,
                              election_ticks=cfg.raft_election_timeout_ms // cfg.raft_heartbeat_ms,
                              api=advertised_api(cfg))

@@ -161,13 +161,15 @@ class RaftNode:
                  now_ms, fsync=os.fsync, skip_entries=frozenset(),
                  max_pending: int = 5000, config: M.Config | None = None,
                  force_config: bool = False, on_config=None, member_id: str = "",
+                 witness: bool = False,
                  tick_s: float = 0.1,
                  election_ticks: int = 10, api: str = "", send=None, rng=None) -> None:
         """config: the base configuration (the config file's), in force until the log
         or a snapshot holds one. force_config: config wins over the log's, every entry
         in the log is taken as committed, and the leader writes config into the log
         (--force-new-cluster). on_config(config): after each configuration applied.
-        member_id: this data_dir's (members.py), stamped on every message."""
+        member_id: this data_dir's (members.py), stamped on every message.
+        witness: this node is a witness (it hands leadership over whenever it can)."""
         self.log = raft_log
         self.node_name = node_name
         self.snapshot_entries = snapshot_entries
@@ -178,8 +180,7 @@ class RaftNode:
         self.config = config or M.Config.of([node_name])
         # A witness knows it is one (its config file says so) whatever a configuration
         # written by a leader that did not know says: it never stays leader.
-        me = self.config.get(node_name)
-        self._witness = me is not None and me.role == M.WITNESS
+        self._witness = witness
         self._force_config = force_config
         self._forced_written = not force_config
         self.on_config = on_config or (lambda config: None)
