@@ -157,7 +157,14 @@ def leader_of(members):
 def add(members, new, loader):
     change(members, "POST", "/api/cluster/members",
            {"node": f"{new.name}:{new.raft}", "api": f"127.0.0.1:{new.http}"})
-    until(f"{new.name} caught up", lambda: caught_up(members, new.name))
+    try:
+        until(f"{new.name} caught up", lambda: caught_up(members, new.name))
+    except RuntimeError:
+        for m in members:
+            say(f"{m.name} sees {json.dumps(m.status())}")
+        say(f"{new.name} says {json.dumps(new.status())} "
+            f"{json.dumps(call(new.http, 'GET', '/api/raft/status')[1])}")
+        raise
     change(members, "POST", f"/api/cluster/members/{new.name}/promote")
     members.append(new)
     loader.members = list(members)

@@ -79,10 +79,16 @@ class Cluster:
                       "snapshots_received": 0}
 
     def set_peers(self, peers: dict) -> None:
-        """The members changed (resolved {name: (host, port)}): who may send, and
-        where to."""
-        self.codec.peers = frozenset(peers)
-        self.transport.peers = dict(peers)
+        """A configuration was applied (resolved {name: (host, port)}): who may send,
+        and where to. Only ever added to, never taken from: a member catching up
+        applies the log's old configurations on the way (or a snapshot's), which
+        need not name the leader it is catching up from; with the peers replaced by
+        them it dropped the leader's messages and answered nobody (bench/membership.py
+        found it: a replacement stuck at a snapshot forever). A removed member's
+        messages count for nothing in the core. Snapshots on their way to a member
+        no longer configured stop."""
+        self.codec.peers = frozenset(self.codec.peers | set(peers))
+        self.transport.peers.update(peers)
         for name in [n for n in self._out if n not in peers]:
             self._out.pop(name).close()
 

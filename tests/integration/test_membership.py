@@ -186,3 +186,39 @@ def test_members_listing_other_members_at_first_start_refuse_each_others_votes(m
     names = [m["node"] for m in status(nodes["n3"])["members"]]
     assert sorted(names) == [f"{n}@127.0.0.1" for n in ("n1", "n2", "n3")]
     assert status(nodes["n3"])["leader"] != "n3@127.0.0.1"
+
+
+def test_a_new_member_catches_up_from_a_snapshot_that_names_other_members(make_node):
+    """n1 alone grows to n2 (the snapshot written then names n1 and n2), then n3; n1 is
+    removed and n3 made leader (POST /api/cluster/leader). n4 joins: it is sent that
+    old snapshot, whose configuration does not name n3, its leader. It once took that
+    configuration's members as its only peers, dropped n3's messages and never caught
+    up (bench/membership.py found it); a node's peers now only grow."""
+    raft = {n: free_port() for n in ("n1", "n2", "n3", "n4")}
+
+    def name(n):
+        return f"{n}@127.0.0.1"
+    nodes = {"n1": make_node(node_name=name("n1"), raft_port=raft["n1"], cookie=COOKIE)}
+    c1 = nodes["n1"].client()
+    for i in range(50):
+        assert c1.call("POST", "/api/jobs/register", {"id": f"old-{i}"})[0] == 202
+
+    def grow(n, via, seeds):
+        new = make_node(start=False, node_name=name(n), raft_port=raft[n], cookie=COOKIE,
+                        raft_peers=[f"{name(s)}:{raft[s]}" for s in seeds])
+        new.args = ["--join"]
+        new.start(wait=False)
+        nodes[n] = new
+        change(nodes[via], "POST", "/api/cluster/members",
+               {"node": f"{name(n)}:{raft[n]}", "api": f"127.0.0.1:{new.http_port}"})
+        wait_until(lambda: (member(nodes[via], name(n)) or {}).get("caught_up"), 60, 0.1,
+                   f"{n} catches up\n" + new.log_tail())
+        change(nodes[via], "POST", f"/api/cluster/members/{name(n)}/promote")
+    grow("n2", "n1", ["n1"])
+    grow("n3", "n1", ["n1"])
+    change(nodes["n2"], "DELETE", f"/api/cluster/members/{name('n1')}")
+    change(nodes["n2"], "POST", "/api/cluster/leader", {"to": name("n3")})
+    wait_until(lambda: status(nodes["n2"])["leader"] == name("n3"), 30, 0.1, "n3 leads")
+    grow("n4", "n3", ["n2", "n3"])
+    held = {j["id"] for j in all_jobs(nodes["n4"].client())}
+    assert {f"old-{i}" for i in range(50)} <= held
