@@ -36,6 +36,7 @@ run bench/batch.py "${batch[@]}" "${write[@]}"
 run bench/memory.py "${memory[@]}" "${write[@]}"
 run bench/snapshot_stall.py "${stall[@]}" "${write[@]}"
 run bench/conn_flood.py "${flood[@]}" "${write[@]}"
+run bench/membership.py "${write[@]}"
 if "$PY" -c "import matplotlib" 2>/dev/null; then
   run bench/chart.py "${write[@]}"
 else
