@@ -118,6 +118,11 @@ class Node:
                              force_config=membership == "force-new-cluster",
                              on_config=self._members_changed,
                              member_id=member_id(cfg.data_dir), witness=cfg.witness,
+                             # The dispatcher is built below: reached through self.
+                             on_applied=(self._count,
+                                         lambda cmd, out: self.dispatcher.on_applied(cmd, out)),
+                             on_batch=(self._observe_batch,),
+                             on_leadership=(self._leadership,),
                              tick_s=cfg.raft_heartbeat_ms / 1000,
                              election_ticks=cfg.raft_election_timeout_ms // cfg.raft_heartbeat_ms,
                              api=advertised_api(cfg))
@@ -229,10 +234,6 @@ class Node:
             log.warning("the API listens beyond loopback http_host=%s with api_tokens but "
                         "no tls_cert_file: the tokens cross the network in clear "
                         "(docs/SECURITY.md)", cfg.http_host)
-        self.node.listeners.append(self._count)
-        self.node.listeners.append(self.dispatcher.on_applied)
-        self.node.batch_observers.append(self._observe_batch)
-        self.node.leadership.append(self._leadership)
         self._lead_loop = gevent.spawn(self._follow_leadership)
         if self.cluster is not None:
             try:

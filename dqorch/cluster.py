@@ -65,9 +65,9 @@ class Cluster:
         self.codec = Codec(cfg.node_name, cfg.cookie, peers, epoch=time.time_ns())
         self.transport = UdpTransport(self.codec, (bind_host(cfg.node_host), cfg.raft_port),
                                       peers, node.receive)
-        node.send = self.transport.send
-        node.receivers.update({xfer.CHUNK_TAG: self._on_chunk, xfer.ACK_TAG: self._on_ack,
-                               b"W": self._on_digest, "snapshot_out": self._snapshot_out})
+        node.connect(self.transport.send, {
+            xfer.CHUNK_TAG: self._on_chunk, xfer.ACK_TAG: self._on_ack,
+            b"W": self._on_digest, "snapshot_out": self._snapshot_out})
         self._out: dict[str, xfer.Outgoing] = {}
         self._preparing: set = set()          # peers whose Outgoing is being built
         self._in: xfer.Incoming | None = None

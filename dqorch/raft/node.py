@@ -161,7 +161,7 @@ class RaftNode:
                  now_ms, fsync=os.fsync, skip_entries=frozenset(),
                  max_pending: int = 5000, config: M.Config | None = None,
                  force_config: bool = False, on_config=None, member_id: str = "",
-                 witness: bool = False,
+                 witness: bool = False, on_applied=(), on_batch=(), on_leadership=(),
                  tick_s: float = 0.1,
                  election_ticks: int = 10, api: str = "", send=None, rng=None) -> None:
         """config: the base configuration (the config file's), in force until the log
@@ -169,7 +169,13 @@ class RaftNode:
         in the log is taken as committed, and the leader writes config into the log
         (--force-new-cluster). on_config(config): after each configuration applied.
         member_id: this data_dir's (members.py), stamped on every message.
-        witness: this node is a witness (it hands leadership over whenever it can)."""
+        witness: this node is a witness (it hands leadership over whenever it can).
+        Hooks, each a sequence of callables run in the commit loop (quick, never
+        blocking; one that raises is contained and counted, listener_errors):
+        on_applied: fn(cmd, outcome) after each live apply (not at replay);
+        on_batch: fn(entries, seconds) after each commit round that applied any;
+        on_leadership: fn(is_leader, term) once this leader's no-op is applied, and
+        when it steps down. The transport comes in through connect()."""
         self.log = raft_log
         self.node_name = node_name
         self.snapshot_entries = snapshot_entries
@@ -201,9 +207,9 @@ class RaftNode:
         self.log_ok = True
         self.log_error: str | None = None
         self.failed_writes = 0        # since the log was last writable
-        self.listeners: list = []         # fn(cmd, outcome) after each live apply
-        self.batch_observers: list = []   # fn(entries, seconds) after each commit
-        self.leadership: list = []        # fn(is_leader, term) on became_leader/stepped_down
+        self._on_applied = tuple(on_applied)
+        self._on_batch = tuple(on_batch)
+        self._on_leadership = tuple(on_leadership)
         self.receivers: dict = {}         # first payload byte -> fn(sender, payload)
         self.listener_errors = 0
         self.snapshots = 0
@@ -538,6 +544,14 @@ class RaftNode:
                 out.append(e)
         return out
 
+    def connect(self, send, receivers: dict) -> None:
+        """The transport (cluster.py, once there is another member): send(peer,
+        payload) for Raft messages, and receivers for payloads that are not Raft
+        messages: {first byte: fn(sender, payload)}, and "snapshot_out": fn(message)
+        for a snapshot the core wants sent."""
+        self.send = send
+        self.receivers = dict(receivers)
+
     # Membership ############################################################
 
     def change_members(self, change, timeout_s: float = 10.0) -> M.Config:
@@ -847,7 +861,7 @@ class RaftNode:
             self._event(name, fields)
         if rd.committed:
             elapsed = time.monotonic() - t0
-            for fn in self.batch_observers:
+            for fn in self._on_batch:
                 try:
                     fn(len(rd.committed), elapsed)
                 except Exception:
@@ -1023,7 +1037,7 @@ class RaftNode:
                 waiting[1].set_exception(NotLeader(
                     "a new leader's entry took this command's place: not committed; "
                     "retrying is safe"))
-        for fn in self.listeners:
+        for fn in self._on_applied:
             try:
                 fn(cmd, outcome)
             except Exception:
@@ -1066,7 +1080,7 @@ class RaftNode:
         self._leadership(is_leader, fields["term"])
 
     def _leadership(self, is_leader: bool, term: int) -> None:
-        for fn in self.leadership:
+        for fn in self._on_leadership:
             try:
                 fn(is_leader, term)
             except Exception:

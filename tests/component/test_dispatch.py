@@ -43,13 +43,15 @@ GATE = monkey.get_original("threading", "Event")()
 @pytest.fixture
 def rig(tmp_path):
     GATE.set()
+    applied = []                 # the dispatcher's hook, once it exists
     node = RaftNode(RaftLog(str(tmp_path), SNAPSHOTS), "n1", fsm=JobFSM(),
                     snapshot_entries=10**6,
-                    now_ms=lambda: T0, fsync=lambda fd: GATE.wait(30))
+                    now_ms=lambda: T0, fsync=lambda fd: GATE.wait(30),
+                    on_applied=(lambda cmd, out: applied[0](cmd, out) if applied else None,))
     node.start()
     broker = Recorder()
     disp = Dispatcher(node_view(node), node.propose_async, broker, now_ms=lambda: T0)
-    node.listeners.append(disp.on_applied)
+    applied.append(disp.on_applied)
     disp.start(node.term)
     yield node, broker, disp
     disp.stop()

@@ -14,10 +14,10 @@ from dqorch.raft.node import FAST_FSYNC_S, LAZY_S, RaftNode
 from tests.unit.helpers import T0, reg
 
 
-def node_on(path, snapshot_entries=10**6) -> RaftNode:
+def node_on(path, snapshot_entries=10**6, **hooks) -> RaftNode:
     node = RaftNode(RaftLog(str(path), SNAPSHOTS), "n1", fsm=JobFSM(),
                     snapshot_entries=snapshot_entries,
-                    now_ms=lambda: T0, fsync=lambda fd: None)
+                    now_ms=lambda: T0, fsync=lambda fd: None, **hooks)
     node.start()
     return node
 
@@ -31,17 +31,17 @@ def lowest_free_fd() -> int:
 
 
 def test_a_listener_that_raises_is_contained_and_counted(tmp_path):
-    node = node_on(tmp_path)
     seen = []
 
     def broken(cmd, outcome):
         raise RuntimeError("a metrics bug")
-    node.listeners[:] = [broken, lambda cmd, out: seen.append(cmd["id"])]
-    node.batch_observers.append(lambda n, s: 1 / 0)
+    node = node_on(tmp_path, on_applied=(broken, lambda cmd, out: seen.append(cmd["id"])),
+                   on_batch=(lambda n, s: 1 / 0,))
+    before = node.listener_errors                   # the start's own no-op ran them too
     for i in range(3):
         assert node.propose(reg(f"j{i}", T0))["outcome"] == "created"
     assert seen == ["j0", "j1", "j2"]               # later listeners still run
-    assert node.listener_errors == 6
+    assert node.listener_errors - before == 6
     assert node.log_ok and len(node.state.jobs) == 3
     node.stop()
 
