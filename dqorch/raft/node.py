@@ -129,6 +129,10 @@ def _forget(cmd) -> None:
     return None
 
 
+# The first byte of "your messages are refused: I list other members" (_accept): not a
+# Raft message (those start with b"{"), nor a chunk, an ack or a digest (cluster.py).
+REFUSED_TAG = b"R"
+
 # What a member's id is checked on (_accept): the messages that count toward an
 # election or a commit.
 _COUNTS = frozenset({C.PRE_VOTE, C.PRE_VOTE_RESP, C.VOTE, C.VOTE_RESP, C.APPEND_RESP})
@@ -617,6 +621,9 @@ class RaftNode:
     def receive(self, sender: str, payload: bytes) -> None:
         """From the transport (in the hub, authenticated): queue for the loop."""
         self.contact[sender] = time.monotonic()
+        if payload[:1] == REFUSED_TAG:
+            self._refused_by(sender, payload[1:80].decode("ascii", "replace"))
+            return
         fn = self.receivers.get(payload[:1])
         if fn is not None:
             fn(sender, payload)
@@ -662,10 +669,24 @@ class RaftNode:
                           "node's raft_peers (%s); raft_peers must name the same members "
                           "on every node at first start (docs/CLUSTER.md)", m.frm,
                           ",".join(self.config.voters))
+                # And tell it, so that it says so too, even if it never hears from us.
+                self.send(m.frm, REFUSED_TAG + ",".join(self.config.voters).encode()[:79])
             return False
         if m.sid and member is not None and not member.id:
             self._pin(m.frm, m.sid)
         return True
+
+    def _refused_by(self, sender: str, theirs: str) -> None:
+        """A member whose raft_peers list other members refuses this node's messages
+        (_accept): one line here too, once per member."""
+        if ("by", sender) in self._refused:
+            return
+        self._refused.add(("by", sender))
+        self.stats["other_members"] += 1
+        log.error("messages refused by member=%s: its raft_peers list other members "
+                  "(%s) than this node's (%s); raft_peers must name the same members on "
+                  "every node at first start (docs/CLUSTER.md)", sender, theirs,
+                  ",".join(self.config.voters))
 
     def _pin(self, name: str, sid: str) -> None:
         """The leader records a member's id the first time it hears from it (and its

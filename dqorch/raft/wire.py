@@ -6,7 +6,8 @@ type-checked, and anything else raises ValueError (counted as "bad_message" and
 dropped by the caller). The sender is the authenticated name, never a field.
 
 Payloads that are not Raft messages start with another byte than b"{": b"C"/b"A"
-snapshot chunks and acks (snapshot_transfer.py), b"W" worker ages (cluster.py).
+snapshot chunks and acks (snapshot_transfer.py), b"W" worker ages (cluster.py), b"R"
+"your messages are refused, I list other members" (node.py).
 """
 from __future__ import annotations
 

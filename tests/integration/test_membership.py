@@ -156,9 +156,10 @@ def test_members_listing_other_members_at_first_start_refuse_each_others_votes(m
     """n3 lists a fourth member that does not exist; n1 and n2 list the three. Before,
     n3 could lead {n1, n3, n4} with n1's vote and shut n2 out. Now a vote request
     says which members its sender lists while no configuration is in the log: n1 and
-    n2 lead between them, n3 never does, and n3 logs one line naming what it refused
-    (n1 and n2 log one too when they hear it while their own configuration is still
-    raft_peers'). Once the leader's configuration is in the log, n3 follows it."""
+    n2 lead between them, n3 never does; n3 logs one line naming what it refused, and
+    tells whom it refused, who log one line too (the leader at least: a follower
+    talks only to its leader). Once the leader's configuration is in the log, n3
+    follows it."""
     raft = {n: free_port() for n in ("n1", "n2", "n3", "n4")}
 
     def peer(n):
@@ -178,8 +179,12 @@ def test_members_listing_other_members_at_first_start_refuse_each_others_votes(m
         return st["leader"]
     wait_until(lambda: leader() in ("n1@127.0.0.1", "n2@127.0.0.1"), 60, 0.1,
                "n1 or n2 leads\n" + nodes["n3"].log_tail())
-    wait_until(lambda: "lists other members" in nodes["n3"].log_path.read_text(), 30, 0.1,
-               "n3 says it refused a vote")
+    wait_until(lambda: "messages refused member=" in nodes["n3"].log_path.read_text(),
+               30, 0.1, "n3 says it refused the others' messages")
+    lead = leader()
+    lead_node = nodes[lead.split("@")[0]]
+    wait_until(lambda: "messages refused by member=n3@127.0.0.1" in
+               lead_node.log_path.read_text(), 30, 0.1, "the leader is told, and says so")
     # n3 follows the log's configuration, which does not have n4.
     wait_until(lambda: status(nodes["n3"])["config_index"] > 0, 30, 0.1,
                "n3 applies the leader's configuration\n" + nodes["n3"].log_tail())
