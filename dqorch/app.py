@@ -351,7 +351,9 @@ class Node:
                     if self._leading:
                         self._stop_side_effects()
                     self.timers.start(term, grace=not self.node.alone)
-                    self.dispatcher.start(term)
+                    # Rule 5 of dispatch.py: an election timeout's hold.
+                    self.dispatcher.start(term, hold_s=0.0 if self.node.alone else
+                                          self.cfg.raft_election_timeout_ms / 1000)
                     self.broker.start()
                     self._leading = True
                     log.info("side effects started term=%d", term)

@@ -24,6 +24,13 @@ and every mark carries the term it was started in, so apply refuses a deposed
 leader's late one.
 Rule 4: a job is never published before its `not_before` (a retry's backoff):
 JobPublisher.publish checks it for every id it takes, whichever path queued it.
+Rule 5: a leader that takes over from another (start(term, hold_s)) publishes nothing
+for hold_s: the jobs it finds pending may have been published by the last leader a
+moment ago, their `running` on the way. Publishing them again at once put a second
+delivery of an attempt in the queue while its first ran; when the first ended in a
+retry, the second's reports were read as the retry's (jobs.py, Attempts, a blind
+spot; the 10-minute fault run saw it 6 times). Held, the first's `running` arrives
+and the job is no longer pending.
 """
 from __future__ import annotations
 
@@ -211,6 +218,7 @@ class JobPublisher:
         self.confirms: list = []          # JobTokens confirmed (Dispatcher.on_confirmed)
         self.rejects: list = []           # ([JobToken], reason) (Dispatcher.on_rejected)
         self._rescan = False              # _todo was dropped: read pending from the state
+        self.hold_until = 0.0             # clock(): nothing published before it (Rule 5)
 
     def forget_unroutable(self) -> None:
         self.unroutable.clear()           # the next leader finds out for itself
@@ -424,6 +432,8 @@ class JobPublisher:
                      "publishes waited)", len(st.by_status[PENDING]), MAX_TODO)
             self._todo.clear()
             self.schedule_pending()
+        if self._clock() < self.hold_until:
+            return                        # Rule 5; the tick wakes the loop after it
         term, now_ms, todo = self._marks.term, self._now_ms(), self._todo
         while todo and broker.free_slots() > 0:
             id_ = todo.popleft()
@@ -667,10 +677,13 @@ class Dispatcher:
 
     # Start, stop, one pass #################################################
 
-    def start(self, term: int) -> None:
+    def start(self, term: int, hold_s: float = 0.0) -> None:
+        """hold_s: Rule 5 (a cluster's new leader; a node alone has no other leader
+        whose deliveries could still be starting)."""
         self.stop()
         self._marks.start(term)
         self.jobs.reset()
+        self.jobs.hold_until = self._clock() + hold_s
         self.events.reset()
         self.jobs.schedule_pending()
         st = self._view.state()

@@ -191,6 +191,7 @@ class RaftNode:
         # A witness knows it is one (its config file says so) whatever a configuration
         # written by a leader that did not know says: it never stays leader.
         self._witness = witness
+        self._derived = (None, False, ())   # _members()
         self._force_config = force_config
         self._forced_written = not force_config
         self.on_config = on_config or (lambda config: None)
@@ -428,12 +429,22 @@ class RaftNode:
         commits on its own fsync (what it wrote as the only voter was committed when
         written) and needs no quorum contact. (Without any other member, `peers` is
         empty too, and it keeps nothing applied for followers.)"""
-        return self.config.voters == (self.node_name,)
+        return self._members()[1]
 
     @property
     def peers(self) -> tuple:
         """Every other member, learners included: whom the leader replicates to."""
-        return tuple(n for n in self.config.names if n != self.node_name)
+        return self._members()[2]
+
+    def _members(self) -> tuple:
+        """(config, alone, peers), computed again only when the configuration
+        changes: both are asked per command."""
+        d = self._derived
+        if d[0] is not self.config:
+            c = self.config
+            d = self._derived = (c, c.voters == (self.node_name,),
+                                 tuple(n for n in c.names if n != self.node_name))
+        return d
 
     @property
     def state(self):

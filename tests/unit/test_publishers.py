@@ -164,6 +164,26 @@ def test_a_job_is_published_confirmed_and_marked_queued():
                                   "jobs_in_flight": 0, "events_unpublished": 0}
 
 
+def test_a_new_leader_holds_what_it_finds_pending_while_its_running_may_arrive():
+    """Rule 5: a job the last leader published a moment ago is pending in the state
+    until its worker's `running` commits. Published again at once, a second delivery
+    of the attempt ran beside the first, and its reports were read as the next
+    attempt's when the first failed. Held, the `running` comes first."""
+    rig = Rig()
+    rig.st = S.State()
+    S.apply(rig.st, dict(reg("j1", T0), at_ms=T0))
+    rig.disp.start(TERM, hold_s=1.0)
+    rig.step()
+    assert rig.jobs_published() == []                # held
+    rig.commit({"op": "report", "id": "j1", "status": "running", "worker_id": "w1"})
+    rig.t_ms += 1000
+    rig.step()
+    assert rig.jobs_published() == []                # running: nothing to publish
+    rig.commit(reg("j2", T0))                         # after the hold: at once
+    rig.step()
+    assert [t.job_id for t in rig.jobs_published()] == ["j2"]
+
+
 def test_events_are_marked_published_up_to_the_confirmed_prefix():
     rig = started()
     rig.commit(reg("e1", T0, publish=False))
