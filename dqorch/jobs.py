@@ -68,7 +68,9 @@ TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
 #     it rebinds it with its own `running` (rule A).
 #   - a worker that held the message of an attempt cancelled before its `running`
 #     arrived (prefetched): after a retry its reports go to the new attempt; a message
-#     of an earlier attempt redelivered or published again looks like the current one.
+#     of an earlier attempt redelivered or published again looks like the current one
+#     (a cluster's new leader holds its first publishes for an election timeout, so
+#     that the last leader's deliveries report `running` first: dispatch.py Rule 5).
 #   - the Java worker's `completed` overtaking its `running` on a new attempt, when it
 #     ended the earlier attempt the same way: taken for a repeat; its `running` then
 #     binds the attempt, which runs into its execution timeout and is retried.

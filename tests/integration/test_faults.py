@@ -196,17 +196,22 @@ def test_a_member_cut_off_never_says_404_for_a_job_the_others_accepted(tmp_path_
         c.stop()
 
 
+def started_with_jobs(c, prefix: str, n: int):
+    """Start c, register n jobs through its leader; (their ids, a follower's name)."""
+    c.start()
+    lead = c.wait_leader()
+    ids = [f"{prefix}-{i}" for i in range(n)]
+    for i in ids:
+        assert lead.client().call("POST", "/api/jobs/register", {"id": i})[0] == 202
+    return ids, next(x for x in c.names if x != c.name_of(lead))
+
+
 def test_the_log_cut_fault_is_refused_then_the_repaired_member_catches_up(
         tmp_path_factory, clean_queues):
     """The campaign's log_cut: it must see the refusal, or report log_cut_not_refused."""
     c = FaultCluster(tmp_path_factory, 3, seed=2)
     try:
-        c.start()
-        lead = c.wait_leader()
-        ids = [f"cut-{i}" for i in range(150)]
-        for i in ids:
-            assert lead.client().call("POST", "/api/jobs/register", {"id": i})[0] == 202
-        victim = next(n for n in c.names if n != c.name_of(lead))
+        ids, victim = started_with_jobs(c, "cut", 150)
         member = c.nodes[victim]
         from .broker_fixtures import wait_until
         wait_until(lambda: member.client().call("GET", "/api/raft/status")[1][
@@ -441,12 +446,7 @@ def test_the_replace_fault_follows_the_documented_procedure_and_keeps_every_job(
     from .broker_fixtures import wait_until
     c = FaultCluster(tmp_path_factory, 3, seed=4)
     try:
-        c.start()
-        lead = c.wait_leader()
-        ids = [f"rep-{i}" for i in range(50)]
-        for i in ids:
-            assert lead.client().call("POST", "/api/jobs/register", {"id": i})[0] == 202
-        victim = next(n for n in c.names if n != c.name_of(lead))
+        ids, victim = started_with_jobs(c, "rep", 50)
         assert c.replace_member(victim)
         (rec,) = c.replaced
         assert rec["outcome"] == "replaced", rec
