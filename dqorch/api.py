@@ -362,7 +362,6 @@ class Services:
     broker_status: Callable[[], dict]
     broker_down_since: Callable[[], Any]         # ms, None while connected
     why_returned: Callable[[Any], Any]           # dispatch: a job's unroutable story
-    unpublished: Callable[[str], Any]            # dispatch: state.py rule E
     dispatch_backlog: Callable[[], dict]
     new_id: Callable[[], str]
     now_ms: Callable[[], int]
@@ -573,9 +572,6 @@ def make_app(svc: Services) -> bottle.Bottle:
                            execution_timeout=cfg.job_execution_timeout_s,
                            retry_backoff_ms=int(cfg.job_retry_backoff_s * 1000),
                            max_job_bytes=cfg.max_job_bytes)
-        unpublished = svc.unpublished(cmd["id"])          # state.py rule E
-        if unpublished is not None:
-            cmd["unpublished"] = unpublished
         out = svc.raft.propose(cmd)
         if out["outcome"] == "ignored":
             return {"status": "ignored", "reason": out["reason"]}

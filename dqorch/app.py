@@ -274,7 +274,6 @@ class Node:
             broker_down_since=lambda: None if broker.connected
             else broker.disconnected_since_ms,
             why_returned=dispatcher.why_returned, dispatch_backlog=dispatcher.backlog,
-            unpublished=dispatcher.unpublished,
             new_id=self.new_id, now_ms=now_ms)
 
     def starting_message(self) -> str:

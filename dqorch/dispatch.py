@@ -219,7 +219,6 @@ class JobPublisher:
         self.rejects: list = []           # ([JobToken], reason) (Dispatcher.on_rejected)
         self._rescan = False              # _todo was dropped: read pending from the state
         self.hold_until = 0.0             # clock(): nothing published before it (Rule 5)
-        self.born: dict = {}              # id -> attempt made in this term, not yet published
 
     def forget_unroutable(self) -> None:
         self.unroutable.clear()           # the next leader finds out for itself
@@ -235,23 +234,6 @@ class JobPublisher:
             self._wait(id_, wait_ms)
         else:
             self._queue((id_,))
-
-    def born_now(self, id_: str) -> None:
-        """A command of this term made a new attempt of id_ (a retry: attempt > 0;
-        a first attempt may have been published by the gateway itself)."""
-        job = self._view.state().jobs.get(id_)
-        if job is not None and job.status == PENDING and job.attempt > 0:
-            self.born[id_] = job.attempt
-
-    def unpublished(self, id_: str):
-        attempt = self.born.get(id_)
-        if attempt is None:
-            return None
-        job = self._view.state().jobs.get(id_)
-        if job is None or job.status != PENDING or job.attempt != attempt:
-            self.born.pop(id_, None)
-            return None
-        return attempt
 
     def schedule_pending(self) -> None:
         """schedule() for every pending job, oldest first, in one pass: schedule for
@@ -472,8 +454,6 @@ class JobPublisher:
                                         message_id, now_ms // 1000)
             body = _dumps(jobs.message_body(job))
             token = JobToken(id_, job.attempt, self._clock())
-            # Handed over from here on (a publish that then fails is published again).
-            self.born.pop(id_, None)
             if not broker.publish(token, JOBS_EXCHANGE, job["queue"], body, props, True,
                                   message_id):
                 todo.appendleft(id_)
@@ -670,19 +650,11 @@ class Dispatcher:
         if self._loop is None:
             return                     # Rule 3: not leading
         if outcome.get("publish"):
-            self.jobs.born_now(cmd["id"])
             self.jobs.schedule(cmd["id"])
         for id_ in outcome.get("publish_ids", ()):
-            self.jobs.born_now(id_)
             self.jobs.schedule(id_)
         if cmd["op"] not in ("register", "mark_queued", "mark_published", "noop"):
             self._wake.set()           # may have added outbox events
-
-    def unpublished(self, id_: str):
-        """The current attempt of job id_ when it was made in this leader's term and
-        has not been handed to the broker yet, else None (state.py rule E: the API
-        adds it to a report it proposes)."""
-        return self.jobs.unpublished(id_) if self._loop is not None else None
 
     def on_confirmed(self, tokens: list) -> None:
         for tok in tokens:

@@ -47,11 +47,6 @@ TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
 #      current attempt waits for a worker is it taking that attempt, except during a
 #      retry's backoff (not yet published: nobody holds it); while another worker runs
 #      the current attempt, it is a late one.
-#   E. The leader that proposes a report says when the current attempt was made in its
-#      term and it has not handed it to the broker yet (cmd["unpublished"]): no
-#      delivery of it exists, so a worker's report is an earlier attempt's (a second
-#      delivery of one, published again by a new leader): rule B if it owes, else
-#      noted and ignored. It comes before C and D.
 #   D. Reports without a workerId, and from workers not in `past`, go to the current
 #      attempt, as the contract always had them. `past` keeps the last PAST_MAX
 #      attempts' workers, those that owe nothing forgotten first.

@@ -426,8 +426,6 @@ def _apply_report(st: State, cmd: dict) -> dict:
         _insert(st, job)
         _note(job, at, PENDING, by, "first seen in a worker report")
     frm, prev_worker = job["status"], job["worker_id"]
-    if worker is not None and frm == PENDING and cmd.get("unpublished") == job.attempt:
-        return _not_yet_published(job, frm, to, worker, at, cmd)        # rule E
     if worker is not None and "past" in job:
         out = _earlier_attempt(job, frm, to, worker, at, cmd)
         if out is not None:
@@ -471,25 +469,6 @@ def _apply_report(st: State, cmd: dict) -> dict:
         moved = _move(st, job, CANCELLED, at, by, "worker cancelled it")
         _event(st, job, "CANCELLED", at)
     return {"outcome": outcome, "moved": moved}
-
-
-def _not_yet_published(job: jobs.Job, frm: str, to: str, worker: str, at: int,
-                       cmd: dict) -> dict:
-    """Rule E (jobs.py, Attempts): the leader had not handed the current attempt to
-    the broker when it proposed this report (cmd["unpublished"]), so no delivery of it
-    exists: the report is an earlier attempt's, from a second delivery of it. A debt
-    the worker owes is paid as rule B says; otherwise noted and ignored."""
-    owes = any(e[0] == worker and e[2] for e in job.get("past") or ())
-    if owes and to != RUNNING:
-        return _earlier_attempt(job, frm, to, worker, at, cmd)
-    what = (f"ignored {to} report from {worker}: attempt {job.attempt + 1} is not "
-            f"published yet (a second delivery of an earlier one)")
-    if to != RUNNING and cmd.get("result") is not None:
-        kept = jobs.capped(jobs.raw(cmd["result"]), jobs.HISTORY_RESULT_BYTES)
-        _note(job, at, frm, worker, what + ", result kept in history", jobs.spliced(kept))
-    else:
-        _note(job, at, frm, worker, what)
-    return {"outcome": "ignored", "reason": "stale_attempt"}
 
 
 def _earlier_attempt(job: jobs.Job, frm: str, to: str, worker: str, at: int,

@@ -62,7 +62,7 @@ def fake_services() -> api.Services:
         health=lambda: (200, {"status": "healthy"}),
         cluster_status=lambda: {"node": "n1", "leader": "n1", "term": 1, "members": []},
         broker_status=lambda: {"connected": True}, broker_down_since=lambda: None,
-        why_returned=lambda job: None, dispatch_backlog=dict, unpublished=lambda id_: None,
+        why_returned=lambda job: None, dispatch_backlog=dict,
         new_id=lambda: "gen-%d" % next(ids), now_ms=now_ms)
 
 

@@ -4,8 +4,6 @@ during a backoff, a worker displaced by a redelivery, `past` forgetting what is 
 and a hung attempt whose worker takes the retries. Pure: apply() only, via the
 helpers of tests/unit/helpers.py."""
 
-import json
-
 from dqorch import jobs
 from dqorch import state as S
 from tests.unit.helpers import T0, cancel, fail, mark_queued, rep, run, running_job, timeout
@@ -168,28 +166,3 @@ def test_f6b_a_run_lost_with_a_worker_that_stopped_heartbeating_costs_one_timeou
     assert st.jobs["j1"]["status"] == "running"
     at = time_out_and_complete_on_w1(st, (1,), T0 + 111_000, 61_000)
     assert st.jobs["j1"]["status"] == "completed", jobs.why(st.jobs["j1"], at, None, 1)
-
-
-# F9. A new leader published attempt 1 again (its mark was lost) while the first
-# delivery ran on w1; the first failed into attempt 2, and the second delivery reached
-# w1 too, before attempt 2 was published. Its running and completed were read as
-# attempt 2's (fault seed 20261210). Rule E: the leader says attempt 2 is not
-# published yet (cmd["unpublished"]), so both are the earlier attempt's.
-def test_f9_a_second_delivery_before_the_retry_is_published_is_the_earlier_attempt():
-    st = running_job(maxRetries=3)
-    run(st, fail("j1", T0 + 10, worker="w1", errorMessage="boom"))
-    assert st.jobs["j1"]["status"] == "pending" and st.jobs["j1"].attempt == 1
-    a = run(st, dict(rep("j1", "running", T0 + 11, worker="w1"), unpublished=1))
-    b = run(st, dict(rep("j1", "completed", T0 + 12, worker="w1", result={"n": 0}),
-                     unpublished=1))
-    c = run(st, dict(rep("j1", "running", T0 + 13, worker="w9"), unpublished=1))  # rule D too
-    assert a == b == c == {"outcome": "ignored", "reason": "stale_attempt"}
-    j = st.jobs["j1"]
-    assert j["status"] == "pending" and j.attempt == 1 and j["result"] is None
-    assert any("result kept in history" in (e[3] or "") for e in jobs.history_of(j))
-    # Published: the worker that takes it runs and completes attempt 2.
-    run(st, mark_queued([("j1", 1)], T0 + 20), rep("j1", "running", T0 + 21, worker="w2"),
-        rep("j1", "completed", T0 + 22, worker="w2", result={"n": 1}))
-    j = st.jobs["j1"]
-    assert j["status"] == "completed" and j["worker_id"] == "w2"
-    assert json.loads(j.to_record()["result"]) == {"n": 1}

@@ -351,23 +351,3 @@ def test_any_order_keeps_the_invariants_and_publishes_everything_at_last(actions
         assert not rig.st.by_status[PENDING], "a pending job was never published"
         assert rig.st.outbox_done == rig.st.outbox_next - 1, "an event never marked"
         rig.disp.stop()
-
-
-def test_an_attempt_made_in_this_term_is_unpublished_until_handed_to_the_broker():
-    """state.py rule E's other half: the dispatcher knows which current attempts it made
-    and has not published yet; a report the API proposes for one says so."""
-    rig = started()
-    rig.commit(reg("j1", T0))
-    rig.step()
-    assert rig.disp.unpublished("j1") is None        # a first attempt: never claimed
-    [tok] = rig.job_tokens()
-    rig.confirm([tok])
-    rig.step()
-    rig.answer()
-    rig.commit({"op": "report", "id": "j1", "status": "running", "worker_id": "w1"})
-    rig.commit({"op": "report", "id": "j1", "status": "failed", "worker_id": "w1",
-                "max_retries": 3, "execution_timeout": 300})
-    assert rig.st.jobs["j1"].attempt == 1 and rig.disp.unpublished("j1") == 1
-    rig.step()                                        # published now
-    assert [t.attempt for t in rig.job_tokens("j1")] == [1]
-    assert rig.disp.unpublished("j1") is None
