@@ -552,6 +552,7 @@ class Node:
                 **{(r,): n for r, n in dropped.items()},
                 ("bad_message",): node.stats["bad_messages"],
                 ("wrong_member_id",): node.stats["wrong_member_id"],
+                ("removed_member_id",): node.stats["removed_member_id"],
                 ("other_members",): node.stats["other_members"],
                 ("inbox_full",): node.stats["inbox_full"]},
             "distriqueue_raft_members": {

@@ -8,6 +8,10 @@ Rule 1: one change at a time (Core's docstring, Membership): change() makes the 
 configuration from this one and refuses any that differs by more than one voter.
 Rule 2: a member is its node_name; `id` is made when its data_dir is first created, so
 a wiped data_dir is another member ("" while unknown).
+Rule 3: an id once removed never comes back. remove() keeps the member's id in
+`removed`: the old data_dir's datagrams still on the wire (delayed, duplicated, or a
+removed node still running) must never be recorded as the id of the member added
+again under the same name, nor count for it (etcd keeps removed ids the same way).
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ class Member:
 class Config:
     members: tuple = ()
     index: int = 0            # the entry it was applied from; 0: the base
+    removed: frozenset = frozenset()   # Rule 3: ids of removed members, forever
 
     @classmethod
     def of(cls, names, witnesses=(), index: int = 0) -> "Config":
@@ -69,12 +74,19 @@ class Config:
                                    str(m.get("id", ""))) for m in d["members"])
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"not a configuration: {e!r}")
-        cfg = cls(tuple(sorted(members, key=lambda m: m.name)), index)
+        try:
+            removed = frozenset(str(i) for i in d.get("removed", ()))
+        except TypeError as e:
+            raise ValueError(f"not a configuration: {e!r}")
+        cfg = cls(tuple(sorted(members, key=lambda m: m.name)), index, removed)
         cfg.check()
         return cfg
 
     def to_dict(self) -> dict:
-        return {"members": [m.to_dict() for m in self.members]}
+        d = {"members": [m.to_dict() for m in self.members]}
+        if self.removed:
+            d["removed"] = sorted(self.removed)
+        return d
 
     def check(self) -> None:
         names = [m.name for m in self.members]
@@ -135,10 +147,13 @@ class Config:
             raise ChangeRefused(f"{name} is not a member")
         if m.role != LEARNER and len(self.voters) == 1:
             raise ChangeRefused(f"{name} is the last voter")
-        return self._with(tuple(x for x in self.members if x.name != name))
+        return self._with(tuple(x for x in self.members if x.name != name),
+                          self.removed | {m.id} if m.id else self.removed)
 
     def with_id(self, name: str, id_: str) -> "Config":
         """The same members, name's id recorded (changes no vote)."""
+        if id_ in self.removed:
+            raise ChangeRefused(f"member id {id_} was removed (Rule 3)")
         return self._with(tuple(replace(x, id=id_) if x.name == name else x
                                 for x in self.members))
 
@@ -152,8 +167,9 @@ class Config:
                 ",".join(sorted(self.voters)).encode())
         return d
 
-    def _with(self, members) -> "Config":
-        new = Config(tuple(sorted(members, key=lambda m: m.name)), self.index)
+    def _with(self, members, removed=None) -> "Config":
+        new = Config(tuple(sorted(members, key=lambda m: m.name)), self.index,
+                     self.removed if removed is None else removed)
         new.check()
         if len(set(self.voters) ^ set(new.voters)) > 1:
             raise ChangeRefused("a change may add or remove one voter at a time")

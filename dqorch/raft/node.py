@@ -221,7 +221,8 @@ class RaftNode:
         self.snapshot_failures = 0
         self.snapshot_error: str | None = None
         self.stats = {"elections": 0, "leader_changes": 0, "bad_messages": 0,
-                      "inbox_full": 0, "wrong_member_id": 0, "other_members": 0}
+                      "inbox_full": 0, "wrong_member_id": 0, "other_members": 0,
+                      "removed_member_id": 0}
         self.contact: dict[str, float] = {}   # peer -> monotonic time last heard from
         self.no_leader_since = time.monotonic()
         self._stopped = False
@@ -599,6 +600,8 @@ class RaftNode:
         if self._force_config and not self._forced_written:
             log.warning("configuration in the log ignored (forced) index=%d members=%s",
                         index, ",".join(new.names))
+            # Its removed ids stay removed (membership.py Rule 3).
+            self.config = replace(self.config, removed=self.config.removed | new.removed)
             return {"config": self.config.to_dict(), "index": self.config.index}
         old, self.config = self.config, new
         log.info("configuration applied index=%d voters=%s learners=%s%s", index,
@@ -663,6 +666,16 @@ class RaftNode:
         then on the log's is the one in force, and the file's lists are only where
         to find the cluster."""
         member = self.config.get(m.frm)
+        if m.sid and m.sid in self.config.removed:
+            # membership.py Rule 3: a removed data_dir's datagram, late or still sent.
+            self.stats["removed_member_id"] += 1
+            if (m.frm, m.sid) not in self._refused:
+                self._refused.add((m.frm, m.sid))
+                log.warning("messages refused member=%s member_id=%s: that data_dir was "
+                            "removed from the cluster; a member added again under this "
+                            "name starts from an empty data_dir (docs/CLUSTER.md)",
+                            m.frm, m.sid)
+            return False
         if member is not None and member.id and m.sid != member.id and m.type in _COUNTS:
             self.stats["wrong_member_id"] += 1
             if (m.frm, m.sid) not in self._refused:

@@ -297,3 +297,48 @@ def test_a_member_whose_data_dir_was_emptied_never_counts_as_the_old_one(cluster
         lead.propose(reg("after", T0), timeout_s=0.5)
     assert lead.stats["wrong_member_id"] > 0
     assert "after" not in wiped.state.jobs and "before" not in wiped.state.jobs
+
+
+def test_a_removed_data_dirs_late_datagrams_never_count_for_the_member_added_again(
+        cluster, tmp_path):
+    """Found by the fault campaign (seed 20261211): c replaced under its own name, the
+    old c's acknowledgement still in flight (a delaying network) reached the leader
+    after the new c was added. The leader recorded the old id for the new member,
+    counted the old acknowledgement as caught up, and refused the real new c for good:
+    a voter that could never vote. A removed id is kept (membership.py Rule 3), so the
+    late datagram is dropped and the new c's own id is the one recorded."""
+    import shutil
+    from dqorch.raft import wire
+    nodes = cluster()
+    lead = leader_of(nodes)
+    assert lead.propose(reg("before", T0))["outcome"] == "created"
+    wait(lambda: all(m.id for m in lead.config.members), "the leader records every id")
+    c = next(n for n in nodes.values() if n is not lead)
+    name = c.node_name
+    c.stop(timeout_s=1)
+    cfg = change(lead, lambda k: k.remove(name))
+    assert cfg.removed == {f"id-{name}"}
+    cfg = change(lead, lambda k: k.add(M.Member(name, M.LEARNER)))
+    assert cfg.get(name).id == ""
+    stale = C.Message(C.APPEND_RESP, frm=name, to=lead.node_name, term=lead.core.term,
+                      index=lead.core.last_index())
+    lead.receive(name, wire.encode(stale, f"id-{name}"))
+    gevent.sleep(0.1)
+    assert lead.stats["removed_member_id"] == 1
+    assert lead.config.get(name).id == ""
+    assert lead.core.progress[name].match == 0            # not caught up on its word
+    with pytest.raises(M.ChangeRefused):
+        lead.change_members(lambda k: k.promote(name))
+    shutil.rmtree(tmp_path / name)
+    (tmp_path / name).mkdir()
+    new = RaftNode(RaftLog(str(tmp_path / name), SNAPSHOTS), name, fsm=JobFSM(),
+                   snapshot_entries=10**6, now_ms=lambda: T0, fsync=lambda fd: None,
+                   config=M.Config.of([n for n in nodes if n != name]), member_id="id-new",
+                   tick_s=0.01, election_ticks=10, rng=random.Random(7))
+    new._cut, new.send = False, c.send
+    nodes[name] = new
+    new.start()
+    wait(lambda: lead.config.get(name).id == "id-new", "the new c's id recorded")
+    wait(lambda: "before" in new.state.jobs, "the new c caught up")
+    assert change(lead, lambda k: k.promote(name)).get(name).role == M.VOTER
+    assert lead.stats["wrong_member_id"] == 0

@@ -534,6 +534,29 @@ class FaultCluster(Cluster):
         finally:
             self.replacing.discard(name)
 
+    def id_mismatches(self, lead: NodeProc) -> list:
+        """Violations of "the configuration names the data_dirs that run": each member
+        the leader's configuration records an id for holds that id in its data_dir
+        (identity.json). A replacement whose id was recorded wrong is a voter that can
+        never vote (membership.py Rule 3 found it)."""
+        code, st = lead.client().call("GET", "/api/cluster/status")
+        if code != 200:
+            return [("member_id_mismatch", None, f"no cluster status: {code}")]
+        out = []
+        for m in st["members"]:
+            node = self.nodes.get(m["node"])
+            if node is None or node is lead or not m.get("id"):
+                continue
+            path = Path(node.cfg["data_dir"]) / "identity.json"
+            try:
+                real = json.loads(path.read_text())["member_id"]
+            except (OSError, ValueError, KeyError) as e:
+                real = f"unreadable ({e!r})"
+            if real != m["id"]:
+                out.append(("member_id_mismatch", None, f"{m['node']} ({m['member']}): "
+                            f"configured id {m['id']}, its data_dir's {real}"))
+        return out
+
     def fill_disk(self, name: str) -> bool:
         if name not in self.disks or name in self.full:
             return False

@@ -124,6 +124,7 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
                        for cut in c.log_cuts if cut["outcome"] != "refused"]
         # A member replaced as docs/CLUSTER.md says must end a voter again, whatever
         # else failed meanwhile (each step is retried for two minutes).
+        violations += c.id_mismatches(lead)
         violations += [("replace_incomplete", None, f"{r['name']}: {r['outcome']} after "
                         f"{r['steps']}") for r in c.replaced if r["outcome"] != "replaced"]
         statuses: dict = {}
