@@ -71,6 +71,10 @@ TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
 #     of an earlier attempt redelivered or published again looks like the current one
 #     (a cluster's new leader holds its first publishes for an election timeout, so
 #     that the last leader's deliveries report `running` first: dispatch.py Rule 5).
+#     Decided, not a wrong answer: such a delivery whose `running` comes after the retry
+#     was made is a whole run of the same job begun after it, so it is the retry's run,
+#     and the retry, no longer pending, is not published again (DESIGN-NOTES,
+#     Publishing).
 #   - the Java worker's `completed` overtaking its `running` on a new attempt, when it
 #     ended the earlier attempt the same way: taken for a repeat; its `running` then
 #     binds the attempt, which runs into its execution timeout and is retried.

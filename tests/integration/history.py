@@ -55,8 +55,9 @@ printed with the whole story of its job:
   (the workers put their worker id and the message's x-dq-attempt in each result):
   never a late report of an earlier attempt, e.g. of a "slow" job whose timed-out
   attempt reports after the same worker took the retry. Only jobs whose messages were
-  each delivered once and registered once (the node cannot tell a redelivered old
-  message from a new one: jobs.py, "Attempts").
+  each delivered once, each attempt published once, and registered once: a delivery
+  redelivered or published again that starts after the retry is made is a whole run of
+  the job, and the node takes it for the retry's (jobs.py, "Attempts").
 - message: each job message has message_id == body id, x-dq-attempt == body
   retry_count <= max_retries; and for one job, a message of a later attempt never
   carries a lower x-dq-term than a message of an earlier attempt (a leader of term t
@@ -482,10 +483,17 @@ def _result_attempts(hist: History, accepted, live: dict, regs: dict) -> list:
     """result_attempt: a completed job holds the result of the attempt that completed
     it (its worker's report of that delivery), never a late report of an earlier one.
     Sound only where the node can know: a job whose every message was delivered once
-    (no redelivery, no give-up nacked back), registered once, whose terminal reports
-    were never resent after an unknown outcome."""
+    (no redelivery, no give-up nacked back), no attempt published twice (a broker cut
+    or a fail-over: at least once), registered once, whose terminal reports were never
+    resent after an unknown outcome."""
     v = []
     redelivered = {m["message_id"] for m in hist.msgs if m["redelivered"]}
+    seen: set = set()
+    for m in hist.msgs:
+        key = (m["message_id"], m["attempt"])
+        if key in seen:
+            redelivered.add(m["message_id"])          # published twice: the same case
+        seen.add(key)
     gave_up = {jid for _, jid, _ in hist.notes}
     resent = _terminal_reports_resent_after_an_unknown_outcome(hist)
     for job in sorted(accepted):

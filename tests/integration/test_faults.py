@@ -383,6 +383,19 @@ def test_a_late_result_is_excused_only_when_its_report_was_resent_after_an_unkno
     assert H.check(h) == []
 
 
+def test_a_late_result_is_excused_when_its_attempt_was_published_twice():
+    """A second publish of attempt 0 (a broker cut, a fail-over) whose run starts after
+    the retry is made is a whole run of the job, taken for the retry's (jobs.py,
+    "Attempts"), like a redelivery: excused. Once published: caught."""
+    h = _good_history()
+    h.msgs.append(dict(h.msgs[0], t=2.5, attempt=1, retry_count=1))
+    for jobs in h.final.values():
+        jobs["x"]["retry_count"] = 1
+    assert [n for n, _j, _m in H.check(h)] == ["result_attempt"]
+    h.msgs.append(dict(h.msgs[0], t=2.6))
+    assert H.check(h) == []
+
+
 def test_a_member_emptied_under_its_old_name_loses_no_acknowledged_job(
         tmp_path_factory, clean_queues):
     """Issue 27's scenario, rerun: a follower's data_dir emptied and the member started

@@ -166,3 +166,21 @@ def test_f6b_a_run_lost_with_a_worker_that_stopped_heartbeating_costs_one_timeou
     assert st.jobs["j1"]["status"] == "running"
     at = time_out_and_complete_on_w1(st, (1,), T0 + 111_000, 61_000)
     assert st.jobs["j1"]["status"] == "completed", jobs.why(st.jobs["j1"], at, None, 1)
+
+
+# F9. Attempt 1 published twice (a broker cut, a fail-over); the first delivery fails
+# on w1 into attempt 2, then the second delivery reaches w1 before attempt 2 is
+# published (fault seed 20261210). Decided (jobs.py, "Attempts"): a run begun after the
+# retry was made is the retry's run. The job runs on it and completes with its result;
+# attempt 2, no longer pending, is never published as well, so one run per attempt.
+def test_f9_a_second_delivery_that_starts_after_the_retry_is_made_is_the_retrys_run():
+    st = running_job(maxRetries=3)
+    run(st, fail("j1", T0 + 10, worker="w1", errorMessage="boom"))
+    assert st.jobs["j1"]["status"] == "pending" and st.jobs["j1"].attempt == 1
+    assert run(st, rep("j1", "running", T0 + 11, worker="w1"))["outcome"] == "updated"
+    j = st.jobs["j1"]
+    assert (j["status"], j["worker_id"], j.attempt) == ("running", "w1", 1)
+    assert "j1" not in st.by_status["pending"]             # the publisher's source
+    run(st, rep("j1", "completed", T0 + 12, worker="w1", result={"n": 2}))
+    j = st.jobs["j1"]
+    assert (j["status"], j["retry_count"], j.get("error_message")) == ("completed", 1, None)
