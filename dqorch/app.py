@@ -521,6 +521,7 @@ class Node:
         st, node, now = self.node.state, self.node, now_ms()
         broker, backlog, w = self.broker, self.dispatcher.backlog(), self.workers.counts()
         dropped = dict(self.cluster.codec.dropped) if self.cluster else {}
+        fragments = dict(self.cluster.codec.stats) if self.cluster else {}
         return {
             "distriqueue_jobs": {(s,): n for s, n in st_mod.counts_by_status(st).items()},
             "distriqueue_queue_jobs": {(q, s): n for q, c in st.queue_counts.items()
@@ -555,6 +556,7 @@ class Node:
                 ("removed_member_id",): node.stats["removed_member_id"],
                 ("other_members",): node.stats["other_members"],
                 ("inbox_full",): node.stats["inbox_full"]},
+            "distriqueue_raft_fragments_total": {(k,): n for k, n in fragments.items()},
             "distriqueue_raft_members": {
                 (r,): sum(1 for m in node.config.members if m.role == r) for r in M.ROLES},
             "distriqueue_raft_config_index": node.config.index,

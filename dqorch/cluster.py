@@ -64,7 +64,7 @@ class Cluster:
         self.workers = workers
         self.codec = Codec(cfg.node_name, cfg.cookie, peers, epoch=time.time_ns())
         self.transport = UdpTransport(self.codec, (bind_host(cfg.node_host), cfg.raft_port),
-                                      peers, node.receive)
+                                      peers, node.receive, heard=node.heard)
         node.connect(self.transport.send, {
             xfer.CHUNK_TAG: self._on_chunk, xfer.ACK_TAG: self._on_ack,
             b"W": self._on_digest, "snapshot_out": self._snapshot_out})

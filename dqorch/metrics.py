@@ -119,6 +119,9 @@ LIVE = {
         "Elections this node started and leader changes it saw", ("event",)),
     "distriqueue_raft_messages_dropped_total": (
         "Raft messages dropped, by reason (datagram checks, then decoding)", ("reason",)),
+    "distriqueue_raft_fragments_total": (
+        "Large Raft messages repaired (transport.py Rule 3): NACKs sent, fragments "
+        "resent, NACKs for messages forgotten, partial messages given up", ("event",)),
     "distriqueue_raft_members": (
         "Members of the configuration in force, by place (voter, learner, witness)",
         ("member",)),

@@ -31,13 +31,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-# Message types. Local ones (HUP, BEAT, CHECK_QUORUM, TRANSFER) never cross the
-# network: tick() and the caller step them like any other message. A proposal is not a
-# message: the caller calls propose() or propose_batch() on the leader.
+# Message types. Local ones (HUP, BEAT, CHECK_QUORUM, TRANSFER, CONTACT) never cross
+# the network: tick() and the caller step them like any other message. A proposal is
+# not a message: the caller calls propose() or propose_batch() on the leader.
 HUP = "hup"                     # local: start an election (pre-vote first)
 BEAT = "beat"                   # local, leader: send heartbeats (empty appends)
 CHECK_QUORUM = "check_quorum"   # local, leader: step down without a live majority
 TRANSFER = "transfer"           # local, leader: hand leadership to `to`
+CONTACT = "contact"             # local: part of a message from `frm` arrived (a large
+                                # append in fragments): from the leader, as good as one
+_LOCAL = frozenset((HUP, BEAT, CHECK_QUORUM, TRANSFER, CONTACT))
 PRE_VOTE = "pre_vote"           # would you vote for me at term+1? (term not raised)
 PRE_VOTE_RESP = "pre_vote_resp"
 VOTE = "vote"                   # index/log_term: the candidate's last entry
@@ -496,7 +499,7 @@ class Core:
 
     def step(self, m: Message) -> None:
         """Handle one message: its term first (for every type), then by role."""
-        if m.term > self.term and m.type not in (HUP, BEAT, CHECK_QUORUM, TRANSFER):
+        if m.term > self.term and m.type not in _LOCAL:
             if m.type in (PRE_VOTE, VOTE):
                 # Check-quorum lease: a member that heard from a leader within the
                 # election timeout ignores votes, unless the leader asked (transfer).
@@ -512,7 +515,7 @@ class Core:
                 self._become_follower(m.term, m.frm)
             else:
                 self._become_follower(m.term, None)
-        elif m.term < self.term and m.type not in (HUP, BEAT, CHECK_QUORUM, TRANSFER):
+        elif m.term < self.term and m.type not in _LOCAL:
             if m.type == APPEND:
                 # A deposed leader (or one cut off by check-quorum): tell it the term.
                 self._send(Message(APPEND_RESP, to=m.frm, term=self.term, reject=True,
@@ -521,6 +524,13 @@ class Core:
                 self._send(Message(PRE_VOTE_RESP, to=m.frm, term=self.term, reject=True))
             return
 
+        if m.type == CONTACT:
+            # The leader is sending: a follower whose appends arrive in pieces over a
+            # lossy network hears it as well as one that gets them whole, and neither
+            # campaigns nor grants a vote (the lease) meanwhile.
+            if self.role == FOLLOWER and m.frm == self.lead:
+                self.elapsed = 0
+            return
         if m.type == HUP:
             if self.role != LEADER and self.id in self.voters:
                 self._campaign(PRE_VOTE if self.pre_vote else VOTE)

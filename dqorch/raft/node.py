@@ -224,6 +224,7 @@ class RaftNode:
                       "inbox_full": 0, "wrong_member_id": 0, "other_members": 0,
                       "removed_member_id": 0}
         self.contact: dict[str, float] = {}   # peer -> monotonic time last heard from
+        self._heard_at = 0.0                  # heard(): the last CONTACT stepped
         self.no_leader_since = time.monotonic()
         self._stopped = False
         self._queue: list = []        # (cmd, AsyncResult) not yet handed to the core
@@ -649,6 +650,18 @@ class RaftNode:
             return
         if self._accept(m):
             self.step_later(m)
+
+    def heard(self, sender: str) -> None:
+        """From the transport (in the hub): part of a message from sender arrived, the
+        rest still on its way (transport.py Rule 3). The leader's is contact: the core
+        restarts its election timer (core.CONTACT), at most once a tick."""
+        now = time.monotonic()
+        self.contact[sender] = now
+        core = self.core
+        if core is not None and sender == core.lead and core.role == C.FOLLOWER \
+                and now - self._heard_at >= self.tick_s:
+            self._heard_at = now
+            self.step_later(C.Message(C.CONTACT, frm=sender))
 
     def _accept(self, m: C.Message) -> bool:
         """Membership's checks on a message, before the core sees it.

@@ -623,7 +623,7 @@ class FaultCluster(Cluster):
                 self.sigcont(victim)
         elif kind in ("drop", "delay", "duplicate"):
             if kind == "drop":
-                self.udp.drop = self.rng.choice((0.1, 0.3, 0.6))
+                self.udp.drop = self.rng.choice((0.02, 0.1, 0.3, 0.6))
                 detail = f"p={self.udp.drop}"
             elif kind == "delay":
                 self.udp.delay_s, self.udp.jitter_s = self.rng.choice(

@@ -86,6 +86,10 @@ CLIENT_TIMEOUT_S = 20.0
 # (a new one's `running` goes at once): the order the node's rules rely on.
 SLOW_P = 0.05
 SLOW_TIMEOUT_S = 1
+# Registers (single ones) of a large job, ~40 datagrams between members: under the
+# `drop` fault they are the appends that arrive only when repaired (transport.py Rule 3).
+LARGE_P = 0.03
+LARGE_BYTES = 50_000
 
 
 class History:
@@ -176,11 +180,13 @@ class Loader:
         self.batch_p = batch_p
         self.done: list = []
 
-    def _job(self, id_: str) -> dict:
+    def _job(self, id_: str, alone: bool = False) -> dict:
         job = {"id": id_, "type": "fault", "priority": self.rng.choice((1, 5, 10)),
                "payload": {"n": id_}, "maxRetries": 2}
         if self.rng.random() < SLOW_P:            # its workers may outlive its timeout
             job.update(type="slow", timeout=SLOW_TIMEOUT_S, maxRetries=3)
+        if alone and self.rng.random() < LARGE_P:
+            job["payload"]["pad"] = "%x" % self.rng.getrandbits(LARGE_BYTES * 4)
         return job
 
     def register(self, ids: list, deadline_s: float = 60) -> list:
@@ -188,7 +194,7 @@ class Loader:
         no answer, as a client of a job server would."""
         deadline = time.monotonic() + deadline_s
         if len(ids) == 1:
-            op, path, body = "register", "/api/jobs/register", self._job(ids[0])
+            op, path, body = "register", "/api/jobs/register", self._job(ids[0], True)
         else:
             op, path, body = "batch", "/api/jobs/batch", {"jobs": [self._job(i) for i in ids]}
         while time.monotonic() < deadline:

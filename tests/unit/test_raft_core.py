@@ -167,6 +167,23 @@ def test_a_vote_is_ignored_within_the_leader_lease():
     assert follower.term == lead.term and follower.vote == "n1"
 
 
+def test_contact_from_the_leader_keeps_a_follower_from_campaigning():
+    """Parts of a large append arriving (transport.py Rule 3) are the leader's contact:
+    the follower whose appends never arrive whole stays in the lease; contact from
+    another member counts for nothing."""
+    nodes = cluster(3)
+    lead = elect(nodes)
+    f = nodes["n2"]
+    for _ in range(5 * f.election_ticks):
+        f.tick()
+        f.step(C.Message(C.CONTACT, frm=lead.id))
+    assert (f.role, f.lead, f.term) == (C.FOLLOWER, lead.id, lead.term)
+    for _ in range(2 * f.election_ticks):
+        f.tick()
+        f.step(C.Message(C.CONTACT, frm="n3"))
+    assert f.role == C.PRE_CANDIDATE
+
+
 def test_leadership_transfer_elects_the_target_without_a_timeout():
     nodes = cluster(3)
     lead = elect(nodes)
