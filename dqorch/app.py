@@ -19,6 +19,7 @@ from .jobs import TERMINAL
 from . import state as st_mod
 from .api import Access, HostCheck, Services, guard, make_app, refuse
 from .broker import Broker
+from .broker_peers import BrokerPeers
 from .dispatch import Dispatcher, Timers, node_view
 from .errors import EXIT_DATA, EXIT_LISTEN, StartupError
 from .forward import Forwarder
@@ -127,6 +128,7 @@ class Node:
                              election_ticks=cfg.raft_election_timeout_ms // cfg.raft_heartbeat_ms,
                              api=advertised_api(cfg))
         self.workers = WorkerTable(cfg.worker_heartbeat_timeout_s, now_ms)
+        self.broker_peers = BrokerPeers(cfg.leader_broker_handover_s, time.monotonic)
         self.rates = Rates(now_ms)        # the console's graph (GET /api/rates)
         self.tls, peer_tls, rabbit_tls = tls_contexts
         if cfg.raft_peers:
@@ -179,7 +181,7 @@ class Node:
     def _make_cluster(self, config: M.Config) -> None:
         from .cluster import Cluster
         self.cluster = Cluster(self.cfg, self.node, self.workers,
-                               self._peer_addresses(config))
+                               self._peer_addresses(config), self.broker_peers)
 
     def _members_changed(self, config: M.Config) -> None:
         """node.on_config: the applied configuration changed. Runs in the commit
@@ -259,6 +261,7 @@ class Node:
         # while a snapshot child shares the pages) to find ~20 unreachable ones.
         gc.freeze()
         _trim_heap()
+        self._broker_on()
         self._timers = gevent.spawn(self._check_timers)
         self.started = True
         log.info("node ready node=%s %s=%s:%d metrics=%d jobs=%d", cfg.node_name,
@@ -354,7 +357,7 @@ class Node:
                     # Rule 5 of dispatch.py: an election timeout's hold.
                     self.dispatcher.start(term, hold_s=0.0 if self.node.alone else
                                           self.cfg.raft_election_timeout_ms / 1000)
-                    self.broker.start()
+                    self._broker_on()         # a follower's connection is kept: warm
                     self._leading = True
                     log.info("side effects started term=%d", term)
                 elif not is_leader and self._leading:
@@ -367,7 +370,16 @@ class Node:
         self._leading = False
         self.timers.stop()
         self.dispatcher.stop()
+        # Closing settles what is in flight (the next leader publishes it again); the
+        # connection is then made again, held open as a follower's (broker_peers.py).
         self.broker.stop(timeout_s=2.0)
+        if not self._stopping:
+            self._broker_on()
+
+    def _broker_on(self) -> None:
+        """Every member but a witness keeps a broker connection (broker_peers.py)."""
+        if not self.cfg.witness and not self.broker.running:
+            self.broker.start()
 
     # Health ################################################################
 
@@ -429,11 +441,8 @@ class Node:
                     "commit_index": node.commit_index},
             "snapshot": {"ok": node.snapshot_error is None, "error": node.snapshot_error,
                          "index": node.log.snapshot_index},
-            "broker": dict(self.broker_status(), ok=self.broker.connected
-                           and self.broker.confirms_overdue() is None)
-            if self._leading or not self.cluster else
-            {"ok": True, "connected": self.broker.connected,
-             "note": "the leader publishes" if not self.cfg.witness else "a witness has no broker"},
+            "broker": dict(self.broker_status(), ok=self._broker_ok())
+            if self._leading or not self.cluster else self._follower_broker_check(),
             "queues": self._queues_check() if self._leading or not self.cluster else
             {"ok": True, "note": "the leader publishes" if not self.cfg.witness
              else "a witness has no broker"},
@@ -449,6 +458,24 @@ class Node:
         if not self.started and node.role != "stopped":
             out["message"] = self.starting_message()
         return code, out
+
+    def _follower_broker_check(self) -> dict:
+        """A follower (or witness): its own connection, which it would publish on if
+        it led (a witness keeps none), and what the leader says of its own."""
+        lead = self.broker_peers.leader_check(self.node.leader)
+        if self.cfg.witness:
+            out = {"ok": lead["ok"] is not False, "note": "a witness has no broker"}
+        else:
+            out = dict(self.broker_status(), ok=self._broker_ok() and lead["ok"] is not False,
+                       note="the leader publishes; this connection is held for when "
+                            "this member leads")
+            if not self._broker_ok() and not out["error"]:
+                out["error"] = "not connected to RabbitMQ: this member could not publish"
+        out["leader"] = lead
+        if lead.get("error"):
+            out["error"] = lead["error"] if not out.get("error") \
+                else f"{out['error']}; {lead['error']}"
+        return out
 
     def _queues_check(self) -> dict:
         """Not ok while a job queue returns its jobs unroutable (dispatch.py)."""
@@ -509,12 +536,37 @@ class Node:
     def _check_timers(self) -> None:
         while True:
             gevent.sleep(CHECK_INTERVAL_S)
+            if not self.cfg.witness:
+                self.broker_peers.own(self._broker_ok())
             if not self._leading:
                 continue              # the leader's work (a witness has none)
             try:
                 self.timers.check()
+                self._maybe_hand_over()
             except Exception:
                 log.exception("timer check failed")
+
+    def _broker_ok(self) -> bool:
+        return self.broker.connected and self.broker.confirms_overdue() is None
+
+    def _maybe_hand_over(self) -> None:
+        """broker_peers.py Rule 2: this leader cannot publish, another member could."""
+        node, config = self.node, self.node.config
+        progress, last = node.progress(), node.log.last_index
+        candidates = sorted(
+            (p for p in config.voters if p != self.cfg.node_name
+             and p not in config.witnesses and p in progress
+             and M.caught_up(progress[p]["match"], last)),
+            key=lambda p: -progress[p]["match"])
+        to = self.broker_peers.handover_to(candidates)
+        if to is None:
+            return
+        log.warning("handing leadership over to=%s: this leader's RabbitMQ connection has "
+                    "been down %.0f s (leader_broker_handover_s=%g) and %s's works; "
+                    "error=%s", to, self.broker_peers.own_for_s(),
+                    self.cfg.leader_broker_handover_s, to,
+                    self.broker.last_error or self.broker.confirms_overdue())
+        gevent.spawn(node.transfer_leadership, self.cfg.raft_election_timeout_ms / 1000, to)
 
     def _gauges(self) -> dict:
         """The values of metrics.LIVE, read now: {name: value or {labels: value}}."""
@@ -528,7 +580,9 @@ class Node:
                                        for s, n in c.items()},
             "distriqueue_workers": {("active",): w["active"],
                                     ("unresponsive",): w["unresponsive"]},
-            "distriqueue_broker_connected": int(broker.connected),
+            # Every member but a witness holds one (broker_peers.py): absent on a witness.
+            "distriqueue_broker_connected": None if self.cfg.witness
+            else int(broker.connected),
             "distriqueue_broker_events_total": {(k,): v for k, v in broker.stats.items()},
             "distriqueue_broker_in_flight": broker.in_flight(),
             "distriqueue_broker_oldest_unconfirmed_seconds": broker.unconfirmed_age_s(),

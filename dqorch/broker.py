@@ -223,6 +223,11 @@ class Broker:
         self._stopping = False
         self._greenlet = gevent.spawn(self._run)
 
+    @property
+    def running(self) -> bool:
+        """Started and not stopped: connected, or trying to be."""
+        return self._greenlet is not None
+
     def stop(self, timeout_s=5.0) -> None:
         """Close the connection and stop reconnecting; waits up to ``timeout_s``.
 

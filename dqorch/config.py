@@ -91,6 +91,7 @@ class Config:
     raft_heartbeat_ms: int = 100  # leader heartbeat, and the tick of every Raft timer
     raft_election_timeout_ms: int = 1000  # silence before an election: random in [this, 2x)
     witness: bool = False  # Raft only: votes and stores the log, never a lasting leader
+    leader_broker_handover_s: float = 10.0  # a leader without RabbitMQ this long hands over; 0: never
     api_advertise: str = ""  # host:port peers forward writes to; "": http_host (or node_name's host):http_port
     tls_cert_file: str = ""  # PEM certificate (chain) of the API; with tls_key_file: HTTPS
     tls_key_file: str = ""  # PEM private key of tls_cert_file
@@ -444,6 +445,7 @@ _SPECS: dict[str, Converter] = {
     "raft_heartbeat_ms": _integer(10, 10000),
     "raft_election_timeout_ms": _integer(100, 60000),  # and >= 3 x raft_heartbeat_ms
     "witness": _boolean,
+    "leader_broker_handover_s": _seconds(3600, zero_ok=True),
     "api_advertise": _optional(_host_port),
     "tls_cert_file": _optional(_path),
     "tls_key_file": _optional(_path),

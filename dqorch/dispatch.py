@@ -165,8 +165,12 @@ class Marks:
         delay = min(cap, first * 2 ** (self.failures - 1))
         self.after = self._clock() + delay
         if self.failures == 1:
-            log.error("cannot mark confirms error=%s; retrying with backoff up to %gs",
-                      result.exception, cap)
+            # Leadership lost (a stop, a transfer, a partition) is how a leader's last
+            # marks end, not a fault of this node: the next leader publishes them again.
+            level = logging.WARNING if isinstance(result.exception, NotLeader) \
+                else logging.ERROR
+            log.log(level, "cannot mark confirms error=%s; retrying with backoff up to "
+                    "%gs", result.exception, cap)
 
     def check(self) -> None:
         """M1: no backoff without a failure: failures == 0 <=> after == 0."""

@@ -95,7 +95,9 @@ LIVE = {
     "distriqueue_jobs": ("Jobs held, by status", ("status",)),
     "distriqueue_queue_jobs": ("Jobs held, by queue and status", ("queue", "status")),
     "distriqueue_workers": ("Workers known, by liveness", ("status",)),
-    "distriqueue_broker_connected": ("1 when the RabbitMQ connection is up", ()),
+    "distriqueue_broker_connected": (
+        "1 when the RabbitMQ connection is up (the leader publishes on it; a follower "
+        "holds it for when it leads); absent on a witness", ()),
     "distriqueue_broker_events_total": ("RabbitMQ connection and publish events",
                                         ("event",)),
     "distriqueue_broker_in_flight": ("Messages published, not yet confirmed", ()),
@@ -162,7 +164,7 @@ class LiveGauges:
             if labelnames:
                 for labels, v in values[name].items():
                     g.add_metric(list(labels), v)
-            else:
+            elif values[name] is not None:        # None: no sample (not kept here)
                 g.add_metric([], values[name])
             yield g
 

@@ -23,6 +23,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.integration import history as H  # noqa: E402
+from tests.integration.faults import NoPrivateVhost  # noqa: E402
 from tests.integration.test_faults import campaign  # noqa: E402
 
 
@@ -56,12 +57,16 @@ def main() -> int:
     root = Path(args.keep or tempfile.mkdtemp(prefix="dq-fault-run-"))
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    hist, violations, _c, figures = campaign(
-        Dirs(root), args.minutes * 60, seed, settle_s=args.settle, loaders=args.loaders,
-        workers=args.workers, overlap=args.overlap, disk_mb=args.disk_mb,
-        log=lambda s: print(s, flush=True),
-        **({"worker_heartbeat_timeout_s": args.heartbeat_timeout}
-           if args.heartbeat_timeout else {}))
+    try:
+        hist, violations, _c, figures = campaign(
+            Dirs(root), args.minutes * 60, seed, settle_s=args.settle, loaders=args.loaders,
+            workers=args.workers, overlap=args.overlap, disk_mb=args.disk_mb,
+            log=lambda s: print(s, flush=True),
+            **({"worker_heartbeat_timeout_s": args.heartbeat_timeout}
+               if args.heartbeat_timeout else {}))
+    except NoPrivateVhost as e:
+        print(f"fault-run: {e}", file=sys.stderr)
+        return 2
     text = H.report(hist, violations, stories=20)
     (root / "report.txt").write_text(text + "\n\n" + json.dumps(figures, indent=1, default=str))
     with open(root / "history.jsonl", "w") as f:       # every request and message, raw
@@ -79,6 +84,9 @@ def main() -> int:
     print(f"job messages taken {figures['messages']} (distinct jobs "
           f"{figures['distinct_jobs_in_messages']}), left in queues {figures['left_in_queues']}")
     print(f"udp proxy {figures['udp']}, rabbit proxy {figures['rabbit_proxy']}")
+    cuts = figures["leader_broker_cuts"]
+    print(f"leader-only broker cuts (leadership must move when nothing else goes on) "
+          f"{len(cuts)}, leadership moved {sum(h['moved'] for h in cuts)}")
     print(f"api proxies {figures['api_proxies']}; disk_full {figures['disk_full']}")
     print(f"log cuts (a follower's log cut below its recorded commit: each start must "
           f"be refused) {figures['log_cuts'] or 'none'}")

@@ -39,7 +39,7 @@ from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 
 from tests.integration.conftest import SHARED_PORT, NodeProc  # noqa: E402
-from tests.integration.faults import drop_vhost, private_vhost  # noqa: E402
+from tests.integration.faults import NoPrivateVhost, drop_vhost, private_vhost  # noqa: E402
 from tests.integration.test_conn_flood import rss_kib  # noqa: E402
 from tests.integration.test_openapi import CHECKS, load_schema  # noqa: E402
 
@@ -94,7 +94,11 @@ def main() -> int:
     rng = random.Random(seed)
     root = Path(args.keep or tempfile.mkdtemp(prefix="dq-fuzz-run-"))
     root.mkdir(parents=True, exist_ok=True)
-    vhost = private_vhost()
+    try:
+        vhost = private_vhost()
+    except NoPrivateVhost as e:
+        print(f"fuzz-run: {e}", file=sys.stderr)
+        return 2
     node = NodeProc(root, SHARED_PORT, rabbitmq_vhost=vhost, publish_on_register=False,
                     job_max_retries=1, job_retry_backoff_s=0, job_retention_max=2000,
                     snapshot_entries=1000).start()

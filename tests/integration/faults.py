@@ -262,6 +262,37 @@ class TcpProxy:
         self.cut()
 
 
+class TcpProxies:
+    """One TcpProxy per member in front of the same upstream (`each[name]`), cut or
+    refused all at once like a single one, or one member's alone."""
+
+    def __init__(self, names, upstream: int = SHARED_PORT) -> None:
+        self.each = {name: TcpProxy(upstream) for name in names}
+
+    def cut(self) -> int:
+        return sum(p.cut() for p in self.each.values())
+
+    def refuse(self, seconds: float) -> None:
+        for p in self.each.values():
+            p.refuse(seconds)
+
+    def heal(self) -> None:
+        for p in self.each.values():
+            p.refuse_until = 0.0
+
+    @property
+    def counts(self) -> dict:
+        out: dict = {}
+        for p in self.each.values():
+            for k, v in p.counts.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def close(self) -> None:
+        for p in self.each.values():
+            p.close()
+
+
 def _rabbitmqctl(port: int, *args: str) -> subprocess.CompletedProcess:
     """rabbitmqctl against the broker scripts/rabbitmq-local.sh runs on `port`."""
     env = dict(os.environ, HOME=f"/tmp/dqorch-rabbit-{port}",
@@ -270,17 +301,32 @@ def _rabbitmqctl(port: int, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+class NoPrivateVhost(RuntimeError):
+    """The broker would not give a run a vhost of its own (private_vhost)."""
+
+
 def private_vhost(port: int = SHARED_PORT) -> str:
     """A vhost of our own on the shared broker (other test runs purge and consume the
-    job queues of "/"), guest allowed everything; "/" when it cannot be made."""
+    job queues of "/"), guest allowed everything. NoPrivateVhost when it cannot be made:
+    falling back to "/" let a run's workers take another run's jobs (issue 28 §4)."""
     name = f"dq-faults-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    why = ""
     try:
-        if _rabbitmqctl(port, "add_vhost", name).returncode == 0 and _rabbitmqctl(
-                port, "set_permissions", "-p", name, "guest", ".*", ".*", ".*").returncode == 0:
+        for args in (("add_vhost", name),
+                     ("set_permissions", "-p", name, "guest", ".*", ".*", ".*")):
+            out = _rabbitmqctl(port, *args)
+            if out.returncode != 0:
+                why = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
+                why = why[0]
+                break
+        else:
             return name
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "/"
+    except (OSError, subprocess.SubprocessError) as e:
+        why = repr(e)
+    raise NoPrivateVhost(f"cannot make a vhost of its own on the RabbitMQ at 127.0.0.1:"
+                         f"{port} (rabbitmqctl: {why[:200]}); a run on vhost / would "
+                         f"share job queues with other runs. Use the broker "
+                         f"scripts/rabbitmq-local.sh starts (/tmp/dqorch-rabbit-{port})")
 
 
 def drop_vhost(name: str, port: int = SHARED_PORT) -> None:
@@ -302,7 +348,7 @@ class FaultCluster(Cluster):
         overrides.setdefault("rabbitmq_vhost", self.vhost)
         real = {name: free_port() for name in self.names}
         self.udp = UdpProxy(self.names, real, seed=seed)
-        self.rabbit = TcpProxy(SHARED_PORT)
+        self.rabbit = TcpProxies(self.names)   # one per member: a leader alone cut off
         self.rng = random.Random(seed)
         self.events: list = []
         self.nodes: dict[str, NodeProc] = {}
@@ -313,7 +359,7 @@ class FaultCluster(Cluster):
             cfg = dict(node_name=name, raft_port=real[name], raft_peers=peers,
                        cookie=COOKIE, **overrides)
             node = NodeProc(tmp_path_factory.mktemp(name.split("@")[0]),
-                            self.rabbit.port, **cfg)
+                            self.rabbit.each[name].port, **cfg)
             self.api[name] = TcpProxy(node.http_port)
             node.configure(api_advertise=f"127.0.0.1:{self.api[name].port}")
             if disk_mb and mount_tmpfs(node.cfg["data_dir"], disk_mb):
@@ -325,6 +371,8 @@ class FaultCluster(Cluster):
         self.log_cuts: list = []              # {name, index, commit, outcome, line}
         self.replacing: set = set()           # names being replaced now
         self.replaced: list = []              # {name, outcome, steps}
+        self.handovers: list = []             # {name, moved, alone}: leader_rabbit_cut
+        self.overlap = 1                      # faults at once (the campaign sets it)
 
     def note(self, kind: str, detail: str = "") -> None:
         self.events.append((time.monotonic(), kind, detail))
@@ -557,6 +605,27 @@ class FaultCluster(Cluster):
                             f"configured id {m['id']}, its data_dir's {real}"))
         return out
 
+    def cut_leader_broker(self, name: str) -> None:
+        """leader_rabbit_cut: the leader's connections to RabbitMQ cut and refused (the
+        others' work) for the nodes' leader_broker_handover_s and 4 s more: enough to
+        hand over (broker_peers.py Rule 2). `handovers` records whether leadership left
+        it meanwhile; it must when no other fault overlaps (the checker's
+        broker_handover_missing)."""
+        bound = float(self.nodes[name].cfg.get("leader_broker_handover_s", 10))
+        hold = bound + 4.0
+        proxy = self.rabbit.each[name]
+        proxy.refuse(hold)
+        self.note("leader_rabbit_cut", f"{name} {hold:.0f}s")
+        t0, moved = time.monotonic(), False
+        while time.monotonic() < t0 + hold:
+            gevent.sleep(0.25)
+            lead = self.current_leader()
+            if lead is not None and self.name_of(lead) != name:
+                moved = True
+        proxy.refuse_until = 0.0
+        self.handovers.append({"name": name, "moved": moved, "alone": self.overlap == 1})
+        self.note("leader_rabbit_heal", name)
+
     def fill_disk(self, name: str) -> bool:
         if name not in self.disks or name in self.full:
             return False
@@ -576,7 +645,7 @@ class FaultCluster(Cluster):
         """Every fault undone: network healed, stopped nodes continued, dead restarted,
         disks freed."""
         self.udp.heal()
-        self.rabbit.refuse_until = 0.0
+        self.rabbit.heal()
         for proxy in self.api.values():
             proxy.refuse_until = 0.0
         for name in list(self.full):
@@ -589,7 +658,8 @@ class FaultCluster(Cluster):
 
     # ---- one random fault, held for `hold_s`, then undone
     KINDS = ("kill9", "sigstop_leader", "drop", "delay", "duplicate", "partition",
-             "one_way", "rabbit_cut", "http_cut", "disk_full", "log_cut", "replace")
+             "one_way", "rabbit_cut", "http_cut", "disk_full", "log_cut", "replace",
+             "leader_rabbit_cut")
 
     def random_fault(self, hold_s: float, kinds=KINDS) -> str:
         if not self.disks:
@@ -669,6 +739,10 @@ class FaultCluster(Cluster):
             if self.fill_disk(victim):
                 gevent.sleep(hold_s * 2)
                 self.free_disk(victim)
+        elif kind == "leader_rabbit_cut":
+            lead = self.current_leader()
+            if lead is not None:
+                self.cut_leader_broker(self.name_of(lead))
         elif kind == "rabbit_cut":
             n = self.rabbit.cut()
             self.note("rabbit_cut", f"{n} connections")

@@ -33,7 +33,10 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
     disk_mb: each node's data_dir a tmpfs of this size, for the disk_full fault (root
     only; elsewhere that fault is left out and figures["disk_full"] says so)."""
     rng = random.Random(seed)
+    # A leader cut off from RabbitMQ hands over after this (leader_rabbit_cut).
+    node_overrides.setdefault("leader_broker_handover_s", 2)
     c = FaultCluster(tmp_path_factory, 3, seed=seed, disk_mb=disk_mb, **node_overrides)
+    c.overlap = overlap
     hist = H.History()
     figures: dict = {"seed": seed, "vhost": c.vhost,
                      "disk_full": "on" if c.disks else "off (no tmpfs: needs root)"}
@@ -125,6 +128,10 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
         # A member replaced as docs/CLUSTER.md says must end a voter again, whatever
         # else failed meanwhile (each step is retried for two minutes).
         violations += c.id_mismatches(lead)
+        # A leader alone cut off from RabbitMQ, nothing else going on, hands over.
+        violations += [("broker_handover_missing", None, f"{h['name']} kept leading "
+                        f"without RabbitMQ past leader_broker_handover_s")
+                       for h in c.handovers if h["alone"] and not h["moved"]]
         violations += [("replace_incomplete", None, f"{r['name']}: {r['outcome']} after "
                         f"{r['steps']}") for r in c.replaced if r["outcome"] != "replaced"]
         statuses: dict = {}
@@ -140,6 +147,7 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
                        answers=codes, messages=len(hist.msgs),
                        distinct_jobs_in_messages=len({m["message_id"] for m in hist.msgs}),
                        udp=dict(c.udp.counts), rabbit_proxy=dict(c.rabbit.counts),
+                       leader_broker_cuts=list(c.handovers),
                        api_proxies={n: dict(p.counts) for n, p in c.api.items()},
                        slowest_requests_s=sorted(
                            (round(r["t1"] - r["t0"], 2) for r in hist.http), reverse=True)[:5],
@@ -473,3 +481,11 @@ def test_the_replace_fault_follows_the_documented_procedure_and_keeps_every_job(
         assert "member id made" in member.log_path.read_text()   # a new member, not the old
     finally:
         c.stop()
+
+
+def test_a_run_that_cannot_make_its_own_vhost_stops_with_one_message():
+    """Issue 28 §4: fault-run.py against a broker it cannot administer fell back to
+    vhost "/" and its workers took another run's jobs."""
+    from .faults import NoPrivateVhost, free_port, private_vhost
+    with pytest.raises(NoPrivateVhost, match="cannot make a vhost of its own"):
+        private_vhost(free_port())

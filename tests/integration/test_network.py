@@ -39,3 +39,76 @@ def test_large_jobs_through_a_follower_commit_at_10_percent_loss_without_electio
         assert c.udp.counts["dropped"] > 0
     finally:
         c.stop()
+
+
+def _queued(node, ids) -> bool:
+    from .conftest import all_jobs
+    try:
+        status = {j["id"]: j["status"] for j in all_jobs(node.client())}
+    except (OSError, AssertionError):
+        return False
+    return all(status.get(i) == "queued" for i in ids)
+
+
+def test_a_leader_cut_off_from_rabbitmq_hands_over_to_a_member_that_is_not(
+        tmp_path_factory, clean_queues):
+    """Issue 28 §3: the leader's broker connections cut while the followers could
+    still reach RabbitMQ; leadership stayed put for 88 s with every register pending,
+    and every member's health said all was well. Now every member holds a connection
+    and says whether it works; the leader hands over after leader_broker_handover_s,
+    and the member it was is honest about its own connection meanwhile."""
+    from .broker_fixtures import wait_until
+    c = FaultCluster(tmp_path_factory, 3, seed=283, leader_broker_handover_s=2)
+    try:
+        c.start()
+        lead = c.wait_leader()
+        name = c.name_of(lead)
+        for node in c.nodes.values():
+            node.wait_healthy(30)              # followers too: their connections work
+        c.rabbit.each[name].refuse(600)
+        ids = [f"cut-{i}" for i in range(20)]
+        for i in ids:
+            assert lead.client().call("POST", "/api/jobs/register", {"id": i})[0] == 202
+        new = c.wait_leader(timeout_s=30)
+        wait_until(lambda: c.name_of(c.wait_leader()) != name, 30, 0.2,
+                   "leadership left the member cut off from RabbitMQ\n" + lead.log_tail())
+        new = c.wait_leader()
+        wait_until(lambda: _queued(new, ids), 30, 0.2, "the jobs published by the new leader")
+        assert "handing leadership over" in lead.log_path.read_text()
+        code, body = lead.health()                 # a follower now, still cut off
+        assert code == 200 and body["status"] == "degraded", body
+        assert body["checks"]["broker"]["ok"] is False, body["checks"]["broker"]
+        code, body = new.health()
+        assert body["status"] == "healthy", body
+    finally:
+        c.stop()
+
+
+def test_followers_say_when_the_leader_cannot_publish(tmp_path_factory, clean_queues):
+    """Issue 28 §3, with the handover off (leader_broker_handover_s 0): the followers'
+    health says degraded, naming the leader that cannot publish, instead of "the leader
+    publishes"; the metrics port's /health stays a liveness probe (200)."""
+    from .broker_fixtures import wait_until
+    c = FaultCluster(tmp_path_factory, 3, seed=284, leader_broker_handover_s=0)
+    try:
+        c.start()
+        lead = c.wait_leader()
+        name = c.name_of(lead)
+        follower = next(n for n in c.nodes.values() if n is not lead)
+        follower.wait_healthy(30)
+        c.rabbit.each[name].refuse(600)
+
+        def says_so():
+            body = follower.health()[1]
+            err = body["checks"]["broker"].get("error") or ""
+            return body["status"] == "degraded" and name in err and "cannot publish" in err
+        wait_until(says_so, 30, 0.2, "the follower says the leader cannot publish")
+        assert c.name_of(c.wait_leader()) == name            # 0: never hands over
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{follower.metrics_port}/health",
+                                    timeout=5) as r:
+            assert r.status == 200
+        c.rabbit.each[name].refuse_until = 0.0
+        follower.wait_healthy(30)
+    finally:
+        c.stop()

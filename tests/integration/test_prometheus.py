@@ -153,6 +153,19 @@ tests:
         alertname: DqorchSnapshotsFailing
         exp_alerts: [{exp_labels: {severity: warning, job: dqorch, instance: a, outcome: failed}}]
 
+  - name: a follower holds its broker connection; a witness exports none; a leader cut off alerts
+    interval: 15s
+    input_series:
+      - {series: 'distriqueue_raft_is_leader{job="dqorch",instance="l"}', values: '1x20'}
+      - {series: 'distriqueue_broker_connected{job="dqorch",instance="l"}', values: '1 0x20'}
+      - {series: 'distriqueue_raft_is_leader{job="dqorch",instance="f"}', values: '0x20'}
+      - {series: 'distriqueue_broker_connected{job="dqorch",instance="f"}', values: '1x20'}
+      - {series: 'distriqueue_raft_is_leader{job="dqorch",instance="w"}', values: '0x20'}
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: DqorchBrokerDisconnected
+        exp_alerts: [{exp_labels: {severity: critical, job: dqorch, instance: l}}]
+
   - name: a growing publish backlog and old pending jobs; a steady backlog is fine
     interval: 15s
     input_series:
@@ -161,6 +174,9 @@ tests:
       - {series: 'distriqueue_oldest_job_age_seconds{job="dqorch",instance="a",queue="job.low",status="pending"}', values: '0+15x80'}
       - {series: 'distriqueue_oldest_job_age_seconds{job="dqorch",instance="a",queue="job.low",status="queued"}', values: '0+15x80'}
       - {series: 'distriqueue_oldest_job_age_seconds{job="dqorch",instance="a",queue="job.high",status="pending"}', values: '2x80'}
+      - {series: 'distriqueue_raft_is_leader{job="dqorch",instance="a"}', values: '1x80'}
+      - {series: 'distriqueue_oldest_job_age_seconds{job="dqorch",instance="f",queue="job.low",status="pending"}', values: '0+15x80'}
+      - {series: 'distriqueue_raft_is_leader{job="dqorch",instance="f"}', values: '0x80'}
     alert_rule_test:
       - {eval_time: 4m, alertname: DqorchPublishBacklogGrowing, exp_alerts: []}
       - eval_time: 12m
