@@ -132,6 +132,15 @@ PYEOF
 run_tests() {
   deps
   scripts/prometheus-local.sh install    # promtool and prometheus for the metrics tests
+  if ! command -v faketime >/dev/null; then   # a skewed clock for tests/integration/test_clock_skew.py
+    if [ "$(id -u)" = 0 ]; then
+      apt-get install -y -qq --no-install-recommends faketime >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends faketime >/dev/null; } \
+        || echo "build-orchestrator: warning: apt-get install faketime failed; the clock skew tests will be skipped" >&2
+    else
+      echo "build-orchestrator: warning: no faketime (apt-get install faketime); the clock skew tests will be skipped" >&2
+    fi
+  fi
   scripts/browser-local.sh || echo "build-orchestrator: warning: no Chromium; the console's" \
     "browser tests will be skipped" >&2
   RABBIT_PORT=${DQ_TEST_RABBIT_PORT:-5672} scripts/rabbitmq-local.sh start

@@ -19,7 +19,8 @@ from .jobs import TERMINAL
 from . import state as st_mod
 from .api import Access, HostCheck, Services, guard, make_app, refuse
 from .broker import Broker
-from .broker_peers import BrokerPeers
+from .clock import ClusterClock
+from .peer_news import PeerNews
 from .dispatch import Dispatcher, Timers, node_view
 from .errors import EXIT_DATA, EXIT_LISTEN, StartupError
 from .forward import Forwarder
@@ -91,10 +92,6 @@ def _trim_heap() -> None:
         pass
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 
 
 class Node:
@@ -105,7 +102,10 @@ class Node:
         """tls_contexts: tls.contexts(cfg), built before anything is opened.
         membership: "" , "accept", "force-new-cluster" (members.py) or "join" (wait to
         be added to the cluster raft_peers belong to)."""
-        self.now_ms = now_ms
+        # The cluster's time (clock.py): every stamp and duration, never this member's
+        # wall clock alone. Alone, it is the wall clock.
+        self.clock = ClusterClock()
+        self.now_ms = now_ms = self.clock.now_ms
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)   # jobs' payloads: ours only
         self._lock_fd = _lock_data_dir(cfg.data_dir)
         self.cfg = cfg = check_members(cfg, "" if membership == "join" else membership)
@@ -128,7 +128,8 @@ class Node:
                              election_ticks=cfg.raft_election_timeout_ms // cfg.raft_heartbeat_ms,
                              api=advertised_api(cfg))
         self.workers = WorkerTable(cfg.worker_heartbeat_timeout_s, now_ms)
-        self.broker_peers = BrokerPeers(cfg.leader_broker_handover_s, time.monotonic)
+        self.peer_news = PeerNews(cfg.leader_broker_handover_s,
+                                  int(cfg.max_clock_skew_s * 1000), time.monotonic)
         self.rates = Rates(now_ms)        # the console's graph (GET /api/rates)
         self.tls, peer_tls, rabbit_tls = tls_contexts
         if cfg.raft_peers:
@@ -167,6 +168,7 @@ class Node:
         self._want_lead: tuple | None = None
         self._lead_wake = gevent.event.Event()
         self._lead_loop = None
+        self._clock_ok = True             # _watch_clock's last word
 
     def new_id(self) -> str:
         return str(uuid.uuid4())
@@ -181,7 +183,7 @@ class Node:
     def _make_cluster(self, config: M.Config) -> None:
         from .cluster import Cluster
         self.cluster = Cluster(self.cfg, self.node, self.workers,
-                               self._peer_addresses(config), self.broker_peers)
+                               self._peer_addresses(config), self.peer_news, self.clock)
 
     def _members_changed(self, config: M.Config) -> None:
         """node.on_config: the applied configuration changed. Runs in the commit
@@ -277,7 +279,7 @@ class Node:
             broker_down_since=lambda: None if broker.connected
             else broker.disconnected_since_ms,
             why_returned=dispatcher.why_returned, dispatch_backlog=dispatcher.backlog,
-            new_id=self.new_id, now_ms=now_ms)
+            new_id=self.new_id, now_ms=self.now_ms)
 
     def starting_message(self) -> str:
         return f"starting: {self.node.start_phase}; this node serves once it is done"
@@ -371,13 +373,13 @@ class Node:
         self.timers.stop()
         self.dispatcher.stop()
         # Closing settles what is in flight (the next leader publishes it again); the
-        # connection is then made again, held open as a follower's (broker_peers.py).
+        # connection is then made again, held open as a follower's (peer_news.py).
         self.broker.stop(timeout_s=2.0)
         if not self._stopping:
             self._broker_on()
 
     def _broker_on(self) -> None:
-        """Every member but a witness keeps a broker connection (broker_peers.py)."""
+        """Every member but a witness keeps a broker connection (peer_news.py)."""
         if not self.cfg.witness and not self.broker.running:
             self.broker.start()
 
@@ -422,7 +424,7 @@ class Node:
                 "caught_up": None if prog is None or last is None
                 else M.caught_up(prog["match"], last)})
         return {"node": self.cfg.node_name, "leader": raft["leader"], "term": raft["term"],
-                "members": members, "config_index": config.index, "timestamp": now_ms()}
+                "members": members, "config_index": config.index, "timestamp": self.now_ms()}
 
     def broker_status(self) -> dict:
         b = self.broker
@@ -443,6 +445,7 @@ class Node:
                          "index": node.log.snapshot_index},
             "broker": dict(self.broker_status(), ok=self._broker_ok())
             if self._leading or not self.cluster else self._follower_broker_check(),
+            "clock": self._clock_check(),
             "queues": self._queues_check() if self._leading or not self.cluster else
             {"ok": True, "note": "the leader publishes" if not self.cfg.witness
              else "a witness has no broker"},
@@ -453,7 +456,7 @@ class Node:
             status, code = "healthy", 200
         else:
             status, code = "degraded", 200
-        out = {"status": status, "node": self.cfg.node_name, "timestamp": now_ms(),
+        out = {"status": status, "node": self.cfg.node_name, "timestamp": self.now_ms(),
                "checks": checks}
         if not self.started and node.role != "stopped":
             out["message"] = self.starting_message()
@@ -462,9 +465,10 @@ class Node:
     def _follower_broker_check(self) -> dict:
         """A follower (or witness): its own connection, which it would publish on if
         it led (a witness keeps none), and what the leader says of its own."""
-        lead = self.broker_peers.leader_check(self.node.leader)
+        lead = self.peer_news.leader_check(self.node.leader)
         if self.cfg.witness:
-            out = {"ok": lead["ok"] is not False, "note": "a witness has no broker"}
+            out = dict(self.broker_status(), ok=lead["ok"] is not False,
+                       note="a witness has no broker")
         else:
             out = dict(self.broker_status(), ok=self._broker_ok() and lead["ok"] is not False,
                        note="the leader publishes; this connection is held for when "
@@ -537,7 +541,8 @@ class Node:
         while True:
             gevent.sleep(CHECK_INTERVAL_S)
             if not self.cfg.witness:
-                self.broker_peers.own(self._broker_ok())
+                self.peer_news.own(self._broker_ok())
+            self._watch_clock()
             if not self._leading:
                 continue              # the leader's work (a witness has none)
             try:
@@ -546,11 +551,37 @@ class Node:
             except Exception:
                 log.exception("timer check failed")
 
+    def _clock_check(self) -> dict:
+        skew = self.clock.skew_ms()
+        out = {"ok": abs(skew) <= self.cfg.max_clock_skew_s * 1000,
+               "skew_s": round(skew / 1000, 3), "members_heard": self.clock.peers_heard()}
+        if not out["ok"]:
+            out["error"] = (f"this member's wall clock is {skew / 1000:+.1f} s off the "
+                            f"cluster's time (the median of the members' clocks; "
+                            f"max_clock_skew_s={self.cfg.max_clock_skew_s:g}): stamps and "
+                            f"timers use the cluster's time; fix this machine's clock (NTP)")
+        return out
+
+    def _watch_clock(self) -> None:
+        """One line when this member's clock goes off the cluster's time, one when back."""
+        check = self._clock_check()
+        if check["ok"] != self._clock_ok:
+            self._clock_ok = check["ok"]
+            if check["ok"]:
+                log.info("wall clock back within the cluster's time skew_s=%.3f",
+                         check["skew_s"])
+            else:
+                log.warning("wall clock off the cluster's time skew_s=%.1f members_heard=%d "
+                            "max_clock_skew_s=%g; stamps and timers use the cluster's "
+                            "time, and this member hands leadership over", check["skew_s"],
+                            check["members_heard"], self.cfg.max_clock_skew_s)
+
     def _broker_ok(self) -> bool:
         return self.broker.connected and self.broker.confirms_overdue() is None
 
     def _maybe_hand_over(self) -> None:
-        """broker_peers.py Rule 2: this leader cannot publish, another member could."""
+        """peer_news.py Rules 2 and 3: this leader cannot publish, or its clock is off,
+        and another member could lead better."""
         node, config = self.node, self.node.config
         progress, last = node.progress(), node.log.last_index
         candidates = sorted(
@@ -558,19 +589,26 @@ class Node:
              and p not in config.witnesses and p in progress
              and M.caught_up(progress[p]["match"], last)),
             key=lambda p: -progress[p]["match"])
-        to = self.broker_peers.handover_to(candidates)
-        if to is None:
+        skew = self.clock.skew_ms() if not self.node.alone else 0
+        found = self.peer_news.handover_to(candidates, skew)
+        if found is None:
             return
-        log.warning("handing leadership over to=%s: this leader's RabbitMQ connection has "
-                    "been down %.0f s (leader_broker_handover_s=%g) and %s's works; "
-                    "error=%s", to, self.broker_peers.own_for_s(),
-                    self.cfg.leader_broker_handover_s, to,
-                    self.broker.last_error or self.broker.confirms_overdue())
+        to, why = found
+        if why == "clock":
+            log.warning("handing leadership over to=%s: this member's wall clock is %.1f s "
+                        "off the cluster's time (max_clock_skew_s=%g) and %s's is not",
+                        to, skew / 1000, self.cfg.max_clock_skew_s, to)
+        else:
+            log.warning("handing leadership over to=%s: this leader's RabbitMQ connection "
+                        "has been down %.0f s (leader_broker_handover_s=%g) and %s's "
+                        "works; error=%s", to, self.peer_news.own_for_s(),
+                        self.cfg.leader_broker_handover_s, to,
+                        self.broker.last_error or self.broker.confirms_overdue())
         gevent.spawn(node.transfer_leadership, self.cfg.raft_election_timeout_ms / 1000, to)
 
     def _gauges(self) -> dict:
         """The values of metrics.LIVE, read now: {name: value or {labels: value}}."""
-        st, node, now = self.node.state, self.node, now_ms()
+        st, node, now = self.node.state, self.node, self.now_ms()
         broker, backlog, w = self.broker, self.dispatcher.backlog(), self.workers.counts()
         dropped = dict(self.cluster.codec.dropped) if self.cluster else {}
         fragments = dict(self.cluster.codec.stats) if self.cluster else {}
@@ -580,7 +618,8 @@ class Node:
                                        for s, n in c.items()},
             "distriqueue_workers": {("active",): w["active"],
                                     ("unresponsive",): w["unresponsive"]},
-            # Every member but a witness holds one (broker_peers.py): absent on a witness.
+            # Every member but a witness holds one (peer_news.py): absent on a witness.
+            "distriqueue_clock_skew_seconds": self.clock.skew_ms() / 1000,
             "distriqueue_broker_connected": None if self.cfg.witness
             else int(broker.connected),
             "distriqueue_broker_events_total": {(k,): v for k, v in broker.stats.items()},

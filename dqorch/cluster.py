@@ -11,8 +11,10 @@ passes the leader every heartbeat it received since its last digest, with its ag
 freshest of each worker's.
 Rule 2: a follower accepts snapshot chunks only from the leader it follows; one
 transfer in at a time (a newer index replaces an older one), one out per peer.
-Rule 3: every member tells every other, every DIGEST_TICKS, whether its broker
-connection works and for how long (b"B"; broker_peers.py decides what it means).
+Rule 3: every member tells every other, every DIGEST_TICKS, its wall clock (clock.py
+makes the cluster's time of it), whether its broker connection works and for how long,
+and how far its clock is from the cluster's time (b"B"; peer_news.py decides what it
+means).
 """
 from __future__ import annotations
 
@@ -59,19 +61,21 @@ def resolve_peers(addresses: dict) -> dict:
 
 
 class Cluster:
-    def __init__(self, cfg, node, workers, peers: dict, broker_peers) -> None:
+    def __init__(self, cfg, node, workers, peers: dict, peer_news, clock) -> None:
         """peers: {name: (host, port)} of every other member, resolved.
-        broker_peers: broker_peers.BrokerPeers, what each member says of its broker."""
+        peer_news: peer_news.PeerNews, what each member says of itself; clock:
+        clock.ClusterClock, which takes each member's wall clock."""
         self.cfg = cfg
         self.node = node
         self.workers = workers
-        self.broker_peers = broker_peers
+        self.peer_news = peer_news
+        self.clock = clock
         self.codec = Codec(cfg.node_name, cfg.cookie, peers, epoch=time.time_ns())
         self.transport = UdpTransport(self.codec, (bind_host(cfg.node_host), cfg.raft_port),
                                       peers, node.receive, heard=node.heard)
         node.connect(self.transport.send, {
             xfer.CHUNK_TAG: self._on_chunk, xfer.ACK_TAG: self._on_ack,
-            b"W": self._on_digest, b"B": self._on_broker_news,
+            b"W": self._on_digest, b"B": self._on_news,
             "snapshot_out": self._snapshot_out})
         self._out: dict[str, xfer.Outgoing] = {}
         self._preparing: set = set()          # peers whose Outgoing is being built
@@ -81,7 +85,7 @@ class Cluster:
         self._digest_mark = 0
         self._loop = None
         self.stats = {"bad_digests": 0, "bad_chunks": 0, "snapshots_sent": 0,
-                      "snapshots_received": 0, "bad_broker_news": 0}
+                      "snapshots_received": 0, "bad_news": 0}
 
     def set_peers(self, peers: dict) -> None:
         """A configuration was applied (resolved {name: (host, port)}): who may send,
@@ -119,7 +123,7 @@ class Cluster:
                 self._send_snapshots()
                 if self._ticks % DIGEST_TICKS == 0:
                     self._send_digest()
-                    self._send_broker_news()
+                    self._send_news()
             except Exception:
                 log.exception("cluster step failed; going on")
 
@@ -152,27 +156,28 @@ class Cluster:
         except (ValueError, KeyError, TypeError, AttributeError, ApiError):
             self.stats["bad_digests"] += 1
 
-    # Broker news (Rule 3) #################################################
+    # News (Rule 3) ########################################################
 
-    def _send_broker_news(self) -> None:
-        bp = self.broker_peers
-        if bp.own_ok is None:
-            return                            # a witness keeps no broker
-        news = b"B" + _dumps({"ok": bp.own_ok,
-                              "for_ms": int(bp.own_for_s() * 1000)}).encode()
+    def _send_news(self) -> None:
+        pn = self.peer_news
+        news = b"B" + _dumps({      # ok null: a witness keeps no broker
+            "wall_ms": self.clock.wall_ms(), "skew_ms": self.clock.skew_ms(),
+            "ok": pn.own_ok, "for_ms": int(pn.own_for_s() * 1000)}).encode()
         for peer in self.node.peers:
             self.transport.send(peer, news)
 
-    def _on_broker_news(self, sender: str, payload: bytes) -> None:
+    def _on_news(self, sender: str, payload: bytes) -> None:
         try:
             d = json.loads(payload[1:])
-            ok, for_ms = d["ok"], d["for_ms"]
-            if type(ok) is not bool or type(for_ms) is not int or for_ms < 0:
-                raise ValueError("not {ok: bool, for_ms: int >= 0}")
+            wall, skew, ok, for_ms = d["wall_ms"], d["skew_ms"], d["ok"], d["for_ms"]
+            if type(wall) is not int or type(skew) is not int or ok not in (True, False, None) \
+                    or type(for_ms) is not int or for_ms < 0:
+                raise ValueError("not {wall_ms: int, skew_ms: int, ok: bool|null, for_ms: int}")
         except (ValueError, KeyError, TypeError):
-            self.stats["bad_broker_news"] += 1
+            self.stats["bad_news"] += 1
             return
-        self.broker_peers.heard(sender, ok, for_ms)
+        self.clock.sample(sender, wall)
+        self.peer_news.heard(sender, ok, for_ms, skew)
 
     # Snapshots (Rule 2) ####################################################
 

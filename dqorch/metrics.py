@@ -95,6 +95,9 @@ LIVE = {
     "distriqueue_jobs": ("Jobs held, by status", ("status",)),
     "distriqueue_queue_jobs": ("Jobs held, by queue and status", ("queue", "status")),
     "distriqueue_workers": ("Workers known, by liveness", ("status",)),
+    "distriqueue_clock_skew_seconds": (
+        "This member's wall clock minus the cluster's time (the median of the members' "
+        "clocks, clock.py)", ()),
     "distriqueue_broker_connected": (
         "1 when the RabbitMQ connection is up (the leader publishes on it; a follower "
         "holds it for when it leads); absent on a witness", ()),

@@ -377,7 +377,22 @@ _RESP = {
                     "snapshot": {"allOf": [_CHECK, {"properties": {
                         "error": {"type": ["string", "null"]},
                         "index": COUNT}}]},
-                    "broker": {"allOf": [_CHECK, _ref("BrokerStatus")]},
+                    "broker": {"allOf": [_CHECK, _ref("BrokerStatus"), {"properties": {
+                        "note": {"type": "string"},
+                        "leader": {"type": "object", "description": "a follower: what "
+                                   "the leader says of its own connection (ok null: no "
+                                   "word yet)", "properties": {
+                                       "node": {"type": ["string", "null"]},
+                                       "ok": {"type": ["boolean", "null"]},
+                                       "for_s": {"type": "number"},
+                                       "error": {"type": "string"}}}}}]},
+                    "clock": {"allOf": [_CHECK, {
+                        "description": "not ok while this member's wall clock is more than "
+                                       "max_clock_skew_s off the cluster's time",
+                        "properties": {
+                            "skew_s": {"type": "number"},
+                            "members_heard": COUNT,
+                            "error": {"type": "string"}}}]},
                     "queues": {"allOf": [_CHECK, {
                         "description": "not ok while a job queue returns its jobs "
                                        "unroutable (deleted in RabbitMQ, or its binding)",

@@ -42,6 +42,12 @@ Rule 6: hard state's commit (log.py Rule 4's evidence) is recorded by this loop 
 most every COMMIT_RECORD_S while it advances, and once more within COMMIT_RECORD_S
 plus a tick after it stops: never one write per round. After a crash it is at most
 that old; a clean stop records it exactly.
+Rule 7: time in the log (each command's at_ms, stamped here by the leader from now_ms:
+the cluster's time, dqorch/clock.py) never goes back, and never stops: a stamp ahead of
+now (written while a majority's clocks were off, or by an older version that stamped
+its own wall clock) makes the next ones advance at half the monotonic rate until now
+catches up, so a skew of X is absorbed in 2X (the old max(now, newest) froze time
+in the log for X).
 """
 from __future__ import annotations
 
@@ -235,6 +241,7 @@ class RaftNode:
         self._waiting: dict = {}      # index -> (term, AsyncResult)
         self._encoded: dict = {}      # index -> (term, bytes) of this leader's proposals
         self._last_at = 0             # newest at_ms seen: time in the log never goes back
+        self._ahead_since = None      # Rule 7: (the stamp ahead of now, monotonic s then)
         self._wake = gevent.event.Event()
         self._loop = None
         self._ticker = None
@@ -744,6 +751,16 @@ class RaftNode:
         log.info("member id recorded member=%s member_id=%s", name, sid)
         self.propose_async({"op": M.OP, "config": new.to_dict(), "term": core.term})
 
+    def _stamp(self, now: int) -> int:
+        """Rule 7."""
+        if now >= self._last_at:
+            self._ahead_since = None
+            return now
+        if self._ahead_since is None:
+            self._ahead_since = (self._last_at, time.monotonic())
+        base, since = self._ahead_since
+        return max(self._last_at, base + int((time.monotonic() - since) * 500))
+
     def step_later(self, m: C.Message) -> None:
         if len(self._inbox) >= MAX_INBOX:
             self.stats["inbox_full"] += 1
@@ -842,7 +859,7 @@ class RaftNode:
                         f"applied yet; one change at a time"))
                     continue
                 self._config_index = core.last_index() + 1 + len(datas)
-            cmd["at_ms"] = max(cmd.get("at_ms") or self.now_ms(), self._last_at)
+            cmd["at_ms"] = self._stamp(cmd.get("at_ms") or self.now_ms())
             index, term = core.last_index() + 1 + len(datas), core.term
             try:
                 chunk = encode(index, term, cmd)

@@ -468,3 +468,33 @@ def test_the_node_drives_any_fsm_through_apply_snapshot_and_restore(tmp_path):
         == state["applied"]
     assert again.propose({"op": "add", "by": 1}) == 16
     again.stop()
+
+
+def test_time_in_the_log_never_goes_back_and_never_stops(tmp_path):
+    """Rule 7: after a stamp ahead of the cluster's time (a majority's clocks off, or
+    an older version's leader), the next stamps go on at half speed until the time
+    catches up, then follow it; the old max(now, newest) froze them for the skew."""
+    now = [T0 + 3_600_000]
+    node = RaftNode(RaftLog(str(tmp_path), SNAPSHOTS), "n1", fsm=JobFSM(),
+                    snapshot_entries=10**6, now_ms=lambda: now[0], fsync=lambda fd: None)
+    node.start()
+    try:
+        def stamp(id_):
+            cmd = reg(id_, 0)
+            del cmd["at_ms"]                      # the node stamps it
+            node.propose(cmd)
+            return node.state.jobs[id_]["created_at"]
+        ahead = stamp("ahead")                    # an hour ahead
+        now[0] = T0
+        t0 = time.monotonic()
+        stamps = [stamp("b0")]
+        for i in range(1, 4):
+            gevent.sleep(0.05)
+            stamps.append(stamp(f"b{i}"))
+        real_ms = (time.monotonic() - t0) * 1000
+        assert ahead <= stamps[0] < stamps[1] < stamps[2] < stamps[3]  # on, not frozen
+        assert stamps[3] - stamps[0] < real_ms    # slower than real time: it catches up
+        now[0] = T0 + 7_200_000
+        assert stamp("caught_up") == now[0]
+    finally:
+        node.stop(timeout_s=1)

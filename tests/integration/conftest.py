@@ -128,6 +128,7 @@ class NodeProc:
         self.log_path = tmp_path / "node.log"
         self.proc = None
         self.args: list = []          # extra command-line arguments for the next start
+        self.prefix: list = []        # a command to run it under (faketime, for a skewed clock)
         self.tls = None               # an ssl.SSLContext when the API speaks HTTPS
 
     def configure(self, **settings) -> None:
@@ -137,7 +138,7 @@ class NodeProc:
 
     def start(self, wait: bool = True) -> "NodeProc":
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, os.path.join(REPO, "dqorch.py"),
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, os.path.join(REPO, "dqorch.py"),
                                       "-c", str(self.cfg_path), *self.args],
                                      stdout=logf, stderr=logf)
         if wait:

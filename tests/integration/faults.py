@@ -301,6 +301,15 @@ def _rabbitmqctl(port: int, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+def _faketime_lib() -> str | None:
+    import glob
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    return found[0] if found else None
+
+
+FAKETIME_LIB = _faketime_lib()
+
+
 class NoPrivateVhost(RuntimeError):
     """The broker would not give a run a vhost of its own (private_vhost)."""
 
@@ -342,7 +351,9 @@ class FaultCluster(Cluster):
     goes through a TcpProxy. `events` logs every fault: (monotonic t, kind, detail)."""
 
     def __init__(self, tmp_path_factory, n: int = 3, seed=None, disk_mb: int = 0,
-                 **overrides) -> None:
+                 clock_faults: bool = False, **overrides) -> None:
+        """clock_faults: every node runs under libfaketime with an offset file of its
+        own (`clocks`), for the clock_skew fault (when libfaketime is installed)."""
         self.names = [f"n{i}@127.0.0.1" for i in range(1, n + 1)]
         self.vhost = private_vhost()
         overrides.setdefault("rabbitmq_vhost", self.vhost)
@@ -354,6 +365,7 @@ class FaultCluster(Cluster):
         self.nodes: dict[str, NodeProc] = {}
         self.api: dict[str, TcpProxy] = {}   # name -> the proxy its peers forward to
         self.disks: dict[str, str] = {}       # name -> its data_dir's tmpfs
+        self.clocks: dict[str, Path] = {}     # name -> its libfaketime offset file
         for name in self.names:
             peers = [f"{p}:{self.udp.links[(name, p)]}" for p in self.names if p != name]
             cfg = dict(node_name=name, raft_port=real[name], raft_peers=peers,
@@ -364,6 +376,14 @@ class FaultCluster(Cluster):
             node.configure(api_advertise=f"127.0.0.1:{self.api[name].port}")
             if disk_mb and mount_tmpfs(node.cfg["data_dir"], disk_mb):
                 self.disks[name] = node.cfg["data_dir"]
+            lib = FAKETIME_LIB if clock_faults else None
+            if lib:
+                clock = node.dir / "clock-offset"
+                clock.write_text("+0\n")
+                self.clocks[name] = clock
+                node.prefix = ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1",
+                               f"FAKETIME_TIMESTAMP_FILE={clock}",
+                               "FAKETIME_CACHE_DURATION=1", f"LD_PRELOAD={lib}"]
             self.nodes[name] = node
         self.stopped: set = set()             # names SIGSTOPped now
         self.down: set = set()                # names killed and not yet restarted
@@ -605,10 +625,21 @@ class FaultCluster(Cluster):
                             f"configured id {m['id']}, its data_dir's {real}"))
         return out
 
+    def skew_clock(self, name: str, offset: str, hold_s: float) -> None:
+        """clock_skew: one member's wall clock `offset` off for hold_s (libfaketime
+        reads the file again within a second), its monotonic clock true. A leader
+        hands over (peer_news.py Rule 3); stamps and timers use the cluster's time
+        meanwhile, so nothing is timed out early or evicted young (accepted_lost)."""
+        self.clocks[name].write_text(offset + "\n")
+        self.note("clock_skew", f"{name} {offset}")
+        gevent.sleep(hold_s)
+        self.clocks[name].write_text("+0\n")
+        self.note("clock_back", name)
+
     def cut_leader_broker(self, name: str) -> None:
         """leader_rabbit_cut: the leader's connections to RabbitMQ cut and refused (the
         others' work) for the nodes' leader_broker_handover_s and 4 s more: enough to
-        hand over (broker_peers.py Rule 2). `handovers` records whether leadership left
+        hand over (peer_news.py Rule 2). `handovers` records whether leadership left
         it meanwhile; it must when no other fault overlaps (the checker's
         broker_handover_missing)."""
         bound = float(self.nodes[name].cfg.get("leader_broker_handover_s", 10))
@@ -650,6 +681,8 @@ class FaultCluster(Cluster):
             proxy.refuse_until = 0.0
         for name in list(self.full):
             self.free_disk(name)
+        for clock in self.clocks.values():
+            clock.write_text("+0\n")
         for name in list(self.stopped):
             self.sigcont(name)
         for name in list(self.down):
@@ -659,11 +692,13 @@ class FaultCluster(Cluster):
     # ---- one random fault, held for `hold_s`, then undone
     KINDS = ("kill9", "sigstop_leader", "drop", "delay", "duplicate", "partition",
              "one_way", "rabbit_cut", "http_cut", "disk_full", "log_cut", "replace",
-             "leader_rabbit_cut")
+             "leader_rabbit_cut", "clock_skew")
 
     def random_fault(self, hold_s: float, kinds=KINDS) -> str:
         if not self.disks:
             kinds = tuple(k for k in kinds if k != "disk_full")
+        if not self.clocks:
+            kinds = tuple(k for k in kinds if k != "clock_skew")
         kind = self.rng.choice(kinds)
         names = self.names
         if kind == "kill9":
@@ -739,6 +774,11 @@ class FaultCluster(Cluster):
             if self.fill_disk(victim):
                 gevent.sleep(hold_s * 2)
                 self.free_disk(victim)
+        elif kind == "clock_skew":
+            lead = self.current_leader()
+            victim = self.name_of(lead) if lead and self.rng.random() < 0.6 else \
+                self.rng.choice(names)
+            self.skew_clock(victim, self.rng.choice(("+2h", "-2h")), 3 * hold_s)
         elif kind == "leader_rabbit_cut":
             lead = self.current_leader()
             if lead is not None:

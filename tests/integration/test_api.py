@@ -54,7 +54,8 @@ def test_health_reports_checks(c):
     status, body = c.call("GET", "/api/health")
     assert status == 200
     assert body["status"] == "healthy"
-    assert set(body["checks"]) == {"role", "log", "snapshot", "broker", "queues"}
+    assert set(body["checks"]) == {"role", "log", "snapshot", "broker", "clock", "queues"}
+    assert body["checks"]["clock"] == {"ok": True, "skew_s": 0, "members_heard": 0}
     assert body["checks"]["broker"]["connected"] is True
     assert isinstance(body["timestamp"], int)
 

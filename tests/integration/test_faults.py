@@ -35,11 +35,13 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
     rng = random.Random(seed)
     # A leader cut off from RabbitMQ hands over after this (leader_rabbit_cut).
     node_overrides.setdefault("leader_broker_handover_s", 2)
-    c = FaultCluster(tmp_path_factory, 3, seed=seed, disk_mb=disk_mb, **node_overrides)
+    c = FaultCluster(tmp_path_factory, 3, seed=seed, disk_mb=disk_mb, clock_faults=True,
+                     **node_overrides)
     c.overlap = overlap
     hist = H.History()
     figures: dict = {"seed": seed, "vhost": c.vhost,
-                     "disk_full": "on" if c.disks else "off (no tmpfs: needs root)"}
+                     "disk_full": "on" if c.disks else "off (no tmpfs: needs root)",
+                     "clock_skew": "on" if c.clocks else "off (no libfaketime)"}
     try:
         c.start()
         for name in c.names:
