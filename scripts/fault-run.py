@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.integration import history as H  # noqa: E402
 from tests.integration.faults import NoPrivateVhost  # noqa: E402
-from tests.integration.test_faults import campaign  # noqa: E402
+from tests.integration.campaign import campaign  # noqa: E402
 
 
 class Dirs:

@@ -112,3 +112,52 @@ def test_followers_say_when_the_leader_cannot_publish(tmp_path_factory, clean_qu
         follower.wait_healthy(30)
     finally:
         c.stop()
+
+
+def test_a_planned_stop_of_the_leader_under_load_logs_no_error(tmp_path_factory,
+                                                               clean_queues):
+    """Issue 28 §3: a SIGTERM of the leader while jobs were registered and published
+    logged `cannot mark confirms ... node is stopped` as an ERROR: normal operation
+    (the next leader publishes them again), now a WARNING at most."""
+    import gevent
+    from .conftest import all_jobs
+    from .broker_fixtures import wait_until
+    c = FaultCluster(tmp_path_factory, 3, seed=285)
+    stop = []
+    try:
+        c.start()
+        lead = c.wait_leader()
+        others = [n for n in c.nodes.values() if n is not lead]
+        accepted = []
+
+        def load():
+            i = 0
+            while not stop:
+                node = others[i % 2]
+                try:
+                    code, _ = node.client().call("POST", "/api/jobs/register",
+                                                 {"id": f"term-{i}"})
+                    if code == 202:
+                        accepted.append(f"term-{i}")
+                except OSError:
+                    pass
+                i += 1
+                gevent.sleep(0.005)
+        g = gevent.spawn(load)
+        wait_until(lambda: len(accepted) >= 100, 30, 0.05, "registers under way")
+        lead.proc.terminate()
+        assert lead.proc.wait(timeout=30) == 0
+        wait_until(lambda: len(accepted) >= 200, 30, 0.05, "registers go on after")
+        stop.append(True)
+        g.join(timeout=10)
+        text = lead.log_path.read_text()
+        errors = [line for line in text.splitlines() if " ERROR " in line
+                  or " CRITICAL " in line]
+        assert errors == [], errors
+        assert "stopped node=" in text
+        new = c.wait_leader(among=others)
+        wait_until(lambda: {j["id"] for j in all_jobs(new.client(), status="queued")}
+                   >= set(accepted), 30, 0.2, "every accepted job published")
+    finally:
+        stop.append(True)
+        c.stop()
