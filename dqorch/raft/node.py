@@ -700,10 +700,18 @@ class RaftNode:
             self.stats["wrong_member_id"] += 1
             if (m.frm, m.sid) not in self._refused:
                 self._refused.add((m.frm, m.sid))
-                log.error("messages refused member=%s member_id=%s configured_id=%s: its "
-                          "data_dir is not the one that joined (emptied or restored?); "
-                          "remove it and add it again (docs/CLUSTER.md, Replacing a dead "
-                          "member)", m.frm, m.sid or "-", member.id)
+                # ERROR when this member is up to date with the leader it follows (or
+                # leads): a WARNING while it catches up, since a configuration it has
+                # not applied yet may record the member's new id (a fault run found it).
+                behind = self.core is None or self.core.role != C.LEADER and (
+                    self.core.lead is None or self.applied_index < self.core.commit)
+                log.log(logging.WARNING if behind else logging.ERROR,
+                        "messages refused member=%s member_id=%s configured_id=%s "
+                        "config_index=%d: its data_dir is not the one that joined (emptied "
+                        "or restored?), or this member has not applied the configuration "
+                        "that added it again yet; remove it and add it again "
+                        "(docs/CLUSTER.md, Replacing a dead member)", m.frm, m.sid or "-",
+                        member.id, self.config.index)
             return False
         if m.digest and self.config.index == 0 and m.digest != self.config.digest():
             self.stats["other_members"] += 1
