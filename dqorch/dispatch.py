@@ -530,6 +530,9 @@ class EventPublisher:
         acked at once).
     E3. a mark_published in flight covers no more than is acked: marking is None or
         marking <= acked.
+    E4. a seq is in flight at most once: after a rejection rewinds next, the seqs
+        still in flight are skipped, not published a second time (hypothesis found a
+        second copy's late confirm left below acked, against E2).
     """
 
     def __init__(self, view: View, broker, marks: Marks) -> None:
@@ -543,6 +546,7 @@ class EventPublisher:
         self._acked = st.outbox_done      # all events <= this are confirmed
         self._next = self._acked + 1      # next outbox seq to publish
         self._confirmed: set = set()      # confirmed seqs above _acked
+        self._inflight: set = set()       # seqs handed to the broker, not yet back (E4)
         self._marking: int | None = None  # upto of the mark_published in flight
         self._events_dropped = st.events_dropped   # st.events_dropped last seen
         self.confirms: list = []          # EventTokens confirmed (Dispatcher.on_confirmed)
@@ -563,12 +567,16 @@ class EventPublisher:
             self._confirmed = {s for s in self._confirmed if s > done}
             self._next = max(self._next, done + 1)
         confirms, self.confirms = self.confirms, []
-        self._confirmed.update(tok.seq for tok in confirms)
+        for tok in confirms:
+            self._inflight.discard(tok.seq)
+            if tok.seq > self._acked:            # one marked published meanwhile: done
+                self._confirmed.add(tok.seq)
         n = 0
         while self._acked + 1 in self._confirmed:
             self._acked += 1
             self._confirmed.discard(self._acked)
             n += 1
+        self._next = max(self._next, self._acked + 1)   # E1: a rewind behind the fold
         if n:
             metrics.child(metrics.PUBLISHED, "event", "confirmed").inc(n)
 
@@ -587,6 +595,7 @@ class EventPublisher:
     def take_rejects(self) -> None:
         rejected, self.rejects = self.rejects, []
         for tok in rejected:
+            self._inflight.discard(tok.seq)
             # Not below acked: a seq marked published meanwhile (a late mark) is done.
             self._next = min(self._next, max(tok.seq, self._acked + 1))
 
@@ -595,11 +604,13 @@ class EventPublisher:
         st, broker = self._view.state(), self._broker
         while self._next < st.outbox_next and broker.free_slots() > 0:
             seq = self._next
-            if seq > st.outbox_done and seq not in self._confirmed:
+            if seq > self._acked and seq not in self._confirmed \
+                    and seq not in self._inflight:
                 body = _dumps(jobs.event_body(st.outbox[seq]))
                 if not broker.publish(EventToken(seq), STATUS_EXCHANGE, "status.update",
                                       body, EVENT_PROPS, False):
                     return
+                self._inflight.add(seq)
             self._next += 1
 
     def unpublished(self) -> int:
@@ -607,10 +618,11 @@ class EventPublisher:
         return st.outbox_next - 1 - st.outbox_done
 
     def check(self) -> None:
-        """Assert E1-E3."""
+        """Assert E1-E4."""
         assert self._acked < self._next, "E1"
         assert all(s > self._acked + 1 for s in self._confirmed), "E2"
         assert self._marking is None or self._marking <= self._acked, "E3"
+        assert not self._inflight & self._confirmed, "E4"
 
 
 # The loop ##################################################################

@@ -351,3 +351,27 @@ def test_any_order_keeps_the_invariants_and_publishes_everything_at_last(actions
         assert not rig.st.by_status[PENDING], "a pending job was never published"
         assert rig.st.outbox_done == rig.st.outbox_next - 1, "an event never marked"
         rig.disp.stop()
+
+
+def test_an_event_rejected_while_the_next_is_in_flight_is_published_again_alone():
+    """Hypothesis found it (E2): with a window of 2, event 1 nacked while event 2 was
+    in flight; the rewind published 2 a second time, and the second copy's confirm,
+    arriving once 2 was acked, stayed below acked for good. E4: a seq in flight is
+    skipped by the rewind, and a confirm of a seq already acked counts for nothing."""
+    rig = started(window=2)
+    at = rig.now_ms()
+    rig.commit(reg("h0", at))
+    rig.commit(rep("h0", "running", at))
+    rig.commit(fail("h0", at, backoff_ms=0))
+    rig.step()
+    first, second = [t for t in rig.out if type(t) is EventToken]
+    rig.reject([first], "nack")
+    rig.step()
+    assert [t.seq for t in rig.out if type(t) is EventToken] == [2, 1]   # 1 again, 2 once
+    rig.confirm(list(rig.out))
+    rig.step()
+    assert [t.seq for t, _ in rig.published if type(t) is EventToken] == [1, 2, 1]
+    while rig.proposals:
+        rig.answer()
+    rig.step()
+    assert rig.st.outbox_done == 2
