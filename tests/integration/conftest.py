@@ -113,6 +113,10 @@ class Client:
             self.conn = None
 
 
+def _default_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 class NodeProc:
     """A dqorch.py process with its own config, ports and data_dir."""
 
@@ -138,9 +142,12 @@ class NodeProc:
 
     def start(self, wait: bool = True) -> "NodeProc":
         logf = open(self.log_path, "ab")
+        # SIGHUP as a supervisor leaves it: a test run under nohup must not hand its
+        # ignored SIGHUP on (the node keeps an inherited SIG_IGN, by design: cli.py).
         self.proc = subprocess.Popen([*self.prefix, sys.executable, os.path.join(REPO, "dqorch.py"),
                                       "-c", str(self.cfg_path), *self.args],
-                                     stdout=logf, stderr=logf)
+                                     stdout=logf, stderr=logf,
+                                     preexec_fn=_default_sighup)
         if wait:
             wait_until(self.answers, 60, 0.05, "node answers /api/health\n" + self.log_tail())
         return self
