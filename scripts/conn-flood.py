@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.integration.conftest import SHARED_PORT, NodeProc  # noqa: E402
-from tests.integration.test_conn_flood import flood  # noqa: E402
+from tests.integration.flood import flood  # noqa: E402
 
 
 def main() -> int:

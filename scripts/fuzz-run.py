@@ -40,8 +40,8 @@ from schemathesis import GenerationMode  # noqa: E402
 
 from tests.integration.conftest import SHARED_PORT, NodeProc  # noqa: E402
 from tests.integration.faults import NoPrivateVhost, drop_vhost, private_vhost  # noqa: E402
-from tests.integration.test_conn_flood import rss_kib  # noqa: E402
-from tests.integration.test_openapi import CHECKS, load_schema  # noqa: E402
+from tests.integration.flood import rss_kib  # noqa: E402
+from tests.integration.openapi_checks import CHECKS, load_schema  # noqa: E402
 
 
 def hostile(rng: random.Random) -> bytes:

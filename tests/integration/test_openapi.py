@@ -25,28 +25,11 @@ import urllib.request
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance,
-                                               response_headers_conformance,
-                                               response_schema_conformance,
-                                               status_code_conformance)
 
 from dqorch.openapi import SPEC
 
 from .conftest import SHARED_PORT, NodeProc, free_port
-
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, response_headers_conformance]
-MAX_EXAMPLES = 40
-
-
-def load_schema(port: int):
-    url = f"http://127.0.0.1:{port}/api/openapi.json"
-    config = schemathesis.Config.from_dict({
-        "generation": {"max-examples": MAX_EXAMPLES},
-        "request-timeout": 30,
-    })
-    return schemathesis.openapi.from_url(url, config=config, timeout=30)
+from .openapi_checks import CHECKS, MAX_EXAMPLES, load_schema
 
 
 @pytest.fixture(scope="module")
