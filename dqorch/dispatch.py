@@ -16,8 +16,11 @@ pipelines run in a unit test against a fake broker and a fake propose.
 Rule 1: a confirmed job is published again only when the state says a newer attempt
 needs it, never because its mark could not be written: a failed mark is retried (with
 backoff), and nothing is published while the log cannot be written.
-Rule 2: a mark this node cannot propose (not leader) is dropped; the next leader finds
-the job still pending and publishes it again.
+Rule 2: a mark this node cannot propose (NotLeader) is kept and proposed again after
+the marks' backoff: the node may lead on (a leadership transfer that did not happen
+refuses proposals meanwhile; dropping the mark then left the job pending for good,
+found by hypothesis). Leadership really lost, stop() forgets it, and the next leader
+finds the job still pending and publishes it again.
 Rule 3: it runs only between start(term) and stop() (the node's became_leader and
 stepped_down): start rebuilds everything from the applied state, stop forgets it all,
 and every mark carries the term it was started in, so apply refuses a deposed
@@ -133,13 +136,14 @@ class Marks:
         return now >= self.after   # Rule 1: a failed mark waits its backoff
 
     def propose(self, cmd: dict, answered: Callable[[bool], None]) -> bool:
-        """False when not leader (the mark is dropped, Rule 2); else answered(ok)
-        is called once the mark is applied or has failed."""
+        """False when not leader (the caller keeps the mark, Rule 2; the backoff
+        holds the next try); else answered(ok) is called once the mark is applied or
+        has failed."""
         cmd["term"] = self.term                  # Rule 3
         try:
             result = self._propose(cmd, lazy=True)
         except NotLeader as e:                   # Rule 2
-            log.info("dispatch dropped a mark op=%s reason=%s", cmd["op"], e)
+            self._backoff(False, e)
             return False
         started = self._started
         result.rawlink(lambda r: self._answered(r, answered, started))
@@ -150,10 +154,10 @@ class Marks:
             return                   # proposed before the last start(): forgotten
         ok = result.successful()
         answered(ok)
-        self._backoff(ok, result)
+        self._backoff(ok, result.exception)
         self._wake()
 
-    def _backoff(self, ok: bool, result) -> None:
+    def _backoff(self, ok: bool, error) -> None:
         """Backoff for failed marks, and one log line per change of state."""
         if ok:
             if self.failures:
@@ -167,10 +171,9 @@ class Marks:
         if self.failures == 1:
             # Leadership lost (a stop, a transfer, a partition) is how a leader's last
             # marks end, not a fault of this node: the next leader publishes them again.
-            level = logging.WARNING if isinstance(result.exception, NotLeader) \
-                else logging.ERROR
+            level = logging.WARNING if isinstance(error, NotLeader) else logging.ERROR
             log.log(level, "cannot mark confirms error=%s; retrying with backoff up to "
-                    "%gs", result.exception, cap)
+                    "%gs", error, cap)
 
     def check(self) -> None:
         """M1: no backoff without a failure: failures == 0 <=> after == 0."""
@@ -305,7 +308,7 @@ class JobPublisher:
                                lambda ok: self._marked(items, ok)):
             self._proposed.append(items)
         else:
-            self._marking.difference_update(id_ for id_, _ in items)   # Rule 2
+            self._unmarked.extend(items)         # Rule 2: proposed again
 
     def _marked(self, items: list, ok: bool) -> None:
         self._proposed.remove(items)             # answers of an earlier start are dropped

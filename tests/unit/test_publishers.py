@@ -221,15 +221,24 @@ def test_a_failed_mark_is_retried_after_its_backoff_and_nothing_is_published_aga
     assert len(rig.jobs_published()) == 1
 
 
-def test_a_mark_this_node_cannot_propose_is_dropped():
+def test_a_mark_this_node_cannot_propose_is_kept_and_proposed_again():
+    """Rule 2. Hypothesis found the case: proposals refused for a moment (a leadership
+    transfer that did not happen) while the node leads on; the mark was dropped and
+    the job, its message confirmed, stayed pending for good."""
     rig = started()
     rig.commit(reg("j1", T0))
     rig.step()
-    rig.leader = False                  # deposed; the next leader publishes it again
+    rig.leader = False                  # refused for now
     rig.confirm(rig.job_tokens())
     rig.step()
-    assert not rig.proposals and not rig.disp.jobs._marking
+    assert not rig.proposals and rig.disp.jobs._marking == {"j1"}
     assert rig.st.jobs["j1"].status == PENDING
+    rig.leader = True                   # leading on
+    rig.t_ms += 1_000                   # past the marks' backoff
+    rig.step()
+    rig.answer()
+    assert rig.st.jobs["j1"].status == "queued"
+    assert len(rig.jobs_published()) == 1          # marked, never published again
 
 
 def test_a_stale_mark_does_not_publish_a_retry_before_its_backoff():
