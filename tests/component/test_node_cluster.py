@@ -342,3 +342,34 @@ def test_a_removed_data_dirs_late_datagrams_never_count_for_the_member_added_aga
     wait(lambda: "before" in new.state.jobs, "the new c caught up")
     assert change(lead, lambda k: k.promote(name)).get(name).role == M.VOTER
     assert lead.stats["wrong_member_id"] == 0
+
+
+def test_removed_ids_survive_a_snapshot_and_a_restart(tmp_path):
+    """membership.py Rule 3 through the real files: the removed id is in the snapshot's
+    head and in the configuration read back after a restart from it."""
+    def node_a():
+        n = RaftNode(RaftLog(str(tmp_path / "a"), SNAPSHOTS), "a", fsm=JobFSM(),
+                     snapshot_entries=10**6, now_ms=lambda: T0, fsync=lambda fd: None,
+                     tick_s=0.01, election_ticks=10)
+        n.start()
+        return n
+    a = node_a()
+    try:
+        a.propose(reg("j0", T0))
+        change(a, lambda c: c.add(M.Member("b", M.LEARNER, "127.0.0.1:1", id="id-b")))
+        cfg = change(a, lambda c: c.remove("b"))
+        assert cfg.removed == {"id-b"}
+        a.propose(reg("j1", T0))
+        done = a.snapshots
+        a.snapshot_now()
+        wait(lambda: a.snapshots > done and a.log.snapshot_index >= cfg.index,
+             "a snapshot past the removal")
+        assert a.log.read_snapshot(a.log.snapshot_index)["raft"]["config"]["removed"] \
+            == ["id-b"]
+    finally:
+        a.stop(timeout_s=1)
+    a = node_a()
+    try:
+        assert a.config.removed == {"id-b"} and "j1" in a.state.jobs
+    finally:
+        a.stop(timeout_s=1)
