@@ -61,7 +61,7 @@ def fill(port, upto, start):
 
 
 def children(pid):
-    """The node's child processes: a snapshot being written (raft/node.snapshot_now)."""
+    """The node's child processes: a snapshot being written (raft/snapshots.py)."""
     kids = set()
     for task in os.listdir(f"/proc/{pid}/task"):
         try:

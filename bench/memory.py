@@ -255,7 +255,7 @@ def traced(n):
 
 
 def write_snapshot(st, index, data_dir):
-    """The file RaftNode.snapshot_now writes, so RaftNode.start loads it."""
+    """The file raft/snapshots.Snapshots.now writes, so RaftNode.start loads it."""
     os.makedirs(data_dir)
     log = RaftLog(data_dir, SNAPSHOTS)
     log.write_snapshot(index, 1, st_mod.to_snapshot(st))

@@ -29,7 +29,7 @@ from . import parse
 from .errors import ApiError
 from .raft import core as C
 from .raft import snapshot_transfer as xfer
-from .raft.node import in_thread
+from .raft.pool import in_thread
 from .raft.transport import Codec, UdpTransport
 
 log = logging.getLogger(__name__)

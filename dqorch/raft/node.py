@@ -15,6 +15,8 @@ Membership (raft/membership.py): a configuration entry {"op": "raft_config"} is 
 here, never by the FSM, and takes effect when applied (core.py, Membership); the
 configuration applied last is in every snapshot's head. One change at a time: the
 leader proposes the next only after the last is applied and its own term's no-op is.
+Every message passes raft/gate.py (member ids, removed ids, raft_peers lists) before
+the core sees it; snapshots are written by raft/snapshots.py.
 
 The commands mean nothing here: they are applied to the FSM the node is given
 (raft/fsm.py; dqorch/fsm.py is the job registry), and a snapshot is the FSM's data in
@@ -51,11 +53,9 @@ in the log for X).
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import random
-import signal
 import time
 from dataclasses import replace
 
@@ -67,8 +67,11 @@ from . import core as C
 from . import membership as M
 from .core import NotLeader
 from .errors import LogFailed, Overloaded, ProposeTimeout, ReplayFailed
+from .gate import REFUSED_TAG, MemberGate
 from . import wire
 from .log import MAX_APPEND_BYTES, RaftLog, encode
+from .pool import in_thread
+from .snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,6 @@ PROGRESS_EVERY = 100_000
 # accepted connections and answered nothing for seconds (250,000 jobs: 3-4 s).
 BREATHE_S = 0.05
 PROBE_S = 1.0                  # while the log cannot be written, try again this often
-SNAPSHOT_RETRY_S = 30.0        # after a failed snapshot, wait this long before the next
-SNAPSHOT_NICE = 10             # the snapshot child's niceness: ~10% of a core the node wants
 MAX_INBOX = 20_000             # messages waiting for the loop; beyond, dropped (UDP is lossy)
 # An append bigger than this goes as several (each a valid append of its own part),
 # so that one lost fragment costs a resend of at most this much.
@@ -108,21 +109,6 @@ LOST = ("lost leadership before this command committed; the outcome is unknown, 
         "retrying is safe")
 
 
-def in_thread(fn, *args):
-    """fn(*args) in the hub's threadpool; its exception is raised here. (Raised inside
-    the pool, gevent also prints it as a traceback: 79 of them in one full-disk minute,
-    for errors the caller logs in one line.)"""
-    def run():
-        try:
-            return fn(*args), None
-        except BaseException as e:     # noqa: B902 - carried back to the caller
-            return None, e
-    value, error = gevent.get_hub().threadpool.apply(run)
-    if error is not None:
-        raise error
-    return value
-
-
 def _compact(cmd) -> bytes:
     """An applied command as kept in the core, to be sent to followers: its JSON, 248
     bytes against 817 for the decoded dict (a register's, on average; up to
@@ -133,15 +119,6 @@ def _compact(cmd) -> bytes:
 
 def _forget(cmd) -> None:
     return None
-
-
-# The first byte of "your messages are refused: I list other members" (_accept): not a
-# Raft message (those start with b"{"), nor a chunk, an ack or a digest (cluster.py).
-REFUSED_TAG = b"R"
-
-# What a member's id is checked on (_accept): the messages that count toward an
-# election or a commit.
-_COUNTS = frozenset({C.PRE_VOTE, C.PRE_VOTE_RESP, C.VOTE, C.VOTE_RESP, C.APPEND_RESP})
 
 
 def _is_config(cmd) -> bool:
@@ -203,8 +180,6 @@ class RaftNode:
         self.on_config = on_config or (lambda config: None)
         self._config_index = 0        # this leader's last proposed change (pending until applied)
         self.member_id = member_id
-        self._pinning: dict = {}      # member -> monotonic time its id was last proposed
-        self._refused: set = set()    # (member, id or digest) already logged
         self.tick_s = tick_s
         self.election_ticks = election_ticks
         self.api = api
@@ -223,12 +198,16 @@ class RaftNode:
         self._on_leadership = tuple(on_leadership)
         self.receivers: dict = {}         # first payload byte -> fn(sender, payload)
         self.listener_errors = 0
-        self.snapshots = 0
-        self.snapshot_failures = 0
-        self.snapshot_error: str | None = None
+        self.snaps = Snapshots(raft_log, fsm, core=lambda: self.core,
+                               applied=lambda: self.applied_index,
+                               meta=self._snapshot_meta, peers=lambda: self.peers,
+                               every=snapshot_entries)
         self.stats = {"elections": 0, "leader_changes": 0, "bad_messages": 0,
-                      "inbox_full": 0, "wrong_member_id": 0, "other_members": 0,
-                      "removed_member_id": 0}
+                      "inbox_full": 0}
+        self.gate = MemberGate(node_name, member_id, config=lambda: self.config,
+                               send=lambda peer, payload: self.send(peer, payload),
+                               propose=self._propose_config, may_change=self._may_change,
+                               behind=self._behind, stats=self.stats)
         self.contact: dict[str, float] = {}   # peer -> monotonic time last heard from
         self._heard_at = 0.0                  # heard(): the last CONTACT stepped
         self.no_leader_since = time.monotonic()
@@ -245,8 +224,6 @@ class RaftNode:
         self._wake = gevent.event.Event()
         self._loop = None
         self._ticker = None
-        self._snap_child = None
-        self._snap_retry_at = 0.0     # monotonic; no snapshot attempt before it
         self._probe_at = 0.0
         self._busy = False
         self._log_failed_at = 0.0     # monotonic: when the log last stopped being writable
@@ -375,7 +352,7 @@ class RaftNode:
             self._forced_written = True
             self.propose({"op": M.OP, "config": self.config.to_dict()})
         if skipped:
-            self.snapshot_now()       # Rule 2: later starts need no skip_entries
+            self.snaps.now()          # Rule 2: later starts need no skip_entries
 
     def transfer_leadership(self, timeout_s: float, to: str | None = None) -> bool:
         """A leader with other voters hands over to `to`, or to its most caught-up
@@ -413,8 +390,7 @@ class RaftNode:
         for g in (self._ticker, self._loop):
             if g is not None:
                 g.kill(block=True, timeout=1)
-        if self._snap_child is not None:
-            self._snap_child.join(timeout=max(0.0, deadline - time.monotonic()))
+        self.snaps.join(max(0.0, deadline - time.monotonic()))
         for _, result in self._queue:
             result.set_exception(NotLeader("node stopped before this command was logged"))
         self._queue = []
@@ -638,13 +614,30 @@ class RaftNode:
             return {}
         return {"config": self.config.to_dict(), "config_index": self.config.index}
 
+    def _may_change(self) -> bool:
+        """This node leads and may propose a membership change now (change_members'
+        rules): its term's first entry applied, no change pending, not stopped."""
+        core = self.core
+        return core is not None and core.role == C.LEADER and not self._stopped \
+            and core.term_at(self.applied_index) == core.term \
+            and self._config_index <= self.applied_index
+
+    def _behind(self) -> bool:
+        """Not up to date with the leader this node follows (or leads)."""
+        core = self.core
+        return core is None or core.role != C.LEADER and (
+            core.lead is None or self.applied_index < core.commit)
+
+    def _propose_config(self, cmd: dict) -> None:
+        self.propose_async({**cmd, "term": self.core.term})
+
     # The network's side ####################################################
 
     def receive(self, sender: str, payload: bytes) -> None:
         """From the transport (in the hub, authenticated): queue for the loop."""
         self.contact[sender] = time.monotonic()
         if payload[:1] == REFUSED_TAG:
-            self._refused_by(sender, payload[1:80].decode("ascii", "replace"))
+            self.gate.refused_by(sender, payload)
             return
         fn = self.receivers.get(payload[:1])
         if fn is not None:
@@ -655,7 +648,7 @@ class RaftNode:
         except ValueError:
             self.stats["bad_messages"] += 1
             return
-        if self._accept(m):
+        if self.gate.accept(m):
             self.step_later(m)
 
     def heard(self, sender: str) -> None:
@@ -669,95 +662,6 @@ class RaftNode:
                 and now - self._heard_at >= self.tick_s:
             self._heard_at = now
             self.step_later(C.Message(C.CONTACT, frm=sender))
-
-    def _accept(self, m: C.Message) -> bool:
-        """Membership's checks on a message, before the core sees it.
-        A member's id is recorded in the configuration (pinned by the leader the first
-        time it hears from it): a message with another id comes from a data_dir that
-        replaced the member's (emptied, or another copy), which must never vote or
-        count as the member that acknowledged entries. Its votes, vote requests and
-        acknowledgements are dropped, one line per id. Appends are not: a member
-        catching up applies old configurations on the way, whose ids may be out of
-        date, and a leader's authority comes from the votes checked here.
-        A member whose configuration is the base says which members it lists
-        (digest) on every message; a member whose own is the base too refuses its
-        messages when they differ (raft_peers must list the same members everywhere
-        at first start), until the first leader's configuration is in the log: from
-        then on the log's is the one in force, and the file's lists are only where
-        to find the cluster."""
-        member = self.config.get(m.frm)
-        if m.sid and m.sid in self.config.removed:
-            # membership.py Rule 3: a removed data_dir's datagram, late or still sent.
-            self.stats["removed_member_id"] += 1
-            if (m.frm, m.sid) not in self._refused:
-                self._refused.add((m.frm, m.sid))
-                log.warning("messages refused member=%s member_id=%s: that data_dir was "
-                            "removed from the cluster; a member added again under this "
-                            "name starts from an empty data_dir (docs/CLUSTER.md)",
-                            m.frm, m.sid)
-            return False
-        if member is not None and member.id and m.sid != member.id and m.type in _COUNTS:
-            self.stats["wrong_member_id"] += 1
-            if (m.frm, m.sid) not in self._refused:
-                self._refused.add((m.frm, m.sid))
-                # ERROR when this member is up to date with the leader it follows (or
-                # leads): a WARNING while it catches up, since a configuration it has
-                # not applied yet may record the member's new id (a fault run found it).
-                behind = self.core is None or self.core.role != C.LEADER and (
-                    self.core.lead is None or self.applied_index < self.core.commit)
-                log.log(logging.WARNING if behind else logging.ERROR,
-                        "messages refused member=%s member_id=%s configured_id=%s "
-                        "config_index=%d: its data_dir is not the one that joined (emptied "
-                        "or restored?), or this member has not applied the configuration "
-                        "that added it again yet; remove it and add it again "
-                        "(docs/CLUSTER.md, Replacing a dead member)", m.frm, m.sid or "-",
-                        member.id, self.config.index)
-            return False
-        if m.digest and self.config.index == 0 and m.digest != self.config.digest():
-            self.stats["other_members"] += 1
-            if (m.frm, m.digest) not in self._refused:
-                self._refused.add((m.frm, m.digest))
-                log.error("messages refused member=%s: it lists other members than this "
-                          "node's raft_peers (%s); raft_peers must name the same members "
-                          "on every node at first start (docs/CLUSTER.md)", m.frm,
-                          ",".join(self.config.voters))
-                # And tell it, so that it says so too, even if it never hears from us.
-                self.send(m.frm, REFUSED_TAG + ",".join(self.config.voters).encode()[:79])
-            return False
-        if m.sid and member is not None and not member.id:
-            self._pin(m.frm, m.sid)
-        return True
-
-    def _refused_by(self, sender: str, theirs: str) -> None:
-        """A member whose raft_peers list other members refuses this node's messages
-        (_accept): one line here too, once per member."""
-        if ("by", sender) in self._refused:
-            return
-        self._refused.add(("by", sender))
-        self.stats["other_members"] += 1
-        log.error("messages refused by member=%s: its raft_peers list other members "
-                  "(%s) than this node's (%s); raft_peers must name the same members on "
-                  "every node at first start (docs/CLUSTER.md)", sender, theirs,
-                  ",".join(self.config.voters))
-
-    def _pin(self, name: str, sid: str) -> None:
-        """The leader records a member's id the first time it hears from it (and its
-        own): a configuration entry that changes no vote. Retried a second later when
-        another change is under way."""
-        core = self.core
-        now = time.monotonic()
-        if core is None or core.role != C.LEADER or self._stopped \
-                or core.term_at(self.applied_index) != core.term \
-                or self._config_index > self.applied_index \
-                or now - self._pinning.get(name, 0.0) < 1.0:
-            return
-        self._pinning[name] = now
-        new = self.config.with_id(name, sid)
-        me = new.get(self.node_name)
-        if me is not None and not me.id and self.member_id:
-            new = new.with_id(self.node_name, self.member_id)
-        log.info("member id recorded member=%s member_id=%s", name, sid)
-        self.propose_async({"op": M.OP, "config": new.to_dict(), "term": core.term})
 
     def _stamp(self, now: int) -> int:
         """Rule 7."""
@@ -788,7 +692,7 @@ class RaftNode:
 
     def _run(self) -> None:
         while True:
-            idle = self.log_ok and self.snapshot_error is None
+            idle = self.log_ok and self.snaps.error is None
             self._wake.wait(timeout=None if idle else PROBE_S)
             self._wake.clear()
             self._busy = True
@@ -801,10 +705,7 @@ class RaftNode:
                 os._exit(70)
             finally:
                 self._busy = False
-            try:
-                self._maybe_snapshot()
-            except Exception as e:
-                self._snapshot_failed(f"cannot start: {e}")
+            self.snaps.maybe()
             self._record_commit()      # after: it yields, and a snapshot due goes first
 
     def _turn(self) -> None:
@@ -1215,75 +1116,6 @@ class RaftNode:
         self.core.snap_data = self.log.snapshot_path(index)
         log.info("installed snapshot from the leader index=%d term=%d %s seconds=%.2f",
                  index, term, self.fsm.summary(), time.monotonic() - t0)
-
-    def _maybe_snapshot(self) -> None:
-        if self._snap_child is not None or time.monotonic() < self._snap_retry_at:
-            return
-        if self.core is None:
-            return
-        # A new member needs entries this node kept no data of (a cluster of one
-        # forgets what it applied): a snapshot past them is the only way to send them.
-        behind = self.peers and self.core.sendable_from > self.log.snapshot_index + 1
-        if behind or self.applied_index - self.log.snapshot_index >= self.snapshot_entries:
-            self.snapshot_now()
-
-    def snapshot_now(self) -> None:
-        """Write a snapshot of the applied state from a forked child: the child sees a
-        copy-on-write image of the dicts, so serialising 1M jobs never stalls the hub.
-        OSError (rotate, fork): no snapshot now; the node goes on."""
-        self.log.rotate()
-        index = self.applied_index
-        term = self.core.term_at(index) if self.core is not None else self.log.last_term
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:       # child: no greenlet switches, no logging, just write and exit
-            code = 1
-            try:
-                # Die with the node: an orphan would hold data_dir and grow a .tmp.
-                ctypes.CDLL(None).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
-                # Behind the node for the CPU: serialising 1,000,000 jobs takes a core
-                # for 4 s. Paced p99 while it ran, 2 cores: 17-19 ms, 2.8 niced.
-                os.nice(SNAPSHOT_NICE)
-                if os.getppid() == parent:
-                    self.log.write_snapshot(index, term, self.fsm.snapshot(),
-                                            self._snapshot_meta())
-                    code = 0
-            except OSError as e:
-                code = e.errno if e.errno and 0 < e.errno < 256 else 1
-            finally:
-                os._exit(code)
-        log.info("snapshot started index=%d pid=%d", index, pid)
-        self._snap_child = gevent.spawn(self._wait_snapshot, pid, index, term)
-
-    def _wait_snapshot(self, pid: int, index: int, term: int) -> None:
-        try:
-            _, status = os.waitpid(pid, 0)
-            if status == 0:
-                removed = 0
-                if index >= self.log.snapshot_index:     # not behind a leader's snapshot
-                    # The core first: while the files go (in a thread), it must not
-                    # ask the log for entries the log no longer has.
-                    if self.core is not None and index > self.core.snap_index:
-                        self.core.compact(index, self.log.snapshot_path(index))
-                    removed = self.log.compact(index, term,
-                                               remove=lambda path: in_thread(os.unlink, path))
-                self.snapshots += 1
-                self.snapshot_error = None
-                log.info("snapshot written index=%d removed_files=%d", index, removed)
-            else:
-                code = os.waitstatus_to_exitcode(status)
-                self._snapshot_failed(f"index {index}: " + (
-                    os.strerror(code) if code > 1 else f"child exited with {code}"))
-        except OSError as e:
-            self._snapshot_failed(f"index {index}: {e}")
-        finally:
-            self._snap_child = None
-
-    def _snapshot_failed(self, reason: str) -> None:
-        self.snapshot_failures += 1
-        self.snapshot_error = reason
-        self._snap_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
-        log.error("snapshot failed %s; retry in %gs", reason, SNAPSHOT_RETRY_S)
 
     def status(self) -> dict:
         return {"role": self.role if self.role in ("leader", "follower", "candidate")

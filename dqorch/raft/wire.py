@@ -28,7 +28,7 @@ MAX_INT = 1 << 62
 
 def encode(m: C.Message, sid: str = "", digest: str = "") -> bytes:
     """sid: the sender's member id, stamped on every message; digest: the members it
-    lists while its configuration is the base (node.py _accept)."""
+    lists while its configuration is the base (gate.py)."""
     out = {"t": m.type, "to": m.to}
     for k in _INTS:
         v = getattr(m, k)

@@ -56,8 +56,8 @@ def test_a_snapshot_that_cannot_start_leaves_the_node_serving(tmp_path):
         for i in range(8):
             node.propose(reg(f"j{i}", T0))
         gevent.sleep(0.05)
-        assert node.snapshot_error and "Too many open files" in node.snapshot_error
-        assert node.snapshot_failures >= 1
+        assert node.snaps.error and "Too many open files" in node.snaps.error
+        assert node.snaps.failures >= 1
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert node.propose(reg("after", T0))["outcome"] == "created"   # still serving
@@ -75,8 +75,8 @@ def test_stop_returns_when_the_log_fd_is_already_gone(tmp_path):
 
 def test_a_failed_snapshot_is_retried_on_an_idle_node(tmp_path, monkeypatch):
     """The retry used to wait for the next write: an idle node stayed degraded."""
-    from dqorch.raft import node as node_mod
-    monkeypatch.setattr(node_mod, "SNAPSHOT_RETRY_S", 0.2)
+    from dqorch.raft import snapshots as snapshots_mod
+    monkeypatch.setattr(snapshots_mod, "SNAPSHOT_RETRY_S", 0.2)
     node = node_on(tmp_path, snapshot_entries=5)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free_fd(), hard))
@@ -84,14 +84,14 @@ def test_a_failed_snapshot_is_retried_on_an_idle_node(tmp_path, monkeypatch):
         for i in range(8):
             node.propose(reg(f"j{i}", T0))
         gevent.sleep(0.05)
-        assert node.snapshot_error is not None
+        assert node.snaps.error is not None
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     for _ in range(300):                      # no more writes from here on
-        if node.snapshots:
+        if node.snaps.written:
             break
         gevent.sleep(0.02)
-    assert node.snapshots == 1 and node.snapshot_error is None
+    assert node.snaps.written == 1 and node.snaps.error is None
     node.stop()
 
 
@@ -129,7 +129,7 @@ def test_a_failed_disk_write_in_the_threadpool_is_raised_once_and_not_printed(mo
     import errno
 
     import gevent
-    from dqorch.raft.node import in_thread
+    from dqorch.raft.pool import in_thread
     printed = []
     monkeypatch.setattr(gevent.get_hub(), "print_exception",
                         lambda *a: printed.append(a))
@@ -457,10 +457,10 @@ def test_the_node_drives_any_fsm_through_apply_snapshot_and_restore(tmp_path):
     node = counter_node()
     assert [node.propose({"op": "add", "by": b}) for b in (1, 2, 3, 4, 5)] == [1, 3, 6, 10, 15]
     for _ in range(200):
-        if node.snapshots and node._snap_child is None:
+        if node.snaps.written and node.snaps.child is None:
             break
         gevent.sleep(0.01)
-    assert node.snapshots >= 1 and node.log.snapshot_index >= 4
+    assert node.snaps.written >= 1 and node.log.snapshot_index >= 4
     state = json.loads(json.dumps(node.state))
     node.stop()
     again = counter_node()                   # the snapshot restored, the tail applied

@@ -254,7 +254,7 @@ def test_a_node_alone_that_gains_a_member_snapshots_what_it_forgot_and_keeps_the
         assert a.alone and a.core.sendable_from > a.log.snapshot_index + 1
         cfg = a.change_members(lambda c: c.add(M.Member("b", M.LEARNER, "127.0.0.1:1")))
         assert a.alone and a.peers == ("b",)
-        wait(lambda: a.snapshots == 1 and a.log.snapshot_index >= cfg.index - 1,
+        wait(lambda: a.snaps.written == 1 and a.log.snapshot_index >= cfg.index - 1,
              "a snapshot past the forgotten entries")
         snap = a.log.read_snapshot(a.log.snapshot_index)
         assert snap["raft"]["config"]["members"][1]["name"] == "b"
@@ -360,9 +360,9 @@ def test_removed_ids_survive_a_snapshot_and_a_restart(tmp_path):
         cfg = change(a, lambda c: c.remove("b"))
         assert cfg.removed == {"id-b"}
         a.propose(reg("j1", T0))
-        done = a.snapshots
-        a.snapshot_now()
-        wait(lambda: a.snapshots > done and a.log.snapshot_index >= cfg.index,
+        done = a.snaps.written
+        a.snaps.now()
+        wait(lambda: a.snaps.written > done and a.log.snapshot_index >= cfg.index,
              "a snapshot past the removal")
         assert a.log.read_snapshot(a.log.snapshot_index)["raft"]["config"]["removed"] \
             == ["id-b"]

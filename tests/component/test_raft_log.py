@@ -360,7 +360,7 @@ def test_rotate_snapshot_compact_then_open_returns_only_later_entries(tmp_path):
     lg.rotate()
     write(lg, 5, 10, term=2)
     save_snapshot(lg, 4, 1, {"old": True})
-    lg.rotate()                                       # as node.snapshot_now does
+    lg.rotate()                                       # as Snapshots.now does
     save_snapshot(lg, 10, 2, {"jobs": ["x"]})
     removed = lg.compact(10)
     assert removed == 3                               # two segments and snapshot 4

@@ -44,9 +44,9 @@ def content(st) -> str:
 
 def settle(node: RaftNode) -> None:
     """Wait for a running snapshot child, so the files are what a stop leaves."""
-    if node._snap_child is not None:
-        node._snap_child.join(timeout=30)
-    assert node._snap_child is None, "snapshot child did not finish"
+    if node.snaps.child is not None:
+        node.snaps.child.join(timeout=30)
+    assert node.snaps.child is None, "snapshot child did not finish"
 
 
 def drive(node: RaftNode, steps_, group_sizes) -> tuple:
@@ -76,7 +76,7 @@ def test_a_restart_from_the_files_gives_the_same_state(steps_, every, rnd):
         log, _ = drive(node, steps_, sizes)
         settle(node)
         before = fingerprint(node.state)
-        snaps = node.snapshots
+        snaps = node.snaps.written
         node.stop()
         note(f"snapshot every {every}: {snaps} written; files {sorted(os.listdir(data_dir))}")
         again = make_node(data_dir, 10**6)
@@ -111,7 +111,7 @@ def test_a_snapshot_really_happens_in_the_property(tmp_path):
         gevent.sleep(0)
     settle(node)
     node.stop()
-    assert node.snapshots >= 1
+    assert node.snaps.written >= 1
     assert [n for n in os.listdir(tmp_path) if n.startswith("snapshot-")]
     again = make_node(str(tmp_path), 10**6)
     again.start()
@@ -190,7 +190,7 @@ def test_a_format_3_snapshot_loads_and_the_next_snapshot_is_format_4(tmp_path):
         check(node.state)
         assert content(node.state) == content(st)
         settle(node)
-        assert node.snapshots >= 1
+        assert node.snaps.written >= 1
     finally:
         node.stop()
     newest = max(n for n in os.listdir(tmp_path) if n.startswith("snapshot-"))

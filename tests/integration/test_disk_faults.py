@@ -23,7 +23,7 @@ import pika
 import pytest
 
 from dqorch.raft.log import batch_mark, encode
-from dqorch.raft.node import SNAPSHOT_RETRY_S
+from dqorch.raft.snapshots import SNAPSHOT_RETRY_S
 
 from .conftest import JOB_QUEUES, SHARED_PORT, all_jobs, blocking_channel, wait_until
 from .faults import fill_space
