@@ -535,7 +535,9 @@ def make_app(svc: Services) -> bottle.Bottle:
                              execution_timeout=cfg.job_execution_timeout_s,
                              max_job_bytes=cfg.max_job_bytes,
                              publish=cfg.publish_on_register)
-        svc.raft.propose(cmd)
+        out = svc.raft.propose(cmd)
+        if "scheduled" in out:          # only a job registered to run later
+            return 202, {"status": "accepted", "job_id": cmd["id"], "run_at": out["scheduled"]}
         return 202, {"status": "accepted", "job_id": cmd["id"]}
 
     @app.post("/api/jobs/batch")
@@ -563,7 +565,10 @@ def make_app(svc: Services) -> bottle.Bottle:
                 results.append({"index": n, "error": "unavailable", "message": str(out)})
             else:
                 accepted += 1
-                results.append({"job_id": item["id"], "status": "accepted"})
+                results.append({"job_id": item["id"], "status": "accepted"}
+                               if "scheduled" not in out else
+                               {"job_id": item["id"], "status": "accepted",
+                                "run_at": out["scheduled"]})
         return 202, {"results": results, "accepted": accepted, "duplicates": repeats,
                      "rejected": len(results) - accepted - repeats}
 

@@ -36,6 +36,9 @@ from .workers import WorkerTable
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_S = 1.0
+# The release loop's shortest wait: a release proposed is applied within a commit
+# round, and the loop must not spin while it is on its way.
+RELEASE_MIN_WAIT_S = 0.01
 
 
 def _loopback(host: str) -> bool:
@@ -169,6 +172,8 @@ class Node:
         self._lead_wake = gevent.event.Event()
         self._lead_loop = None
         self._clock_ok = True             # _watch_clock's last word
+        self._releases = None
+        self._due_wake = gevent.event.Event()   # a job was scheduled: look again
 
     def new_id(self) -> str:
         return str(uuid.uuid4())
@@ -265,6 +270,7 @@ class Node:
         _trim_heap()
         self._broker_on()
         self._timers = gevent.spawn(self._check_timers)
+        self._releases = gevent.spawn(self._release_due)
         self.started = True
         log.info("node ready node=%s %s=%s:%d metrics=%d jobs=%d", cfg.node_name,
                  "https" if self.tls else "http", cfg.http_host, cfg.http_port,
@@ -319,8 +325,9 @@ class Node:
         deadline = time.monotonic() + timeout_s
         if self._servers:
             self._servers[-1].stop(timeout=max(0.1, deadline - time.monotonic()) / 2)
-        if self._timers is not None:
-            self._timers.kill()
+        for g in (self._timers, self._releases):
+            if g is not None:
+                g.kill()
         if self.cluster is not None:
             # A rolling restart should not wait out an election timeout.
             self.node.transfer_leadership(self.cfg.raft_election_timeout_ms / 1000)
@@ -511,6 +518,13 @@ class Node:
             metrics.child(metrics.REPORTS, outcome["outcome"]).inc()
         elif op == "mark_queued" and outcome.get("queued"):
             metrics.transitions("pending", "queued").inc(outcome["queued"])
+        elif op == "release":
+            jobs_by_id = self.node.state.jobs
+            for id_, _frm, _to in outcome["moves"]:
+                metrics.SCHEDULED_LATE_SECONDS.observe(
+                    max(0, cmd["at_ms"] - jobs_by_id[id_]["run_at"]) / 1000)
+        if "scheduled" in outcome:
+            self._due_wake.set()      # it may be due before the release loop looks
 
     def _count_move(self, id_: str, frm: str, to: str) -> None:
         if frm == to:
@@ -550,6 +564,22 @@ class Node:
                 self._maybe_hand_over()
             except Exception:
                 log.exception("timer check failed")
+
+    def _release_due(self) -> None:
+        """The leader releases scheduled jobs as they come due: it looks again when
+        the earliest is due, when a job is scheduled, and at least every
+        CHECK_INTERVAL_S (leadership comes and goes)."""
+        while True:
+            wait = CHECK_INTERVAL_S
+            if self._leading:
+                try:
+                    due_in = self.timers.release()
+                    if due_in is not None:
+                        wait = min(wait, max(RELEASE_MIN_WAIT_S, due_in))
+                except Exception:
+                    log.exception("release check failed")
+            self._due_wake.wait(timeout=wait)
+            self._due_wake.clear()
 
     def _clock_check(self) -> dict:
         skew = self.clock.skew_ms()

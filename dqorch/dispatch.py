@@ -769,11 +769,16 @@ class Dispatcher:
 
 # Timers ####################################################################
 
+# Most scheduled jobs one release command moves: a million due at once (a leader back
+# after a week) go in rounds, not in one entry of 30 MB.
+RELEASE_MAX = 5000
+
+
 class Timers:
-    """Leader-only clocks (DESIGN §2): execution timeouts, unresponsive workers and
-    retention. Each check only proposes commands; apply re-checks against the state, so
-    a late or repeated proposal changes nothing. check() does nothing outside
-    start(term) .. stop(), as Dispatcher."""
+    """Leader-only clocks (DESIGN §2): execution timeouts, unresponsive workers,
+    retention and scheduled jobs coming due. Each check only proposes commands; apply
+    re-checks against the state, so a late or repeated proposal changes nothing.
+    check() and release() do nothing outside start(term) .. stop(), as Dispatcher."""
 
     def __init__(self, view: View, propose, workers, *, now_ms, retry_backoff_s: float,
                  retention_s: int, retention_max: int) -> None:
@@ -822,6 +827,19 @@ class Timers:
         ids = st_mod.eviction_candidates(st, now, self.retention_ms, self.retention_max)
         if ids:
             self._propose(("evict", ids[0]), {"op": "evict", "ids": ids})
+
+    def release(self) -> float | None:
+        """Propose the release of the scheduled jobs due now (the earliest
+        RELEASE_MAX); seconds until the next one is due, or None (none scheduled, or
+        not leading). No grace here: a scheduled job waits for no worker."""
+        if self.term is None or not self._view.leads(self.term):
+            return None
+        st, now = self._view.state(), self.now_ms()
+        ids = st_mod.due_ids(st, now, RELEASE_MAX)
+        if ids:
+            self._propose(("release", ids[0]), {"op": "release", "ids": ids})
+        due = st_mod.next_due(st)
+        return None if due is None else max(0, due - now) / 1000
 
     def _propose(self, key, cmd: dict) -> None:
         if key in self._proposed:

@@ -15,12 +15,17 @@ from .codec import dumps  # noqa: F401 (jobs.dumps: what callers use)
 
 PENDING, QUEUED, RUNNING = "pending", "queued", "running"
 COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
-STATUSES = (PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
+SCHEDULED = "scheduled"     # registered with run_at or delay: released when due
+STATUSES = (SCHEDULED, PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
 TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
 
 # Every move state.py may make. Back to pending: a retry (from queued or running) or a
 # new register of a finished job (from a terminal state). Reports never move a terminal
 # job; state.py checks that before it moves anything.
+# Scheduled: registered (or registered again) with a time to run at; the leader
+# releases it to pending when the time comes (a `release` command), a cancel ends it,
+# and a worker's report on it (someone ran it early: the gateway publishes jobs
+# itself) moves it as it would a pending job: the report is what happened.
 #
 # Attempts. Each return to pending begins a new attempt (`attempt` + 1: a retry after a
 # failed report, a timeout or a dead worker, a manual retry, a register of a finished
@@ -85,12 +90,13 @@ TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
 #     earlier run's result (fault seed 1796550205). Telling them apart needs a report
 #     id, which the unmodified workers do not send.
 TRANSITIONS = {
+    SCHEDULED: {SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CANCELLED},
     PENDING: {PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED},
     QUEUED: {RUNNING, COMPLETED, FAILED, CANCELLED, PENDING},
     RUNNING: {RUNNING, COMPLETED, FAILED, CANCELLED, PENDING},
-    COMPLETED: {PENDING},
-    FAILED: {PENDING},
-    CANCELLED: {PENDING},
+    COMPLETED: {PENDING, SCHEDULED},
+    FAILED: {PENDING, SCHEDULED},
+    CANCELLED: {PENDING, SCHEDULED},
 }
 
 # Status words workers send (compared lower-cased), CONTRACT §2.2.
@@ -252,7 +258,7 @@ class Job:
     # owes the attempt's terminal report (state.OWED, or state.OWED_IF_ALIVE once it
     # stopped heartbeating); ended_by the status it reported it with (or None).
     RARE = ("client_created_at", "error_message", "progress", "past",
-            "not_before", "from_report")
+            "not_before", "from_report", "run_at")
     FIELDS = __slots__[:-1] + RARE
     _RARE = frozenset(RARE)
 
@@ -490,6 +496,8 @@ def api_json(job: Job, full: bool = True, history: bool = False) -> dict:
             out["progress"] = extra["progress"]
         if "client_created_at" in extra:
             out["client_created_at"] = extra["client_created_at"]
+        if "run_at" in extra:       # only jobs registered with a time carry it
+            out["run_at"] = extra["run_at"]
     if history:
         out["history"] = [dict(zip(HISTORY_KEYS, h)) for h in history_of(job)]
     return out
@@ -542,6 +550,13 @@ def _clock(at_ms: int) -> str:
     return iso_ms(at_ms)[11:19] + " UTC"
 
 
+def _when(at_ms: int, now_ms: int) -> str:
+    """A time, with its date when it is not today's (UTC)."""
+    iso = iso_ms(at_ms)
+    return (iso[11:19] if iso[:10] == iso_ms(now_ms)[:10]
+            else iso[:10] + " " + iso[11:19]) + " UTC"
+
+
 def _duration(ms: int) -> str:
     s = max(0, ms) // 1000
     if s < 120:
@@ -568,6 +583,12 @@ def _why_attempt(job, status: str = PENDING) -> str:
 def why(job: dict, now_ms: int, broker_down_since_ms: int | None, workers_active: int) -> str:
     """One line that explains the job's state in words a person can act on."""
     status = job["status"]
+    if status == SCHEDULED:
+        at = job["run_at"]
+        if at > now_ms:
+            return f"scheduled for {_when(at, now_ms)}, in {_duration(at - now_ms + 999)}"
+        return (f"scheduled for {_when(at, now_ms)}, due {_duration(now_ms - at)} ago: "
+                "the leader releases it to pending")
     if status == PENDING:
         not_before = job.get("not_before")
         if not_before is not None and not_before > now_ms:

@@ -61,6 +61,10 @@ QUEUE_WAIT_SECONDS = Histogram("distriqueue_job_queue_wait_seconds",
                                buckets=_SLOW, registry=REGISTRY)
 RUN_SECONDS = Histogram("distriqueue_job_run_seconds", "Running to terminal, by queue",
                         ["queue"], buckets=_SLOW, registry=REGISTRY)
+SCHEDULED_LATE_SECONDS = Histogram(
+    "distriqueue_scheduled_late_seconds", "A scheduled job's time to its release to "
+    "pending (then published as any pending job)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600), registry=REGISTRY)
 UNROUTABLE_EPISODES = Counter(
     "distriqueue_queue_unroutable_episodes_total", "Times a job queue began returning "
     "its jobs unroutable (deleted in RabbitMQ, or its binding), by queue", ["queue"],

@@ -56,6 +56,16 @@ _REQ = {
                        "null counts as absent.",
         "anyOf": [_ID_STRING, {"type": "integer"}, {"type": "null"}],
     },
+    "RunAtIn": {
+        "description": "When the job runs: ms since the epoch (at least 10^11: seconds "
+                       "are refused), or an ISO-8601 time with a zone "
+                       "(2026-12-07T10:42:01Z). Until then the job is `scheduled`; a "
+                       "time past runs it now. Not with delay; needs "
+                       "publish_on_register. null counts as absent.",
+        "anyOf": [{"type": "number", "minimum": 100_000_000_000,
+                   "maximum": 253402300799999},
+                  {"type": "string", "format": "date-time"}, {"type": "null"}],
+    },
     "PriorityIn": {
         "description": "An integer; a number (floored); a numeric string; or a name in "
                        "any case: LOW=1, MEDIUM=5, HIGH=10, CRITICAL=15. The result must "
@@ -102,6 +112,11 @@ _REQ = {
                            "description": "kept as client_created_at"},
             "createdAt": {"type": ["string", "number", "null"],
                           "description": "kept as client_created_at"},
+            "run_at": _ref("RunAtIn"), "runAt": _ref("RunAtIn"),
+            "delay": {"type": ["number", "null"], "minimum": 0, "maximum": 316224000,
+                      "description": "seconds after the leader accepts it: the job is "
+                                     "`scheduled` until then (not with run_at; needs "
+                                     "publish_on_register)"},
         },
     },
     "ReportRequest": {
@@ -175,6 +190,9 @@ _JOB_PROPS = {
                  "description": "present once a worker reported progress"},
     "client_created_at": {"type": ["string", "number"],
                           "description": "created_at/createdAt as the client sent it"},
+    "run_at": {"type": "integer", "description": "ms since the epoch: when the job was "
+                                                 "registered to run (run_at or delay); "
+                                                 "only jobs registered with one have it"},
 }
 JOB_REQUIRED = ["id", "type", "priority", "queue", "status", "worker_id", "error_message",
                 "retry_count", "max_retries", "execution_timeout", "metadata",
@@ -206,7 +224,10 @@ _RESP = {
     },
     "Accepted": {
         "type": "object", "required": ["status", "job_id"],
-        "properties": {"status": {"const": "accepted"}, "job_id": {"type": "string"}},
+        "properties": {"status": {"const": "accepted"}, "job_id": {"type": "string"},
+                       "run_at": {"type": "integer",
+                                  "description": "ms since the epoch: present when the "
+                                                 "job is scheduled to run then"}},
     },
     "BatchRequest": {
         "type": "object", "required": ["jobs"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import json
 import math
 import re
@@ -196,7 +197,56 @@ def register(body: dict, *, new_id, max_retries: int, execution_timeout: int,
     if size > max_job_bytes:
         raise ApiError(413, "payload_too_large",
                        f"job is {size} bytes; max_job_bytes is {max_job_bytes}")
-    return {"op": "register", "id": id_, "job": f, "publish": publish}
+    cmd = {"op": "register", "id": id_, "job": f, "publish": publish}
+    later = run_later(body)
+    if later is not None:
+        if not publish:
+            raise bad(later[0], "a job that runs later needs publish_on_register: true "
+                                "(with it off the gateway publishes jobs itself, at once)")
+        cmd[later[1]] = later[2]
+    return cmd
+
+
+MIN_RUN_AT_MS = 10 ** 11           # 1973 in ms; a smaller run_at is seconds, not ms
+MAX_RUN_AT_MS = 253402300799999    # 9999-12-31T23:59:59.999Z
+MAX_DELAY_S = 10 * 366 * 86400     # ten years
+
+
+def run_later(body: dict) -> tuple | None:
+    """A register's time to run: (field, "run_at", ms since the epoch) or (field,
+    "delay_ms", ms after the leader's stamp), or None (run now). run_at is integer ms
+    or an ISO-8601 string with a zone; delay is seconds."""
+    name, at = _first(body, ("run_at", "runAt"))
+    dname, delay = _first(body, ("delay",))
+    if at is not None and delay is not None:
+        raise bad(dname, f"give {name} or {dname}, not both")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) \
+                or not 0 <= delay <= MAX_DELAY_S:
+            raise bad(dname, f"must be a number of seconds from 0 to {MAX_DELAY_S}, "
+                             f"got {delay!r:.40}")
+        return dname, "delay_ms", round(delay * 1000)
+    if at is None:
+        return None
+    if isinstance(at, str):
+        try:
+            t = datetime.datetime.fromisoformat(at)
+        except ValueError:
+            raise bad(name, f"must be ms since the epoch or an ISO-8601 time with a zone "
+                            f"(2026-12-07T10:42:01Z), got {at[:40]!r}")
+        if t.tzinfo is None:
+            raise bad(name, f"{at[:40]!r} has no zone: add Z, +01:00 or the like")
+        ms = round(t.timestamp() * 1000)
+    elif isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+        raise bad(name, f"must be ms since the epoch or an ISO-8601 string, got {_kind(at)}")
+    else:
+        ms = round(at)
+        if ms < MIN_RUN_AT_MS:
+            raise bad(name, f"{ms} is before 1973 in ms: send milliseconds since the "
+                            f"epoch, not seconds")
+    if not MIN_RUN_AT_MS <= ms <= MAX_RUN_AT_MS:
+        raise bad(name, "must be a time between 1973 and 9999")
+    return name, "run_at", ms
 
 
 class Repeat:

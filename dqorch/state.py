@@ -13,7 +13,7 @@ from bisect import bisect_left, insort
 from collections import Counter, defaultdict
 
 from . import jobs
-from .jobs import CANCELLED, COMPLETED, FAILED, PENDING, QUEUED, RUNNING, TERMINAL
+from .jobs import CANCELLED, COMPLETED, FAILED, PENDING, QUEUED, RUNNING, SCHEDULED, TERMINAL
 
 HISTORY_MAX = 32
 PAST_MAX = 16         # earlier attempts' workers a job remembers (jobs.Job.past)
@@ -133,6 +133,8 @@ class State:
         # seqs of the terminal jobs in the order they finished (a dict: ordered, and a
         # job run again or evicted leaves it in O(1)); see eviction_candidates
         self.terminal_fifo: dict[int, None] = {}
+        # The scheduled jobs in the order they are due: due_key(run_at, seq) each.
+        self.due = SortedSeqs()
         self.evicted = 0                          # jobs forgotten by retention
         self.queue_counts = {q: {s: 0 for s in jobs.STATUSES} for q in jobs.QUEUES}
         # (field, value) -> {status: n} for type and worker_id, so that a listing
@@ -146,6 +148,22 @@ class State:
 
 
 # Indexes ###################################################################
+
+SEQ_BITS = 40       # due_key: a seq below 2**40 (a trillion jobs registered)
+
+
+def due_key(run_at: int, seq: int) -> int:
+    """One int that sorts the scheduled jobs by due time, then by registration."""
+    return run_at << SEQ_BITS | seq
+
+
+def _due(st: State, job: jobs.Job, add: bool) -> None:
+    key = due_key(job.run_at, job.seq)
+    if add:
+        st.due.add(key)
+    else:
+        st.due.remove(key)
+
 
 def _index(st: State, job: jobs.Job, add: bool) -> None:
     """Add or remove a job in every index but by_status (see _move)."""
@@ -220,6 +238,8 @@ def _insert(st: State, job: jobs.Job) -> None:
     st.by_status[job.status].add(job.seq)
     if job.status == RUNNING:
         _running(st, job, add=True)
+    elif job.status == SCHEDULED:
+        _due(st, job, add=True)
     _index(st, job, add=True)
 
 
@@ -228,6 +248,8 @@ def _remove(st: State, job: jobs.Job) -> None:
     _index(st, job, add=False)
     if job.status == RUNNING:
         _running(st, job, add=False)
+    elif job.status == SCHEDULED:
+        _due(st, job, add=False)
     st.by_status[job.status].remove(job.seq)
     st.all.remove(job.seq)
     del st.by_seq[job.seq]
@@ -256,9 +278,13 @@ def _move(st: State, job: jobs.Job, to: str, at_ms: int, by: str, reason: str | 
                 _pair_count(st, field, value, to, +1)
         if frm == RUNNING:
             _running(st, job, add=False)
+        elif frm == SCHEDULED:
+            _due(st, job, add=False)
         job.status = to
         if to == RUNNING:
             _running(st, job, add=True)
+        elif to == SCHEDULED:
+            _due(st, job, add=True)
         if to in TERMINAL:
             st.terminal_fifo[job.seq] = None
         elif frm in TERMINAL:
@@ -346,12 +372,29 @@ def _end_attempt(st: State, job: dict, at: int, by: str, error: str | None, reas
 
 # Commands ##################################################################
 
+def _run_at(cmd: dict) -> int | None:
+    """When a register asks its job to run: run_at, or delay_ms after the leader's
+    stamp; None: now. (parse.register allows one of them.)"""
+    if "run_at" in cmd:
+        return cmd["run_at"]
+    if "delay_ms" in cmd:
+        return cmd["at_ms"] + cmd["delay_ms"]
+    return None
+
+
 def _apply_register(st: State, cmd: dict) -> dict:
     at, fields, publish = cmd["at_ms"], cmd["job"], cmd["publish"]
+    run_at = _run_at(cmd)
+    later = run_at is not None and run_at > at
     job = st.jobs.get(cmd["id"])
     if job is None:
         job = jobs.new_job(cmd["id"], st.next_seq, at, fields)
         st.next_seq += 1
+        if later:
+            job.status, job.run_at = SCHEDULED, run_at
+            _insert(st, job)
+            moved = _move(st, job, SCHEDULED, at, "api", _scheduled_for(run_at))
+            return {"outcome": "created", "moved": moved, "scheduled": run_at}
         _insert(st, job)
         moved = _move(st, job, PENDING, at, "api", "registered")
         if not publish:
@@ -370,6 +413,9 @@ def _apply_register(st: State, cmd: dict) -> dict:
         _index(st, job, add=False)
         jobs.fill_fields(job, fields)
         _index(st, job, add=True)
+        if later:
+            moved = _new_attempt(st, job, at, _scheduled_for(run_at, again=True), run_at)
+            return {"outcome": "restarted", "moved": moved, "scheduled": run_at}
         moved = _new_attempt(st, job, at, "registered again")
         if not publish:
             moved = _queue_unpublished(st, job, at)
@@ -377,14 +423,24 @@ def _apply_register(st: State, cmd: dict) -> dict:
     return {"outcome": "exists"}
 
 
-def _new_attempt(st: State, job: dict, at: int, reason: str) -> tuple:
-    """A terminal job runs again from the start: retry_count 0, the next attempt. Its
-    last worker either reported the end (it is in `past` already when it did not)."""
+def _scheduled_for(run_at: int, again: bool = False) -> str:
+    return ("registered again" if again else "registered") + \
+        " to run at " + jobs.iso_ms(run_at)
+
+
+def _new_attempt(st: State, job: dict, at: int, reason: str,
+                 run_at: int | None = None) -> tuple:
+    """A terminal job runs again from the start: retry_count 0, the next attempt,
+    now (pending) or at run_at (scheduled). Its last worker either reported the end
+    (it is in `past` already when it did not)."""
     _ended(job, owes=0, ended_by=job.status)
     _next_attempt(st, job)
     job.retry_count = 0
-    for key in ("error_message", "not_before"):
+    for key in ("error_message", "not_before", "run_at"):
         job.pop(key, None)
+    if run_at is not None:
+        job.run_at = run_at
+        return _move(st, job, SCHEDULED, at, "api", reason)
     return _move(st, job, PENDING, at, "api", reason)
 
 
@@ -588,6 +644,17 @@ def _apply_mark_queued(st: State, cmd: dict) -> dict:
     return {"outcome": "queued", "queued": n}
 
 
+def _apply_release(st: State, cmd: dict) -> dict:
+    """The leader saw these scheduled jobs due (due_ids): each still scheduled and due
+    at this command's stamp becomes pending, to be published."""
+    at, moves = cmd["at_ms"], []
+    for id_ in cmd["ids"]:
+        job = st.jobs.get(id_)
+        if job is not None and job.status == SCHEDULED and job.run_at <= at:
+            moves.append((id_,) + _move(st, job, PENDING, at, "timer", "due"))
+    return {"outcome": "released", "moves": moves, "publish_ids": [m[0] for m in moves]}
+
+
 def _apply_mark_published(st: State, cmd: dict) -> dict:
     upto = min(cmd["upto"], st.outbox_next - 1)
     for seq in range(st.outbox_done + 1, upto + 1):
@@ -609,6 +676,7 @@ APPLY = {
     "expire_worker": _apply_expire_worker,
     "evict": _apply_evict,
     "mark_queued": _apply_mark_queued,
+    "release": _apply_release,
     "mark_published": _apply_mark_published,
     "noop": _apply_noop,
 }
@@ -700,6 +768,25 @@ def _count(st: State, filters: dict, base, match) -> int:
             return st.queue_counts[value][filters["status"]]
         return st.pair_counts.get((field, value), {}).get(filters["status"], 0)
     return sum(1 for s in base if match(st.jobs[st.by_seq[s]]))
+
+
+_SEQ_MASK = (1 << SEQ_BITS) - 1
+
+
+def due_ids(st: State, now_ms: int, limit: int) -> list:
+    """The ids of up to `limit` scheduled jobs due at now_ms, the earliest first."""
+    out, bound, by_seq = [], (now_ms + 1) << SEQ_BITS, st.by_seq
+    for key in st.due:
+        if key >= bound or len(out) >= limit:
+            break
+        out.append(by_seq[key & _SEQ_MASK])
+    return out
+
+
+def next_due(st: State) -> int | None:
+    """When the earliest scheduled job is due (ms), or None."""
+    key = next(iter(st.due), None)
+    return None if key is None else key >> SEQ_BITS
 
 
 def running_counts(st: State) -> dict:
@@ -798,6 +885,8 @@ def _index_all(st: State, loaded: list) -> None:
             if j.status == RUNNING:
                 _running(st, j, add=True)
     st.all = SortedSeqs.of_sorted([j.seq for j in loaded])
+    st.due = SortedSeqs.of_sorted(sorted(due_key(j.run_at, j.seq) for j in loaded
+                                         if j.status == SCHEDULED))
     for idx, groups in ((st.by_status, by_status), (st.by_queue, by_queue),
                         (st.by_type, by_type), (st.by_worker, by_worker)):
         for key, seqs in groups.items():

@@ -115,6 +115,8 @@ def check(st: State) -> None:
         assert len(jobs.history_of(j)) <= S.HISTORY_MAX
     assert sorted(st.outbox) == list(range(st.outbox_done + 1, st.outbox_next))
     assert sorted(st.terminal_fifo) == seqs_where(lambda j: j["status"] in TERMINAL)
+    assert list(st.due) == sorted(S.due_key(j["run_at"], j["seq"]) for j in all_jobs
+                                  if j["status"] == "scheduled")
 
 
 def fingerprint(st: State) -> str:
@@ -142,7 +144,10 @@ def fresh(*cmds) -> State:
 def job_in(status: str, id_="j1", **body) -> State:
     """A state holding one registered job in `status`."""
     st = fresh(reg(id_, T0, **body))
+    if status == "scheduled":
+        st = fresh(reg(id_, T0, delay=60, **body))
     steps = {
+        "scheduled": [],
         "pending": [],
         "queued": [mark_queued([(id_, 0)], T0 + 1)],
         "running": [mark_queued([(id_, 0)], T0 + 1), rep(id_, "running", T0 + 2)],
@@ -188,6 +193,7 @@ register_bodies = hs.fixed_dictionaries({"maxRetries": hs.integers(0, 2)}, optio
     "payload": hs.sampled_from([{"n": 1}, {}, None]),
     "timeout": hs.sampled_from([1, 60]),
     "metadata": hs.just({"k": "v"}),
+    "delay": hs.sampled_from([0, 0.5, 1, 60]),       # scheduled (dropped unpublished)
 })
 report_extras = hs.fixed_dictionaries({}, optional={
     "result": hs.sampled_from([{"ok": 1}, [1], "s"]),
@@ -208,6 +214,7 @@ TEMPLATES = {
                              hs.lists(hs.tuples(ids, attempts), min_size=1, max_size=3)),
     "mark_published": hs.tuples(hs.just("mark_published"), hs.integers(-1, 3)),
     "noop": hs.just(("noop",)),
+    "release": hs.tuples(hs.just("release"), hs.sampled_from([0, 1, 10])),
     "evict": hs.tuples(hs.just("evict"), hs.lists(hs.sampled_from(IDS + ("zz",)),
                                                   min_size=1, max_size=3)),
 }
@@ -215,7 +222,7 @@ TEMPLATES = {
 # first because hypothesis shrinks towards the first choice: a shrunk failing log is
 # its few real commands padded with noops up to min_size.
 OPS = ["noop"] + ["register"] * 3 + ["report"] * 6 + ["expire_worker"] * 2 + \
-    ["mark_queued"] * 2 + ["cancel", "timeout", "mark_published", "evict"]
+    ["mark_queued"] * 2 + ["cancel", "timeout", "mark_published", "evict", "release"]
 templates = hs.sampled_from(OPS).flatmap(TEMPLATES.__getitem__)
 steps = hs.lists(hs.tuples(hs.sampled_from([0, 0, 1, 700, 60_000]), templates),
                  min_size=25, max_size=100)
@@ -232,6 +239,8 @@ def build(st: State, template: tuple, at_ms: int) -> dict:
     op = template[0]
     if op == "register":
         _, id_, body, publish = template
+        if not publish:
+            body = {k: v for k, v in body.items() if k != "delay"}
         return reg(id_, at_ms, publish=publish, **body)
     if op == "report":
         _, id_, status, worker, extras, backoff_ms = template
@@ -260,6 +269,12 @@ def build(st: State, template: tuple, at_ms: int) -> dict:
         cmd = {"op": "mark_published", "upto": st.outbox_done + template[1]}
     elif op == "evict":
         cmd = {"op": "evict", "ids": list(template[1])}
+    elif op == "release":
+        # What the leader sees due (up to n of them), or, with n 0, every scheduled
+        # job: a release of one not yet due must change nothing.
+        n = template[1]
+        cmd = {"op": "release", "ids": S.due_ids(st, at_ms, n) if n else
+               [st.by_seq[seq] for seq in st.by_status["scheduled"]]}
     else:
         cmd = {"op": "noop"}
     cmd["at_ms"] = at_ms

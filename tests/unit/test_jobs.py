@@ -18,7 +18,7 @@ def job(**fields) -> dict:
 
 def test_terminal_statuses_are_completed_failed_cancelled():
     assert jobs.TERMINAL == {"completed", "failed", "cancelled"}
-    assert set(jobs.STATUSES) == {"pending", "queued", "running"} | jobs.TERMINAL
+    assert set(jobs.STATUSES) == {"scheduled", "pending", "queued", "running"} | jobs.TERMINAL
 
 
 def test_terminal_statuses_only_restart_and_every_other_can_be_cancelled():
@@ -26,7 +26,7 @@ def test_terminal_statuses_only_restart_and_every_other_can_be_cancelled():
     for status, allowed in jobs.TRANSITIONS.items():
         assert allowed <= set(jobs.STATUSES)
         if status in jobs.TERMINAL:
-            assert allowed == {"pending"}          # only a new register
+            assert allowed == {"pending", "scheduled"}   # only a new register, now or later
         else:
             assert {"cancelled", "completed", "failed"} <= allowed
 

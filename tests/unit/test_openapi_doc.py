@@ -202,12 +202,17 @@ def test_the_error_body_with_a_field_matches():
 
 def fields_read(func) -> set:
     """Every body/query key a parse function reads: _first(body, (...)) spellings,
-    body.get("k"), body["k"], "k" in body, and `for key in (...)` over query keys."""
+    body.get("k"), body["k"], "k" in body, and `for key in (...)` over query keys;
+    and those of the parse functions it hands the body to (f(body))."""
     src = ast.parse(Path(parse.__file__).read_text())
-    fn = next(n for n in src.body if isinstance(n, ast.FunctionDef) and n.name == func)
+    funcs = {n.name: n for n in src.body if isinstance(n, ast.FunctionDef)}
     out = set()
-    for node in ast.walk(fn):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "_first":
+    for node in ast.walk(funcs[func]):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in funcs \
+                and node.args and getattr(node.args[0], "id", None) == "body" \
+                and node.func.id not in ("_first", func):
+            out |= fields_read(node.func.id)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "_first":
             out |= {e.value for e in node.args[1].elts}
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
                 and node.func.attr == "get" and getattr(node.func.value, "id", None) in (
@@ -360,6 +365,7 @@ def _state_with_every_status():
     rep("retrying", "failed", T0 + 3)
     run(parse.cancel("cancelled"), T0 + 4)
     rep("reported-first", "done", T0 + 5, result=None)
+    reg("scheduled", delay=60)
     return st
 
 
@@ -389,7 +395,7 @@ def test_job_json_of_every_status_matches_the_document():
 
 def test_job_schema_lists_exactly_the_fields_api_json_may_render():
     props = set(SPEC["components"]["schemas"]["Job"]["properties"])
-    assert props == set(jobs.API_FIELDS) | {"progress", "client_created_at"}
+    assert props == set(jobs.API_FIELDS) | {"progress", "client_created_at", "run_at"}
     assert set(openapi.JOB_REQUIRED) == set(jobs.API_FIELDS) - set(jobs.LIST_OMITS)
     assert SPEC["components"]["schemas"]["HistoryItem"]["required"] == list(jobs.HISTORY_KEYS[:4])
     assert list(SPEC["components"]["schemas"]["HistoryItem"]["properties"]) == \

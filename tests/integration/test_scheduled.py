@@ -1,0 +1,125 @@
+"""Jobs that run later (issue 29) on a real node and a real RabbitMQ (a vhost of this
+module's own): not in their queue before their time, published after it, cancellable
+while they wait, and still waiting after a restart and a snapshot."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from .broker_fixtures import blocking_channel, wait_until
+from .conftest import SHARED_PORT, NodeProc
+from .faults import drop_vhost, private_vhost
+
+
+@pytest.fixture(scope="module")
+def vhost(shared_rabbit):
+    name = private_vhost()
+    yield name
+    drop_vhost(name)
+
+
+@pytest.fixture
+def node(tmp_path, vhost):
+    n = NodeProc(tmp_path, SHARED_PORT, rabbitmq_vhost=vhost,
+                 snapshot_entries=1000).start().wait_healthy()
+    yield n
+    n.stop()
+
+
+def take_all(vhost: str, queue: str = "job.medium") -> list:
+    """Every message in the queue now: [(properties, body)]."""
+    conn, ch = blocking_channel(SHARED_PORT, vhost)
+    out = []
+    try:
+        while True:
+            method, props, body = ch.basic_get(queue, auto_ack=True)
+            if method is None:
+                return out
+            out.append((props, json.loads(body)))
+    finally:
+        conn.close()
+
+
+def job(c, id_: str) -> dict:
+    status, body = c.call("GET", f"/api/jobs/{id_}")
+    assert status == 200, body
+    return body
+
+
+def test_a_delayed_job_waits_in_scheduled_and_is_published_after_its_time(node, vhost):
+    c = node.client()
+    status, out = c.call("POST", "/api/jobs/register", {"id": "later", "delay": 3})
+    assert status == 202 and out["job_id"] == "later", out
+    run_at = out["run_at"]
+    seen = job(c, "later")
+    assert seen["status"] == "scheduled" and seen["run_at"] == run_at
+    assert seen["why"].startswith("scheduled for ")
+    status, listed = c.call("GET", "/api/jobs?status=scheduled")
+    assert [j["id"] for j in listed["jobs"]] == ["later"]
+    got: list = []
+    while not got:
+        got = take_all(vhost)
+        if not got:
+            assert job(c, "later")["status"] == "scheduled" or time.time() * 1000 >= run_at
+            time.sleep(0.05)
+        assert time.time() * 1000 < run_at + 30_000, "never published"
+    [(props, body)] = got
+    assert body["id"] == "later"
+    # Published by the node after its time: by its own record and by the message's.
+    assert props.timestamp >= run_at // 1000
+    wait_until(lambda: job(c, "later")["status"] == "queued", 10, 0.05, "queued")
+    done = job(c, "later")
+    assert done["queued_at"] >= run_at
+    moves = [(h["status"], h["by"]) for h in done["history"]]
+    assert moves == [("scheduled", "api"), ("pending", "timer"), ("queued", "broker")]
+    assert [h for h in done["history"] if h["status"] == "pending"][0]["at"] >= run_at
+
+
+def test_a_scheduled_job_cancelled_is_never_published(node, vhost):
+    c = node.client()
+    status, out = c.call("POST", "/api/jobs/register", {"id": "never", "delay": 1})
+    assert status == 202
+    assert c.call("POST", "/api/jobs/never/cancel")[0] == 200
+    status, out2 = c.call("POST", "/api/jobs/register", {"id": "marker", "delay": 1.5})
+    # The marker, due after the cancelled one, is published: by then the cancelled
+    # one would have been too.
+    got: list = []
+    wait_until(lambda: got.extend(take_all(vhost)) or got, 30, 0.05, "the marker published")
+    assert [b["id"] for _, b in got] == ["marker"]
+    assert job(c, "never")["status"] == "cancelled"
+
+
+def test_scheduled_jobs_survive_a_snapshot_and_a_restart(node, vhost):
+    c = node.client()
+    for i in range(30):
+        assert c.call("POST", "/api/jobs/register",
+                      {"id": f"s{i}", "delay": 8 + i % 3})[0] == 202
+    # Past snapshot_entries (the minimum, 1000): a snapshot holds the scheduled jobs.
+    for n in range(2):
+        status, out = c.call("POST", "/api/jobs/batch", {"jobs": [
+            {"id": f"f{n}-{i}", "type": "filler", "priority": 1} for i in range(500)]})
+        assert status == 202 and out["accepted"] == 500, out
+    wait_until(lambda: "snapshot written" in node.log_path.read_text(), 30, 0.1,
+               "a snapshot")
+    node.stop()
+    node.start().wait_healthy()
+    c = node.client()
+    assert job(c, "s0")["status"] in ("scheduled", "pending", "queued")
+    got: list = []
+    wait_until(lambda: got.extend(take_all(vhost)) or len(got) >= 30, 60, 0.1,
+               "all 30 published")
+    assert sorted(b["id"] for _, b in got) == sorted(f"s{i}" for i in range(30))
+    take_all(vhost, "job.low")
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"delay": -1}, "delay"),
+    ({"run_at": 1_700_000_000}, "run_at"),
+    ({"run_at": "2030-01-01T00:00:00"}, "run_at"),
+])
+def test_bad_times_are_a_400_naming_the_field(node, body, field):
+    status, out = node.client().call("POST", "/api/jobs/register", dict(body, id="bad"))
+    assert status == 400 and out["field"] == field, out
+    assert node.client().call("GET", "/api/jobs/bad")[0] == 404
