@@ -17,6 +17,9 @@ setup(
         # JSON ~10x faster than the stdlib, and orjson.Fragment splices the stored
         # payloads into answers undecoded (README, Dependencies; docs/BENCHMARKS.md).
         "orjson>=3.9",
+        # Cron specs for schedules (README, Dependencies): one file, no dependencies,
+        # Debian cron's DST rules, zones from the standard zoneinfo.
+        "cronsim>=2.6",
     ],
     # pytest < 9.1: schemathesis 4.32 reads Function._nodeid, which pytest 9.1 removed.
     extras_require={"test": ["pytest>=8,<9.1", "hypothesis>=6", "schemathesis>=4.0", "jsonschema>=4",

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import bottle
 import gevent
 
-from . import http_server, jobs, metrics, openapi, parse
+from . import http_server, jobs, metrics, openapi, parse, schedule_api
 from . import state as st_mod
 from .config import Config, split_peer
 from .errors import ApiError, LogFailed, Overloaded, ProposeTimeout, bad
@@ -680,6 +680,15 @@ def make_app(svc: Services) -> bottle.Bottle:
                                              q["limit"], q["after"])
         return {"workers": page, "count": count, "returned": len(page),
                 "next": None if last is None else parse.worker_cursor(last)}
+
+    def register_defaults() -> dict:
+        return dict(max_retries=cfg.job_max_retries,
+                    execution_timeout=cfg.job_execution_timeout_s,
+                    max_job_bytes=cfg.max_job_bytes, publish=True)
+
+    schedule_api.add_routes(app, svc, writes=writes, body=body,
+                            drain=lambda: read_body(cfg.max_body_bytes, required=False),
+                            register_kw=register_defaults, max_body_bytes=cfg.max_body_bytes)
 
     @app.get("/api/openapi.json")
     def openapi_doc():

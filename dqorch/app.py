@@ -523,7 +523,15 @@ class Node:
             for id_, _frm, _to in outcome["moves"]:
                 metrics.SCHEDULED_LATE_SECONDS.observe(
                     max(0, cmd["at_ms"] - jobs_by_id[id_]["run_at"]) / 1000)
-        if "scheduled" in outcome:
+        elif op == "fire" and outcome["outcome"] == "fired":
+            metrics.child(metrics.SCHEDULE_RUNS, "fired").inc(len(outcome["created"]))
+            metrics.child(metrics.SCHEDULE_RUNS, "skipped_late").inc(cmd["skipped_late"])
+            metrics.child(metrics.SCHEDULE_RUNS, "skipped_overlap").inc(
+                cmd["skipped_overlap"])
+            if "manual" not in cmd:
+                for tick in cmd["runs"]:
+                    metrics.SCHEDULE_LATE_SECONDS.observe(max(0, cmd["at_ms"] - tick) / 1000)
+        if "scheduled" in outcome or op in ("schedule_put", "schedule_pause"):
             self._due_wake.set()      # it may be due before the release loop looks
 
     def _count_move(self, id_: str, frm: str, to: str) -> None:
@@ -644,6 +652,7 @@ class Node:
         fragments = dict(self.cluster.codec.stats) if self.cluster else {}
         return {
             "distriqueue_jobs": {(s,): n for s, n in st_mod.counts_by_status(st).items()},
+            "distriqueue_schedules": st_mod.schedule_counts(st),
             "distriqueue_queue_jobs": {(q, s): n for q, c in st.queue_counts.items()
                                        for s, n in c.items()},
             "distriqueue_workers": {("active",): w["active"],

@@ -47,7 +47,7 @@ from typing import Callable, NamedTuple
 import gevent
 import gevent.event
 
-from . import amqp, jobs, metrics
+from . import amqp, jobs, metrics, schedules
 from . import state as st_mod
 from .broker import JOBS_EXCHANGE, STATUS_EXCHANGE
 from .jobs import PENDING, RUNNING
@@ -839,7 +839,23 @@ class Timers:
         if ids:
             self._propose(("release", ids[0]), {"op": "release", "ids": ids})
         due = st_mod.next_due(st)
+        if st.schedules:
+            due = self._fire(st, now, due)
         return None if due is None else max(0, due - now) / 1000
+
+    def _fire(self, st, now: int, due: int | None) -> int | None:
+        """Propose what each schedule has due (schedules.plan); the earliest next tick
+        of those not paused, or due if earlier."""
+        def status_of(id_):
+            job = st.jobs.get(id_)
+            return None if job is None else job.status
+        for sched in list(st.schedules.values()):
+            cmd = schedules.plan(sched, now, status_of)
+            if cmd is not None:
+                self._propose(("fire", sched["id"], sched["rev"]), cmd)
+            if not sched["spec"]["paused"]:
+                due = sched["next_at"] if due is None else min(due, sched["next_at"])
+        return due
 
     def _propose(self, key, cmd: dict) -> None:
         if key in self._proposed:
@@ -856,4 +872,9 @@ class Timers:
                         len(self._view.state().running_on.get(cmd["worker_id"], ())))
         elif cmd["op"] == "timeout":
             log.info("job timed out id=%s attempt=%d", cmd["id"], cmd["attempt"])
+        elif cmd["op"] == "fire" and (cmd["skipped_late"] or cmd["skipped_overlap"]):
+            log.log(logging.WARNING if cmd["skipped_late"] else logging.INFO,
+                    "schedule runs skipped schedule=%s late=%d overlapping=%d "
+                    "(catchup_window, overlap)", cmd["id"], cmd["skipped_late"],
+                    cmd["skipped_overlap"])
         result.rawlink(lambda _r: self._proposed.discard(key))

@@ -518,6 +518,13 @@ def message_body(job: "Job") -> dict:
     }
 
 
+def run_id(schedule_id: str, tick_ms: int) -> str:
+    """The id of a schedule's run at a tick: `nightly@2026-12-07T02:30:00Z` (ms shown
+    only when the tick has them). One tick, one id: a run fired twice is one job."""
+    iso = iso_ms(tick_ms)
+    return schedule_id + "@" + (iso[:19] + "Z" if tick_ms % 1000 == 0 else iso)
+
+
 def iso_ms(at_ms: int) -> str:
     """Integer ms -> ISO-8601 UTC with milliseconds, e.g. 2026-11-27T11:07:08.123Z."""
     return _iso_second(at_ms // 1000) + ".%03dZ" % (at_ms % 1000)

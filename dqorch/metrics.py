@@ -65,6 +65,13 @@ SCHEDULED_LATE_SECONDS = Histogram(
     "distriqueue_scheduled_late_seconds", "A scheduled job's time to its release to "
     "pending (then published as any pending job)",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600), registry=REGISTRY)
+SCHEDULE_RUNS = Counter("distriqueue_schedule_runs_total",
+                        "Schedule ticks by outcome: fired (a job registered), skipped_late "
+                        "(older than catchup_window), skipped_overlap (overlap policy)",
+                        ["outcome"], registry=REGISTRY)
+SCHEDULE_LATE_SECONDS = Histogram(
+    "distriqueue_schedule_fire_late_seconds", "A schedule's tick to its run's register",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=REGISTRY)
 UNROUTABLE_EPISODES = Counter(
     "distriqueue_queue_unroutable_episodes_total", "Times a job queue began returning "
     "its jobs unroutable (deleted in RabbitMQ, or its binding), by queue", ["queue"],
@@ -97,6 +104,7 @@ def transitions(frm: str, to: str):
 # the broker's stats), anything else a gauge.
 LIVE = {
     "distriqueue_jobs": ("Jobs held, by status", ("status",)),
+    "distriqueue_schedules": ("Schedules held, by state", ("state",)),
     "distriqueue_queue_jobs": ("Jobs held, by queue and status", ("queue", "status")),
     "distriqueue_workers": ("Workers known, by liveness", ("status",)),
     "distriqueue_clock_skew_seconds": (

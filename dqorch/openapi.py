@@ -66,6 +66,34 @@ _REQ = {
                    "maximum": 253402300799999},
                   {"type": "string", "format": "date-time"}, {"type": "null"}],
     },
+    "ScheduleRequest": {
+        "type": "object",
+        "description": "A periodic schedule: every or cron (one of them). Each tick "
+                       "registers one job, id `{schedule id}@{tick, ISO-8601 UTC}`.",
+        "properties": {
+            "every": {"type": ["string", "number"],
+                      "description": "\"30s\", \"5m\", \"1h\", \"1d\", \"500ms\" or "
+                                     "seconds; 1 s to 366 days; ticks aligned to the epoch"},
+            "cron": {"type": "string", "description": "five fields: minute hour "
+                                                      "day-of-month month day-of-week"},
+            "timezone": {"type": "string", "default": "UTC",
+                         "description": "an IANA zone for cron (DST as Debian cron)"},
+            "job": {"type": "object", "description": "a register body without id, "
+                                                     "run_at or delay"},
+            "overlap": {"enum": ["skip", "buffer_one", "allow_all"], "default": "skip"},
+            "catchup_window": {"type": "number", "minimum": 0, "maximum": 31622400,
+                               "default": 60,
+                               "description": "seconds: ticks missed (no leader) within "
+                                              "it run; older ones are skipped, counted"},
+            "paused": {"type": "boolean", "default": False},
+        },
+    },
+    "BackfillRequest": {
+        "type": "object", "required": ["from", "to"],
+        "properties": {"from": _ref("RunAtIn"), "to": _ref("RunAtIn")},
+        "description": "A run for every tick in [from, to), at most 1000; jobs that "
+                       "exist are not run again.",
+    },
     "PriorityIn": {
         "description": "An integer; a number (floored); a numeric string; or a name in "
                        "any case: LOW=1, MEDIUM=5, HIGH=10, CRITICAL=15. The result must "
@@ -274,6 +302,46 @@ _RESP = {
                        "type": {"type": "string"}, "queue": {"type": "string"},
                        "worker_id": {"type": "string"},
                        "limit": {"type": "integer", "minimum": 1, "maximum": 10000}},
+    },
+    "Schedule": {
+        "type": "object",
+        "required": ["id", "timezone", "overlap", "catchup_window", "paused", "job",
+                     "created_at", "updated_at", "next_runs", "last_runs", "buffered",
+                     "fired", "skipped_late", "skipped_overlap"],
+        "properties": {
+            "id": {"type": "string"}, "every": {"type": "string"},
+            "cron": {"type": "string"}, "timezone": {"type": "string"},
+            "overlap": {"enum": ["skip", "buffer_one", "allow_all"]},
+            "catchup_window": {"type": "number"}, "paused": {"type": "boolean"},
+            "job": {"type": "object"}, "created_at": MILLIS, "updated_at": MILLIS,
+            "next_runs": {"type": "array", "items": {"type": "string"},
+                          "description": "the next ticks, ISO-8601 UTC (none while "
+                                         "paused)"},
+            "last_runs": {"type": "array", "items": {
+                "type": "object", "required": ["job_id", "scheduled_for", "status"],
+                "properties": {"job_id": {"type": "string"},
+                               "scheduled_for": {"type": "string"},
+                               "status": {"type": ["string", "null"],
+                                          "description": "null: the job is gone "
+                                                         "(retention)"}}}},
+            "buffered": {"type": ["string", "null"],
+                         "description": "a tick waiting for the running one "
+                                        "(buffer_one)"},
+            "fired": COUNT, "skipped_late": COUNT, "skipped_overlap": COUNT,
+        },
+    },
+    "ScheduleList": {
+        "type": "object", "required": ["schedules", "count"],
+        "properties": {"schedules": {"type": "array", "items": _ref("Schedule")},
+                       "count": COUNT},
+    },
+    "Fired": {
+        "type": "object", "required": ["status", "job_ids"],
+        "properties": {"status": {"const": "accepted"},
+                       "job_ids": {"type": "array", "items": {"type": "string"},
+                                   "description": "the jobs registered"},
+                       "existing": dict(COUNT, description="ticks whose job exists "
+                                                           "(backfill)")},
     },
     "Retried": {
         "type": "object", "required": ["retried"],
@@ -590,6 +658,8 @@ _report_path = {
 }
 
 _q = {"in": "query", "required": False}
+SCHEDULE_ID_PARAM = {"name": "schedule_id", "in": "path", "required": True,
+                     "schema": {"type": "string", "minLength": 1}}
 
 PATHS = {
     "/api/health": {"get": {
@@ -740,6 +810,55 @@ PATHS = {
         "responses": _responses("202", "How many got a new attempt", _ref("Retried"),
                                 "400", "413", "503"),
     }},
+    "/api/schedules": {"get": {
+        "operationId": "listSchedules", "tags": ["schedules"], "summary": "Every schedule",
+        "responses": _responses("200", "By id", _ref("ScheduleList")),
+    }},
+    "/api/schedules/{schedule_id}": {
+        "get": {"operationId": "getSchedule", "tags": ["schedules"],
+                "summary": "A schedule, its next runs and its last runs",
+                "parameters": [SCHEDULE_ID_PARAM],
+                "responses": _responses("200", "The schedule", _ref("Schedule"),
+                                        "404", "405")},
+        "put": {"operationId": "putSchedule", "tags": ["schedules"],
+                "summary": "Create or replace a schedule",
+                "description": "Its counters and last runs stay when it is replaced; its "
+                               "next tick is computed afresh from now.",
+                "parameters": [SCHEDULE_ID_PARAM],
+                "requestBody": _body("ScheduleRequest"),
+                "responses": dict(_responses("200", "Replaced", _ref("Schedule"),
+                                             "400", "404", "405", "413", "503"),
+                                  **{"201": {"description": "Created",
+                                             "content": _json(_ref("Schedule"))}})},
+        "delete": {"operationId": "deleteSchedule", "tags": ["schedules"],
+                   "summary": "Delete a schedule (its jobs stay)",
+                   "parameters": [SCHEDULE_ID_PARAM],
+                   "responses": _responses("200", "Deleted", {
+                       "type": "object", "required": ["status", "id"],
+                       "properties": {"status": {"const": "deleted"},
+                                      "id": {"type": "string"}}},
+                       "400", "404", "405", "413", "503")},
+    },
+    **{f"/api/schedules/{{schedule_id}}/{verb}": {"post": {
+        "operationId": f"{verb}Schedule", "tags": ["schedules"], "summary": summary,
+        "parameters": [SCHEDULE_ID_PARAM],
+        "requestBody": {"required": False, "description": "ignored",
+                        "content": _json({})},
+        "responses": _responses(code, "Done", _ref(schema),
+                                "400", "404", "405", "409", "413", "503"),
+    }} for verb, summary, code, schema in (
+        ("pause", "Stop firing until resumed", "200", "Schedule"),
+        ("resume", "Fire again from the next tick (what fell due meanwhile is not "
+                   "caught up)", "200", "Schedule"),
+        ("trigger", "One run now, whatever the overlap policy", "202", "Fired"))},
+    "/api/schedules/{schedule_id}/backfill": {"post": {
+        "operationId": "backfillSchedule", "tags": ["schedules"],
+        "summary": "A run for every tick in a past range",
+        "parameters": [SCHEDULE_ID_PARAM],
+        "requestBody": _body("BackfillRequest"),
+        "responses": _responses("202", "Done", _ref("Fired"),
+                                "400", "404", "405", "409", "413", "503"),
+    }},
     "/api/rates": {"get": {
         "operationId": "rates", "tags": ["node"],
         "summary": "Jobs registered, completed, failed per second, last 10 minutes",
@@ -790,7 +909,8 @@ SPEC = {
             "answers 404 not_found; a known path with another method answers 405 "
             "method_not_allowed with an Allow header."),
     },
-    "tags": [{"name": "jobs"}, {"name": "workers"}, {"name": "node"}],
+    "tags": [{"name": "jobs"}, {"name": "schedules"}, {"name": "workers"},
+             {"name": "node"}],
     "paths": PATHS,
     "components": {"schemas": {**_REQ, **_RESP}, "responses": RESPONSES},
 }

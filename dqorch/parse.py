@@ -228,6 +228,13 @@ def run_later(body: dict) -> tuple | None:
         return dname, "delay_ms", round(delay * 1000)
     if at is None:
         return None
+    ms = time_ms(at, name)
+    return name, "run_at", ms
+
+
+def time_ms(at, name: str) -> int:
+    """A time a client gives: integer ms since the epoch (seconds are refused) or an
+    ISO-8601 string with a zone; ms since the epoch, 1973-9999."""
     if isinstance(at, str):
         try:
             t = datetime.datetime.fromisoformat(at)
@@ -246,7 +253,7 @@ def run_later(body: dict) -> tuple | None:
                             f"epoch, not seconds")
     if not MIN_RUN_AT_MS <= ms <= MAX_RUN_AT_MS:
         raise bad(name, "must be a time between 1973 and 9999")
-    return name, "run_at", ms
+    return ms
 
 
 class Repeat:

@@ -145,6 +145,7 @@ class State:
         self.outbox_done = 0                      # events <= this are published
         self.events_dropped = 0                   # events dropped unpublished (OUTBOX_MAX)
         self.term = 0                             # newest leader term a command carried
+        self.schedules: dict[str, dict] = {}      # id -> schedule (schedules.py)
 
 
 # Indexes ###################################################################
@@ -655,6 +656,68 @@ def _apply_release(st: State, cmd: dict) -> dict:
     return {"outcome": "released", "moves": moves, "publish_ids": [m[0] for m in moves]}
 
 
+# Schedules (schedules.py says what a tick is; the leader computes them: its Rule 1)
+
+LAST_RUNS = 10                 # runs a schedule remembers (job ids; GET shows them)
+
+
+def _apply_schedule_put(st: State, cmd: dict) -> dict:
+    at, old = cmd["at_ms"], st.schedules.get(cmd["id"])
+    sched = {"id": cmd["id"], "spec": cmd["spec"], "rev": 1, "next_at": cmd["next_at"],
+             "buffered": None, "last_runs": [], "fired": 0, "skipped_late": 0,
+             "skipped_overlap": 0, "created_at": at, "updated_at": at}
+    if old is not None:       # its counters and runs stay; a new spec starts afresh
+        sched.update({k: old[k] for k in ("last_runs", "fired", "skipped_late",
+                                            "skipped_overlap", "created_at")},
+                     rev=old["rev"] + 1)
+    st.schedules[cmd["id"]] = sched
+    return {"outcome": "updated" if old else "created", "schedule": sched}
+
+
+def _apply_schedule_delete(st: State, cmd: dict) -> dict:
+    return {"outcome": "deleted" if st.schedules.pop(cmd["id"], None) else "not_found"}
+
+
+def _apply_schedule_pause(st: State, cmd: dict) -> dict:
+    """Pause, or resume from next_at (the leader's next tick after now: what fell due
+    while it was paused is not caught up)."""
+    sched = st.schedules.get(cmd["id"])
+    if sched is None:
+        return {"outcome": "not_found"}
+    sched["spec"] = dict(sched["spec"], paused=cmd["paused"])
+    if not cmd["paused"]:
+        sched["next_at"] = cmd["next_at"]
+        sched["buffered"] = None
+    sched["rev"] += 1
+    sched["updated_at"] = cmd["at_ms"]
+    return {"outcome": "paused" if cmd["paused"] else "resumed", "schedule": sched}
+
+
+def _apply_fire(st: State, cmd: dict) -> dict:
+    """The leader's runs of a schedule (schedules.plan, trigger, backfill): each run a
+    job named by its tick, registered unless it exists (schedules.py Rule 2)."""
+    sched = st.schedules.get(cmd["id"])
+    if sched is None or sched["rev"] != cmd["rev"]:
+        return {"outcome": "stale"}
+    at, created, moves = cmd["at_ms"], [], []
+    for tick in cmd["runs"]:
+        id_ = jobs.run_id(sched["id"], tick)
+        if id_ not in st.jobs:
+            out = _apply_register(st, {"id": id_, "job": sched["spec"]["job"],
+                                       "publish": True, "at_ms": at})
+            created.append(id_)
+            moves.append((id_,) + out["moved"])
+        sched["last_runs"] = (sched["last_runs"] + [[tick, id_]])[-LAST_RUNS:]
+    sched["next_at"] = cmd["next_at"]
+    sched["buffered"] = cmd["buffered"]
+    sched["fired"] += len(created)
+    sched["skipped_late"] += cmd["skipped_late"]
+    sched["skipped_overlap"] += cmd["skipped_overlap"]
+    sched["rev"] += 1
+    return {"outcome": "fired", "created": created, "moves": moves,
+            "publish_ids": created}
+
+
 def _apply_mark_published(st: State, cmd: dict) -> dict:
     upto = min(cmd["upto"], st.outbox_next - 1)
     for seq in range(st.outbox_done + 1, upto + 1):
@@ -677,6 +740,10 @@ APPLY = {
     "evict": _apply_evict,
     "mark_queued": _apply_mark_queued,
     "release": _apply_release,
+    "schedule_put": _apply_schedule_put,
+    "schedule_delete": _apply_schedule_delete,
+    "schedule_pause": _apply_schedule_pause,
+    "fire": _apply_fire,
     "mark_published": _apply_mark_published,
     "noop": _apply_noop,
 }
@@ -789,6 +856,12 @@ def next_due(st: State) -> int | None:
     return None if key is None else key >> SEQ_BITS
 
 
+def schedule_counts(st: State) -> dict:
+    """{("active",): n, ("paused",): m}, as the gauge reads it."""
+    paused = sum(1 for s in st.schedules.values() if s["spec"]["paused"])
+    return {("active",): len(st.schedules) - paused, ("paused",): paused}
+
+
 def running_counts(st: State) -> dict:
     """{worker: jobs running there}."""
     return {w: len(seqs) for w, seqs in st.running_on.items()}
@@ -842,7 +915,7 @@ def to_snapshot(st: State) -> dict:
     Not a copy: it shares the job records with `st` (jobs.Job: serialise each with
     to_record()), so serialise it (as the snapshot child does) before the next apply, and
     never hand it to from_snapshot unserialised while `st` lives on."""
-    return {
+    out = {
         "jobs": [st.jobs[st.by_seq[seq]] for seq in st.all],
         "next_seq": st.next_seq,
         "outbox": [[seq, ev] for seq, ev in st.outbox.items()],
@@ -854,6 +927,9 @@ def to_snapshot(st: State) -> dict:
         "term": st.term,
         "history_format": 2,            # packed (jobs.pack_history); before it, absent
     }
+    if st.schedules:                    # absent: the bytes of a snapshot without any
+        out["schedules"] = list(st.schedules.values())    # stay those of before
+    return out
 
 
 _SHARED_FIELDS = ("type", "queue", "status", "worker_id")
@@ -942,6 +1018,7 @@ def from_snapshot(data: dict) -> State:
     st.evicted = data.get("evicted", 0)
     st.events_dropped = data.get("events_dropped", 0)
     st.term = data.get("term", 0)
+    st.schedules = {s["id"]: s for s in data.get("schedules", ())}
     if order is None:               # snapshots before terminal_order: by completed_at
         order = [j.seq for j in sorted((j for j in loaded if j.status in TERMINAL),
                                        key=lambda j: (j.completed_at or 0, j.seq))]
