@@ -164,11 +164,12 @@ class Client:
     """The API of one node. `url`: `http(s)://host:port[/prefix]`; `token`: sent as
     `Authorization: Bearer` (api_tokens); `cafile`: CAs for an https node whose
     certificate the system does not trust; `verify=False` skips checking it (for a
-    node on this machine only)."""
+    node on this machine only). `transport(method, path, body bytes or None, headers)
+    -> (status, body bytes)` replaces the network (tests)."""
 
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None,
                  timeout_s: float = DEFAULT_TIMEOUT_S, cafile: str | None = None,
-                 verify: bool = True) -> None:
+                 verify: bool = True, transport=None) -> None:
         self.scheme, self.host, self.port, self.base = split_url(url)
         self.url = f"{self.scheme}://{url_host(self.host)}:{self.port}{self.base}"
         self.token = token or None
@@ -178,6 +179,7 @@ class Client:
             self._tls = ssl.create_default_context(cafile=cafile) if verify \
                 else ssl._create_unverified_context()
         self._conn: http.client.HTTPConnection | None = None
+        self._transport = transport or self._send
 
     @classmethod
     def from_env(cls, env=None, **kw) -> "Client":
@@ -210,7 +212,7 @@ class Client:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        status, data = self._send(method, self.base + path, raw, headers)
+        status, data = self._transport(method, self.base + path, raw, headers)
         try:
             decoded = json.loads(data) if data else None
         except ValueError:
