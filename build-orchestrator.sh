@@ -15,7 +15,8 @@ usage() {
   cat <<USAGE
 usage: ./build-orchestrator.sh [-c CONFIG] COMMAND
 
-  deps     create .venv and install dqorch with its test extras (idempotent)
+  deps     create .venv and install dqorch with its test extras, at the versions
+           constraints.txt pins (idempotent)
   broker   make sure RabbitMQ answers at the configured rabbitmq_host:rabbitmq_port;
            when that is loopback and nothing listens, start a private broker there
            (scripts/rabbitmq-local.sh; installs Debian's rabbitmq-server when root)
@@ -39,8 +40,8 @@ deps() {
     python3 -m venv "$VENV" || die "cannot create $VENV (Debian: apt-get install python3-venv)"
   fi
   local stamp=$VENV/.dqorch-deps
-  if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
-    "$PY" -m pip install -q --disable-pip-version-check -e ".[test]" \
+  if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+    "$PY" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]" \
       || die "pip install failed (needs access to PyPI)"
     touch "$stamp"
   fi
