@@ -327,7 +327,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dqctl", epilog=EPILOG,
                                 description="Operate a dqorch node over its JSON API.")
     p.add_argument("--version", action="version", version=f"dqctl {__version__}")
-    p.add_argument("--url", help=f"the node's API (default $DQ_URL, else {DEFAULT_URL})")
+    p.add_argument("--url", help=f"the node's API (default: --config's, else $DQ_URL, "
+                                 f"else {DEFAULT_URL})")
     p.add_argument("-c", "--config", metavar="FILE",
                    help="reach the node this config file (and DQ_* variables) describes, "
                         "on this machine, where it listens")
@@ -409,7 +410,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _client(a, env) -> Client:
-    url = a.url or env.get("DQ_URL")
+    url = a.url            # then the config's address, then $DQ_URL
     a.health_url = None
     if a.config:
         from . import config
@@ -423,7 +424,7 @@ def _client(a, env) -> Client:
     if a.fn is cmd_probe and a.health_url is None:
         raise SystemExit(_usage("probe: needs --config (the metrics port's address)"))
     try:
-        return Client(url or DEFAULT_URL, token=a.token or env.get("DQ_TOKEN"),
+        return Client(url or env.get("DQ_URL") or DEFAULT_URL, token=a.token or env.get("DQ_TOKEN"),
                       timeout_s=a.timeout, cafile=a.cacert, verify=not a.insecure)
     except (ValueError, OSError) as e:
         raise SystemExit(_usage(f"--url: {e}" if isinstance(e, ValueError) else
