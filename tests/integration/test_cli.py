@@ -344,6 +344,10 @@ def test_dqctl_without_a_node_exits_4(ctl_node):
 def test_dqctl_finds_the_node_from_its_config_and_probes_it(ctl_node):
     code, out, err = dqctl(ctl_node, "-c", str(ctl_node.cfg_path), "status", url=False)
     assert code == 0 and "healthy" in out, err
+    # the config's address before $DQ_URL's (an operator's shell may export another)
+    code, out, err = dqctl(ctl_node, "-c", str(ctl_node.cfg_path), "status", url=False,
+                           env={"DQ_URL": "http://127.0.0.1:1"})
+    assert code == 0 and "healthy" in out, err
     code, out, err = dqctl(ctl_node, "-c", str(ctl_node.cfg_path), "probe", url=False)
     assert (code, out.strip()) == (0, "OK"), err
 
