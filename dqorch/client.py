@@ -74,6 +74,10 @@ class Unavailable(ApiError):
     """503: starting, stopping, no leader, or overloaded; retrying later is safe."""
 
 
+class InvalidAnswer(ApiError):
+    """A 2xx whose body is not JSON: not a dqorch node (a proxy's page?)."""
+
+
 class MissingRoute(ApiError):
     """404 or 405 for the route itself: this node does not serve it (yet)."""
 
@@ -219,8 +223,8 @@ class Client:
             decoded = data
         if 200 <= status < 300 or status in ok:
             if data and decoded is data:
-                raise ApiError(status, "invalid_answer", f"the answer is not JSON: "
-                               f"{data[:100]!r}", None, route)
+                raise InvalidAnswer(status, "invalid_answer", f"the answer is not JSON: "
+                                    f"{data[:100]!r}", None, route)
             return status, decoded
         raise error_for(status, decoded, route)
 

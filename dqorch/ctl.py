@@ -209,17 +209,23 @@ def _filters(a) -> dict:
     return dict(status=a.status, type=a.type, worker_id=a.worker, queue=a.queue)
 
 
-def cmd_jobs_list(c: Client, a) -> tuple:
+def _listing(a, key: str, one_page, every, rows_table, **query) -> tuple:
+    """A listing: one page (from --cursor), or with --all every page as one; the
+    table ends with how many, and the next page's --cursor."""
     if a.all:
-        found = list(c.iter_jobs(**_filters(a), limit=a.limit, full=a.full))
-        page = {"jobs": found, "count": len(found), "returned": len(found), "next": None}
+        found = list(every(**query))
+        page = {key: found, "count": len(found), "returned": len(found), "next": None}
     else:
-        page = c.jobs(**_filters(a), limit=a.limit, cursor=a.cursor, full=a.full)
-    text = jobs_table(page["jobs"], _now_ms())
-    text += f"\n{page['returned']} of {page['count']}"
+        page = one_page(cursor=a.cursor, **query)
+    text = rows_table(page[key], _now_ms()) + f"\n{page['returned']} of {page['count']}"
     if page.get("next"):
         text += f"; next page: --cursor {page['next']}"
     return page, text, EXIT_OK
+
+
+def cmd_jobs_list(c: Client, a) -> tuple:
+    return _listing(a, "jobs", c.jobs, c.iter_jobs, jobs_table, **_filters(a),
+                    limit=a.limit, full=a.full)
 
 
 def cmd_jobs_get(c: Client, a) -> tuple:
@@ -247,15 +253,7 @@ def cmd_jobs_retry(c: Client, a) -> tuple:
 
 
 def cmd_workers_list(c: Client, a) -> tuple:
-    if a.all:
-        found = list(c.iter_workers(limit=a.limit))
-        page = {"workers": found, "count": len(found), "returned": len(found), "next": None}
-    else:
-        page = c.workers(limit=a.limit, cursor=a.cursor)
-    text = workers_table(page["workers"], _now_ms()) + f"\n{page['returned']} of {page['count']}"
-    if page.get("next"):
-        text += f"; next page: --cursor {page['next']}"
-    return page, text, EXIT_OK
+    return _listing(a, "workers", c.workers, c.iter_workers, workers_table, limit=a.limit)
 
 
 def cmd_queues_list(c: Client, a) -> tuple:

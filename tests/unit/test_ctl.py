@@ -178,7 +178,7 @@ def test_the_routes_not_every_node_has_are_named_when_missing():
 
 def test_a_2xx_that_is_not_json_is_an_error():
     t = Transport((200, b"<html>hi</html>"))
-    with pytest.raises(C.ApiError, match="not JSON"):
+    with pytest.raises(C.InvalidAnswer, match="not JSON"):
         C.Client("http://h:1", transport=t).metrics()
 
 
