@@ -15,16 +15,23 @@ usage() {
   cat <<USAGE
 usage: ./build-orchestrator.sh [-c CONFIG] COMMAND
 
-  deps     create .venv and install dqorch with its test extras (idempotent)
+  deps     create .venv and install dqorch with its test extras, at the versions
+           constraints.txt pins (idempotent)
   broker   make sure RabbitMQ answers at the configured rabbitmq_host:rabbitmq_port;
            when that is loopback and nothing listens, start a private broker there
            (scripts/rabbitmq-local.sh; installs Debian's rabbitmq-server when root)
-  run      deps + broker, then run the orchestrator in the foreground (Ctrl-C stops it)
+  run      deps + broker, then run the orchestrator in the foreground (Ctrl-C stops it;
+           its pid is in var/run/dqorch.pid meanwhile)
   start    deps + broker, then run it in the background (pid in var/run/dqorch.pid,
            log in var/run/dqorch.log); waits until /health (metrics port) answers
-  stop     stop the background orchestrator started by 'start' (SIGTERM, then wait)
-  status   say whether the background orchestrator runs and show its health
-  test     deps + a local broker on 127.0.0.1:5672, then the whole test suite
+           where the node listens (http_host; loopback for 0.0.0.0 and ::)
+  stop     stop the orchestrator started by 'start' or 'run' (SIGTERM, then wait)
+  status   say whether the orchestrator runs (started by 'start' or 'run', or
+           answering where the config says) and show its health (dqctl status);
+           exit 0 running, 3 stopped
+  test     deps + a local broker on 127.0.0.1:\$DQ_TEST_RABBIT_PORT (default 5672), then
+           the whole test suite; arguments go to pytest (test tests/unit -x). Tests
+           that stop and start a broker use \$DQ_TEST_PRIVATE_RABBIT_PORT (default 5673)
   clean    stop what 'start' started, remove .venv, var/ and caches (not config.yaml)
 
 CONFIG defaults to ./config.yaml (or \$DQ_CONFIG). DQ_* variables override its keys.
@@ -39,8 +46,8 @@ deps() {
     python3 -m venv "$VENV" || die "cannot create $VENV (Debian: apt-get install python3-venv)"
   fi
   local stamp=$VENV/.dqorch-deps
-  if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
-    "$PY" -m pip install -q --disable-pip-version-check -e ".[test]" \
+  if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+    "$PY" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]" \
       || die "pip install failed (needs access to PyPI)"
     touch "$stamp"
   fi
@@ -73,33 +80,47 @@ broker() {
   esac
 }
 
-running() { [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
+# The pid file names a live dqorch.py (after a crash or a reboot it may name another
+# process by now: that one is not ours).
+running() {
+  [ -f "$PID_FILE" ] || return 1
+  local pid; pid=$(cat "$PID_FILE")
+  kill -0 "$pid" 2>/dev/null || return 1
+  [ ! -r "/proc/$pid/cmdline" ] || tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "dqorch\.py"
+}
 
 setting() {
   "$PY" -c 'import sys; from dqorch import config; print(getattr(config.load(sys.argv[1]), sys.argv[2]))' "$CONFIG" "$1"
 }
 http_port() { setting http_port; }
-# Probes ask the metrics port's /health: plain HTTP even when the API speaks HTTPS.
-health_url() { echo "http://127.0.0.1:$(setting metrics_port)/health"; }
+# Where this machine reaches the node: http_host, or loopback for 0.0.0.0 and ::.
+http_addr() {
+  "$PY" -c 'import sys; from dqorch import client, config; print(client.local_host(config.load(sys.argv[1]).http_host))' "$CONFIG"
+}
+# dqctl on the node the config describes (tables; the API's certificate is not
+# checked: this is our own process on this machine).
+ctl() { "$PY" -m dqorch.ctl -c "$CONFIG" --insecure "$@"; }
+# GET /health on the metrics port, where the node listens (plain HTTP even when the
+# API speaks HTTPS).
+probe() { ctl --timeout 1 probe >/dev/null 2>&1; }
 
 start() {
   deps; broker
   mkdir -p "$RUN_DIR"
   if running; then echo "build-orchestrator: already running (pid $(cat "$PID_FILE"))"; return 0; fi
-  local port health; port=$(http_port); health=$(health_url)
-  reachable 127.0.0.1 "$port" && die "port $port (http_port) is in use by another process"
+  local port addr; port=$(http_port); addr=$(http_addr)
+  reachable "$addr" "$port" && die "$addr:$port (http_host:http_port) is in use by another process"
   nohup "$PY" dqorch.py -c "$CONFIG" >>"$LOG_FILE" 2>&1 &
   echo $! > "$PID_FILE"
   for _ in $(seq 1 300); do
     if ! running; then tail -n 20 "$LOG_FILE" >&2; rm -f "$PID_FILE"; die "the orchestrator exited; log above"; fi
-    if curl -fs "$health" >/dev/null 2>&1 || \
-       "$PY" -c "import urllib.request,sys; urllib.request.urlopen('$health', timeout=1)" 2>/dev/null; then
-      echo "build-orchestrator: running (pid $(cat "$PID_FILE"), port $port, log $LOG_FILE)"
+    if probe; then
+      echo "build-orchestrator: running (pid $(cat "$PID_FILE"), $addr:$port, log $LOG_FILE)"
       return 0
     fi
     sleep 0.2
   done
-  die "the orchestrator did not answer on port $port within 60 s; see $LOG_FILE"
+  die "the orchestrator did not answer at $addr (metrics port /health) within 60 s; see $LOG_FILE"
 }
 
 stop() {
@@ -115,18 +136,12 @@ stop() {
 status() {
   if running; then
     echo "running (pid $(cat "$PID_FILE"))"
-    # The API's own health (JSON); over HTTPS when it has tls_cert_file (this is our
-    # own process on loopback, so its certificate is not checked here).
-    "$PY" - "$(http_port)" "$(setting tls_cert_file)" <<'PYEOF' 2>/dev/null || true
-import ssl, sys, urllib.request
-port, tls = sys.argv[1], sys.argv[2]
-url = ("https" if tls else "http") + "://127.0.0.1:%s/api/health" % port
-ctx = ssl._create_unverified_context() if tls else None
-print(urllib.request.urlopen(url, timeout=2, context=ctx).read().decode())
-PYEOF
+  elif probe; then
+    echo "running (no pid file: not started by this script's start or run)"
   else
     echo "stopped"; return 3
   fi
+  ctl --timeout 2 status || true      # exit 8 degraded, 7 unavailable: still running
 }
 
 run_tests() {
@@ -165,7 +180,10 @@ cmd=${1:-}; [ $# -gt 0 ] && shift
 case "$cmd" in
   deps) deps ;;
   broker) deps; broker ;;
-  run) deps; broker; exec "$PY" dqorch.py -c "$CONFIG" ;;
+  run) deps; broker; mkdir -p "$RUN_DIR"
+       running && die "already running (pid $(cat "$PID_FILE")); './build-orchestrator.sh stop' first"
+       echo $$ > "$PID_FILE"       # exec keeps this pid: status and stop know the node
+       exec "$PY" dqorch.py -c "$CONFIG" ;;
   start) start ;;
   stop) stop ;;
   status) status ;;

@@ -28,5 +28,6 @@ setup(
                              "selenium>=4.20"],
                     # bench/chart.py's PNG only; nothing at run time or in the tests
                     "bench": ["matplotlib>=3.8"]},
-    entry_points={"console_scripts": ["dqorch=dqorch.cli:main"]},
+    # dqorch runs a node; dqctl operates one over its JSON API (README, Command line).
+    entry_points={"console_scripts": ["dqorch=dqorch.cli:main", "dqctl=dqorch.ctl:main"]},
 )

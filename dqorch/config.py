@@ -18,9 +18,11 @@ from typing import Any, Callable, Mapping
 import yaml
 
 ENV_PREFIX = "DQ_"
-# DQ_* variables that are not settings. DQ_SIM_SEEDS belongs to the test tooling, and the
-# dqorch processes that integration tests start inherit it.
-NOT_SETTINGS = frozenset({"DQ_SIM_SEEDS"})
+# DQ_* variables that are not settings, which a node inherits from the shell that starts
+# it: DQ_URL and DQ_TOKEN are dqctl's (an operator exports them), DQ_CONFIG and DQ_VENV
+# build-orchestrator.sh's, DQ_SIM_SEEDS and DQ_TEST_* the test tooling's.
+NOT_SETTINGS = frozenset({"DQ_SIM_SEEDS", "DQ_URL", "DQ_TOKEN", "DQ_CONFIG", "DQ_VENV",
+                          "DQ_TEST_RABBIT_PORT", "DQ_TEST_PRIVATE_RABBIT_PORT"})
 SECRETS = frozenset({"cookie", "rabbitmq_password", "api_tokens", "api_read_tokens"})
 MASK = "***"
 LOG_LEVELS = ("debug", "info", "warning", "error")

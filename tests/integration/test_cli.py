@@ -182,3 +182,188 @@ def test_restore_from_a_backup_starts_a_new_member_with_every_job(make_node, tmp
     jobs = {j["id"] for j in node.client().call("GET", "/api/jobs?limit=100")[1]["jobs"]}
     assert {f"bk-{i}" for i in range(20)} <= jobs
     assert "restored from a backup" in node.log_path.read_text()
+
+
+# dqctl against a real node #####################################################
+# As an operator runs it: a subprocess, its stdout, stderr and exit code. The node
+# publishes into a vhost of its own (other test runs consume the job queues of "/").
+
+DQCTL = [sys.executable, "-m", "dqorch.ctl"]
+
+
+@pytest.fixture(scope="module")
+def ctl_node(tmp_path_factory, shared_rabbit):
+    from .conftest import NodeProc
+    from .faults import drop_vhost, private_vhost
+    vhost = private_vhost()
+    node = NodeProc(tmp_path_factory.mktemp("dqctl"), SHARED_PORT, rabbitmq_vhost=vhost,
+                    worker_heartbeat_timeout_s=600)
+    try:
+        yield node.start().wait_healthy()
+    finally:
+        node.stop()
+        drop_vhost(vhost)
+
+
+def dqctl(node, *args, env=None, url=True):
+    """Run dqctl against `node` (DQ_URL) from the checkout; (exit code, stdout, stderr)."""
+    full = {k: v for k, v in os.environ.items() if k not in ("DQ_URL", "DQ_TOKEN")}
+    if url:
+        full["DQ_URL"] = f"http://127.0.0.1:{node.http_port}"
+    full.update(env or {})
+    out = subprocess.run(DQCTL + list(args), capture_output=True, text=True, timeout=60,
+                         env=full, cwd=REPO)
+    return out.returncode, out.stdout, out.stderr
+
+
+def api(node):
+    from dqorch.client import Client
+    return Client(f"http://127.0.0.1:{node.http_port}")
+
+
+def test_dqctl_status_of_a_healthy_node(ctl_node):
+    code, out, err = dqctl(ctl_node, "status")
+    assert code == 0, err
+    rows = dict(line.split(None, 1) for line in out.splitlines())
+    assert rows["status"] == "healthy" and rows["node"] == ctl_node.cfg["node_name"]
+    assert rows["raft"].startswith("leader term ") and rows["checks"] == "all ok"
+    code, out, _ = dqctl(ctl_node, "--json", "status")
+    shown = json.loads(out)
+    assert code == 0 and shown["health"]["status"] == "healthy"
+    assert shown["raft"]["role"] == "leader" and "jobs" in shown["metrics"]
+
+
+def test_dqctl_lists_jobs_with_the_apis_filters_and_pages(ctl_node):
+    with api(ctl_node) as c:
+        for i in range(3):
+            c.register({"id": f"ls-{i}", "type": "ctl-list", "priority": "HIGH"})
+        c.register({"id": "ls-other", "type": "ctl-other"})
+    code, out, err = dqctl(ctl_node, "--json", "jobs", "list", "--type", "ctl-list")
+    assert code == 0, err
+    page = json.loads(out)
+    assert [j["id"] for j in page["jobs"]] == ["ls-2", "ls-1", "ls-0"] and page["count"] == 3
+    code, out, _ = dqctl(ctl_node, "jobs", "list", "--type", "ctl-list", "--queue",
+                         "job.high", "--limit", "2")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:3] == ["ID", "TYPE", "STATUS"]
+    assert [line.split()[0] for line in lines[1:3]] == ["ls-2", "ls-1"]
+    assert lines[3].startswith("2 of 3; next page: --cursor ")
+    cursor = lines[3].split("--cursor ")[1]
+    code, out, _ = dqctl(ctl_node, "jobs", "list", "--type", "ctl-list", "--limit", "2",
+                         "--cursor", cursor)
+    assert code == 0 and out.splitlines()[1].split()[0] == "ls-0"
+    code, out, _ = dqctl(ctl_node, "--json", "jobs", "list", "--type", "ctl-list",
+                         "--limit", "1", "--all")
+    assert code == 0 and [j["id"] for j in json.loads(out)["jobs"]] == ["ls-2", "ls-1", "ls-0"]
+    code, out, err = dqctl(ctl_node, "jobs", "list", "--limit", "0")
+    assert code == 1 and "limit" in err and out == ""
+
+
+def test_dqctl_get_cancel_and_retry_a_job(ctl_node):
+    with api(ctl_node) as c:
+        c.register({"id": "gcr-1", "type": "ctl-gcr", "payload": {"to": "a@b"}})
+    code, out, err = dqctl(ctl_node, "jobs", "get", "gcr-1")
+    assert code == 0, err
+    assert '{"to":"a@b"}' in out and "registered" in out
+    code, out, err = dqctl(ctl_node, "jobs", "cancel", "gcr-1")
+    assert (code, out.strip()) == (0, "gcr-1: cancelled"), err
+    code, out, err = dqctl(ctl_node, "jobs", "cancel", "gcr-1")
+    assert code == 9 and err.strip() == "dqctl: 409 conflict: job is already cancelled"
+    code, out, _ = dqctl(ctl_node, "jobs", "retry", "gcr-1")
+    assert (code, out.strip()) == (0, "gcr-1: accepted")
+    assert json.loads(dqctl(ctl_node, "--json", "jobs", "get", "gcr-1")[1])["status"] in (
+        "pending", "queued")
+    code, _, err = dqctl(ctl_node, "jobs", "retry", "gcr-1")       # not finished now
+    assert code == 9 and "conflict" in err
+    code, out, err = dqctl(ctl_node, "jobs", "get", "no-such-job")
+    assert code == 3 and out == "" and err.strip() == "dqctl: 404 not_found: no job 'no-such-job'"
+    code, out, _ = dqctl(ctl_node, "--json", "jobs", "cancel", "no-such-job")
+    assert code == 3 and json.loads(out)["error"] == "not_found"
+
+
+def test_dqctl_retries_the_finished_jobs_a_filter_matches(ctl_node):
+    with api(ctl_node) as c:
+        for i in range(3):
+            c.register({"id": f"rm-{i}", "type": "ctl-rm"})
+            c.cancel(f"rm-{i}")
+    code, out, err = dqctl(ctl_node, "jobs", "retry", "--matching", "--type", "ctl-rm",
+                           "--limit", "2")
+    assert (code, out.strip()) == (0, "retried 2"), err
+    with api(ctl_node) as c:
+        statuses = sorted(j["status"] for j in c.iter_jobs(type="ctl-rm"))
+    assert statuses.count("cancelled") == 1
+
+
+def test_dqctl_lists_workers(ctl_node):
+    with api(ctl_node) as c:
+        c.call("POST", "/api/workers/heartbeat", {"workerId": "ctl-w1", "workerType": "py",
+                                                  "capacity": 4, "currentLoad": 1})
+    code, out, err = dqctl(ctl_node, "workers", "list")
+    assert code == 0, err
+    row = next(line.split() for line in out.splitlines() if line.startswith("ctl-w1 "))
+    assert row[:4] == ["ctl-w1", "py", "active", "1/4"]
+
+
+def test_dqctl_lists_the_members(ctl_node):
+    code, out, err = dqctl(ctl_node, "members", "list")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[1].startswith(ctl_node.cfg["node_name"] + " *") and "leader" in lines[1]
+
+
+@pytest.mark.parametrize("args,route", [
+    (("jobs", "discard", "no-such-job"), "DELETE /api/jobs/{id}"),
+    (("workers", "forget", "no-such-worker"), "DELETE /api/workers/{id}"),
+    (("queues", "list"), "GET /api/queues"),
+    (("queues", "pause", "job.low"), "POST /api/queues/{queue}/pause"),
+    (("queues", "resume", "job.low"), "POST /api/queues/{queue}/resume"),
+    (("schedules", "list"), "GET /api/schedules"),
+])
+def test_dqctl_names_a_route_the_node_does_not_have(ctl_node, args, route):
+    """These routes are being added (issue 31); until a node has them, one line names
+    the route, exit 6. A node that has them answers (0, or 3 for the unknown ids)."""
+    code, out, err = dqctl(ctl_node, *args)
+    if code == 6:
+        assert err.splitlines() == [f"dqctl: this node has no route {route} (404 not_found);"
+                                    f" it needs a newer dqorch"] or \
+            err.splitlines() == [f"dqctl: this node has no route {route} (405 "
+                                 f"method_not_allowed); it needs a newer dqorch"], err
+        assert out == ""
+    else:
+        assert code in (0, 3), (code, out, err)
+
+
+def test_dqctl_without_a_node_exits_4(ctl_node):
+    from .conftest import free_port
+    port = free_port()
+    code, out, err = dqctl(ctl_node, "--url", f"http://127.0.0.1:{port}", "status")
+    assert code == 4 and out == ""
+    assert err.strip() == f"dqctl: cannot reach http://127.0.0.1:{port}: connection refused"
+
+
+def test_dqctl_finds_the_node_from_its_config_and_probes_it(ctl_node):
+    code, out, err = dqctl(ctl_node, "-c", str(ctl_node.cfg_path), "status", url=False)
+    assert code == 0 and "healthy" in out, err
+    # the config's address before $DQ_URL's (an operator's shell may export another)
+    code, out, err = dqctl(ctl_node, "-c", str(ctl_node.cfg_path), "status", url=False,
+                           env={"DQ_URL": "http://127.0.0.1:1"})
+    assert code == 0 and "healthy" in out, err
+    code, out, err = dqctl(ctl_node, "-c", str(ctl_node.cfg_path), "probe", url=False)
+    assert (code, out.strip()) == (0, "OK"), err
+
+
+def test_dqctl_sends_the_token_and_names_a_refusal(make_node):
+    write, read = "w" * 24, "r" * 24
+    node = make_node(api_tokens=[write], api_read_tokens=[read], start=False)
+    node.start(wait=False)     # the fixture's wait asks without a token
+
+    def up():
+        return dqctl(node, "status", env={"DQ_TOKEN": write})[0] == 0 if \
+            node.proc.poll() is None else pytest.fail(node.log_tail())
+    wait_until(up, 60, 0.2, "node healthy\n" + node.log_tail())
+    code, _, err = dqctl(node, "jobs", "list")
+    assert code == 5 and "401 unauthorized" in err
+    assert dqctl(node, "jobs", "list", env={"DQ_TOKEN": read})[0] == 0
+    code, _, err = dqctl(node, "--token", read, "jobs", "cancel", "x")
+    assert code == 5 and "403 forbidden" in err
+    assert dqctl(node, "--token", write, "jobs", "cancel", "x")[0] == 3

@@ -331,6 +331,15 @@ def test_test_tooling_variable_is_not_a_setting():
     assert parse({}, {"DQ_SIM_SEEDS": "5000"}) == Config()
 
 
+def test_the_tools_variables_are_not_settings_and_get_no_warning():
+    # An operator who exports dqctl's DQ_URL/DQ_TOKEN, or build-orchestrator.sh's
+    # DQ_CONFIG, and starts a node from that shell gets no warning about them.
+    env = {"DQ_URL": "http://10.0.0.1:8081", "DQ_TOKEN": "t" * 20, "DQ_CONFIG": "c.yaml",
+           "DQ_VENV": "/opt/venv", "DQ_TEST_RABBIT_PORT": "5680"}
+    assert parse({}, env) == Config()
+    assert config.unknown_env(env) == [] and config.unknown_env_warning(env) is None
+
+
 # Values from the file #######################################################
 
 def test_yaml_values_of_the_right_types_are_taken():
