@@ -361,6 +361,24 @@ class Client:
         """GET /api/schedules."""
         return self._get("/api/schedules")
 
+    def schedule(self, schedule_id: str) -> dict:
+        """GET /api/schedules/{id}: the schedule, its next and last runs."""
+        return self._get(f"/api/schedules/{_q(schedule_id)}", "GET /api/schedules/{id}")
+
+    def put_schedule(self, schedule_id: str, spec: dict) -> dict:
+        """PUT /api/schedules/{id}: create or replace (docs/API.md, Schedules)."""
+        return self.call("PUT", f"/api/schedules/{_q(schedule_id)}", spec,
+                         route="PUT /api/schedules/{id}")[1]
+
+    def delete_schedule(self, schedule_id: str) -> dict:
+        return self.call("DELETE", f"/api/schedules/{_q(schedule_id)}",
+                         route="DELETE /api/schedules/{id}")[1]
+
+    def schedule_action(self, schedule_id: str, verb: str, body: dict | None = None) -> dict:
+        """POST /api/schedules/{id}/{pause|resume|trigger|backfill}."""
+        return self.call("POST", f"/api/schedules/{_q(schedule_id)}/{verb}", body,
+                         route=f"POST /api/schedules/{{id}}/{verb}")[1]
+
     # Members (docs/CLUSTER.md) -------------------------------------------------------
 
     def add_member(self, node: str, api: str | None = None, role: str | None = None) -> dict:

@@ -262,10 +262,37 @@ def cmd_queues_list(c: Client, a) -> tuple:
                                                       "messages", "consumers")), EXIT_OK
 
 
+def schedules_table(items: list) -> str:
+    return table(("id", "every/cron", "zone", "overlap", "paused", "next run", "fired",
+                  "skipped"),
+                 [[s["id"], s.get("every") or s.get("cron"), s["timezone"], s["overlap"],
+                   "yes" if s["paused"] else "", (s["next_runs"] or ["-"])[0],
+                   s["fired"], s["skipped_late"] + s["skipped_overlap"]] for s in items])
+
+
 def cmd_schedules_list(c: Client, a) -> tuple:
     out = c.schedules()
-    return out, generic_table(listed(out, "schedules"), ("id", "name", "every_s",
-                                                         "cron", "next_at")), EXIT_OK
+    return out, schedules_table(out["schedules"]) + f"\n{out['count']} schedules", EXIT_OK
+
+
+def cmd_schedules_get(c: Client, a) -> tuple:
+    s = c.schedule(a.id)
+    runs = "\n".join(f"  {r['scheduled_for']}  {r['status'] or 'gone'}  {r['job_id']}"
+                      for r in s["last_runs"]) or "  none yet"
+    return s, (schedules_table([s]) + "\nnext runs: " + ", ".join(s["next_runs"] or ["-"])
+               + "\nlast runs:\n" + runs), EXIT_OK
+
+
+def _schedule(verb: str):
+    def run(c: Client, a) -> tuple:
+        if verb == "delete":
+            out = c.delete_schedule(a.id)
+            return out, f"{a.id}: deleted", EXIT_OK
+        out = c.schedule_action(a.id, verb)
+        if verb == "trigger":
+            return out, "\n".join(out["job_ids"]), EXIT_OK
+        return out, f"{a.id}: {'paused' if out['paused'] else 'running'}", EXIT_OK
+    return run
 
 
 def _queue(verb: str):
@@ -390,6 +417,13 @@ def parser() -> argparse.ArgumentParser:
 
     schedules = group("schedules", "recurring jobs")
     cmd(schedules, "list", cmd_schedules_list, "schedules (GET /api/schedules)")
+    cmd(schedules, "get", cmd_schedules_get, "a schedule with its next and last runs") \
+        .add_argument("id")
+    for verb, what in (("pause", "stop firing until resumed"),
+                       ("resume", "fire again from the next tick"),
+                       ("trigger", "one run now; prints its job id"),
+                       ("delete", "delete a schedule (its jobs stay)")):
+        cmd(schedules, verb, _schedule(verb), what).add_argument("id")
 
     members = group("members", "the cluster's members (docs/CLUSTER.md)")
     cmd(members, "list", cmd_members_list, "members, roles and replication "

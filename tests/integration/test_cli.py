@@ -317,7 +317,6 @@ def test_dqctl_lists_the_members(ctl_node):
     (("queues", "list"), "GET /api/queues"),
     (("queues", "pause", "job.low"), "POST /api/queues/{queue}/pause"),
     (("queues", "resume", "job.low"), "POST /api/queues/{queue}/resume"),
-    (("schedules", "list"), "GET /api/schedules"),
 ])
 def test_dqctl_names_a_route_the_node_does_not_have(ctl_node, args, route):
     """These routes are being added (issue 31); until a node has them, one line names
@@ -331,6 +330,24 @@ def test_dqctl_names_a_route_the_node_does_not_have(ctl_node, args, route):
         assert out == ""
     else:
         assert code in (0, 3), (code, out, err)
+
+
+def test_dqctl_manages_schedules(ctl_node):
+    c = ctl_node.client()
+    assert c.call("PUT", "/api/schedules/nightly", {"cron": "30 2 * * *",
+                                                     "job": {"type": "cli"}})[0] == 201
+    code, out, err = dqctl(ctl_node, "schedules", "list")
+    assert code == 0, err
+    assert out.splitlines()[1].split()[:2] == ["nightly", "30"]
+    code, out, err = dqctl(ctl_node, "schedules", "trigger", "nightly")
+    assert code == 0 and out.strip().startswith("nightly@"), (out, err)
+    code, out, err = dqctl(ctl_node, "schedules", "pause", "nightly")
+    assert code == 0 and out.strip() == "nightly: paused"
+    code, out, err = dqctl(ctl_node, "--json", "schedules", "get", "nightly")
+    assert code == 0 and json.loads(out)["paused"] is True
+    assert dqctl(ctl_node, "schedules", "delete", "nightly")[0] == 0
+    code, out, err = dqctl(ctl_node, "schedules", "get", "nightly")
+    assert code == 3 and "no schedule 'nightly'" in err
 
 
 def test_dqctl_without_a_node_exits_4(ctl_node):
