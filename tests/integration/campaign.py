@@ -41,6 +41,7 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
         ws = [H.Worker(hist, ports, SHARED_PORT, f"w{k}", random.Random(rng.random()),
                        vhost=c.vhost)
               for k in range(workers)]
+        _put_schedule(c)
         gl = [gevent.spawn(x.run, lambda: bool(stop_load)) for x in ls]
         gw = [gevent.spawn(x.run, lambda: bool(stop_work)) for x in ws]
         t_end = time.monotonic() + fault_s
@@ -63,6 +64,7 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
             if kind == "restart":
                 hist.restarts[detail].append(t)
         lead = c.wait_leader(timeout_s=60)
+        _call_leader(c, "POST", f"/api/schedules/{H.SCHEDULE_ID}/pause")
         accepted = hist.accepted()
         log(f"healed; leader {c.name_of(lead)}; accepted {len(accepted)}; settling")
 
@@ -71,7 +73,8 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
                 jobs = {j["id"]: j["status"] for j in all_jobs(c.wait_leader().client())}
             except (OSError, AssertionError):
                 return None
-            return [i for i in accepted if jobs.get(i) not in H.TERMINAL]
+            runs = [i for i in jobs if i.startswith(H.SCHEDULE_ID + "@")]
+            return [i for i in [*accepted, *runs] if jobs.get(i) not in H.TERMINAL]
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline:
             left = open_jobs()
@@ -104,6 +107,9 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
             gevent.sleep(0.5)
         lead = c.wait_leader()
         leader_jobs = hist.final[c.name_of(lead)]
+        hist.schedule = _call_leader(c, "GET", f"/api/schedules/{H.SCHEDULE_ID}")
+        hist.schedule_runs = {i for i in leader_jobs if i.startswith(H.SCHEDULE_ID + "@")}
+        accepted = accepted | hist.schedule_runs
         for i in accepted:
             j = leader_jobs.get(i)
             if j is not None and j["status"] not in H.TERMINAL:
@@ -145,6 +151,10 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
                                   f"{r['path']} -> 404 {r['resp']}" for r in hist.http
                                   if r["status"] == 404][:10],
                        worker_give_ups=len(hist.notes),
+                       schedule={k: (hist.schedule or {}).get(k) for k in (
+                           "fired", "skipped_late", "skipped_overlap")},
+                       delayed_jobs=sum(1 for j in leader_jobs.values()
+                                        if j.get("run_at") is not None),
                        left_in_queues=sum(len(x) for x in hist.leftover.values()),
                        violations_by_check={k: sum(1 for v in violations if v[0] == k)
                                             for k in {v[0] for v in violations}},
@@ -157,6 +167,30 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
         return hist, violations, c, figures
     finally:
         c.stop()
+
+
+def _call_leader(c, method: str, path: str, body=None, deadline_s: float = 60):
+    """An answer from the leader (retried through faults), or None."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            code, out = Client(c.wait_leader(timeout_s=30).http_port).call(method, path, body)
+        except (OSError, AssertionError):
+            code, out = None, None
+        if code in (200, 201):
+            return out
+        gevent.sleep(0.5)
+    return None
+
+
+def _put_schedule(c) -> None:
+    """The campaign's schedule: a job every SCHEDULE_EVERY_MS through every fault,
+    kept whatever comes late (allow_all, an hour's catch-up): history.check's
+    `schedule` then wants one run per tick and none skipped."""
+    out = _call_leader(c, "PUT", f"/api/schedules/{H.SCHEDULE_ID}", {
+        "every": H.SCHEDULE_EVERY_MS / 1000, "overlap": "allow_all",
+        "catchup_window": 3600, "job": {"type": "fault", "maxRetries": 2}})
+    assert out is not None, "the campaign's schedule was never accepted"
 
 
 def _tracebacks(c) -> dict:

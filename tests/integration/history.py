@@ -58,6 +58,13 @@ printed with the whole story of its job:
   each delivered once, each attempt published once, and registered once: a delivery
   redelivered or published again that starts after the retry is made is a whole run of
   the job, and the node takes it for the retry's (jobs.py, "Attempts").
+- early: a job registered with a delay (DELAY_P of single registers) is never in a
+  message taken before its run_at (the node's `run_at`, the cluster's time), allowing
+  EARLY_SLACK_MS for the clocks of a test process and the members' median.
+- schedule: the campaign's schedule (every SCHEDULE_EVERY_MS, allow_all, a catch-up
+  window longer than the run) fired one job per tick: its runs' ticks are aligned and
+  contiguous from the first to the last, as many as it says it fired, none skipped;
+  its runs are checked as accepted jobs are (lost, diverged, stuck).
 - message: each job message has message_id == body id, x-dq-attempt == body
   retry_count <= max_retries; and for one job, a message of a later attempt never
   carries a lower x-dq-term than a message of an earlier attempt (a leader of term t
@@ -90,6 +97,12 @@ SLOW_TIMEOUT_S = 1
 # `drop` fault they are the appends that arrive only when repaired (transport.py Rule 3).
 LARGE_P = 0.03
 LARGE_BYTES = 50_000
+# Jobs registered to run later (issue 29): a delay of DELAY_S seconds.
+DELAY_P = 0.08
+DELAY_S = (0.3, 3.0)
+EARLY_SLACK_MS = 500
+SCHEDULE_ID = "camp"
+SCHEDULE_EVERY_MS = 2000
 
 
 class History:
@@ -102,6 +115,8 @@ class History:
         self.why: dict = {}             # job id -> why (non-terminal at the end)
         self.restarts: dict = {}        # node name -> [t of each (re)start]
         self.leftover: dict = {}        # message_id -> [x-dq-term] left in the queues
+        self.schedule: dict | None = None   # the campaign's schedule at the end (GET)
+        self.schedule_runs: set = set()     # its runs' job ids, in the final listing
 
     def accepts(self):
         """(job id, record) of every job a 202 accepted: registers, and each item of
@@ -187,6 +202,8 @@ class Loader:
             job.update(type="slow", timeout=SLOW_TIMEOUT_S, maxRetries=3)
         if alone and self.rng.random() < LARGE_P:
             job["payload"]["pad"] = "%x" % self.rng.getrandbits(LARGE_BYTES * 4)
+        elif alone and self.rng.random() < DELAY_P:
+            job["delay"] = round(self.rng.uniform(*DELAY_S), 3)
         return job
 
     def register(self, ids: list, deadline_s: float = 60) -> list:
@@ -321,7 +338,8 @@ class Worker:
         its own (it runs beside the worker's loop)."""
         body = json.loads(raw)
         h = props.headers or {}
-        self.hist.msgs.append(dict(t=time.monotonic(), queue=q, message_id=props.message_id,
+        self.hist.msgs.append(dict(t=time.monotonic(), wall_ms=time.time() * 1000,
+                                   queue=q, message_id=props.message_id,
                                    attempt=h.get("x-dq-attempt"), term=h.get("x-dq-term"),
                                    body_id=body.get("id"), retry_count=body.get("retry_count"),
                                    max_retries=body.get("max_retries"), worker=self.who,
@@ -518,10 +536,51 @@ def _result_attempts(hist: History, accepted, live: dict, regs: dict) -> list:
     return v
 
 
+def _early(hist: History, live: dict) -> list:
+    """No message of a delayed job before its run_at (the first node that lists it)."""
+    run_at = {}
+    for jobs in live.values():
+        for i, j in jobs.items():
+            if j.get("run_at") is not None:
+                run_at.setdefault(i, j["run_at"])
+    out = []
+    for m in hist.msgs:
+        at = run_at.get(m["message_id"])
+        if at is not None and m.get("wall_ms", at) < at - EARLY_SLACK_MS:
+            out.append(("early", m["message_id"], f"taken {at - m['wall_ms']:.0f} ms before "
+                                                  f"its run_at {at}"))
+    return out
+
+
+def _schedule(hist: History) -> list:
+    """One job per tick, none skipped (its catch-up window is longer than the run)."""
+    s = hist.schedule
+    if s is None:
+        return []
+    from datetime import datetime
+    ticks = sorted(round(datetime.fromisoformat(i.split("@", 1)[1].replace(
+        "Z", "+00:00")).timestamp() * 1000) for i in hist.schedule_runs)
+    out = []
+    if any(t % SCHEDULE_EVERY_MS for t in ticks):
+        out.append(("schedule", None, f"a run not on a tick: {ticks}"))
+    if ticks:
+        want = list(range(ticks[0], ticks[-1] + 1, SCHEDULE_EVERY_MS))
+        missing = sorted(set(want) - set(ticks))
+        if missing:
+            out.append(("schedule", None, f"{len(missing)} ticks without a run, first "
+                                          f"{missing[:3]}; skipped_late "
+                                          f"{s['skipped_late']}"))
+    if s["fired"] != len(ticks) or s["skipped_late"] or s["skipped_overlap"]:
+        out.append(("schedule", None, f"fired {s['fired']} for {len(ticks)} runs listed; "
+                                      f"skipped late {s['skipped_late']}, overlapping "
+                                      f"{s['skipped_overlap']}"))
+    return out
+
+
 def check(hist: History) -> list:
     """[(check name, job id or None, message)] for every violation found."""
     v: list = []
-    accepted = hist.accepted()
+    accepted = hist.accepted() | hist.schedule_runs
 
     for r in hist.http:
         if r["status"] is not None and r["status"] >= 500 and r["status"] != 503:
@@ -597,6 +656,9 @@ def check(hist: History) -> list:
                         break
 
     v += _result_attempts(hist, accepted, live, regs)
+
+    v += _early(hist, live)
+    v += _schedule(hist)
 
     by_job: dict = {}
     for m in hist.msgs:

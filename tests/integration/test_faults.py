@@ -139,7 +139,7 @@ def test_the_checker_passes_a_good_history():
     ("lost", "accepted_lost"), ("diverge", "diverged"), ("flip", "terminal_changed"),
     ("flip_read", "terminal_changed"), ("500", "no_5xx"), ("stuck", "stuck"),
     ("term_down", "message"), ("hang", "hang"), ("node_backwards", "terminal_changed"),
-    ("late_result", "result_attempt"),
+    ("late_result", "result_attempt"), ("early", "early"),
 ])
 def test_the_checker_catches_a_planted_violation(plant, want, capsys):
     h = _good_history()
@@ -175,11 +175,44 @@ def test_the_checker_catches_a_planted_violation(plant, want, capsys):
         h.msgs.append(dict(h.msgs[0], t=2.5, attempt=1, retry_count=1))
         for jobs in h.final.values():
             jobs["x"]["retry_count"] = 1
+    elif plant == "early":             # delivered 5 s before its run_at
+        h.msgs[0]["wall_ms"] = 1_800_000_000_000
+        for jobs in h.final.values():
+            jobs["x"]["run_at"] = 1_800_000_005_000
     v = H.check(h)
     text = H.report(h, v)
     print(text)
     assert any(name == want for name, _j, _m in v), text
     assert "=== story of x" in text
+
+
+def _schedule_history(ticks, fired=None, late=0) -> H.History:
+    h = H.History()
+    h.schedule_runs = {jobs_run_id(t) for t in ticks}
+    h.schedule = {"fired": len(ticks) if fired is None else fired, "skipped_late": late,
+                  "skipped_overlap": 0}
+    job = {"status": "completed", "retry_count": 0}
+    h.final = {n: {i: dict(job, id=i) for i in h.schedule_runs} for n in "abc"}
+    return h
+
+
+def jobs_run_id(t: int) -> str:
+    from dqorch.jobs import run_id
+    return run_id(H.SCHEDULE_ID, t)
+
+
+@pytest.mark.parametrize("ticks, fired, late, bad", [
+    ([2000, 4000, 6000], None, 0, False),
+    ([2000, 6000], None, 0, True),                   # a tick without a run
+    ([2000, 4000], 3, 0, True),                      # fired more than listed
+    ([2000, 4000], None, 1, True),                   # skipped, with an hour's window
+    ([2000, 4500], None, 0, True),                   # a run off the ticks
+])
+def test_the_checker_wants_one_run_per_tick_of_the_schedule(ticks, fired, late, bad):
+    base = 1_800_000_000_000
+    h = _schedule_history([base + t for t in ticks], fired, late)
+    v = [x for x in H.check(h) if x[0] == "schedule"]
+    assert bool(v) == bad, v
 
 
 def test_a_stopped_node_excuses_a_timeout_but_a_restart_resets_per_node_order():
