@@ -18,7 +18,7 @@ from typing import Any, Callable
 import bottle
 import gevent
 
-from . import http_server, jobs, metrics, openapi, parse, schedule_api
+from . import http_server, jobs, metrics, openapi, parse, queue_api, schedule_api
 from . import state as st_mod
 from .config import Config, split_peer
 from .errors import ApiError, LogFailed, Overloaded, ProposeTimeout, bad
@@ -365,6 +365,8 @@ class Services:
     dispatch_backlog: Callable[[], dict]
     new_id: Callable[[], str]
     now_ms: Callable[[], int]
+    # RabbitMQ's counts per job queue (depths.QueueDepths.get), or None
+    queue_depths: Callable[[], Any] = lambda: None
 
 
 MEMBER_BODY_BYTES = 4096
@@ -663,7 +665,8 @@ def make_app(svc: Services) -> bottle.Bottle:
             raise ApiError(404, "not_found", f"no job {job_id!r}")
         out = jobs.api_json(job, full=True, history=True)
         out["why"] = svc.why_returned(job) or jobs.why(
-            job, svc.now_ms(), svc.broker_down_since(), svc.workers.counts()["active"])
+            job, svc.now_ms(), svc.broker_down_since(), svc.workers.counts()["active"],
+            svc.state().paused_queues.get(job.queue))
         return out
 
     @app.post("/api/workers/heartbeat")
@@ -686,6 +689,9 @@ def make_app(svc: Services) -> bottle.Bottle:
                     execution_timeout=cfg.job_execution_timeout_s,
                     max_job_bytes=cfg.max_job_bytes, publish=True)
 
+    queue_api.add_routes(app, svc, writes=writes, leader_view=leader_view,
+                         drain=lambda: read_body(cfg.max_body_bytes, required=False),
+                         max_body_bytes=cfg.max_body_bytes)
     schedule_api.add_routes(app, svc, writes=writes, body=body,
                             drain=lambda: read_body(cfg.max_body_bytes, required=False),
                             register_kw=register_defaults, max_body_bytes=cfg.max_body_bytes)

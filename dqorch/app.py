@@ -15,6 +15,7 @@ import gevent
 import gevent.event
 
 from . import config, jobs, metrics
+from .depths import QueueDepths
 from .jobs import TERMINAL
 from . import state as st_mod
 from .api import Access, HostCheck, Services, guard, make_app, refuse
@@ -152,6 +153,7 @@ class Node:
                              on_confirmed=lambda toks: self.dispatcher.on_confirmed(toks),
                              on_rejected=lambda toks, why: self.dispatcher.on_rejected(toks, why),
                              on_state=self._broker_state)
+        self.depths = QueueDepths(lambda: self.broker.params)
         view = node_view(self.node)
         self.dispatcher = Dispatcher(view, self.node.propose_async, self.broker,
                                      now_ms=now_ms)
@@ -285,7 +287,7 @@ class Node:
             broker_down_since=lambda: None if broker.connected
             else broker.disconnected_since_ms,
             why_returned=dispatcher.why_returned, dispatch_backlog=dispatcher.backlog,
-            new_id=self.new_id, now_ms=self.now_ms)
+            new_id=self.new_id, now_ms=self.now_ms, queue_depths=self.depths.get)
 
     def starting_message(self) -> str:
         return f"starting: {self.node.start_phase}; this node serves once it is done"

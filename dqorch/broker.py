@@ -216,6 +216,12 @@ class Broker:
 
     # Public surface ###############################################################
 
+    @property
+    def params(self) -> pika.ConnectionParameters:
+        """A copy of the connection's parameters (depths.py opens its own)."""
+        import copy
+        return copy.copy(self._params)
+
     def start(self) -> None:
         """Spawn the greenlet that connects and reconnects until ``stop``."""
         if self._greenlet is not None:

@@ -27,6 +27,9 @@ and every mark carries the term it was started in, so apply refuses a deposed
 leader's late one.
 Rule 4: a job is never published before its `not_before` (a retry's backoff):
 JobPublisher.publish checks it for every id it takes, whichever path queued it.
+Rule 6: nothing is published to a paused job queue (state.paused_queues): publish
+leaves its jobs pending; resuming it queues every pending job again (what RabbitMQ
+already held when it was paused is not ours to take back).
 Rule 5: a leader that takes over from another (start(term, hold_s)) publishes nothing
 for hold_s: the jobs it finds pending may have been published by the last leader a
 moment ago, their `running` on the way. Publishing them again at once put a second
@@ -449,6 +452,8 @@ class JobPublisher:
             job = st.jobs.get(id_)
             if job is None or job.status != PENDING:
                 continue                  # cancelled or already queued: withdrawn
+            if job.queue in st.paused_queues:
+                continue                  # Rule 6: resume schedules it again
             not_before = job.get("not_before")
             if not_before is not None and not_before > now_ms:
                 self._wait(id_, not_before - now_ms)     # Rule 4
@@ -672,6 +677,8 @@ class Dispatcher:
             self.jobs.schedule(cmd["id"])
         for id_ in outcome.get("publish_ids", ()):
             self.jobs.schedule(id_)
+        if cmd["op"] == "queue_pause" and outcome["outcome"] == "resumed":
+            self.jobs.schedule_pending()       # Rule 6
         if cmd["op"] not in ("register", "mark_queued", "mark_published", "noop"):
             self._wake.set()           # may have added outbox events
 

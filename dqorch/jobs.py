@@ -587,8 +587,10 @@ def _why_attempt(job, status: str = PENDING) -> str:
         f" (attempt {job['attempt'] + 1})"
 
 
-def why(job: dict, now_ms: int, broker_down_since_ms: int | None, workers_active: int) -> str:
-    """One line that explains the job's state in words a person can act on."""
+def why(job: dict, now_ms: int, broker_down_since_ms: int | None, workers_active: int,
+        paused_since_ms: int | None = None) -> str:
+    """One line that explains the job's state in words a person can act on.
+    paused_since_ms: its queue is paused (POST /api/queues/{queue}/pause) since then."""
     status = job["status"]
     if status == SCHEDULED:
         at = job["run_at"]
@@ -602,6 +604,9 @@ def why(job: dict, now_ms: int, broker_down_since_ms: int | None, workers_active
             return (f"pending: retry {job['retry_count']} of {job['max_retries']} waits "
                     f"until {_clock(not_before)} (backoff)")
         why_new = _why_attempt(job)
+        if paused_since_ms is not None:
+            return (f"pending{why_new}: {job['queue']} is paused since "
+                    f"{_when(paused_since_ms, now_ms)} (POST /api/queues/{job['queue']}/resume)")
         if broker_down_since_ms is not None:
             return f"pending{why_new}: RabbitMQ unreachable since {_clock(broker_down_since_ms)}"
         return (f"pending{why_new}: published to {job['queue']}, waiting for RabbitMQ to "

@@ -330,6 +330,26 @@ _RESP = {
             "fired": COUNT, "skipped_late": COUNT, "skipped_overlap": COUNT,
         },
     },
+    "Queue": {
+        "type": "object", "required": ["queue", "paused", "paused_at", "jobs", "rabbitmq"],
+        "properties": {
+            "queue": {"type": "string", "enum": list(QUEUES)},
+            "paused": {"type": "boolean"}, "paused_at": MILLIS_OR_NULL,
+            "jobs": {"type": "object", "description": "our jobs in it, by status",
+                     "additionalProperties": COUNT},
+            "rabbitmq": {"type": ["object", "null"],
+                         "description": "RabbitMQ's own counts (a passive declare, at "
+                                        "most 2 s old): messages_ready and consumers, or "
+                                        "error; null in a pause or resume answer",
+                         "properties": {"messages_ready": COUNT, "consumers": COUNT,
+                                        "error": {"type": "string"}}},
+        },
+    },
+    "QueueList": {
+        "type": "object", "required": ["queues", "timestamp"],
+        "properties": {"queues": {"type": "array", "items": _ref("Queue")},
+                       "timestamp": MILLIS},
+    },
     "ScheduleList": {
         "type": "object", "required": ["schedules", "count"],
         "properties": {"schedules": {"type": "array", "items": _ref("Schedule")},
@@ -810,6 +830,23 @@ PATHS = {
         "responses": _responses("202", "How many got a new attempt", _ref("Retried"),
                                 "400", "413", "503"),
     }},
+    "/api/queues": {"get": {
+        "operationId": "listQueues", "tags": ["queues"],
+        "summary": "Each job queue: paused or not, our jobs in it, RabbitMQ's counts",
+        "responses": _responses("200", "job.high, job.medium, job.low", _ref("QueueList"),
+                                "503"),
+    }},
+    **{f"/api/queues/{{queue}}/{verb}": {"post": {
+        "operationId": f"{verb}Queue", "tags": ["queues"], "summary": summary,
+        "parameters": [{"name": "queue", "in": "path", "required": True,
+                        "schema": {"type": "string"}}],
+        "requestBody": {"required": False, "description": "ignored",
+                        "content": _json({})},
+        "responses": _responses("200", "Committed", _ref("Queue"),
+                                "400", "404", "405", "413", "503"),
+    }} for verb, summary in (
+        ("pause", "Publish nothing more to this queue (what RabbitMQ holds stays)"),
+        ("resume", "Publish to this queue again: its pending jobs go out"))},
     "/api/schedules": {"get": {
         "operationId": "listSchedules", "tags": ["schedules"], "summary": "Every schedule",
         "responses": _responses("200", "By id", _ref("ScheduleList")),
@@ -909,7 +946,7 @@ SPEC = {
             "answers 404 not_found; a known path with another method answers 405 "
             "method_not_allowed with an Allow header."),
     },
-    "tags": [{"name": "jobs"}, {"name": "schedules"}, {"name": "workers"},
+    "tags": [{"name": "jobs"}, {"name": "schedules"}, {"name": "queues"}, {"name": "workers"},
              {"name": "node"}],
     "paths": PATHS,
     "components": {"schemas": {**_REQ, **_RESP}, "responses": RESPONSES},

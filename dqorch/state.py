@@ -146,6 +146,7 @@ class State:
         self.events_dropped = 0                   # events dropped unpublished (OUTBOX_MAX)
         self.term = 0                             # newest leader term a command carried
         self.schedules: dict[str, dict] = {}      # id -> schedule (schedules.py)
+        self.paused_queues: dict[str, int] = {}   # job queue -> at_ms it was paused
 
 
 # Indexes ###################################################################
@@ -718,6 +719,17 @@ def _apply_fire(st: State, cmd: dict) -> dict:
             "publish_ids": created}
 
 
+def _apply_queue_pause(st: State, cmd: dict) -> dict:
+    """Pause or resume publishing to a job queue (dispatch.py Rule 6). Idempotent."""
+    queue, was = cmd["queue"], cmd["queue"] in st.paused_queues
+    if cmd["paused"]:
+        st.paused_queues.setdefault(queue, cmd["at_ms"])
+    else:
+        st.paused_queues.pop(queue, None)
+    return {"outcome": ("paused" if cmd["paused"] else "resumed")
+            if was != cmd["paused"] else "unchanged"}
+
+
 def _apply_mark_published(st: State, cmd: dict) -> dict:
     upto = min(cmd["upto"], st.outbox_next - 1)
     for seq in range(st.outbox_done + 1, upto + 1):
@@ -744,6 +756,7 @@ APPLY = {
     "schedule_delete": _apply_schedule_delete,
     "schedule_pause": _apply_schedule_pause,
     "fire": _apply_fire,
+    "queue_pause": _apply_queue_pause,
     "mark_published": _apply_mark_published,
     "noop": _apply_noop,
 }
@@ -929,6 +942,8 @@ def to_snapshot(st: State) -> dict:
     }
     if st.schedules:                    # absent: the bytes of a snapshot without any
         out["schedules"] = list(st.schedules.values())    # stay those of before
+    if st.paused_queues:
+        out["paused_queues"] = dict(st.paused_queues)
     return out
 
 
@@ -1019,6 +1034,7 @@ def from_snapshot(data: dict) -> State:
     st.events_dropped = data.get("events_dropped", 0)
     st.term = data.get("term", 0)
     st.schedules = {s["id"]: s for s in data.get("schedules", ())}
+    st.paused_queues = dict(data.get("paused_queues", {}))
     if order is None:               # snapshots before terminal_order: by completed_at
         order = [j.seq for j in sorted((j for j in loaded if j.status in TERMINAL),
                                        key=lambda j: (j.completed_at or 0, j.seq))]

@@ -93,6 +93,8 @@ def main() -> int:
           f"be refused) {figures['log_cuts'] or 'none'}")
     print(f"members replaced (emptied, removed, added back, promoted; each must end "
           f"a voter) {figures['replaced'] or 'none'}")
+    print(f"schedule (every 2 s, each tick one run, none skipped) {figures['schedule']}; "
+          f"jobs registered with a delay {figures['delayed_jobs']}")
     print(f"tracebacks in the node logs {figures['tracebacks']}")
     print(f"worker give-ups {figures['worker_give_ups']}, client crashes "
           f"{figures['client_crashes']}")

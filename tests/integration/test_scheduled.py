@@ -212,3 +212,52 @@ def test_schedule_routes_answer_in_the_api_shape(node):
 
 def vhost_of(node) -> str:
     return node.cfg["rabbitmq_vhost"]
+
+
+# Queues paused and resumed ##################################################
+
+def test_a_paused_queue_holds_its_jobs_and_resume_releases_them(node, vhost):
+    c = node.client()
+    take_all(vhost, "job.low")
+    status, q = c.call("POST", "/api/queues/job.low/pause")
+    assert status == 200 and q["paused"] and q["paused_at"], q
+    for i in range(3):
+        assert c.call("POST", "/api/jobs/register",
+                      {"id": f"held-{i}", "priority": 1})[0] == 202
+    assert c.call("POST", "/api/jobs/register", {"id": "other", "priority": 10})[0] == 202
+    # The other queues are not held: once job.high has its job, job.low would have too.
+    got: list = []
+    wait_until(lambda: got.extend(take_all(vhost, "job.high")) or got, 30, 0.05,
+               "job.high's job")
+    assert take_all(vhost, "job.low") == []
+    why = job(c, "held-0")["why"]
+    assert why.startswith("pending: job.low is paused since "), why
+    status, listed = c.call("GET", "/api/queues")
+    assert status == 200
+    low = next(x for x in listed["queues"] if x["queue"] == "job.low")
+    assert low["paused"] and low["jobs"]["pending"] == 3
+    assert low["rabbitmq"] == {"messages_ready": 0, "consumers": 0}, low
+    assert c.call("POST", "/api/queues/job.nope/pause")[0] == 404
+    status, q = c.call("POST", "/api/queues/job.low/resume")
+    assert status == 200 and not q["paused"]
+    wait_until(lambda: got.extend(take_all(vhost, "job.low")) or len(got) >= 4, 30, 0.05,
+               "the held jobs published")
+    assert sorted(b["id"] for _, b in got) == ["held-0", "held-1", "held-2", "other"]
+
+
+def test_queue_depths_come_from_rabbitmq(node, vhost):
+    c = node.client()
+    for q in ("job.high", "job.medium", "job.low"):
+        take_all(vhost, q)
+    for i in range(5):
+        assert c.call("POST", "/api/jobs/register", {"id": f"deep-{i}", "priority": 5})[0] == 202
+    wait_until(lambda: job(c, "deep-4")["status"] == "queued", 30, 0.05, "queued")
+
+    def medium():
+        listed = c.call("GET", "/api/queues")[1]
+        return next(x for x in listed["queues"] if x["queue"] == "job.medium")
+    # A read is at most depths.TTL_S old: the five arrive within a few reads.
+    wait_until(lambda: medium()["rabbitmq"] == {"messages_ready": 5, "consumers": 0},
+               30, 0.2, "RabbitMQ's count of job.medium")
+    assert medium()["jobs"]["queued"] == 5
+    take_all(vhost, "job.medium")

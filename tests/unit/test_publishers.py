@@ -80,6 +80,7 @@ class Rig:
             assert not_before is None or not_before <= self.now_ms(), \
                 "published a retry before its backoff ended (Rule 4)"
             assert all(getattr(t, "job_id", None) != token.job_id for t in self.out)
+            assert key not in self.st.paused_queues, "published to a paused queue (Rule 6)"
         else:
             assert type(token) is EventToken
             assert token.seq > self.st.outbox_done, "published a marked event again"
@@ -162,6 +163,22 @@ def test_a_job_is_published_confirmed_and_marked_queued():
     assert rig.st.jobs["j1"].status == "queued"
     assert rig.disp.backlog() == {"jobs_to_publish": 0, "jobs_waiting_backoff": 0,
                                   "jobs_in_flight": 0, "events_unpublished": 0}
+
+
+def test_a_paused_queue_gets_nothing_until_resumed_and_then_its_pending_jobs():
+    """Rule 6, and the other queues are not held by it."""
+    rig = started()
+    rig.commit({"op": "queue_pause", "queue": "job.low", "paused": True})
+    rig.commit(reg("low", T0, priority=1))
+    rig.commit(reg("high", T0, priority=10))
+    rig.step()
+    assert [t.job_id for t in rig.jobs_published()] == ["high"]
+    rig.t_ms += 60_000
+    rig.step()
+    assert [t.job_id for t in rig.jobs_published()] == ["high"]
+    rig.commit({"op": "queue_pause", "queue": "job.low", "paused": False})
+    rig.step()
+    assert [t.job_id for t in rig.jobs_published()] == ["high", "low"]
 
 
 def test_a_new_leader_holds_what_it_finds_pending_while_its_running_may_arrive():

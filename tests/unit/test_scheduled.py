@@ -138,3 +138,20 @@ def test_null_times_count_as_absent():
                          max_retries=3, execution_timeout=300, max_job_bytes=60000,
                          publish=True)
     assert "run_at" not in cmd and "delay_ms" not in cmd
+
+
+def test_a_queue_paused_is_in_the_state_and_its_snapshot_and_why_says_so():
+    st = fresh()
+    out = run(st, {"op": "queue_pause", "queue": "job.low", "paused": True, "at_ms": T0})
+    assert out["outcome"] == "paused" and st.paused_queues == {"job.low": T0}
+    again = run(st, {"op": "queue_pause", "queue": "job.low", "paused": True,
+                     "at_ms": T0 + 5})
+    assert again["outcome"] == "unchanged" and st.paused_queues == {"job.low": T0}
+    run(st, reg("j1", T0 + 1, priority=1))
+    why = jobs.why(st.jobs["j1"], T0 + 2, None, 1, st.paused_queues.get("job.low"))
+    assert why.startswith("pending: job.low is paused since ") and "resume" in why
+    back = S.from_snapshot(json.loads(json.dumps(S.to_snapshot(st),
+                                                 default=jobs.Job.to_record)))
+    assert back.paused_queues == {"job.low": T0}
+    run(st, {"op": "queue_pause", "queue": "job.low", "paused": False, "at_ms": T0 + 3})
+    assert st.paused_queues == {} and "paused_queues" not in S.to_snapshot(st)
