@@ -646,12 +646,23 @@ class Node:
                         self.broker.last_error or self.broker.confirms_overdue())
         gevent.spawn(node.transfer_leadership, self.cfg.raft_election_timeout_ms / 1000, to)
 
+    def _depth_gauges(self) -> tuple:
+        """RabbitMQ's counts, read by the leader (depths.py); absent elsewhere and
+        while RabbitMQ cannot be asked."""
+        depths = self.depths.get() if self._leading else {"error": "not leading"}
+        if "error" in depths:
+            return {}, {}
+        ok = {q: d for q, d in depths.items() if "error" not in d}
+        return ({(q,): d["messages_ready"] for q, d in ok.items()},
+                {(q,): d["consumers"] for q, d in ok.items()})
+
     def _gauges(self) -> dict:
         """The values of metrics.LIVE, read now: {name: value or {labels: value}}."""
         st, node, now = self.node.state, self.node, self.now_ms()
         broker, backlog, w = self.broker, self.dispatcher.backlog(), self.workers.counts()
         dropped = dict(self.cluster.codec.dropped) if self.cluster else {}
         fragments = dict(self.cluster.codec.stats) if self.cluster else {}
+        depths = self._depth_gauges()
         return {
             "distriqueue_jobs": {(s,): n for s, n in st_mod.counts_by_status(st).items()},
             "distriqueue_schedules": st_mod.schedule_counts(st),
@@ -668,6 +679,9 @@ class Node:
             "distriqueue_broker_oldest_unconfirmed_seconds": broker.unconfirmed_age_s(),
             "distriqueue_queue_unroutable": {(q,): int(q in self.dispatcher.unroutable)
                                              for q in jobs.QUEUES},
+            "distriqueue_queue_paused": {(q,): int(q in st.paused_queues) for q in jobs.QUEUES},
+            "distriqueue_rabbitmq_messages_ready": depths[0],
+            "distriqueue_rabbitmq_consumers": depths[1],
             "distriqueue_publish_backlog": backlog["jobs_to_publish"],
             "distriqueue_outbox_backlog": backlog["events_unpublished"],
             "distriqueue_jobs_evicted_total": st.evicted,

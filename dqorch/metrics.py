@@ -122,6 +122,15 @@ LIVE = {
         "1 while a job queue returns its jobs unroutable (deleted in RabbitMQ, or its "
         "binding): the node declares the queues again and retries with backoff",
         ("queue",)),
+    "distriqueue_queue_paused": (
+        "1 while publishing to a job queue is paused (POST /api/queues/{queue}/pause)",
+        ("queue",)),
+    "distriqueue_rabbitmq_messages_ready": (
+        "RabbitMQ's ready messages in a job queue (a passive declare; the leader only)",
+        ("queue",)),
+    "distriqueue_rabbitmq_consumers": (
+        "RabbitMQ's consumers of a job queue (a passive declare; the leader only)",
+        ("queue",)),
     "distriqueue_publish_backlog": ("Jobs waiting to be published", ()),
     "distriqueue_outbox_backlog": ("Status events not yet published", ()),
     "distriqueue_jobs_evicted_total": ("Terminal jobs forgotten by retention", ()),

@@ -134,6 +134,19 @@ tests:
         alertname: DqorchJobQueueUnroutable
         exp_alerts: [{exp_labels: {severity: critical, instance: a, queue: job.high}}]
 
+  - name: a queue with ready messages and no consumer, and one a worker consumes
+    interval: 1m
+    input_series:
+      - {series: 'distriqueue_rabbitmq_messages_ready{job="dqorch",instance="a",queue="job.low"}', values: '5+1x20'}
+      - {series: 'distriqueue_rabbitmq_consumers{job="dqorch",instance="a",queue="job.low"}', values: '0x20'}
+      - {series: 'distriqueue_rabbitmq_messages_ready{job="dqorch",instance="a",queue="job.high"}', values: '5+1x20'}
+      - {series: 'distriqueue_rabbitmq_consumers{job="dqorch",instance="a",queue="job.high"}', values: '2x20'}
+    alert_rule_test:
+      - {eval_time: 5m, alertname: DqorchQueueWithoutConsumers, exp_alerts: []}
+      - eval_time: 15m
+        alertname: DqorchQueueWithoutConsumers
+        exp_alerts: [{exp_labels: {severity: warning, job: dqorch, instance: a, queue: job.low}}]
+
   - name: confirms overdue, and snapshots that only fail
     interval: 1m
     input_series:
