@@ -390,6 +390,50 @@ def parse_member(body: dict) -> M.Member:
     return M.Member(f"{name}@{host}", role, f"{host}:{port}" if port else "", api)
 
 
+def unknown_parents(cmd: dict, held, batch_ids) -> ApiError | None:
+    """A register's depends_on names a job that is neither held nor in its batch."""
+    for p in cmd["depends_on"]:
+        if p not in held and p not in batch_ids:
+            return bad("depends_on", f"no job {p!r}: a parent must exist, or be registered "
+                                     f"in the same batch")
+    return None
+
+
+def refuse_bad_parents(items: list, held) -> None:
+    """In place: a batch item whose parent is unknown, or that is on a cycle of
+    depends_on within the batch, becomes its 400 (an ApiError)."""
+    ids = {i["id"] for i in items if isinstance(i, dict)}
+    kids = {i["id"]: [p for p in i.get("depends_on", ()) if p in ids and p not in held]
+            for i in items if isinstance(i, dict)}
+    on_cycle, state = set(), {}          # state: 1 on the path, 2 done
+
+    def visit(start):
+        stack = [(start, iter(kids.get(start, ())))]
+        state[start] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                path = [n for n, _ in stack]
+                on_cycle.update(path[path.index(nxt):])
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(kids.get(nxt, ()))))
+    for id_ in kids:
+        if id_ not in state:
+            visit(id_)
+    for n, item in enumerate(items):
+        if not isinstance(item, dict) or not item.get("depends_on"):
+            continue
+        if item["id"] in on_cycle:
+            items[n] = bad("depends_on", "these jobs wait for each other (a cycle)")
+        else:
+            items[n] = unknown_parents(item, held, ids) or item
+
+
 def make_app(svc: Services) -> bottle.Bottle:
     app = JsonBottle()
     app.uninstall(True)            # bottle's JSON and template plugins: JsonPlugin does it
@@ -537,6 +581,10 @@ def make_app(svc: Services) -> bottle.Bottle:
                              execution_timeout=cfg.job_execution_timeout_s,
                              max_job_bytes=cfg.max_job_bytes,
                              publish=cfg.publish_on_register)
+        if cmd.get("depends_on"):
+            missing = unknown_parents(cmd, svc.state().jobs, ())
+            if missing:
+                raise missing
         out = svc.raft.propose(cmd)
         if "scheduled" in out:          # only a job registered to run later
             return 202, {"status": "accepted", "job_id": cmd["id"], "run_at": out["scheduled"]}
@@ -550,6 +598,7 @@ def make_app(svc: Services) -> bottle.Bottle:
             max_batch_jobs=cfg.max_batch_jobs, new_id=new_id(),
             max_retries=cfg.job_max_retries, execution_timeout=cfg.job_execution_timeout_s,
             max_job_bytes=cfg.max_job_bytes, publish=cfg.publish_on_register)
+        refuse_bad_parents(items, svc.state().jobs)
         outs = iter(svc.raft.propose_many([i for i in items if isinstance(i, dict)]))
         results = []
         accepted = repeats = 0

@@ -16,12 +16,16 @@ from .codec import dumps  # noqa: F401 (jobs.dumps: what callers use)
 PENDING, QUEUED, RUNNING = "pending", "queued", "running"
 COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
 SCHEDULED = "scheduled"     # registered with run_at or delay: released when due
-STATUSES = (SCHEDULED, PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
+WAITING = "waiting"         # registered with depends_on: waits for its parents
+STATUSES = (WAITING, SCHEDULED, PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
 TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
 
 # Every move state.py may make. Back to pending: a retry (from queued or running) or a
 # new register of a finished job (from a terminal state). Reports never move a terminal
 # job; state.py checks that before it moves anything.
+# Waiting: registered with depends_on; when every parent has completed it moves on
+# (to pending, or scheduled when it has a time still ahead); a parent that fails or is
+# cancelled cancels it, unless on_parent_failure is "run" (state._parents_ended).
 # Scheduled: registered (or registered again) with a time to run at; the leader
 # releases it to pending when the time comes (a `release` command), a cancel ends it,
 # and a worker's report on it (someone ran it early: the gateway publishes jobs
@@ -90,13 +94,14 @@ TERMINAL = frozenset((COMPLETED, FAILED, CANCELLED))
 #     earlier run's result (fault seed 1796550205). Telling them apart needs a report
 #     id, which the unmodified workers do not send.
 TRANSITIONS = {
+    WAITING: {WAITING, SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CANCELLED},
     SCHEDULED: {SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CANCELLED},
     PENDING: {PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED},
     QUEUED: {RUNNING, COMPLETED, FAILED, CANCELLED, PENDING},
     RUNNING: {RUNNING, COMPLETED, FAILED, CANCELLED, PENDING},
-    COMPLETED: {PENDING, SCHEDULED},
-    FAILED: {PENDING, SCHEDULED},
-    CANCELLED: {PENDING, SCHEDULED},
+    COMPLETED: {PENDING, SCHEDULED, WAITING},
+    FAILED: {PENDING, SCHEDULED, WAITING},
+    CANCELLED: {PENDING, SCHEDULED, WAITING},
 }
 
 # Status words workers send (compared lower-cased), CONTRACT §2.2.
@@ -258,7 +263,7 @@ class Job:
     # owes the attempt's terminal report (state.OWED, or state.OWED_IF_ALIVE once it
     # stopped heartbeating); ended_by the status it reported it with (or None).
     RARE = ("client_created_at", "error_message", "progress", "past",
-            "not_before", "from_report", "run_at")
+            "not_before", "from_report", "run_at", "depends_on", "on_parent_failure")
     FIELDS = __slots__[:-1] + RARE
     _RARE = frozenset(RARE)
 
@@ -498,6 +503,9 @@ def api_json(job: Job, full: bool = True, history: bool = False) -> dict:
             out["client_created_at"] = extra["client_created_at"]
         if "run_at" in extra:       # only jobs registered with a time carry it
             out["run_at"] = extra["run_at"]
+        if "depends_on" in extra:   # and with parents
+            out["depends_on"] = extra["depends_on"]
+            out["on_parent_failure"] = extra.get("on_parent_failure", "cancel")
     if history:
         out["history"] = [dict(zip(HISTORY_KEYS, h)) for h in history_of(job)]
     return out
@@ -588,10 +596,17 @@ def _why_attempt(job, status: str = PENDING) -> str:
 
 
 def why(job: dict, now_ms: int, broker_down_since_ms: int | None, workers_active: int,
-        paused_since_ms: int | None = None) -> str:
+        paused_since_ms: int | None = None, parent_status=None) -> str:
     """One line that explains the job's state in words a person can act on.
-    paused_since_ms: its queue is paused (POST /api/queues/{queue}/pause) since then."""
+    paused_since_ms: its queue is paused (POST /api/queues/{queue}/pause) since then.
+    parent_status(id): a parent's status or None (a waiting job's parents)."""
     status = job["status"]
+    if status == WAITING:
+        parents = job.get("depends_on") or ()
+        left = [p for p in parents
+                if (parent_status(p) if parent_status else None) != COMPLETED]
+        return (f"waiting for {len(left)} of {len(parents)} jobs to complete: "
+                + ", ".join(left[:5]) + (", ..." if len(left) > 5 else ""))
     if status == SCHEDULED:
         at = job["run_at"]
         if at > now_ms:

@@ -56,6 +56,15 @@ _REQ = {
                        "null counts as absent.",
         "anyOf": [_ID_STRING, {"type": "integer"}, {"type": "null"}],
     },
+    "DependsOnIn": {
+        "description": "Job ids this job waits for (1-100, distinct, not its own): it is "
+                       "`waiting` until every one has completed. Each must exist, or be "
+                       "registered in the same batch (400 otherwise); a cycle in a batch "
+                       "is refused (400). Needs publish_on_register. null counts as absent.",
+        "anyOf": [{"type": "array", "minItems": 1, "maxItems": 100,
+                   "items": {"anyOf": [_ID_STRING, {"type": "integer"}]}},
+                  {"type": "null"}],
+    },
     "RunAtIn": {
         "description": "When the job runs: ms since the epoch (at least 10^11: seconds "
                        "are refused), or an ISO-8601 time with a zone "
@@ -141,6 +150,10 @@ _REQ = {
             "createdAt": {"type": ["string", "number", "null"],
                           "description": "kept as client_created_at"},
             "run_at": _ref("RunAtIn"), "runAt": _ref("RunAtIn"),
+            "depends_on": _ref("DependsOnIn"), "dependsOn": _ref("DependsOnIn"),
+            "on_parent_failure": {"enum": ["cancel", "run", None], "default": "cancel",
+                                  "description": "a parent failed or cancelled: cancel "
+                                                 "this job, or run it anyway"},
             "delay": {"type": ["number", "null"], "minimum": 0, "maximum": 316224000,
                       "description": "seconds after the leader accepts it: the job is "
                                      "`scheduled` until then (not with run_at; needs "
@@ -218,6 +231,9 @@ _JOB_PROPS = {
                  "description": "present once a worker reported progress"},
     "client_created_at": {"type": ["string", "number"],
                           "description": "created_at/createdAt as the client sent it"},
+    "depends_on": {"type": "array", "items": {"type": "string"},
+                   "description": "the jobs it waited for; only jobs registered with them"},
+    "on_parent_failure": {"enum": ["cancel", "run"]},
     "run_at": {"type": "integer", "description": "ms since the epoch: when the job was "
                                                  "registered to run (run_at or delay); "
                                                  "only jobs registered with one have it"},

@@ -198,6 +198,17 @@ def register(body: dict, *, new_id, max_retries: int, execution_timeout: int,
         raise ApiError(413, "payload_too_large",
                        f"job is {size} bytes; max_job_bytes is {max_job_bytes}")
     cmd = {"op": "register", "id": id_, "job": f, "publish": publish}
+    parents = depends_on(body, id_)
+    if parents:
+        if not publish:
+            raise bad("depends_on", "a job that waits for others needs "
+                                    "publish_on_register: true")
+        cmd["depends_on"] = parents
+        policy = body.get("on_parent_failure")
+        if policy is not None:
+            if policy not in ("cancel", "run"):
+                raise bad("on_parent_failure", "must be cancel or run")
+            cmd["on_parent_failure"] = policy
     later = run_later(body)
     if later is not None:
         if not publish:
@@ -205,6 +216,24 @@ def register(body: dict, *, new_id, max_retries: int, execution_timeout: int,
                                 "(with it off the gateway publishes jobs itself, at once)")
         cmd[later[1]] = later[2]
     return cmd
+
+
+MAX_PARENTS = 100
+
+
+def depends_on(body: dict, id_: str) -> list:
+    """The ids a register waits for: 1-MAX_PARENTS distinct job ids, not its own."""
+    name, v = _first(body, ("depends_on", "dependsOn"))
+    if v is None:
+        return []
+    if not isinstance(v, list) or not 1 <= len(v) <= MAX_PARENTS:
+        raise bad(name, f"must be a list of 1-{MAX_PARENTS} job ids")
+    out = [job_id(p, name) for p in v]
+    if len(set(out)) != len(out):
+        raise bad(name, "lists a job twice")
+    if id_ in out:
+        raise bad(name, "lists the job itself")
+    return out
 
 
 MIN_RUN_AT_MS = 10 ** 11           # 1973 in ms; a smaller run_at is seconds, not ms

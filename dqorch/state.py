@@ -13,7 +13,8 @@ from bisect import bisect_left, insort
 from collections import Counter, defaultdict
 
 from . import jobs
-from .jobs import CANCELLED, COMPLETED, FAILED, PENDING, QUEUED, RUNNING, SCHEDULED, TERMINAL
+from .jobs import (CANCELLED, COMPLETED, FAILED, PENDING, QUEUED, RUNNING, SCHEDULED,
+                   TERMINAL, WAITING)
 
 HISTORY_MAX = 32
 PAST_MAX = 16         # earlier attempts' workers a job remembers (jobs.Job.past)
@@ -147,6 +148,11 @@ class State:
         self.term = 0                             # newest leader term a command carried
         self.schedules: dict[str, dict] = {}      # id -> schedule (schedules.py)
         self.paused_queues: dict[str, int] = {}   # job queue -> at_ms it was paused
+        # parent id -> ids of the waiting jobs that depend on it (jobs.WAITING)
+        self.waiters: dict[str, list] = {}
+        # children to look at once the command is applied (_settle_children): always
+        # empty between commands
+        self.woken: list = []
 
 
 # Indexes ###################################################################
@@ -157,6 +163,19 @@ SEQ_BITS = 40       # due_key: a seq below 2**40 (a trillion jobs registered)
 def due_key(run_at: int, seq: int) -> int:
     """One int that sorts the scheduled jobs by due time, then by registration."""
     return run_at << SEQ_BITS | seq
+
+
+def _waiting(st: State, job: jobs.Job, add: bool) -> None:
+    """Keep waiters (parent -> its waiting children) in step with a job entering or
+    leaving WAITING."""
+    for p in job.depends_on:
+        if add:
+            st.waiters.setdefault(p, []).append(job.id)
+        else:
+            kids = st.waiters[p]
+            kids.remove(job.id)
+            if not kids:
+                del st.waiters[p]
 
 
 def _due(st: State, job: jobs.Job, add: bool) -> None:
@@ -242,6 +261,8 @@ def _insert(st: State, job: jobs.Job) -> None:
         _running(st, job, add=True)
     elif job.status == SCHEDULED:
         _due(st, job, add=True)
+    elif job.status == WAITING:
+        _waiting(st, job, add=True)
     _index(st, job, add=True)
 
 
@@ -252,6 +273,8 @@ def _remove(st: State, job: jobs.Job) -> None:
         _running(st, job, add=False)
     elif job.status == SCHEDULED:
         _due(st, job, add=False)
+    elif job.status == WAITING:
+        _waiting(st, job, add=False)
     st.by_status[job.status].remove(job.seq)
     st.all.remove(job.seq)
     del st.by_seq[job.seq]
@@ -282,11 +305,17 @@ def _move(st: State, job: jobs.Job, to: str, at_ms: int, by: str, reason: str | 
             _running(st, job, add=False)
         elif frm == SCHEDULED:
             _due(st, job, add=False)
+        elif frm == WAITING:
+            _waiting(st, job, add=False)
         job.status = to
         if to == RUNNING:
             _running(st, job, add=True)
         elif to == SCHEDULED:
             _due(st, job, add=True)
+        elif to == WAITING:
+            _waiting(st, job, add=True)
+        if to in TERMINAL and job.id in st.waiters:
+            st.woken.extend(st.waiters[job.id])       # _settle_children
         if to in TERMINAL:
             st.terminal_fifo[job.seq] = None
         elif frm in TERMINAL:
@@ -388,10 +417,18 @@ def _apply_register(st: State, cmd: dict) -> dict:
     at, fields, publish = cmd["at_ms"], cmd["job"], cmd["publish"]
     run_at = _run_at(cmd)
     later = run_at is not None and run_at > at
+    parents = cmd.get("depends_on")
     job = st.jobs.get(cmd["id"])
     if job is None:
         job = jobs.new_job(cmd["id"], st.next_seq, at, fields)
         st.next_seq += 1
+        if parents:
+            _set_parents(job, cmd, run_at if later else None)
+            job.status = WAITING
+            _insert(st, job)
+            moved = _move(st, job, WAITING, at, "api", _waits_for(parents))
+            st.woken.append(job.id)       # its parents may be done already
+            return {"outcome": "created", "moved": moved}
         if later:
             job.status, job.run_at = SCHEDULED, run_at
             _insert(st, job)
@@ -415,6 +452,11 @@ def _apply_register(st: State, cmd: dict) -> dict:
         _index(st, job, add=False)
         jobs.fill_fields(job, fields)
         _index(st, job, add=True)
+        if parents:
+            moved = _new_attempt(st, job, at, "registered again; " + _waits_for(parents),
+                                 run_at if later else None, cmd)
+            st.woken.append(job.id)
+            return {"outcome": "restarted", "moved": moved}
         if later:
             moved = _new_attempt(st, job, at, _scheduled_for(run_at, again=True), run_at)
             return {"outcome": "restarted", "moved": moved, "scheduled": run_at}
@@ -425,21 +467,36 @@ def _apply_register(st: State, cmd: dict) -> dict:
     return {"outcome": "exists"}
 
 
+def _set_parents(job: jobs.Job, cmd: dict, run_at: int | None) -> None:
+    job.depends_on = cmd["depends_on"]
+    if "on_parent_failure" in cmd:
+        job.on_parent_failure = cmd["on_parent_failure"]
+    if run_at is not None:
+        job.run_at = run_at              # once its parents are done, it waits for that
+
+
+def _waits_for(parents: list) -> str:
+    return f"waits for {len(parents)} job{'s' if len(parents) != 1 else ''}"
+
+
 def _scheduled_for(run_at: int, again: bool = False) -> str:
     return ("registered again" if again else "registered") + \
         " to run at " + jobs.iso_ms(run_at)
 
 
 def _new_attempt(st: State, job: dict, at: int, reason: str,
-                 run_at: int | None = None) -> tuple:
+                 run_at: int | None = None, parents_cmd: dict | None = None) -> tuple:
     """A terminal job runs again from the start: retry_count 0, the next attempt,
-    now (pending) or at run_at (scheduled). Its last worker either reported the end
-    (it is in `past` already when it did not)."""
+    now (pending), at run_at (scheduled), or once its parents are done (waiting). Its
+    last worker either reported the end (it is in `past` already when it did not)."""
     _ended(job, owes=0, ended_by=job.status)
     _next_attempt(st, job)
     job.retry_count = 0
-    for key in ("error_message", "not_before", "run_at"):
+    for key in ("error_message", "not_before", "run_at", "depends_on", "on_parent_failure"):
         job.pop(key, None)
+    if parents_cmd is not None:
+        _set_parents(job, parents_cmd, run_at)
+        return _move(st, job, WAITING, at, "api", reason)
     if run_at is not None:
         job.run_at = run_at
         return _move(st, job, SCHEDULED, at, "api", reason)
@@ -771,7 +828,46 @@ def apply(st: State, cmd: dict) -> dict:
         if term < st.term:
             return {"outcome": "stale_term"}
         st.term = term
-    return APPLY[cmd["op"]](st, cmd)    # an unknown op raises: stop, never guess
+    out = APPLY[cmd["op"]](st, cmd)     # an unknown op raises: stop, never guess
+    if st.woken:
+        _settle_children(st, cmd["at_ms"], out)
+    return out
+
+
+def _settle_children(st: State, at: int, out: dict) -> None:
+    """Waiting jobs whose parents ended in this command (or that were registered in
+    it) move on: every parent completed (or, with on_parent_failure "run", ended) ->
+    scheduled or pending; a parent failed or cancelled -> cancelled. A cancel ends its
+    own children in turn: a worklist, not recursion (a chain of 10,000). Children of
+    one parent in registration order, so every replica moves them alike."""
+    moves, publish = out.setdefault("moves", []), out.setdefault("publish_ids", [])
+    while st.woken:
+        batch, st.woken = st.woken, []
+        for id_ in sorted(set(batch), key=lambda i: st.jobs[i].seq):
+            job = st.jobs.get(id_)
+            if job is None or job.status != WAITING:
+                continue
+            run_anyway = job.get("on_parent_failure") == "run"
+            ended = {p: st.jobs[p].status if p in st.jobs else None
+                     for p in job.depends_on}
+            failed = [p for p, s in ended.items() if s in (FAILED, CANCELLED)]
+            if failed and not run_anyway:
+                job.completed_at = at
+                moves.append((id_,) + _move(st, job, CANCELLED, at, "parent",
+                                            f"parent {failed[0]} {ended[failed[0]]}"))
+                _event(st, job, "CANCELLED", at)
+            elif all(s == COMPLETED or (run_anyway and s in TERMINAL)
+                     for s in ended.values()):
+                run_at = job.get("run_at")
+                if run_at is not None and run_at > at:
+                    moves.append((id_,) + _move(st, job, SCHEDULED, at, "parent",
+                                                "its parents are done; runs at " +
+                                                jobs.iso_ms(run_at)))
+                    out["scheduled"] = run_at       # the release loop looks again
+                else:
+                    moves.append((id_,) + _move(st, job, PENDING, at, "parent",
+                                                "its parents are done"))
+                    publish.append(id_)
 
 
 # Queries ###################################################################
@@ -978,6 +1074,9 @@ def _index_all(st: State, loaded: list) -> None:
     st.all = SortedSeqs.of_sorted([j.seq for j in loaded])
     st.due = SortedSeqs.of_sorted(sorted(due_key(j.run_at, j.seq) for j in loaded
                                          if j.status == SCHEDULED))
+    for j in loaded:
+        if j.status == WAITING:
+            _waiting(st, j, add=True)
     for idx, groups in ((st.by_status, by_status), (st.by_queue, by_queue),
                         (st.by_type, by_type), (st.by_worker, by_worker)):
         for key, seqs in groups.items():

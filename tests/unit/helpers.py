@@ -117,6 +117,14 @@ def check(st: State) -> None:
     assert sorted(st.terminal_fifo) == seqs_where(lambda j: j["status"] in TERMINAL)
     assert list(st.due) == sorted(S.due_key(j["run_at"], j["seq"]) for j in all_jobs
                                   if j["status"] == "scheduled")
+    waiters: dict = {}
+    for j in sorted(all_jobs, key=lambda j: j["seq"]):
+        if j["status"] == "waiting":
+            for p in j["depends_on"]:
+                waiters.setdefault(p, []).append(j["id"])
+    assert {p: sorted(k) for p, k in st.waiters.items()} == \
+        {p: sorted(k) for p, k in waiters.items()}
+    assert st.woken == []
 
 
 def fingerprint(st: State) -> str:
@@ -146,7 +154,11 @@ def job_in(status: str, id_="j1", **body) -> State:
     st = fresh(reg(id_, T0, **body))
     if status == "scheduled":
         st = fresh(reg(id_, T0, delay=60, **body))
+    if status == "waiting":
+        st = fresh(reg("parent-of-" + id_, T0), reg(id_, T0, depends_on=["parent-of-" + id_],
+                                                       **body))
     steps = {
+        "waiting": [],
         "scheduled": [],
         "pending": [],
         "queued": [mark_queued([(id_, 0)], T0 + 1)],
@@ -194,6 +206,8 @@ register_bodies = hs.fixed_dictionaries({"maxRetries": hs.integers(0, 2)}, optio
     "timeout": hs.sampled_from([1, 60]),
     "metadata": hs.just({"k": "v"}),
     "delay": hs.sampled_from([0, 0.5, 1, 60]),       # scheduled (dropped unpublished)
+    "depends_on": hs.sampled_from([["a"], ["b"], ["c", "d"], ["zz"]]),   # waiting
+    "on_parent_failure": hs.sampled_from(["cancel", "run"]),
 })
 report_extras = hs.fixed_dictionaries({}, optional={
     "result": hs.sampled_from([{"ok": 1}, [1], "s"]),
@@ -240,7 +254,9 @@ def build(st: State, template: tuple, at_ms: int) -> dict:
     if op == "register":
         _, id_, body, publish = template
         if not publish:
-            body = {k: v for k, v in body.items() if k != "delay"}
+            body = {k: v for k, v in body.items() if k not in ("delay", "depends_on")}
+        if id_ in body.get("depends_on", ()):
+            body = dict(body, depends_on=[p for p in IDS if p != id_][:1])
         return reg(id_, at_ms, publish=publish, **body)
     if op == "report":
         _, id_, status, worker, extras, backoff_ms = template

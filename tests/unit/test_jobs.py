@@ -18,7 +18,8 @@ def job(**fields) -> dict:
 
 def test_terminal_statuses_are_completed_failed_cancelled():
     assert jobs.TERMINAL == {"completed", "failed", "cancelled"}
-    assert set(jobs.STATUSES) == {"scheduled", "pending", "queued", "running"} | jobs.TERMINAL
+    assert set(jobs.STATUSES) == {"waiting", "scheduled", "pending", "queued",
+                                  "running"} | jobs.TERMINAL
 
 
 def test_terminal_statuses_only_restart_and_every_other_can_be_cancelled():
@@ -26,7 +27,7 @@ def test_terminal_statuses_only_restart_and_every_other_can_be_cancelled():
     for status, allowed in jobs.TRANSITIONS.items():
         assert allowed <= set(jobs.STATUSES)
         if status in jobs.TERMINAL:
-            assert allowed == {"pending", "scheduled"}   # only a new register, now or later
+            assert allowed == {"pending", "scheduled", "waiting"}   # only a new register
         else:
             assert {"cancelled", "completed", "failed"} <= allowed
 

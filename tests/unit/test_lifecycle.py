@@ -510,7 +510,7 @@ def test_evict_removes_only_terminal_jobs_and_keeps_every_index():
     assert S.running_counts(st) == {"w1": 1}
     assert {w: list(ix) for w, ix in st.by_worker.items()} == {"w1": [st.jobs["r"]["seq"]]}
     assert "unknown" not in st.by_type
-    assert S.counts_by_queue(st)["job.high"] == {"scheduled": 0, "pending": 0, "queued": 0,
+    assert S.counts_by_queue(st)["job.high"] == {"waiting": 0, "scheduled": 0, "pending": 0, "queued": 0,
                                                   "running": 1,
                                                   "completed": 0, "failed": 0,
                                                   "cancelled": 0}

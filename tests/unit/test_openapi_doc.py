@@ -366,6 +366,7 @@ def _state_with_every_status():
     run(parse.cancel("cancelled"), T0 + 4)
     rep("reported-first", "done", T0 + 5, result=None)
     reg("scheduled", delay=60)
+    reg("waiting", depends_on=["pending"], on_parent_failure="run")
     return st
 
 
@@ -395,7 +396,8 @@ def test_job_json_of_every_status_matches_the_document():
 
 def test_job_schema_lists_exactly_the_fields_api_json_may_render():
     props = set(SPEC["components"]["schemas"]["Job"]["properties"])
-    assert props == set(jobs.API_FIELDS) | {"progress", "client_created_at", "run_at"}
+    assert props == set(jobs.API_FIELDS) | {"progress", "client_created_at", "run_at",
+                                            "depends_on", "on_parent_failure"}
     assert set(openapi.JOB_REQUIRED) == set(jobs.API_FIELDS) - set(jobs.LIST_OMITS)
     assert SPEC["components"]["schemas"]["HistoryItem"]["required"] == list(jobs.HISTORY_KEYS[:4])
     assert list(SPEC["components"]["schemas"]["HistoryItem"]["properties"]) == \

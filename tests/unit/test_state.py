@@ -434,7 +434,7 @@ def test_list_jobs_filters(filters, want):
 
 def test_counts_by_queue_and_status():
     st = small_mix()
-    assert S.counts_by_status(st) == {"scheduled": 0, "pending": 1, "queued": 0, "running": 3,
+    assert S.counts_by_status(st) == {"waiting": 0, "scheduled": 0, "pending": 1, "queued": 0, "running": 3,
                                       "completed": 1, "failed": 0, "cancelled": 0}
     q = S.counts_by_queue(st)
     assert q["job.high"]["running"] == 1 and q["job.high"]["completed"] == 1

@@ -1,6 +1,7 @@
-"""Jobs that run later (issue 29) on a real node and a real RabbitMQ (a vhost of this
-module's own): not in their queue before their time, published after it, cancellable
-while they wait, and still waiting after a restart and a snapshot."""
+"""Time and flow (issue 29) on real nodes and a real RabbitMQ (a vhost of this
+module's own): jobs that run later (not in their queue before their time, published
+after it, cancellable, kept through a restart and a snapshot), schedules (one job per
+tick across leader kills), queues paused and resumed, and jobs that wait for others."""
 from __future__ import annotations
 
 import json
@@ -261,3 +262,51 @@ def test_queue_depths_come_from_rabbitmq(node, vhost):
                30, 0.2, "RabbitMQ's count of job.medium")
     assert medium()["jobs"]["queued"] == 5
     take_all(vhost, "job.medium")
+
+
+# Jobs that wait for others ##################################################
+
+def work(c, vhost: str, queue: str = "job.medium") -> list:
+    """Run what is in the queue now, as a worker: running, then completed."""
+    ran = []
+    for _, body in take_all(vhost, queue):
+        for s in ("running", "completed"):
+            assert c.call("POST", "/api/jobs/status",
+                          {"jobId": body["id"], "status": s, "workerId": "w-chain"})[0] == 200
+        ran.append(body["id"])
+    return ran
+
+
+def test_a_chain_of_three_runs_in_order_and_a_failed_parent_cancels_its_child(node, vhost):
+    c = node.client()
+    take_all(vhost, "job.medium")
+    status, out = c.call("POST", "/api/jobs/batch", {"jobs": [
+        {"id": "third", "depends_on": ["second"]},
+        {"id": "second", "depends_on": ["first"]},
+        {"id": "first"},
+        {"id": "loop-a", "depends_on": ["loop-b"]},
+        {"id": "loop-b", "depends_on": ["loop-a"]}]})
+    assert status == 202 and out["accepted"] == 3, out
+    assert [r.get("field") for r in out["results"][3:]] == ["depends_on", "depends_on"]
+    assert job(c, "third")["why"] == "waiting for 1 of 1 jobs to complete: second"
+    order: list = []
+    wait_until(lambda: order.extend(work(c, vhost)) or len(order) >= 3, 30, 0.05,
+               f"the chain run, so far {order}")
+    assert order == ["first", "second", "third"]
+    wait_until(lambda: job(c, "third")["status"] == "completed", 10, 0.05, "completed")
+
+    assert c.call("POST", "/api/jobs/register", {"id": "parent", "maxRetries": 0})[0] == 202
+    assert c.call("POST", "/api/jobs/register",
+                  {"id": "child", "depends_on": ["parent"]})[0] == 202
+    status, err = c.call("POST", "/api/jobs/register",
+                         {"id": "lost", "depends_on": ["no-such-job"]})
+    assert status == 400 and err["field"] == "depends_on"
+    got: list = []
+    wait_until(lambda: got.extend(take_all(vhost)) or got, 30, 0.05, "the parent")
+    for s, extra in (("running", {}), ("failed", {"errorMessage": "disk full"})):
+        c.call("POST", "/api/jobs/status", dict(extra, jobId="parent", status=s,
+                                                workerId="w-chain"))
+    child = job(c, "child")
+    assert child["status"] == "cancelled" and child["history"][-1]["reason"] == \
+        "parent parent failed", child
+    assert take_all(vhost) == []
