@@ -154,7 +154,12 @@ function table(id, columns, caption) {
     c instanceof Node ? el("th", {scope: "col"}, c) : el("th", {scope: "col"}, c)));
   const t = el("table", {id: id}, caption ? el("caption", {class: "sr-only"}, caption) : null,
                el("thead", {}, head), el("tbody"));
-  return el("div", {class: "table-wrap"}, t);
+  return scrollBox(t, caption || id);
+}
+
+/* A box that scrolls sideways; focusable, so a keyboard can scroll it too (WCAG 2.1.1). */
+function scrollBox(child, label) {
+  return el("div", {class: "table-wrap", tabindex: 0, role: "region", "aria-label": label}, child);
 }
 
 /* Put `items` into tbody as rows, keyed by key(item): a row whose item did not change
@@ -419,8 +424,8 @@ async function renderOverview(ctx) {
     el("h1", {class: "sr-only"}, "Overview"),
     el("section", {"aria-labelledby": "h-status"},
       el("h2", {id: "h-status"}, "Jobs by status"),
-      el("div", {class: "table-wrap"},
-        el("table", {id: "status-table"}, el("thead", {}, statusRow), el("tbody", {}, countRow)))),
+      scrollBox(el("table", {id: "status-table"}, el("thead", {}, statusRow),
+                    el("tbody", {}, countRow)), "jobs by status")),
     el("section", {"aria-labelledby": "h-queues"},
       el("h2", {id: "h-queues"}, "Queues"), queues),
     el("section", {class: "cards"},
@@ -501,11 +506,12 @@ async function refreshOverview(ctx) {
 
 // Graphs ####################################################################
 
-/* A round number >= v: 1, 2 or 5 times a power of ten, so the axis labels are whole. */
+/* A round number >= v whose half is whole too (2, 4, 6 or 10 times a power of ten, at
+ * least 2), so every axis label is a whole number. */
 function niceMax(v) {
-  if (v <= 1) return 1;
+  if (v <= 2) return 2;
   const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+  for (const m of [1, 2, 4, 6, 10]) if (m * p >= v && (m * p) % 2 === 0) return m * p;
   return 10 * p;
 }
 
@@ -581,6 +587,9 @@ const FILTERS = [
   ["retry_count_min", "filter-retries-min", "retries at least", "number"],
 ];
 
+const MORE_FILTERS = ["created_since", "created_before", "finished_since", "finished_before",
+                      "retry_count_min"];
+
 function select(id, values, current, anyLabel) {
   return el("select", {id: id}, anyLabel === null ? null : el("option", {value: ""}, anyLabel || "any"),
     ...values.map((v) => el("option", {value: v, selected: String(v) === String(current)}, v)));
@@ -611,6 +620,7 @@ function filterInput(key, id, label, kind, current) {
 
 /* A listing of jobs with filters, paging by offset, selection and bulk actions.
  * cfg: {hash: "#/jobs", fixed: {status: "failed"} (filters the page always applies),
+ *       actions: the bulk actions offered (cancel, retry, discard; default all three),
  *       columns: [[header, class, fn(job) -> cell]], filters: keys shown,
  *       count: fn(page) -> text, extra: fn(job) -> cell or null (last column)}.
  * Returns {node, update}. */
@@ -624,15 +634,23 @@ function jobListing(ctx, cfg) {
   let all = false;                      // "every matching job", not only the selection
 
   const shown = FILTERS.filter(([key]) => cfg.filters.includes(key));
+  // The rarer filters fold away (open when one is set): on a phone the form would
+  // otherwise fill the screen.
+  const rare = shown.filter(([key]) => MORE_FILTERS.includes(key));
+  const more = el("details", {class: "more-filters", open: rare.some(([key]) => p.get(key))},
+    el("summary", {}, "more filters"), el("div", {class: "filters"},
+      ...rare.map(([key, id, label, kind]) => filterInput(key, id, label, kind, p.get(key) || ""))));
   const form = el("form", {id: "filter-form", class: "filters", role: "search",
                            "aria-label": "filter jobs"},
-    ...shown.map(([key, id, label, kind]) => filterInput(key, id, label, kind, p.get(key) || "")),
+    ...shown.filter((f) => !rare.includes(f)).map(([key, id, label, kind]) =>
+      filterInput(key, id, label, kind, p.get(key) || "")),
     el("label", {class: "filter"}, el("span", {}, "per page"),
       select("filter-limit", PAGE_SIZES.includes(size) ? PAGE_SIZES : [size, ...PAGE_SIZES],
              size, null)),
     el("span", {class: "filter-buttons"},
       el("button", {type: "submit"}, "Filter"), " ",
-      el("a", {href: cfg.hash}, "clear")));
+      el("a", {href: cfg.hash}, "clear")),
+    rare.length ? more : null);
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const q = new URLSearchParams();
@@ -665,6 +683,7 @@ function jobListing(ctx, cfg) {
   for (const [name, label, allowed] of [["cancel", "Cancel", LIVE],
                                          ["retry", "Retry", RETRYABLE],
                                          ["discard", "Discard", TERMINAL]]) {
+    if (cfg.actions && !cfg.actions.includes(name)) continue;
     const b = el("button", {type: "button", id: "btn-bulk-" + name, class: "btn-" + name,
                             disabled: true}, label + " selected");
     b.addEventListener("click", () => bulkAction(name, label, allowed, b));
@@ -1001,7 +1020,7 @@ function jobPage(ctx, job, path) {
 async function renderFailed(ctx) {
   const c = JOB_COLUMNS;
   const listing = jobListing(ctx, {
-    hash: "#/failed", fixed: {status: "failed"},
+    hash: "#/failed", fixed: {status: "failed"}, actions: ["retry", "discard"],
     filters: ["type", "queue", "worker_id", "id_prefix", "error", "finished_since",
               "finished_before"],
     columns: [c.id, c.type, c.queue, c.retries, c.error, c.failed],
@@ -1101,6 +1120,8 @@ async function renderWorker(ctx) {
   const path = "/api/workers/" + encodeURIComponent(id).replace(/%2F/g, "/");
   const fields = table("worker-fields", ["field", "value"], "worker");
   const stats = table("worker-stats", ["counter", "value"], "what the worker reports");
+  const noStats = el("p", {id: "worker-no-stats", class: "muted", hidden: true},
+                     "It sends no counters with its heartbeats.");
   const graph = svg("svg", {id: "load-graph", viewBox: "0 0 1000 220", role: "img",
                             "aria-label": "reported load over its last heartbeats"});
   graph.append(svg("g", {class: "axes"}), svg("polyline", {class: "line line-capacity", points: ""}),
@@ -1120,6 +1141,7 @@ async function renderWorker(ctx) {
   const c = JOB_COLUMNS;
   const running = jobListing(ctx, {
     hash: location.hash.split("?")[0], fixed: {status: "running", worker_id: id}, filters: [],
+    actions: ["cancel"],
     columns: [c.id, c.type, c.queue, c.retries, c.started],
     count: (page, offset) => countText(page, offset, "running here"),
   });
@@ -1133,7 +1155,7 @@ async function renderWorker(ctx) {
     el("div", {id: "load"}, graph),
     el("p", {class: "legend"}, el("span", {class: "key key-load"}, "load said"),
       el("span", {class: "key key-capacity"}, "capacity")),
-    el("h2", {}, "Counters it reports"), stats,
+    el("h2", {}, "Counters it reports"), stats, noStats,
     el("h2", {}, "Running jobs"), running.node);
   return async () => {
     const w = await api("GET", path);
@@ -1165,12 +1187,15 @@ async function renderWorker(ctx) {
       el("tr", {"data-stat": r[0]}, el("th", {scope: "row"}, statLabel(r[0])),
         el("td", {}, typeof r[1] === "number" ? fmtNum(r[1])
           : typeof r[1] === "object" ? JSON.stringify(r[1]) : String(r[1]))));
+    stats.hidden = keys.length === 0;
+    noStats.hidden = keys.length > 0;
     drawLoad(graph, current);
   };
 }
 
 function drawLoad(graph, w) {
-  const hist = w.load_history || [];
+  const heard = w.load_history || [];
+  const hist = heard.length === 1 ? [heard[0], heard[0]] : heard;   // one beat: a flat line
   const top = niceMax(Math.max(w.capacity, ...hist.map((p) => p[1])));
   const G = graphBox(graph);
   graph.setAttribute("viewBox", `0 0 ${G.w} ${G.h}`);

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import tarfile
 import tempfile
 import urllib.parse
 
@@ -169,21 +171,6 @@ class Page:
     def assert_console_clean(self) -> None:
         errors = self.severe_logs()
         assert errors == [], "browser console errors:\n" + "\n".join(e["message"] for e in errors)
-
-    def screenshot(self, name: str) -> str:
-        os.makedirs(SHOTS, exist_ok=True)
-        # The whole page: the window grows by what the viewport lacks (window chrome
-        # makes the window taller than its viewport).
-        height, chrome = self.d.execute_script(
-            "return [document.documentElement.scrollHeight,"
-            " window.outerHeight - window.innerHeight]")
-        self.d.set_window_size(1280, max(900, min(int(height) + int(chrome), 4000)))
-        path = os.path.join(SHOTS, name + ".png")
-        try:
-            assert self.d.save_screenshot(path), path
-        finally:
-            self.d.set_window_size(1280, 900)
-        return path
 
 
 def poll(predicate, what: str, timeout_s: float = 20):
@@ -583,6 +570,108 @@ def test_markup_in_job_data_is_shown_as_text(page, api, node):
     page.assert_console_clean()
 
 
+# Every page: accessibility, narrow and dark screens, screenshots ###########
+
+PAGES = (("overview", "#/"), ("jobs", "#/jobs"), ("job", "#/job/c-0"),
+         ("failed", "#/failed"), ("workers", "#/workers"), ("worker", "#/worker/w-1"))
+SCREENS = ((1280, "light"), (1280, "dark"), (390, "light"), (390, "dark"))
+AXE_DIR = os.path.join(tempfile.gettempdir(), "dqorch-axe")
+# WCAG 2.1 A and AA: what the console promises; best-practice rules are advice.
+AXE_RUN = """
+var done = arguments[arguments.length - 1];
+axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+  .then(function (r) { done(r.violations.map(function (v) {
+      return {id: v.id, impact: v.impact, help: v.help,
+              nodes: v.nodes.slice(0, 3).map(function (n) { return n.target.join(' '); })};
+    })); })
+  .catch(function (e) { done('axe failed: ' + e); });
+"""
+
+
+@pytest.fixture(scope="module")
+def axe_js() -> str:
+    """axe-core from the npm registry (`npm pack axe-core@4`), cached in AXE_DIR, or the
+    file DQ_AXE_JS names. Skips when neither npm nor the file is there."""
+    path = os.environ.get("DQ_AXE_JS") or os.path.join(AXE_DIR, "package", "axe.min.js")
+    if not os.path.exists(path):
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip("axe-core needs npm (apt-get install npm) or DQ_AXE_JS")
+        os.makedirs(AXE_DIR, exist_ok=True)
+        out = subprocess.run([npm, "pack", "axe-core@4", "--silent"], cwd=AXE_DIR,
+                             capture_output=True, text=True, timeout=180)
+        if out.returncode != 0:
+            pytest.skip("npm pack axe-core failed: " + out.stderr[-400:])
+        with tarfile.open(os.path.join(AXE_DIR, out.stdout.split()[-1])) as tgz:
+            tgz.extractall(AXE_DIR, filter="data")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def serious_violations(page, axe_js: str) -> list:
+    """axe-core's WCAG 2.1 AA violations of impact serious or critical on this page."""
+    page.d.set_script_timeout(60)
+    page.d.execute_script(axe_js)
+    found = page.d.execute_async_script(AXE_RUN)
+    assert isinstance(found, list), found
+    return [v for v in found if v["impact"] in ("serious", "critical")]
+
+
+def emulate(driver, width: int, scheme: str, height: int = 900) -> None:
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": scheme}]})
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+
+
+def full_page_shot(page, name: str, width: int, scheme: str) -> str:
+    os.makedirs(SHOTS, exist_ok=True)
+    height = page.d.execute_script("return Math.ceil(document.body.getBoundingClientRect().height)")
+    emulate(page.d, width, scheme, max(600, min(int(height), 4000)))
+    path = os.path.join(SHOTS, name + ".png")
+    assert page.d.save_screenshot(path), path
+    return path
+
+
+def test_every_page_passes_axe_fits_390px_and_is_photographed(page, api, node, axe_js):
+    mixed_jobs(api)
+    failed_job(api, "f-1", "worker lost: heartbeat timeout", type="email")
+    register(api, id="a-rather-long-job-id-0123456789-abcdef-0123456789-abcdef")
+    try:
+        for width, scheme in SCREENS:
+            for name, hash_ in PAGES:
+                where = f"{name} at {width} px, {scheme}"
+                emulate(page.d, width, scheme)
+                page.open(hash_, name)
+                if name == "overview":      # the graph drawn
+                    poll(lambda: page.find("#rates-graph polyline.line-registered")
+                         .get_attribute("points"), "the graph")
+                assert page.d.execute_script(
+                    "return matchMedia('(prefers-color-scheme: dark)').matches") == \
+                    (scheme == "dark")
+                bad = serious_violations(page, axe_js)
+                assert bad == [], f"{where}: " + json.dumps(bad, indent=1)
+                # Nothing is cut or pushes the page sideways: wide tables scroll in
+                # their own box, and ids stay on one line.
+                overflow = page.d.execute_script(
+                    "return document.documentElement.scrollWidth - window.innerWidth")
+                assert overflow <= 0, f"{where}: the page is {overflow} px too wide"
+                tall = page.d.execute_script(
+                    "return Array.from(document.querySelectorAll('td .id')).filter("
+                    "function (e) { return e.getBoundingClientRect().height >"
+                    " 2 * parseFloat(getComputedStyle(e).lineHeight || 20); }).length")
+                assert tall == 0, f"{where}: {tall} ids wrap over lines"
+                errors = page.severe_logs()
+                assert errors == [], f"{where}: " + "\n".join(e["message"] for e in errors)
+                # 1280 px light under the plain names the README shows
+                shot = name if (width, scheme) == (1280, "light") else f"{name}-{width}-{scheme}"
+                path = full_page_shot(page, shot, width, scheme)
+                assert os.path.getsize(path) > 5_000, f"{path} looks empty"
+    finally:
+        page.d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        page.d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
 # Token #####################################################################
 
 def test_a_401_asks_for_a_token_and_then_the_console_works(driver, make_node, clean_queues):
@@ -601,6 +690,9 @@ def test_a_401_asks_for_a_token_and_then_the_console_works(driver, make_node, cl
     p = Page(driver, node.http_port)
     p.open("#/", "overview", ready=False)
     poll(lambda: p.find("#token-form").is_displayed(), "the token form after a 401")
+    # A login card, not an error over an empty dashboard.
+    assert not p.find("#view").is_displayed() and not p.find("#error").is_displayed()
+    assert p.find("#view").get_attribute("data-state") == "login"
     p.find("#token-input").send_keys(TOKEN)
     p.click_and_wait("#token-form button[type=submit]", "overview")
     assert not p.find("#token-form").is_displayed()
