@@ -1014,20 +1014,21 @@ PATHS["/api/jobs/{job_id}"]["delete"] = {
     "responses": _responses("200", "Discarded", _ref("Discarded"),
                             "400", "404", "405", "409", "413", "503"),
 }
-PATHS["/api/jobs/discard"] = {"post": {
-    "operationId": "discardJobs", "tags": ["jobs"],
-    "summary": "Forget finished jobs: a selection, or those matching a filter",
-    "requestBody": _body("DiscardRequest"),
-    "responses": _responses("200", "How many were discarded", _ref("DiscardedMany"),
-                            "400", "413", "503"),
-}}
-PATHS["/api/jobs/cancel"] = {"post": {
-    "operationId": "cancelJobs", "tags": ["jobs"],
-    "summary": "Cancel unfinished jobs: a selection, or those matching a filter",
-    "requestBody": _body("CancelManyRequest"),
-    "responses": _responses("200", "How many were cancelled", _ref("CancelledMany"),
-                            "400", "413", "503"),
-}}
+
+
+def _bulk_path(op_id: str, summary: str, request: str, answer: str, answer_desc: str) -> dict:
+    return {"post": {"operationId": op_id, "tags": ["jobs"], "summary": summary,
+                     "requestBody": _body(request),
+                     "responses": _responses("200", answer_desc, _ref(answer),
+                                             "400", "413", "503")}}
+
+
+PATHS["/api/jobs/discard"] = _bulk_path(
+    "discardJobs", "Forget finished jobs: a selection, or those matching a filter",
+    "DiscardRequest", "DiscardedMany", "How many were discarded")
+PATHS["/api/jobs/cancel"] = _bulk_path(
+    "cancelJobs", "Cancel unfinished jobs: a selection, or those matching a filter",
+    "CancelManyRequest", "CancelledMany", "How many were cancelled")
 _WORKER_ID_PARAM = {"name": "worker_id", "in": "path", "required": True,
                     "schema": {"type": "string", "minLength": 1}}
 PATHS["/api/workers/{worker_id}"] = {

@@ -463,19 +463,28 @@ def _new_attempt(st: State, job: dict, at: int, reason: str,
     return _move(st, job, PENDING, at, "api", reason)
 
 
-def _apply_retry(st: State, cmd: dict) -> dict:
-    """POST /api/jobs/{id}/retry and /api/jobs/retry: a new attempt of each terminal
-    job, with the fields it has; always published (a retry is not a register)."""
-    results, moves = {}, []
-    for id_ in cmd["ids"]:
+def _each_finished(st: State, ids: list, done: str, act) -> dict:
+    """act(job) on each of these jobs in a final status, in the order given. Returns
+    {id: done, "not_found", or the status of a job left as it is}."""
+    results = {}
+    for id_ in ids:
         job = st.jobs.get(id_)
         if job is None:
             results[id_] = "not_found"
         elif job["status"] not in TERMINAL:
             results[id_] = job["status"]
         else:
-            moves.append((id_,) + _new_attempt(st, job, cmd["at_ms"], "retried by request"))
-            results[id_] = "retried"
+            act(job)
+            results[id_] = done
+    return results
+
+
+def _apply_retry(st: State, cmd: dict) -> dict:
+    """POST /api/jobs/{id}/retry and /api/jobs/retry: a new attempt of each terminal
+    job, with the fields it has; always published (a retry is not a register)."""
+    moves: list = []
+    results = _each_finished(st, cmd["ids"], "retried", lambda job: moves.append(
+        (job.id,) + _new_attempt(st, job, cmd["at_ms"], "retried by request")))
     return {"outcome": "retried", "results": results, "moves": moves,
             "publish_ids": [m[0] for m in moves]}
 
@@ -654,17 +663,8 @@ def _apply_discard(st: State, cmd: dict) -> dict:
     is in a final status (completed, failed, cancelled), the way retention does
     (_apply_evict); any other is left as it is. results: {id: "discarded", "not_found"
     or its status}. Not counted in `evicted`: an operator's choice, not retention's."""
-    results = {}
-    for id_ in cmd["ids"]:
-        job = st.jobs.get(id_)
-        if job is None:
-            results[id_] = "not_found"
-        elif job["status"] not in TERMINAL:
-            results[id_] = job["status"]
-        else:
-            _remove(st, job)
-            results[id_] = "discarded"
-    return {"outcome": "discarded", "results": results}
+    return {"outcome": "discarded",
+            "results": _each_finished(st, cmd["ids"], "discarded", lambda job: _remove(st, job))}
 
 
 def _apply_mark_queued(st: State, cmd: dict) -> dict:

@@ -408,6 +408,18 @@ async function act(button, what, fn) {
   }
 }
 
+/* A button that runs an action with act(); when `question` (or the function giving it)
+ * yields [text, OK label], it asks first. */
+function actionButton(attrs, label, question, fn) {
+  const b = el("button", Object.assign({type: "button"}, attrs), label);
+  b.addEventListener("click", async () => {
+    const q = typeof question === "function" ? question() : question;
+    if (q && !await confirmAction(q[0], q[1])) return;
+    await act(b, label, fn);
+  });
+  return b;
+}
+
 // Overview ##################################################################
 
 async function renderOverview(ctx) {
@@ -946,33 +958,26 @@ function jobPage(ctx, job, path) {
 
   const actions = el("p", {class: "actions"});
   if (!TERMINAL.includes(job.status)) {
-    const b = el("button", {id: "btn-cancel", type: "button", class: "btn-cancel"}, "Cancel");
-    b.addEventListener("click", () => act(b, "Cancel", async () => {
-      await api("POST", path + "/cancel");
-      return "Job cancelled.";
-    }));
-    actions.append(b);
+    actions.append(actionButton({id: "btn-cancel", class: "btn-cancel"}, "Cancel", null,
+      async () => {
+        await api("POST", path + "/cancel");
+        return "Job cancelled.";
+      }));
   }
   if (RETRYABLE.includes(job.status)) {
-    const b = el("button", {id: "btn-retry", type: "button", class: "btn-retry"}, "Retry");
-    b.addEventListener("click", () => act(b, "Retry", async () => {
-      await api("POST", path + "/retry");
-      return "Job retried.";
-    }));
-    actions.append(b);
+    actions.append(actionButton({id: "btn-retry", class: "btn-retry"}, "Retry", null,
+      async () => {
+        await api("POST", path + "/retry");
+        return "Job retried.";
+      }));
   }
   if (TERMINAL.includes(job.status)) {
-    const b = el("button", {id: "btn-discard", type: "button", class: "btn-discard"}, "Discard");
-    b.addEventListener("click", async () => {
-      if (!await confirmAction("Discard job " + job.id + "? It is forgotten for good.",
-                               "Discard")) return;
-      await act(b, "Discard", async () => {
+    actions.append(actionButton({id: "btn-discard", class: "btn-discard"}, "Discard",
+      ["Discard job " + job.id + "? It is forgotten for good.", "Discard"], async () => {
         await api("DELETE", path);
         location.hash = "#/jobs";
         return "Job " + job.id + " discarded.";
-      });
-    });
-    actions.append(b);
+      }));
   }
   const reload = el("button", {id: "btn-reload", type: "button"}, "Reload");
   reload.addEventListener("click", () => ctx.reload());
@@ -1026,38 +1031,30 @@ async function renderFailed(ctx) {
     columns: [c.id, c.type, c.queue, c.retries, c.error, c.failed],
     count: (page, offset) => countText(page, offset, "failed"),
     extra: (j) => {
-      const b = el("button", {type: "button", class: "btn-retry-one",
-                              "aria-label": "retry " + j.id}, "Retry");
-      b.addEventListener("click", () => act(b, "Retry", async () => {
-        await api("POST", "/api/jobs/" + encodeURIComponent(j.id) + "/retry");
-        return "Job " + j.id + " retried.";
-      }));
-      return b;
+      return actionButton({class: "btn-retry-one", "aria-label": "retry " + j.id}, "Retry",
+        null, async () => {
+          await api("POST", "/api/jobs/" + encodeURIComponent(j.id) + "/retry");
+          return "Job " + j.id + " retried.";
+        });
     },
   });
   // The dead set as a whole. Its count comes from the last load, so the question says
   // how many it is about.
   let count = 0;
-  const retryAll = el("button", {id: "btn-retry-all", type: "button", class: "btn-retry"},
-                      "Retry all failed");
-  const discardAll = el("button", {id: "btn-discard-all", type: "button", class: "btn-discard"},
-                        "Discard all failed");
-  retryAll.addEventListener("click", async () => {
-    if (!await confirmAction("Retry all " + plural(count, "failed job") + "?",
-                             "Retry " + fmtNum(count))) return;
-    await act(retryAll, "Retry all failed", async () => {
+  const retryAll = actionButton({id: "btn-retry-all", class: "btn-retry"}, "Retry all failed",
+    () => ["Retry all " + plural(count, "failed job") + "?", "Retry " + fmtNum(count)],
+    async () => {
       const out = await api("POST", "/api/jobs/retry", {status: "failed", all: true});
       return "Retried " + plural(out.retried, "job") + ".";
     });
-  });
-  discardAll.addEventListener("click", async () => {
-    if (!await confirmAction("Discard all " + plural(count, "failed job") +
-                             "? They are forgotten for good.", "Discard " + fmtNum(count))) return;
-    await act(discardAll, "Discard all failed", async () => {
+  const discardAll = actionButton({id: "btn-discard-all", class: "btn-discard"},
+    "Discard all failed",
+    () => ["Discard all " + plural(count, "failed job") + "? They are forgotten for good.",
+           "Discard " + fmtNum(count)],
+    async () => {
       const out = await api("POST", "/api/jobs/discard", {status: "failed", all: true});
       return "Discarded " + plural(out.discarded, "job") + ".";
     });
-  });
   view.append(el("h1", {class: "sr-only"}, "Failed jobs"),
     el("p", {class: "actions"}, el("span", {id: "failed-count", class: "muted"}, "loading…"),
       " ", retryAll, " ", discardAll),
@@ -1126,18 +1123,14 @@ async function renderWorker(ctx) {
                             "aria-label": "reported load over its last heartbeats"});
   graph.append(svg("g", {class: "axes"}), svg("polyline", {class: "line line-capacity", points: ""}),
                svg("polyline", {class: "line line-load", points: ""}));
-  const forget = el("button", {id: "btn-forget", type: "button", class: "btn-discard", hidden: true},
-                    "Forget this worker");
-  let current = null;
-  forget.addEventListener("click", async () => {
-    if (!await confirmAction("Forget worker " + id + "? Its next heartbeat brings it back.",
-                             "Forget")) return;
-    await act(forget, "Forget", async () => {
+  const forget = actionButton({id: "btn-forget", class: "btn-discard", hidden: true},
+    "Forget this worker", ["Forget worker " + id + "? Its next heartbeat brings it back.",
+                           "Forget"], async () => {
       await api("DELETE", path);
       location.hash = "#/workers";
       return "Worker " + id + " forgotten.";
     });
-  });
+  let current = null;
   const c = JOB_COLUMNS;
   const running = jobListing(ctx, {
     hash: location.hash.split("?")[0], fixed: {status: "running", worker_id: id}, filters: [],
