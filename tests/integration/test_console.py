@@ -1,7 +1,9 @@
 """The web console (dqorch/ui) in real headless Chromium, driven by selenium, against a
 real dqorch.py node and the real broker: what it shows equals what the API says, its
 buttons change jobs (checked through the API), markup in job data stays text, and no
-page logs an error. Writes a screenshot of each page to docs/screenshots/.
+page logs an error, every page updates itself and passes axe-core's WCAG 2.1 AA rules
+at 1280 and 390 px, light and dark. Writes a screenshot of each of those to
+DQ_SCREENSHOTS_DIR (docs/screenshots for the README), else to the temp dir.
 
 Needs chromium, chromedriver (scripts/browser-local.sh installs Debian's) and selenium
 in the venv; the module is skipped when one of them cannot be found. Element ids are
@@ -674,7 +676,8 @@ def test_every_page_passes_axe_fits_390px_and_is_photographed(page, api, node, a
 
 # Token #####################################################################
 
-def test_a_401_asks_for_a_token_and_then_the_console_works(driver, make_node, clean_queues):
+def test_a_401_asks_for_a_token_and_then_the_console_works(driver, make_node, clean_queues,
+                                                           axe_js):
     node = make_node(api_tokens=[TOKEN], start=False).start(wait=False)
     c = node.client()
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -693,6 +696,9 @@ def test_a_401_asks_for_a_token_and_then_the_console_works(driver, make_node, cl
     # A login card, not an error over an empty dashboard.
     assert not p.find("#view").is_displayed() and not p.find("#error").is_displayed()
     assert p.find("#view").get_attribute("data-state") == "login"
+    assert serious_violations(p, axe_js) == []
+    assert full_page_shot(p, "login", 1280, "light")
+    emulate(driver, 1280, "light")
     p.find("#token-input").send_keys(TOKEN)
     p.click_and_wait("#token-form button[type=submit]", "overview")
     assert not p.find("#token-form").is_displayed()
