@@ -47,7 +47,7 @@ SHOTS = os.environ.get("DQ_SCREENSHOTS_DIR") or os.path.join(tempfile.gettempdir
 TOKEN = "console-test-token-0123456789"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-STATUSES = ("pending", "queued", "running", "completed", "failed", "cancelled")
+STATUSES = ("scheduled", "pending", "queued", "running", "completed", "failed", "cancelled")
 
 
 # Fixtures ##################################################################
@@ -626,6 +626,12 @@ def emulate(driver, width: int, scheme: str, height: int = 900) -> None:
         "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
 
 
+def reset_emulation(driver) -> None:
+    """Back to the window's own size and the system's colour scheme."""
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
 def full_page_shot(page, name: str, width: int, scheme: str) -> str:
     os.makedirs(SHOTS, exist_ok=True)
     height = page.d.execute_script("return Math.ceil(document.body.getBoundingClientRect().height)")
@@ -670,8 +676,7 @@ def test_every_page_passes_axe_fits_390px_and_is_photographed(page, api, node, a
                 path = full_page_shot(page, shot, width, scheme)
                 assert os.path.getsize(path) > 5_000, f"{path} looks empty"
     finally:
-        page.d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-        page.d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        reset_emulation(page.d)
 
 
 # Token #####################################################################
@@ -697,8 +702,10 @@ def test_a_401_asks_for_a_token_and_then_the_console_works(driver, make_node, cl
     assert not p.find("#view").is_displayed() and not p.find("#error").is_displayed()
     assert p.find("#view").get_attribute("data-state") == "login"
     assert serious_violations(p, axe_js) == []
-    assert full_page_shot(p, "login", 1280, "light")
-    emulate(driver, 1280, "light")
+    try:
+        assert full_page_shot(p, "login", 1280, "light")
+    finally:
+        reset_emulation(driver)
     p.find("#token-input").send_keys(TOKEN)
     p.click_and_wait("#token-form button[type=submit]", "overview")
     assert not p.find("#token-form").is_displayed()
