@@ -125,6 +125,9 @@ class JsonPlugin:
 
 
 YIELD_EVERY_BYTES = 256 * 1024   # encoded (or sent) between two turns of the hub
+# Ids per command of a bulk action: 500 ids of up to 256 characters stay well below
+# what one log entry should carry, and "all failed" becomes a few commands, not one.
+BULK_CHUNK = 500
 
 
 def _yield_to_io() -> None:
@@ -665,12 +668,8 @@ def make_app(svc: Services) -> bottle.Bottle:
     @app.post("/api/jobs/retry")
     @writes(cfg.max_body_bytes)
     def retry_matching():
-        q = parse.retry_query(body())
-        ids = st_mod.terminal_ids(svc.state(), q["filters"], q["statuses"], q["limit"])
-        if not ids:
-            return 202, {"retried": 0}
-        out = svc.raft.propose({"op": "retry", "ids": ids})
-        return 202, {"retried": sum(1 for r in out["results"].values() if r == "retried")}
+        results = propose_ids("retry", bulk_ids(parse.retry_query(body())))
+        return 202, {"retried": sum(1 for r in results.values() if r == "retried")}
 
     @app.get("/api/rates")
     def rates():
@@ -685,7 +684,8 @@ def make_app(svc: Services) -> bottle.Bottle:
     @app.get("/api/jobs")
     def list_jobs():
         q = parse.list_query(query())
-        page, count, nxt = st_mod.list_jobs(svc.state(), q["filters"], q["limit"], q["cursor"])
+        page, count, nxt = st_mod.list_jobs(svc.state(), q["filters"], q["limit"], q["cursor"],
+                                            q["where"], q["offset"])
         parts, size, since_yield = [b'{"jobs":['], 0, 0
         for n, job in enumerate(page):
             part = (b"," if n else b"") + _dumps(jobs.api_json(job, full=q["full"]))
@@ -753,8 +753,86 @@ def make_app(svc: Services) -> bottle.Bottle:
     def metrics_json():
         st = svc.state()
         return {"jobs": st_mod.counts_by_status(st), "queues": st_mod.counts_by_queue(st),
-                "workers": svc.workers.counts(), "raft": svc.raft.status(),
+                "workers": svc.workers.counts(st_mod.running_counts(st)),
+                "raft": svc.raft.status(),
                 "broker": svc.broker_status(), "dispatch": svc.dispatch_backlog(),
                 "timestamp": svc.now_ms()}
+
+
+    # Bulk actions and the dead set (docs/API.md): a selection of ids, or every job
+    # matching the listing's filters, proposed in commands of BULK_CHUNK ids.
+
+    def bulk_ids(q: dict) -> list:
+        if q["ids"] is not None:
+            return q["ids"]
+        return st_mod.terminal_ids(svc.state(), q["filters"], q["statuses"], q["limit"],
+                                   q["where"])
+
+    def propose_ids(op: str, ids: list) -> dict:
+        """{id: result} of `op` over these ids, BULK_CHUNK ids a command."""
+        results: dict = {}
+        for i in range(0, len(ids), BULK_CHUNK):
+            results.update(svc.raft.propose({"op": op, "ids": ids[i:i + BULK_CHUNK]})["results"])
+        return results
+
+    @app.delete("/api/jobs/<job_id>")
+    @writes(cfg.max_body_bytes, required=False)
+    def discard(job_id):
+        read_body(cfg.max_body_bytes, required=False)   # none needed; ignore any
+        id_ = parse.job_id(job_id, "id")
+        result = svc.raft.propose({"op": "discard", "ids": [id_]})["results"][id_]
+        if result == "not_found":
+            raise ApiError(404, "not_found", f"no job {id_!r}")
+        if result != "discarded":
+            raise ApiError(409, "conflict", f"job is {result}; only a completed, failed or "
+                           f"cancelled job is discarded (cancel it first)")
+        return {"status": "discarded", "job_id": id_}
+
+    @app.post("/api/jobs/discard")
+    @writes(cfg.max_body_bytes)
+    def discard_matching():
+        q = parse.bulk_query(body(), jobs.TERMINAL, [jobs.FAILED])
+        results = propose_ids("discard", bulk_ids(q))
+        return {"discarded": sum(1 for r in results.values() if r == "discarded")}
+
+    @app.post("/api/jobs/cancel")
+    @writes(cfg.max_body_bytes)
+    def cancel_matching():
+        live = frozenset(jobs.STATUSES) - jobs.TERMINAL
+        ids = bulk_ids(parse.bulk_query(body(), live, sorted(live)))
+        done = 0
+        for i in range(0, len(ids), BULK_CHUNK):
+            outs = svc.raft.propose_many([parse.cancel(x) for x in ids[i:i + BULK_CHUNK]])
+            done += sum(1 for o in outs if isinstance(o, dict) and o["outcome"] == "cancelled")
+        return {"cancelled": done}
+
+    def worker_route(worker_id: str) -> str:
+        # "heartbeat" is the heartbeat's own path: DELETE/GET there stay a 405 (a
+        # worker of that name is forgotten by the hour, workers.FORGET_AFTER_S).
+        if worker_id == "heartbeat":
+            raise bottle.HTTPError(405, "method not allowed", Allow="POST")
+        return parse.worker_id(worker_id, "worker_id")
+
+    @app.get("/api/workers/<worker_id:path>")
+    @leader_view
+    def worker(worker_id):
+        wid = worker_route(worker_id)
+        out = svc.workers.detail(wid, st_mod.running_counts(svc.state()).get(wid, 0))
+        if out is None:
+            raise ApiError(404, "not_found", f"no worker {wid!r}")
+        return out
+
+    @app.delete("/api/workers/<worker_id:path>")
+    @writes(cfg.max_body_bytes, required=False)
+    def forget_worker(worker_id):
+        read_body(cfg.max_body_bytes, required=False)
+        wid = worker_route(worker_id)
+        running = st_mod.running_counts(svc.state()).get(wid, 0)
+        if running:
+            raise ApiError(409, "conflict", f"worker {wid} has {running} running jobs; they "
+                           "are retried once it is unresponsive, then it can be forgotten")
+        if not svc.workers.forget(wid):
+            raise ApiError(404, "not_found", f"no worker {wid!r}")
+        return {"status": "forgotten", "worker_id": wid}
 
     return app

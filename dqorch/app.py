@@ -659,7 +659,8 @@ class Node:
     def _gauges(self) -> dict:
         """The values of metrics.LIVE, read now: {name: value or {labels: value}}."""
         st, node, now = self.node.state, self.node, self.now_ms()
-        broker, backlog, w = self.broker, self.dispatcher.backlog(), self.workers.counts()
+        broker, backlog = self.broker, self.dispatcher.backlog()
+        w = self.workers.counts(st_mod.running_counts(st))
         dropped = dict(self.cluster.codec.dropped) if self.cluster else {}
         fragments = dict(self.cluster.codec.stats) if self.cluster else {}
         depths = self._depth_gauges()
@@ -668,8 +669,11 @@ class Node:
             "distriqueue_schedules": st_mod.schedule_counts(st),
             "distriqueue_queue_jobs": {(q, s): n for q, c in st.queue_counts.items()
                                        for s, n in c.items()},
+            # stopped: silent after a last heartbeat with load 0 and no job running
+            # there (a scale-down); DqorchWorkersUnresponsive watches only the lost.
             "distriqueue_workers": {("active",): w["active"],
-                                    ("unresponsive",): w["unresponsive"]},
+                                    ("unresponsive",): w["unresponsive"],
+                                    ("stopped",): w["stopped"]},
             # Every member but a witness holds one (peer_news.py): absent on a witness.
             "distriqueue_clock_skew_seconds": self.clock.skew_ms() / 1000,
             "distriqueue_broker_connected": None if self.cfg.witness

@@ -452,7 +452,9 @@ _RESP = {
         "properties": {
             "worker_id": {"type": "string", "minLength": 1},
             "worker_type": {"type": "string"},
-            "status": {"type": "string", "enum": ["active", "unresponsive"]},
+            "status": {"type": "string", "enum": ["active", "unresponsive", "stopped"],
+                       "description": "stopped: silent after a last heartbeat with load "
+                                      "0, and no job running there"},
             "capacity": COUNT, "current_load": COUNT, "running_jobs": COUNT,
             "last_heartbeat": MILLIS, "first_seen": MILLIS,
             "heartbeats": {"type": "integer", "minimum": 1},
@@ -591,7 +593,7 @@ _RESP = {
                            "additionalProperties": COUNT}},
             "workers": {"type": "object", "required": ["total", "active", "unresponsive"],
                         "properties": {"total": COUNT, "active": COUNT,
-                                       "unresponsive": COUNT}},
+                                       "unresponsive": COUNT, "stopped": COUNT}},
             "raft": _ref("RaftStatus"),
             "broker": _ref("BrokerStatus"),
             "dispatch": {"type": "object", "additionalProperties": COUNT,
@@ -947,6 +949,117 @@ PATHS = {
         "operationId": "openapi", "tags": ["node"], "summary": "This document",
         "responses": _responses("200", "OpenAPI 3.1", _ref("OpenApiDocument")),
     }},
+}
+
+# The console's routes and filters (docs/API.md) ##############################
+# Kept together here, added to the tables above, so that the routes' own entries
+# stay as they were.
+
+_WHERE_PARAMS = [
+    dict(_q, name="id_prefix", description="ids that begin with this (a walk of the "
+         "index the other filters choose)", schema={"type": "string", "minLength": 1,
+                                                    "maxLength": 256}),
+    *(dict(_q, name=name, description=desc, schema={"type": "integer", "minimum": 0,
+                                                    "maximum": 2 ** 53})
+      for name, desc in (("created_since", "created_at >= this (ms)"),
+                         ("created_before", "created_at < this (ms)"),
+                         ("finished_since", "completed_at >= this (ms); finished jobs only"),
+                         ("finished_before", "completed_at < this (ms); finished jobs only"))),
+    dict(_q, name="error", description="text within error_message, any case",
+         schema={"type": "string", "maxLength": 200}),
+    dict(_q, name="retry_count_min", schema={"type": "integer", "minimum": 0,
+                                             "maximum": 1000}),
+    dict(_q, name="retry_count_max", schema={"type": "integer", "minimum": 0,
+                                             "maximum": 1000}),
+    dict(_q, name="offset", description="skip this many matching jobs (after `cursor`); "
+         "the last page begins at count - count % limit",
+         schema={"type": "integer", "minimum": 0, "maximum": 10_000_000}),
+]
+PATHS["/api/jobs"]["get"]["parameters"] += _WHERE_PARAMS
+
+
+def _bulk_request(statuses, default: str) -> dict:
+    props = {p["name"]: p["schema"] for p in _WHERE_PARAMS if p["name"] != "offset"}
+    return {
+        "type": "object",
+        "description": "`ids` (the jobs a person selected), or the listing's filters "
+                       f"with `status` ({default} when absent) and `limit` (default "
+                       "100), or `all: true` for every matching job.",
+        "properties": {"ids": {"type": "array", "minItems": 1, "maxItems": 10000,
+                               "items": _ID_STRING},
+                       "status": {"enum": sorted(statuses)},
+                       "type": {"type": "string"}, "queue": {"type": "string"},
+                       "worker_id": {"type": "string"},
+                       "limit": {"type": "integer", "minimum": 1, "maximum": 10000},
+                       "all": {"type": "boolean"}, **props},
+    }
+
+
+_LIVE = sorted(set(STATUSES) - {"completed", "failed", "cancelled"})
+_REQ["RetryRequest"] = _bulk_request(["completed", "failed", "cancelled"], "failed")
+_REQ["DiscardRequest"] = _bulk_request(["completed", "failed", "cancelled"], "failed")
+_REQ["CancelManyRequest"] = _bulk_request(_LIVE, "every unfinished status")
+_RESP.update({
+    "Discarded": {"type": "object", "required": ["status", "job_id"],
+                  "properties": {"status": {"const": "discarded"},
+                                 "job_id": {"type": "string"}}},
+    "DiscardedMany": {"type": "object", "required": ["discarded"],
+                      "properties": {"discarded": COUNT}},
+    "CancelledMany": {"type": "object", "required": ["cancelled"],
+                      "properties": {"cancelled": COUNT}},
+    "WorkerDetail": {"allOf": [_ref("Worker"), {
+        "type": "object", "required": ["load_history"],
+        "properties": {"load_history": {
+            "type": "array", "maxItems": 60,
+            "description": "[at_ms, current_load] of its last heartbeats, oldest first",
+            "items": {"type": "array", "prefixItems": [MILLIS, COUNT],
+                      "minItems": 2, "maxItems": 2}}}}]},
+    "Forgotten": {"type": "object", "required": ["status", "worker_id"],
+                  "properties": {"status": {"const": "forgotten"},
+                                 "worker_id": {"type": "string"}}},
+})
+PATHS["/api/jobs/retry"]["post"]["description"] = (
+    "`ids`, or the listing's filters with `status` a terminal one (default: failed, "
+    "the dead set; cancelled jobs only when asked), at most `limit` (default 100) "
+    "newest first, or `all: true` for every match.")
+PATHS["/api/jobs/{job_id}"]["delete"] = {
+    "operationId": "discardJob", "tags": ["jobs"], "summary": "Forget a finished job",
+    "description": "A completed, failed or cancelled job leaves the registry (as "
+                   "retention removes it). The body is ignored.",
+    "parameters": [JOB_ID_PARAM],
+    "responses": _responses("200", "Discarded", _ref("Discarded"),
+                            "400", "404", "405", "409", "413", "503"),
+}
+
+
+def _bulk_path(op_id: str, summary: str, request: str, answer: str, answer_desc: str) -> dict:
+    return {"post": {"operationId": op_id, "tags": ["jobs"], "summary": summary,
+                     "requestBody": _body(request),
+                     "responses": _responses("200", answer_desc, _ref(answer),
+                                             "400", "413", "503")}}
+
+
+PATHS["/api/jobs/discard"] = _bulk_path(
+    "discardJobs", "Forget finished jobs: a selection, or those matching a filter",
+    "DiscardRequest", "DiscardedMany", "How many were discarded")
+PATHS["/api/jobs/cancel"] = _bulk_path(
+    "cancelJobs", "Cancel unfinished jobs: a selection, or those matching a filter",
+    "CancelManyRequest", "CancelledMany", "How many were cancelled")
+_WORKER_ID_PARAM = {"name": "worker_id", "in": "path", "required": True,
+                    "schema": {"type": "string", "minLength": 1}}
+PATHS["/api/workers/{worker_id}"] = {
+    "get": {"operationId": "getWorker", "tags": ["workers"],
+            "summary": "One worker, with the load of its last heartbeats",
+            "parameters": [_WORKER_ID_PARAM],
+            "responses": _responses("200", "The worker", _ref("WorkerDetail"),
+                                    "400", "404", "405")},
+    "delete": {"operationId": "forgetWorker", "tags": ["workers"],
+               "summary": "Forget a worker (its next heartbeat brings it back)",
+               "description": "409 while the node records jobs running on it: those are "
+                              "retried once it is unresponsive. The body is ignored.",
+               "parameters": [_WORKER_ID_PARAM],
+               "responses": _responses("200", "Forgotten", _ref("Forgotten"),
+                                       "400", "404", "405", "409", "413", "503")},
 }
 
 SPEC = {

@@ -394,23 +394,50 @@ def heartbeat(body: dict) -> dict:
 
 
 def retry_query(body: dict) -> dict:
-    """POST /api/jobs/retry -> {"filters", "statuses", "limit"}: the listing's filters;
-    `status` one of the terminal ones (default: failed and cancelled, the dead set)."""
+    """POST /api/jobs/retry -> bulk_query(body, terminal statuses, default failed: the
+    dead set; cancelled jobs were stopped on purpose and are retried only when asked)."""
+    return bulk_query(body, jobs.TERMINAL, [jobs.FAILED])
+
+
+BULK_IDS_MAX = 10000
+_BULK_KEYS = ("status", "type", "queue", "worker_id", "limit", "id_prefix", "error",
+              "created_since", "created_before", "finished_since", "finished_before",
+              "retry_count_min", "retry_count_max")
+
+
+def bulk_query(body: dict, allowed: frozenset, default: list) -> dict:
+    """The body of a bulk action (POST /api/jobs/retry, /discard, /cancel) ->
+    {"ids", "filters", "where", "statuses", "limit"}.
+
+    Either `ids` (a list of job ids, at most BULK_IDS_MAX: the jobs a person selected),
+    or the listing's filters (GET /api/jobs's names) with `status` one of `allowed`
+    (default: `default`) and `limit` (1-10000, default 100), or `"all": true` for
+    every matching job (limit None)."""
     if not isinstance(body, dict):
         raise bad("body", "must be a JSON object")
-    given = {k: v for k, v in body.items()
-             if k in ("status", "type", "queue", "worker_id", "limit") and v is not None}
+    ids = body.get("ids")
+    if ids is not None:
+        if not isinstance(ids, list) or not 1 <= len(ids) <= BULK_IDS_MAX:
+            raise bad("ids", f"must be a list of 1-{BULK_IDS_MAX} job ids")
+        return {"ids": list(dict.fromkeys(job_id(i, "ids") for i in ids)), "filters": {},
+                "where": {}, "statuses": sorted(allowed), "limit": len(ids)}
+    given = {k: v for k, v in body.items() if k in _BULK_KEYS and v is not None}
     for k, v in given.items():
-        if k == "limit" and not (isinstance(v, int) and not isinstance(v, bool)):
-            raise bad("limit", "must be an integer 1-10000")
-        if k != "limit" and not isinstance(v, str):
+        if k == "limit" or k.endswith(("_since", "_before", "_min", "_max")):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise bad(k, "must be an integer")
+        elif not isinstance(v, str):
             raise bad(k, "must be a string")
+    every = body.get("all", False)
+    if not isinstance(every, bool):
+        raise bad("all", "must be true or false")
     q = list_query({k: str(v) for k, v in given.items()})
     status = q["filters"].pop("status", None)
-    if status is not None and status not in jobs.TERMINAL:
-        raise bad("status", f"must be a terminal status ({', '.join(sorted(jobs.TERMINAL))})")
-    return {"filters": q["filters"], "limit": q["limit"],
-            "statuses": [status] if status else ["failed", "cancelled"]}
+    if status is not None and status not in allowed:
+        raise bad("status", f"must be one of {', '.join(sorted(allowed))}")
+    return {"ids": None, "filters": q["filters"], "where": q["where"],
+            "limit": None if every else q["limit"],
+            "statuses": [status] if status else list(default)}
 
 
 def query_limit(v: str | None, default: int, most: int = 10000) -> int:
@@ -426,8 +453,49 @@ def query_limit(v: str | None, default: int, most: int = 10000) -> int:
     return limit
 
 
+def _query_int(query: dict, key: str, lo: int, hi: int) -> int | None:
+    v = query.get(key)
+    if v in (None, ""):
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        raise bad(key, f"must be an integer {lo}-{hi}")
+    if not lo <= n <= hi:
+        raise bad(key, f"must be an integer {lo}-{hi}, got {n}")
+    return n
+
+
+MAX_MS = 2 ** 53           # a time in ms past this is no time (JSON's exact integers)
+MAX_OFFSET = 10_000_000
+
+
+def list_where(query: dict) -> dict:
+    """The filters of GET /api/jobs that no index answers (state.where_match): id
+    prefix, created/finished time ranges [since, before) in ms, error text (any case),
+    retry_count range [min, max]. Only the ones given."""
+    where: dict = {}
+    prefix = query.get("id_prefix")
+    if prefix not in (None, ""):
+        where["id_prefix"] = client_name(prefix, "id_prefix")
+    error = query.get("error")
+    if error not in (None, ""):
+        if len(error) > 200:
+            raise bad("error", "must be at most 200 characters")
+        where["error"] = error.lower()
+    for key in ("created_since", "created_before", "finished_since", "finished_before"):
+        n = _query_int(query, key, 0, MAX_MS)
+        if n is not None:
+            where[key] = n
+    for key in ("retry_count_min", "retry_count_max"):
+        n = _query_int(query, key, 0, 1000)
+        if n is not None:
+            where[key] = n
+    return where
+
+
 def list_query(query: dict) -> dict:
-    """GET /api/jobs query -> {"filters", "limit", "cursor", "full"}."""
+    """GET /api/jobs query -> {"filters", "where", "limit", "cursor", "offset", "full"}."""
     filters = {}
     for key in ("status", "type", "worker_id", "queue"):
         v = query.get(key)
@@ -445,7 +513,9 @@ def list_query(query: dict) -> dict:
         except ValueError:
             raise bad("cursor", "is not a cursor this server returned")
     full = query.get("full", "") in ("1", "true", "yes")
-    return {"filters": filters, "limit": limit, "cursor": cursor, "full": full}
+    offset = _query_int(query, "offset", 0, MAX_OFFSET) or 0
+    return {"filters": filters, "where": list_where(query), "limit": limit,
+            "cursor": cursor, "offset": offset, "full": full}
 
 
 MAX_WORKERS_PAGE = 10000      # workers.MAX_WORKERS: the default page holds them all

@@ -89,20 +89,22 @@ class SortedSeqs:
         else:
             self._maxes[i] = lst[-1]
 
+    def _position(self, bound: int | None) -> tuple:
+        """(block, index) just past the values < bound (the end when None)."""
+        if bound is None:
+            i = len(self._lists) - 1
+            return i, len(self._lists[i])
+        i = bisect_left(self._maxes, bound)
+        if i == len(self._maxes):
+            i -= 1
+            return i, len(self._lists[i])
+        return i, bisect_left(self._lists[i], bound)
+
     def below(self, bound: int | None = None):
         """Yield values < bound (all when None), largest first."""
         if not self._lists:
             return
-        if bound is None:
-            i = len(self._lists) - 1
-            j = len(self._lists[i])
-        else:
-            i = bisect_left(self._maxes, bound)
-            if i == len(self._maxes):
-                i -= 1
-                j = len(self._lists[i])
-            else:
-                j = bisect_left(self._lists[i], bound)
+        i, j = self._position(bound)
         while i >= 0:
             lst = self._lists[i]
             for k in range(j - 1, -1, -1):
@@ -110,6 +112,21 @@ class SortedSeqs:
             i -= 1
             if i >= 0:
                 j = len(self._lists[i])
+
+    def nth_below(self, bound: int | None, k: int) -> int | None:
+        """The k-th (0-based) value below(bound) yields, or None when it yields fewer:
+        O(blocks), for a listing's offset."""
+        if not self._lists:
+            return None
+        i, j = self._position(bound)
+        while i >= 0:
+            if k < j:
+                return self._lists[i][j - 1 - k]
+            k -= j
+            i -= 1
+            if i >= 0:
+                j = len(self._lists[i])
+        return None
 
     def __iter__(self):
         """Smallest first."""
@@ -503,19 +520,28 @@ def _new_attempt(st: State, job: dict, at: int, reason: str,
     return _move(st, job, PENDING, at, "api", reason)
 
 
-def _apply_retry(st: State, cmd: dict) -> dict:
-    """POST /api/jobs/{id}/retry and /api/jobs/retry: a new attempt of each terminal
-    job, with the fields it has; always published (a retry is not a register)."""
-    results, moves = {}, []
-    for id_ in cmd["ids"]:
+def _each_finished(st: State, ids: list, done: str, act) -> dict:
+    """act(job) on each of these jobs in a final status, in the order given. Returns
+    {id: done, "not_found", or the status of a job left as it is}."""
+    results = {}
+    for id_ in ids:
         job = st.jobs.get(id_)
         if job is None:
             results[id_] = "not_found"
         elif job["status"] not in TERMINAL:
             results[id_] = job["status"]
         else:
-            moves.append((id_,) + _new_attempt(st, job, cmd["at_ms"], "retried by request"))
-            results[id_] = "retried"
+            act(job)
+            results[id_] = done
+    return results
+
+
+def _apply_retry(st: State, cmd: dict) -> dict:
+    """POST /api/jobs/{id}/retry and /api/jobs/retry: a new attempt of each terminal
+    job, with the fields it has; always published (a retry is not a register)."""
+    moves: list = []
+    results = _each_finished(st, cmd["ids"], "retried", lambda job: moves.append(
+        (job.id,) + _new_attempt(st, job, cmd["at_ms"], "retried by request")))
     return {"outcome": "retried", "results": results, "moves": moves,
             "publish_ids": [m[0] for m in moves]}
 
@@ -689,6 +715,15 @@ def _apply_evict(st: State, cmd: dict) -> dict:
     return {"outcome": "evicted", "evicted": n}
 
 
+def _apply_discard(st: State, cmd: dict) -> dict:
+    """DELETE /api/jobs/{id} and POST /api/jobs/discard: forget each of these jobs that
+    is in a final status (completed, failed, cancelled), the way retention does
+    (_apply_evict); any other is left as it is. results: {id: "discarded", "not_found"
+    or its status}. Not counted in `evicted`: an operator's choice, not retention's."""
+    return {"outcome": "discarded",
+            "results": _each_finished(st, cmd["ids"], "discarded", lambda job: _remove(st, job))}
+
+
 def _apply_mark_queued(st: State, cmd: dict) -> dict:
     """Broker confirmed these publishes: [[id, attempt], ...]. Stale ones (the job
     moved on, or a newer attempt exists) change nothing."""
@@ -807,6 +842,7 @@ APPLY = {
     "timeout": _apply_timeout,
     "expire_worker": _apply_expire_worker,
     "evict": _apply_evict,
+    "discard": _apply_discard,
     "mark_queued": _apply_mark_queued,
     "release": _apply_release,
     "schedule_put": _apply_schedule_put,
@@ -887,52 +923,122 @@ _FILTER_INDEX = {
 SCAN_MAX = 50_000   # most index entries one listing request walks
 
 
-def terminal_ids(st: State, filters: dict, statuses: list, limit: int) -> list:
-    """Ids of up to `limit` jobs in these (terminal) statuses that match the filters,
-    newest first, through the listing's paged walks (never the whole registry)."""
+def terminal_ids(st: State, filters: dict, statuses: list, limit: int | None,
+                 where: dict | None = None) -> list:
+    """Ids of up to `limit` (every one when None) jobs in these statuses that match the
+    filters (and `where`, see where_match), newest first, through the listing's paged
+    walks (never the whole registry at once). The bulk actions use it for any status."""
     out: list = []
+    most = len(st.jobs) if limit is None else limit
     for status in statuses:
         cursor = None
-        while len(out) < limit:
-            page, _, cursor = list_jobs(st, dict(filters, status=status),
-                                        min(1000, limit - len(out)), cursor)
+        while len(out) < most:
+            page, cursor, _ = _walk(st, dict(filters, status=status), where,
+                                    min(1000, most - len(out)), cursor, 0)
             out.extend(j["id"] for j in page)
             if cursor is None:
                 break
-    return out[:limit]
+    return out[:most]
 
 
-def list_jobs(st: State, filters: dict, limit: int, cursor: int | None):
+def where_match(where: dict):
+    """A predicate for the listing's filters that no index answers (parse.list_where):
+    id_prefix; created_since <= created_at < created_before; finished_since <=
+    completed_at < finished_before (only finished jobs have one); error: text within
+    error_message, any case (`where` holds it lower-cased); retry_count_min <=
+    retry_count <= retry_count_max."""
+    prefix, error = where.get("id_prefix"), where.get("error")
+    ranges = [(field, where.get(lo), where.get(hi)) for field, lo, hi in (
+        ("created_at", "created_since", "created_before"),
+        ("completed_at", "finished_since", "finished_before"))]
+    ranges = [r for r in ranges if r[1] is not None or r[2] is not None]
+    rmin, rmax = where.get("retry_count_min"), where.get("retry_count_max")
+
+    def match(job) -> bool:
+        if prefix is not None and not job["id"].startswith(prefix):
+            return False
+        for field, lo, hi in ranges:
+            at = job[field]
+            if at is None or (lo is not None and at < lo) or (hi is not None and at >= hi):
+                return False
+        if rmin is not None and job["retry_count"] < rmin:
+            return False
+        if rmax is not None and job["retry_count"] > rmax:
+            return False
+        if error is not None and error not in (job.get("error_message") or "").lower():
+            return False
+        return True
+    return match
+
+
+def _walk(st: State, filters: dict, where: dict | None, limit: int, cursor: int | None,
+          offset: int):
+    """One page of list_jobs: (jobs, next_cursor, counter), counter() counting every
+    match. Jobs are created in seq order with leader-stamped, never decreasing times,
+    so a walk newest first stops at the first job created before created_since."""
+    if not filters:
+        base = st.all
+    else:
+        indexes = [_FILTER_INDEX[k](st, v) for k, v in filters.items()]
+        if any(ix is None for ix in indexes):
+            return [], None, lambda: 0
+        base = min(indexes, key=len)
+    extra = where_match(where) if where else None
+    since = (where or {}).get("created_since")
+
+    def match(job):
+        return all(job[k] == v for k, v in filters.items()) and (extra is None or extra(job))
+
+    def counter() -> int:
+        if extra is None:
+            return _count(st, filters, base, match)
+        n = 0
+        for seq in base.below(None):
+            job = st.jobs[st.by_seq[seq]]
+            if since is not None and job["created_at"] < since:
+                break
+            n += match(job)
+        return n
+
+    if len(filters) <= 1 and extra is None and offset:
+        cursor = base.nth_below(cursor, offset - 1)     # every entry matches: O(blocks)
+        if cursor is None:
+            return [], None, counter
+        offset = 0
+    page, next_cursor, scanned = [], None, 0
+    for seq in base.below(cursor):
+        job = st.jobs[st.by_seq[seq]]
+        if since is not None and job["created_at"] < since:
+            break
+        if offset == 0:
+            scanned += 1
+            if scanned > SCAN_MAX:
+                next_cursor = seq + 1      # resume with this entry
+                break
+        if match(job):
+            if offset:
+                offset -= 1
+                continue
+            if len(page) == limit:
+                next_cursor = page[-1]["seq"]
+                break
+            page.append(job)
+    return page, next_cursor, counter
+
+
+def list_jobs(st: State, filters: dict, limit: int, cursor: int | None,
+              where: dict | None = None, offset: int = 0):
     """Newest first. Returns (jobs, count, next_cursor).
 
     The page walks the smallest index that matches one of the filters, checking the
     others, so with one filter (or status plus another) a page costs O(page). A walk
     that finds few matches stops after SCAN_MAX entries and returns a shorter page with
     a `next` cursor to continue from. The count is kept for one filter and for status
-    plus type, queue or worker_id; other combinations count by a walk."""
-    if not filters:
-        base = st.all
-    else:
-        indexes = [_FILTER_INDEX[k](st, v) for k, v in filters.items()]
-        if any(ix is None for ix in indexes):
-            return [], 0, None
-        base = min(indexes, key=len)
-
-    def match(job):
-        return all(job[k] == v for k, v in filters.items())
-
-    page, next_cursor = [], None
-    for n, seq in enumerate(base.below(cursor)):
-        if n >= SCAN_MAX:
-            next_cursor = seq + 1          # resume with this entry
-            break
-        job = st.jobs[st.by_seq[seq]]
-        if match(job):
-            if len(page) == limit:
-                next_cursor = page[-1]["seq"]
-                break
-            page.append(job)
-    return page, _count(st, filters, base, match), next_cursor
+    plus type, queue or worker_id; other combinations, and any `where` (where_match),
+    count by a walk of that index. `offset` skips that many matches (below `cursor`):
+    O(blocks) with at most one filter and no `where`, else a walk of the skipped ones."""
+    page, next_cursor, counter = _walk(st, filters, where, limit, cursor, offset)
+    return page, counter(), next_cursor
 
 
 def _count(st: State, filters: dict, base, match) -> int:

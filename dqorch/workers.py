@@ -2,7 +2,9 @@
 heartbeats after a restart (DESIGN §1), so it never enters the log.
 
 A worker is `active` while its last heartbeat is younger than the timeout, then
-`unresponsive` (CONTRACT §2.4). The clock is passed in.
+`unresponsive` (CONTRACT §2.4), or `stopped` when it went silent after saying it was
+idle (its last heartbeat had load 0) and the node records no job running on it: a
+planned scale-down, not a loss. The clock is passed in.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import logging
 
 log = logging.getLogger(__name__)
 
-ACTIVE, UNRESPONSIVE = "active", "unresponsive"
+ACTIVE, UNRESPONSIVE, STOPPED = "active", "unresponsive", "stopped"
+LOAD_HISTORY_MAX = 60    # (at, load) of the last heartbeats a worker keeps: ~10 min
 FORGET_AFTER_S = 3600    # an unresponsive worker is dropped from the table after this
 # Most workers held. Heartbeats under ever new ids (a fuzzer, a bug, an attacker) grew
 # the table for an hour each; past this the longest silent one is dropped (a real
@@ -30,15 +33,18 @@ class WorkerTable:
         self.dropped = 0                  # workers dropped for room (a metric)
         self._ids: list[str] | None = None   # sorted worker ids; None: to be sorted again
 
-    def heartbeat(self, w: dict) -> bool:
-        """Record a parsed heartbeat (parse.heartbeat). Returns True for a new worker."""
-        now = self.now_ms()
+    def heartbeat(self, w: dict, at: int | None = None) -> bool:
+        """Record a parsed heartbeat (parse.heartbeat), received now (or at `at`, ms).
+        Returns True for a new worker."""
+        now = self.now_ms() if at is None else at
         old = self.workers.pop(w["worker_id"], None)
         if old is None and len(self.workers) >= self.max_workers:
             self._drop_oldest()
+        loads = old["load_history"][-(LOAD_HISTORY_MAX - 1):] if old else []
+        loads.append((now, w["current_load"]))
         rec = dict(w, last_heartbeat=now,
                    first_seen=old["first_seen"] if old else now,
-                   heartbeats=(old["heartbeats"] + 1) if old else 1)
+                   heartbeats=(old["heartbeats"] + 1) if old else 1, load_history=loads)
         self.workers[w["worker_id"]] = rec
         if old is None:
             self._ids = None
@@ -64,7 +70,8 @@ class WorkerTable:
         (a follower passes them to the leader: ages, so clocks need not agree)."""
         now = self.now_ms()
         return [dict({k: v for k, v in rec.items()
-                      if k not in ("last_heartbeat", "first_seen", "heartbeats")},
+                      if k not in ("last_heartbeat", "first_seen", "heartbeats",
+                                   "load_history")},
                      age_ms=now - rec["last_heartbeat"])
                 for rec in self.workers.values() if rec["last_heartbeat"] > mark_ms]
 
@@ -76,17 +83,23 @@ class WorkerTable:
         if old is not None and old["last_heartbeat"] >= at:
             return
         w = {k: v for k, v in w.items() if k != "age_ms"}
-        self.heartbeat(w)
-        self.workers[w["worker_id"]]["last_heartbeat"] = at
+        self.heartbeat(w, at)
 
     def is_unresponsive(self, worker_id: str) -> bool:
         """False for a worker never seen: after a restart the table is empty until
         the next heartbeats, and silence we never observed proves nothing."""
         rec = self.workers.get(worker_id)
-        return rec is not None and self.status_of(rec, self.now_ms()) == UNRESPONSIVE
+        return rec is not None and self._silent(rec, self.now_ms())
 
-    def status_of(self, rec: dict, now: int) -> str:
-        return ACTIVE if now - rec["last_heartbeat"] <= self.timeout_ms else UNRESPONSIVE
+    def _silent(self, rec: dict, now: int) -> bool:
+        """No heartbeat for the timeout: stopped or unresponsive."""
+        return now - rec["last_heartbeat"] > self.timeout_ms
+
+    def status_of(self, rec: dict, now: int, running: int = 0) -> str:
+        """running: jobs the node records running on it (state.running_counts)."""
+        if not self._silent(rec, now):
+            return ACTIVE
+        return STOPPED if rec["current_load"] == 0 and running == 0 else UNRESPONSIVE
 
     def check(self) -> list[str]:
         """Workers that became unresponsive since the last check (sorted ids). Workers
@@ -101,7 +114,7 @@ class WorkerTable:
             self._unresponsive.discard(wid)
             log.info("worker forgotten worker=%s", wid)
         gone = sorted(wid for wid, rec in self.workers.items()
-                      if wid not in self._unresponsive and self.status_of(rec, now) == UNRESPONSIVE)
+                      if wid not in self._unresponsive and self._silent(rec, now))
         for wid in gone:
             self._unresponsive.add(wid)
             log.warning("worker unresponsive worker=%s silent_ms=%d", wid,
@@ -124,22 +137,46 @@ class WorkerTable:
         start = 0 if after is None else bisect.bisect_right(ids, after)
         chosen = ids[start:start + limit]
         now = self.now_ms()
-        out = []
-        for wid in chosen:
-            rec = self.workers[wid]
-            out.append({
-                "worker_id": wid, "worker_type": rec["worker_type"],
-                "status": self.status_of(rec, now), "capacity": rec["capacity"],
-                "current_load": rec["current_load"],
-                "running_jobs": running.get(wid, 0),
-                "last_heartbeat": rec["last_heartbeat"], "first_seen": rec["first_seen"],
-                "heartbeats": rec["heartbeats"], "stats": rec["stats"],
-            })
+        out = [self._view(wid, now, running.get(wid, 0)) for wid in chosen]
         more = start + limit < len(ids)
         return out, len(ids), (chosen[-1] if more and chosen else None)
 
-    def counts(self) -> dict:
-        now = self.now_ms()
-        active = sum(1 for rec in self.workers.values() if self.status_of(rec, now) == ACTIVE)
-        return {"total": len(self.workers), "active": active,
-                "unresponsive": len(self.workers) - active}
+    def _view(self, wid: str, now: int, running: int) -> dict:
+        rec = self.workers[wid]
+        return {
+            "worker_id": wid, "worker_type": rec["worker_type"],
+            "status": self.status_of(rec, now, running), "capacity": rec["capacity"],
+            "current_load": rec["current_load"], "running_jobs": running,
+            "last_heartbeat": rec["last_heartbeat"], "first_seen": rec["first_seen"],
+            "heartbeats": rec["heartbeats"], "stats": rec["stats"],
+        }
+
+    def detail(self, worker_id: str, running: int) -> dict | None:
+        """GET /api/workers/{id}: the listing's fields plus `load_history`, the
+        [at_ms, current_load] of its last LOAD_HISTORY_MAX heartbeats, oldest first.
+        None for a worker this table does not hold."""
+        if worker_id not in self.workers:
+            return None
+        out = self._view(worker_id, self.now_ms(), running)
+        out["load_history"] = [list(p) for p in self.workers[worker_id]["load_history"]]
+        return out
+
+    def forget(self, worker_id: str) -> bool:
+        """DELETE /api/workers/{id}: drop it now (its next heartbeat brings it back).
+        False when it is not held."""
+        if self.workers.pop(worker_id, None) is None:
+            return False
+        self._ids = None
+        self._unresponsive.discard(worker_id)
+        log.info("worker forgotten by request worker=%s", worker_id)
+        return True
+
+    def counts(self, running: dict | None = None) -> dict:
+        """{total, active, unresponsive, stopped}. running: {worker: jobs running there}
+        (state.running_counts); without it a silent worker that said load 0 counts as
+        stopped."""
+        now, running = self.now_ms(), running or {}
+        out = {"total": len(self.workers), ACTIVE: 0, UNRESPONSIVE: 0, STOPPED: 0}
+        for wid, rec in self.workers.items():
+            out[self.status_of(rec, now, running.get(wid, 0))] += 1
+        return out

@@ -7,45 +7,61 @@
  *   set with setAttribute; innerHTML is never used. Job ids, types, payloads and error
  *   messages come from clients and may contain markup.
  * - It only reads the JSON API (docs/API.md) and writes through its documented routes.
+ * - Every page is live: it polls the API every 3 s and changes only what changed, so a
+ *   person's scroll position, filters, selection and focus stay where they were.
  *
  * Routes (location.hash):
- *   #/                       overview, refreshed every 3 s
- *   #/jobs?status=&type=&queue=&worker_id=&limit=&cursor=   the listing
+ *   #/                       overview
+ *   #/jobs?status=&type=&queue=&worker_id=&id_prefix=&error=&created_since=
+ *         &created_before=&finished_since=&finished_before=&retry_count_min=&limit=&offset=
+ *                            the listing (times in ms, as the API takes them)
  *   #/job/<encoded id>       one job
- *   #/failed                 failed jobs, retry one or all
+ *   #/failed                 failed jobs: retry or discard some or all
  *   #/workers                the workers table
+ *   #/worker/<encoded id>    one worker
  *
  * Stable hooks for tests and for people writing their own checks:
- *   body[data-page]          overview | jobs | job | failed | workers
- *   #view[data-state]        loading | ready | error; ready once the page's data is shown
+ *   body[data-page]          overview | jobs | job | failed | workers | worker
+ *   #view[data-state]        loading | ready | error | login; ready once the data is shown
  *   #view[data-render]       counts renders (navigations, reloads after an action), so a
  *                            test can wait for the render after the one it saw
- *   #view[data-refreshes]    overview: how many refreshes have been shown
+ *   #view[data-refreshes]    how many loads of the page's data have been shown (1 at ready)
  *   #error, #notice          last failure (the API's message) / last success message
- *   #token-form, #token-input   shown after any 401; the token is kept in sessionStorage
- *   #search-form, #search-id    open a job by id (every page)
- *   overview: #count-<status> (pending queued running completed failed cancelled),
- *             #queue-table tr[data-queue] td[data-status],
- *             #workers-total, #workers-active, #workers-unresponsive,
+ *   #token-form, #token-input   the login card, shown after any 401 (sessionStorage)
+ *   #search-form, #search-id    open a job by id, or list the jobs whose id begins so
+ *   #confirm (dialog), #confirm-text, #confirm-ok, #confirm-cancel: destructive actions
+ *   overview: #count-<status>, #queue-table tr[data-queue] td[data-status],
+ *             #workers-total, #workers-active, #workers-unresponsive, #workers-stopped,
  *             #broker-state, #raft-role, #raft-term, #raft-leader,
- *             #members tr[data-node][data-member], #rates-graph (svg) polyline.line-<series>,
- *             #rate-total-<series> (registered completed failed: sum over the window)
- *   jobs:     #filter-form with #filter-status #filter-type #filter-queue #filter-worker,
- *             #job-count, #job-list tr[data-id] (td.col-<field>), #btn-next, #btn-first
+ *             #members tr[data-node][data-member] (only with more than one member),
+ *             #rates-graph (svg) polyline.line-<series>, #rate-total-<series>
+ *   listings (jobs, failed, a worker's running jobs): #filter-form with #filter-status
+ *             #filter-type #filter-queue #filter-worker #filter-id-prefix #filter-error
+ *             #filter-created-since #filter-created-before #filter-finished-since
+ *             #filter-finished-before #filter-retries-min #filter-limit;
+ *             #job-count, #job-list tr[data-id] (td.col-<field>, input.select-row),
+ *             #select-page, #select-matching, #selected-count, #btn-bulk-cancel,
+ *             #btn-bulk-retry, #btn-bulk-discard; #btn-first #btn-prev #btn-next
+ *             #btn-last, #page-of
  *   job:      #job-id, #job-status, #job-why, #job-fields tr[data-field] td,
- *             #job-payload, #job-result, #job-error (pre), #job-history li
- *             (span.at .status .by .reason), #btn-cancel, #btn-retry, #btn-reload
+ *             #job-attempts tr[data-attempt], #job-payload, #job-result, #job-error (pre;
+ *             absent when empty), #job-history li (span.at .status .by .reason .took),
+ *             #btn-cancel, #btn-retry, #btn-discard, #btn-reload
  *   failed:   #failed-count, #failed-list tr[data-id] (td.col-error_message,
- *             button.btn-retry-one), #btn-retry-all
+ *             button.btn-retry-one), #btn-retry-all, #btn-discard-all
  *   workers:  #worker-count, #worker-list tr[data-id] (td.col-<field>)
+ *   worker:   #worker-id, #worker-status, #worker-fields tr[data-field] td,
+ *             #worker-stats tr[data-stat], #load-graph, #load-note, #btn-forget
  */
 "use strict";
 
-const STATUSES = ["pending", "queued", "running", "completed", "failed", "cancelled"];
+const STATUSES = ["scheduled", "pending", "queued", "running", "completed", "failed", "cancelled"];
 const TERMINAL = ["completed", "failed", "cancelled"];
 const RETRYABLE = ["failed", "cancelled"];
+const LIVE = ["scheduled", "pending", "queued", "running"];
 const QUEUES = ["job.high", "job.medium", "job.low"];
 const SERIES = ["registered", "completed", "failed"];
+const PAGE_SIZES = [20, 50, 100, 200];
 const REFRESH_MS = 3000;
 const TOKEN_KEY = "dqorch.token";
 
@@ -69,10 +85,18 @@ function el(tag, attrs, ...children) {
 }
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-function svg(tag, attrs) {
+function svg(tag, attrs, textContent) {
   const node = document.createElementNS(SVG_NS, tag);
   for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+  if (textContent !== undefined) node.textContent = textContent;
   return node;
+}
+
+const NUMBER = new Intl.NumberFormat("en-US");
+
+/* 12,345: thousands separators everywhere a count is shown. */
+function fmtNum(n) {
+  return typeof n === "number" ? NUMBER.format(n) : (n === null || n === undefined ? "—" : String(n));
 }
 
 function text(id, value) {
@@ -86,25 +110,76 @@ function fmtTime(ms) {
   return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
 }
 
+/* "16:31:52.207": the history's order within a second. */
+function fmtClock(ms) {
+  return new Date(ms).toISOString().slice(11, 23);
+}
+
+/* 0.042 s, 3.4 s, 2 min 5 s, 3 h 2 min */
+function fmtDuration(ms) {
+  if (ms === null || ms === undefined || ms < 0) return "—";
+  if (ms < 1000) return (ms / 1000).toFixed(3) + " s";
+  const s = ms / 1000;
+  if (s < 60) return s.toFixed(s < 10 ? 1 : 0) + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
+  return Math.floor(s / 3600) + " h " + Math.round((s % 3600) / 60) + " min";
+}
+
 function fmtAgo(ms) {
   if (ms === null || ms === undefined) return "—";
-  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
-  if (s < 120) return s + " s ago";
-  if (s < 7200) return Math.round(s / 60) + " min ago";
-  return Math.round(s / 3600) + " h ago";
+  return fmtDuration(Math.max(0, Date.now() - ms)).replace(/\.\d+ s$/, " s") + " ago";
+}
+
+/* One wording for the retry counter on every page, the node's own (its history and
+ * `why` lines say "retry 1 of 3"). */
+function fmtRetries(job) {
+  return "retry " + job.retry_count + " of " + job.max_retries;
 }
 
 function jobLink(id) {
-  return el("a", {href: "#/job/" + encodeURIComponent(id)}, id);
+  return el("a", {href: "#/job/" + encodeURIComponent(id), class: "id"}, id);
+}
+
+function workerLink(id) {
+  return id ? el("a", {href: "#/worker/" + encodeURIComponent(id), class: "id"}, id) : "—";
 }
 
 function statusBadge(status, id) {
   return el("span", {class: "status status-" + status, id: id}, status);
 }
 
-function table(id, columns) {
-  const head = el("tr", {}, ...columns.map((c) => el("th", {}, c)));
-  return el("table", {id: id}, el("thead", {}, head), el("tbody"));
+/* A table inside a box that scrolls sideways on a narrow screen, instead of being cut. */
+function table(id, columns, caption) {
+  const head = el("tr", {}, ...columns.map((c) =>
+    c instanceof Node ? el("th", {scope: "col"}, c) : el("th", {scope: "col"}, c)));
+  const t = el("table", {id: id}, caption ? el("caption", {class: "sr-only"}, caption) : null,
+               el("thead", {}, head), el("tbody"));
+  return scrollBox(t, caption || id);
+}
+
+/* A box that scrolls sideways; focusable, so a keyboard can scroll it too (WCAG 2.1.1). */
+function scrollBox(child, label) {
+  return el("div", {class: "table-wrap", tabindex: 0, role: "region", "aria-label": label}, child);
+}
+
+/* Put `items` into tbody as rows, keyed by key(item): a row whose item did not change
+ * is kept as it is (its focus, its checkbox), changed ones are rebuilt, gone ones
+ * removed, and the order follows `items`. */
+function syncRows(tbody, items, key, makeRow) {
+  const old = new Map(Array.from(tbody.children).map((tr) => [tr.dataset.key, tr]));
+  const rows = items.map((item) => {
+    const k = key(item);
+    const sig = JSON.stringify(item);
+    const have = old.get(k);
+    if (have && have.dataset.sig === sig) return have;
+    const tr = makeRow(item);
+    tr.dataset.key = k;
+    tr.dataset.sig = sig;
+    return tr;
+  });
+  const same = rows.length === tbody.children.length &&
+    rows.every((r, i) => tbody.children[i] === r);
+  if (!same) tbody.replaceChildren(...rows);
 }
 
 function showError(message) {
@@ -117,6 +192,27 @@ function showNotice(message) {
   const box = document.getElementById("notice");
   box.textContent = message;
   box.hidden = !message;
+}
+
+function plural(n, word) {
+  return fmtNum(n) + " " + word + (n === 1 ? "" : "s");
+}
+
+/* A modal question for destructive actions; resolves true for OK. */
+function confirmAction(message, okLabel) {
+  const dlg = document.getElementById("confirm");
+  document.getElementById("confirm-text").textContent = message;
+  document.getElementById("confirm-ok").textContent = okLabel;
+  return new Promise((resolve) => {
+    const done = (answer) => {
+      dlg.removeEventListener("close", onClose);
+      resolve(answer);
+    };
+    const onClose = () => done(dlg.returnValue === "ok");
+    dlg.addEventListener("close", onClose);
+    dlg.returnValue = "";
+    dlg.showModal();
+  });
 }
 
 // API #######################################################################
@@ -151,16 +247,21 @@ async function api(method, path, body) {
   } catch (e) {
     data = null;
   }
-  if (resp.status === 401) showTokenForm(token ? "That token was refused." : "");
+  if (resp.status === 401) showLogin(token ? "That token was refused." : "");
   if (!resp.ok) throw new ApiFailure(resp.status, data);
   return data;
 }
 
-function showTokenForm(message) {
+/* The login card: the page behind it is hidden, not shown empty under an error. */
+function showLogin(message) {
   const form = document.getElementById("token-form");
+  const wasHidden = form.hidden;
   form.hidden = false;
-  form.querySelector("p").textContent = message || "This node needs an API token.";
-  document.getElementById("token-input").focus();
+  view.hidden = true;
+  showError("");
+  document.getElementById("token-message").textContent =
+    message || "This node needs an API token (api_tokens or api_read_tokens).";
+  if (wasHidden) document.getElementById("token-input").focus();
 }
 
 function setupToken() {
@@ -175,6 +276,7 @@ function setupToken() {
     sessionStorage.setItem(TOKEN_KEY, value);
     document.getElementById("token-input").value = "";
     form.hidden = true;
+    view.hidden = false;
     forget.hidden = false;
     route();
   });
@@ -204,8 +306,20 @@ const ROUTES = [
   [/^\/job\/(.+)$/, "job", renderJob],
   [/^\/failed$/, "failed", renderFailed],
   [/^\/workers$/, "workers", renderWorkers],
+  [/^\/worker\/(.+)$/, "worker", renderWorker],
 ];
 
+function decoded(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch (e) {
+    return part;
+  }
+}
+
+/* A page is render(ctx) -> update: render builds what does not change and returns the
+ * function that loads the data and shows it; route() calls it once (the page is ready
+ * after it) and then every REFRESH_MS while the page is shown. */
 async function route() {
   generation += 1;
   const gen = generation;
@@ -215,24 +329,95 @@ async function route() {
   const {path, params} = parseHash();
   let match = null;
   let found = ROUTES.find(([re]) => (match = path.match(re)));
-  if (!found) found = [null, "overview", renderOverview];
+  if (!found) {
+    found = ROUTES[0];
+    match = [];
+  }
   const [, name, render] = found;
   document.body.dataset.page = name;
   for (const a of document.querySelectorAll("#nav a")) {
-    a.classList.toggle("active", a.dataset.route === name);
+    const on = a.dataset.route === name;
+    a.classList.toggle("active", on);
+    if (on) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
   }
   view.dataset.state = "loading";
   view.dataset.render = String(gen);
+  view.dataset.refreshes = "0";
   view.replaceChildren();
-  const ctx = {alive: () => gen === generation, params: params, match: match};
+  const ctx = {alive: () => gen === generation, params: params, match: match,
+               reload: route};
   try {
-    await render(ctx);
-    if (ctx.alive()) view.dataset.state = "ready";
+    const update = await render(ctx);
+    if (!ctx.alive()) return;
+    await update();
+    if (!ctx.alive()) return;
+    refreshed();
+    view.dataset.state = "ready";
+    poll(ctx, update);
   } catch (e) {
     if (!ctx.alive()) return;
+    if (e.status === 401) {
+      view.dataset.state = "login";
+      return;
+    }
     view.dataset.state = "error";
     showError(e.message);
   }
+}
+
+function refreshed() {
+  view.dataset.refreshes = String(Number(view.dataset.refreshes || 0) + 1);
+}
+
+function poll(ctx, update) {
+  refreshTimer = setTimeout(async () => {
+    if (!ctx.alive()) return;
+    // Nothing to see while the tab is hidden or a question is open: wait.
+    if (!document.hidden && !document.getElementById("confirm").open) {
+      try {
+        await update();
+        if (ctx.alive()) {
+          refreshed();
+          if (view.dataset.state !== "ready") view.dataset.state = "ready";
+          const err = document.getElementById("error");
+          if (err.dataset.source === "poll") showError("");
+        }
+      } catch (e) {
+        if (ctx.alive() && e.status !== 401) {
+          showError("refresh failed: " + e.message);
+          document.getElementById("error").dataset.source = "poll";
+        }
+      }
+    }
+    if (ctx.alive()) poll(ctx, update);
+  }, REFRESH_MS);
+}
+
+/* Run an action (a POST or DELETE), then re-render the page as the node now has it;
+ * on failure the API's message stays on screen. */
+async function act(button, what, fn) {
+  if (button) button.disabled = true;
+  try {
+    const message = await fn();
+    await route();
+    if (message) showNotice(message);
+  } catch (e) {
+    showError(what + " failed: " + e.message);
+    if (button) button.disabled = false;
+  }
+}
+
+/* A button that runs an action with act(); when `question` (or the function giving it)
+ * yields [text, OK label], it asks first. */
+function actionButton(attrs, label, question, fn) {
+  const b = el("button", Object.assign({type: "button"}, attrs), label);
+  b.addEventListener("click", async () => {
+    const q = typeof question === "function" ? question() : question;
+    if (q && !await confirmAction(q[0], q[1])) return;
+    await act(b, label, fn);
+  });
+  return b;
 }
 
 // Overview ##################################################################
@@ -241,21 +426,25 @@ async function renderOverview(ctx) {
   const statusRow = el("tr", {});
   const countRow = el("tr", {});
   for (const s of STATUSES) {
-    statusRow.append(el("th", {}, el("a", {href: "#/jobs?status=" + s}, s)));
+    statusRow.append(el("th", {scope: "col"}, el("a", {href: "#/jobs?status=" + s}, s)));
     countRow.append(el("td", {id: "count-" + s, class: "count"}, "—"));
   }
-  const queues = table("queue-table", ["queue", ...STATUSES]);
+  const queues = table("queue-table", ["queue", ...STATUSES], "jobs by queue and status");
   const members = table("members", ["node", "role", "member", "api", "last contact",
-    "match index", "caught up"]);
+    "match index", "caught up"], "cluster members");
   view.append(
-    el("section", {},
-      el("h2", {}, "Jobs by status"),
-      el("table", {id: "status-table"}, el("thead", {}, statusRow), el("tbody", {}, countRow))),
-    el("section", {}, el("h2", {}, "Jobs by queue"), queues),
+    el("h1", {class: "sr-only"}, "Overview"),
+    el("section", {"aria-labelledby": "h-status"},
+      el("h2", {id: "h-status"}, "Jobs by status"),
+      scrollBox(el("table", {id: "status-table"}, el("thead", {}, statusRow),
+                    el("tbody", {}, countRow)), "jobs by status")),
+    el("section", {"aria-labelledby": "h-queues"},
+      el("h2", {id: "h-queues"}, "Queues"), queues),
     el("section", {class: "cards"},
       el("div", {class: "card"}, el("h2", {}, "Workers"),
         el("p", {}, el("span", {id: "workers-active", class: "big"}, "—"), " active, ",
           el("span", {id: "workers-unresponsive", class: "big"}, "—"), " unresponsive, ",
+          el("span", {id: "workers-stopped"}, "—"), " stopped, ",
           el("span", {id: "workers-total"}, "—"), " total"),
         el("a", {href: "#/workers"}, "all workers")),
       el("div", {class: "card"}, el("h2", {}, "Broker"),
@@ -264,29 +453,15 @@ async function renderOverview(ctx) {
         el("p", {}, "role ", el("span", {id: "raft-role", class: "big"}, "—"),
           ", term ", el("span", {id: "raft-term"}, "—")),
         el("p", {}, "leader ", el("span", {id: "raft-leader"}, "—")))),
-    el("section", {}, el("h2", {}, "Cluster members"), members),
+    el("section", {id: "members-section", hidden: true},
+      el("h2", {}, "Cluster members"), members),
     el("section", {},
       el("h2", {}, "Jobs per second, last 10 minutes"),
       el("div", {id: "rates"}, rateSvg()),
       el("p", {class: "legend"}, ...SERIES.map((s) => el("span", {class: "key key-" + s},
         s + " ", el("span", {id: "rate-total-" + s}, "—"), " in 10 min  "))),
       el("p", {id: "rates-note", class: "muted", hidden: true})));
-  view.dataset.refreshes = "0";
-  await refreshOverview(ctx);          // the first load decides ready / error
-  scheduleOverview(ctx);
-}
-
-function scheduleOverview(ctx) {
-  refreshTimer = setTimeout(async () => {
-    if (!ctx.alive()) return;
-    try {
-      await refreshOverview(ctx);
-      showError("");
-    } catch (e) {
-      if (ctx.alive()) showError(e.message);
-    }
-    if (ctx.alive()) scheduleOverview(ctx);
-  }, REFRESH_MS);
+  return () => refreshOverview(ctx);
 }
 
 async function refreshOverview(ctx) {
@@ -301,19 +476,17 @@ async function refreshOverview(ctx) {
     ratesError = e;
   }
   if (!ctx.alive()) return;
-  for (const s of STATUSES) text("count-" + s, (metrics.jobs || {})[s] || 0);
-  const qbody = document.querySelector("#queue-table tbody");
+  for (const s of STATUSES) text("count-" + s, fmtNum((metrics.jobs || {})[s] || 0));
   const extra = Object.keys(metrics.queues || {}).filter((q) => !QUEUES.includes(q));
-  const qnames = [...QUEUES, ...extra];
-  qbody.replaceChildren(...qnames.map((q) => {
-    const counts = (metrics.queues || {})[q] || {};
-    return el("tr", {"data-queue": q}, el("th", {}, q),
-      ...STATUSES.map((s) => el("td", {"data-status": s}, counts[s] || 0)));
-  }));
+  syncRows(document.querySelector("#queue-table tbody"), [...QUEUES, ...extra].map((q) =>
+    ({q: q, counts: (metrics.queues || {})[q] || {}})), (r) => r.q, (r) =>
+    el("tr", {"data-queue": r.q}, el("th", {scope: "row"}, r.q),
+      ...STATUSES.map((s) => el("td", {"data-status": s}, fmtNum(r.counts[s] || 0)))));
   const w = metrics.workers || {};
-  text("workers-active", w.active);
-  text("workers-unresponsive", w.unresponsive);
-  text("workers-total", w.total);
+  text("workers-active", fmtNum(w.active));
+  text("workers-unresponsive", fmtNum(w.unresponsive));
+  text("workers-stopped", fmtNum(w.stopped || 0));
+  text("workers-total", fmtNum(w.total));
   const b = metrics.broker || {};
   const bs = document.getElementById("broker-state");
   bs.className = b.connected ? "ok" : "bad";
@@ -321,15 +494,18 @@ async function refreshOverview(ctx) {
     : "down since " + fmtTime(b.down_since) + (b.error ? " (" + b.error + ")" : "");
   const r = metrics.raft || {};
   text("raft-role", r.role);
-  text("raft-term", r.term);
+  text("raft-term", fmtNum(r.term));
   text("raft-leader", r.leader || cluster.leader || "none");
-  document.querySelector("#members tbody").replaceChildren(...(cluster.members || []).map((m) =>
+  // A single node is a cluster of one: no table for it.
+  const list = cluster.members || [];
+  document.getElementById("members-section").hidden = list.length <= 1;
+  syncRows(document.querySelector("#members tbody"), list, (m) => m.node, (m) =>
     el("tr", {"data-node": m.node, "data-member": m.member || ""}, el("td", {}, m.node),
       el("td", {}, m.role || "—"), el("td", {}, m.member || "—"),
       el("td", {}, m.api || "—"),
-      el("td", {}, m.last_contact_ms === null ? "never" : m.last_contact_ms + " ms ago"),
-      el("td", {}, m.match_index === null ? "—" : m.match_index),
-      el("td", {}, m.caught_up === true ? "yes" : m.caught_up === false ? "no" : "—"))));
+      el("td", {}, m.last_contact_ms === null ? "never" : fmtNum(m.last_contact_ms) + " ms ago"),
+      el("td", {}, m.match_index === null ? "—" : fmtNum(m.match_index)),
+      el("td", {}, m.caught_up === true ? "yes" : m.caught_up === false ? "no" : "—")));
   const note = document.getElementById("rates-note");
   if (rates) {
     drawRates(rates);
@@ -338,128 +514,361 @@ async function refreshOverview(ctx) {
     note.textContent = "rates unavailable: " + ratesError.message;
     note.hidden = false;
   }
-  view.dataset.refreshes = String(Number(view.dataset.refreshes || 0) + 1);
 }
 
-// The graph: a fixed viewBox scaled by CSS; lines are polylines of 600 points.
-const G = {w: 1000, h: 220, left: 44, right: 8, top: 10, bottom: 22};
+// Graphs ####################################################################
+
+/* A round number >= v whose half is whole too (2, 4, 6 or 10 times a power of ten, at
+ * least 2), so every axis label is a whole number. */
+function niceMax(v) {
+  if (v <= 2) return 2;
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 4, 6, 10]) if (m * p >= v && (m * p) % 2 === 0) return m * p;
+  return 10 * p;
+}
+
+/* The graph's coordinates are the element's own pixels (the viewBox follows its width),
+ * so its text stays 12 px on a phone instead of shrinking with the picture. */
+function graphBox(node) {
+  const w = Math.max(300, Math.round(node.getBoundingClientRect().width || 1000));
+  return {w: w, h: 220, left: 56, right: 12, top: 12, bottom: 24};
+}
 
 function rateSvg() {
-  const root = svg("svg", {id: "rates-graph", viewBox: `0 0 ${G.w} ${G.h}`, role: "img",
+  const root = svg("svg", {id: "rates-graph", viewBox: "0 0 1000 220", role: "img",
                           "aria-label": "registered, completed and failed jobs per second"});
   root.append(svg("g", {class: "axes"}),
               ...SERIES.map((s) => svg("polyline", {class: "line line-" + s, points: ""})));
   return root;
 }
 
+function drawAxes(graph, G, max, unit, xLabels) {
+  const pw = G.w - G.left - G.right, ph = G.h - G.top - G.bottom;
+  const label = (tx, ty, anchor, str) => svg("text", {x: tx, y: ty, "text-anchor": anchor}, str);
+  const hline = (cls, at) =>
+    svg("line", {class: cls, x1: G.left, y1: at, x2: G.w - G.right, y2: at});
+  graph.querySelector(".axes").replaceChildren(
+    hline("grid", G.top), hline("grid", G.top + ph / 2), hline("axis", G.top + ph),
+    label(G.left - 6, G.top + 4, "end", fmtNum(max) + unit),
+    label(G.left - 6, G.top + ph / 2 + 4, "end", fmtNum(max / 2) + unit),
+    label(G.left - 6, G.top + ph + 4, "end", "0"),
+    label(G.left, G.h - 6, "start", xLabels[0]),
+    label(G.left + pw / 2, G.h - 6, "middle", xLabels[1]),
+    label(G.w - G.right, G.h - 6, "end", xLabels[2]));
+}
+
+function polyPoints(values, G, max, n) {
+  const pw = G.w - G.left - G.right, ph = G.h - G.top - G.bottom;
+  const x = (i) => G.left + (n <= 1 ? pw : (i * pw) / (n - 1));
+  const y = (v) => G.top + ph - (v / max) * ph;
+  return values.map((v, i) => x(i).toFixed(1) + "," + y(v).toFixed(1)).join(" ");
+}
+
 function drawRates(rates) {
   const series = rates.series || {};
   const n = Math.max(1, ...SERIES.map((s) => (series[s] || []).length));
-  let max = 1;
-  for (const s of SERIES) for (const v of series[s] || []) if (v > max) max = v;
-  const pw = G.w - G.left - G.right, ph = G.h - G.top - G.bottom;
-  const x = (i) => G.left + (n === 1 ? pw : (i * pw) / (n - 1));
-  const y = (v) => G.top + ph - (v / max) * ph;
+  let top = 1;
+  for (const s of SERIES) for (const v of series[s] || []) if (v > top) top = v;
+  const max = niceMax(top);
   const graph = document.getElementById("rates-graph");
+  const G = graphBox(graph);
+  graph.setAttribute("viewBox", `0 0 ${G.w} ${G.h}`);
   for (const s of SERIES) {
     const values = series[s] || [];
-    const points = values.map((v, i) => x(i).toFixed(1) + "," + y(v).toFixed(1)).join(" ");
-    graph.querySelector(".line-" + s).setAttribute("points", points);
-    text("rate-total-" + s, values.reduce((a, v) => a + v, 0));
+    graph.querySelector(".line-" + s).setAttribute("points", polyPoints(values, G, max, n));
+    text("rate-total-" + s, fmtNum(values.reduce((a, v) => a + v, 0)));
   }
-  const axes = graph.querySelector(".axes");
   const windowMin = Math.round(((rates.window_s || n * (rates.interval_s || 1))) / 60);
-  const label = (tx, ty, anchor, str) => {
-    const t = svg("text", {x: tx, y: ty, "text-anchor": anchor});
-    t.textContent = str;
-    return t;
-  };
-  const hline = (cls, at) =>
-    svg("line", {class: cls, x1: G.left, y1: at, x2: G.w - G.right, y2: at});
-  axes.replaceChildren(
-    hline("grid", G.top), hline("grid", G.top + ph / 2), hline("axis", G.top + ph),
-    label(G.left - 4, G.top + 4, "end", max + "/s"),
-    label(G.left - 4, G.top + ph / 2 + 4, "end", (max / 2).toFixed(max % 2 ? 1 : 0) + "/s"),
-    label(G.left - 4, G.top + ph + 4, "end", "0"),
-    label(G.left, G.h - 4, "start", "-" + windowMin + " min"),
-    label(G.left + pw / 2, G.h - 4, "middle", "-" + windowMin / 2 + " min"),
-    label(G.w - G.right, G.h - 4, "end", "now"));
+  drawAxes(graph, G, max, "/s", ["-" + windowMin + " min", "-" + windowMin / 2 + " min", "now"]);
 }
 
-// Jobs listing ##############################################################
+// Listings ##################################################################
 
-const FILTERS = [["status", "filter-status"], ["type", "filter-type"],
-                 ["queue", "filter-queue"], ["worker_id", "filter-worker"]];
+/* The filters a listing can carry in its hash: [hash key, element id, label, kind]. */
+const FILTERS = [
+  ["status", "filter-status", "status", "status"],
+  ["type", "filter-type", "type", "text"],
+  ["queue", "filter-queue", "queue", "queue"],
+  ["worker_id", "filter-worker", "worker", "text"],
+  ["id_prefix", "filter-id-prefix", "id begins with", "text"],
+  ["error", "filter-error", "error contains", "text"],
+  ["created_since", "filter-created-since", "created from", "time"],
+  ["created_before", "filter-created-before", "created before", "time"],
+  ["finished_since", "filter-finished-since", "finished from", "time"],
+  ["finished_before", "filter-finished-before", "finished before", "time"],
+  ["retry_count_min", "filter-retries-min", "retries at least", "number"],
+];
 
-function select(id, values, current) {
-  return el("select", {id: id}, el("option", {value: ""}, "any"),
-    ...values.map((v) => el("option", {value: v, selected: v === current}, v)));
+const MORE_FILTERS = ["created_since", "created_before", "finished_since", "finished_before",
+                      "retry_count_min"];
+
+function select(id, values, current, anyLabel) {
+  return el("select", {id: id}, anyLabel === null ? null : el("option", {value: ""}, anyLabel || "any"),
+    ...values.map((v) => el("option", {value: v, selected: String(v) === String(current)}, v)));
 }
 
-async function renderJobs(ctx) {
+/* datetime-local holds local time without a zone; the hash and the API hold ms. */
+function toLocalInput(ms) {
+  if (!ms) return "";
+  const d = new Date(Number(ms));
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 19);
+}
+
+function fromLocalInput(value) {
+  return value ? String(new Date(value).getTime()) : "";
+}
+
+function filterInput(key, id, label, kind, current) {
+  let input;
+  if (kind === "status") input = select(id, STATUSES, current);
+  else if (kind === "queue") input = select(id, QUEUES, current);
+  else if (kind === "time") {
+    input = el("input", {id: id, type: "datetime-local", step: 1, value: toLocalInput(current)});
+  } else if (kind === "number") {
+    input = el("input", {id: id, type: "number", min: 0, max: 1000, value: current, class: "narrow"});
+  } else input = el("input", {id: id, value: current, size: 12, autocomplete: "off"});
+  return el("label", {class: "filter"}, el("span", {}, label), input);
+}
+
+/* A listing of jobs with filters, paging by offset, selection and bulk actions.
+ * cfg: {hash: "#/jobs", fixed: {status: "failed"} (filters the page always applies),
+ *       actions: the bulk actions offered (cancel, retry, discard; default all three),
+ *       columns: [[header, class, fn(job) -> cell]], filters: keys shown,
+ *       count: fn(page) -> text, extra: fn(job) -> cell or null (last column)}.
+ * Returns {node, update}. */
+function jobListing(ctx, cfg) {
   const p = ctx.params;
-  const form = el("form", {id: "filter-form", class: "filters"},
-    el("label", {}, "status ", select("filter-status", STATUSES, p.get("status") || "")),
-    el("label", {}, "type ",
-      el("input", {id: "filter-type", value: p.get("type") || "", size: 12})),
-    el("label", {}, "queue ", select("filter-queue", QUEUES, p.get("queue") || "")),
-    el("label", {}, "worker ",
-      el("input", {id: "filter-worker", value: p.get("worker_id") || "", size: 12})),
-    el("button", {type: "submit"}, "Filter"),
-    el("a", {href: "#/jobs"}, "clear"));
+  const asked = Math.floor(Number(p.get("limit")));
+  const size = asked >= 1 && asked <= 10000 ? asked : 50;
+  const offset = Math.max(0, Number(p.get("offset")) || 0);
+  const selected = new Set();
+  let lastPage = null;
+  let all = false;                      // "every matching job", not only the selection
+
+  const shown = FILTERS.filter(([key]) => cfg.filters.includes(key));
+  // The rarer filters fold away (open when one is set): on a phone the form would
+  // otherwise fill the screen.
+  const rare = shown.filter(([key]) => MORE_FILTERS.includes(key));
+  const more = el("details", {class: "more-filters", open: rare.some(([key]) => p.get(key))},
+    el("summary", {}, "more filters"), el("div", {class: "filters"},
+      ...rare.map(([key, id, label, kind]) => filterInput(key, id, label, kind, p.get(key) || ""))));
+  const form = el("form", {id: "filter-form", class: "filters", role: "search",
+                           "aria-label": "filter jobs"},
+    ...shown.filter((f) => !rare.includes(f)).map(([key, id, label, kind]) =>
+      filterInput(key, id, label, kind, p.get(key) || "")),
+    el("label", {class: "filter"}, el("span", {}, "per page"),
+      select("filter-limit", PAGE_SIZES.includes(size) ? PAGE_SIZES : [size, ...PAGE_SIZES],
+             size, null)),
+    el("span", {class: "filter-buttons"},
+      el("button", {type: "submit"}, "Filter"), " ",
+      el("a", {href: cfg.hash}, "clear")),
+    rare.length ? more : null);
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const q = new URLSearchParams();
-    for (const [key, id] of FILTERS) {
-      const v = document.getElementById(id).value.trim();
+    for (const [key, id, , kind] of shown) {
+      const raw = document.getElementById(id).value.trim();
+      const v = kind === "time" ? fromLocalInput(raw) : raw;
       if (v) q.set(key, v);
     }
-    if (p.get("limit")) q.set("limit", p.get("limit"));
-    // A new filter starts at the first page: a cursor belongs to the old filter.
-    location.hash = "#/jobs" + (q.toString() ? "?" + q.toString() : "");
+    q.set("limit", document.getElementById("filter-limit").value);
+    // A new filter starts at the first page.
+    const target = cfg.hash + "?" + q.toString();
+    if (location.hash === target) ctx.reload();
+    else location.hash = target;
   });
-  const list = table("job-list", ["id", "type", "status", "queue", "priority", "retries",
-                                  "worker", "created"]);
-  const pager = el("p", {class: "pager"});
-  view.append(form, el("p", {id: "job-count", class: "muted"}, "loading…"), list, pager);
 
-  const q = new URLSearchParams();
-  for (const [key] of FILTERS) if (p.get(key)) q.set(key, p.get(key));
-  q.set("limit", p.get("limit") || "50");
-  if (p.get("cursor")) q.set("cursor", p.get("cursor"));
-  const page = await api("GET", "/api/jobs?" + q.toString());
-  if (!ctx.alive()) return;
-  document.querySelector("#job-list tbody").replaceChildren(...page.jobs.map((j) =>
-    el("tr", {"data-id": j.id},
-      el("td", {class: "col-id"}, jobLink(j.id)),
-      el("td", {class: "col-type"}, j.type),
-      el("td", {class: "col-status"}, statusBadge(j.status)),
-      el("td", {class: "col-queue"}, j.queue || "—"),
-      el("td", {class: "col-priority"}, j.priority),
-      el("td", {class: "col-retry_count"}, j.retry_count + "/" + j.max_retries),
-      el("td", {class: "col-worker_id"}, j.worker_id || "—"),
-      el("td", {class: "col-created_at"}, fmtTime(j.created_at)))));
-  text("job-count", page.count + " matching" +
-       (page.returned < page.count ? ", " + page.returned + " on this page" : ""));
-  if (p.get("cursor")) {
-    const first = new URLSearchParams(p);
-    first.delete("cursor");
-    pager.append(el("a", {id: "btn-first", href: "#/jobs?" + first.toString()}, "First page"), " ");
+  const selectPage = el("input", {type: "checkbox", id: "select-page",
+                                  "aria-label": "select every job on this page"});
+  const columns = [selectPage, ...cfg.columns.map((c) => c[0])];
+  if (cfg.extra) columns.push(el("span", {class: "sr-only"}, "action"));
+  const list = table("job-list", columns, "jobs");
+  const tbody = list.querySelector("tbody");
+  const selCount = el("span", {id: "selected-count", class: "muted", "aria-live": "polite"},
+                      "none selected");
+  const matching = el("input", {type: "checkbox", id: "select-matching"});
+  const matchingLabel = el("label", {hidden: true}, matching, " ",
+    el("span", {id: "select-matching-label"}, "every matching job"));
+  const bulk = el("div", {class: "bulk", role: "group", "aria-label": "actions on the selection"},
+    selCount, matchingLabel);
+  const buttons = {};
+  for (const [name, label, allowed] of [["cancel", "Cancel", LIVE],
+                                         ["retry", "Retry", RETRYABLE],
+                                         ["discard", "Discard", TERMINAL]]) {
+    if (cfg.actions && !cfg.actions.includes(name)) continue;
+    const b = el("button", {type: "button", id: "btn-bulk-" + name, class: "btn-" + name,
+                            disabled: true}, label + " selected");
+    b.addEventListener("click", () => bulkAction(name, label, allowed, b));
+    buttons[name] = b;
+    bulk.append(" ", b);
   }
-  if (page.next !== null && page.next !== undefined) {
-    const next = new URLSearchParams(p);
-    next.set("cursor", page.next);
-    pager.append(el("a", {id: "btn-next", href: "#/jobs?" + next.toString()}, "Next page"));
+  const pager = el("nav", {class: "pager", "aria-label": "pages"});
+  const count = el("p", {id: "job-count", class: "muted", "aria-live": "polite"}, "loading…");
+  const node = el("div", {class: "listing"}, form, count, bulk, list, pager);
+
+  function apiQuery(extra) {
+    const q = new URLSearchParams();
+    for (const [key] of FILTERS) if (p.get(key)) q.set(key, p.get(key));
+    for (const [k, v] of Object.entries(cfg.fixed || {})) q.set(k, v);
+    for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
+    return q;
   }
+
+  function filterBody() {
+    const body = {};
+    for (const [key, v] of apiQuery()) {
+      body[key] = /^(created|finished)_|^retry_count/.test(key) ? Number(v) : v;
+    }
+    return body;
+  }
+
+  function refreshSelection() {
+    const n = all && lastPage ? lastPage.count : selected.size;
+    selCount.textContent = n ? plural(n, "job") + (all ? " (every match)" : "") + " selected"
+                             : "none selected";
+    for (const b of Object.values(buttons)) b.disabled = n === 0;
+    const boxes = Array.from(tbody.querySelectorAll("input.select-row"));
+    selectPage.checked = boxes.length > 0 && boxes.every((b) => b.checked);
+    matchingLabel.hidden = !(selectPage.checked && lastPage && lastPage.count > boxes.length);
+    if (lastPage) text("select-matching-label", "all " + fmtNum(lastPage.count) + " matching jobs");
+    if (matchingLabel.hidden && all) {
+      all = false;
+      matching.checked = false;
+      refreshSelection();
+    }
+  }
+
+  selectPage.addEventListener("change", () => {
+    for (const box of tbody.querySelectorAll("input.select-row")) {
+      box.checked = selectPage.checked;
+      if (box.checked) selected.add(box.dataset.id);
+      else selected.delete(box.dataset.id);
+    }
+    refreshSelection();
+  });
+  matching.addEventListener("change", () => {
+    all = matching.checked;
+    refreshSelection();
+  });
+  tbody.addEventListener("change", (ev) => {
+    const box = ev.target;
+    if (!box.classList.contains("select-row")) return;
+    if (box.checked) selected.add(box.dataset.id);
+    else selected.delete(box.dataset.id);
+    all = false;
+    matching.checked = false;
+    refreshSelection();
+  });
+
+  async function bulkAction(name, label, allowed, button) {
+    const n = all ? lastPage.count : selected.size;
+    const body = all ? Object.assign(filterBody(), {all: true}) : {ids: Array.from(selected)};
+    if (body.status && !allowed.includes(body.status)) {
+      showError(label + ": a " + body.status + " job cannot be " + label.toLowerCase() +
+                (name === "cancel" ? "led" : name === "retry" ? "d" : "ed"));
+      return;
+    }
+    // Retrying one job is undone by cancelling it; everything else asks first.
+    if (name !== "retry" || n > 1) {
+      const question = label + " " + plural(n, "job") + "?" +
+        (name === "discard" ? " Discarded jobs are forgotten for good." : "") +
+        (name === "cancel" ? " A job a worker already took runs on; its report is ignored." : "") +
+        " Jobs in another status are left as they are.";
+      if (!await confirmAction(question, label + " " + fmtNum(n))) return;
+    }
+    await act(button, label, async () => {
+      const out = await api("POST", "/api/jobs/" + name, body);
+      const done = out.retried ?? out.cancelled ?? out.discarded ?? 0;
+      selected.clear();
+      return {cancel: "Cancelled ", retry: "Retried ", discard: "Discarded "}[name] +
+        plural(done, "job") + ".";
+    });
+  }
+
+  function pageLink(id, label, off, enabled) {
+    if (!enabled) return el("span", {class: "disabled", "aria-disabled": "true"}, label);
+    const q = new URLSearchParams(p);
+    q.delete("cursor");
+    if (off) q.set("offset", String(off));
+    else q.delete("offset");
+    return el("a", {id: id, href: cfg.hash + "?" + q.toString()}, label);
+  }
+
+  async function update() {
+    const page = await api("GET", "/api/jobs?" + apiQuery({limit: size, offset: offset}).toString());
+    if (!ctx.alive()) return;
+    lastPage = page;
+    syncRows(tbody, page.jobs, (j) => j.id, (j) => {
+      const box = el("input", {type: "checkbox", class: "select-row", "data-id": j.id,
+                               "aria-label": "select job " + j.id});
+      const tr = el("tr", {"data-id": j.id}, el("td", {class: "col-select"}, box),
+        ...cfg.columns.map(([, cls, fn]) => el("td", {class: "col-" + cls}, fn(j))));
+      if (cfg.extra) tr.append(el("td", {class: "col-action"}, cfg.extra(j)));
+      return tr;
+    });
+    for (const box of tbody.querySelectorAll("input.select-row")) {
+      box.checked = selected.has(box.dataset.id);
+    }
+    text("job-count", cfg.count(page, offset));
+    const pages = Math.max(1, Math.ceil(page.count / size));
+    const at = Math.floor(offset / size) + 1;
+    const last = (pages - 1) * size;
+    pager.replaceChildren(
+      pageLink("btn-first", "« First", 0, offset > 0), " ",
+      pageLink("btn-prev", "‹ Previous", Math.max(0, offset - size), offset > 0), " ",
+      el("span", {id: "page-of"}, "page " + fmtNum(at) + " of " + fmtNum(pages)), " ",
+      pageLink("btn-next", "Next ›", offset + size, offset + size < page.count), " ",
+      pageLink("btn-last", "Last »", last, offset < last));
+    refreshSelection();
+  }
+  return {node: node, update: update};
+}
+
+const JOB_COLUMNS = {
+  id: ["id", "id", (j) => jobLink(j.id)],
+  type: ["type", "type", (j) => j.type],
+  status: ["status", "status", (j) => statusBadge(j.status)],
+  queue: ["queue", "queue", (j) => j.queue || "—"],
+  priority: ["priority", "priority", (j) => j.priority],
+  retries: ["retries", "retry_count", fmtRetries],
+  worker: ["worker", "worker_id", (j) => workerLink(j.worker_id)],
+  created: ["created", "created_at", (j) => fmtTime(j.created_at)],
+  started: ["started", "started_at", (j) => fmtTime(j.started_at)],
+  error: ["error", "error_message", (j) => j.error_message || "—"],
+  failed: ["failed at", "completed_at", (j) => fmtTime(j.completed_at)],
+};
+
+function countText(page, offset, noun) {
+  const shown = page.jobs.length;
+  return fmtNum(page.count) + " " + noun +
+    (shown < page.count ? ", " + (shown ? fmtNum(offset + 1) + "–" + fmtNum(offset + shown)
+                                        : "none") + " on this page" : "");
+}
+
+async function renderJobs(ctx) {
+  const c = JOB_COLUMNS;
+  const listing = jobListing(ctx, {
+    hash: "#/jobs", filters: FILTERS.map((f) => f[0]),
+    columns: [c.id, c.type, c.status, c.queue, c.priority, c.retries, c.worker, c.created],
+    count: (page, offset) => countText(page, offset, "matching"),
+  });
+  view.append(el("h1", {class: "sr-only"}, "Jobs"), listing.node);
+  return listing.update;
 }
 
 // One job ###################################################################
 
-const FIELD_ORDER = ["id", "type", "status", "priority", "queue", "worker_id", "retry_count",
-                     "max_retries", "execution_timeout", "progress", "created_at", "queued_at",
-                     "started_at", "completed_at", "client_created_at", "metadata"];
+/* [field, label, how to show it]; the rest of the job is shown apart. */
+const JOB_FIELDS = [
+  ["type", "Type"], ["priority", "Priority"], ["queue", "Queue"], ["worker_id", "Worker"],
+  ["retry_count", "Retries"], ["execution_timeout", "Time limit"], ["progress", "Progress"],
+  ["created_at", "Created"], ["queued_at", "Queued"], ["started_at", "Started"],
+  ["completed_at", "Finished"], ["client_created_at", "Created (client's clock)"],
+  ["metadata", "Metadata"],
+];
 const TIME_FIELDS = ["created_at", "queued_at", "started_at", "completed_at"];
-const SHOWN_APART = ["payload", "result", "error_message", "history", "why"];
+const SHOWN_APART = ["id", "status", "payload", "result", "error_message", "history", "why",
+                     "max_retries"];
 
 function pretty(value) {
   return JSON.stringify(value === undefined ? null : value, null, 2);
@@ -468,166 +877,351 @@ function pretty(value) {
 /* History entries are {at, status, by, reason, result?} (result: an earlier attempt's,
  * reported late); a list [at, status, by, reason] is read the same way in case an
  * older node sends that. */
-function historyItem(h) {
-  const [at, status, by, reason, result] =
-    Array.isArray(h) ? h : [h.at, h.status, h.by, h.reason, h.result];
-  const item = el("li", {"data-status": status},
-    el("span", {class: "at"}, fmtTime(at)), " ",
-    statusBadge(status), " ",
-    el("span", {class: "by"}, by ? "by " + by : ""), " ",
-    el("span", {class: "reason"}, reason || ""));
-  if (result !== undefined) {
-    item.append(el("pre", {class: "late-result"}, pretty(result)));
+function historyEntries(job) {
+  return (job.history || []).map((h) =>
+    Array.isArray(h) ? {at: h[0], status: h[1], by: h[2], reason: h[3], result: h[4]} : h);
+}
+
+/* Attempts from the history: each entry to pending begins one (a register, a retry);
+ * notes about an earlier attempt's late reports are not steps of the current one. For
+ * each: how long it waited (pending to running) and ran (running to its end). */
+function attemptsOf(entries) {
+  const out = [];
+  let cur = null;
+  for (const h of entries) {
+    if (/\blate\b|^ignored/.test(h.reason || "")) continue;
+    if (h.status === "pending") {
+      if (cur && cur.ended === null) {
+        cur.ended = h.at;
+        cur.end = "retried";
+      }
+      cur = {n: out.length + 1, since: h.at, started: null, ended: null, end: null, worker: null};
+      out.push(cur);
+    } else if (cur && h.status === "running" && cur.started === null) {
+      cur.started = h.at;
+      cur.worker = h.by;
+    } else if (cur && TERMINAL.includes(h.status) && cur.ended === null) {
+      cur.ended = h.at;
+      cur.end = h.status;
+    }
+  }
+  return out;
+}
+
+function historyItem(h, prev) {
+  const item = el("li", {"data-status": h.status},
+    el("span", {class: "at", title: fmtTime(h.at)}, fmtClock(h.at)), " ",
+    el("span", {class: "took"}, prev === null ? "" : "+" + fmtDuration(h.at - prev)), " ",
+    statusBadge(h.status), " ",
+    el("span", {class: "by"}, h.by ? "by " + h.by : ""), " ",
+    el("span", {class: "reason"}, h.reason || ""));
+  if (h.result !== undefined) {
+    item.append(el("pre", {class: "late-result"}, pretty(h.result)));
   }
   return item;
 }
 
+function jobField(job, k) {
+  const v = job[k];
+  if (k === "worker_id") return workerLink(v);
+  if (k === "retry_count") return fmtRetries(job);
+  if (k === "execution_timeout") return fmtNum(v) + " s";
+  if (k === "progress") return v + " %";
+  if (TIME_FIELDS.includes(k)) return el("time", {title: String(v)}, fmtTime(v));
+  if (v !== null && typeof v === "object") return el("code", {}, JSON.stringify(v));
+  return v === null ? "—" : String(v);
+}
+
 async function renderJob(ctx) {
-  let id;
-  try {
-    id = decodeURIComponent(ctx.match[1]);
-  } catch (e) {
-    id = ctx.match[1];
-  }
-  const job = await api("GET", "/api/jobs/" + encodeURIComponent(id));
-  if (!ctx.alive()) return;
-  const fields = table("job-fields", ["field", "value"]);
-  const keys = [...FIELD_ORDER.filter((k) => k in job),
-                ...Object.keys(job).filter((k) => !FIELD_ORDER.includes(k) &&
-                                                  !SHOWN_APART.includes(k))];
-  fields.querySelector("tbody").append(...keys.map((k) => {
-    const v = job[k];
-    let cell;
-    if (k === "status") cell = statusBadge(v, "job-status");
-    else if (TIME_FIELDS.includes(k)) cell = el("span", {title: v}, fmtTime(v));
-    else if (v !== null && typeof v === "object") cell = el("code", {}, JSON.stringify(v));
-    else cell = v === null ? "—" : String(v);
-    return el("tr", {"data-field": k}, el("th", {}, k), el("td", {}, cell));
-  }));
+  const id = decoded(ctx.match[1]);
+  const path = "/api/jobs/" + encodeURIComponent(id);
+  const body = el("div", {id: "job-body"});
+  view.append(body);
+  let shown = null;
+  return async () => {
+    const job = await api("GET", path);
+    if (!ctx.alive()) return;
+    const sig = JSON.stringify(job);
+    if (sig === shown) return;       // nothing changed: leave the page (and focus) alone
+    shown = sig;
+    body.replaceChildren(...jobPage(ctx, job, path));
+  };
+}
+
+function jobPage(ctx, job, path) {
+  const fields = table("job-fields", ["field", "value"], "fields");
+  const keys = [...JOB_FIELDS.filter(([k]) => k in job),
+                ...Object.keys(job).filter((k) => !JOB_FIELDS.some(([f]) => f === k) &&
+                                                  !SHOWN_APART.includes(k)).map((k) => [k, k])];
+  fields.querySelector("tbody").append(...keys.map(([k, label]) =>
+    el("tr", {"data-field": k}, el("th", {scope: "row"}, label), el("td", {}, jobField(job, k)))));
 
   const actions = el("p", {class: "actions"});
-  const base = "/api/jobs/" + encodeURIComponent(id);
   if (!TERMINAL.includes(job.status)) {
-    actions.append(actionButton("btn-cancel", "Cancel", base + "/cancel", "cancelled"));
+    actions.append(actionButton({id: "btn-cancel", class: "btn-cancel"}, "Cancel", null,
+      async () => {
+        await api("POST", path + "/cancel");
+        return "Job cancelled.";
+      }));
   }
   if (RETRYABLE.includes(job.status)) {
-    actions.append(actionButton("btn-retry", "Retry", base + "/retry", "retried"));
+    actions.append(actionButton({id: "btn-retry", class: "btn-retry"}, "Retry", null,
+      async () => {
+        await api("POST", path + "/retry");
+        return "Job retried.";
+      }));
+  }
+  if (TERMINAL.includes(job.status)) {
+    actions.append(actionButton({id: "btn-discard", class: "btn-discard"}, "Discard",
+      ["Discard job " + job.id + "? It is forgotten for good.", "Discard"], async () => {
+        await api("DELETE", path);
+        location.hash = "#/jobs";
+        return "Job " + job.id + " discarded.";
+      }));
   }
   const reload = el("button", {id: "btn-reload", type: "button"}, "Reload");
-  reload.addEventListener("click", () => route());
+  reload.addEventListener("click", () => ctx.reload());
   actions.append(reload);
 
-  view.append(
-    el("h2", {}, "Job ", el("span", {id: "job-id"}, job.id)),
+  const entries = historyEntries(job);
+  const attempts = attemptsOf(entries);
+  const attemptTable = table("job-attempts", ["attempt", "worker", "waited", "ran", "ended"],
+                             "attempts");
+  attemptTable.querySelector("tbody").append(...attempts.map((a) =>
+    el("tr", {"data-attempt": a.n}, el("th", {scope: "row"}, a.n),
+      el("td", {}, workerLink(a.worker)),
+      el("td", {class: "col-waited"}, fmtDuration((a.started ?? a.ended ?? Date.now()) - a.since)
+        + (a.started === null && a.ended === null ? " so far" : "")),
+      el("td", {class: "col-ran"}, a.started === null ? "—"
+        : fmtDuration((a.ended ?? Date.now()) - a.started) + (a.ended === null ? " so far" : "")),
+      el("td", {}, a.end === "retried" ? "failed, retried" : a.end ? statusBadge(a.end) : "—"))));
+
+  const out = [
+    el("h1", {}, "Job ", el("span", {id: "job-id", class: "id"}, job.id), " ",
+      statusBadge(job.status, "job-status")),
     el("p", {id: "job-why", class: "why"}, job.why || ""),
     actions,
     fields,
-    el("h3", {}, "Error"), el("pre", {id: "job-error"}, job.error_message ?? "—"),
-    el("h3", {}, "Payload"), el("pre", {id: "job-payload"}, pretty(job.payload)),
-    el("h3", {}, "Result"), el("pre", {id: "job-result"}, pretty(job.result)),
-    el("h3", {}, "History"),
-    el("ol", {id: "job-history", class: "timeline"}, ...(job.history || []).map(historyItem)));
-}
-
-/* A button that POSTs, then reloads the page so it shows the job as the node now has it;
- * on failure the API's message stays on screen. */
-function actionButton(id, label, path, done) {
-  const b = el("button", {id: id, type: "button"}, label);
-  b.addEventListener("click", async () => {
-    b.disabled = true;
-    try {
-      await api("POST", path);
-      await route();
-      showNotice("Job " + done + ".");
-    } catch (e) {
-      showError(label + " failed: " + e.message);
-      b.disabled = false;
-    }
-  });
-  return b;
+  ];
+  if (job.error_message) {
+    out.push(el("h2", {}, "Error"), el("pre", {id: "job-error"}, job.error_message));
+  }
+  out.push(el("h2", {}, "Payload"), el("pre", {id: "job-payload"}, pretty(job.payload)));
+  if (job.result !== null && job.result !== undefined) {
+    out.push(el("h2", {}, "Result"), el("pre", {id: "job-result"}, pretty(job.result)));
+  }
+  if (attempts.length) {
+    out.push(el("h2", {}, "Attempts"), attemptTable);
+  }
+  out.push(el("h2", {}, "Timeline"),
+    el("p", {class: "muted"}, "UTC, to the millisecond; + the time since the entry before."),
+    el("ol", {id: "job-history", class: "timeline"},
+      ...entries.map((h, i) => historyItem(h, i ? entries[i - 1].at : null))));
+  return out;
 }
 
 // Failed jobs ###############################################################
 
 async function renderFailed(ctx) {
-  const all = el("button", {id: "btn-retry-all", type: "button"}, "Retry all failed");
-  all.addEventListener("click", async () => {
-    all.disabled = true;
-    try {
-      const out = await api("POST", "/api/jobs/retry", {status: "failed"});
-      await route();
-      showNotice("Retried " + out.retried + " job" + (out.retried === 1 ? "" : "s") + ".");
-    } catch (e) {
-      showError("Retry all failed: " + e.message);
-      all.disabled = false;
-    }
+  const c = JOB_COLUMNS;
+  const listing = jobListing(ctx, {
+    hash: "#/failed", fixed: {status: "failed"}, actions: ["retry", "discard"],
+    filters: ["type", "queue", "worker_id", "id_prefix", "error", "finished_since",
+              "finished_before"],
+    columns: [c.id, c.type, c.queue, c.retries, c.error, c.failed],
+    count: (page, offset) => countText(page, offset, "failed"),
+    extra: (j) => {
+      return actionButton({class: "btn-retry-one", "aria-label": "retry " + j.id}, "Retry",
+        null, async () => {
+          await api("POST", "/api/jobs/" + encodeURIComponent(j.id) + "/retry");
+          return "Job " + j.id + " retried.";
+        });
+    },
   });
-  const list = table("failed-list", ["id", "type", "queue", "attempts", "error", "failed at", ""]);
-  view.append(el("p", {class: "actions"},
-                 el("span", {id: "failed-count", class: "muted"}, "loading…"), " ", all),
-              list);
-  const page = await api("GET", "/api/jobs?status=failed&limit=200");
-  if (!ctx.alive()) return;
-  text("failed-count", page.count + " failed" +
-       (page.returned < page.count ? ", the newest " + page.returned + " shown" : ""));
-  all.disabled = page.count === 0;
-  document.querySelector("#failed-list tbody").replaceChildren(...page.jobs.map((j) => {
-    const retry = el("button", {type: "button", class: "btn-retry-one"}, "Retry");
-    retry.addEventListener("click", async () => {
-      retry.disabled = true;
-      try {
-        await api("POST", "/api/jobs/" + encodeURIComponent(j.id) + "/retry");
-        await route();
-        showNotice("Job " + j.id + " retried.");
-      } catch (e) {
-        showError("Retry failed: " + e.message);
-        retry.disabled = false;
-      }
+  // The dead set as a whole. Its count comes from the last load, so the question says
+  // how many it is about.
+  let count = 0;
+  const retryAll = actionButton({id: "btn-retry-all", class: "btn-retry"}, "Retry all failed",
+    () => ["Retry all " + plural(count, "failed job") + "?", "Retry " + fmtNum(count)],
+    async () => {
+      const out = await api("POST", "/api/jobs/retry", {status: "failed", all: true});
+      return "Retried " + plural(out.retried, "job") + ".";
     });
-    return el("tr", {"data-id": j.id},
-      el("td", {class: "col-id"}, jobLink(j.id)),
-      el("td", {class: "col-type"}, j.type),
-      el("td", {class: "col-queue"}, j.queue || "—"),
-      el("td", {class: "col-retry_count"}, (j.retry_count + 1) + "/" + (j.max_retries + 1)),
-      el("td", {class: "col-error_message"}, j.error_message || "—"),
-      el("td", {class: "col-completed_at"}, fmtTime(j.completed_at)),
-      el("td", {}, retry));
-  }));
+  const discardAll = actionButton({id: "btn-discard-all", class: "btn-discard"},
+    "Discard all failed",
+    () => ["Discard all " + plural(count, "failed job") + "? They are forgotten for good.",
+           "Discard " + fmtNum(count)],
+    async () => {
+      const out = await api("POST", "/api/jobs/discard", {status: "failed", all: true});
+      return "Discarded " + plural(out.discarded, "job") + ".";
+    });
+  view.append(el("h1", {class: "sr-only"}, "Failed jobs"),
+    el("p", {class: "actions"}, el("span", {id: "failed-count", class: "muted"}, "loading…"),
+      " ", retryAll, " ", discardAll),
+    listing.node);
+  view.querySelector("#job-list").id = "failed-list";
+  return async () => {
+    await listing.update();
+    const metrics = await api("GET", "/api/metrics");
+    if (!ctx.alive()) return;
+    count = (metrics.jobs || {}).failed || 0;
+    text("failed-count", plural(count, "failed job") + " in all");
+    retryAll.disabled = discardAll.disabled = count === 0;
+  };
 }
 
 // Workers ###################################################################
 
+const WORKER_HELP = "load: what the worker last said (busy slots of its capacity); " +
+  "running jobs: what the node records from the workers' reports. They differ while " +
+  "reports are on their way, or when a worker counts its slots its own way.";
+
 async function renderWorkers(ctx) {
-  const list = table("worker-list", ["worker", "type", "status", "load", "running jobs",
-                                     "last heartbeat", "first seen", "heartbeats"]);
-  view.append(el("p", {id: "worker-count", class: "muted"}, "loading…"), list);
-  const out = await api("GET", "/api/workers");
-  if (!ctx.alive()) return;
-  text("worker-count", out.count + " worker" + (out.count === 1 ? "" : "s"));
-  document.querySelector("#worker-list tbody").replaceChildren(...out.workers.map((w) =>
-    el("tr", {"data-id": w.worker_id},
-      el("td", {class: "col-worker_id"},
-        el("a", {href: "#/jobs?worker_id=" + encodeURIComponent(w.worker_id)}, w.worker_id)),
-      el("td", {class: "col-worker_type"}, w.worker_type),
-      el("td", {class: "col-status"}, statusBadge(w.status)),
-      el("td", {class: "col-load"}, w.current_load + "/" + w.capacity),
-      el("td", {class: "col-running_jobs"}, w.running_jobs),
-      el("td", {class: "col-last_heartbeat", title: fmtTime(w.last_heartbeat)},
-        fmtAgo(w.last_heartbeat)),
-      el("td", {class: "col-first_seen"}, fmtTime(w.first_seen)),
-      el("td", {class: "col-heartbeats"}, w.heartbeats))));
+  const list = table("worker-list", ["worker", "type", "status", "load (said)",
+                                     "running jobs (recorded)", "last heartbeat",
+                                     "first seen", "heartbeats"], "workers");
+  view.append(el("h1", {class: "sr-only"}, "Workers"),
+    el("p", {id: "worker-count", class: "muted"}, "loading…"),
+    el("p", {class: "muted help"}, WORKER_HELP), list);
+  return async () => {
+    const out = await api("GET", "/api/workers");
+    if (!ctx.alive()) return;
+    text("worker-count", plural(out.count, "worker"));
+    syncRows(list.querySelector("tbody"), out.workers, (w) => w.worker_id, (w) =>
+      el("tr", {"data-id": w.worker_id},
+        el("td", {class: "col-worker_id"}, workerLink(w.worker_id)),
+        el("td", {class: "col-worker_type"}, w.worker_type),
+        el("td", {class: "col-status"}, statusBadge(w.status)),
+        el("td", {class: "col-load"}, w.current_load + "/" + w.capacity),
+        el("td", {class: "col-running_jobs"},
+          el("a", {href: "#/jobs?status=running&worker_id=" + encodeURIComponent(w.worker_id)},
+            fmtNum(w.running_jobs))),
+        el("td", {class: "col-last_heartbeat"},
+          el("time", {title: fmtTime(w.last_heartbeat)}, fmtAgo(w.last_heartbeat))),
+        el("td", {class: "col-first_seen"}, fmtTime(w.first_seen)),
+        el("td", {class: "col-heartbeats"}, fmtNum(w.heartbeats))));
+  };
+}
+
+/* Stats keys the workers send for their counters (each client names them its own way). */
+const STAT_LABELS = [[/processed/i, "processed"], [/succe|complet/i, "succeeded"],
+                     [/fail|error/i, "failed"]];
+
+function statLabel(key) {
+  const hit = STAT_LABELS.find(([re]) => re.test(key));
+  return hit ? hit[1] + " (" + key + ")" : key;
+}
+
+async function renderWorker(ctx) {
+  const id = decoded(ctx.match[1]);
+  const path = "/api/workers/" + encodeURIComponent(id).replace(/%2F/g, "/");
+  const fields = table("worker-fields", ["field", "value"], "worker");
+  const stats = table("worker-stats", ["counter", "value"], "what the worker reports");
+  const noStats = el("p", {id: "worker-no-stats", class: "muted", hidden: true},
+                     "It sends no counters with its heartbeats.");
+  const graph = svg("svg", {id: "load-graph", viewBox: "0 0 1000 220", role: "img",
+                            "aria-label": "reported load over its last heartbeats"});
+  graph.append(svg("g", {class: "axes"}), svg("polyline", {class: "line line-capacity", points: ""}),
+               svg("polyline", {class: "line line-load", points: ""}));
+  const forget = actionButton({id: "btn-forget", class: "btn-discard", hidden: true},
+    "Forget this worker", ["Forget worker " + id + "? Its next heartbeat brings it back.",
+                           "Forget"], async () => {
+      await api("DELETE", path);
+      location.hash = "#/workers";
+      return "Worker " + id + " forgotten.";
+    });
+  let current = null;
+  const c = JOB_COLUMNS;
+  const running = jobListing(ctx, {
+    hash: location.hash.split("?")[0], fixed: {status: "running", worker_id: id}, filters: [],
+    actions: ["cancel"],
+    columns: [c.id, c.type, c.queue, c.retries, c.started],
+    count: (page, offset) => countText(page, offset, "running here"),
+  });
+  view.append(
+    el("h1", {}, "Worker ", el("span", {id: "worker-id", class: "id"}, id), " ",
+      el("span", {id: "worker-status-slot"})),
+    el("p", {class: "actions"}, forget),
+    el("p", {id: "load-note", class: "why"}),
+    fields,
+    el("h2", {}, "Load, last heartbeats"),
+    el("div", {id: "load"}, graph),
+    el("p", {class: "legend"}, el("span", {class: "key key-load"}, "load said"),
+      el("span", {class: "key key-capacity"}, "capacity")),
+    el("h2", {}, "Counters it reports"), stats, noStats,
+    el("h2", {}, "Running jobs"), running.node);
+  return async () => {
+    const w = await api("GET", path);
+    if (!ctx.alive()) return;
+    await running.update();
+    if (!ctx.alive()) return;
+    current = w;
+    document.getElementById("worker-status-slot").replaceChildren(
+      statusBadge(w.status, "worker-status"));
+    forget.hidden = w.status === "active" || w.running_jobs > 0;
+    const note = document.getElementById("load-note");
+    note.textContent = w.current_load === w.running_jobs
+      ? "It said " + w.current_load + " of " + w.capacity + " slots busy; the node records " +
+        plural(w.running_jobs, "job") + " running here."
+      : "It said load " + w.current_load + " of " + w.capacity + ", but the node records " +
+        plural(w.running_jobs, "job") + " running here: " + WORKER_HELP.split("; ")[1];
+    syncRows(fields.querySelector("tbody"), [
+      ["worker_type", "Type", w.worker_type],
+      ["load", "Load (said)", w.current_load + " of " + w.capacity],
+      ["running_jobs", "Running jobs (recorded)", fmtNum(w.running_jobs)],
+      ["last_heartbeat", "Last heartbeat", fmtAgo(w.last_heartbeat) + " (" + fmtTime(w.last_heartbeat) + ")"],
+      ["first_seen", "First seen", fmtTime(w.first_seen)],
+      ["heartbeats", "Heartbeats", fmtNum(w.heartbeats)]], (r) => r[0], (r) =>
+      el("tr", {"data-field": r[0]}, el("th", {scope: "row"}, r[1]), el("td", {}, r[2])));
+    const keys = Object.keys(w.stats || {}).sort((a, b) =>
+      (STAT_LABELS.findIndex(([re]) => re.test(a)) + 1 || 9) -
+      (STAT_LABELS.findIndex(([re]) => re.test(b)) + 1 || 9) || a.localeCompare(b));
+    syncRows(stats.querySelector("tbody"), keys.map((k) => [k, w.stats[k]]), (r) => r[0], (r) =>
+      el("tr", {"data-stat": r[0]}, el("th", {scope: "row"}, statLabel(r[0])),
+        el("td", {}, typeof r[1] === "number" ? fmtNum(r[1])
+          : typeof r[1] === "object" ? JSON.stringify(r[1]) : String(r[1]))));
+    stats.hidden = keys.length === 0;
+    noStats.hidden = keys.length > 0;
+    drawLoad(graph, current);
+  };
+}
+
+function drawLoad(graph, w) {
+  const heard = w.load_history || [];
+  const hist = heard.length === 1 ? [heard[0], heard[0]] : heard;   // one beat: a flat line
+  const top = niceMax(Math.max(w.capacity, ...hist.map((p) => p[1])));
+  const G = graphBox(graph);
+  graph.setAttribute("viewBox", `0 0 ${G.w} ${G.h}`);
+  graph.querySelector(".line-load").setAttribute("points",
+    polyPoints(hist.map((p) => p[1]), G, top, hist.length));
+  graph.querySelector(".line-capacity").setAttribute("points",
+    polyPoints(hist.map(() => w.capacity), G, top, hist.length));
+  const first = hist.length ? hist[0][0] : Date.now();
+  drawAxes(graph, G, top, "", [hist.length ? "-" + fmtDuration(Date.now() - first) : "",
+                               "", "now"]);
 }
 
 // Start #####################################################################
 
-document.getElementById("search-form").addEventListener("submit", (ev) => {
+/* The search box: the one job whose id begins so opens; several are listed. */
+document.getElementById("search-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const id = document.getElementById("search-id").value.trim();
   if (!id) return;
-  const target = "#/job/" + encodeURIComponent(id);
+  let target = "#/jobs?id_prefix=" + encodeURIComponent(id);
+  try {
+    const found = await api("GET", "/api/jobs?limit=1&id_prefix=" + encodeURIComponent(id));
+    if (found.count === 1 && found.jobs[0].id === id) target = "#/job/" + encodeURIComponent(id);
+  } catch (e) {
+    // the listing says what is wrong
+  }
   if (location.hash === target) route();      // same hash: no hashchange event, so reload
   else location.hash = target;
 });
+document.getElementById("confirm-cancel").addEventListener("click", () =>
+  document.getElementById("confirm").close(""));
+document.getElementById("confirm-ok").addEventListener("click", () =>
+  document.getElementById("confirm").close("ok"));
 window.addEventListener("hashchange", route);
 setupToken();
 route();

@@ -1,7 +1,9 @@
 """The web console (dqorch/ui) in real headless Chromium, driven by selenium, against a
 real dqorch.py node and the real broker: what it shows equals what the API says, its
 buttons change jobs (checked through the API), markup in job data stays text, and no
-page logs an error. Writes a screenshot of each page to docs/screenshots/.
+page logs an error, every page updates itself and passes axe-core's WCAG 2.1 AA rules
+at 1280 and 390 px, light and dark. Writes a screenshot of each of those to
+DQ_SCREENSHOTS_DIR (docs/screenshots for the README), else to the temp dir.
 
 Needs chromium, chromedriver (scripts/browser-local.sh installs Debian's) and selenium
 in the venv; the module is skipped when one of them cannot be found. Element ids are
@@ -11,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import tarfile
 import tempfile
 import urllib.parse
 
@@ -43,7 +47,7 @@ SHOTS = os.environ.get("DQ_SCREENSHOTS_DIR") or os.path.join(tempfile.gettempdir
 TOKEN = "console-test-token-0123456789"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-STATUSES = ("pending", "queued", "running", "completed", "failed", "cancelled")
+STATUSES = ("scheduled", "pending", "queued", "running", "completed", "failed", "cancelled")
 
 
 # Fixtures ##################################################################
@@ -130,6 +134,21 @@ class Page:
         self.find(css).click()
         self.wait_ready(page, after=before)
 
+    def confirm(self, expect: str, after: int | None = None, page: str | None = None) -> str:
+        """Answer OK to the confirmation dialog, which must contain `expect`; with
+        `page`, wait for the render after `after` (the action's reload)."""
+        poll(lambda: self.find("#confirm").get_attribute("open") is not None,
+             "the confirmation dialog")
+        question = self.text("#confirm-text")
+        assert expect in question, question
+        self.find("#confirm-ok").click()
+        if page is not None:
+            self.wait_ready(page, after=after)
+        return question
+
+    def refreshes(self) -> int:
+        return int(self.find("#view").get_attribute("data-refreshes") or 0)
+
     def finds(self, css: str) -> list:
         return self.d.find_elements(By.CSS_SELECTOR, css)
 
@@ -154,21 +173,6 @@ class Page:
     def assert_console_clean(self) -> None:
         errors = self.severe_logs()
         assert errors == [], "browser console errors:\n" + "\n".join(e["message"] for e in errors)
-
-    def screenshot(self, name: str) -> str:
-        os.makedirs(SHOTS, exist_ok=True)
-        # The whole page: the window grows by what the viewport lacks (window chrome
-        # makes the window taller than its viewport).
-        height, chrome = self.d.execute_script(
-            "return [document.documentElement.scrollHeight,"
-            " window.outerHeight - window.innerHeight]")
-        self.d.set_window_size(1280, max(900, min(int(height) + int(chrome), 4000)))
-        path = os.path.join(SHOTS, name + ".png")
-        try:
-            assert self.d.save_screenshot(path), path
-        finally:
-            self.d.set_window_size(1280, 900)
-        return path
 
 
 def poll(predicate, what: str, timeout_s: float = 20):
@@ -275,10 +279,10 @@ def test_overview_counts_equal_the_api(page, api, node):
     assert page.text("#raft-role") == metrics["raft"]["role"] == "leader"
     assert page.text("#raft-term") == str(metrics["raft"]["term"])
     assert page.text("#raft-leader") == metrics["raft"]["leader"]
-    members = page.d.execute_script(
-        "return Array.from(document.querySelectorAll('#members tbody tr'))"
-        ".map(function (r) { return [r.dataset.node, r.dataset.member]; });")
-    assert members == [[m["node"], m["member"]] for m in cluster["members"]]
+    assert page.text("#workers-stopped") == str(metrics["workers"]["stopped"]) == "0"
+    # A single node is a cluster of one: no members table.
+    assert len(cluster["members"]) == 1
+    assert not page.find("#members-section").is_displayed()
 
     # The graph: one line per series, one point per second of the window, and the
     # totals under it equal the API's sums.
@@ -302,7 +306,7 @@ def test_overview_refreshes_by_itself(page, api, node):
     settled(api)
     poll(lambda: page.text("#count-queued") == "1",
          "the overview shows a job registered after it loaded")
-    assert int(page.find("#view").get_attribute("data-refreshes")) >= 2
+    assert page.refreshes() >= 2
     page.assert_console_clean()
 
 
@@ -329,21 +333,27 @@ def test_filter_narrows_the_listing(page, api, node):
     page.assert_console_clean()
 
 
-def test_next_page_follows_the_cursor(page, api, node):
+def test_pages_go_next_previous_first_and_last(page, api, node):
     ids = [register(api, id=f"p-{i}", type="paged") for i in range(5)]
     page.open("#/jobs?type=paged&limit=2", "jobs")
+    assert page.finds("#btn-prev") == [] and page.finds("#btn-first") == []
     seen = []
     for want in (2, 2, 1):
         rows = page.row_ids("#job-list")
         assert len(rows) == want, rows
         seen += rows
-        nexts = page.finds("#btn-next")
         if want == 1:
-            assert nexts == [], "the last page has no Next"
+            assert page.finds("#btn-next") == [], "the last page has no Next"
             break
         page.click_and_wait("#btn-next", "jobs")
     assert seen == list(reversed(ids)), "newest first, each job once"
-    assert "cursor=" in page.d.current_url
+    assert "offset=4" in page.d.current_url and page.text("#page-of") == "page 3 of 3"
+    page.click_and_wait("#btn-prev", "jobs")
+    assert page.row_ids("#job-list") == ["p-2", "p-1"]
+    page.click_and_wait("#btn-first", "jobs")
+    assert page.row_ids("#job-list") == ["p-4", "p-3"]
+    page.click_and_wait("#btn-last", "jobs")
+    assert page.row_ids("#job-list") == ["p-0"] and page.finds("#btn-last") == []
     page.assert_console_clean()
 
 
@@ -376,7 +386,20 @@ def test_job_page_shows_its_history(page, api, node):
     for field in ("type", "queue", "worker_id", "priority"):
         assert page.text(f'#job-fields tr[data-field="{field}"] td') == str(want[field]), field
     assert page.finds("#btn-cancel") == [] and page.finds("#btn-retry") == [], \
-        "completed: no actions"
+        "completed: neither cancel nor retry"
+    assert page.finds("#btn-discard") != [], "a finished job can be discarded"
+    assert page.finds("#job-error") == [], "no error: no Error section"
+    # Human labels, the worker as a link, times to the millisecond with the gaps.
+    assert page.find('#job-fields tr[data-field="worker_id"] th').text == "Worker"
+    assert page.find('#job-fields tr[data-field="worker_id"] a').get_attribute(
+        "href").endswith("#/worker/w-1")
+    assert page.text('#job-fields tr[data-field="retry_count"] td') == \
+        f"retry {want['retry_count']} of {want['max_retries']}"
+    first = items[0].find_element(By.CSS_SELECTOR, ".at").text
+    assert len(first) == 12 and first[8] == ".", first        # 16:31:52.207
+    assert items[1].find_element(By.CSS_SELECTOR, ".took").text.startswith("+")
+    rows = page.finds("#job-attempts tbody tr")
+    assert len(rows) == 1 and rows[0].find_element(By.CSS_SELECTOR, ".col-ran").text.endswith(" s")
     page.assert_console_clean()
 
 
@@ -417,7 +440,7 @@ def test_a_late_result_of_an_earlier_attempt_shows_in_the_history(page, api, nod
     assert json.loads(late[0].find_element(By.CSS_SELECTOR, ".late-result").text) == \
         {"rows": 7}
     assert page.text("#job-status") in ("pending", "queued")
-    assert json.loads(page.text("#job-result")) is None
+    assert page.finds("#job-result") == [], "no result of its own: no Result section"
     page.assert_console_clean()
 
 
@@ -470,7 +493,9 @@ def test_failed_page_lists_errors_and_retries(page, api, node):
                "bad-1 retried")
     assert set(page.row_ids("#failed-list")) == {"bad-2", "bad-3"}, "bad-1 left the list"
 
-    page.click_and_wait("#btn-retry-all", "failed")
+    before = page.render()
+    page.find("#btn-retry-all").click()
+    page.confirm("Retry all 2 failed jobs?", before, "failed")
     wait_until(lambda: api.call("GET", "/api/jobs?status=failed")[1]["count"] == 0, 20, 0.05,
                "no failed jobs left")
     assert all(job(api, j)["status"] in ("pending", "queued") for j in errors)
@@ -496,6 +521,8 @@ def test_workers_page_lists_the_workers(page, api, node):
         row = f'#worker-list tr[data-id="{w["worker_id"]}"]'
         assert page.text(row + " td.col-status") == w["status"] == "active"
         assert page.text(row + " td.col-load") == f'{w["current_load"]}/{w["capacity"]}'
+        assert page.find(row + " td.col-worker_id a").get_attribute("href").endswith(
+            "#/worker/" + w["worker_id"])
         assert page.text(row + " td.col-heartbeats") == str(w["heartbeats"])
     page.assert_console_clean()
 
@@ -545,30 +572,117 @@ def test_markup_in_job_data_is_shown_as_text(page, api, node):
     page.assert_console_clean()
 
 
-# Every page: console and screenshots #######################################
+# Every page: accessibility, narrow and dark screens, screenshots ###########
 
 PAGES = (("overview", "#/"), ("jobs", "#/jobs"), ("job", "#/job/c-0"),
-         ("failed", "#/failed"), ("workers", "#/workers"))
+         ("failed", "#/failed"), ("workers", "#/workers"), ("worker", "#/worker/w-1"))
+SCREENS = ((1280, "light"), (1280, "dark"), (390, "light"), (390, "dark"))
+AXE_DIR = os.path.join(tempfile.gettempdir(), "dqorch-axe")
+# WCAG 2.1 A and AA: what the console promises; best-practice rules are advice.
+AXE_RUN = """
+var done = arguments[arguments.length - 1];
+axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+  .then(function (r) { done(r.violations.map(function (v) {
+      return {id: v.id, impact: v.impact, help: v.help,
+              nodes: v.nodes.slice(0, 3).map(function (n) { return n.target.join(' '); })};
+    })); })
+  .catch(function (e) { done('axe failed: ' + e); });
+"""
 
 
-def test_no_page_logs_an_error_and_each_is_photographed(page, api, node):
+@pytest.fixture(scope="module")
+def axe_js() -> str:
+    """axe-core from the npm registry (`npm pack axe-core@4`), cached in AXE_DIR, or the
+    file DQ_AXE_JS names. Skips when neither npm nor the file is there."""
+    path = os.environ.get("DQ_AXE_JS") or os.path.join(AXE_DIR, "package", "axe.min.js")
+    if not os.path.exists(path):
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip("axe-core needs npm (apt-get install npm) or DQ_AXE_JS")
+        os.makedirs(AXE_DIR, exist_ok=True)
+        out = subprocess.run([npm, "pack", "axe-core@4", "--silent"], cwd=AXE_DIR,
+                             capture_output=True, text=True, timeout=180)
+        if out.returncode != 0:
+            pytest.skip("npm pack axe-core failed: " + out.stderr[-400:])
+        with tarfile.open(os.path.join(AXE_DIR, out.stdout.split()[-1])) as tgz:
+            tgz.extractall(AXE_DIR, filter="data")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def serious_violations(page, axe_js: str) -> list:
+    """axe-core's WCAG 2.1 AA violations of impact serious or critical on this page."""
+    page.d.set_script_timeout(60)
+    page.d.execute_script(axe_js)
+    found = page.d.execute_async_script(AXE_RUN)
+    assert isinstance(found, list), found
+    return [v for v in found if v["impact"] in ("serious", "critical")]
+
+
+def emulate(driver, width: int, scheme: str, height: int = 900) -> None:
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": scheme}]})
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+
+
+def reset_emulation(driver) -> None:
+    """Back to the window's own size and the system's colour scheme."""
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+def full_page_shot(page, name: str, width: int, scheme: str) -> str:
+    os.makedirs(SHOTS, exist_ok=True)
+    height = page.d.execute_script("return Math.ceil(document.body.getBoundingClientRect().height)")
+    emulate(page.d, width, scheme, max(600, min(int(height), 4000)))
+    path = os.path.join(SHOTS, name + ".png")
+    assert page.d.save_screenshot(path), path
+    return path
+
+
+def test_every_page_passes_axe_fits_390px_and_is_photographed(page, api, node, axe_js):
     mixed_jobs(api)
     failed_job(api, "f-1", "worker lost: heartbeat timeout", type="email")
-    for name, hash_ in PAGES:
-        page.open(hash_, name)
-        if name == "overview":    # one refresh after the first load, and the graph drawn
-            poll(lambda: int(page.find("#view").get_attribute("data-refreshes")) >= 2,
-                 "the overview refreshed")
-            assert page.find("#rates-graph polyline.line-registered").get_attribute("points")
-        errors = page.severe_logs()
-        assert errors == [], f"{name}: " + "\n".join(e["message"] for e in errors)
-        path = page.screenshot(name)
-        assert os.path.getsize(path) > 10_000, f"{path} looks empty"
+    register(api, id="a-rather-long-job-id-0123456789-abcdef-0123456789-abcdef")
+    try:
+        for width, scheme in SCREENS:
+            for name, hash_ in PAGES:
+                where = f"{name} at {width} px, {scheme}"
+                emulate(page.d, width, scheme)
+                page.open(hash_, name)
+                if name == "overview":      # the graph drawn
+                    poll(lambda: page.find("#rates-graph polyline.line-registered")
+                         .get_attribute("points"), "the graph")
+                assert page.d.execute_script(
+                    "return matchMedia('(prefers-color-scheme: dark)').matches") == \
+                    (scheme == "dark")
+                bad = serious_violations(page, axe_js)
+                assert bad == [], f"{where}: " + json.dumps(bad, indent=1)
+                # Nothing is cut or pushes the page sideways: wide tables scroll in
+                # their own box, and ids stay on one line.
+                overflow = page.d.execute_script(
+                    "return document.documentElement.scrollWidth - window.innerWidth")
+                assert overflow <= 0, f"{where}: the page is {overflow} px too wide"
+                tall = page.d.execute_script(
+                    "return Array.from(document.querySelectorAll('td .id')).filter("
+                    "function (e) { return e.getBoundingClientRect().height >"
+                    " 2 * parseFloat(getComputedStyle(e).lineHeight || 20); }).length")
+                assert tall == 0, f"{where}: {tall} ids wrap over lines"
+                errors = page.severe_logs()
+                assert errors == [], f"{where}: " + "\n".join(e["message"] for e in errors)
+                # 1280 px light under the plain names the README shows
+                shot = name if (width, scheme) == (1280, "light") else f"{name}-{width}-{scheme}"
+                path = full_page_shot(page, shot, width, scheme)
+                assert os.path.getsize(path) > 5_000, f"{path} looks empty"
+    finally:
+        reset_emulation(page.d)
 
 
 # Token #####################################################################
 
-def test_a_401_asks_for_a_token_and_then_the_console_works(driver, make_node, clean_queues):
+def test_a_401_asks_for_a_token_and_then_the_console_works(driver, make_node, clean_queues,
+                                                           axe_js):
     node = make_node(api_tokens=[TOKEN], start=False).start(wait=False)
     c = node.client()
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -584,6 +698,14 @@ def test_a_401_asks_for_a_token_and_then_the_console_works(driver, make_node, cl
     p = Page(driver, node.http_port)
     p.open("#/", "overview", ready=False)
     poll(lambda: p.find("#token-form").is_displayed(), "the token form after a 401")
+    # A login card, not an error over an empty dashboard.
+    assert not p.find("#view").is_displayed() and not p.find("#error").is_displayed()
+    assert p.find("#view").get_attribute("data-state") == "login"
+    assert serious_violations(p, axe_js) == []
+    try:
+        assert full_page_shot(p, "login", 1280, "light")
+    finally:
+        reset_emulation(driver)
     p.find("#token-input").send_keys(TOKEN)
     p.click_and_wait("#token-form button[type=submit]", "overview")
     assert not p.find("#token-form").is_displayed()
@@ -599,3 +721,198 @@ def test_a_401_asks_for_a_token_and_then_the_console_works(driver, make_node, cl
                20, 0.05, "t-1 cancelled with the token")
     p.d.execute_script("sessionStorage.clear()")
     c.close()
+
+
+# Live pages ################################################################
+
+def test_the_listing_updates_live_and_keeps_filters_selection_and_scroll(page, api, node):
+    for i in range(40):
+        register(api, id=f"live-{i:02d}", type="live")
+    page.open("#/jobs?type=live&limit=50", "jobs")
+    assert len(page.row_ids("#job-list")) == 40
+    # What a person has done on the page: typed a filter (not applied yet), selected a
+    # job, scrolled down.
+    page.find("#filter-error").send_keys("half-typed")
+    page.find('#job-list tr[data-id="live-03"] input.select-row').click()
+    page.d.set_window_size(1280, 500)
+    try:
+        page.d.execute_script("window.scrollTo(0, 400)")
+        scrolled = page.d.execute_script("return window.scrollY")
+        assert scrolled > 0
+        render = page.render()
+        register(api, id="live-new", type="live")
+        report(api, "live-10", "running")
+        poll(lambda: page.row_ids("#job-list")[0] == "live-new",
+             "the new job appears without a reload")
+        poll(lambda: page.text('#job-list tr[data-id="live-10"] td.col-status') == "running",
+             "a changed job shows its new status")
+        assert page.render() == render, "updated in place, not re-rendered"
+        assert page.find("#filter-error").get_attribute("value") == "half-typed"
+        assert page.find('#job-list tr[data-id="live-03"] input.select-row').is_selected()
+        assert page.text("#selected-count") == "1 job selected"
+        assert page.d.execute_script("return window.scrollY") == scrolled
+    finally:
+        page.d.set_window_size(1280, 900)
+    page.assert_console_clean()
+
+
+def test_every_page_refreshes_by_itself(page, api, node):
+    failed_job(api, "f-live", "first error")
+    failed_job(api, "f-gone", "second error")
+
+    def beat():
+        assert api.call("POST", "/api/workers/heartbeat",
+                        {"workerId": "w-live", "capacity": 2})[0] == 200
+
+    beat()
+    page.open("#/failed", "failed")
+    assert api.call("POST", "/api/jobs/f-gone/retry")[0] == 202
+    poll(lambda: page.row_ids("#failed-list") == ["f-live"], "failed: f-gone left")
+
+    page.open("#/job/f-live", "job")
+    assert api.call("POST", "/api/jobs/f-live/retry")[0] == 202
+    poll(lambda: page.text("#job-status") in ("pending", "queued"), "job: retried")
+
+    page.open("#/workers", "workers")
+    beat()
+    poll(lambda: page.text('#worker-list tr[data-id="w-live"] td.col-heartbeats') == "2",
+         "workers: the second heartbeat counted")
+
+    page.open("#/worker/w-live", "worker")
+    beat()
+    poll(lambda: page.text('#worker-fields tr[data-field="heartbeats"] td') == "3",
+         "worker: the third heartbeat counted")
+    assert page.refreshes() >= 2
+    page.assert_console_clean()
+
+
+# Finding jobs ##############################################################
+
+def test_search_by_id_prefix_and_by_error_and_time(page, api, node):
+    for i in range(3):
+        register(api, id=f"order-{i}", type="shop")
+    register(api, id="other-1", type="shop")
+    failed_job(api, "order-bad", "Card declined by the bank", type="shop")
+    page.open("#/jobs", "jobs")
+    page.find("#search-id").send_keys("order-")
+    page.click_and_wait("#search-form button[type=submit]", "jobs")
+    assert "id_prefix=order-" in page.d.current_url
+    want = [j["id"] for j in api.call("GET", "/api/jobs?id_prefix=order-")[1]["jobs"]]
+    assert page.row_ids("#job-list") == want == ["order-bad", "order-2", "order-1", "order-0"]
+
+    page.find("#filter-error").send_keys("DECLINED")
+    page.click_and_wait("#filter-form button[type=submit]", "jobs")
+    assert page.row_ids("#job-list") == ["order-bad"]
+
+    # A created range that ends before any of them: nothing.
+    page.open("#/jobs?created_before=1000", "jobs")
+    assert page.row_ids("#job-list") == [] and page.text("#job-count").startswith("0 matching")
+    page.assert_console_clean()
+
+
+# Bulk actions and the dead set #############################################
+
+def test_selected_jobs_are_cancelled_after_a_confirmation_with_the_count(page, api, node):
+    for i in range(4):
+        register(api, id=f"sel-{i}", type="sel")
+    page.open("#/jobs?type=sel", "jobs")
+    assert page.find("#btn-bulk-cancel").get_attribute("disabled") is not None
+    for jid in ("sel-1", "sel-3"):
+        page.find(f'#job-list tr[data-id="{jid}"] input.select-row').click()
+    assert page.text("#selected-count") == "2 jobs selected"
+    before = page.render()
+    page.find("#btn-bulk-cancel").click()
+    page.confirm("Cancel 2 jobs?", before, "jobs")
+    assert {j: job(api, j)["status"] == "cancelled" for j in ("sel-0", "sel-1", "sel-2", "sel-3")} \
+        == {"sel-0": False, "sel-1": True, "sel-2": False, "sel-3": True}
+    assert "Cancelled 2 jobs" in page.text("#notice")
+    page.assert_console_clean()
+
+
+def test_a_declined_confirmation_changes_nothing(page, api, node):
+    failed_job(api, "keep-1", "e")
+    page.open("#/job/keep-1", "job")
+    page.find("#btn-discard").click()
+    poll(lambda: page.find("#confirm").get_attribute("open") is not None, "the question")
+    page.find("#confirm-cancel").click()
+    assert job(api, "keep-1")["status"] == "failed"
+    page.assert_console_clean()
+
+
+def test_discard_from_the_job_page_forgets_the_job(page, api, node):
+    failed_job(api, "dead-1", "e")
+    page.open("#/job/dead-1", "job")
+    before = page.render()
+    page.find("#btn-discard").click()
+    page.confirm("Discard job dead-1?", before, "jobs")
+    assert api.call("GET", "/api/jobs/dead-1")[0] == 404
+    page.assert_console_clean()
+
+
+def test_retry_all_failed_retries_every_failed_job_not_a_hundred(page, api, node):
+    items = [{"id": f"many-{i}", "type": "many"} for i in range(130)]
+    status, out = api.call("POST", "/api/jobs/batch", {"jobs": items})
+    assert status == 202 and out["accepted"] == 130
+    for it in items:
+        report(api, it["id"], "failed", errorMessage="bulk")
+    register(api, id="stopped-on-purpose")
+    assert api.call("POST", "/api/jobs/stopped-on-purpose/cancel")[0] == 200
+    page.open("#/failed", "failed")
+    assert page.text("#failed-count").startswith("130 failed")
+    before = page.render()
+    page.find("#btn-retry-all").click()
+    page.confirm("Retry all 130 failed jobs?", before, "failed")
+    assert api.call("GET", "/api/jobs?status=failed")[1]["count"] == 0
+    assert "Retried 130 jobs" in page.text("#notice")
+    assert job(api, "stopped-on-purpose")["status"] == "cancelled", "cancelled stay cancelled"
+    page.assert_console_clean()
+
+
+# Workers ###################################################################
+
+def test_worker_page_shows_stats_load_and_running_jobs(page, api, node):
+    for load in (1, 2):
+        code, _ = api.call("POST", "/api/workers/heartbeat", {
+            "workerId": "w-9", "workerType": "python", "capacity": 4, "currentLoad": load,
+            "jobsProcessed": 1234, "jobsSucceeded": 1200, "jobsFailed": 34})
+        assert code == 200
+    register(api, id="on-w9")
+    report(api, "on-w9", "running", workerId="w-9")
+    page.open("#/worker/w-9", "worker")
+    assert page.text("#worker-status") == "active"
+    assert page.text('#worker-stats tr[data-stat="jobsProcessed"] td') == "1,234"
+    assert "processed" in page.text('#worker-stats tr[data-stat="jobsProcessed"] th')
+    assert page.row_ids("#job-list") == ["on-w9"]
+    assert len(page.find("#load-graph polyline.line-load").get_attribute("points").split()) == 2
+    # It said 2 busy slots; the node records 1 job there: the page says both, and why.
+    assert "said load 2 of 4, but the node records 1 job" in page.text("#load-note")
+    assert page.finds("#btn-forget") == [] or not page.find("#btn-forget").is_displayed()
+    page.assert_console_clean()
+
+
+def test_a_worker_that_said_goodbye_reads_stopped_and_can_be_forgotten(driver, make_node,
+                                                                      clean_queues):
+    node = make_node(job_max_retries=0, worker_heartbeat_timeout_s=1).wait_healthy()
+    c = node.client()
+    try:
+        for wid, load in (("bye", 0), ("lost", 1)):
+            assert c.call("POST", "/api/workers/heartbeat",
+                          {"workerId": wid, "capacity": 2, "currentLoad": load})[0] == 200
+        wait_until(lambda: {w["worker_id"]: w["status"] for w in
+                            c.call("GET", "/api/workers")[1]["workers"]}
+                   == {"bye": "stopped", "lost": "unresponsive"}, 20, 0.1, "both silent")
+        p = Page(driver, node.http_port)
+        p.open("#/workers", "workers")
+        assert p.text('#worker-list tr[data-id="bye"] td.col-status') == "stopped"
+        assert p.text('#worker-list tr[data-id="lost"] td.col-status') == "unresponsive"
+        assert c.call("GET", "/api/metrics")[1]["workers"] == \
+            {"total": 2, "active": 0, "unresponsive": 1, "stopped": 1}
+        p.open("#/worker/bye", "worker")
+        before = p.render()
+        p.find("#btn-forget").click()
+        p.confirm("Forget worker bye?", before, "workers")
+        assert p.row_ids("#worker-list") == ["lost"]
+        assert c.call("GET", "/api/workers/bye")[0] == 404
+        p.assert_console_clean()
+    finally:
+        c.close()

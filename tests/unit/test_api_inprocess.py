@@ -75,7 +75,9 @@ def call(app, method: str, path: str, body=None) -> tuple:
     """(status code, headers dict, decoded JSON body) of one request."""
     raw = b"" if body is None else (body if isinstance(body, bytes)
                                     else json.dumps(body).encode())
-    env = {"REQUEST_METHOD": method, "PATH_INFO": path, "wsgi.input": io.BytesIO(raw)}
+    path, _, query = path.partition("?")
+    env = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
+           "wsgi.input": io.BytesIO(raw)}
     if body is not None:
         env["CONTENT_LENGTH"] = str(len(raw))
     setup_testing_defaults(env)
@@ -169,3 +171,103 @@ def test_bad_bodies_are_refused_before_anything_is_proposed(svc, body, code, err
     assert svc.raft.proposed == []
     if code == 413:
         assert headers.get("Connection") == "close"      # http_server.CLOSE_AFTER
+
+
+# The console's routes: bulk actions, discard, workers ########################
+
+def failed(app, svc, id_: str, error: str = "boom") -> None:
+    call(app, "POST", "/api/jobs/register", {"id": id_, "type": "t", "maxRetries": 0})
+    for status in ("running", "failed"):
+        call(app, "POST", "/api/jobs/status", {"jobId": id_, "status": status,
+                                               "workerId": "w1", "errorMessage": error})
+    assert svc.raft.state.jobs[id_]["status"] == "failed"
+
+
+def test_bulk_retry_without_a_status_leaves_cancelled_jobs(svc):
+    app = api.make_app(svc)
+    failed(app, svc, "f1")
+    call(app, "POST", "/api/jobs/register", {"id": "c1", "type": "t"})
+    call(app, "POST", "/api/jobs/c1/cancel")
+    code, _, out = call(app, "POST", "/api/jobs/retry", {})
+    assert (code, out) == (202, {"retried": 1})
+    assert svc.raft.state.jobs["c1"]["status"] == "cancelled"
+    assert svc.raft.state.jobs["f1"]["status"] == "pending"
+
+
+def test_retry_all_takes_every_failed_job_in_chunks(svc, monkeypatch):
+    monkeypatch.setattr(api, "BULK_CHUNK", 4)
+    app = api.make_app(svc)
+    for i in range(150):
+        failed(app, svc, f"f{i}")
+    before = len(svc.raft.proposed)
+    code, _, out = call(app, "POST", "/api/jobs/retry", {"status": "failed", "all": True})
+    assert (code, out) == (202, {"retried": 150})
+    assert [c["op"] for c in svc.raft.proposed[before:]] == ["retry"] * 38
+    assert call(app, "GET", "/api/jobs?status=failed")[2]["count"] == 0
+
+
+def test_discard_forgets_a_finished_job_and_refuses_a_live_one(svc):
+    app = api.make_app(svc)
+    failed(app, svc, "f1")
+    call(app, "POST", "/api/jobs/register", {"id": "live", "type": "t"})
+    assert call(app, "DELETE", "/api/jobs/f1")[::2] == \
+        (200, {"status": "discarded", "job_id": "f1"})
+    assert call(app, "GET", "/api/jobs/f1")[0] == 404
+    code, _, out = call(app, "DELETE", "/api/jobs/live")
+    assert (code, out["error"]) == (409, "conflict") and "cancel it first" in out["message"]
+    assert call(app, "DELETE", "/api/jobs/nope")[0] == 404
+    check(svc.raft.state)
+
+
+def test_bulk_discard_by_filter_and_bulk_cancel_by_ids(svc):
+    app = api.make_app(svc)
+    failed(app, svc, "disk-1", "disk full")
+    failed(app, svc, "net-1", "connection reset")
+    for i in range(3):
+        call(app, "POST", "/api/jobs/register", {"id": f"q{i}", "type": "t"})
+    assert call(app, "POST", "/api/jobs/discard", {"error": "DISK", "all": True})[::2] == \
+        (200, {"discarded": 1})
+    assert sorted(svc.raft.state.jobs) == ["net-1", "q0", "q1", "q2"]
+    code, _, out = call(app, "POST", "/api/jobs/cancel", {"ids": ["q0", "q2", "net-1"]})
+    assert (code, out) == (200, {"cancelled": 2})
+    assert [svc.raft.state.jobs[i]["status"] for i in ("q0", "q1", "q2")] == \
+        ["cancelled", "pending", "cancelled"]
+    code, _, out = call(app, "POST", "/api/jobs/discard", {"status": "running"})
+    assert (code, out["field"]) == (400, "status")
+
+
+def test_listing_takes_the_where_filters_and_an_offset(svc):
+    app = api.make_app(svc)
+    for i in range(5):
+        call(app, "POST", "/api/jobs/register", {"id": f"ab-{i}", "type": "t"})
+    call(app, "POST", "/api/jobs/register", {"id": "zz", "type": "t"})
+    code, _, out = call(app, "GET", "/api/jobs?id_prefix=ab-&limit=2&offset=1")
+    assert code == 200
+    assert ([j["id"] for j in out["jobs"]], out["count"]) == (["ab-3", "ab-2"], 5)
+    code, _, out = call(app, "GET", "/api/jobs?offset=x")
+    assert (code, out["field"]) == (400, "offset")
+
+
+def test_a_worker_is_shown_with_its_load_history_and_forgotten(svc):
+    app = api.make_app(svc)
+    for load in (1, 3):
+        call(app, "POST", "/api/workers/heartbeat", {"workerId": "w/9", "currentLoad": load})
+    code, _, out = call(app, "GET", "/api/workers/w/9")
+    assert code == 200 and out["worker_id"] == "w/9"
+    assert [p[1] for p in out["load_history"]] == [1, 3]
+    assert call(app, "DELETE", "/api/workers/w/9")[::2] == \
+        (200, {"status": "forgotten", "worker_id": "w/9"})
+    assert call(app, "GET", "/api/workers/w/9")[0] == 404
+    assert call(app, "DELETE", "/api/workers/w/9")[0] == 404
+    code, headers, out = call(app, "DELETE", "/api/workers/heartbeat")
+    assert (code, out["error"], headers.get("Allow")) == (405, "method_not_allowed", "POST")
+
+
+def test_a_worker_with_running_jobs_is_not_forgotten(svc):
+    app = api.make_app(svc)
+    call(app, "POST", "/api/workers/heartbeat", {"workerId": "w1", "currentLoad": 1})
+    call(app, "POST", "/api/jobs/register", {"id": "j1", "type": "t"})
+    call(app, "POST", "/api/jobs/status", {"jobId": "j1", "status": "running",
+                                           "workerId": "w1"})
+    code, _, out = call(app, "DELETE", "/api/workers/w1")
+    assert (code, out["error"]) == (409, "conflict") and "1 running jobs" in out["message"]

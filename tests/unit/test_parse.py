@@ -550,7 +550,7 @@ def test_heartbeat_stats_are_bounded():
 
 def test_list_query_defaults():
     assert parse.list_query({}) == {"filters": {}, "limit": 100, "cursor": None,
-                                    "full": False}
+                                    "full": False, "where": {}, "offset": 0}
 
 
 def test_list_query_limit_bounds():

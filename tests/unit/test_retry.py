@@ -49,12 +49,20 @@ def test_terminal_ids_walk_only_the_asked_statuses_newest_first_up_to_the_limit(
     assert S.terminal_ids(st, {"type": "nope"}, ["failed"], 10) == []
 
 
-def test_retry_query_defaults_to_the_dead_set_and_refuses_live_statuses():
+def test_retry_query_defaults_to_the_failed_set_and_refuses_live_statuses():
+    """Cancelled jobs were stopped on purpose: a retry without a status leaves them."""
     q = parse.retry_query({})
-    assert q == {"filters": {}, "limit": 100, "statuses": ["failed", "cancelled"]}
+    assert q == {"ids": None, "filters": {}, "where": {}, "limit": 100,
+                 "statuses": ["failed"]}
     q = parse.retry_query({"status": "completed", "type": "t", "limit": 5})
-    assert q == {"filters": {"type": "t"}, "limit": 5, "statuses": ["completed"]}
+    assert q == {"ids": None, "filters": {"type": "t"}, "where": {}, "limit": 5,
+                 "statuses": ["completed"]}
+    q = parse.retry_query({"all": True, "error": "Disk", "retry_count_min": 1})
+    assert (q["limit"], q["where"]) == (None, {"error": "disk", "retry_count_min": 1})
+    q = parse.retry_query({"ids": ["a", "b", "a"]})
+    assert (q["ids"], q["statuses"]) == (["a", "b"], ["cancelled", "completed", "failed"])
     for bad in ({"status": "running"}, {"limit": "5"}, {"limit": 0}, {"type": 3},
-                {"status": "nope"}, []):
+                {"status": "nope"}, [], {"ids": []}, {"ids": "a"}, {"ids": ["a\n"]},
+                {"all": "yes"}, {"created_since": "x"}):
         with pytest.raises(ApiError):
             parse.retry_query(bad)

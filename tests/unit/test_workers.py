@@ -58,3 +58,36 @@ def test_the_workers_query_is_checked():
         with pytest.raises(ApiError) as e:
             parse.workers_query(q)
         assert e.value.field in ("limit", "cursor")
+
+
+def test_a_worker_silent_after_saying_it_was_idle_is_stopped_not_unresponsive():
+    now = [1000]
+    table = WorkerTable(30, lambda: now[0])
+    for wid, load in (("idle", 0), ("busy", 2), ("idle-but-holds", 0)):
+        table.heartbeat({"worker_id": wid, "worker_type": "python", "capacity": 4,
+                         "current_load": load, "stats": {}})
+    running = {"idle-but-holds": 1}       # the node records a job running there
+    now[0] += 31_000
+    statuses = {w["worker_id"]: w["status"] for w in table.page(running, 10)[0]}
+    assert statuses == {"idle": "stopped", "busy": "unresponsive",
+                        "idle-but-holds": "unresponsive"}
+    assert table.counts(running) == {"total": 3, "active": 0, "unresponsive": 2,
+                                     "stopped": 1}
+    # Silent either way: the jobs of a silent worker are still given up.
+    assert table.is_unresponsive("idle") and table.check() == sorted(statuses)
+
+
+def test_load_history_keeps_the_last_heartbeats_oldest_first():
+    from dqorch.workers import LOAD_HISTORY_MAX
+    now = [1000]
+    table = WorkerTable(30, lambda: now[0])
+    for n in range(LOAD_HISTORY_MAX + 5):
+        table.heartbeat({"worker_id": "w", "worker_type": "t", "capacity": 9,
+                         "current_load": n % 7, "stats": {}})
+        now[0] += 10
+    hist = table.detail("w", 0)["load_history"]
+    assert len(hist) == LOAD_HISTORY_MAX
+    assert hist[0] == [1050, 5 % 7] and hist[-1] == [1000 + 10 * (LOAD_HISTORY_MAX + 4),
+                                                    (LOAD_HISTORY_MAX + 4) % 7]
+    assert table.detail("nope", 0) is None
+    assert table.forget("w") and not table.forget("w") and table.detail("w", 0) is None
