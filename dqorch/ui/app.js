@@ -55,10 +55,10 @@
  */
 "use strict";
 
-const STATUSES = ["scheduled", "pending", "queued", "running", "completed", "failed", "cancelled"];
+const STATUSES = ["waiting", "scheduled", "pending", "queued", "running", "completed", "failed", "cancelled"];
 const TERMINAL = ["completed", "failed", "cancelled"];
 const RETRYABLE = ["failed", "cancelled"];
-const LIVE = ["scheduled", "pending", "queued", "running"];
+const LIVE = ["waiting", "scheduled", "pending", "queued", "running"];
 const QUEUES = ["job.high", "job.medium", "job.low"];
 const SERIES = ["registered", "completed", "failed"];
 const PAGE_SIZES = [20, 50, 100, 200];

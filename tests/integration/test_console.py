@@ -47,7 +47,7 @@ SHOTS = os.environ.get("DQ_SCREENSHOTS_DIR") or os.path.join(tempfile.gettempdir
 TOKEN = "console-test-token-0123456789"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-STATUSES = ("scheduled", "pending", "queued", "running", "completed", "failed", "cancelled")
+STATUSES = ("waiting", "scheduled", "pending", "queued", "running", "completed", "failed", "cancelled")
 
 
 # Fixtures ##################################################################
