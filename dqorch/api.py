@@ -713,9 +713,12 @@ def make_app(svc: Services) -> bottle.Bottle:
                                "cannot reach the leader to be sure; retry shortly")
             raise ApiError(404, "not_found", f"no job {job_id!r}")
         out = jobs.api_json(job, full=True, history=True)
+        st = svc.state()
         out["why"] = svc.why_returned(job) or jobs.why(
             job, svc.now_ms(), svc.broker_down_since(), svc.workers.counts()["active"],
-            svc.state().paused_queues.get(job.queue))
+            st.paused_queues.get(job.queue), parent_status=lambda p: (
+                st.jobs[p].status if p in st.jobs else None),
+            limit_note=st_mod.limit_note(st, job))
         return out
 
     @app.post("/api/workers/heartbeat")
@@ -738,7 +741,7 @@ def make_app(svc: Services) -> bottle.Bottle:
                     execution_timeout=cfg.job_execution_timeout_s,
                     max_job_bytes=cfg.max_job_bytes, publish=True)
 
-    queue_api.add_routes(app, svc, writes=writes, leader_view=leader_view,
+    queue_api.add_routes(app, svc, writes=writes, body=body, leader_view=leader_view,
                          drain=lambda: read_body(cfg.max_body_bytes, required=False),
                          max_body_bytes=cfg.max_body_bytes)
     schedule_api.add_routes(app, svc, writes=writes, body=body,

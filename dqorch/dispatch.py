@@ -27,6 +27,8 @@ and every mark carries the term it was started in, so apply refuses a deposed
 leader's late one.
 Rule 4: a job is never published before its `not_before` (a retry's backoff):
 JobPublisher.publish checks it for every id it takes, whichever path queued it.
+Rule 7: a job type's limits (limits.py) are applied where jobs are published: a job
+over its type's concurrency waits there for a slot, one over its rate for a token.
 Rule 6: nothing is published to a paused job queue (state.paused_queues): publish
 leaves its jobs pending; resuming it queues every pending job again (what RabbitMQ
 already held when it was paused is not ours to take back).
@@ -51,6 +53,7 @@ import gevent
 import gevent.event
 
 from . import amqp, jobs, metrics, schedules
+from .limits import Limits
 from . import state as st_mod
 from .broker import JOBS_EXCHANGE, STATUS_EXCHANGE
 from .jobs import PENDING, RUNNING
@@ -215,6 +218,8 @@ class JobPublisher:
         self._wake = wake
         self.unroutable: dict = {}        # job queue -> Unroutable, while it returns jobs
         self._returned_at: dict = {}      # job id -> at_ms its last return (those queues)
+        self.limits = Limits(clock, lambda: view.state().limits,
+                             lambda t: view.state().pair_counts.get(("type", t), {}))
         self.reset()
 
     def reset(self) -> None:
@@ -229,6 +234,7 @@ class JobPublisher:
         self.rejects: list = []           # ([JobToken], reason) (Dispatcher.on_rejected)
         self._rescan = False              # _todo was dropped: read pending from the state
         self.hold_until = 0.0             # clock(): nothing published before it (Rule 5)
+        self.limits.reset()
 
     def forget_unroutable(self) -> None:
         self.unroutable.clear()           # the next leader finds out for itself
@@ -322,6 +328,7 @@ class JobPublisher:
         stale = []
         for id_, _attempt in items:
             self._marking.discard(id_)
+            self.limits.settled(id_)
             job = jobs_by_id.get(id_)
             # Still pending: the mark was stale (a newer attempt came while this one
             # was in flight and was skipped then). Publish the new attempt.
@@ -337,6 +344,8 @@ class JobPublisher:
         for tokens, reason in rejected:
             ids = [tok.job_id for tok in tokens]
             self._inflight.difference_update(ids)
+            for id_ in ids:
+                self.limits.settled(id_)
             metrics.child(metrics.PUBLISHED, "job", reason).inc(len(ids))
             if reason == "connection_lost":
                 self._queue(ids, front=True)     # keep oldest first
@@ -454,6 +463,12 @@ class JobPublisher:
                 continue                  # cancelled or already queued: withdrawn
             if job.queue in st.paused_queues:
                 continue                  # Rule 6: resume schedules it again
+            if st.limits and job.type in st.limits:
+                wait_s = self.limits.admit(id_, job.type)      # Rule 7
+                if wait_s is not None:
+                    if wait_s > 0:
+                        self._wait(id_, wait_s * 1000)
+                    continue
             not_before = job.get("not_before")
             if not_before is not None and not_before > now_ms:
                 self._wait(id_, not_before - now_ms)     # Rule 4
@@ -471,10 +486,27 @@ class JobPublisher:
                 todo.appendleft(id_)
                 return
             self._inflight.add(id_)
+            if st.limits:
+                self.limits.published(id_, job.type)
+
+    def freed(self, ids) -> None:
+        """These jobs may have left queued or running (Rule 7): their types' waiting
+        jobs go back to be published, as many as now fit."""
+        st = self._view.state()
+        types = {st.jobs[i].type for i in ids if i in st.jobs}
+        out = [id_ for t in sorted(types) for id_ in self.limits.freed(t)]
+        if out:
+            self._queue(out, front=True)
+
+    def limits_changed(self) -> None:
+        out = self.limits.all_freed()
+        if out:
+            self._queue(out, front=True)
 
     def backlog(self) -> dict:
         return {"jobs_to_publish": len(self._todo), "jobs_waiting_backoff": len(self._later),
-                "jobs_in_flight": len(self._inflight)}
+                "jobs_in_flight": len(self._inflight),
+                "jobs_held_by_limits": self.limits.holding()}
 
     # Invariants ############################################################
 
@@ -482,6 +514,8 @@ class JobPublisher:
         """Assert J1-J6. outstanding: the job tokens the broker has not handed back
         (a test's fake broker knows them); J3 is checked only when given."""
         assert not self._inflight & self._marking, "J1"
+        self.limits.check()
+        assert set(self.limits._held_type) <= self._inflight | self._marking, "L2"
         marked = [id_ for id_, _ in self._unmarked] + \
             [id_ for items in self._proposed for id_, _ in items]
         assert len(marked) == len(set(marked)) and set(marked) == self._marking, "J2"
@@ -679,6 +713,16 @@ class Dispatcher:
             self.jobs.schedule(id_)
         if cmd["op"] == "queue_pause" and outcome["outcome"] == "resumed":
             self.jobs.schedule_pending()       # Rule 6
+        if self.jobs.limits.waiting:           # Rule 7
+            if cmd["op"] in ("limit_put", "limit_delete"):
+                self.jobs.limits_changed()
+            else:
+                moved = outcome.get("moved")
+                ids = [m[0] for m in outcome.get("moves", ()) if m[1] in ("queued", "running")]
+                if moved is not None and moved[0] in ("queued", "running") and "id" in cmd:
+                    ids.append(cmd["id"])
+                if ids:
+                    self.jobs.freed(ids)
         if cmd["op"] not in ("register", "mark_queued", "mark_published", "noop"):
             self._wake.set()           # may have added outbox events
 

@@ -596,10 +596,12 @@ def _why_attempt(job, status: str = PENDING) -> str:
 
 
 def why(job: dict, now_ms: int, broker_down_since_ms: int | None, workers_active: int,
-        paused_since_ms: int | None = None, parent_status=None) -> str:
+        paused_since_ms: int | None = None, parent_status=None,
+        limit_note: str | None = None) -> str:
     """One line that explains the job's state in words a person can act on.
     paused_since_ms: its queue is paused (POST /api/queues/{queue}/pause) since then.
-    parent_status(id): a parent's status or None (a waiting job's parents)."""
+    parent_status(id): a parent's status or None (a waiting job's parents).
+    limit_note: its type's limit holds it (state.limit_note)."""
     status = job["status"]
     if status == WAITING:
         parents = job.get("depends_on") or ()
@@ -619,6 +621,8 @@ def why(job: dict, now_ms: int, broker_down_since_ms: int | None, workers_active
             return (f"pending: retry {job['retry_count']} of {job['max_retries']} waits "
                     f"until {_clock(not_before)} (backoff)")
         why_new = _why_attempt(job)
+        if limit_note is not None:
+            return f"pending{why_new}: {limit_note}"
         if paused_since_ms is not None:
             return (f"pending{why_new}: {job['queue']} is paused since "
                     f"{_when(paused_since_ms, now_ms)} (POST /api/queues/{job['queue']}/resume)")

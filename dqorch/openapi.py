@@ -97,6 +97,17 @@ _REQ = {
             "paused": {"type": "boolean", "default": False},
         },
     },
+    "LimitRequest": {
+        "type": "object",
+        "description": "At least one of them; null: no limit of that kind.",
+        "properties": {
+            "concurrency": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000000,
+                            "description": "most jobs of the type queued or running "
+                                           "at once"},
+            "rate": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                     "maximum": 1000000, "description": "most published a second"},
+        },
+    },
     "BackfillRequest": {
         "type": "object", "required": ["from", "to"],
         "properties": {"from": _ref("RunAtIn"), "to": _ref("RunAtIn")},
@@ -359,6 +370,18 @@ _RESP = {
                                         "error; null in a pause or resume answer",
                          "properties": {"messages_ready": COUNT, "consumers": COUNT,
                                         "error": {"type": "string"}}},
+        },
+    },
+    "Limit": {
+        "type": "object",
+        "required": ["type", "concurrency", "rate", "updated_at", "active", "pending"],
+        "properties": {
+            "type": {"type": "string"},
+            "concurrency": {"type": ["integer", "null"], "minimum": 1},
+            "rate": {"type": ["number", "null"], "description": "jobs a second"},
+            "updated_at": MILLIS,
+            "active": dict(COUNT, description="its jobs queued or running now"),
+            "pending": dict(COUNT, description="its jobs pending (some held by the limit)"),
         },
     },
     "QueueList": {
@@ -865,6 +888,34 @@ PATHS = {
     }} for verb, summary in (
         ("pause", "Publish nothing more to this queue (what RabbitMQ holds stays)"),
         ("resume", "Publish to this queue again: its pending jobs go out"))},
+    "/api/limits": {"get": {
+        "operationId": "listLimits", "tags": ["queues"], "summary": "Limits per job type",
+        "responses": _responses("200", "By type", {
+            "type": "object", "required": ["limits"],
+            "properties": {"limits": {"type": "array", "items": _ref("Limit")}}}),
+    }},
+    "/api/limits/{job_type}": {
+        "put": {"operationId": "putLimit", "tags": ["queues"],
+                "summary": "Limit a job type's concurrency and publish rate",
+                "description": "Applied by the leader where it publishes; at-least-once "
+                               "(a job a dead worker held counts until its timeout).",
+                "parameters": [{"name": "job_type", "in": "path", "required": True,
+                                "schema": {"type": "string", "minLength": 1}}],
+                "requestBody": _body("LimitRequest"),
+                "responses": dict(_responses("200", "Replaced", _ref("Limit"),
+                                             "400", "404", "405", "413", "503"),
+                                  **{"201": {"description": "Created",
+                                             "content": _json(_ref("Limit"))}})},
+        "delete": {"operationId": "deleteLimit", "tags": ["queues"],
+                   "summary": "Remove a job type's limits",
+                   "parameters": [{"name": "job_type", "in": "path", "required": True,
+                                   "schema": {"type": "string", "minLength": 1}}],
+                   "responses": _responses("200", "Deleted", {
+                       "type": "object", "required": ["status", "type"],
+                       "properties": {"status": {"const": "deleted"},
+                                      "type": {"type": "string"}}},
+                       "400", "404", "405", "413", "503")},
+    },
     "/api/schedules": {"get": {
         "operationId": "listSchedules", "tags": ["schedules"], "summary": "Every schedule",
         "responses": _responses("200", "By id", _ref("ScheduleList")),

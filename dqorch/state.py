@@ -165,6 +165,7 @@ class State:
         self.term = 0                             # newest leader term a command carried
         self.schedules: dict[str, dict] = {}      # id -> schedule (schedules.py)
         self.paused_queues: dict[str, int] = {}   # job queue -> at_ms it was paused
+        self.limits: dict[str, dict] = {}         # job type -> {"concurrency", "rate"}
         # parent id -> ids of the waiting jobs that depend on it (jobs.WAITING)
         self.waiters: dict[str, list] = {}
         # children to look at once the command is applied (_settle_children): always
@@ -822,6 +823,18 @@ def _apply_queue_pause(st: State, cmd: dict) -> dict:
             if was != cmd["paused"] else "unchanged"}
 
 
+def _apply_limit_put(st: State, cmd: dict) -> dict:
+    """A job type's limits (limits.py applies them where jobs are published)."""
+    old = st.limits.get(cmd["type"])
+    st.limits[cmd["type"]] = {"concurrency": cmd["concurrency"], "rate": cmd["rate"],
+                              "updated_at": cmd["at_ms"]}
+    return {"outcome": "updated" if old else "created", "limit": st.limits[cmd["type"]]}
+
+
+def _apply_limit_delete(st: State, cmd: dict) -> dict:
+    return {"outcome": "deleted" if st.limits.pop(cmd["type"], None) else "not_found"}
+
+
 def _apply_mark_published(st: State, cmd: dict) -> dict:
     upto = min(cmd["upto"], st.outbox_next - 1)
     for seq in range(st.outbox_done + 1, upto + 1):
@@ -850,6 +863,8 @@ APPLY = {
     "schedule_pause": _apply_schedule_pause,
     "fire": _apply_fire,
     "queue_pause": _apply_queue_pause,
+    "limit_put": _apply_limit_put,
+    "limit_delete": _apply_limit_delete,
     "mark_published": _apply_mark_published,
     "noop": _apply_noop,
 }
@@ -1071,6 +1086,23 @@ def next_due(st: State) -> int | None:
     return None if key is None else key >> SEQ_BITS
 
 
+def limit_note(st: State, job) -> str | None:
+    """Why a pending job of a limited type may wait, from the state alone (the
+    leader's in-flight publishes count too: limits.py Rule 1)."""
+    limit = st.limits.get(job.type)
+    if limit is None or job.status != PENDING:
+        return None
+    c, rate = limit["concurrency"], limit["rate"]
+    counts = st.pair_counts.get(("type", job.type), {})
+    active = counts.get(QUEUED, 0) + counts.get(RUNNING, 0)
+    if c is not None and active >= c:
+        return (f"type {job.type} is at its concurrency limit ({active} of {c} queued or "
+                f"running); it goes when one of them ends")
+    if rate is not None:
+        return f"type {job.type} is limited to {rate:g} published a second"
+    return None
+
+
 def schedule_counts(st: State) -> dict:
     """{("active",): n, ("paused",): m}, as the gauge reads it."""
     paused = sum(1 for s in st.schedules.values() if s["spec"]["paused"])
@@ -1146,6 +1178,8 @@ def to_snapshot(st: State) -> dict:
         out["schedules"] = list(st.schedules.values())    # stay those of before
     if st.paused_queues:
         out["paused_queues"] = dict(st.paused_queues)
+    if st.limits:
+        out["limits"] = dict(st.limits)
     return out
 
 
@@ -1240,6 +1274,7 @@ def from_snapshot(data: dict) -> State:
     st.term = data.get("term", 0)
     st.schedules = {s["id"]: s for s in data.get("schedules", ())}
     st.paused_queues = dict(data.get("paused_queues", {}))
+    st.limits = dict(data.get("limits", {}))
     if order is None:               # snapshots before terminal_order: by completed_at
         order = [j.seq for j in sorted((j for j in loaded if j.status in TERMINAL),
                                        key=lambda j: (j.completed_at or 0, j.seq))]

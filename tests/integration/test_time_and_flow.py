@@ -310,3 +310,52 @@ def test_a_chain_of_three_runs_in_order_and_a_failed_parent_cancels_its_child(no
     assert child["status"] == "cancelled" and child["history"][-1]["reason"] == \
         "parent parent failed", child
     assert take_all(vhost) == []
+
+
+# Limits per job type ########################################################
+
+def test_a_concurrency_limit_of_two_never_has_three_queued_or_running(node, vhost):
+    c = node.client()
+    take_all(vhost, "job.medium")
+    status, lim = c.call("PUT", "/api/limits/etl", {"concurrency": 2})
+    assert status == 201 and lim["concurrency"] == 2 and lim["rate"] is None, lim
+    assert c.call("PUT", "/api/limits/etl", {"concurrency": 0})[0] == 400
+    for i in range(6):
+        assert c.call("POST", "/api/jobs/register", {"id": f"etl-{i}", "type": "etl"})[0] == 202
+    seen_active, in_queue, done = [], [], []
+
+    def active() -> int:
+        listed = c.call("GET", "/api/jobs?type=etl&limit=100")[1]["jobs"]
+        return sum(1 for j in listed if j["status"] in ("queued", "running"))
+
+    def step() -> bool:
+        seen_active.append(active())
+        got = take_all(vhost)
+        in_queue.append(len(got))
+        for _, body in got:            # run them one at a time, each to its end
+            for s in ("running", "completed"):
+                c.call("POST", "/api/jobs/status", {"jobId": body["id"], "status": s,
+                                                    "workerId": "w-etl"})
+                seen_active.append(active())
+            done.append(body["id"])
+        return len(done) == 6
+    wait_until(step, 60, 0.05, f"six etl jobs done, so far {done}")
+    assert max(seen_active) <= 2 and max(in_queue) <= 2, (seen_active, in_queue)
+    pending = [j for j in c.call("GET", "/api/jobs?type=etl")[1]["jobs"]]
+    assert all(j["status"] == "completed" for j in pending)
+    assert c.call("DELETE", "/api/limits/etl")[0] == 200
+    assert c.call("GET", "/api/limits")[1] == {"limits": []}
+
+
+def test_why_names_the_limit_that_holds_a_job(node, vhost):
+    c = node.client()
+    assert c.call("PUT", "/api/limits/slow", {"concurrency": 1})[0] == 201
+    for i in range(2):
+        assert c.call("POST", "/api/jobs/register", {"id": f"slow-{i}", "type": "slow"})[0] == 202
+    wait_until(lambda: job(c, "slow-0")["status"] == "queued", 30, 0.05, "the first queued")
+    why = job(c, "slow-1")["why"]
+    assert why == ("pending: type slow is at its concurrency limit (1 of 1 queued or "
+                   "running); it goes when one of them ends"), why
+    c.call("DELETE", "/api/limits/slow")
+    wait_until(lambda: job(c, "slow-1")["status"] == "queued", 30, 0.05, "released")
+    take_all(vhost)

@@ -162,7 +162,8 @@ def test_a_job_is_published_confirmed_and_marked_queued():
     rig.step()
     assert rig.st.jobs["j1"].status == "queued"
     assert rig.disp.backlog() == {"jobs_to_publish": 0, "jobs_waiting_backoff": 0,
-                                  "jobs_in_flight": 0, "events_unpublished": 0}
+                                  "jobs_in_flight": 0, "events_unpublished": 0,
+                                  "jobs_held_by_limits": 0}
 
 
 def test_a_paused_queue_gets_nothing_until_resumed_and_then_its_pending_jobs():
@@ -179,6 +180,55 @@ def test_a_paused_queue_gets_nothing_until_resumed_and_then_its_pending_jobs():
     rig.commit({"op": "queue_pause", "queue": "job.low", "paused": False})
     rig.step()
     assert [t.job_id for t in rig.jobs_published()] == ["high", "low"]
+
+
+def _run(rig, id_, worker="w1"):
+    """A worker takes the job: running (and the test says when it ends)."""
+    rig.commit(rep(id_, "running", T0 + rig.t_ms, worker=worker))
+
+
+def _confirm_and_mark(rig):
+    rig.confirm(rig.job_tokens())
+    rig.step()
+    while rig.proposals:
+        rig.answer()
+    rig.step()
+
+
+def test_a_concurrency_limit_of_two_never_has_three_queued_or_running():
+    """Rule 7 (limits.py): publishes in flight count as much as queued jobs."""
+    rig = started()
+    rig.commit({"op": "limit_put", "type": "etl", "concurrency": 2, "rate": None})
+    for i in range(5):
+        rig.commit(reg(f"e{i}", T0, type="etl"))
+    rig.commit(reg("other", T0, type="mail"))
+    rig.step()
+    assert sorted(t.job_id for t in rig.jobs_published()) == ["e0", "e1", "other"]
+    assert rig.disp.backlog()["jobs_held_by_limits"] == 3
+    _confirm_and_mark(rig)
+    rig.step()
+    assert len(rig.jobs_published()) == 3                  # queued count as active
+    _run(rig, "e0")
+    rig.commit(rep("e0", "completed", T0 + 1))
+    rig.step()
+    assert [t.job_id for t in rig.jobs_published()][-1] == "e2"
+    assert len(rig.jobs_published()) == 4
+    rig.commit({"op": "limit_delete", "type": "etl"})
+    rig.step()
+    assert sorted(t.job_id for t in rig.jobs_published()[4:]) == ["e3", "e4"]
+
+
+def test_a_rate_limit_publishes_at_most_that_many_a_second():
+    rig = started()
+    rig.commit({"op": "limit_put", "type": "api", "concurrency": None, "rate": 2})
+    for i in range(6):
+        rig.commit(reg(f"a{i}", T0, type="api"))
+    rig.step()
+    assert len(rig.jobs_published()) == 2                  # the bucket holds max(1, rate)
+    for second in range(1, 3):
+        rig.t_ms += 1000
+        rig.step()
+        assert len(rig.jobs_published()) == 2 + 2 * second
 
 
 def test_a_new_leader_holds_what_it_finds_pending_while_its_running_may_arrive():
