@@ -686,6 +686,9 @@ class Node:
             "distriqueue_queue_paused": {(q,): int(q in st.paused_queues) for q in jobs.QUEUES},
             "distriqueue_rabbitmq_messages_ready": depths[0],
             "distriqueue_rabbitmq_consumers": depths[1],
+            "distriqueue_publish_held": {
+                ("limit",): backlog["jobs_held_by_limits"],
+                ("pause",): sum(st.queue_counts[q]["pending"] for q in st.paused_queues)},
             "distriqueue_publish_backlog": backlog["jobs_to_publish"],
             "distriqueue_outbox_backlog": backlog["events_unpublished"],
             "distriqueue_jobs_evicted_total": st.evicted,

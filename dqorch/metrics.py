@@ -131,6 +131,9 @@ LIVE = {
     "distriqueue_rabbitmq_consumers": (
         "RabbitMQ's consumers of a job queue (a passive declare; the leader only)",
         ("queue",)),
+    "distriqueue_publish_held": (
+        "Pending jobs held back: by their type's limit (the leader's count) or by "
+        "their queue's pause", ("reason",)),
     "distriqueue_publish_backlog": ("Jobs waiting to be published", ()),
     "distriqueue_outbox_backlog": ("Status events not yet published", ()),
     "distriqueue_jobs_evicted_total": ("Terminal jobs forgotten by retention", ()),
