@@ -10,6 +10,7 @@ as \\xNN or \\uNNNN, so the line reads back unambiguously.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import re
@@ -84,13 +85,42 @@ class TextFormatter(logging.Formatter):
             record.args = args
 
 
+# A %-placeholder of a template, and the `key=` right before it.
+_PLACEHOLDER = re.compile(r"(?:(\w+)=)?%(?:\(\w+\))?[-#0 +]*(?:\d+|\*)?(?:\.\d+)?[sdrifgxXeEc%]")
+_RESERVED = frozenset(("ts", "level", "logger", "msg", "exc"))
+
+
+def fields(record: logging.LogRecord) -> dict:
+    """The `key=%s` pairs of our templates as {key: argument}: numbers as numbers,
+    anything else as its text (JSON writes it safely; no escaping needed)."""
+    args = record.args
+    if not isinstance(args, tuple) or not args or not isinstance(record.msg, str):
+        return {}
+    out, i = {}, 0
+    for m in _PLACEHOLDER.finditer(record.msg):
+        if m.group(0).endswith("%%"):
+            continue
+        if i >= len(args):
+            break
+        key, v = m.group(1), args[i]
+        i += 1
+        if key and key not in _RESERVED:
+            out[key] = v if isinstance(v, (int, float)) and not isinstance(v, bool) \
+                else v if v is None or isinstance(v, bool) else str(v)
+    return out
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; the message's arguments escaped as for text (JSON
-    would keep a newline inside the string, and a reader printing "msg" prints it)."""
+    """One JSON object per line: `ts` (ISO-8601 UTC, ms), `level`, `logger`, `msg`
+    (its arguments escaped as for text: a reader printing "msg" prints it), and each
+    `key=%s` of the template as a field of its own (`fields`)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": self.formatTime(record), "level": record.levelname.lower(),
-               "logger": record.name, "msg": message(record)}
+        ts = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+        out = {"ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+               "level": record.levelname.lower(), "logger": record.name,
+               "msg": message(record)}
+        out.update(fields(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out)

@@ -55,3 +55,16 @@ def test_json_lines_carry_the_escaped_message():
 def test_escape_returns_safe_text_itself():
     s = "a-plain-uuid-0123"
     assert logfmt.escape(s) is s
+
+
+def test_json_lines_put_each_key_as_a_field_with_an_iso_utc_time():
+    r = record("job failed id=%s type=%s attempt=%d error=%s took=%.1f%% x", "j\n1",
+               "etl", 2, None, 12.5)
+    import datetime
+    r.created = datetime.datetime(2026, 11, 18, 11, 6, 40, 123000,
+                                  tzinfo=datetime.timezone.utc).timestamp()
+    out = json.loads(logfmt.JsonFormatter().format(r))
+    assert out["ts"] == "2026-11-18T11:06:40.123Z"
+    assert (out["id"], out["type"], out["attempt"], out["error"]) == ("j\n1", "etl", 2, None)
+    assert out["msg"] == "job failed id=j\\x0a1 type=etl attempt=2 error=None took=12.5% x"
+    assert out["took"] == 12.5          # "%%" is no placeholder
