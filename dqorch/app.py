@@ -16,6 +16,7 @@ import gevent.event
 
 from . import config, jobs, metrics
 from .depths import QueueDepths
+from .failure_log import FailureLog
 from .jobs import TERMINAL
 from . import state as st_mod
 from .api import Access, HostCheck, Services, guard, make_app, refuse
@@ -175,6 +176,7 @@ class Node:
         self._lead_loop = None
         self._clock_ok = True             # _watch_clock's last word
         self._releases = None
+        self.failures = FailureLog(time.monotonic)
         self._due_wake = gevent.event.Event()   # a job was scheduled: look again
 
     def new_id(self) -> str:
@@ -545,6 +547,9 @@ class Node:
         job = self.node.state.jobs.get(id_)
         if job is None:
             return
+        if self._leading and (to == "failed" or to == "pending" and frm in (
+                "running", "queued")):
+            self.failures.failed(job, final=to == "failed")
         if to == "running":
             since = job["queued_at"] or job["created_at"]
             metrics.child(metrics.QUEUE_WAIT_SECONDS, job["queue"]).observe(
@@ -567,6 +572,7 @@ class Node:
             if not self.cfg.witness:
                 self.peer_news.own(self._broker_ok())
             self._watch_clock()
+            self.failures.flush()
             if not self._leading:
                 continue              # the leader's work (a witness has none)
             try:

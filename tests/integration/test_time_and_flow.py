@@ -310,6 +310,9 @@ def test_a_chain_of_three_runs_in_order_and_a_failed_parent_cancels_its_child(no
     assert child["status"] == "cancelled" and child["history"][-1]["reason"] == \
         "parent parent failed", child
     assert take_all(vhost) == []
+    # Issue 31: a failure leaves one line in the node's log, naming it.
+    assert "job failed id=parent type=default worker=w-chain attempts=1 error=disk full" \
+        in node.log_path.read_text()
 
 
 # Limits per job type ########################################################
