@@ -177,6 +177,7 @@ class Node:
         self._clock_ok = True             # _watch_clock's last word
         self._releases = None
         self.failures = FailureLog(time.monotonic)
+        self.type_label = metrics.TypeLabels(cfg.metrics_job_types)
         self._due_wake = gevent.event.Event()   # a job was scheduled: look again
 
     def new_id(self) -> str:
@@ -547,6 +548,12 @@ class Node:
         job = self.node.state.jobs.get(id_)
         if job is None:
             return
+        if to in ("completed", "failed"):
+            label = self.type_label(job.type)
+            metrics.child(metrics.JOBS_FINISHED, label, to).inc()
+            if frm == "running" and job.get("running_since") and job["completed_at"]:
+                metrics.child(metrics.TYPE_RUN_SECONDS, label).observe(
+                    max(0, job["completed_at"] - job["running_since"]) / 1000)
         if self._leading and (to == "failed" or to == "pending" and frm in (
                 "running", "queued")):
             self.failures.failed(job, final=to == "failed")

@@ -95,6 +95,7 @@ class Config:
     witness: bool = False  # Raft only: votes and stores the log, never a lasting leader
     leader_broker_handover_s: float = 10.0  # a leader without RabbitMQ this long hands over; 0: never
     max_clock_skew_s: float = 5.0  # a wall clock further off the cluster's: degraded; a leader hands over
+    metrics_job_types: int = 20  # job types with metrics of their own; the rest are "other"
     api_advertise: str = ""  # host:port peers forward writes to; "": http_host (or node_name's host):http_port
     tls_cert_file: str = ""  # PEM certificate (chain) of the API; with tls_key_file: HTTPS
     tls_key_file: str = ""  # PEM private key of tls_cert_file
@@ -450,6 +451,7 @@ _SPECS: dict[str, Converter] = {
     "witness": _boolean,
     "leader_broker_handover_s": _seconds(3600, zero_ok=True),
     "max_clock_skew_s": _seconds(86400),
+    "metrics_job_types": _integer(0, 1000),
     "api_advertise": _optional(_host_port),
     "tls_cert_file": _optional(_path),
     "tls_key_file": _optional(_path),

@@ -65,6 +65,34 @@ SCHEDULED_LATE_SECONDS = Histogram(
     "distriqueue_scheduled_late_seconds", "A scheduled job's time to its release to "
     "pending (then published as any pending job)",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600), registry=REGISTRY)
+JOBS_FINISHED = Counter("distriqueue_jobs_finished_total",
+                        "Jobs that ended completed or failed (for good), by type "
+                        "(metrics_job_types of them; the rest as other)",
+                        ["type", "status"], registry=REGISTRY)
+TYPE_RUN_SECONDS = Histogram("distriqueue_job_type_run_seconds",
+                             "Running to completed or failed, by type (as "
+                             "distriqueue_jobs_finished_total)", ["type"],
+                             buckets=_SLOW, registry=REGISTRY)
+
+
+class TypeLabels:
+    """A job type as a label value: itself for the first `n` types seen, "other" for
+    the rest, so that a client inventing types cannot grow the series without bound.
+    First seen, not most seen: a counter's series must not change name midway."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._known: dict = {}
+
+    def __call__(self, type_: str) -> str:
+        label = self._known.get(type_)
+        if label is None:
+            label = type_ if len(self._known) < self.n else "other"
+            if label != "other" or len(self._known) < self.n + 10_000:
+                self._known[type_] = label      # bounded too (a flood of types)
+        return label
+
+
 SCHEDULE_RUNS = Counter("distriqueue_schedule_runs_total",
                         "Schedule ticks by outcome: fired (a job registered), skipped_late "
                         "(older than catchup_window), skipped_overlap (overlap policy)",

@@ -25,3 +25,11 @@ def test_a_line_per_failure_then_a_summary(caplog):
     assert msgs[1] == "job failed id=k type=etl worker=w1 attempts=1 error=disk full"
     assert len(msgs) == failure_log.LINES_PER_S + 1
     assert msgs[-1].startswith("job failures not logged one by one count=5 by_type=etl=5")
+
+
+def test_type_labels_are_bounded_and_never_change():
+    from dqorch.metrics import TypeLabels
+    label = TypeLabels(2)
+    assert [label(t) for t in ("a", "b", "c", "a", "d", "b")] == ["a", "b", "other", "a",
+                                                                  "other", "b"]
+    assert TypeLabels(0)("a") == "other"
