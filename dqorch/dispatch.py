@@ -867,6 +867,7 @@ class Timers:
             metrics.WORKERS_LOST.inc(len(lost))
         for w in list(st.running_on):
             if self.workers.is_unresponsive(w):
+                self.workers.lost_with_jobs(w)        # unresponsive, never "stopped"
                 self._propose(("expire", w), {"op": "expire_worker", "worker_id": w,
                                               "retry_backoff_ms": self.backoff_ms})
         for seq in st.by_status[RUNNING]:

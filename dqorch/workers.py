@@ -3,8 +3,10 @@ heartbeats after a restart (DESIGN §1), so it never enters the log.
 
 A worker is `active` while its last heartbeat is younger than the timeout, then
 `unresponsive` (CONTRACT §2.4), or `stopped` when it went silent after saying it was
-idle (its last heartbeat had load 0) and the node records no job running on it: a
-planned scale-down, not a loss. The clock is passed in.
+idle (its last heartbeat had load 0), the node records no job running on it, and it
+was not given up while it held jobs (`lost_with_jobs`: the leader's timers expired it
+with jobs running there, which then moved away): a planned scale-down, not a loss.
+The clock is passed in.
 """
 from __future__ import annotations
 
@@ -99,7 +101,15 @@ class WorkerTable:
         """running: jobs the node records running on it (state.running_counts)."""
         if not self._silent(rec, now):
             return ACTIVE
-        return STOPPED if rec["current_load"] == 0 and running == 0 else UNRESPONSIVE
+        return STOPPED if rec["current_load"] == 0 and running == 0 \
+            and not rec.get("lost_jobs") else UNRESPONSIVE
+
+    def lost_with_jobs(self, worker_id: str) -> None:
+        """The leader gave up the jobs running on this silent worker: it was lost,
+        not stopped, until its next heartbeat (which makes a new record)."""
+        rec = self.workers.get(worker_id)
+        if rec is not None:
+            rec["lost_jobs"] = True
 
     def check(self) -> list[str]:
         """Workers that became unresponsive since the last check (sorted ids). Workers

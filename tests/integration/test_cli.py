@@ -286,8 +286,12 @@ def test_dqctl_retries_the_finished_jobs_a_filter_matches(ctl_node):
         for i in range(3):
             c.register({"id": f"rm-{i}", "type": "ctl-rm"})
             c.cancel(f"rm-{i}")
+    # Without a status only failed jobs are retried (issue 31): cancelled ones were
+    # cancelled on purpose.
+    code, out, err = dqctl(ctl_node, "jobs", "retry", "--matching", "--type", "ctl-rm")
+    assert (code, out.strip()) == (0, "retried 0"), err
     code, out, err = dqctl(ctl_node, "jobs", "retry", "--matching", "--type", "ctl-rm",
-                           "--limit", "2")
+                           "--status", "cancelled", "--limit", "2")
     assert (code, out.strip()) == (0, "retried 2"), err
     with api(ctl_node) as c:
         statuses = sorted(j["status"] for j in c.iter_jobs(type="ctl-rm"))
