@@ -43,7 +43,8 @@
  *             #select-page, #select-matching, #selected-count, #btn-bulk-cancel,
  *             #btn-bulk-retry, #btn-bulk-discard; #btn-first #btn-prev #btn-next
  *             #btn-last, #page-of
- *   job:      #job-id, #job-status, #job-why, #job-fields tr[data-field] td,
+ *   job:      #job-id, #job-status, #job-why, #job-fields tr[data-field] td (run_at,
+ *             depends_on: a link per parent, on_parent_failure when the job has them),
  *             #job-attempts tr[data-attempt], #job-payload, #job-result, #job-error (pre;
  *             absent when empty), #job-history li (span.at .status .by .reason .took),
  *             #btn-cancel, #btn-retry, #btn-discard, #btn-reload
@@ -860,13 +861,19 @@ async function renderJobs(ctx) {
 
 /* [field, label, how to show it]; the rest of the job is shown apart. */
 const JOB_FIELDS = [
-  ["type", "Type"], ["priority", "Priority"], ["queue", "Queue"], ["worker_id", "Worker"],
+  ["type", "Type"], ["priority", "Priority"], ["queue", "Queue"], ["run_at", "Runs at"],
+  ["depends_on", "Waits for"], ["on_parent_failure", "If a parent fails"], ["worker_id", "Worker"],
   ["retry_count", "Retries"], ["execution_timeout", "Time limit"], ["progress", "Progress"],
   ["created_at", "Created"], ["queued_at", "Queued"], ["started_at", "Started"],
   ["completed_at", "Finished"], ["client_created_at", "Created (client's clock)"],
   ["metadata", "Metadata"],
 ];
-const TIME_FIELDS = ["created_at", "queued_at", "started_at", "completed_at"];
+const TIME_FIELDS = ["run_at", "created_at", "queued_at", "started_at", "completed_at"];
+/* on_parent_failure, in words: what a parent that fails or is cancelled does to it. */
+const ON_PARENT_FAILURE = {
+  cancel: "cancel: a parent that fails or is cancelled cancels this job",
+  run: "run: it runs once every parent has ended, however they ended",
+};
 const SHOWN_APART = ["id", "status", "payload", "result", "error_message", "history", "why",
                      "max_retries"];
 
@@ -924,6 +931,12 @@ function historyItem(h, prev) {
 function jobField(job, k) {
   const v = job[k];
   if (k === "worker_id") return workerLink(v);
+  if (k === "depends_on" && Array.isArray(v)) {
+    const links = el("span", {class: "parents"});
+    v.forEach((p, i) => links.append(i ? ", " : "", jobLink(p)));
+    return links;
+  }
+  if (k === "on_parent_failure") return ON_PARENT_FAILURE[v] || String(v);
   if (k === "retry_count") return fmtRetries(job);
   if (k === "execution_timeout") return fmtNum(v) + " s";
   if (k === "progress") return v + " %";

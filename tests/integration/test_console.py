@@ -10,6 +10,7 @@ in the venv; the module is skipped when one of them cannot be found. Element ids
 listed at the top of dqorch/ui/app.js."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -400,6 +401,41 @@ def test_job_page_shows_its_history(page, api, node):
     assert items[1].find_element(By.CSS_SELECTOR, ".took").text.startswith("+")
     rows = page.finds("#job-attempts tbody tr")
     assert len(rows) == 1 and rows[0].find_element(By.CSS_SELECTOR, ".col-ran").text.endswith(" s")
+    page.assert_console_clean()
+
+
+def utc(ms: int) -> str:
+    """The console's way of writing a time (app.js fmtTime)."""
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
+
+
+def test_job_page_links_its_parents_and_says_when_it_runs(page, api, node):
+    for parent in ("parent-a", "parent-b"):
+        register(api, id=parent, type="etl")
+    register(api, id="child-1", depends_on=["parent-a", "parent-b"], on_parent_failure="run")
+    register(api, id="later-1", delay=3600)
+    child = job(api, "child-1")
+    assert child["status"] == "waiting" and child["on_parent_failure"] == "run"
+    page.open("#/job/child-1", "job")
+    assert page.text("#job-status") == "waiting"
+    assert page.text("#job-why") == child["why"]
+    links = page.finds('#job-fields tr[data-field="depends_on"] td a')
+    assert [a.text for a in links] == child["depends_on"] == ["parent-a", "parent-b"]
+    assert [a.get_attribute("href").split("#", 1)[1] for a in links] == \
+        ["/job/parent-a", "/job/parent-b"]
+    assert page.text('#job-fields tr[data-field="on_parent_failure"] td').startswith("run: ")
+    assert page.finds('#job-fields tr[data-field="run_at"]') == [], "no time: no row"
+
+    page.click_and_wait('#job-fields tr[data-field="depends_on"] td a', "job")
+    assert page.text("#job-id") == "parent-a"
+    assert page.finds('#job-fields tr[data-field="depends_on"]') == [], "no parents: no row"
+
+    later = job(api, "later-1")
+    page.open("#/job/later-1", "job")
+    assert page.text("#job-status") == "scheduled"
+    assert page.text('#job-fields tr[data-field="run_at"] td') == utc(later["run_at"])
+    assert page.finds("#btn-cancel") != [], "a scheduled job can be cancelled"
     page.assert_console_clean()
 
 
