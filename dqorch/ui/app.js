@@ -30,7 +30,9 @@
  *   #token-form, #token-input   the login card, shown after any 401 (sessionStorage)
  *   #search-form, #search-id    open a job by id, or list the jobs whose id begins so
  *   #confirm (dialog), #confirm-text, #confirm-ok, #confirm-cancel: destructive actions
- *   overview: #count-<status>, #queue-table tr[data-queue] td[data-status],
+ *   overview: #count-<status>, #queue-table tr[data-queue][data-paused] (td[data-status],
+ *             td.col-paused, td.col-ready, td.col-consumers or td.col-rabbitmq-error,
+ *             button.btn-pause-queue or button.btn-resume-queue), #queue-help,
  *             #workers-total, #workers-active, #workers-unresponsive, #workers-stopped,
  *             #broker-state, #raft-role, #raft-term, #raft-leader,
  *             #members tr[data-node][data-member] (only with more than one member),
@@ -163,11 +165,19 @@ function scrollBox(child, label) {
   return el("div", {class: "table-wrap", tabindex: 0, role: "region", "aria-label": label}, child);
 }
 
+const FOCUSABLE = "a[href], button, input, select";
+
 /* Put `items` into tbody as rows, keyed by key(item): a row whose item did not change
  * is kept as it is (its focus, its checkbox), changed ones are rebuilt, gone ones
- * removed, and the order follows `items`. */
+ * removed, and the order follows `items`. A rebuilt row gets the focus back on its
+ * n-th link or button when the old one had it there: a row's buttons (pause, retry)
+ * stay under the keyboard while its counts change. */
 function syncRows(tbody, items, key, makeRow) {
   const old = new Map(Array.from(tbody.children).map((tr) => [tr.dataset.key, tr]));
+  const focused = document.activeElement;
+  const focusRow = focused && focused.closest ? focused.closest("tr") : null;
+  const focusAt = focusRow && focusRow.parentNode === tbody
+    ? Array.from(focusRow.querySelectorAll(FOCUSABLE)).indexOf(focused) : -1;
   const rows = items.map((item) => {
     const k = key(item);
     const sig = JSON.stringify(item);
@@ -181,6 +191,11 @@ function syncRows(tbody, items, key, makeRow) {
   const same = rows.length === tbody.children.length &&
     rows.every((r, i) => tbody.children[i] === r);
   if (!same) tbody.replaceChildren(...rows);
+  if (focusAt >= 0 && !focusRow.isConnected) {
+    const twin = rows.find((r) => r.dataset.key === focusRow.dataset.key);
+    const target = twin && twin.querySelectorAll(FOCUSABLE)[focusAt];
+    if (target) target.focus();
+  }
 }
 
 function showError(message) {
@@ -430,7 +445,9 @@ async function renderOverview(ctx) {
     statusRow.append(el("th", {scope: "col"}, el("a", {href: "#/jobs?status=" + s}, s)));
     countRow.append(el("td", {id: "count-" + s, class: "count"}, "—"));
   }
-  const queues = table("queue-table", ["queue", ...STATUSES], "jobs by queue and status");
+  const queues = table("queue-table", ["queue", "state", ...STATUSES,
+    "ready in RabbitMQ", "consumers", el("span", {class: "sr-only"}, "action")],
+    "queues: jobs by status, RabbitMQ's counts");
   const members = table("members", ["node", "role", "member", "api", "last contact",
     "match index", "caught up"], "cluster members");
   view.append(
@@ -440,7 +457,8 @@ async function renderOverview(ctx) {
       scrollBox(el("table", {id: "status-table"}, el("thead", {}, statusRow),
                     el("tbody", {}, countRow)), "jobs by status")),
     el("section", {"aria-labelledby": "h-queues"},
-      el("h2", {id: "h-queues"}, "Queues"), queues),
+      el("h2", {id: "h-queues"}, "Queues"), queues,
+      el("p", {id: "queue-help", class: "muted help"}, QUEUE_HELP)),
     el("section", {class: "cards"},
       el("div", {class: "card"}, el("h2", {}, "Workers"),
         el("p", {}, el("span", {id: "workers-active", class: "big"}, "—"), " active, ",
@@ -465,24 +483,21 @@ async function renderOverview(ctx) {
   return () => refreshOverview(ctx);
 }
 
+/* [value, null] or [null, the failure]: a read the page can show without. */
+function optional(promise) {
+  return promise.then((v) => [v, null], (e) => [null, e]);
+}
+
 async function refreshOverview(ctx) {
-  // The three reads are independent; rates is drawn on its own so that a node without
-  // /api/rates still shows its counts.
-  const [metrics, cluster] = await Promise.all([api("GET", "/api/metrics"),
-                                                api("GET", "/api/cluster/status")]);
-  let rates = null, ratesError = null;
-  try {
-    rates = await api("GET", "/api/rates");
-  } catch (e) {
-    ratesError = e;
-  }
+  // The reads are independent. Rates and queues are shown on their own, so that a
+  // node without /api/rates, or a follower that cannot reach the leader for
+  // /api/queues, still shows its counts.
+  const [metrics, cluster, [rates, ratesError], [queues, queuesError]] = await Promise.all([
+    api("GET", "/api/metrics"), api("GET", "/api/cluster/status"),
+    optional(api("GET", "/api/rates")), optional(api("GET", "/api/queues"))]);
   if (!ctx.alive()) return;
   for (const s of STATUSES) text("count-" + s, fmtNum((metrics.jobs || {})[s] || 0));
-  const extra = Object.keys(metrics.queues || {}).filter((q) => !QUEUES.includes(q));
-  syncRows(document.querySelector("#queue-table tbody"), [...QUEUES, ...extra].map((q) =>
-    ({q: q, counts: (metrics.queues || {})[q] || {}})), (r) => r.q, (r) =>
-    el("tr", {"data-queue": r.q}, el("th", {scope: "row"}, r.q),
-      ...STATUSES.map((s) => el("td", {"data-status": s}, fmtNum(r.counts[s] || 0)))));
+  showQueues(metrics, queues, queuesError);
   const w = metrics.workers || {};
   text("workers-active", fmtNum(w.active));
   text("workers-unresponsive", fmtNum(w.unresponsive));
@@ -515,6 +530,62 @@ async function refreshOverview(ctx) {
     note.textContent = "rates unavailable: " + ratesError.message;
     note.hidden = false;
   }
+}
+
+const QUEUE_HELP = "Paused, a queue gets nothing more from this node: its jobs stay " +
+  "pending until it is resumed. What RabbitMQ already holds is not taken back by a " +
+  "pause: workers still get those messages. Ready: the messages RabbitMQ holds for the " +
+  "workers; those a worker took and has not acknowledged are not counted (that needs " +
+  "RabbitMQ's management plugin).";
+
+/* The queue table: GET /api/queues (state, our counts, RabbitMQ's); without it, our
+ * counts from the metrics and the reason in RabbitMQ's columns. */
+function showQueues(metrics, queues, queuesError) {
+  const known = new Map(((queues || {}).queues || []).map((q) => [q.queue, q]));
+  const names = [...QUEUES, ...Object.keys(metrics.queues || {}).filter((q) => !QUEUES.includes(q))];
+  const rows = names.map((q) => {
+    const got = known.get(q);
+    return got ? {q: q, paused: got.paused, paused_at: got.paused_at, counts: got.jobs || {},
+                  rabbitmq: got.rabbitmq || {error: "not asked"}}
+      : {q: q, paused: null, paused_at: null, counts: (metrics.queues || {})[q] || {},
+         rabbitmq: {error: queuesError ? "queues unavailable: " + queuesError.message
+                                       : "not a job queue of this node"}};
+  });
+  syncRows(document.querySelector("#queue-table tbody"), rows, (r) => r.q, (r) => {
+    const rabbit = r.rabbitmq.error !== undefined
+      ? [el("td", {class: "col-rabbitmq-error bad", colspan: 2}, r.rabbitmq.error)]
+      : [el("td", {class: "col-ready"}, fmtNum(r.rabbitmq.messages_ready)),
+         el("td", {class: "col-consumers"}, fmtNum(r.rabbitmq.consumers))];
+    return el("tr", {"data-queue": r.q, "data-paused": r.paused === null ? null : String(r.paused)},
+      el("th", {scope: "row"}, r.q),
+      el("td", {class: "col-paused"}, r.paused === null ? "—" : r.paused
+        ? el("span", {}, statusBadge("paused"), " ",
+             el("span", {class: "muted"}, "since " + fmtTime(r.paused_at)))
+        : statusBadge("publishing")),
+      ...STATUSES.map((s) => el("td", {"data-status": s}, fmtNum(r.counts[s] || 0))),
+      ...rabbit,
+      el("td", {class: "col-action"}, r.paused === null ? "" : queueButton(r)));
+  });
+}
+
+function queueButton(r) {
+  const path = "/api/queues/" + encodeURIComponent(r.q);
+  if (r.paused) {
+    return actionButton({class: "btn-resume-queue btn-retry", "aria-label": "Resume " + r.q},
+      "Resume", null, async () => {
+        await api("POST", path + "/resume");
+        return r.q + " resumed: its pending jobs are published.";
+      });
+  }
+  const ready = r.rabbitmq.messages_ready;
+  return actionButton({class: "btn-pause-queue btn-cancel", "aria-label": "Pause " + r.q},
+    "Pause", () => ["Pause " + r.q + "? This node publishes nothing more to it; its jobs " +
+      "stay pending until it is resumed. What RabbitMQ already holds" +
+      (typeof ready === "number" ? " (" + plural(ready, "message") + " ready)" : "") +
+      " is not taken back: workers still get it.", "Pause " + r.q], async () => {
+      await api("POST", path + "/pause");
+      return r.q + " paused.";
+    });
 }
 
 // Graphs ####################################################################

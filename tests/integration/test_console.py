@@ -311,6 +311,63 @@ def test_overview_refreshes_by_itself(page, api, node):
     page.assert_console_clean()
 
 
+def queue_row(page, queue: str) -> dict:
+    row = f'#queue-table tr[data-queue="{queue}"]'
+    return dict({s: page.text(f'{row} td[data-status="{s}"]') for s in STATUSES},
+                paused=page.find(row).get_attribute("data-paused"),
+                ready=page.text(row + " td.col-ready"),
+                consumers=page.text(row + " td.col-consumers"))
+
+
+def test_overview_queues_show_rabbitmqs_counts_and_pause_and_resume(page, api, node):
+    for i in range(3):
+        register(api, id=f"low-{i}", priority="LOW")
+    settled(api)
+    page.open("#/", "overview")
+
+    def as_api(ready_low: str):
+        def check():
+            queues = api.call("GET", "/api/queues")[1]["queues"]
+            want = {q["queue"]: dict({s: str(q["jobs"].get(s, 0)) for s in STATUSES},
+                                     paused=str(q["paused"]).lower(),
+                                     ready=str(q["rabbitmq"]["messages_ready"]),
+                                     consumers=str(q["rabbitmq"]["consumers"]))
+                    for q in queues}
+            return (want["job.low"]["ready"] == ready_low
+                    and {q: queue_row(page, q) for q in want} == want)
+        return check
+    # RabbitMQ holds the three and nobody consumes them.
+    poll(as_api("3"), "the queue table equals /api/queues, 3 ready in job.low")
+    assert queue_row(page, "job.low")["consumers"] == "0"
+    assert queue_row(page, "job.low")["queued"] == "3"
+    assert "not taken back by a pause" in page.text("#queue-help")
+
+    before = page.render()
+    page.find('#queue-table tr[data-queue="job.low"] button.btn-pause-queue').click()
+    question = page.confirm("Pause job.low?", before, "overview")
+    assert "not taken back" in question and "(3 messages ready)" in question, question
+    paused = {q["queue"]: q["paused"] for q in api.call("GET", "/api/queues")[1]["queues"]}
+    assert paused == {"job.high": False, "job.medium": False, "job.low": True}
+    assert queue_row(page, "job.low")["paused"] == "true"
+    assert queue_row(page, "job.high")["paused"] == "false"
+    assert page.text('#queue-table tr[data-queue="job.low"] td.col-paused').startswith("paused")
+    assert "job.low paused" in page.text("#notice")
+
+    # Paused: a new job of that queue stays pending, and the page says so by itself.
+    register(api, id="low-held", priority="LOW")
+    assert "job.low is paused" in job(api, "low-held")["why"]
+    poll(lambda: queue_row(page, "job.low")["pending"] == "1", "the held job, pending")
+
+    page.click_and_wait('#queue-table tr[data-queue="job.low"] button.btn-resume-queue',
+                        "overview")
+    assert not any(q["paused"] for q in api.call("GET", "/api/queues")[1]["queues"])
+    # Resumed: the held job is published, and RabbitMQ counts it.
+    poll(as_api("4"), "the held job published after the resume")
+    assert queue_row(page, "job.low")["queued"] == "4"
+    assert page.finds('#queue-table tr[data-queue="job.low"] button.btn-pause-queue') != []
+    page.assert_console_clean()
+
+
 # Listing ###################################################################
 
 def test_filter_narrows_the_listing(page, api, node):
