@@ -19,9 +19,12 @@
  *   #/failed                 failed jobs: retry or discard some or all
  *   #/workers                the workers table
  *   #/worker/<encoded id>    one worker
+ *   #/schedules              the schedules: pause, resume, trigger, delete
+ *   #/schedule/<encoded id>  one schedule, its next and last runs
  *
  * Stable hooks for tests and for people writing their own checks:
- *   body[data-page]          overview | jobs | job | failed | workers | worker
+ *   body[data-page]          overview | jobs | job | failed | workers | worker |
+ *                            schedules | schedule
  *   #view[data-state]        loading | ready | error | login; ready once the data is shown
  *   #view[data-render]       counts renders (navigations, reloads after an action), so a
  *                            test can wait for the render after the one it saw
@@ -55,6 +58,13 @@
  *   workers:  #worker-count, #worker-list tr[data-id] (td.col-<field>)
  *   worker:   #worker-id, #worker-status, #worker-fields tr[data-field] td,
  *             #worker-stats tr[data-stat], #load-graph, #load-note, #btn-forget
+ *   schedules: #schedule-count, #schedule-list tr[data-id] (td.col-<id|spec|timezone|
+ *             overlap|state|next|fired|skipped|last>, button.btn-pause-schedule,
+ *             .btn-resume-schedule, .btn-trigger-schedule, .btn-delete-schedule)
+ *   schedule: #schedule-id, #schedule-state, #schedule-fields tr[data-field] td,
+ *             #next-runs li[data-at], #no-next-runs, #last-runs tr[data-id]
+ *             (td.col-scheduled_for, td.col-job, td.col-status), #no-last-runs,
+ *             #btn-pause or #btn-resume, #btn-trigger, #btn-delete
  */
 "use strict";
 
@@ -323,6 +333,8 @@ const ROUTES = [
   [/^\/failed$/, "failed", renderFailed],
   [/^\/workers$/, "workers", renderWorkers],
   [/^\/worker\/(.+)$/, "worker", renderWorker],
+  [/^\/schedules$/, "schedules", renderSchedules],
+  [/^\/schedule\/(.+)$/, "schedule", renderSchedule],
 ];
 
 function decoded(part) {
@@ -1283,6 +1295,193 @@ function drawLoad(graph, w) {
   const first = hist.length ? hist[0][0] : Date.now();
   drawAxes(graph, G, top, "", [hist.length ? "-" + fmtDuration(Date.now() - first) : "",
                                "", "now"]);
+}
+
+// Schedules #################################################################
+
+const SCHEDULE_HELP = "A schedule registers one job per tick; each run's job id is the " +
+  "schedule's id, @ and the tick's time. Make or change one with PUT /api/schedules/{id} " +
+  "(curl or dqctl). Paused, it fires nothing; resumed, it fires from the next tick on: " +
+  "what fell due while it was paused is not caught up. Trigger now runs it once, now, " +
+  "whatever its overlap policy. Times are UTC.";
+
+const OVERLAP = {
+  skip: "skip: no run while one of its runs is not finished",
+  buffer_one: "buffer_one: one tick waits for the run in progress, the rest are skipped",
+  allow_all: "allow_all: runs may overlap",
+};
+
+function scheduleLink(id) {
+  return el("a", {href: "#/schedule/" + encodeURIComponent(id), class: "id"}, id);
+}
+
+function schedulePath(id) {
+  return "/api/schedules/" + encodeURIComponent(id);
+}
+
+/* "every 30 s", "every 2 h": the API writes `every` in seconds ("7200s"). */
+function fmtEvery(every) {
+  const s = parseFloat(every);
+  if (!(s > 0)) return "every " + every;
+  for (const [unit, n] of [["d", 86400], ["h", 3600], ["min", 60]]) {
+    if (s >= n && s % n === 0) return "every " + fmtNum(s / n) + " " + unit;
+  }
+  return "every " + fmtNum(s) + " s";
+}
+
+function fmtSpec(sc) {
+  return sc.cron !== undefined ? "cron " + sc.cron : fmtEvery(sc.every);
+}
+
+/* The time a cron schedule's zone reads at `ms` ("02:30 Europe/Rome"); "" for UTC,
+ * for `every`, or a zone this browser does not know. */
+function zoned(ms, sc) {
+  if (sc.cron === undefined || !sc.timezone || sc.timezone === "UTC") return "";
+  try {
+    return new Intl.DateTimeFormat("en-GB", {timeZone: sc.timezone, hour: "2-digit",
+      minute: "2-digit", weekday: "short"}).format(new Date(ms)) + " " + sc.timezone;
+  } catch (e) {
+    return "";
+  }
+}
+
+function fmtIn(ms) {
+  return ms > Date.now() ? "in " + fmtDuration(ms - Date.now()).replace(/\.\d+ s$/, " s")
+                         : fmtAgo(ms);
+}
+
+/* A tick as the page shows it: the UTC time, the zone's time, how far. */
+function fmtTick(iso, sc) {
+  const ms = Date.parse(iso);
+  const local = zoned(ms, sc);
+  return fmtTime(ms) + (local ? " (" + local + ")" : "") + ", " + fmtIn(ms);
+}
+
+/* A run's job: a link and its status, or that retention forgot it. */
+function runCell(run) {
+  if (!run) return "—";
+  if (run.status === null) {
+    return el("span", {}, el("span", {class: "id"}, run.job_id), " ",
+              el("span", {class: "muted"}, "forgotten"));
+  }
+  return el("span", {}, jobLink(run.job_id), " ", statusBadge(run.status));
+}
+
+/* Pause or Resume, Trigger now and Delete for one schedule. On its own page each
+ * button has an id and a delete goes back to the list; in the list each has a class
+ * and a label that names the schedule. */
+function scheduleButtons(sc, onPage) {
+  const path = schedulePath(sc.id);
+  const attrs = (name, label, look) => onPage ? {id: "btn-" + name, class: look}
+    : {class: ["btn-" + name + "-schedule", look].filter(Boolean).join(" "),
+       "aria-label": label + " " + sc.id};
+  const toggle = sc.paused
+    ? actionButton(attrs("resume", "Resume", "btn-retry"), "Resume", null, async () => {
+      await api("POST", path + "/resume");
+      return "Schedule " + sc.id + " resumed: it fires from its next tick.";
+    })
+    : actionButton(attrs("pause", "Pause"), "Pause", null, async () => {
+      await api("POST", path + "/pause");
+      return "Schedule " + sc.id + " paused.";
+    });
+  const trigger = actionButton(attrs("trigger", "Trigger now"), "Trigger now", null, async () => {
+    const out = await api("POST", path + "/trigger");
+    return "Schedule " + sc.id + " triggered: " + (out.job_ids || []).join(", ") + ".";
+  });
+  const del = actionButton(attrs("delete", "Delete", "btn-discard"), "Delete",
+    ["Delete schedule " + sc.id + "? It fires no more; the jobs it made stay.", "Delete"],
+    async () => {
+      await api("DELETE", path);
+      if (onPage) location.hash = "#/schedules";
+      return "Schedule " + sc.id + " deleted.";
+    });
+  return el("span", {class: "actions"}, toggle, trigger, del);
+}
+
+async function renderSchedules(ctx) {
+  const list = table("schedule-list", ["schedule", "runs", "zone", "overlap", "state",
+    "next run", "fired", "skipped (late / overlap)", "last run", el("span", {class: "sr-only"},
+    "actions")], "schedules");
+  view.append(el("h1", {class: "sr-only"}, "Schedules"),
+    el("p", {id: "schedule-count", class: "muted"}, "loading…"),
+    el("p", {class: "muted help"}, SCHEDULE_HELP), list);
+  return async () => {
+    const out = await api("GET", "/api/schedules");
+    if (!ctx.alive()) return;
+    text("schedule-count", plural(out.count, "schedule"));
+    // `next`: its words change with the clock, so the row is rebuilt when they do.
+    const rows = out.schedules.map((sc) =>
+      Object.assign({}, sc, {next: sc.next_runs.length ? fmtTick(sc.next_runs[0], sc) : null}));
+    syncRows(list.querySelector("tbody"), rows, (sc) => sc.id, (sc) =>
+      el("tr", {"data-id": sc.id},
+        el("td", {class: "col-id"}, scheduleLink(sc.id)),
+        el("td", {class: "col-spec"}, fmtSpec(sc)),
+        el("td", {class: "col-timezone"}, sc.cron !== undefined ? sc.timezone : "—"),
+        el("td", {class: "col-overlap"}, sc.overlap),
+        el("td", {class: "col-state"}, statusBadge(sc.paused ? "paused" : "active")),
+        el("td", {class: "col-next"}, sc.next === null ? "none while paused" : sc.next),
+        el("td", {class: "col-fired"}, fmtNum(sc.fired)),
+        el("td", {class: "col-skipped"},
+          fmtNum(sc.skipped_late) + " / " + fmtNum(sc.skipped_overlap)),
+        el("td", {class: "col-last"}, runCell(sc.last_runs[0])),
+        el("td", {class: "col-action"}, scheduleButtons(sc, false))));
+  };
+}
+
+async function renderSchedule(ctx) {
+  const id = decoded(ctx.match[1]);
+  const path = schedulePath(id);
+  const fields = table("schedule-fields", ["field", "value"], "schedule");
+  const next = el("ol", {id: "next-runs", class: "runs"});
+  const noNext = el("p", {id: "no-next-runs", class: "muted", hidden: true},
+                    "None while it is paused.");
+  const last = table("last-runs", ["scheduled for", "job", "status"], "last runs");
+  const noLast = el("p", {id: "no-last-runs", class: "muted", hidden: true}, "None yet.");
+  const state = el("span", {id: "schedule-state-slot"});
+  const actions = el("p", {class: "actions"});
+  view.append(
+    el("h1", {}, "Schedule ", el("span", {id: "schedule-id", class: "id"}, id), " ", state),
+    actions, fields,
+    el("h2", {}, "Next runs"), next, noNext,
+    el("h2", {}, "Last runs"), last, noLast,
+    el("p", {}, el("a", {href: "#/jobs?id_prefix=" + encodeURIComponent(id + "@")},
+                   "all the jobs it made that are still held")));
+  let shownState = null;
+  return async () => {
+    const sc = await api("GET", path);
+    if (!ctx.alive()) return;
+    // The buttons change only with the paused state: rebuilt then, kept otherwise.
+    if (shownState !== sc.paused) {
+      shownState = sc.paused;
+      state.replaceChildren(statusBadge(sc.paused ? "paused" : "active", "schedule-state"));
+      actions.replaceChildren(scheduleButtons(sc, true));
+    }
+    const rows = [["spec", "Runs", fmtSpec(sc)]];
+    if (sc.cron !== undefined) rows.push(["timezone", "Zone", sc.timezone]);
+    rows.push(["overlap", "Overlap", OVERLAP[sc.overlap] || sc.overlap],
+      ["catchup_window", "Catch-up window", fmtNum(sc.catchup_window) + " s after an outage"],
+      ["fired", "Fired", fmtNum(sc.fired)],
+      ["skipped_late", "Skipped, late", fmtNum(sc.skipped_late)],
+      ["skipped_overlap", "Skipped, overlap", fmtNum(sc.skipped_overlap)]);
+    if (sc.buffered) rows.push(["buffered", "Waiting to run", fmtTime(Date.parse(sc.buffered))]);
+    rows.push(["job", "Its job", JSON.stringify(sc.job)],
+      ["created_at", "Created", fmtTime(sc.created_at)],
+      ["updated_at", "Changed", fmtTime(sc.updated_at)]);
+    syncRows(fields.querySelector("tbody"), rows, (r) => r[0], (r) =>
+      el("tr", {"data-field": r[0]}, el("th", {scope: "row"}, r[1]),
+        el("td", {}, r[0] === "job" ? el("code", {}, r[2]) : r[2])));
+    next.replaceChildren(...sc.next_runs.map((t) =>
+      el("li", {"data-at": t}, el("time", {datetime: t}, fmtTick(t, sc)))));
+    noNext.hidden = sc.next_runs.length > 0;
+    syncRows(last.querySelector("tbody"), sc.last_runs, (r) => r.job_id, (r) =>
+      el("tr", {"data-id": r.job_id},
+        el("td", {class: "col-scheduled_for"}, fmtTime(Date.parse(r.scheduled_for))),
+        el("td", {class: "col-job"}, r.status === null ? el("span", {class: "id"}, r.job_id)
+                                                       : jobLink(r.job_id)),
+        el("td", {class: "col-status"}, r.status === null ? "forgotten" : statusBadge(r.status))));
+    last.hidden = sc.last_runs.length === 0;
+    noLast.hidden = sc.last_runs.length > 0;
+  };
 }
 
 // Start #####################################################################

@@ -620,6 +620,124 @@ def test_workers_page_lists_the_workers(page, api, node):
     page.assert_console_clean()
 
 
+# Schedules #################################################################
+
+def put_schedule(api, schedule_id: str, **spec) -> dict:
+    status, out = api.call("PUT", "/api/schedules/" + schedule_id, spec)
+    assert status == 201, out
+    return out
+
+
+def schedule(api, schedule_id: str) -> dict:
+    status, out = api.call("GET", "/api/schedules/" + schedule_id)
+    assert status == 200, out
+    return out
+
+
+def utc_iso(iso: str) -> str:
+    """An ISO-8601 tick of the API as the console writes it."""
+    at = datetime.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return utc(int(at.timestamp() * 1000))
+
+
+def test_schedules_page_lists_schedules_and_its_buttons_work(page, api, node):
+    put_schedule(api, "nightly", cron="30 2 * * *", timezone="Europe/Rome",
+                 job={"type": "report"})
+    put_schedule(api, "poll", every="2d", overlap="allow_all", job={"type": "poll"})
+    page.open("#/schedules", "schedules")
+    listed = api.call("GET", "/api/schedules")[1]["schedules"]
+    assert page.row_ids("#schedule-list") == [s["id"] for s in listed] == ["nightly", "poll"]
+    assert page.text("#schedule-count") == "2 schedules"
+    row = '#schedule-list tr[data-id="nightly"]'
+    assert page.text(row + " td.col-spec") == "cron 30 2 * * *"
+    assert page.text(row + " td.col-timezone") == "Europe/Rome"
+    assert page.text(row + " td.col-overlap") == "skip"
+    assert page.text(row + " td.col-state") == "active"
+    # The next tick in UTC, then what the schedule's zone reads: 02:30 in Rome.
+    assert page.text(row + " td.col-next").startswith(utc_iso(listed[0]["next_runs"][0]) + " (")
+    assert "02:30 Europe/Rome" in page.text(row + " td.col-next")
+    assert page.text(row + " td.col-fired") == "0"
+    assert page.text(row + " td.col-last") == "—"
+    assert page.text('#schedule-list tr[data-id="poll"] td.col-spec') == "every 2 d"
+    assert page.text('#schedule-list tr[data-id="poll"] td.col-overlap') == "allow_all"
+
+    # Pause: it says paused and has no next run; the other one goes on.
+    page.click_and_wait(row + " button.btn-pause-schedule", "schedules")
+    assert schedule(api, "nightly")["paused"] is True
+    assert schedule(api, "poll")["paused"] is False
+    assert page.text(row + " td.col-state") == "paused"
+    assert page.text(row + " td.col-next") == "none while paused"
+    assert "Schedule nightly paused" in page.text("#notice")
+    page.click_and_wait(row + " button.btn-resume-schedule", "schedules")
+    assert schedule(api, "nightly")["paused"] is False
+    assert page.text(row + " td.col-state") == "active"
+
+    # Trigger now: a run, its job linked in the last-run column.
+    page.click_and_wait(row + " button.btn-trigger-schedule", "schedules")
+    runs = schedule(api, "nightly")["last_runs"]
+    assert len(runs) == 1 and runs[0]["job_id"].startswith("nightly@"), runs
+    assert page.text(row + " td.col-fired") == "1"
+    assert page.find(row + " td.col-last a").get_attribute("href").endswith(
+        "#/job/" + urllib.parse.quote(runs[0]["job_id"], safe=""))
+    assert runs[0]["job_id"] in page.text("#notice")
+
+    # Delete asks first; the jobs it made stay.
+    before = page.render()
+    page.find(row + " button.btn-delete-schedule").click()
+    page.confirm("Delete schedule nightly?", before, "schedules")
+    assert api.call("GET", "/api/schedules/nightly")[0] == 404
+    assert page.row_ids("#schedule-list") == ["poll"]
+    assert job(api, runs[0]["job_id"])["id"] == runs[0]["job_id"]
+    page.assert_console_clean()
+
+
+def test_schedule_page_shows_next_and_last_runs_live(page, api, node):
+    put_schedule(api, "hourly", every="1h", job={"type": "report"})
+    page.open("#/schedules", "schedules")
+    page.click_and_wait('#schedule-list tr[data-id="hourly"] td.col-id a', "schedule")
+    assert page.text("#schedule-id") == "hourly"
+    assert page.text("#schedule-state") == "active"
+    assert page.text('#schedule-fields tr[data-field="spec"] td') == "every 1 h"
+    sc = schedule(api, "hourly")
+    ticks = [li.get_attribute("data-at") for li in page.finds("#next-runs li")]
+    assert ticks == sc["next_runs"] and len(ticks) == 5
+    assert page.text("#next-runs li").startswith(utc_iso(ticks[0]) + ", in ")
+    assert page.row_ids("#last-runs") == [] and page.find("#no-last-runs").is_displayed()
+
+    page.click_and_wait("#btn-trigger", "schedule")
+    first = schedule(api, "hourly")["last_runs"][0]["job_id"]
+    assert page.row_ids("#last-runs") == [first]
+    # A run made behind the page's back shows up by itself, newest first.
+    status, out = api.call("POST", "/api/schedules/hourly/trigger")
+    assert status == 202, out
+    second = out["job_ids"][0]
+    poll(lambda: page.row_ids("#last-runs") == [second, first], "the second run, live")
+    assert page.refreshes() >= 2
+
+    def statuses_match():
+        runs = schedule(api, "hourly")["last_runs"]
+        return {r["job_id"]: r["status"] for r in runs} == {
+            jid: page.text(f'#last-runs tr[data-id="{jid}"] td.col-status') for jid in
+            page.row_ids("#last-runs")}
+    poll(statuses_match, "each run's status as the API says")
+    page.click_and_wait(f'#last-runs tr[data-id="{first}"] td.col-job a', "job")
+    assert page.text("#job-id") == first
+
+    page.open("#/schedule/hourly", "schedule")
+    page.click_and_wait("#btn-pause", "schedule")
+    assert schedule(api, "hourly")["paused"] is True
+    assert page.text("#schedule-state") == "paused"
+    assert page.finds("#next-runs li") == [] and page.find("#no-next-runs").is_displayed()
+    assert page.finds("#btn-resume") != [] and page.finds("#btn-pause") == []
+
+    before = page.render()
+    page.find("#btn-delete").click()
+    page.confirm("Delete schedule hourly?", before, "schedules")
+    assert api.call("GET", "/api/schedules/hourly")[0] == 404
+    assert page.row_ids("#schedule-list") == []
+    page.assert_console_clean()
+
+
 # Markup in job data ########################################################
 
 # No "/" in the id: GET /api/jobs/{id} cannot reach an id with one (%2F is decoded
