@@ -58,8 +58,9 @@
  *   workers:  #worker-count, #worker-list tr[data-id] (td.col-<field>)
  *   worker:   #worker-id, #worker-status, #worker-fields tr[data-field] td,
  *             #worker-stats tr[data-stat], #load-graph, #load-note, #btn-forget
- *   schedules: #schedule-count, #schedule-list tr[data-id] (td.col-<id|spec|timezone|
- *             overlap|state|next|fired|skipped|last>, button.btn-pause-schedule,
+ *   schedules: #schedule-count, #schedule-list tr[data-id] (td.col-<id|spec|overlap|
+ *             state|next|fired|skipped|last>, .spec .zone in col-spec, .at .when in
+ *             col-next, a link to the job in col-last; button.btn-pause-schedule,
  *             .btn-resume-schedule, .btn-trigger-schedule, .btn-delete-schedule)
  *   schedule: #schedule-id, #schedule-state, #schedule-fields tr[data-field] td,
  *             #next-runs li[data-at], #no-next-runs, #last-runs tr[data-id]
@@ -458,7 +459,7 @@ async function renderOverview(ctx) {
     countRow.append(el("td", {id: "count-" + s, class: "count"}, "—"));
   }
   const queues = table("queue-table", ["queue", "state", ...STATUSES,
-    "ready in RabbitMQ", "consumers", el("span", {class: "sr-only"}, "action")],
+    "RabbitMQ ready", "consumers", el("span", {class: "sr-only"}, "action")],
     "queues: jobs by status, RabbitMQ's counts");
   const members = table("members", ["node", "role", "member", "api", "last contact",
     "match index", "caught up"], "cluster members");
@@ -546,7 +547,7 @@ async function refreshOverview(ctx) {
 
 const QUEUE_HELP = "Paused, a queue gets nothing more from this node: its jobs stay " +
   "pending until it is resumed. What RabbitMQ already holds is not taken back by a " +
-  "pause: workers still get those messages. Ready: the messages RabbitMQ holds for the " +
+  "pause: workers still get those messages. RabbitMQ ready: the messages it holds for the " +
   "workers; those a worker took and has not acknowledged are not counted (that needs " +
   "RabbitMQ's management plugin).";
 
@@ -571,8 +572,7 @@ function showQueues(metrics, queues, queuesError) {
     return el("tr", {"data-queue": r.q, "data-paused": r.paused === null ? null : String(r.paused)},
       el("th", {scope: "row"}, r.q),
       el("td", {class: "col-paused"}, r.paused === null ? "—" : r.paused
-        ? el("span", {}, statusBadge("paused"), " ",
-             el("span", {class: "muted"}, "since " + fmtTime(r.paused_at)))
+        ? stack(statusBadge("paused"), el("span", {class: "muted"}, "since " + fmtTime(r.paused_at)))
         : statusBadge("publishing")),
       ...STATUSES.map((s) => el("td", {"data-status": s}, fmtNum(r.counts[s] || 0))),
       ...rabbit,
@@ -1350,21 +1350,28 @@ function fmtIn(ms) {
                          : fmtAgo(ms);
 }
 
-/* A tick as the page shows it: the UTC time, the zone's time, how far. */
-function fmtTick(iso, sc) {
+/* A tick as the page shows it: its UTC time, and when it is (the zone's time, how far). */
+function tickParts(iso, sc) {
   const ms = Date.parse(iso);
-  const local = zoned(ms, sc);
-  return fmtTime(ms) + (local ? " (" + local + ")" : "") + ", " + fmtIn(ms);
+  return {at: fmtTime(ms), when: [zoned(ms, sc), fmtIn(ms)].filter(Boolean).join(", ")};
 }
 
-/* A run's job: a link and its status, or that retention forgot it. */
+/* Lines in a table cell, one under the other (span.stack > span); null is no line. */
+function stack(...lines) {
+  return el("span", {class: "stack"}, ...lines.filter((l) => l !== null).map((l) =>
+    l instanceof Node ? l : el("span", {}, l)));
+}
+
+/* A run in the list: its time linking to its job, and the job's status; or that
+ * retention forgot the job. */
 function runCell(run) {
   if (!run) return "—";
+  const at = fmtTime(Date.parse(run.scheduled_for));
   if (run.status === null) {
-    return el("span", {}, el("span", {class: "id"}, run.job_id), " ",
-              el("span", {class: "muted"}, "forgotten"));
+    return stack(el("span", {title: run.job_id}, at), el("span", {class: "muted"}, "forgotten"));
   }
-  return el("span", {}, jobLink(run.job_id), " ", statusBadge(run.status));
+  return stack(el("a", {href: "#/job/" + encodeURIComponent(run.job_id), title: run.job_id},
+                  at), el("span", {}, statusBadge(run.status)));
 }
 
 /* Pause or Resume, Trigger now and Delete for one schedule. On its own page each
@@ -1395,13 +1402,12 @@ function scheduleButtons(sc, onPage) {
       if (onPage) location.hash = "#/schedules";
       return "Schedule " + sc.id + " deleted.";
     });
-  return el("span", {class: "actions"}, toggle, trigger, del);
+  return el("span", {class: onPage ? "actions" : "row-actions"}, toggle, trigger, del);
 }
 
 async function renderSchedules(ctx) {
-  const list = table("schedule-list", ["schedule", "runs", "zone", "overlap", "state",
-    "next run", "fired", "skipped (late / overlap)", "last run", el("span", {class: "sr-only"},
-    "actions")], "schedules");
+  const list = table("schedule-list", ["schedule", "runs", "overlap", "state", "next run",
+    "fired", "skipped", "last run", el("span", {class: "sr-only"}, "actions")], "schedules");
   view.append(el("h1", {class: "sr-only"}, "Schedules"),
     el("p", {id: "schedule-count", class: "muted"}, "loading…"),
     el("p", {class: "muted help"}, SCHEDULE_HELP), list);
@@ -1411,18 +1417,20 @@ async function renderSchedules(ctx) {
     text("schedule-count", plural(out.count, "schedule"));
     // `next`: its words change with the clock, so the row is rebuilt when they do.
     const rows = out.schedules.map((sc) =>
-      Object.assign({}, sc, {next: sc.next_runs.length ? fmtTick(sc.next_runs[0], sc) : null}));
+      Object.assign({}, sc, {next: sc.next_runs.length ? tickParts(sc.next_runs[0], sc) : null}));
     syncRows(list.querySelector("tbody"), rows, (sc) => sc.id, (sc) =>
       el("tr", {"data-id": sc.id},
         el("td", {class: "col-id"}, scheduleLink(sc.id)),
-        el("td", {class: "col-spec"}, fmtSpec(sc)),
-        el("td", {class: "col-timezone"}, sc.cron !== undefined ? sc.timezone : "—"),
+        el("td", {class: "col-spec"}, stack(el("span", {class: "spec"}, fmtSpec(sc)),
+          sc.cron !== undefined ? el("span", {class: "zone muted"}, sc.timezone) : null)),
         el("td", {class: "col-overlap"}, sc.overlap),
         el("td", {class: "col-state"}, statusBadge(sc.paused ? "paused" : "active")),
-        el("td", {class: "col-next"}, sc.next === null ? "none while paused" : sc.next),
+        el("td", {class: "col-next"}, sc.next === null ? "none while paused"
+          : stack(el("span", {class: "at"}, sc.next.at),
+                  el("span", {class: "when muted"}, sc.next.when))),
         el("td", {class: "col-fired"}, fmtNum(sc.fired)),
-        el("td", {class: "col-skipped"},
-          fmtNum(sc.skipped_late) + " / " + fmtNum(sc.skipped_overlap)),
+        el("td", {class: "col-skipped"}, stack(fmtNum(sc.skipped_late) + " late",
+                                               fmtNum(sc.skipped_overlap) + " overlap")),
         el("td", {class: "col-last"}, runCell(sc.last_runs[0])),
         el("td", {class: "col-action"}, scheduleButtons(sc, false))));
   };
@@ -1470,8 +1478,10 @@ async function renderSchedule(ctx) {
     syncRows(fields.querySelector("tbody"), rows, (r) => r[0], (r) =>
       el("tr", {"data-field": r[0]}, el("th", {scope: "row"}, r[1]),
         el("td", {}, r[0] === "job" ? el("code", {}, r[2]) : r[2])));
-    next.replaceChildren(...sc.next_runs.map((t) =>
-      el("li", {"data-at": t}, el("time", {datetime: t}, fmtTick(t, sc)))));
+    next.replaceChildren(...sc.next_runs.map((t) => {
+      const tick = tickParts(t, sc);
+      return el("li", {"data-at": t}, el("time", {datetime: t}, tick.at), ", " + tick.when);
+    }));
     noNext.hidden = sc.next_runs.length > 0;
     syncRows(last.querySelector("tbody"), sc.last_runs, (r) => r.job_id, (r) =>
       el("tr", {"data-id": r.job_id},

@@ -649,16 +649,17 @@ def test_schedules_page_lists_schedules_and_its_buttons_work(page, api, node):
     assert page.row_ids("#schedule-list") == [s["id"] for s in listed] == ["nightly", "poll"]
     assert page.text("#schedule-count") == "2 schedules"
     row = '#schedule-list tr[data-id="nightly"]'
-    assert page.text(row + " td.col-spec") == "cron 30 2 * * *"
-    assert page.text(row + " td.col-timezone") == "Europe/Rome"
+    assert page.text(row + " td.col-spec .spec") == "cron 30 2 * * *"
+    assert page.text(row + " td.col-spec .zone") == "Europe/Rome"
     assert page.text(row + " td.col-overlap") == "skip"
     assert page.text(row + " td.col-state") == "active"
     # The next tick in UTC, then what the schedule's zone reads: 02:30 in Rome.
-    assert page.text(row + " td.col-next").startswith(utc_iso(listed[0]["next_runs"][0]) + " (")
-    assert "02:30 Europe/Rome" in page.text(row + " td.col-next")
+    assert page.text(row + " td.col-next .at") == utc_iso(listed[0]["next_runs"][0])
+    assert page.text(row + " td.col-next .when").split(", ")[0].endswith(" 02:30 Europe/Rome")
     assert page.text(row + " td.col-fired") == "0"
     assert page.text(row + " td.col-last") == "—"
-    assert page.text('#schedule-list tr[data-id="poll"] td.col-spec') == "every 2 d"
+    assert page.text('#schedule-list tr[data-id="poll"] td.col-spec') == "every 2 d", \
+        "every: no zone"
     assert page.text('#schedule-list tr[data-id="poll"] td.col-overlap') == "allow_all"
 
     # Pause: it says paused and has no next run; the other one goes on.
@@ -677,8 +678,12 @@ def test_schedules_page_lists_schedules_and_its_buttons_work(page, api, node):
     runs = schedule(api, "nightly")["last_runs"]
     assert len(runs) == 1 and runs[0]["job_id"].startswith("nightly@"), runs
     assert page.text(row + " td.col-fired") == "1"
-    assert page.find(row + " td.col-last a").get_attribute("href").endswith(
+    link = page.find(row + " td.col-last a")
+    assert link.get_attribute("href").endswith(
         "#/job/" + urllib.parse.quote(runs[0]["job_id"], safe=""))
+    assert link.text == utc_iso(runs[0]["scheduled_for"])
+    poll(lambda: page.text(row + " td.col-last .status") ==
+         schedule(api, "nightly")["last_runs"][0]["status"], "the run's status as the API's")
     assert runs[0]["job_id"] in page.text("#notice")
 
     # Delete asks first; the jobs it made stay.
@@ -786,7 +791,8 @@ def test_markup_in_job_data_is_shown_as_text(page, api, node):
 # Every page: accessibility, narrow and dark screens, screenshots ###########
 
 PAGES = (("overview", "#/"), ("jobs", "#/jobs"), ("job", "#/job/c-0"),
-         ("failed", "#/failed"), ("workers", "#/workers"), ("worker", "#/worker/w-1"))
+         ("failed", "#/failed"), ("workers", "#/workers"), ("worker", "#/worker/w-1"),
+         ("schedules", "#/schedules"), ("schedule", "#/schedule/nightly"))
 SCREENS = ((1280, "light"), (1280, "dark"), (390, "light"), (390, "dark"))
 AXE_DIR = os.path.join(tempfile.gettempdir(), "dqorch-axe")
 # WCAG 2.1 A and AA: what the console promises; best-practice rules are advice.
@@ -856,6 +862,13 @@ def test_every_page_passes_axe_fits_390px_and_is_photographed(page, api, node, a
     mixed_jobs(api)
     failed_job(api, "f-1", "worker lost: heartbeat timeout", type="email")
     register(api, id="a-rather-long-job-id-0123456789-abcdef-0123456789-abcdef")
+    # A paused queue, and schedules with a run (one paused), for their pages.
+    assert api.call("POST", "/api/queues/job.low/pause")[0] == 200
+    put_schedule(api, "nightly", cron="30 2 * * *", timezone="Europe/Rome",
+                 job={"type": "report", "priority": "HIGH"})
+    assert api.call("POST", "/api/schedules/nightly/trigger")[0] == 202
+    put_schedule(api, "poll", every="30s", overlap="allow_all", job={"type": "poll"})
+    assert api.call("POST", "/api/schedules/poll/pause")[0] == 200
     try:
         for width, scheme in SCREENS:
             for name, hash_ in PAGES:
@@ -874,7 +887,12 @@ def test_every_page_passes_axe_fits_390px_and_is_photographed(page, api, node, a
                 # their own box, and ids stay on one line.
                 overflow = page.d.execute_script(
                     "return document.documentElement.scrollWidth - window.innerWidth")
-                assert overflow <= 0, f"{where}: the page is {overflow} px too wide"
+                wide = page.d.execute_script(
+                    "return Array.from(document.querySelectorAll('body *')).filter(function (e)"
+                    " { return e.getBoundingClientRect().right > window.innerWidth; })"
+                    ".slice(0, 8).map(function (e) { return e.tagName + '#' + e.id + '.' +"
+                    " e.className + ' ' + Math.round(e.getBoundingClientRect().right); });")
+                assert overflow <= 0, f"{where}: the page is {overflow} px too wide: {wide}"
                 tall = page.d.execute_script(
                     "return Array.from(document.querySelectorAll('td .id')).filter("
                     "function (e) { return e.getBoundingClientRect().height >"
