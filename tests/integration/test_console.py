@@ -32,6 +32,7 @@ except ImportError:
                 allow_module_level=True)
 
 from .conftest import wait_until
+from .faults import drop_vhost, private_vhost
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
                 None)
@@ -89,6 +90,28 @@ def page(driver, node):
     driver.get("about:blank")
     driver.get_log("browser")              # start each test with an empty console
     yield p
+    driver.get("about:blank")              # no page left polling a node that is stopped
+
+
+@pytest.fixture
+def vhost(shared_rabbit):
+    """A vhost of this test's own on the shared broker, for a test that reads what
+    RabbitMQ holds: other test runs purge and fill the job queues of "/"."""
+    name = private_vhost()
+    yield name
+    drop_vhost(name)
+
+
+@pytest.fixture
+def page_of_own_vhost(driver, make_node, vhost):
+    """(page, api) as the page and api fixtures give them, at a node on its own vhost."""
+    node = make_node(job_max_retries=0, rabbitmq_vhost=vhost).wait_healthy()
+    c = node.client()
+    driver.get("about:blank")
+    driver.get_log("browser")
+    yield Page(driver, node.http_port), c
+    driver.get("about:blank")
+    c.close()
 
 
 # Helpers ###################################################################
@@ -319,7 +342,8 @@ def queue_row(page, queue: str) -> dict:
                 consumers=page.text(row + " td.col-consumers"))
 
 
-def test_overview_queues_show_rabbitmqs_counts_and_pause_and_resume(page, api, node):
+def test_overview_queues_show_rabbitmqs_counts_and_pause_and_resume(page_of_own_vhost):
+    page, api = page_of_own_vhost
     for i in range(3):
         register(api, id=f"low-{i}", priority="LOW")
     settled(api)
