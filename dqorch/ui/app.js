@@ -1339,7 +1339,7 @@ function zoned(ms, sc) {
   if (sc.cron === undefined || !sc.timezone || sc.timezone === "UTC") return "";
   try {
     return new Intl.DateTimeFormat("en-GB", {timeZone: sc.timezone, hour: "2-digit",
-      minute: "2-digit", weekday: "short"}).format(new Date(ms)) + " " + sc.timezone;
+      minute: "2-digit"}).format(new Date(ms)) + " " + sc.timezone;
   } catch (e) {
     return "";
   }

@@ -679,7 +679,7 @@ def test_schedules_page_lists_schedules_and_its_buttons_work(page, api, node):
     assert page.text(row + " td.col-state") == "active"
     # The next tick in UTC, then what the schedule's zone reads: 02:30 in Rome.
     assert page.text(row + " td.col-next .at") == utc_iso(listed[0]["next_runs"][0])
-    assert page.text(row + " td.col-next .when").split(", ")[0].endswith(" 02:30 Europe/Rome")
+    assert page.text(row + " td.col-next .when").split(", ")[0] == "02:30 Europe/Rome"
     assert page.text(row + " td.col-fired") == "0"
     assert page.text(row + " td.col-last") == "—"
     assert page.text('#schedule-list tr[data-id="poll"] td.col-spec') == "every 2 d", \
