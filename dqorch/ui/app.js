@@ -1172,18 +1172,28 @@ const WORKER_HELP = "load: what the worker last said (busy slots of its capacity
   "running jobs: what the node records from the workers' reports. They differ while " +
   "reports are on their way, or when a worker counts its slots its own way.";
 
-async function renderWorkers(ctx) {
-  const list = table("worker-list", ["worker", "type", "status", "load (said)",
-                                     "running jobs (recorded)", "last heartbeat",
-                                     "first seen", "heartbeats"], "workers");
-  view.append(el("h1", {class: "sr-only"}, "Workers"),
-    el("p", {id: "worker-count", class: "muted"}, "loading…"),
-    el("p", {class: "muted help"}, WORKER_HELP), list);
+/* A page that is one table of what GET cfg.path lists: #<noun>-count, a help line and
+ * #<noun>-list, whose rows are cfg.row(item) for each of cfg.items(answer), keyed by
+ * cfg.key(item). */
+function listPage(ctx, cfg) {
+  const list = table(cfg.noun + "-list", cfg.columns, cfg.noun + "s");
+  view.append(el("h1", {class: "sr-only"}, cfg.title),
+    el("p", {id: cfg.noun + "-count", class: "muted"}, "loading…"),
+    el("p", {class: "muted help"}, cfg.help), list);
   return async () => {
-    const out = await api("GET", "/api/workers");
+    const out = await api("GET", cfg.path);
     if (!ctx.alive()) return;
-    text("worker-count", plural(out.count, "worker"));
-    syncRows(list.querySelector("tbody"), out.workers, (w) => w.worker_id, (w) =>
+    text(cfg.noun + "-count", plural(out.count, cfg.noun));
+    syncRows(list.querySelector("tbody"), cfg.items(out), cfg.key, cfg.row);
+  };
+}
+
+async function renderWorkers(ctx) {
+  return listPage(ctx, {
+    noun: "worker", title: "Workers", help: WORKER_HELP, path: "/api/workers",
+    columns: ["worker", "type", "status", "load (said)", "running jobs (recorded)",
+              "last heartbeat", "first seen", "heartbeats"],
+    items: (out) => out.workers, key: (w) => w.worker_id, row: (w) =>
       el("tr", {"data-id": w.worker_id},
         el("td", {class: "col-worker_id"}, workerLink(w.worker_id)),
         el("td", {class: "col-worker_type"}, w.worker_type),
@@ -1195,8 +1205,8 @@ async function renderWorkers(ctx) {
         el("td", {class: "col-last_heartbeat"},
           el("time", {title: fmtTime(w.last_heartbeat)}, fmtAgo(w.last_heartbeat))),
         el("td", {class: "col-first_seen"}, fmtTime(w.first_seen)),
-        el("td", {class: "col-heartbeats"}, fmtNum(w.heartbeats))));
-  };
+        el("td", {class: "col-heartbeats"}, fmtNum(w.heartbeats))),
+  });
 }
 
 /* Stats keys the workers send for their counters (each client names them its own way). */
@@ -1406,19 +1416,14 @@ function scheduleButtons(sc, onPage) {
 }
 
 async function renderSchedules(ctx) {
-  const list = table("schedule-list", ["schedule", "runs", "overlap", "state", "next run",
-    "fired", "skipped", "last run", el("span", {class: "sr-only"}, "actions")], "schedules");
-  view.append(el("h1", {class: "sr-only"}, "Schedules"),
-    el("p", {id: "schedule-count", class: "muted"}, "loading…"),
-    el("p", {class: "muted help"}, SCHEDULE_HELP), list);
-  return async () => {
-    const out = await api("GET", "/api/schedules");
-    if (!ctx.alive()) return;
-    text("schedule-count", plural(out.count, "schedule"));
+  return listPage(ctx, {
+    noun: "schedule", title: "Schedules", help: SCHEDULE_HELP, path: "/api/schedules",
+    columns: ["schedule", "runs", "overlap", "state", "next run", "fired", "skipped",
+              "last run", el("span", {class: "sr-only"}, "actions")],
     // `next`: its words change with the clock, so the row is rebuilt when they do.
-    const rows = out.schedules.map((sc) =>
-      Object.assign({}, sc, {next: sc.next_runs.length ? tickParts(sc.next_runs[0], sc) : null}));
-    syncRows(list.querySelector("tbody"), rows, (sc) => sc.id, (sc) =>
+    items: (out) => out.schedules.map((sc) => Object.assign({}, sc,
+      {next: sc.next_runs.length ? tickParts(sc.next_runs[0], sc) : null})),
+    key: (sc) => sc.id, row: (sc) =>
       el("tr", {"data-id": sc.id},
         el("td", {class: "col-id"}, scheduleLink(sc.id)),
         el("td", {class: "col-spec"}, stack(el("span", {class: "spec"}, fmtSpec(sc)),
@@ -1432,8 +1437,8 @@ async function renderSchedules(ctx) {
         el("td", {class: "col-skipped"}, stack(fmtNum(sc.skipped_late) + " late",
                                                fmtNum(sc.skipped_overlap) + " overlap")),
         el("td", {class: "col-last"}, runCell(sc.last_runs[0])),
-        el("td", {class: "col-action"}, scheduleButtons(sc, false))));
-  };
+        el("td", {class: "col-action"}, scheduleButtons(sc, false))),
+  });
 }
 
 async function renderSchedule(ctx) {
