@@ -19,9 +19,12 @@
  *   #/failed                 failed jobs: retry or discard some or all
  *   #/workers                the workers table
  *   #/worker/<encoded id>    one worker
+ *   #/schedules              the schedules: pause, resume, trigger, delete
+ *   #/schedule/<encoded id>  one schedule, its next and last runs
  *
  * Stable hooks for tests and for people writing their own checks:
- *   body[data-page]          overview | jobs | job | failed | workers | worker
+ *   body[data-page]          overview | jobs | job | failed | workers | worker |
+ *                            schedules | schedule
  *   #view[data-state]        loading | ready | error | login; ready once the data is shown
  *   #view[data-render]       counts renders (navigations, reloads after an action), so a
  *                            test can wait for the render after the one it saw
@@ -30,7 +33,9 @@
  *   #token-form, #token-input   the login card, shown after any 401 (sessionStorage)
  *   #search-form, #search-id    open a job by id, or list the jobs whose id begins so
  *   #confirm (dialog), #confirm-text, #confirm-ok, #confirm-cancel: destructive actions
- *   overview: #count-<status>, #queue-table tr[data-queue] td[data-status],
+ *   overview: #count-<status>, #queue-table tr[data-queue][data-paused] (td[data-status],
+ *             td.col-paused, td.col-ready, td.col-consumers or td.col-rabbitmq-error,
+ *             button.btn-pause-queue or button.btn-resume-queue), #queue-help,
  *             #workers-total, #workers-active, #workers-unresponsive, #workers-stopped,
  *             #broker-state, #raft-role, #raft-term, #raft-leader,
  *             #members tr[data-node][data-member] (only with more than one member),
@@ -43,7 +48,8 @@
  *             #select-page, #select-matching, #selected-count, #btn-bulk-cancel,
  *             #btn-bulk-retry, #btn-bulk-discard; #btn-first #btn-prev #btn-next
  *             #btn-last, #page-of
- *   job:      #job-id, #job-status, #job-why, #job-fields tr[data-field] td,
+ *   job:      #job-id, #job-status, #job-why, #job-fields tr[data-field] td (run_at,
+ *             depends_on: a link per parent, on_parent_failure when the job has them),
  *             #job-attempts tr[data-attempt], #job-payload, #job-result, #job-error (pre;
  *             absent when empty), #job-history li (span.at .status .by .reason .took),
  *             #btn-cancel, #btn-retry, #btn-discard, #btn-reload
@@ -52,6 +58,14 @@
  *   workers:  #worker-count, #worker-list tr[data-id] (td.col-<field>)
  *   worker:   #worker-id, #worker-status, #worker-fields tr[data-field] td,
  *             #worker-stats tr[data-stat], #load-graph, #load-note, #btn-forget
+ *   schedules: #schedule-count, #schedule-list tr[data-id] (td.col-<id|spec|overlap|
+ *             state|next|fired|skipped|last>, .spec .zone in col-spec, .at .when in
+ *             col-next, a link to the job in col-last; button.btn-pause-schedule,
+ *             .btn-resume-schedule, .btn-trigger-schedule, .btn-delete-schedule)
+ *   schedule: #schedule-id, #schedule-state, #schedule-fields tr[data-field] td,
+ *             #next-runs li[data-at], #no-next-runs, #last-runs tr[data-id]
+ *             (td.col-scheduled_for, td.col-job, td.col-status), #no-last-runs,
+ *             #btn-pause or #btn-resume, #btn-trigger, #btn-delete
  */
 "use strict";
 
@@ -162,11 +176,19 @@ function scrollBox(child, label) {
   return el("div", {class: "table-wrap", tabindex: 0, role: "region", "aria-label": label}, child);
 }
 
+const FOCUSABLE = "a[href], button, input, select";
+
 /* Put `items` into tbody as rows, keyed by key(item): a row whose item did not change
  * is kept as it is (its focus, its checkbox), changed ones are rebuilt, gone ones
- * removed, and the order follows `items`. */
+ * removed, and the order follows `items`. A rebuilt row gets the focus back on its
+ * n-th link or button when the old one had it there: a row's buttons (pause, retry)
+ * stay under the keyboard while its counts change. */
 function syncRows(tbody, items, key, makeRow) {
   const old = new Map(Array.from(tbody.children).map((tr) => [tr.dataset.key, tr]));
+  const focused = document.activeElement;
+  const focusRow = focused && focused.closest ? focused.closest("tr") : null;
+  const focusAt = focusRow && focusRow.parentNode === tbody
+    ? Array.from(focusRow.querySelectorAll(FOCUSABLE)).indexOf(focused) : -1;
   const rows = items.map((item) => {
     const k = key(item);
     const sig = JSON.stringify(item);
@@ -180,6 +202,11 @@ function syncRows(tbody, items, key, makeRow) {
   const same = rows.length === tbody.children.length &&
     rows.every((r, i) => tbody.children[i] === r);
   if (!same) tbody.replaceChildren(...rows);
+  if (focusAt >= 0 && !focusRow.isConnected) {
+    const twin = rows.find((r) => r.dataset.key === focusRow.dataset.key);
+    const target = twin && twin.querySelectorAll(FOCUSABLE)[focusAt];
+    if (target) target.focus();
+  }
 }
 
 function showError(message) {
@@ -307,6 +334,8 @@ const ROUTES = [
   [/^\/failed$/, "failed", renderFailed],
   [/^\/workers$/, "workers", renderWorkers],
   [/^\/worker\/(.+)$/, "worker", renderWorker],
+  [/^\/schedules$/, "schedules", renderSchedules],
+  [/^\/schedule\/(.+)$/, "schedule", renderSchedule],
 ];
 
 function decoded(part) {
@@ -429,7 +458,9 @@ async function renderOverview(ctx) {
     statusRow.append(el("th", {scope: "col"}, el("a", {href: "#/jobs?status=" + s}, s)));
     countRow.append(el("td", {id: "count-" + s, class: "count"}, "—"));
   }
-  const queues = table("queue-table", ["queue", ...STATUSES], "jobs by queue and status");
+  const queues = table("queue-table", ["queue", "state", ...STATUSES,
+    "RabbitMQ ready", "consumers", el("span", {class: "sr-only"}, "action")],
+    "queues: jobs by status, RabbitMQ's counts");
   const members = table("members", ["node", "role", "member", "api", "last contact",
     "match index", "caught up"], "cluster members");
   view.append(
@@ -439,7 +470,8 @@ async function renderOverview(ctx) {
       scrollBox(el("table", {id: "status-table"}, el("thead", {}, statusRow),
                     el("tbody", {}, countRow)), "jobs by status")),
     el("section", {"aria-labelledby": "h-queues"},
-      el("h2", {id: "h-queues"}, "Queues"), queues),
+      el("h2", {id: "h-queues"}, "Queues"), queues,
+      el("p", {id: "queue-help", class: "muted help"}, QUEUE_HELP)),
     el("section", {class: "cards"},
       el("div", {class: "card"}, el("h2", {}, "Workers"),
         el("p", {}, el("span", {id: "workers-active", class: "big"}, "—"), " active, ",
@@ -464,24 +496,21 @@ async function renderOverview(ctx) {
   return () => refreshOverview(ctx);
 }
 
+/* [value, null] or [null, the failure]: a read the page can show without. */
+function optional(promise) {
+  return promise.then((v) => [v, null], (e) => [null, e]);
+}
+
 async function refreshOverview(ctx) {
-  // The three reads are independent; rates is drawn on its own so that a node without
-  // /api/rates still shows its counts.
-  const [metrics, cluster] = await Promise.all([api("GET", "/api/metrics"),
-                                                api("GET", "/api/cluster/status")]);
-  let rates = null, ratesError = null;
-  try {
-    rates = await api("GET", "/api/rates");
-  } catch (e) {
-    ratesError = e;
-  }
+  // The reads are independent. Rates and queues are shown on their own, so that a
+  // node without /api/rates, or a follower that cannot reach the leader for
+  // /api/queues, still shows its counts.
+  const [metrics, cluster, [rates, ratesError], [queues, queuesError]] = await Promise.all([
+    api("GET", "/api/metrics"), api("GET", "/api/cluster/status"),
+    optional(api("GET", "/api/rates")), optional(api("GET", "/api/queues"))]);
   if (!ctx.alive()) return;
   for (const s of STATUSES) text("count-" + s, fmtNum((metrics.jobs || {})[s] || 0));
-  const extra = Object.keys(metrics.queues || {}).filter((q) => !QUEUES.includes(q));
-  syncRows(document.querySelector("#queue-table tbody"), [...QUEUES, ...extra].map((q) =>
-    ({q: q, counts: (metrics.queues || {})[q] || {}})), (r) => r.q, (r) =>
-    el("tr", {"data-queue": r.q}, el("th", {scope: "row"}, r.q),
-      ...STATUSES.map((s) => el("td", {"data-status": s}, fmtNum(r.counts[s] || 0)))));
+  showQueues(metrics, queues, queuesError);
   const w = metrics.workers || {};
   text("workers-active", fmtNum(w.active));
   text("workers-unresponsive", fmtNum(w.unresponsive));
@@ -514,6 +543,61 @@ async function refreshOverview(ctx) {
     note.textContent = "rates unavailable: " + ratesError.message;
     note.hidden = false;
   }
+}
+
+const QUEUE_HELP = "Paused, a queue gets nothing more from this node: its jobs stay " +
+  "pending until it is resumed. What RabbitMQ already holds is not taken back by a " +
+  "pause: workers still get those messages. RabbitMQ ready: the messages it holds for the " +
+  "workers; those a worker took and has not acknowledged are not counted (that needs " +
+  "RabbitMQ's management plugin).";
+
+/* The queue table: GET /api/queues (state, our counts, RabbitMQ's); without it, our
+ * counts from the metrics and the reason in RabbitMQ's columns. */
+function showQueues(metrics, queues, queuesError) {
+  const known = new Map(((queues || {}).queues || []).map((q) => [q.queue, q]));
+  const names = [...QUEUES, ...Object.keys(metrics.queues || {}).filter((q) => !QUEUES.includes(q))];
+  const rows = names.map((q) => {
+    const got = known.get(q);
+    return got ? {q: q, paused: got.paused, paused_at: got.paused_at, counts: got.jobs || {},
+                  rabbitmq: got.rabbitmq || {error: "not asked"}}
+      : {q: q, paused: null, paused_at: null, counts: (metrics.queues || {})[q] || {},
+         rabbitmq: {error: queuesError ? "queues unavailable: " + queuesError.message
+                                       : "not a job queue of this node"}};
+  });
+  syncRows(document.querySelector("#queue-table tbody"), rows, (r) => r.q, (r) => {
+    const rabbit = r.rabbitmq.error !== undefined
+      ? [el("td", {class: "col-rabbitmq-error bad", colspan: 2}, r.rabbitmq.error)]
+      : [el("td", {class: "col-ready"}, fmtNum(r.rabbitmq.messages_ready)),
+         el("td", {class: "col-consumers"}, fmtNum(r.rabbitmq.consumers))];
+    return el("tr", {"data-queue": r.q, "data-paused": r.paused === null ? null : String(r.paused)},
+      el("th", {scope: "row"}, r.q),
+      el("td", {class: "col-paused"}, r.paused === null ? "—" : r.paused
+        ? stack(statusBadge("paused"), el("span", {class: "muted"}, "since " + fmtTime(r.paused_at)))
+        : statusBadge("publishing")),
+      ...STATUSES.map((s) => el("td", {"data-status": s}, fmtNum(r.counts[s] || 0))),
+      ...rabbit,
+      el("td", {class: "col-action"}, r.paused === null ? "" : queueButton(r)));
+  });
+}
+
+function queueButton(r) {
+  const path = "/api/queues/" + encodeURIComponent(r.q);
+  if (r.paused) {
+    return actionButton({class: "btn-resume-queue btn-retry", "aria-label": "Resume " + r.q},
+      "Resume", null, async () => {
+        await api("POST", path + "/resume");
+        return r.q + " resumed: its pending jobs are published.";
+      });
+  }
+  const ready = r.rabbitmq.messages_ready;
+  return actionButton({class: "btn-pause-queue btn-cancel", "aria-label": "Pause " + r.q},
+    "Pause", () => ["Pause " + r.q + "? This node publishes nothing more to it; its jobs " +
+      "stay pending until it is resumed. What RabbitMQ already holds" +
+      (typeof ready === "number" ? " (" + plural(ready, "message") + " ready)" : "") +
+      " is not taken back: workers still get it.", "Pause " + r.q], async () => {
+      await api("POST", path + "/pause");
+      return r.q + " paused.";
+    });
 }
 
 // Graphs ####################################################################
@@ -860,13 +944,19 @@ async function renderJobs(ctx) {
 
 /* [field, label, how to show it]; the rest of the job is shown apart. */
 const JOB_FIELDS = [
-  ["type", "Type"], ["priority", "Priority"], ["queue", "Queue"], ["worker_id", "Worker"],
+  ["type", "Type"], ["priority", "Priority"], ["queue", "Queue"], ["run_at", "Runs at"],
+  ["depends_on", "Waits for"], ["on_parent_failure", "If a parent fails"], ["worker_id", "Worker"],
   ["retry_count", "Retries"], ["execution_timeout", "Time limit"], ["progress", "Progress"],
   ["created_at", "Created"], ["queued_at", "Queued"], ["started_at", "Started"],
   ["completed_at", "Finished"], ["client_created_at", "Created (client's clock)"],
   ["metadata", "Metadata"],
 ];
-const TIME_FIELDS = ["created_at", "queued_at", "started_at", "completed_at"];
+const TIME_FIELDS = ["run_at", "created_at", "queued_at", "started_at", "completed_at"];
+/* on_parent_failure, in words: what a parent that fails or is cancelled does to it. */
+const ON_PARENT_FAILURE = {
+  cancel: "cancel: a parent that fails or is cancelled cancels this job",
+  run: "run: it runs once every parent has ended, however they ended",
+};
 const SHOWN_APART = ["id", "status", "payload", "result", "error_message", "history", "why",
                      "max_retries"];
 
@@ -924,6 +1014,12 @@ function historyItem(h, prev) {
 function jobField(job, k) {
   const v = job[k];
   if (k === "worker_id") return workerLink(v);
+  if (k === "depends_on" && Array.isArray(v)) {
+    const links = el("span", {class: "parents"});
+    v.forEach((p, i) => links.append(i ? ", " : "", jobLink(p)));
+    return links;
+  }
+  if (k === "on_parent_failure") return ON_PARENT_FAILURE[v] || String(v);
   if (k === "retry_count") return fmtRetries(job);
   if (k === "execution_timeout") return fmtNum(v) + " s";
   if (k === "progress") return v + " %";
@@ -1076,18 +1172,28 @@ const WORKER_HELP = "load: what the worker last said (busy slots of its capacity
   "running jobs: what the node records from the workers' reports. They differ while " +
   "reports are on their way, or when a worker counts its slots its own way.";
 
-async function renderWorkers(ctx) {
-  const list = table("worker-list", ["worker", "type", "status", "load (said)",
-                                     "running jobs (recorded)", "last heartbeat",
-                                     "first seen", "heartbeats"], "workers");
-  view.append(el("h1", {class: "sr-only"}, "Workers"),
-    el("p", {id: "worker-count", class: "muted"}, "loading…"),
-    el("p", {class: "muted help"}, WORKER_HELP), list);
+/* A page that is one table of what GET cfg.path lists: #<noun>-count, a help line and
+ * #<noun>-list, whose rows are cfg.row(item) for each of cfg.items(answer), keyed by
+ * cfg.key(item). */
+function listPage(ctx, cfg) {
+  const list = table(cfg.noun + "-list", cfg.columns, cfg.noun + "s");
+  view.append(el("h1", {class: "sr-only"}, cfg.title),
+    el("p", {id: cfg.noun + "-count", class: "muted"}, "loading…"),
+    el("p", {class: "muted help"}, cfg.help), list);
   return async () => {
-    const out = await api("GET", "/api/workers");
+    const out = await api("GET", cfg.path);
     if (!ctx.alive()) return;
-    text("worker-count", plural(out.count, "worker"));
-    syncRows(list.querySelector("tbody"), out.workers, (w) => w.worker_id, (w) =>
+    text(cfg.noun + "-count", plural(out.count, cfg.noun));
+    syncRows(list.querySelector("tbody"), cfg.items(out), cfg.key, cfg.row);
+  };
+}
+
+async function renderWorkers(ctx) {
+  return listPage(ctx, {
+    noun: "worker", title: "Workers", help: WORKER_HELP, path: "/api/workers",
+    columns: ["worker", "type", "status", "load (said)", "running jobs (recorded)",
+              "last heartbeat", "first seen", "heartbeats"],
+    items: (out) => out.workers, key: (w) => w.worker_id, row: (w) =>
       el("tr", {"data-id": w.worker_id},
         el("td", {class: "col-worker_id"}, workerLink(w.worker_id)),
         el("td", {class: "col-worker_type"}, w.worker_type),
@@ -1099,8 +1205,8 @@ async function renderWorkers(ctx) {
         el("td", {class: "col-last_heartbeat"},
           el("time", {title: fmtTime(w.last_heartbeat)}, fmtAgo(w.last_heartbeat))),
         el("td", {class: "col-first_seen"}, fmtTime(w.first_seen)),
-        el("td", {class: "col-heartbeats"}, fmtNum(w.heartbeats))));
-  };
+        el("td", {class: "col-heartbeats"}, fmtNum(w.heartbeats))),
+  });
 }
 
 /* Stats keys the workers send for their counters (each client names them its own way). */
@@ -1199,6 +1305,198 @@ function drawLoad(graph, w) {
   const first = hist.length ? hist[0][0] : Date.now();
   drawAxes(graph, G, top, "", [hist.length ? "-" + fmtDuration(Date.now() - first) : "",
                                "", "now"]);
+}
+
+// Schedules #################################################################
+
+const SCHEDULE_HELP = "A schedule registers one job per tick; each run's job id is the " +
+  "schedule's id, @ and the tick's time. Make or change one with PUT /api/schedules/{id} " +
+  "(curl or dqctl). Paused, it fires nothing; resumed, it fires from the next tick on: " +
+  "what fell due while it was paused is not caught up. Trigger now runs it once, now, " +
+  "whatever its overlap policy. Times are UTC.";
+
+const OVERLAP = {
+  skip: "skip: no run while one of its runs is not finished",
+  buffer_one: "buffer_one: one tick waits for the run in progress, the rest are skipped",
+  allow_all: "allow_all: runs may overlap",
+};
+
+function scheduleLink(id) {
+  return el("a", {href: "#/schedule/" + encodeURIComponent(id), class: "id"}, id);
+}
+
+function schedulePath(id) {
+  return "/api/schedules/" + encodeURIComponent(id);
+}
+
+/* "every 30 s", "every 2 h": the API writes `every` in seconds ("7200s"). */
+function fmtEvery(every) {
+  const s = parseFloat(every);
+  if (!(s > 0)) return "every " + every;
+  for (const [unit, n] of [["d", 86400], ["h", 3600], ["min", 60]]) {
+    if (s >= n && s % n === 0) return "every " + fmtNum(s / n) + " " + unit;
+  }
+  return "every " + fmtNum(s) + " s";
+}
+
+function fmtSpec(sc) {
+  return sc.cron !== undefined ? "cron " + sc.cron : fmtEvery(sc.every);
+}
+
+/* The time a cron schedule's zone reads at `ms` ("02:30 Europe/Rome"); "" for UTC,
+ * for `every`, or a zone this browser does not know. */
+function zoned(ms, sc) {
+  if (sc.cron === undefined || !sc.timezone || sc.timezone === "UTC") return "";
+  try {
+    return new Intl.DateTimeFormat("en-GB", {timeZone: sc.timezone, hour: "2-digit",
+      minute: "2-digit"}).format(new Date(ms)) + " " + sc.timezone;
+  } catch (e) {
+    return "";
+  }
+}
+
+function fmtIn(ms) {
+  return ms > Date.now() ? "in " + fmtDuration(ms - Date.now()).replace(/\.\d+ s$/, " s")
+                         : fmtAgo(ms);
+}
+
+/* A tick as the page shows it: its UTC time, and when it is (the zone's time, how far). */
+function tickParts(iso, sc) {
+  const ms = Date.parse(iso);
+  return {at: fmtTime(ms), when: [zoned(ms, sc), fmtIn(ms)].filter(Boolean).join(", ")};
+}
+
+/* Lines in a table cell, one under the other (span.stack > span); null is no line. */
+function stack(...lines) {
+  return el("span", {class: "stack"}, ...lines.filter((l) => l !== null).map((l) =>
+    l instanceof Node ? l : el("span", {}, l)));
+}
+
+/* A run in the list: its time linking to its job, and the job's status; or that
+ * retention forgot the job. */
+function runCell(run) {
+  if (!run) return "—";
+  const at = fmtTime(Date.parse(run.scheduled_for));
+  if (run.status === null) {
+    return stack(el("span", {title: run.job_id}, at), el("span", {class: "muted"}, "forgotten"));
+  }
+  return stack(el("a", {href: "#/job/" + encodeURIComponent(run.job_id), title: run.job_id},
+                  at), el("span", {}, statusBadge(run.status)));
+}
+
+/* Pause or Resume, Trigger now and Delete for one schedule. On its own page each
+ * button has an id and a delete goes back to the list; in the list each has a class
+ * and a label that names the schedule. */
+function scheduleButtons(sc, onPage) {
+  const path = schedulePath(sc.id);
+  const attrs = (name, label, look) => onPage ? {id: "btn-" + name, class: look}
+    : {class: ["btn-" + name + "-schedule", look].filter(Boolean).join(" "),
+       "aria-label": label + " " + sc.id};
+  const toggle = sc.paused
+    ? actionButton(attrs("resume", "Resume", "btn-retry"), "Resume", null, async () => {
+      await api("POST", path + "/resume");
+      return "Schedule " + sc.id + " resumed: it fires from its next tick.";
+    })
+    : actionButton(attrs("pause", "Pause"), "Pause", null, async () => {
+      await api("POST", path + "/pause");
+      return "Schedule " + sc.id + " paused.";
+    });
+  const trigger = actionButton(attrs("trigger", "Trigger now"), "Trigger now", null, async () => {
+    const out = await api("POST", path + "/trigger");
+    return "Schedule " + sc.id + " triggered: " + (out.job_ids || []).join(", ") + ".";
+  });
+  const del = actionButton(attrs("delete", "Delete", "btn-discard"), "Delete",
+    ["Delete schedule " + sc.id + "? It fires no more; the jobs it made stay.", "Delete"],
+    async () => {
+      await api("DELETE", path);
+      if (onPage) location.hash = "#/schedules";
+      return "Schedule " + sc.id + " deleted.";
+    });
+  return el("span", {class: onPage ? "actions" : "row-actions"}, toggle, trigger, del);
+}
+
+async function renderSchedules(ctx) {
+  return listPage(ctx, {
+    noun: "schedule", title: "Schedules", help: SCHEDULE_HELP, path: "/api/schedules",
+    columns: ["schedule", "runs", "overlap", "state", "next run", "fired", "skipped",
+              "last run", el("span", {class: "sr-only"}, "actions")],
+    // `next`: its words change with the clock, so the row is rebuilt when they do.
+    items: (out) => out.schedules.map((sc) => Object.assign({}, sc,
+      {next: sc.next_runs.length ? tickParts(sc.next_runs[0], sc) : null})),
+    key: (sc) => sc.id, row: (sc) =>
+      el("tr", {"data-id": sc.id},
+        el("td", {class: "col-id"}, scheduleLink(sc.id)),
+        el("td", {class: "col-spec"}, stack(el("span", {class: "spec"}, fmtSpec(sc)),
+          sc.cron !== undefined ? el("span", {class: "zone muted"}, sc.timezone) : null)),
+        el("td", {class: "col-overlap"}, sc.overlap),
+        el("td", {class: "col-state"}, statusBadge(sc.paused ? "paused" : "active")),
+        el("td", {class: "col-next"}, sc.next === null ? "none while paused"
+          : stack(el("span", {class: "at"}, sc.next.at),
+                  el("span", {class: "when muted"}, sc.next.when))),
+        el("td", {class: "col-fired"}, fmtNum(sc.fired)),
+        el("td", {class: "col-skipped"}, stack(fmtNum(sc.skipped_late) + " late",
+                                               fmtNum(sc.skipped_overlap) + " overlap")),
+        el("td", {class: "col-last"}, runCell(sc.last_runs[0])),
+        el("td", {class: "col-action"}, scheduleButtons(sc, false))),
+  });
+}
+
+async function renderSchedule(ctx) {
+  const id = decoded(ctx.match[1]);
+  const path = schedulePath(id);
+  const fields = table("schedule-fields", ["field", "value"], "schedule");
+  const next = el("ol", {id: "next-runs", class: "runs"});
+  const noNext = el("p", {id: "no-next-runs", class: "muted", hidden: true},
+                    "None while it is paused.");
+  const last = table("last-runs", ["scheduled for", "job", "status"], "last runs");
+  const noLast = el("p", {id: "no-last-runs", class: "muted", hidden: true}, "None yet.");
+  const state = el("span", {id: "schedule-state-slot"});
+  const actions = el("p", {class: "actions"});
+  view.append(
+    el("h1", {}, "Schedule ", el("span", {id: "schedule-id", class: "id"}, id), " ", state),
+    actions, fields,
+    el("h2", {}, "Next runs"), next, noNext,
+    el("h2", {}, "Last runs"), last, noLast,
+    el("p", {}, el("a", {href: "#/jobs?id_prefix=" + encodeURIComponent(id + "@")},
+                   "all the jobs it made that are still held")));
+  let shownState = null;
+  return async () => {
+    const sc = await api("GET", path);
+    if (!ctx.alive()) return;
+    // The buttons change only with the paused state: rebuilt then, kept otherwise.
+    if (shownState !== sc.paused) {
+      shownState = sc.paused;
+      state.replaceChildren(statusBadge(sc.paused ? "paused" : "active", "schedule-state"));
+      actions.replaceChildren(scheduleButtons(sc, true));
+    }
+    const rows = [["spec", "Runs", fmtSpec(sc)]];
+    if (sc.cron !== undefined) rows.push(["timezone", "Zone", sc.timezone]);
+    rows.push(["overlap", "Overlap", OVERLAP[sc.overlap] || sc.overlap],
+      ["catchup_window", "Catch-up window", fmtNum(sc.catchup_window) + " s after an outage"],
+      ["fired", "Fired", fmtNum(sc.fired)],
+      ["skipped_late", "Skipped, late", fmtNum(sc.skipped_late)],
+      ["skipped_overlap", "Skipped, overlap", fmtNum(sc.skipped_overlap)]);
+    if (sc.buffered) rows.push(["buffered", "Waiting to run", fmtTime(Date.parse(sc.buffered))]);
+    rows.push(["job", "Its job", JSON.stringify(sc.job)],
+      ["created_at", "Created", fmtTime(sc.created_at)],
+      ["updated_at", "Changed", fmtTime(sc.updated_at)]);
+    syncRows(fields.querySelector("tbody"), rows, (r) => r[0], (r) =>
+      el("tr", {"data-field": r[0]}, el("th", {scope: "row"}, r[1]),
+        el("td", {}, r[0] === "job" ? el("code", {}, r[2]) : r[2])));
+    next.replaceChildren(...sc.next_runs.map((t) => {
+      const tick = tickParts(t, sc);
+      return el("li", {"data-at": t}, el("time", {datetime: t}, tick.at), ", " + tick.when);
+    }));
+    noNext.hidden = sc.next_runs.length > 0;
+    syncRows(last.querySelector("tbody"), sc.last_runs, (r) => r.job_id, (r) =>
+      el("tr", {"data-id": r.job_id},
+        el("td", {class: "col-scheduled_for"}, fmtTime(Date.parse(r.scheduled_for))),
+        el("td", {class: "col-job"}, r.status === null ? el("span", {class: "id"}, r.job_id)
+                                                       : jobLink(r.job_id)),
+        el("td", {class: "col-status"}, r.status === null ? "forgotten" : statusBadge(r.status))));
+    last.hidden = sc.last_runs.length === 0;
+    noLast.hidden = sc.last_runs.length > 0;
+  };
 }
 
 // Start #####################################################################

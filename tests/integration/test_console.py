@@ -10,6 +10,7 @@ in the venv; the module is skipped when one of them cannot be found. Element ids
 listed at the top of dqorch/ui/app.js."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ except ImportError:
                 allow_module_level=True)
 
 from .conftest import wait_until
+from .faults import drop_vhost, private_vhost
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
                 None)
@@ -88,6 +90,28 @@ def page(driver, node):
     driver.get("about:blank")
     driver.get_log("browser")              # start each test with an empty console
     yield p
+    driver.get("about:blank")              # no page left polling a node that is stopped
+
+
+@pytest.fixture
+def vhost(shared_rabbit):
+    """A vhost of this test's own on the shared broker, for a test that reads what
+    RabbitMQ holds: other test runs purge and fill the job queues of "/"."""
+    name = private_vhost()
+    yield name
+    drop_vhost(name)
+
+
+@pytest.fixture
+def page_of_own_vhost(driver, make_node, vhost):
+    """(page, api) as the page and api fixtures give them, at a node on its own vhost."""
+    node = make_node(job_max_retries=0, rabbitmq_vhost=vhost).wait_healthy()
+    c = node.client()
+    driver.get("about:blank")
+    driver.get_log("browser")
+    yield Page(driver, node.http_port), c
+    driver.get("about:blank")
+    c.close()
 
 
 # Helpers ###################################################################
@@ -310,6 +334,64 @@ def test_overview_refreshes_by_itself(page, api, node):
     page.assert_console_clean()
 
 
+def queue_row(page, queue: str) -> dict:
+    row = f'#queue-table tr[data-queue="{queue}"]'
+    return dict({s: page.text(f'{row} td[data-status="{s}"]') for s in STATUSES},
+                paused=page.find(row).get_attribute("data-paused"),
+                ready=page.text(row + " td.col-ready"),
+                consumers=page.text(row + " td.col-consumers"))
+
+
+def test_overview_queues_show_rabbitmqs_counts_and_pause_and_resume(page_of_own_vhost):
+    page, api = page_of_own_vhost
+    for i in range(3):
+        register(api, id=f"low-{i}", priority="LOW")
+    settled(api)
+    page.open("#/", "overview")
+
+    def as_api(ready_low: str):
+        def check():
+            queues = api.call("GET", "/api/queues")[1]["queues"]
+            want = {q["queue"]: dict({s: str(q["jobs"].get(s, 0)) for s in STATUSES},
+                                     paused=str(q["paused"]).lower(),
+                                     ready=str(q["rabbitmq"]["messages_ready"]),
+                                     consumers=str(q["rabbitmq"]["consumers"]))
+                    for q in queues}
+            return (want["job.low"]["ready"] == ready_low
+                    and {q: queue_row(page, q) for q in want} == want)
+        return check
+    # RabbitMQ holds the three and nobody consumes them.
+    poll(as_api("3"), "the queue table equals /api/queues, 3 ready in job.low")
+    assert queue_row(page, "job.low")["consumers"] == "0"
+    assert queue_row(page, "job.low")["queued"] == "3"
+    assert "not taken back by a pause" in page.text("#queue-help")
+
+    before = page.render()
+    page.find('#queue-table tr[data-queue="job.low"] button.btn-pause-queue').click()
+    question = page.confirm("Pause job.low?", before, "overview")
+    assert "not taken back" in question and "(3 messages ready)" in question, question
+    paused = {q["queue"]: q["paused"] for q in api.call("GET", "/api/queues")[1]["queues"]}
+    assert paused == {"job.high": False, "job.medium": False, "job.low": True}
+    assert queue_row(page, "job.low")["paused"] == "true"
+    assert queue_row(page, "job.high")["paused"] == "false"
+    assert page.text('#queue-table tr[data-queue="job.low"] td.col-paused').startswith("paused")
+    assert "job.low paused" in page.text("#notice")
+
+    # Paused: a new job of that queue stays pending, and the page says so by itself.
+    register(api, id="low-held", priority="LOW")
+    assert "job.low is paused" in job(api, "low-held")["why"]
+    poll(lambda: queue_row(page, "job.low")["pending"] == "1", "the held job, pending")
+
+    page.click_and_wait('#queue-table tr[data-queue="job.low"] button.btn-resume-queue',
+                        "overview")
+    assert not any(q["paused"] for q in api.call("GET", "/api/queues")[1]["queues"])
+    # Resumed: the held job is published, and RabbitMQ counts it.
+    poll(as_api("4"), "the held job published after the resume")
+    assert queue_row(page, "job.low")["queued"] == "4"
+    assert page.finds('#queue-table tr[data-queue="job.low"] button.btn-pause-queue') != []
+    page.assert_console_clean()
+
+
 # Listing ###################################################################
 
 def test_filter_narrows_the_listing(page, api, node):
@@ -400,6 +482,41 @@ def test_job_page_shows_its_history(page, api, node):
     assert items[1].find_element(By.CSS_SELECTOR, ".took").text.startswith("+")
     rows = page.finds("#job-attempts tbody tr")
     assert len(rows) == 1 and rows[0].find_element(By.CSS_SELECTOR, ".col-ran").text.endswith(" s")
+    page.assert_console_clean()
+
+
+def utc(ms: int) -> str:
+    """The console's way of writing a time (app.js fmtTime)."""
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
+
+
+def test_job_page_links_its_parents_and_says_when_it_runs(page, api, node):
+    for parent in ("parent-a", "parent-b"):
+        register(api, id=parent, type="etl")
+    register(api, id="child-1", depends_on=["parent-a", "parent-b"], on_parent_failure="run")
+    register(api, id="later-1", delay=3600)
+    child = job(api, "child-1")
+    assert child["status"] == "waiting" and child["on_parent_failure"] == "run"
+    page.open("#/job/child-1", "job")
+    assert page.text("#job-status") == "waiting"
+    assert page.text("#job-why") == child["why"]
+    links = page.finds('#job-fields tr[data-field="depends_on"] td a')
+    assert [a.text for a in links] == child["depends_on"] == ["parent-a", "parent-b"]
+    assert [a.get_attribute("href").split("#", 1)[1] for a in links] == \
+        ["/job/parent-a", "/job/parent-b"]
+    assert page.text('#job-fields tr[data-field="on_parent_failure"] td').startswith("run: ")
+    assert page.finds('#job-fields tr[data-field="run_at"]') == [], "no time: no row"
+
+    page.click_and_wait('#job-fields tr[data-field="depends_on"] td a', "job")
+    assert page.text("#job-id") == "parent-a"
+    assert page.finds('#job-fields tr[data-field="depends_on"]') == [], "no parents: no row"
+
+    later = job(api, "later-1")
+    page.open("#/job/later-1", "job")
+    assert page.text("#job-status") == "scheduled"
+    assert page.text('#job-fields tr[data-field="run_at"] td') == utc(later["run_at"])
+    assert page.finds("#btn-cancel") != [], "a scheduled job can be cancelled"
     page.assert_console_clean()
 
 
@@ -527,6 +644,129 @@ def test_workers_page_lists_the_workers(page, api, node):
     page.assert_console_clean()
 
 
+# Schedules #################################################################
+
+def put_schedule(api, schedule_id: str, **spec) -> dict:
+    status, out = api.call("PUT", "/api/schedules/" + schedule_id, spec)
+    assert status == 201, out
+    return out
+
+
+def schedule(api, schedule_id: str) -> dict:
+    status, out = api.call("GET", "/api/schedules/" + schedule_id)
+    assert status == 200, out
+    return out
+
+
+def utc_iso(iso: str) -> str:
+    """An ISO-8601 tick of the API as the console writes it."""
+    at = datetime.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return utc(int(at.timestamp() * 1000))
+
+
+def test_schedules_page_lists_schedules_and_its_buttons_work(page, api, node):
+    put_schedule(api, "nightly", cron="30 2 * * *", timezone="Europe/Rome",
+                 job={"type": "report"})
+    put_schedule(api, "poll", every="2d", overlap="allow_all", job={"type": "poll"})
+    page.open("#/schedules", "schedules")
+    listed = api.call("GET", "/api/schedules")[1]["schedules"]
+    assert page.row_ids("#schedule-list") == [s["id"] for s in listed] == ["nightly", "poll"]
+    assert page.text("#schedule-count") == "2 schedules"
+    row = '#schedule-list tr[data-id="nightly"]'
+    assert page.text(row + " td.col-spec .spec") == "cron 30 2 * * *"
+    assert page.text(row + " td.col-spec .zone") == "Europe/Rome"
+    assert page.text(row + " td.col-overlap") == "skip"
+    assert page.text(row + " td.col-state") == "active"
+    # The next tick in UTC, then what the schedule's zone reads: 02:30 in Rome.
+    assert page.text(row + " td.col-next .at") == utc_iso(listed[0]["next_runs"][0])
+    assert page.text(row + " td.col-next .when").split(", ")[0] == "02:30 Europe/Rome"
+    assert page.text(row + " td.col-fired") == "0"
+    assert page.text(row + " td.col-last") == "—"
+    assert page.text('#schedule-list tr[data-id="poll"] td.col-spec') == "every 2 d", \
+        "every: no zone"
+    assert page.text('#schedule-list tr[data-id="poll"] td.col-overlap') == "allow_all"
+
+    # Pause: it says paused and has no next run; the other one goes on.
+    page.click_and_wait(row + " button.btn-pause-schedule", "schedules")
+    assert schedule(api, "nightly")["paused"] is True
+    assert schedule(api, "poll")["paused"] is False
+    assert page.text(row + " td.col-state") == "paused"
+    assert page.text(row + " td.col-next") == "none while paused"
+    assert "Schedule nightly paused" in page.text("#notice")
+    page.click_and_wait(row + " button.btn-resume-schedule", "schedules")
+    assert schedule(api, "nightly")["paused"] is False
+    assert page.text(row + " td.col-state") == "active"
+
+    # Trigger now: a run, its job linked in the last-run column.
+    page.click_and_wait(row + " button.btn-trigger-schedule", "schedules")
+    runs = schedule(api, "nightly")["last_runs"]
+    assert len(runs) == 1 and runs[0]["job_id"].startswith("nightly@"), runs
+    assert page.text(row + " td.col-fired") == "1"
+    link = page.find(row + " td.col-last a")
+    assert link.get_attribute("href").endswith(
+        "#/job/" + urllib.parse.quote(runs[0]["job_id"], safe=""))
+    assert link.text == utc_iso(runs[0]["scheduled_for"])
+    poll(lambda: page.text(row + " td.col-last .status") ==
+         schedule(api, "nightly")["last_runs"][0]["status"], "the run's status as the API's")
+    assert runs[0]["job_id"] in page.text("#notice")
+
+    # Delete asks first; the jobs it made stay.
+    before = page.render()
+    page.find(row + " button.btn-delete-schedule").click()
+    page.confirm("Delete schedule nightly?", before, "schedules")
+    assert api.call("GET", "/api/schedules/nightly")[0] == 404
+    assert page.row_ids("#schedule-list") == ["poll"]
+    assert job(api, runs[0]["job_id"])["id"] == runs[0]["job_id"]
+    page.assert_console_clean()
+
+
+def test_schedule_page_shows_next_and_last_runs_live(page, api, node):
+    put_schedule(api, "hourly", every="1h", job={"type": "report"})
+    page.open("#/schedules", "schedules")
+    page.click_and_wait('#schedule-list tr[data-id="hourly"] td.col-id a', "schedule")
+    assert page.text("#schedule-id") == "hourly"
+    assert page.text("#schedule-state") == "active"
+    assert page.text('#schedule-fields tr[data-field="spec"] td') == "every 1 h"
+    sc = schedule(api, "hourly")
+    ticks = [li.get_attribute("data-at") for li in page.finds("#next-runs li")]
+    assert ticks == sc["next_runs"] and len(ticks) == 5
+    assert page.text("#next-runs li").startswith(utc_iso(ticks[0]) + ", in ")
+    assert page.row_ids("#last-runs") == [] and page.find("#no-last-runs").is_displayed()
+
+    page.click_and_wait("#btn-trigger", "schedule")
+    first = schedule(api, "hourly")["last_runs"][0]["job_id"]
+    assert page.row_ids("#last-runs") == [first]
+    # A run made behind the page's back shows up by itself, newest first.
+    status, out = api.call("POST", "/api/schedules/hourly/trigger")
+    assert status == 202, out
+    second = out["job_ids"][0]
+    poll(lambda: page.row_ids("#last-runs") == [second, first], "the second run, live")
+    assert page.refreshes() >= 2
+
+    def statuses_match():
+        runs = schedule(api, "hourly")["last_runs"]
+        return {r["job_id"]: r["status"] for r in runs} == {
+            jid: page.text(f'#last-runs tr[data-id="{jid}"] td.col-status') for jid in
+            page.row_ids("#last-runs")}
+    poll(statuses_match, "each run's status as the API says")
+    page.click_and_wait(f'#last-runs tr[data-id="{first}"] td.col-job a', "job")
+    assert page.text("#job-id") == first
+
+    page.open("#/schedule/hourly", "schedule")
+    page.click_and_wait("#btn-pause", "schedule")
+    assert schedule(api, "hourly")["paused"] is True
+    assert page.text("#schedule-state") == "paused"
+    assert page.finds("#next-runs li") == [] and page.find("#no-next-runs").is_displayed()
+    assert page.finds("#btn-resume") != [] and page.finds("#btn-pause") == []
+
+    before = page.render()
+    page.find("#btn-delete").click()
+    page.confirm("Delete schedule hourly?", before, "schedules")
+    assert api.call("GET", "/api/schedules/hourly")[0] == 404
+    assert page.row_ids("#schedule-list") == []
+    page.assert_console_clean()
+
+
 # Markup in job data ########################################################
 
 # No "/" in the id: GET /api/jobs/{id} cannot reach an id with one (%2F is decoded
@@ -575,7 +815,8 @@ def test_markup_in_job_data_is_shown_as_text(page, api, node):
 # Every page: accessibility, narrow and dark screens, screenshots ###########
 
 PAGES = (("overview", "#/"), ("jobs", "#/jobs"), ("job", "#/job/c-0"),
-         ("failed", "#/failed"), ("workers", "#/workers"), ("worker", "#/worker/w-1"))
+         ("failed", "#/failed"), ("workers", "#/workers"), ("worker", "#/worker/w-1"),
+         ("schedules", "#/schedules"), ("schedule", "#/schedule/nightly"))
 SCREENS = ((1280, "light"), (1280, "dark"), (390, "light"), (390, "dark"))
 AXE_DIR = os.path.join(tempfile.gettempdir(), "dqorch-axe")
 # WCAG 2.1 A and AA: what the console promises; best-practice rules are advice.
@@ -645,6 +886,13 @@ def test_every_page_passes_axe_fits_390px_and_is_photographed(page, api, node, a
     mixed_jobs(api)
     failed_job(api, "f-1", "worker lost: heartbeat timeout", type="email")
     register(api, id="a-rather-long-job-id-0123456789-abcdef-0123456789-abcdef")
+    # A paused queue, and schedules with a run (one paused), for their pages.
+    assert api.call("POST", "/api/queues/job.low/pause")[0] == 200
+    put_schedule(api, "nightly", cron="30 2 * * *", timezone="Europe/Rome",
+                 job={"type": "report", "priority": "HIGH"})
+    assert api.call("POST", "/api/schedules/nightly/trigger")[0] == 202
+    put_schedule(api, "poll", every="30s", overlap="allow_all", job={"type": "poll"})
+    assert api.call("POST", "/api/schedules/poll/pause")[0] == 200
     try:
         for width, scheme in SCREENS:
             for name, hash_ in PAGES:
@@ -663,7 +911,12 @@ def test_every_page_passes_axe_fits_390px_and_is_photographed(page, api, node, a
                 # their own box, and ids stay on one line.
                 overflow = page.d.execute_script(
                     "return document.documentElement.scrollWidth - window.innerWidth")
-                assert overflow <= 0, f"{where}: the page is {overflow} px too wide"
+                wide = page.d.execute_script(
+                    "return Array.from(document.querySelectorAll('body *')).filter(function (e)"
+                    " { return e.getBoundingClientRect().right > window.innerWidth; })"
+                    ".slice(0, 8).map(function (e) { return e.tagName + '#' + e.id + '.' +"
+                    " e.className + ' ' + Math.round(e.getBoundingClientRect().right); });")
+                assert overflow <= 0, f"{where}: the page is {overflow} px too wide: {wide}"
                 tall = page.d.execute_script(
                     "return Array.from(document.querySelectorAll('td .id')).filter("
                     "function (e) { return e.getBoundingClientRect().height >"
