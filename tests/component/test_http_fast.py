@@ -12,6 +12,7 @@ import pytest
 
 from dqorch import http_fast, http_server
 from dqorch.errors import ApiError
+from tests.unit.helpers import read_to_close
 
 FRONTS = {"pywsgi": http_server, "httptools": http_fast}
 
@@ -64,13 +65,7 @@ def exchange(server, *pieces, pause=0.0, timeout=5.0) -> bytes:
                 c.sendall(piece)
         except OSError:                 # closed by the server meanwhile: read what it said
             pass
-        out = b""
-        try:
-            while chunk := c.recv(65536):
-                out += chunk
-        except socket.timeout:
-            out += b"<open>"
-        return out
+        return read_to_close(c)
 
 
 def responses(raw: bytes) -> list:
@@ -157,9 +152,7 @@ def test_a_body_without_framing_is_411_where_one_is_needed(server, raw, want):
     with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as c:
         c.sendall(raw)
         c.shutdown(socket.SHUT_WR)
-        out = b""
-        while chunk := c.recv(65536):
-            out += chunk
+        out = read_to_close(c)
     assert statuses(out) == [want]
 
 
@@ -169,9 +162,7 @@ def test_expect_100_continue_gets_the_interim_answer_first(server):
                   b"Content-Length: 5\r\nConnection: close\r\n\r\n")
         assert c.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
         c.sendall(b"hello")
-        out = b""
-        while chunk := c.recv(65536):
-            out += chunk
+        out = read_to_close(c)
     (status, _, body), = responses(out)
     assert status == 200 and json.loads(body)["body"] == "hello"
 
@@ -317,9 +308,7 @@ def test_a_body_cut_by_the_client_is_400(server):
         with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as c:
             c.sendall(b"POST /body HTTP/1.1\r\nHost: h\r\n" + head + b"\r\n\r\n5\r\nab")
             c.shutdown(socket.SHUT_WR)
-            out = b""
-            while chunk := c.recv(65536):
-                out += chunk
+            out = read_to_close(c)
         assert statuses(out) == [400], (head, out)
 
 
@@ -334,9 +323,7 @@ def test_stop_closes_idle_connections_and_answers_the_one_in_flight_with_close(s
     gevent.sleep(0.05)
     stopper = gevent.spawn(server.stop, 5)
     assert idle.recv(65536) == b""                      # closed, not answered
-    out = b""
-    while chunk := busy.recv(65536):
-        out += chunk
+    out = read_to_close(busy)
     (status, fields, _), = responses(out)
     assert status == 200 and fields["connection"] == "close"
     stopper.join(5)
@@ -354,3 +341,4 @@ def test_response_splitting_by_the_app_is_refused():
     finally:
         s.stop()
     assert statuses(raw) == [500] and b"evil" not in raw
+

@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from tests.unit.helpers import read_to_close
+
 from .conftest import REPO, SHARED_PORT, NodeProc, free_port, wait_until
 
 DQORCH = [sys.executable, os.path.join(REPO, "dqorch.py")]
@@ -38,13 +40,7 @@ def send(node, data: bytes, shut: bool = False, timeout: float = 15) -> bytes:
         s.sendall(data)
         if shut:
             s.shutdown(socket.SHUT_WR)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except socket.timeout:
-            out += b"<open>"
-        return out
+        return read_to_close(s)
 
 
 def answer(raw: bytes) -> tuple:
