@@ -191,6 +191,7 @@ class _Conn:
 
     def on_message_begin(self) -> None:
         self.cur = _Request()
+        self.head_bytes = 0            # read_head counts from here
 
     def on_url(self, url: bytes) -> None:
         cur = self.cur
@@ -294,7 +295,6 @@ class _Conn:
         if not data:
             return False
         sock.settimeout(self.request_timeout_s)
-        self.head_bytes = len(data)
         self.feed(data)
         return True
 

@@ -342,3 +342,22 @@ def test_response_splitting_by_the_app_is_refused():
         s.stop()
     assert statuses(raw) == [500] and b"evil" not in raw
 
+
+def test_a_long_pipelining_connection_is_not_refused_for_its_total_bytes(monkeypatch):
+    """The bound on a head's bytes counts one head, not the connection's past: here
+    every send ends one head and begins the next, so no request starts on an idle
+    connection."""
+    monkeypatch.setattr(http_fast, "MAX_HEAD_BYTES", 4096)
+    s = http_fast.listen("127.0.0.1", 0, app, idle_timeout_s=2, request_timeout_s=2)
+    begin = b"GET /n HTTP/1.1\r\nHost: h\r\nX-Pad: " + b"p" * 100
+    try:
+        with socket.create_connection(("127.0.0.1", s.server_port), timeout=5) as c:
+            c.sendall(begin)
+            for i in range(60):
+                c.sendall(b"\r\n\r\n" + begin)
+                got = b""
+                while not got.endswith(b"}"):
+                    got += c.recv(65536)
+                assert got.startswith(b"HTTP/1.1 200"), (i, got)
+    finally:
+        s.stop()
