@@ -20,6 +20,9 @@ setup(
         # Cron specs for schedules (README, Dependencies): one file, no dependencies,
         # Debian cron's DST rules, zones from the standard zoneinfo.
         "cronsim>=2.6",
+        # The HTTP/1.1 parser of http_fast.py (config http_server: httptools): llhttp,
+        # Node's parser in C, as uvicorn uses it (docs/DESIGN-NOTES.md, HTTP).
+        "httptools>=0.6",
     ],
     # pytest < 9.1: schemathesis 4.32 reads Function._nodeid, which pytest 9.1 removed.
     extras_require={"test": ["pytest>=8,<9.1", "hypothesis>=6", "schemathesis>=4.0", "jsonschema>=4",

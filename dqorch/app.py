@@ -29,7 +29,7 @@ from .forward import Forwarder
 from .fsm import SNAPSHOTS, JobFSM
 from .members import check_members, member_id, record_in_log
 from .rates import Rates
-from . import console, http_server
+from . import console, http_fast, http_server
 from .raft import membership as M
 from .raft.log import RaftLog
 from .raft.node import RaftNode
@@ -309,10 +309,11 @@ class Node:
 
     def _listen(self, host: str, port: int, app, key: str, tls_context=None):
         try:
-            server = http_server.listen(host, port, app,
-                                        idle_timeout_s=self.cfg.http_idle_timeout_s,
-                                        request_timeout_s=self.cfg.http_request_timeout_s,
-                                        tls_context=tls_context)
+            front = http_fast if self.cfg.http_server == "httptools" else http_server
+            server = front.listen(host, port, app,
+                                  idle_timeout_s=self.cfg.http_idle_timeout_s,
+                                  request_timeout_s=self.cfg.http_request_timeout_s,
+                                  tls_context=tls_context)
         except OSError as e:
             raise StartupError(EXIT_LISTEN, f"cannot listen on {host}:{port} ({key}): "
                                f"{e.strerror or e}")

@@ -27,6 +27,7 @@ SECRETS = frozenset({"cookie", "rabbitmq_password", "api_tokens", "api_read_toke
 MASK = "***"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+HTTP_SERVERS = ("pywsgi", "httptools")  # http_server.py, http_fast.py
 
 
 class ConfigError(ValueError):
@@ -80,6 +81,7 @@ class Config:
     allowed_hosts: tuple[str, ...] = ()  # Host names the API answers to, besides its own; "*": any
     http_request_timeout_s: float = 30.0  # headers: in all; body: longest pause
     http_idle_timeout_s: float = 75.0  # a keep-alive connection idle longer is closed
+    http_server: str = "pywsgi"  # the HTTP front end of every port: one of HTTP_SERVERS
     max_list_bytes: int = 4194304  # a GET /api/jobs page ends early past this many bytes
     # AMQP heartbeat: pika drops a connection that received nothing for a whole check
     # interval of this + 5 s, so a silent broker is noticed within 2 x (this + 5) s.
@@ -438,6 +440,7 @@ _SPECS: dict[str, Converter] = {
     "allowed_hosts": _hosts,
     "http_request_timeout_s": _seconds(3600),
     "http_idle_timeout_s": _seconds(86400),
+    "http_server": _choice(HTTP_SERVERS),
     "max_list_bytes": _integer(65536, 1073741824),
     "api_tokens": _tokens,
     "api_read_tokens": _tokens,

@@ -1,7 +1,8 @@
 """The HTTP/1.1 server every port of a node runs (gevent.pywsgi, tightened): what it
 promises the WSGI app behind it, and what it answers without the app.
 
-Contracts (the faster front end of docs/PERFORMANCE.md replaces this module and keeps them):
+Contracts (http_fast.py, the front end on httptools that config `http_server` selects
+instead, keeps them too; Serving below is shared by both):
 1. Framing. A body is framed by Content-Length or by chunked Transfer-Encoding, never
    both; any other Transfer-Encoding, two framings, or a malformed request line or
    header is answered 400 before the app sees it (headers.py parses the fields). The
@@ -45,21 +46,23 @@ from .errors import ApiError
 
 log = logging.getLogger(__name__)
 
-def _raw_error(status: str, message: str) -> bytes:
-    body = json.dumps({"error": "invalid_request", "message": message}).encode()
+def raw_error(status: str, message: str, error: str = "invalid_request") -> bytes:
+    """A whole response with the JSON error shape and Connection: close (contract 3)."""
+    body = json.dumps({"error": error, "message": message}).encode()
     return (f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: application/json"
             f"\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff"
             f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-# pywsgi answers requests it cannot parse before the app sees them, with empty bodies.
-_PROTOCOL_ERRORS = {
-    "400": _raw_error("400 Bad Request", "malformed HTTP request (request line or "
-                      "headers, e.g. a Content-Length that is not a number, or both "
-                      "Transfer-Encoding and Content-Length)"),
-    "408": _raw_error("408 Request Timeout", "the request headers did not arrive "
-                      "within http_request_timeout_s"),
-    "414": _raw_error("414 Request-URI Too Long", "request line too long"),
+# pywsgi answers requests it cannot parse before the app sees them, with empty bodies:
+# these instead, here and in http_fast.
+PROTOCOL_ERRORS = {
+    "400": raw_error("400 Bad Request", "malformed HTTP request (request line or "
+                     "headers, e.g. a Content-Length that is not a number, or both "
+                     "Transfer-Encoding and Content-Length)"),
+    "408": raw_error("408 Request Timeout", "the request headers did not arrive "
+                     "within http_request_timeout_s"),
+    "414": raw_error("414 Request-URI Too Long", "request line too long"),
 }
 
 
@@ -73,10 +76,16 @@ class _AcceptPaused(gevent.GreenletExit):
     hub does not print a traceback for this class (it is GreenletExit's)."""
 
 
-class Server(pywsgi.WSGIServer):
-    """Runs out of file descriptors gracefully: the connections it has keep being
-    served, accepting pauses and resumes by itself, one log line when it starts and one
-    when it ends (gevent printed a traceback per failed accept)."""
+class Serving:
+    """What every front end's server keeps, in front of a gevent StreamServer in the
+    bases (pywsgi's WSGIServer here, http_fast's): it runs out of file descriptors
+    gracefully (the connections it has keep being served, accepting pauses and
+    resumes by itself, one log line when it starts and one when it ends: gevent
+    printed a traceback per failed accept), bounds TLS handshakes, and drains on
+    stop() (contracts 2, 5 and 7).
+
+    A connection's greenlet puts itself in `idle` while it waits for its next request
+    (stop() closes those) and reads `draining` before it answers (Connection: close)."""
 
     _fd_failures = 0
     handshake_timeout_s = 30.0
@@ -89,7 +98,7 @@ class Server(pywsgi.WSGIServer):
         # register half-received at SIGTERM got a reset, not its 202).
         kwargs.setdefault("spawn", gevent.pool.Pool())
         super().__init__(*args, **kwargs)
-        self.idle: set = set()    # handler greenlets waiting for a connection's next request
+        self.idle: set = set()    # greenlets waiting for a connection's next request
 
     def stop(self, timeout=None):
         """Stop accepting, close the keep-alive connections that wait for a next
@@ -135,8 +144,13 @@ class Server(pywsgi.WSGIServer):
         return got
 
 
+
+class Server(Serving, pywsgi.WSGIServer):
+    """gevent.pywsgi's server with Serving's rules (http_server.Handler per connection)."""
+
+
 @functools.lru_cache(maxsize=2)
-def _http_date(second: int) -> bytes:
+def http_date(second: int) -> bytes:
     return pywsgi.format_date_time(second)
 
 
@@ -180,7 +194,7 @@ class Handler(pywsgi.WSGIHandler):
 
     def finalize_headers(self) -> None:
         if self.provided_date is None:
-            self.response_headers.append((b"Date", _http_date(int(time.time()))))
+            self.response_headers.append((b"Date", http_date(int(time.time()))))
             self.provided_date = True
         super().finalize_headers()
 
@@ -281,13 +295,13 @@ class Handler(pywsgi.WSGIHandler):
     def _handle_client_error(self, ex):
         # A client's mistake, not ours: one debug line, and the JSON error shape.
         log.debug("refused a malformed request client=%s error=%s", self.client_address, ex)
-        return ("408", _PROTOCOL_ERRORS["408"]) if isinstance(ex, _HeadersTimeout) \
-            else ("400", _PROTOCOL_ERRORS["400"])
+        return ("408", PROTOCOL_ERRORS["408"]) if isinstance(ex, _HeadersTimeout) \
+            else ("400", PROTOCOL_ERRORS["400"])
 
     def handle_one_request(self):
         result = super().handle_one_request()
-        if isinstance(result, tuple) and result[0] in _PROTOCOL_ERRORS:
-            return result[0], _PROTOCOL_ERRORS[result[0]]
+        if isinstance(result, tuple) and result[0] in PROTOCOL_ERRORS:
+            return result[0], PROTOCOL_ERRORS[result[0]]
         return result
 
 

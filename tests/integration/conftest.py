@@ -198,6 +198,13 @@ def critical_lines(output: str) -> list:
     return [line for line in output.splitlines() if "CRITICAL" in line]
 
 
+@pytest.fixture(scope="module", params=("pywsgi", "httptools"))
+def http_server(request) -> str:
+    """Each HTTP front end in turn (config http_server): the tests of a module that
+    take this run on both, one after the other (the HTTP contract tests)."""
+    return request.param
+
+
 @pytest.fixture
 def make_node(tmp_path_factory):
     made = []

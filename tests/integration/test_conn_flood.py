@@ -4,16 +4,16 @@ well-behaved client keeps registering and reading. The node must answer the good
 client throughout and close every flooding connection by itself (http_idle_timeout_s,
 http_request_timeout_s). Memory per connection and probe latency are measured by
 bench/conn_flood.py, not asserted here. Long mode: scripts/conn-flood.py; `flood` is
-in flood.py."""
+in flood.py. Run on both HTTP front ends (config http_server)."""
 from __future__ import annotations
 
 from .conftest import SHARED_PORT
 from .flood import flood
 
 
-def test_a_flood_of_idle_and_slow_connections_starves_no_one(make_node):
+def test_a_flood_of_idle_and_slow_connections_starves_no_one(make_node, http_server):
     node = make_node(SHARED_PORT, http_idle_timeout_s=5, http_request_timeout_s=5,
-                     publish_on_register=False)
+                     publish_on_register=False, http_server=http_server)
     f = flood(node, idle=1000, slow=500, hold_s=8)
     print(f)
     assert f["opened"] == 1500, f

@@ -1,7 +1,9 @@
 """HTTP safety through a real socket to a real node (issue: wrong targets, smuggling,
 cross-site writes, silent stalls). Each test is a request a hostile or broken client
 really sends, byte for byte, and what it must never do: hit another job, register a
-job the client did not mean, answer 500, hold a connection forever."""
+job the client did not mean, answer 500, hold a connection forever. Every test that
+starts a node runs on both HTTP front ends (the http_server fixture: config
+http_server pywsgi and httptools)."""
 from __future__ import annotations
 
 import json
@@ -13,14 +15,17 @@ import time
 
 import pytest
 
+from tests.unit.helpers import read_to_close
+
 from .conftest import REPO, SHARED_PORT, NodeProc, free_port, wait_until
 
 DQORCH = [sys.executable, os.path.join(REPO, "dqorch.py")]
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory, shared_rabbit):
-    n = NodeProc(tmp_path_factory.mktemp("http"), SHARED_PORT, http_request_timeout_s=1,
+def node(tmp_path_factory, shared_rabbit, http_server):
+    n = NodeProc(tmp_path_factory.mktemp("http"), SHARED_PORT, http_server=http_server,
+                 http_request_timeout_s=1,
                  http_idle_timeout_s=2, max_list_bytes=65536,
                  allowed_origins=["https://console.example"],
                  allowed_hosts=["orch.example"]).start().wait_healthy()
@@ -35,13 +40,7 @@ def send(node, data: bytes, shut: bool = False, timeout: float = 15) -> bytes:
         s.sendall(data)
         if shut:
             s.shutdown(socket.SHUT_WR)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except socket.timeout:
-            out += b"<open>"
-        return out
+        return read_to_close(s)
 
 
 def answer(raw: bytes) -> tuple:
@@ -302,6 +301,10 @@ def test_client_text_in_log_lines_is_escaped(node):
     # Header values may hold ESC and bytes 0x80-0xff (read as Latin-1: C1 controls,
     # NEL among them); the node logs the Origin of a refused write and the Host of a
     # misdirected request.
+    if node.cfg["http_server"] == "httptools":
+        pytest.xfail("llhttp refuses ESC and BEL in field values with a 400 before the "
+                     "app logs anything: test_control_characters_in_fields_are_refused_"
+                     "on_httptools")
     evil = b"http://evil.example\x1b[1A\x1b[2K\x85" + FORGED.encode()
     raw = post("/api/jobs/register", b'{"id": "log-x"}', "Origin: " + evil.decode("latin-1"))
     assert answer(send(node, raw.replace(b"Origin: " + evil.decode("latin-1").encode(),
@@ -317,6 +320,27 @@ def test_client_text_in_log_lines_is_escaped(node):
     assert all(not line.startswith(FORGED) for line in text.splitlines())
     assert "origin=http://evil.example\\x1b[1A\\x1b[2K\\x85" + FORGED in text
     assert "host=evil\\x1b]0;pwned\\x07" in text
+
+
+def test_control_characters_in_fields_are_refused_on_httptools(node):
+    """What the test above sends is refused by llhttp (RFC 9110 §5.5: no control
+    characters in a field value); bytes 0x80-0xff pass it and are logged escaped."""
+    if node.cfg["http_server"] != "httptools":
+        pytest.skip("pywsgi's reader (headers.py) takes them: the test above")
+    for raw in (post("/api/jobs/register", b'{"id": "log-y"}').replace(
+                    b"Connection: close", b"Connection: close\r\nOrigin: http://e\x1b[2K"),
+                b"GET /api/health HTTP/1.1\r\nHost: evil\x07\r\nConnection: close\r\n\r\n"):
+        status, body = answer(send(node, raw))
+        assert (status, body["error"]) == (400, "invalid_request"), body
+    c1 = b"http://evil.example\x85\x9b" + FORGED.encode()
+    raw = post("/api/jobs/register", b'{"id": "log-y"}').replace(
+        b"Connection: close", b"Connection: close\r\nOrigin: " + c1)
+    assert answer(send(node, raw))[0] == 403
+    wait_until(lambda: "\\x9b" in node.log_path.read_bytes().decode("utf-8"), 10, 0.05,
+               "the refusal is logged")
+    text = node.log_path.read_bytes().decode("utf-8")
+    assert "\x85" not in text and "\x9b" not in text and "\x1b" not in text
+    assert "origin=http://evil.example\\x85\\x9b" + FORGED in text
 
 
 # Listings are bounded by bytes ###############################################
@@ -440,11 +464,12 @@ def start_fails(tmp_path, **cfg) -> tuple:
     return out.returncode, lines[0]
 
 
-def test_a_port_in_use_is_exit_4_naming_the_key(tmp_path):
+def test_a_port_in_use_is_exit_4_naming_the_key(tmp_path, http_server):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        code, line = start_fails(tmp_path, http_port=s.getsockname()[1])
+        code, line = start_fails(tmp_path, http_port=s.getsockname()[1],
+                                 http_server=http_server)
     assert code == 4 and "http_port" in line and "in use" in line
 
 
@@ -481,12 +506,12 @@ def test_a_read_only_data_dir_is_exit_3(tmp_path):
 
 # Overload ##################################################################
 
-def test_writes_beyond_the_pending_bound_get_503_with_retry_after(make_node):
+def test_writes_beyond_the_pending_bound_get_503_with_retry_after(make_node, http_server):
     """Many more writes at once than max_pending_proposals: the excess is refused
     with 503 + Retry-After before it is logged; everything admitted is kept."""
     import gevent
     n = make_node(rabbit_port=SHARED_PORT, max_pending_proposals=10,
-                  publish_on_register=False).wait_healthy()
+                  publish_on_register=False, http_server=http_server).wait_healthy()
     answers = {}
 
     def client(ids):
@@ -515,12 +540,12 @@ def test_writes_beyond_the_pending_bound_get_503_with_retry_after(make_node):
 
 # Out of file descriptors ######################################################
 
-def test_out_of_file_descriptors_it_serves_what_it_has_and_recovers(make_node):
+def test_out_of_file_descriptors_it_serves_what_it_has_and_recovers(make_node, http_server):
     """Idle connections up to the fd limit: the open connections are still served,
     new ones wait, one log line instead of a traceback per accept, and accepting
     resumes by itself once connections close."""
     import resource
-    n = make_node(rabbit_port=SHARED_PORT, start=False)
+    n = make_node(rabbit_port=SHARED_PORT, start=False, http_server=http_server)
     logf = open(n.log_path, "ab")
     n.proc = subprocess.Popen(DQORCH + ["-c", str(n.cfg_path)], stdout=logf, stderr=logf,
                               preexec_fn=lambda: resource.setrlimit(

@@ -61,8 +61,8 @@ def https_node(make_node, certs, rabbit_port: int, **overrides):
 
 # The API over HTTPS ##############################################################
 
-def test_the_api_speaks_https_and_serves_jobs(make_node, certs, rabbit):
-    node = https_node(make_node, certs, PORT)
+def test_the_api_speaks_https_and_serves_jobs(make_node, certs, rabbit, http_server):
+    node = https_node(make_node, certs, PORT, http_server=http_server)
     c = node.client()
     assert c.call("POST", "/api/jobs/register", {"id": "tls-1", "type": "t"})[0] == 202
     code, job = c.call("GET", "/api/jobs/tls-1")
@@ -83,8 +83,9 @@ def _metric(node, name: str) -> float:
 
 
 def test_plain_http_and_silent_clients_on_the_https_port_are_closed_and_counted(
-        make_node, certs, rabbit):
-    node = https_node(make_node, certs, PORT, http_request_timeout_s=1)
+        make_node, certs, rabbit, http_server):
+    node = https_node(make_node, certs, PORT, http_request_timeout_s=1,
+                      http_server=http_server)
     with socket.create_connection(("127.0.0.1", node.http_port), timeout=15) as plain:
         plain.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
         try:
@@ -215,8 +216,8 @@ def _run_on_a_terminal(argv, timeout_s: float = 30.0):
 # Forwarded writes between members over HTTPS ####################################
 
 def test_a_follower_forwards_writes_to_the_leader_over_https(tmp_path_factory, certs,
-                                                              rabbit):
-    c = Cluster(tmp_path_factory, 3, rabbit_port=PORT,
+                                                              rabbit, http_server):
+    c = Cluster(tmp_path_factory, 3, rabbit_port=PORT, http_server=http_server,
                 tls_cert_file=str(certs / "api.pem"), tls_key_file=str(certs / "api.key"),
                 tls_ca_file=str(certs / "ca.pem"))
     for node in c.nodes.values():

@@ -7,7 +7,8 @@ events); ways to get a State (run, fresh, job_in, running_job); random logs for 
 property tests (steps, a hypothesis strategy of templates, and build(), which turns a
 template into a command); and what the node exports and what the Grafana dashboard
 asks for (exported_series, gauge_metrics, load_dashboard, dashboard_expressions,
-ALERTS), which the integration test_prometheus uses too.
+ALERTS), which the integration test_prometheus uses too; read_to_close, for the tests
+that speak raw HTTP on a socket.
 
 Test modules import these helpers only from this module, never from one another: a
 helper kept in a test module makes that file's edits ripple into every test that
@@ -372,3 +373,16 @@ def dashboard_expressions(dash: dict) -> list:
 def load_dashboard() -> dict:
     with open(DASHBOARD) as f:
         return json.load(f)
+
+
+def read_to_close(sock) -> bytes:
+    """Everything sock receives until the peer closes it; b"<open>" appended when the
+    socket's timeout passed first (the raw-HTTP tests: a server that keeps a connection
+    it should close)."""
+    out = b""
+    try:
+        while chunk := sock.recv(65536):
+            out += chunk
+    except TimeoutError:
+        out += b"<open>"
+    return out
