@@ -8,6 +8,7 @@ CPU µs per request, the figure to compare for a change on the request path.
 
   python bench/paced_ab.py --other 58ffd69 --rounds 3 --publish true
   python bench/paced_ab.py --other 26c6ff0 --load closed --duration 8
+  python bench/paced_ab.py --other HEAD --this-set http_server=httptools --load closed
 """
 import argparse
 import os
@@ -36,6 +37,9 @@ def main():
     p.add_argument("--conns", type=int, default=50, help="--load closed: wrk connections")
     p.add_argument("--rabbitmq-port", type=int, default=5672)
     p.add_argument("--write", metavar="FILE", help="replace the bench:paced_ab section")
+    p.add_argument("--this-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config key for this checkout's node only (e.g. "
+                        "http_server=httptools against --other HEAD)")
     a = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="dq-ab-")
     other = os.path.join(tmp, "other")
@@ -43,7 +47,8 @@ def main():
                    check=True, capture_output=True)
     try:
         kw = dict(publish_on_register=a.publish, rabbitmq_port=a.rabbitmq_port)
-        nodes = {"this": start_node(ROOT, tmp, "this", **kw),
+        this_kw = dict(kw, **dict(x.split("=", 1) for x in a.this_set))
+        nodes = {"this": start_node(ROOT, tmp, "this", **this_kw),
                  a.other: start_node(other, tmp, "other", **kw)}
         if a.load == "closed":
             for t in nodes.values():
