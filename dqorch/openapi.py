@@ -721,6 +721,22 @@ _report_path = {
 _q = {"in": "query", "required": False}
 SCHEDULE_ID_PARAM = {"name": "schedule_id", "in": "path", "required": True,
                      "schema": {"type": "string", "minLength": 1}}
+JOB_TYPE_PARAM = dict(SCHEDULE_ID_PARAM, name="job_type")
+
+
+def _deleted_responses(key: str) -> dict:
+    """A DELETE answered {"status": "deleted", key: the id}."""
+    return _responses("200", "Deleted", {
+        "type": "object", "required": ["status", key],
+        "properties": {"status": {"const": "deleted"}, key: {"type": "string"}}},
+        "400", "404", "405", "413", "503")
+
+
+def _put_responses(schema: str) -> dict:
+    """A PUT that creates (201) or replaces (200) the resource it answers with."""
+    return dict(_responses("200", "Replaced", _ref(schema), "400", "404", "405", "413",
+                           "503"),
+                **{"201": {"description": "Created", "content": _json(_ref(schema))}})
 
 PATHS = {
     "/api/health": {"get": {
@@ -899,22 +915,13 @@ PATHS = {
                 "summary": "Limit a job type's concurrency and publish rate",
                 "description": "Applied by the leader where it publishes; at-least-once "
                                "(a job a dead worker held counts until its timeout).",
-                "parameters": [{"name": "job_type", "in": "path", "required": True,
-                                "schema": {"type": "string", "minLength": 1}}],
+                "parameters": [JOB_TYPE_PARAM],
                 "requestBody": _body("LimitRequest"),
-                "responses": dict(_responses("200", "Replaced", _ref("Limit"),
-                                             "400", "404", "405", "413", "503"),
-                                  **{"201": {"description": "Created",
-                                             "content": _json(_ref("Limit"))}})},
+                "responses": _put_responses("Limit")},
         "delete": {"operationId": "deleteLimit", "tags": ["queues"],
                    "summary": "Remove a job type's limits",
-                   "parameters": [{"name": "job_type", "in": "path", "required": True,
-                                   "schema": {"type": "string", "minLength": 1}}],
-                   "responses": _responses("200", "Deleted", {
-                       "type": "object", "required": ["status", "type"],
-                       "properties": {"status": {"const": "deleted"},
-                                      "type": {"type": "string"}}},
-                       "400", "404", "405", "413", "503")},
+                   "parameters": [JOB_TYPE_PARAM],
+                   "responses": _deleted_responses("type")},
     },
     "/api/schedules": {"get": {
         "operationId": "listSchedules", "tags": ["schedules"], "summary": "Every schedule",
@@ -932,18 +939,11 @@ PATHS = {
                                "next tick is computed afresh from now.",
                 "parameters": [SCHEDULE_ID_PARAM],
                 "requestBody": _body("ScheduleRequest"),
-                "responses": dict(_responses("200", "Replaced", _ref("Schedule"),
-                                             "400", "404", "405", "413", "503"),
-                                  **{"201": {"description": "Created",
-                                             "content": _json(_ref("Schedule"))}})},
+                "responses": _put_responses("Schedule")},
         "delete": {"operationId": "deleteSchedule", "tags": ["schedules"],
                    "summary": "Delete a schedule (its jobs stay)",
                    "parameters": [SCHEDULE_ID_PARAM],
-                   "responses": _responses("200", "Deleted", {
-                       "type": "object", "required": ["status", "id"],
-                       "properties": {"status": {"const": "deleted"},
-                                      "id": {"type": "string"}}},
-                       "400", "404", "405", "413", "503")},
+                   "responses": _deleted_responses("id")},
     },
     **{f"/api/schedules/{{schedule_id}}/{verb}": {"post": {
         "operationId": f"{verb}Schedule", "tags": ["schedules"], "summary": summary,

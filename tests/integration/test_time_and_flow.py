@@ -10,7 +10,7 @@ import time
 import pytest
 
 from .broker_fixtures import blocking_channel, wait_until
-from .conftest import SHARED_PORT, NodeProc
+from .conftest import SHARED_PORT, NodeProc, drain
 from .faults import drop_vhost, private_vhost
 
 
@@ -31,16 +31,7 @@ def node(tmp_path, vhost):
 
 def take_all(vhost: str, queue: str = "job.medium") -> list:
     """Every message in the queue now: [(properties, body)]."""
-    conn, ch = blocking_channel(SHARED_PORT, vhost)
-    out = []
-    try:
-        while True:
-            method, props, body = ch.basic_get(queue, auto_ack=True)
-            if method is None:
-                return out
-            out.append((props, json.loads(body)))
-    finally:
-        conn.close()
+    return drain(SHARED_PORT, queue, vhost)
 
 
 def job(c, id_: str) -> dict:
