@@ -38,6 +38,7 @@ run bench/snapshot_stall.py "${stall[@]}" "${write[@]}"
 run bench/conn_flood.py "${flood[@]}" "${write[@]}"
 run bench/membership.py "${write[@]}"
 run bench/lossy.py "${write[@]}"
+run bench/scheduled.py "${write[@]}"
 if "$PY" -c "import matplotlib" 2>/dev/null; then
   run bench/chart.py "${write[@]}"
 else

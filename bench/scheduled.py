@@ -156,7 +156,11 @@ def main():
          f"{fired:,} runs; node CPU {cpu_pct:.0f}% of a core; RSS "
          f"{sched_rss / 2**20:,.0f} MiB"),
     ]
-    text = ("| what | figure | detail |\n|---|--:|---|\n" +
+    text = ("## Jobs that run later and schedules\n\n"
+            "Issue 29. One node, RabbitMQ on loopback (a vhost of its own). A scheduled "
+            "job's run_at sits in the job's dict of rare fields and a due-index int: "
+            "what it costs over a queued one.\n\n"
+            "| what | figure | detail |\n|---|--:|---|\n" +
             "\n".join(f"| {a_} | {b} | {c} |" for a_, b, c in rows) +
             f"\n\n{common.machine_line(ROOT)}; `python bench/scheduled.py --jobs {a.jobs} "
             f"--late {a.late} --schedules {a.schedules} --seconds {a.seconds}`")
