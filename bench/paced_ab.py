@@ -86,7 +86,7 @@ def closed_report(a, nodes, rows) -> str:
              f"- {machine_line(ROOT)}",
              f"- command: `python bench/paced_ab.py --other {a.other} --load closed "
              f"--rounds {a.rounds} --duration {a.duration:g} --publish {a.publish} "
-             f"--conns {a.conns}`",
+             f"--conns {a.conns}" + "".join(f" --this-set {x}" for x in a.this_set) + "`",
              f"- wrk, {a.conns} connections, registers", "",
              "| node | req/s per round | CPU µs a request per round | non-2xx |",
              "|---|---|---|--:|"]
