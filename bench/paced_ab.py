@@ -102,7 +102,8 @@ def paced_report(a, nodes, rows) -> str:
     lines = ["### Paced A/B: this node against another commit, taking turns", "",
              f"- {machine_line(ROOT)}",
              f"- command: `python bench/paced_ab.py --other {a.other} --rounds {a.rounds} "
-             f"--duration {a.duration:g} --publish {a.publish} --write docs/BENCHMARKS.md`",
+             f"--duration {a.duration:g} --publish {a.publish}"
+             + "".join(f" --this-set {x}" for x in a.this_set) + " --write docs/BENCHMARKS.md`",
              "- 10 connections x 1 register / 10 ms (~1,000/s), "
              f"{a.duration:g} s a turn; latency from the scheduled send time", "",
              "| round | node | p50 ms | p99 ms | max ms | non-2xx |", "|--:|---|--:|--:|--:|--:|"]
