@@ -45,11 +45,12 @@ def main():
     other = os.path.join(tmp, "other")
     subprocess.run(["git", "worktree", "add", "--detach", other, a.other], cwd=ROOT,
                    check=True, capture_output=True)
+    nodes = {}
     try:
         kw = dict(publish_on_register=a.publish, rabbitmq_port=a.rabbitmq_port)
         this_kw = dict(kw, **dict(x.split("=", 1) for x in a.this_set))
-        nodes = {"this": start_node(ROOT, tmp, "this", **this_kw),
-                 a.other: start_node(other, tmp, "other", **kw)}
+        nodes["this"] = start_node(ROOT, tmp, "this", **this_kw)
+        nodes[a.other] = start_node(other, tmp, "other", **kw)
         if a.load == "closed":
             for t in nodes.values():
                 run_wrk(t.port, a.conns, 2, "warm")
@@ -60,9 +61,9 @@ def main():
                 rows.append((r, name, res))
                 print(f"round {r} {name:>8}: " + "  ".join(
                     f"{k} {v:,.2f}" for k, v in res.items()), flush=True)
+    finally:        # also when wrk is missing (run_wrk exits): no node left running
         for t in nodes.values():
             t.stop()
-    finally:
         subprocess.run(["git", "worktree", "remove", "--force", other], cwd=ROOT,
                        capture_output=True)
     text = (closed_report if a.load == "closed" else paced_report)(a, nodes, rows)
