@@ -23,7 +23,9 @@ headers.MAX_LINE bytes, a version other than HTTP/1.x, HEAD with a body: 400;
 a request line of MAX_REQUEST_LINE bytes or more: 414. A field line may end in LF
 alone (headers.py reads those too); the request line may not (llhttp has no leniency
 for it: 400 where pywsgi reads it), nor may the method be one llhttp does not know
-(400 where pywsgi hands it to the app, which answers 405). A bad chunk of the body being answered reaches the
+(400 where pywsgi hands it to the app, which answers 405). A client that closes its
+side inside a head whose request line came gets a 400 saying so (pywsgi took the head
+as ended there and called the app). A bad chunk of the body being answered reaches the
 app as a ValueError from wsgi.input (read_body: 400), and the connection then closes.
 
 Deadlines (contract 2): idle_timeout_s for the first byte of a next request (then
@@ -306,6 +308,9 @@ class _Conn:
                 while not self.ready and not self.broken:
                     data = self.sock.recv(RECV_BYTES)
                     if not data:
+                        cur = self.cur
+                        if cur is not None and cur.line_done:
+                            self.send(PROTOCOL_ERRORS["400 cut"])
                         return False
                     self.head_bytes += len(data)
                     if self.head_bytes > MAX_HEAD_BYTES:

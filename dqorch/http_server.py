@@ -63,6 +63,10 @@ PROTOCOL_ERRORS = {
     "408": raw_error("408 Request Timeout", "the request headers did not arrive "
                      "within http_request_timeout_s"),
     "414": raw_error("414 Request-URI Too Long", "request line too long"),
+    # http_fast: the client closed its side inside a head whose request line came
+    # (pywsgi took the head as ended there and answered it: 411 for a POST).
+    "400 cut": raw_error("400 Bad Request", "the connection ended inside the request "
+                         "headers"),
 }
 
 
@@ -197,6 +201,11 @@ class Handler(pywsgi.WSGIHandler):
             self.response_headers.append((b"Date", http_date(int(time.time()))))
             self.provided_date = True
         super().finalize_headers()
+
+    def get_environ(self):
+        env = super().get_environ()
+        env["RAW_URI"] = self.path                # contract 4: the target as sent
+        return env
 
     def _headers(self):
         # pywsgi's own joins our fields into lines and splits them again; the same
