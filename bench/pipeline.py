@@ -17,7 +17,7 @@ broker-and-worker pipeline the orchestrator leaves.
 skips the floor (the figure of interest is then the node's CPU per completed job).
 
   python bench/pipeline.py [--jobs 10000] [--quick] [--batch K] [--rate R]
-                           [--write docs/BENCHMARKS.md]
+                           [--set KEY=VALUE] [--write docs/BENCHMARKS.md]
 """
 from gevent import monkey
 
@@ -325,6 +325,8 @@ def main():
     p.add_argument("--rounds", type=int, default=1,
                    help="node and floor phases this many times, taking turns")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (config, log)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config key of the node (e.g. http_server=pywsgi)")
     p.add_argument("--write", metavar="FILE", help="replace the bench:pipeline section of FILE")
     p.add_argument("--section", default="pipeline",
                    help="section name for --write (e.g. pipeline-rate for a --rate run)")
@@ -343,7 +345,8 @@ def main():
         declare_topology(a.rabbitmq_port)
         watch = QueueWatch(a.rabbitmq_port)
         watch.purge()
-        node = start_node(ROOT, tmp, rabbitmq_port=a.rabbitmq_port, publish_on_register="true")
+        node = start_node(ROOT, tmp, rabbitmq_port=a.rabbitmq_port, publish_on_register="true",
+                          **dict(x.split("=", 1) for x in a.set))
         pids = (node.proc.pid, rabbit_pid(a.rabbitmq_port))
         with open(os.path.join(tmp, "node.yaml")) as f:     # start_node's config
             a.metrics_port = int(next(ln for ln in f if ln.startswith("metrics_port:"))
