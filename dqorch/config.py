@@ -81,7 +81,7 @@ class Config:
     allowed_hosts: tuple[str, ...] = ()  # Host names the API answers to, besides its own; "*": any
     http_request_timeout_s: float = 30.0  # headers: in all; body: longest pause
     http_idle_timeout_s: float = 75.0  # a keep-alive connection idle longer is closed
-    http_server: str = "pywsgi"  # the HTTP front end of every port: one of HTTP_SERVERS
+    http_server: str = "httptools"  # the HTTP front end of every port: one of HTTP_SERVERS
     max_list_bytes: int = 4194304  # a GET /api/jobs page ends early past this many bytes
     # AMQP heartbeat: pika drops a connection that received nothing for a whole check
     # interval of this + 5 s, so a silent broker is noticed within 2 x (this + 5) s.

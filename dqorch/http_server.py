@@ -1,8 +1,8 @@
-"""The HTTP/1.1 server every port of a node runs (gevent.pywsgi, tightened): what it
-promises the WSGI app behind it, and what it answers without the app.
+"""The HTTP/1.1 server on gevent.pywsgi, tightened (config `http_server: pywsgi`; the
+default is http_fast.py's, on httptools): what both promise the WSGI app behind them,
+and what they answer without the app.
 
-Contracts (http_fast.py, the front end on httptools that config `http_server` selects
-instead, keeps them too; Serving below is shared by both):
+Contracts (http_fast.py keeps them too; Serving below is shared by both):
 1. Framing. A body is framed by Content-Length or by chunked Transfer-Encoding, never
    both; any other Transfer-Encoding, two framings, or a malformed request line or
    header is answered 400 before the app sees it (headers.py parses the fields). The

@@ -302,9 +302,9 @@ def test_client_text_in_log_lines_is_escaped(node):
     # NEL among them); the node logs the Origin of a refused write and the Host of a
     # misdirected request.
     if node.cfg["http_server"] == "httptools":
-        pytest.xfail("llhttp refuses ESC and BEL in field values with a 400 before the "
-                     "app logs anything: test_control_characters_in_fields_are_refused_"
-                     "on_httptools")
+        pytest.skip("llhttp refuses ESC and BEL in field values with a 400 before the "
+                    "app logs anything: test_control_characters_in_fields_are_refused_"
+                    "on_httptools")
     evil = b"http://evil.example\x1b[1A\x1b[2K\x85" + FORGED.encode()
     raw = post("/api/jobs/register", b'{"id": "log-x"}', "Origin: " + evil.decode("latin-1"))
     assert answer(send(node, raw.replace(b"Origin: " + evil.decode("latin-1").encode(),
