@@ -1,12 +1,15 @@
-"""The floor: the fastest register handler this stack (gevent.pywsgi + bottle) can serve.
+"""The floor: the fastest register handler a stack (bottle + an HTTP server) can serve.
 
 It parses the body and stores the job in a dict, nothing else: no validation, no
 durability, no broker. bench/register.py measures the node against it in the same run.
+--server pywsgi (the default): bottle on gevent.pywsgi, the floor the node was measured
+against until issue 30, kept as the reference it was. --server httptools: the same app
+on the node's own front end (dqorch/http_fast.py, llhttp): the new floor.
 --fsync FILE: the durable floor. Each register also writes its body into FILE and
 fsyncs it before answering, the cheapest way to make it durable (one write into blocks
 already written, as raft/log.py's fill ahead does, then an inline fsync): what no
 durable handler in this stack can beat on one connection.
-Usage: python bench/floor.py --port 18081 [--fsync FILE]
+Usage: python bench/floor.py --port 18081 [--server pywsgi|httptools] [--fsync FILE]
 """
 from gevent import monkey
 
@@ -18,8 +21,12 @@ import os  # noqa: E402
 import socket  # noqa: E402
 import uuid  # noqa: E402
 
+import sys  # noqa: E402
+
 import bottle  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 app = bottle.Bottle()
 jobs = {}
@@ -64,6 +71,7 @@ def main():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=18081)
     p.add_argument("--fsync", metavar="FILE", help="write and fsync each body into FILE")
+    p.add_argument("--server", choices=("pywsgi", "httptools"), default="pywsgi")
     a = p.parse_args()
     if a.fsync:
         fd = os.open(a.fsync, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -72,7 +80,11 @@ def main():
             os.write(fd, block)
         os.fsync(fd)
         durable["fd"] = fd
-    NoDelayServer((a.host, a.port), app, log=None).serve_forever()
+    if a.server == "httptools":
+        from dqorch import http_fast
+        http_fast.Server((a.host, a.port), app).serve_forever()
+    else:
+        NoDelayServer((a.host, a.port), app, log=None).serve_forever()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Register throughput and latency of a dqorch node, side by side with the floor.
+"""Register throughput and latency of a dqorch node, side by side with the floors.
 
 The floor (bench/floor.py) is a bare gevent.pywsgi + bottle handler: the ceiling for any
-handler in this stack; the durable floor (floor.py --fsync) the same plus a write and
-an fsync a request, the ceiling for any handler that makes a job durable before it
-answers. Each run starts both floors and one fresh node per variant (new data_dir and
-config, free ports), so every ratio compares numbers from the same run.
+handler on the stack the node had until issue 30, kept as the reference it was; the
+new floor the same handler on the node's own front end (floor.py --server httptools,
+the ceiling now); the durable floor the new floor plus a write and an fsync a request,
+the ceiling for any handler that makes a job durable before it answers. Each run
+starts the floors and one fresh node per variant (new data_dir and config, free
+ports), so every ratio compares numbers from the same run.
 Usage: python bench/register.py [--duration 10] [--preload 100000] [--write docs/BENCHMARKS.md]
 """
 import argparse
@@ -185,8 +187,8 @@ def ratios(vals):
 
 
 def table(results, preload, rate_desc):
-    """Markdown table; ratios are against the floor measured in the same round."""
-    floor = results["floor"]
+    """Markdown table; ratios are against the floor measured in the same round (a
+    node's also against the new floor and the durable floor)."""
     rows = ["| test | target | req/s | p50 ms | p99 ms | max ms | non-2xx / errors "
             "| target CPU µs/req | other CPU % | vs floor |",
             "|---|---|--:|--:|--:|--:|--:|--:|--:|---|"]
@@ -218,14 +220,16 @@ def table(results, preload, rate_desc):
             def col(k):
                 return [r[k] for r in rs]
 
-            def per_round(k):             # each round against the floor's same round
-                return [r[k] / f[k] for r, f in zip(rs, floor[test])]
+            def per_round(k, ref="floor"):     # each round against ref's same round
+                return [r[k] / f[k] for r, f in zip(rs, results[ref][test])]
 
             if name == "floor":
                 vs = "—"
             elif test == "rate":
                 vs = (f"p50 {ratios(per_round('p50_ms'))}, "
                       f"p99 {ratios(per_round('p99_ms'))}")
+                if name.startswith("node") and "durable floor" in results:
+                    vs += f"; the durable floor's p99 {ratios(per_round('p99_ms', 'durable floor'))}"
             elif test == "c50_after":
                 own = statistics.median(r["rps"] for r in res["c50"])
                 vs = (f"{ratios(per_round('rps'))} req/s "
@@ -233,6 +237,9 @@ def table(results, preload, rate_desc):
             else:
                 vs = (f"{ratios(per_round('rps'))} req/s, "
                       f"{ratios(per_round('cpu_us'))} CPU/req")
+                for ref in ("new floor", "durable floor"):
+                    if name.startswith("node") and ref in results:
+                        vs += f"; {ref} {ratios(per_round('rps', ref))} req/s"
             rows.append(f"| {desc} | {name} | {spread(col('rps'), num)} | "
                         f"{spread(col('p50_ms'), ms)} | {spread(col('p99_ms'), ms)} | "
                         f"{max(col('max_ms')):.1f} | {sum(col('non2xx'))} / "
@@ -277,8 +284,14 @@ def main():
         (dur_port,) = free_ports(1)
         running.append(Target("durable floor", [
             sys.executable, os.path.join(ROOT, "bench", "floor.py"), "--port", str(dur_port),
-            "--fsync", os.path.join(tmp, "durable.bin")], dur_port,
+            "--server", "httptools", "--fsync", os.path.join(tmp, "durable.bin")], dur_port,
             os.path.join(tmp, "durable.log"), cpus=server_cpus))
+        # The new floor: the same handler on the node's front end (issue 30).
+        (new_port,) = free_ports(1)
+        running.append(Target("new floor", [
+            sys.executable, os.path.join(ROOT, "bench", "floor.py"), "--port", str(new_port),
+            "--server", "httptools"], new_port, os.path.join(tmp, "new.log"),
+            cpus=server_cpus))
         targets = [floor]
         for publish in variants:
             ports = free_ports(2, 1)
