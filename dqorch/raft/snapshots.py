@@ -63,8 +63,12 @@ class Snapshots:
                 self.failed(f"cannot start: {e}")
 
     def now(self) -> None:
-        """Start writing a snapshot of the applied state (Rule 2). OSError (rotate,
-        fork): no snapshot now; the node goes on."""
+        """Start writing a snapshot of the applied state (Rule 2), after the one
+        running, if any, is done (Rule 1: two children wrote the same .tmp, and one
+        failed with ENOENT when the other renamed it away). OSError (rotate, fork): no
+        snapshot now; the node goes on."""
+        if self.child is not None:
+            self.child.join()
         self.log.rotate()
         index = self.applied()
         core = self.core()

@@ -373,3 +373,23 @@ def test_removed_ids_survive_a_snapshot_and_a_restart(tmp_path):
         assert a.config.removed == {"id-b"} and "j1" in a.state.jobs
     finally:
         a.stop(timeout_s=1)
+
+
+def test_a_snapshot_asked_for_while_one_is_written_waits_for_it(tmp_path):
+    """Snapshots Rule 1: now() while a child still writes the same index waited for
+    nothing, and two children wrote snapshot-N.json.tmp; the one that renamed second
+    failed with ENOENT (a suite run saw it, through the learner's snapshot and the test
+    above asking for one at the same index)."""
+    n = RaftNode(RaftLog(str(tmp_path / "a"), SNAPSHOTS), "a", fsm=JobFSM(),
+                 snapshot_entries=10**6, now_ms=lambda: T0, fsync=lambda fd: None,
+                 tick_s=0.01, election_ticks=10)
+    n.start()
+    try:
+        for i in range(50):
+            n.propose(reg(f"j{i}", T0))
+        for _ in range(3):
+            n.snaps.now()               # the same applied index each time
+        wait(lambda: n.snaps.child is None, "the snapshots written")
+        assert (n.snaps.written, n.snaps.failures, n.snaps.error) == (3, 0, None)
+    finally:
+        n.stop(timeout_s=1)
