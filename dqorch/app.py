@@ -19,7 +19,7 @@ from .depths import QueueDepths
 from .failure_log import FailureLog
 from .jobs import TERMINAL
 from . import state as st_mod
-from .api import Access, HostCheck, Services, guard, make_app, refuse
+from .api import Access, HostCheck, Services, guard, hot_routes, make_app, refuse
 from .broker import Broker
 from .clock import ClusterClock
 from .peer_news import PeerNews
@@ -235,7 +235,8 @@ class Node:
                      guard(metrics.wsgi_app(self.ready), (), Access(**tokens, exempt={"/health"})),
                      "metrics_port")
         self.http = self._listen(cfg.http_host, cfg.http_port,
-                                 guard(self._until_started(console.serve(make_app(self._api_services()))),
+                                 guard(self._until_started(console.serve(
+                                     hot_routes(make_app(self._api_services())))),
                                        cfg.allowed_origins,
                                        Access(**tokens, exempt=console.PATHS),
                                        HostCheck.for_config(cfg)),

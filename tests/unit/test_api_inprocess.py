@@ -271,3 +271,81 @@ def test_a_worker_with_running_jobs_is_not_forgotten(svc):
                                            "workerId": "w1"})
     code, _, out = call(app, "DELETE", "/api/workers/w1")
     assert (code, out["error"]) == (409, "conflict") and "1 running jobs" in out["message"]
+
+
+# The hot routes (api.hot_routes): the same answers without bottle's per-request work
+
+def raw_call(app, method: str, path: str, raw: bytes | None, fields=()) -> tuple:
+    """(status line, header list, body bytes) exactly as the WSGI app gave them."""
+    env = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "",
+           "wsgi.input": io.BytesIO(raw or b"")}
+    if raw is not None:
+        env["CONTENT_LENGTH"] = str(len(raw))
+    env.update(fields)
+    setup_testing_defaults(env)
+    got = {}
+
+    def start_response(status, headers, exc_info=None):
+        got["status"], got["headers"] = status, list(headers)
+
+    body = b"".join(app(env, start_response))
+    return got["status"], got["headers"], body
+
+
+HOT_CASES = [
+    ("POST", "/api/jobs/register", b'{"id": "j1", "type": "t", "priority": 10}', None),
+    ("POST", "/api/jobs/register", b'{"id": "j1", "type": "t", "priority": 10}', None),
+    ("POST", "/api/jobs/register", b'{"type": "t"}', None),
+    ("POST", "/api/jobs/register", b'{"id": "j2", "run_at": 4102444800000}', None),
+    ("POST", "/api/jobs/register", b'{"id": 5', None),
+    ("POST", "/api/jobs/register", b'[]', None),
+    ("POST", "/api/jobs/register", None, None),
+    ("POST", "/api/jobs/register", b'{"id": "big", "payload": "' + b"x" * 2_000_000 + b'"}',
+     None),
+    ("POST", "/api/jobs/register", b'{"id": "j3"}', NotLeader("no leader")),
+    ("POST", "/api/jobs/register", b'{"id": "j3"}', Overloaded("9 commands wait")),
+    ("POST", "/api/jobs/register", b'{"id": "j3"}', ProposeTimeout("no commit in 5 s")),
+    ("POST", "/api/jobs/register", b'{"id": "j3"}', RuntimeError("a bug")),
+    ("POST", "/api/jobs/batch", b'{"jobs": [{"id": "b1"}, {"id": "b1"}, {"id": ""}]}', None),
+    ("POST", "/api/jobs/batch", b'{"jobs": 3}', None),
+    ("POST", "/api/jobs/status", b'{"jobId": "j1", "status": "running", "workerId": "w"}',
+     None),
+    ("POST", "/api/jobs/status", b'{"jobId": "j1", "status": "completed", "result": 1}',
+     None),
+    ("POST", "/api/jobs/status", b'{"jobId": "nope", "status": "running"}', None),
+    ("POST", "/api/jobs/status", b'{"jobId": "j1", "status": "sideways"}', None),
+    ("POST", "/api/workers/heartbeat", b'{"workerId": "w1", "workerType": "py"}', None),
+    ("POST", "/api/workers/heartbeat", b'{}', None),
+    ("GET", "/api/jobs/j1", None, None),                  # not hot: bottle's either way
+]
+
+
+def test_hot_routes_answer_exactly_as_bottle_does():
+    """Every outcome of the hot routes, byte for byte: status line, header list
+    (order included) and body, through bottle and through hot_routes, each on a
+    fresh node given the same requests in the same order."""
+    answers = {}
+    for way in ("bottle", "hot"):
+        s = fake_services()
+        app = api.make_app(s)
+        wsgi = app if way == "bottle" else api.hot_routes(app)
+        got = []
+        for method, path, raw, failure in HOT_CASES:
+            s.raft.fail = failure
+            got.append(raw_call(wsgi, method, path, raw))
+        answers[way] = got
+    for case, b, h in zip(HOT_CASES, answers["bottle"], answers["hot"]):
+        assert h == b, case[:3]
+    statuses = [int(s[:3]) for s, _, _ in answers["hot"]]
+    assert statuses == [202, 202, 202, 202, 400, 400, 411, 413, 503, 503, 503, 500,
+                        202, 400, 200, 200, 200, 400, 200, 400, 200], statuses
+
+
+def test_a_hot_route_is_counted_in_the_route_metrics():
+    from dqorch import metrics
+    s = fake_services()
+    wsgi = api.hot_routes(api.make_app(s))
+    counter = metrics.HTTP_REQUESTS.labels("/api/workers/heartbeat", "200")
+    before = counter._value.get()
+    raw_call(wsgi, "POST", "/api/workers/heartbeat", b'{"workerId": "w9"}')
+    assert counter._value.get() == before + 1
