@@ -134,9 +134,8 @@ def hot_routes(app: bottle.Bottle):
     """WSGI: HOT_ROUTES called straight, everything else through `app`.
 
     Bottle matches a route against its regex router, runs its hooks, builds the
-    response object and casts the result on every request: half the time of a
-    heartbeat in the app (in-process, 42-54 against 21-22 µs; docs/BENCHMARKS.md).
-    Here a hot route's callback (the one bottle would call: JsonPlugin's wrapper, so
+    response object and casts the result on every request: ~10 µs a request
+    (docs/BENCHMARKS.md, "hot routes"). Here a hot route's callback (the one bottle would call: JsonPlugin's wrapper, so
     the same metrics, JSON and error shape) runs with bottle.request and
     bottle.response bound as bottle binds them, and the answer is the same one:
     tests/unit/test_api_inprocess.py compares both ways for every outcome. Bottle has
@@ -152,7 +151,8 @@ def hot_routes(app: bottle.Bottle):
         route = calls.get((environ["REQUEST_METHOD"], environ["PATH_INFO"]))
         if route is None:
             return app(environ, start_response)
-        environ["bottle.app"], environ["bottle.route"] = app, route
+        environ["bottle.app"] = app
+        environ["route.handle"] = environ["bottle.route"] = route
         environ["route.url_args"] = {}
         request.bind(environ)
         response.bind()
