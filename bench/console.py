@@ -31,8 +31,18 @@ def post(port, path, body):
         return json.loads(r.read())
 
 
-def fill(port, n, failed):
+def put(port, path, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="PUT")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def fill(port, n, failed, schedules):
     t0 = time.monotonic()
+    for i in range(schedules):          # daily: none fires during the run
+        put(port, f"/api/schedules/s-{i}", {"cron": f"{i % 60} 3 * * *",
+                                            "job": {"type": "report"}})
     for start in range(0, n, 1000):
         items = [{"id": f"c-{i}", "type": ("email", "resize", "invoice")[i % 3],
                   "priority": ("HIGH", "MEDIUM", "LOW")[i % 3], "payload": {"n": i}}
@@ -80,19 +90,22 @@ def main():
     p.add_argument("--jobs", type=int, default=1_000_000)
     p.add_argument("--failed", type=int, default=500, help="jobs failed by reports")
     p.add_argument("--loads", type=int, default=5, help="loads of each page")
+    p.add_argument("--schedules", type=int, default=100)
     p.add_argument("--write", metavar="FILE")
     a = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="dq-console-bench-")
     node = common.start_node(ROOT, tmp, "console", publish_on_register="false",
                              snapshot_entries=10_000_000)
     try:
-        fill_s = fill(node.port, a.jobs, a.failed)
+        fill_s = fill(node.port, a.jobs, a.failed, a.schedules)
         rss = common.rss_bytes(node.proc.pid)
         base = f"http://127.0.0.1:{node.port}/ui/"
         pages = [("overview", "#/", "overview"), ("jobs", "#/jobs", "jobs"),
                  ("jobs, filtered", "#/jobs?status=failed&type=email", "jobs"),
                  ("a job", "#/job/c-7", "job"), ("failed", "#/failed", "failed"),
-                 ("workers", "#/workers", "workers")]
+                 ("workers", "#/workers", "workers"),
+                 ("schedules", "#/schedules", "schedules"),
+                 ("a schedule", "#/schedule/s-7", "schedule")]
         d = driver()
         rows = []
         try:
@@ -106,9 +119,11 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     text = (f"### The web console with {a.jobs:,} jobs held\n\n"
             f"- {common.machine_line(ROOT)}\n"
-            f"- command: `python bench/console.py --jobs {a.jobs} --loads {a.loads}`\n"
+            f"- command: `python bench/console.py --jobs {a.jobs} --loads {a.loads} "
+            f"--schedules {a.schedules}`\n"
             f"- one node (publish_on_register false), {a.jobs:,} jobs registered through "
-            f"POST /api/jobs/batch in {fill_s:.0f} s, {a.failed} of them failed by reports; "
+            f"POST /api/jobs/batch in {fill_s:.0f} s, {a.failed} of them failed by reports, "
+            f"{a.schedules} daily schedules; "
             f"node RSS {rss / 2**20:,.0f} MiB. Headless Chromium opens each page "
             f"{a.loads} times; the time runs from navigation until the page says its data "
             f"is shown.\n\n"
