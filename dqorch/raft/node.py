@@ -37,9 +37,12 @@ Rule 4: a lazy proposal (the dispatcher's marks: nothing waits on them but the
 dispatcher) starts no commit round of its own: it waits in `_lazy` for the next round
 another proposal starts, and rides in it ahead of that proposal, or for LAZY_S, then
 goes alone. Proposal order is kept: lazy ones were proposed first.
-Rule 5: a commit round's fsync runs inline, blocking the hub, while the disk is fast
-(each within FAST_FSYNC_S); after a slower one, in the threadpool until none has been
-slower for SLOW_DISK_S (fsyncs in the pool are timed too).
+Rule 5: a commit round's fsync runs inline, blocking the hub, while the disk is fast;
+in the threadpool while it is slow, until none has been slower than FAST_FSYNC_S for
+SLOW_DISK_S (fsyncs in the pool are timed too). Slow is SLOW_FSYNCS fsyncs slower than
+FAST_FSYNC_S within SLOW_DISK_S, or one slower than STALL_FSYNC_S: a lone outlier is
+not a slow disk (this VM's disk has about one a 10 s, and each used to put every round
+of the next 10 s through the pool).
 Rule 6: hard state's commit (log.py Rule 4's evidence) is recorded by this loop at
 most every COMMIT_RECORD_S while it advances, and once more within COMMIT_RECORD_S
 plus a tick after it stops: never one write per round. After a crash it is at most
@@ -99,6 +102,12 @@ LAZY_S = 0.05
 # 916-945 µs of CPU a request. A disk slower than that still goes to the pool.
 FAST_FSYNC_S = 0.010
 SLOW_DISK_S = 10.0
+# A round through the pool costs ~100 µs more CPU than inline on this VM, and one
+# fsync over 10 ms came about every 10 s here (bench/fsync.py; docs/BENCHMARKS.md):
+# one outlier kept nearly every round in the pool. Three in SLOW_DISK_S, or one long
+# stall, is a disk worth keeping off the hub.
+SLOW_FSYNCS = 3
+STALL_FSYNC_S = 0.100
 # Rule 6. What a crash may lose undetected: the entries committed in the last
 # COMMIT_RECORD_S (plus a tick). A record is one write_atomic of hardstate.json (two
 # fsyncs and a rename) in the threadpool while the loop waits: 316-411 µs wall and
@@ -885,11 +894,12 @@ class RaftNode:
 
     _last_failure = "log write failed, not committed"
     _thread_sync_until = 0.0
+    _slow_fsyncs: tuple = ()           # monotonic ends of the last SLOW_FSYNCS slow ones
 
     def _sync(self) -> None:
-        """Rule 5: fsync inline while the disk is fast; in the threadpool until
-        SLOW_DISK_S pass without an fsync slower than FAST_FSYNC_S, so that the hub
-        keeps serving requests (and the next batch forms) while the disk is slow."""
+        """Rule 5: fsync inline while the disk is fast; in the threadpool while it is
+        slow, until SLOW_DISK_S pass without an fsync slower than FAST_FSYNC_S, so that
+        the hub keeps serving requests (and the next batch forms) meanwhile."""
         fd = self.log.fileno()
         t0 = time.monotonic()
         pooled = t0 < self._thread_sync_until
@@ -901,13 +911,19 @@ class RaftNode:
                 log.info("fsyncs inline again: none slower than %.0f ms for %.0f s",
                          FAST_FSYNC_S * 1000, SLOW_DISK_S)
             self._fsync(fd)
-        took = time.monotonic() - t0
-        if took > FAST_FSYNC_S:         # in the pool too: a disk still slow keeps it there
-            if not pooled:
-                log.info("slow fsync seconds=%.3f: fsyncs go through the threadpool until "
-                         "%.0f s pass without one slower than %.0f ms", took, SLOW_DISK_S,
-                         FAST_FSYNC_S * 1000)
-            self._thread_sync_until = time.monotonic() + SLOW_DISK_S
+        end = time.monotonic()
+        took = end - t0
+        if took <= FAST_FSYNC_S:
+            return
+        self._slow_fsyncs = (self._slow_fsyncs + (end,))[-SLOW_FSYNCS:]
+        if pooled:                      # a disk still slow keeps it there
+            self._thread_sync_until = end + SLOW_DISK_S
+        elif took > STALL_FSYNC_S or (len(self._slow_fsyncs) == SLOW_FSYNCS and
+                                      end - self._slow_fsyncs[0] <= SLOW_DISK_S):
+            log.info("slow fsync seconds=%.3f slow_in_window=%d: fsyncs go through the "
+                     "threadpool until %.0f s pass without one slower than %.0f ms", took,
+                     len(self._slow_fsyncs), SLOW_DISK_S, FAST_FSYNC_S * 1000)
+            self._thread_sync_until = end + SLOW_DISK_S
 
     def _write(self, data: bytes, count: int) -> bool:
         """Append and fsync one batch of encoded records."""

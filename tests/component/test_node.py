@@ -211,10 +211,13 @@ def test_a_proposal_not_committed_in_time_is_a_propose_timeout_and_may_still_com
     node.stop()
 
 
-def test_fsync_runs_inline_while_the_disk_is_fast_and_in_a_thread_after_a_slow_one(tmp_path):
-    """Rule 5. Each fsync says which OS thread ran it; the first after start-up is slow."""
+def test_fsync_runs_inline_past_a_lone_slow_one_and_in_a_thread_on_a_slow_disk(tmp_path):
+    """Rule 5. Each fsync says which OS thread ran it. One slow fsync is an outlier: the
+    next ones stay inline (it used to put the next 10 s of rounds through the pool);
+    SLOW_FSYNCS slow ones within SLOW_DISK_S are a slow disk: the next go to the pool."""
     import time
     from gevent.monkey import get_original
+    from dqorch.raft import node as node_mod
     thread_id = get_original("threading", "get_ident")    # patched: the greenlet's
     threads, slow = [], []
 
@@ -233,10 +236,46 @@ def test_fsync_runs_inline_while_the_disk_is_fast_and_in_a_thread_after_a_slow_o
     hub, n = thread_id(), len(threads)
     slow.append(True)
     for i in range(3):
+        node.propose(reg(f"once{i}", T0))
+    assert set(threads) == {hub}                  # a lone slow one: inline still
+    slow.extend([True] * (node_mod.SLOW_FSYNCS - 1))
+    for i in range(node_mod.SLOW_FSYNCS + 2):
         node.propose(reg(f"s{i}", T0))
     node.stop()
-    assert set(threads[:n + 1]) == {hub}          # fast, and the slow one: inline
-    assert len(threads) >= n + 3 and hub not in threads[n + 1:n + 3]
+    k = n + 3 + node_mod.SLOW_FSYNCS - 1          # the fsync that made the disk slow
+    assert set(threads[:k]) == {hub}
+    assert len(threads) >= k + 2 and hub not in threads[k:k + 2]
+
+
+def test_one_stalled_fsync_is_enough_for_the_threadpool(tmp_path, monkeypatch):
+    """Rule 5: one fsync slower than STALL_FSYNC_S blocked the hub for that long: the
+    next go to the pool without waiting for more."""
+    import time
+    from gevent.monkey import get_original
+    from dqorch.raft import node as node_mod
+    monkeypatch.setattr(node_mod, "STALL_FSYNC_S", 3 * FAST_FSYNC_S)
+    thread_id = get_original("threading", "get_ident")
+    threads, slow = [], []
+
+    def fsync(fd):
+        threads.append(thread_id())
+        if slow:
+            slow.pop()
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 4 * FAST_FSYNC_S:
+                pass
+    node = RaftNode(RaftLog(str(tmp_path), SNAPSHOTS), "n1", fsm=JobFSM(),
+                    snapshot_entries=10**6,
+                    now_ms=lambda: T0, fsync=fsync)
+    node.start()
+    node.propose(reg("fast", T0))
+    hub, n = thread_id(), len(threads)
+    slow.append(True)
+    for i in range(3):
+        node.propose(reg(f"s{i}", T0))
+    node.stop()
+    assert threads[n] == hub and len(threads) >= n + 3
+    assert hub not in threads[n + 1:n + 3]
 
 
 def test_a_disk_that_stays_slow_keeps_fsync_in_the_threadpool(tmp_path, monkeypatch, caplog):
@@ -264,7 +303,8 @@ def test_a_disk_that_stays_slow_keeps_fsync_in_the_threadpool(tmp_path, monkeypa
     node.start()
     hub = thread_id()
     try:
-        node.propose(reg("first", T0))            # slow by now: the pool from here on
+        for i in range(node_mod.SLOW_FSYNCS):     # slow by now: the pool from here on
+            node.propose(reg(f"first{i}", T0))
         n = len(threads)
         until, i = time.monotonic() + 3 * node_mod.SLOW_DISK_S, 0
         while time.monotonic() < until:
