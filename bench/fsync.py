@@ -1,9 +1,9 @@
-"""CPU and wall time of one write + fsync of a log-sized record: inline and through
-gevent's threadpool (what raft/node.py Rule 5 chooses between), and appended to a file
-that grows against written into blocks the file already has (raft/log.py Rule 3's
-fill), in --dir. Then raft/node.py Rule 6: one record of the commit in hard state
-(write_atomic through the threadpool, as the node does it), and the fill case again
-with one such record every --record-every rounds. Two rounds, each case in turn.
+"""CPU and wall time of one write + fsync of a log-sized record, in --dir: inline,
+into a file that grows and into blocks the file already has (raft/log.py Rule 3's
+fill); into fill through gevent's threadpool and through raft/pool.py's Lane (what
+raft/node.py Rule 5 uses on a slow disk). Then raft/node.py Rule 6: one record of
+the commit in hard state (write_atomic through the threadpool, as the node does it),
+and the fill case again with one such record every --record-every rounds. Two rounds, each case in turn.
 
   python bench/fsync.py [--dir data] [--n 3000]
 """
@@ -20,6 +20,7 @@ import time  # noqa: E402
 import gevent  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dqorch.raft.pool import Lane  # noqa: E402
 
 RECORD = b"x" * 300
 
@@ -77,13 +78,15 @@ def main():
     p.add_argument("--record-every", type=int, default=300)
     a = p.parse_args()
     pool = gevent.get_hub().threadpool
+    lane = Lane()
     with tempfile.TemporaryDirectory(dir=a.dir) as d:
         path = os.path.join(d, "log")
         for _ in range(2):
             for name, sync, fill in (
                     ("inline, growing", os.fsync, False),
                     ("inline, into fill", os.fsync, True),
-                    ("threadpool, growing", lambda fd: pool.apply(os.fsync, (fd,)), False)):
+                    ("threadpool, into fill", lambda fd: pool.apply(os.fsync, (fd,)), True),
+                    ("lane, into fill", lambda fd: lane.call(os.fsync, fd), True)):
                 wall, cpu, p99 = measure(path, sync, a.n, fill)
                 print(f"{name:>20}: {wall:6.0f} µs wall, {cpu:5.0f} µs CPU per write + "
                       f"fsync; fsync p99 {p99:5.0f} µs")

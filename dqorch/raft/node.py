@@ -38,7 +38,7 @@ dispatcher) starts no commit round of its own: it waits in `_lazy` for the next 
 another proposal starts, and rides in it ahead of that proposal, or for LAZY_S, then
 goes alone. Proposal order is kept: lazy ones were proposed first.
 Rule 5: a commit round's fsync runs inline, blocking the hub, while the disk is fast;
-in the threadpool while it is slow, until none has been slower than FAST_FSYNC_S for
+in a thread of its own while it is slow, until none has been slower than FAST_FSYNC_S for
 SLOW_DISK_S (fsyncs in the pool are timed too). Slow is SLOW_FSYNCS fsyncs slower than
 FAST_FSYNC_S within SLOW_DISK_S, or one slower than STALL_FSYNC_S: a lone outlier is
 not a slow disk (this VM's disk has about one a 10 s, and each used to put every round
@@ -73,7 +73,7 @@ from .errors import LogFailed, Overloaded, ProposeTimeout, ReplayFailed
 from .gate import REFUSED_TAG, MemberGate
 from . import wire
 from .log import MAX_APPEND_BYTES, RaftLog, encode
-from .pool import in_thread
+from .pool import Lane, in_thread
 from .snapshots import Snapshots
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ MAX_REPLICATED_ENTRY_BYTES = 30 << 20
 # One fsync'd round per mark was half of all rounds at low concurrency (a register,
 # then its mark_queued); riding along with the next request's round saves it.
 LAZY_S = 0.05
-# Through the threadpool an fsync costs ~55 µs more CPU than inline (the hand-off and
+# Through a thread an fsync costs ~55 µs more CPU than inline (the hand-off and
 # two wake-ups; bench/fsync.py), paid by every commit round; pipeline at 200 jobs/s:
 # -10% node CPU per job. Inline blocks the hub for as long as the fsync takes: Rule 5.
 # 10 ms, not 2: this VM's disk takes 2-4 ms for about one fsync a second (p50 187 µs,
@@ -108,6 +108,9 @@ SLOW_DISK_S = 10.0
 # stall, is a disk worth keeping off the hub.
 SLOW_FSYNCS = 3
 STALL_FSYNC_S = 0.100
+# Rule 5's thread: one for the process (pool.Lane), ~40-60 µs less CPU a hand-off than
+# the hub's threadpool (docs/BENCHMARKS.md, "fsync hand-off").
+FSYNC_LANE = Lane()
 # Rule 6. What a crash may lose undetected: the entries committed in the last
 # COMMIT_RECORD_S (plus a tick). A record is one write_atomic of hardstate.json (two
 # fsyncs and a rename) in the threadpool while the loop waits: 316-411 µs wall and
@@ -897,14 +900,14 @@ class RaftNode:
     _slow_fsyncs: tuple = ()           # monotonic ends of the last SLOW_FSYNCS slow ones
 
     def _sync(self) -> None:
-        """Rule 5: fsync inline while the disk is fast; in the threadpool while it is
+        """Rule 5: fsync inline while the disk is fast; in FSYNC_LANE's thread while it is
         slow, until SLOW_DISK_S pass without an fsync slower than FAST_FSYNC_S, so that
         the hub keeps serving requests (and the next batch forms) meanwhile."""
         fd = self.log.fileno()
         t0 = time.monotonic()
         pooled = t0 < self._thread_sync_until
         if pooled:
-            in_thread(self._fsync, fd)
+            FSYNC_LANE.call(self._fsync, fd)
         else:
             if self._thread_sync_until:
                 self._thread_sync_until = 0.0
@@ -920,8 +923,8 @@ class RaftNode:
             self._thread_sync_until = end + SLOW_DISK_S
         elif took > STALL_FSYNC_S or (len(self._slow_fsyncs) == SLOW_FSYNCS and
                                       end - self._slow_fsyncs[0] <= SLOW_DISK_S):
-            log.info("slow fsync seconds=%.3f slow_in_window=%d: fsyncs go through the "
-                     "threadpool until %.0f s pass without one slower than %.0f ms", took,
+            log.info("slow fsync seconds=%.3f slow_in_window=%d: fsyncs go to a thread "
+                     "until %.0f s pass without one slower than %.0f ms", took,
                      len(self._slow_fsyncs), SLOW_DISK_S, FAST_FSYNC_S * 1000)
             self._thread_sync_until = end + SLOW_DISK_S
 

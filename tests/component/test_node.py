@@ -321,7 +321,7 @@ def test_a_disk_that_stays_slow_keeps_fsync_in_the_threadpool(tmp_path, monkeypa
     finally:
         node.stop()
     said = [r.getMessage() for r in caplog.records]
-    assert len([m for m in said if "go through the threadpool" in m]) == 1, said
+    assert len([m for m in said if "fsyncs go to a thread" in m]) == 1, said
     assert len([m for m in said if "fsyncs inline again" in m]) == 1, said
 
 
