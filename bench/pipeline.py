@@ -17,7 +17,7 @@ broker-and-worker pipeline the orchestrator leaves.
 skips the floor (the figure of interest is then the node's CPU per completed job).
 
   python bench/pipeline.py [--jobs 10000] [--quick] [--batch K] [--rate R]
-                           [--set KEY=VALUE] [--write docs/BENCHMARKS.md]
+                           [--set KEY=VALUE] [--py-spy FILE] [--write docs/BENCHMARKS.md]
 """
 from gevent import monkey
 
@@ -27,6 +27,7 @@ import argparse  # noqa: E402
 import collections  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -43,6 +44,7 @@ from pika.adapters.gevent_connection import GeventConnection, _GeventSelectorIOL
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import where  # noqa: E402
 from common import percentile, start_node  # noqa: E402
 from publish import (JOB_QUEUES, PAD, Cpu, Http, QueueWatch, RawPublisher,  # noqa: E402
                      declare_topology, ensure_broker, header_lines, job_message, rabbit_pid,
@@ -327,6 +329,8 @@ def main():
     p.add_argument("--keep", action="store_true", help="keep the temp dir (config, log)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config key of the node (e.g. http_server=pywsgi)")
+    p.add_argument("--py-spy", metavar="FILE",
+                   help="record the node's first node phase with py-spy (bench/where.py)")
     p.add_argument("--write", metavar="FILE", help="replace the bench:pipeline section of FILE")
     p.add_argument("--section", default="pipeline",
                    help="section name for --write (e.g. pipeline-rate for a --rate run)")
@@ -366,7 +370,14 @@ def main():
         progress(f"node phase: {a.jobs:,} jobs, {mode}, {a.workers} workers")
         for rnd in range(a.rounds):   # node and floor take turns: drift hits both
             sfx = f", round {rnd + 1}" if a.rounds > 1 else ""
+            spy = where.record(node.proc.pid, a.py_spy) if a.py_spy and rnd == 0 else None
             nr = node_phase(a, node, workers, pids)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)       # py-spy writes its file and exits
+                spy.wait()
+                progress(f"py-spy samples of the node phase in {a.py_spy} "
+                         f"(python bench/where.py --raw {a.py_spy} --per-unit-us "
+                         f"{nr['node_us']:.0f})")
             results.append((f"node: register → running → completed → ack ({mode}){sfx}", nr))
             if not a.rate:
                 progress(f"floor phase: {a.jobs:,} messages from raw pika, {a.workers} "
