@@ -211,29 +211,37 @@ def test_a_proposal_not_committed_in_time_is_a_propose_timeout_and_may_still_com
     node.stop()
 
 
-def test_fsync_runs_inline_past_a_lone_slow_one_and_in_a_thread_on_a_slow_disk(tmp_path):
-    """Rule 5. Each fsync says which OS thread ran it. One slow fsync is an outlier: the
-    next ones stay inline (it used to put the next 10 s of rounds through the pool);
-    SLOW_FSYNCS slow ones within SLOW_DISK_S are a slow disk: the next go to the pool."""
+def _fsync_node(tmp_path, slow: list, busy_s: float):
+    """A started node whose fsync records the OS thread that ran it and, for each True
+    it pops from slow, takes busy_s (busy: a slow disk, not a yield). Returns the node,
+    the threads list and the hub's thread."""
     import time
     from gevent.monkey import get_original
-    from dqorch.raft import node as node_mod
     thread_id = get_original("threading", "get_ident")    # patched: the greenlet's
-    threads, slow = [], []
+    threads = []
 
     def fsync(fd):
         threads.append(thread_id())
         if slow:
             slow.pop()
             t0 = time.monotonic()
-            while time.monotonic() - t0 < 2 * FAST_FSYNC_S:     # busy: a slow disk, not a yield
+            while time.monotonic() - t0 < busy_s:
                 pass
     node = RaftNode(RaftLog(str(tmp_path), SNAPSHOTS), "n1", fsm=JobFSM(),
-                    snapshot_entries=10**6,
-                    now_ms=lambda: T0, fsync=fsync)
+                    snapshot_entries=10**6, now_ms=lambda: T0, fsync=fsync)
     node.start()
+    return node, threads, thread_id()
+
+
+def test_fsync_runs_inline_past_a_lone_slow_one_and_in_a_thread_on_a_slow_disk(tmp_path):
+    """Rule 5. One slow fsync is an outlier: the next ones stay inline (it used to put
+    the next 10 s of rounds through the pool); SLOW_FSYNCS slow ones within SLOW_DISK_S
+    are a slow disk: the next go to the thread."""
+    from dqorch.raft import node as node_mod
+    slow = []
+    node, threads, hub = _fsync_node(tmp_path, slow, 2 * FAST_FSYNC_S)
     node.propose(reg("fast", T0))
-    hub, n = thread_id(), len(threads)
+    n = len(threads)
     slow.append(True)
     for i in range(3):
         node.propose(reg(f"once{i}", T0))
@@ -247,29 +255,15 @@ def test_fsync_runs_inline_past_a_lone_slow_one_and_in_a_thread_on_a_slow_disk(t
     assert len(threads) >= k + 2 and hub not in threads[k:k + 2]
 
 
-def test_one_stalled_fsync_is_enough_for_the_threadpool(tmp_path, monkeypatch):
+def test_one_stalled_fsync_is_enough_for_the_thread(tmp_path, monkeypatch):
     """Rule 5: one fsync slower than STALL_FSYNC_S blocked the hub for that long: the
-    next go to the pool without waiting for more."""
-    import time
-    from gevent.monkey import get_original
+    next go to the thread without waiting for more."""
     from dqorch.raft import node as node_mod
     monkeypatch.setattr(node_mod, "STALL_FSYNC_S", 3 * FAST_FSYNC_S)
-    thread_id = get_original("threading", "get_ident")
-    threads, slow = [], []
-
-    def fsync(fd):
-        threads.append(thread_id())
-        if slow:
-            slow.pop()
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < 4 * FAST_FSYNC_S:
-                pass
-    node = RaftNode(RaftLog(str(tmp_path), SNAPSHOTS), "n1", fsm=JobFSM(),
-                    snapshot_entries=10**6,
-                    now_ms=lambda: T0, fsync=fsync)
-    node.start()
+    slow = []
+    node, threads, hub = _fsync_node(tmp_path, slow, 4 * FAST_FSYNC_S)
     node.propose(reg("fast", T0))
-    hub, n = thread_id(), len(threads)
+    n = len(threads)
     slow.append(True)
     for i in range(3):
         node.propose(reg(f"s{i}", T0))
@@ -278,8 +272,8 @@ def test_one_stalled_fsync_is_enough_for_the_threadpool(tmp_path, monkeypatch):
     assert hub not in threads[n + 1:n + 3]
 
 
-def test_a_disk_that_stays_slow_keeps_fsync_in_the_threadpool(tmp_path, monkeypatch, caplog):
-    """Rule 5: fsyncs in the pool are timed too; while they stay slow the hub is never
+def test_a_disk_that_stays_slow_keeps_fsync_off_the_hub(tmp_path, monkeypatch, caplog):
+    """Rule 5: fsyncs in the thread are timed too; while they stay slow the hub is never
     blocked by one again, however long that lasts. Once they are fast, inline again.
     One log line each way, not one per slow fsync."""
     import logging
