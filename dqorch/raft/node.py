@@ -925,7 +925,8 @@ class RaftNode:
                                       end - self._slow_fsyncs[0] <= SLOW_DISK_S):
             log.info("slow fsync seconds=%.3f slow_in_window=%d: fsyncs go to a thread "
                      "until %.0f s pass without one slower than %.0f ms", took,
-                     len(self._slow_fsyncs), SLOW_DISK_S, FAST_FSYNC_S * 1000)
+                     sum(end - t <= SLOW_DISK_S for t in self._slow_fsyncs),
+                     SLOW_DISK_S, FAST_FSYNC_S * 1000)
             self._thread_sync_until = end + SLOW_DISK_S
 
     def _write(self, data: bytes, count: int) -> bool:

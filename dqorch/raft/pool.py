@@ -41,16 +41,17 @@ class Lane:
     def __init__(self) -> None:
         self._calls = _queue.SimpleQueue()    # the C one: gevent does not patch it
         self._done: collections.deque = collections.deque()
-        self._async = None
+        self._async = None                    # set once the thread runs
         self._out = 0
 
     def call(self, fn, *args):
-        """fn(*args) in the lane's thread; its exception is raised here."""
+        """fn(*args) in the lane's thread; its exception is raised here. Without a
+        thread (it could not start, or the hub's loop went away under it): in the
+        hub's threadpool."""
         if self._async is None:
-            self._async = gevent.get_hub().loop.async_()
-            self._async.start(self._answer)
-            self._async.ref = False
-            _start_thread(self._run, ())
+            self._start()
+        if self._async is None:
+            return in_thread(fn, *args)
         waiter = gevent.hub.Waiter()
         self._out += 1
         self._async.ref = True
@@ -65,7 +66,19 @@ class Lane:
             raise error
         return value
 
-    def _run(self) -> None:               # the lane's thread
+    def _start(self) -> None:
+        watcher = gevent.get_hub().loop.async_()
+        watcher.start(self._answer)
+        watcher.ref = False
+        try:
+            _start_thread(self._run, (watcher,))
+        except RuntimeError:              # can't start new thread: the pool will do
+            watcher.stop()
+            watcher.close()
+            return
+        self._async = watcher
+
+    def _run(self, watcher) -> None:      # the lane's thread
         while True:
             fn, args, waiter = self._calls.get()
             try:
@@ -73,7 +86,13 @@ class Lane:
             except BaseException as e:    # noqa: B902 - carried back to the caller
                 out = None, e
             self._done.append((waiter, out))
-            self._async.send()
+            # Hold nothing of this call until the next one (a failed fsync's
+            # traceback reaches the caller's 4 MiB batch).
+            del fn, args, waiter, out
+            try:
+                watcher.send()
+            except Exception:             # the hub's loop is gone: nobody waits
+                return
 
     def _answer(self) -> None:            # the hub, woken by send()
         while self._done:

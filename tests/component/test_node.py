@@ -255,6 +255,22 @@ def test_fsync_runs_inline_past_a_lone_slow_one_and_in_a_thread_on_a_slow_disk(t
     assert len(threads) >= k + 2 and hub not in threads[k:k + 2]
 
 
+def test_slow_fsyncs_further_apart_than_the_window_stay_inline(tmp_path, monkeypatch):
+    """Rule 5: SLOW_FSYNCS slow ones make a slow disk only within SLOW_DISK_S."""
+    from dqorch.raft import node as node_mod
+    monkeypatch.setattr(node_mod, "SLOW_DISK_S", 0.05)
+    slow = []
+    node, threads, hub = _fsync_node(tmp_path, slow, 2 * FAST_FSYNC_S)
+    for i in range(node_mod.SLOW_FSYNCS):
+        if i:
+            gevent.sleep(2 * node_mod.SLOW_DISK_S)
+        slow.append(True)
+        node.propose(reg(f"s{i}", T0))
+    node.propose(reg("right after the last", T0))
+    node.stop()
+    assert set(threads) == {hub}
+
+
 def test_one_stalled_fsync_is_enough_for_the_thread(tmp_path, monkeypatch):
     """Rule 5: one fsync slower than STALL_FSYNC_S blocked the hub for that long: the
     next go to the thread without waiting for more."""
