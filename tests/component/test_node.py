@@ -271,6 +271,39 @@ def test_slow_fsyncs_further_apart_than_the_window_stay_inline(tmp_path, monkeyp
     assert set(threads) == {hub}
 
 
+def test_a_busy_hub_does_not_keep_fast_fsyncs_in_the_thread(tmp_path, monkeypatch):
+    """Rule 5: an fsync in the thread is timed there. Timed by the caller it counted
+    the wait for the hub to take the answer back, and a busy node's fsyncs stayed in
+    the thread for as long as it was busy, whatever the disk did."""
+    from dqorch.raft import node as node_mod
+    monkeypatch.setattr(node_mod, "SLOW_DISK_S", 1.0)
+    slow = [True] * node_mod.SLOW_FSYNCS
+    node, threads, hub = _fsync_node(tmp_path, slow, 2 * FAST_FSYNC_S)
+    busy = [True]
+
+    def hog():                    # the hub busy 1.5 * FAST_FSYNC_S at a time
+        while busy[0]:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 1.5 * FAST_FSYNC_S:
+                pass
+            gevent.sleep(0.001)   # a turn for the loop's I/O, not only its callbacks
+    try:
+        for i in range(node_mod.SLOW_FSYNCS):
+            node.propose(reg(f"slow{i}", T0))
+        assert threads[-1] != hub                 # a slow disk: the thread
+        g = gevent.spawn(hog)
+        until, i = time.monotonic() + 10, 0
+        while time.monotonic() < until and threads[-1] != hub:
+            node.propose(reg(f"fast{i}", T0))
+            i += 1
+        busy[0] = False
+        g.join()
+        assert threads[-1] == hub                 # fast fsyncs: inline again
+    finally:
+        busy[0] = False
+        node.stop()
+
+
 def test_one_stalled_fsync_is_enough_for_the_thread(tmp_path, monkeypatch):
     """Rule 5: one fsync slower than STALL_FSYNC_S blocked the hub for that long: the
     next go to the thread without waiting for more."""
