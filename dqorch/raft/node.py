@@ -38,11 +38,12 @@ dispatcher) starts no commit round of its own: it waits in `_lazy` for the next 
 another proposal starts, and rides in it ahead of that proposal, or for LAZY_S, then
 goes alone. Proposal order is kept: lazy ones were proposed first.
 Rule 5: a commit round's fsync runs inline, blocking the hub, while the disk is fast;
-in a thread of its own while it is slow, until none has been slower than FAST_FSYNC_S for
-SLOW_DISK_S (fsyncs in the pool are timed too). Slow is SLOW_FSYNCS fsyncs slower than
-FAST_FSYNC_S within SLOW_DISK_S, or one slower than STALL_FSYNC_S: a lone outlier is
-not a slow disk (this VM's disk has about one a 10 s, and each used to put every round
-of the next 10 s through the pool).
+in a thread of its own (FSYNC_LANE) while it is slow, until none has been slower than
+FAST_FSYNC_S for SLOW_DISK_S (those in the thread are timed too, there: not the hub's
+wait to take the answer back). Slow is SLOW_FSYNCS fsyncs slower than FAST_FSYNC_S
+within SLOW_DISK_S, or one slower than STALL_FSYNC_S: a lone outlier is not a slow
+disk (this VM's disk has about one a 10 s, and each used to put every round of the
+next 10 s through the pool).
 Rule 6: hard state's commit (log.py Rule 4's evidence) is recorded by this loop at
 most every COMMIT_RECORD_S while it advances, and once more within COMMIT_RECORD_S
 plus a tick after it stops: never one write per round. After a crash it is at most
