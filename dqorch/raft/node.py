@@ -109,7 +109,7 @@ SLOW_DISK_S = 10.0
 # stall, is a disk worth keeping off the hub.
 SLOW_FSYNCS = 3
 STALL_FSYNC_S = 0.100
-# Rule 5's thread: one for the process (pool.Lane), ~40-60 µs less CPU a hand-off than
+# Rule 5's thread: one for the process (pool.Lane), ~25-40 µs less CPU a hand-off than
 # the hub's threadpool (docs/BENCHMARKS.md, "fsync hand-off").
 FSYNC_LANE = Lane()
 # Rule 6. What a crash may lose undetected: the entries committed in the last

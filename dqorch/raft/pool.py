@@ -31,7 +31,7 @@ class Lane:
     """One OS thread of its own that runs calls in order, each answered to the greenlet
     that made it, for a caller that hands off often (the commit loop's fsyncs): the
     hub's threadpool makes a watcher, a result and a condition round per call and
-    resizes itself; this keeps one watcher and one C queue. ~40-60 µs less CPU a call
+    resizes itself; this keeps one watcher and one C queue. ~25-40 µs less CPU a call
     on this VM (docs/BENCHMARKS.md, "fsync hand-off").
 
     Its thread starts with the first call and lives as long as the process (a daemon,
