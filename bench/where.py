@@ -82,6 +82,14 @@ def report(counts, total, per_unit_us=None, unit="request") -> str:
     return "\n".join(out)
 
 
+def user_system(pid: int) -> tuple:
+    """User and system CPU seconds of process pid so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def record(pid: int, out: str, seconds: float | None = None) -> subprocess.Popen:
     """py-spy recording pid into out (raw) for seconds, or until sent SIGINT."""
     spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
@@ -97,7 +105,7 @@ def register_load(a) -> None:
     from gevent import monkey
     monkey.patch_all()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import cpu_seconds, run_wrk, start_node
+    from common import run_wrk, start_node
     tmp = tempfile.mkdtemp(prefix="dq-where-")
     raw = os.path.join(tmp, "register.raw")
     node = start_node(ROOT, tmp, "where", publish_on_register="true")
@@ -105,15 +113,21 @@ def register_load(a) -> None:
         run_wrk(node.port, a.conns, 2, "warm")
         spy = record(node.proc.pid, raw, a.duration)
         time.sleep(0.5)
-        c0 = cpu_seconds(node.proc.pid)
+        t0, (u0, s0) = time.monotonic(), user_system(node.proc.pid)
         w = run_wrk(node.port, a.conns, a.duration - 1, "where")
-        us = (cpu_seconds(node.proc.pid) - c0) / max(1, w["requests"]) * 1e6
+        u1, s1 = user_system(node.proc.pid)
+        wall = time.monotonic() - t0
+        n = max(1, w["requests"])
+        us, user_us, sys_us = (u1 - u0 + s1 - s0) / n * 1e6, (u1 - u0) / n * 1e6, \
+            (s1 - s0) / n * 1e6
         spy.wait()
     finally:
         node.stop()
     counts, total = shares([raw])
     print(f"register, {a.conns} connections, publishing: {w['rps']:,.0f} req/s, "
-          f"{us:.0f} µs of node CPU a request; {total:,} samples ({raw})")
+          f"{us:.0f} µs of node CPU a request ({user_us:.0f} user, {sys_us:.0f} "
+          f"system); {total:,} samples ({raw}), the GIL held {100 * total / 500 / a.duration:.0f}% "
+          f"of the time against {100 * (u1 - u0 + s1 - s0) / wall:.0f}% of a core used")
     print(report(counts, total, us))
 
 
