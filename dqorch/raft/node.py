@@ -94,17 +94,17 @@ MAX_REPLICATED_ENTRY_BYTES = 30 << 20
 # One fsync'd round per mark was half of all rounds at low concurrency (a register,
 # then its mark_queued); riding along with the next request's round saves it.
 LAZY_S = 0.05
-# Through a thread an fsync costs ~55 µs more CPU than inline (the hand-off and
-# two wake-ups; bench/fsync.py), paid by every commit round; pipeline at 200 jobs/s:
-# -10% node CPU per job. Inline blocks the hub for as long as the fsync takes: Rule 5.
+# Through a thread an fsync costs more CPU than inline (the hand-off and two
+# wake-ups: ~55 µs on 2026-12-03's VM, 80-125 on 12-07's; bench/fsync.py), paid by
+# every commit round; pipeline at 200 jobs/s: -10% node CPU per job. Inline blocks the hub for as long as the fsync takes: Rule 5.
 # 10 ms, not 2: this VM's disk takes 2-4 ms for about one fsync a second (p50 187 µs,
 # p99 732 µs), which with 2 ms kept every round in the pool. One connection,
 # publishing, alternating runs: 920-1,041 against 794-809 req/s, 774-873 against
 # 916-945 µs of CPU a request. A disk slower than that still goes to the pool.
 FAST_FSYNC_S = 0.010
 SLOW_DISK_S = 10.0
-# A round through the pool costs ~100 µs more CPU than inline on this VM, and one
-# fsync over 10 ms came about every 10 s here (bench/fsync.py; docs/BENCHMARKS.md):
+# A round through gevent's pool cost ~120 µs more CPU than inline on 12-07's VM, and
+# one fsync over 10 ms came about every 10 s there (bench/fsync.py; docs/BENCHMARKS.md):
 # one outlier kept nearly every round in the pool. Three in SLOW_DISK_S, or one long
 # stall, is a disk worth keeping off the hub.
 SLOW_FSYNCS = 3

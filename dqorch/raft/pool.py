@@ -45,9 +45,8 @@ class Lane:
         self._out = 0
 
     def call(self, fn, *args):
-        """fn(*args) in the lane's thread; its exception is raised here. Without a
-        thread (it could not start, or the hub's loop went away under it): in the
-        hub's threadpool."""
+        """fn(*args) in the lane's thread; its exception is raised here. When its
+        thread could not start (a process out of threads): in the hub's threadpool."""
         if self._async is None:
             self._start()
         if self._async is None:
