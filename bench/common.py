@@ -34,11 +34,17 @@ def free_ports(n_tcp, n_udp=0):
     return ports
 
 
-def cpu_seconds(pid):
-    """User + system CPU seconds used so far by process pid (all its threads)."""
+def user_system(pid):
+    """User and system CPU seconds used so far by process pid (all its threads)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds used so far by process pid (all its threads)."""
+    return sum(user_system(pid))
 
 
 def _busy_seconds():

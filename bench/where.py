@@ -82,14 +82,6 @@ def report(counts, total, per_unit_us=None, unit="request") -> str:
     return "\n".join(out)
 
 
-def user_system(pid: int) -> tuple:
-    """User and system CPU seconds of process pid so far (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
-
-
 def record(pid: int, out: str, seconds: float | None = None) -> subprocess.Popen:
     """py-spy recording pid into out (raw) for seconds, or until sent SIGINT."""
     spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
@@ -105,7 +97,7 @@ def register_load(a) -> None:
     from gevent import monkey
     monkey.patch_all()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import run_wrk, start_node
+    from common import run_wrk, start_node, user_system
     tmp = tempfile.mkdtemp(prefix="dq-where-")
     raw = os.path.join(tmp, "register.raw")
     node = start_node(ROOT, tmp, "where", publish_on_register="true")

@@ -12,16 +12,20 @@ from gevent import monkey
 _start_thread = monkey.get_original("_thread", "start_new_thread")
 
 
+def _outcome(fn, args) -> tuple:
+    """(fn(*args), None), or (None, the exception it raised), to be raised by the
+    caller in its own greenlet."""
+    try:
+        return fn(*args), None
+    except BaseException as e:         # noqa: B902 - carried back to the caller
+        return None, e
+
+
 def in_thread(fn, *args):
     """fn(*args) in the hub's threadpool; its exception is raised here. (Raised inside
     the pool, gevent also prints it as a traceback: 79 of them in one full-disk minute,
     for errors the caller logs in one line.)"""
-    def run():
-        try:
-            return fn(*args), None
-        except BaseException as e:     # noqa: B902 - carried back to the caller
-            return None, e
-    value, error = gevent.get_hub().threadpool.apply(run)
+    value, error = gevent.get_hub().threadpool.apply(_outcome, (fn, args))
     if error is not None:
         raise error
     return value
@@ -80,14 +84,10 @@ class Lane:
     def _run(self, watcher) -> None:      # the lane's thread
         while True:
             fn, args, waiter = self._calls.get()
-            try:
-                out = fn(*args), None
-            except BaseException as e:    # noqa: B902 - carried back to the caller
-                out = None, e
-            self._done.append((waiter, out))
+            self._done.append((waiter, _outcome(fn, args)))
             # Hold nothing of this call until the next one (a failed fsync's
             # traceback reaches the caller's 4 MiB batch).
-            del fn, args, waiter, out
+            del fn, args, waiter
             try:
                 watcher.send()
             except Exception:             # the hub's loop is gone: nobody waits
