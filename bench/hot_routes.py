@@ -15,7 +15,7 @@ import timeit
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from dqorch import api  # noqa: E402
-from tests.unit.test_api_inprocess import fake_services  # noqa: E402
+from tests.unit.helpers import fake_services  # noqa: E402
 
 REQUESTS = {
     "heartbeat": ("/api/workers/heartbeat", {"workerId": "w1", "workerType": "py"}),

@@ -8,7 +8,9 @@ property tests (steps, a hypothesis strategy of templates, and build(), which tu
 template into a command); and what the node exports and what the Grafana dashboard
 asks for (exported_series, gauge_metrics, load_dashboard, dashboard_expressions,
 ALERTS), which the integration test_prometheus uses too; read_to_close, for the tests
-that speak raw HTTP on a socket.
+that speak raw HTTP on a socket; fake_services (api.Services over FakeNode, a leader
+whose propose applies at once to a real State), for the in-process API tests and
+bench/hot_routes.py.
 
 Test modules import these helpers only from this module, never from one another: a
 helper kept in a test module makes that file's edits ripple into every test that
@@ -22,8 +24,10 @@ import os
 
 from hypothesis import strategies as hs
 
-from dqorch import jobs, metrics, parse
+from dqorch import api, config, jobs, metrics, parse
 from dqorch import state as S
+from dqorch.rates import Rates
+from dqorch.workers import WorkerTable
 from dqorch.jobs import QUEUES, STATUSES, TERMINAL, Job
 from dqorch.state import State, apply
 
@@ -386,3 +390,52 @@ def read_to_close(sock) -> bytes:
     except TimeoutError:
         out += b"<open>"
     return out
+
+
+# The API's collaborators, faked: no log, no sockets, no broker ###############
+
+class FakeNode:
+    """The Raft node as the API sees it: a leader whose propose applies at once."""
+
+    def __init__(self) -> None:
+        self.state = S.State()
+        self.role, self.leader, self.applied_index = "leader", "n1", 0
+        self.proposed: list = []
+        self.fail: Exception | None = None     # raised by the next propose
+
+    def propose(self, cmd: dict) -> dict:
+        if self.fail is not None:
+            e, self.fail = self.fail, None
+            raise e
+        cmd = dict(cmd, at_ms=T0 + len(self.proposed))
+        self.proposed.append(cmd)
+        self.applied_index += 1
+        return S.apply(self.state, cmd)
+
+    def propose_many(self, cmds: list) -> list:
+        return [self.propose(c) for c in cmds]
+
+    def status(self) -> dict:
+        return {"role": self.role, "term": 1, "leader": self.leader,
+                "commit_index": self.applied_index, "applied_index": self.applied_index,
+                "last_log_index": self.applied_index}
+
+    def has_quorum_contact(self, lease: bool = False) -> bool:
+        return True
+
+
+def fake_services() -> api.Services:
+    node = FakeNode()
+    ids = iter(range(1, 1000))
+
+    def now_ms() -> int:
+        return T0 + 5_000
+
+    return api.Services(
+        cfg=config.Config(), raft=node, state=lambda: node.state,
+        workers=WorkerTable(30, now_ms), forwarder=None, rates=Rates(now_ms),
+        health=lambda: (200, {"status": "healthy"}),
+        cluster_status=lambda: {"node": "n1", "leader": "n1", "term": 1, "members": []},
+        broker_status=lambda: {"connected": True}, broker_down_since=lambda: None,
+        why_returned=lambda job: None, dispatch_backlog=dict,
+        new_id=lambda: "gen-%d" % next(ids), now_ms=now_ms)
