@@ -223,7 +223,7 @@ class RaftNode:
                                meta=self._snapshot_meta, peers=lambda: self.peers,
                                every=snapshot_entries)
         self.stats = {"elections": 0, "leader_changes": 0, "bad_messages": 0,
-                      "inbox_full": 0}
+                      "inbox_full": 0, "slow_disk": 0}
         self.gate = MemberGate(node_name, member_id, config=lambda: self.config,
                                send=lambda peer, payload: self.send(peer, payload),
                                propose=self._propose_config, may_change=self._may_change,
@@ -311,6 +311,7 @@ class RaftNode:
                 self._last_at = max(self._last_at, cmd.get("at_ms") or 0)
             if index > known and self.alone:
                 known = index          # the only voter: committed when written
+                total = known - snap_index
             if index > known:
                 entries[n - 1] = (index, term, cmd)   # not applied yet: decoded, for apply
                 continue
@@ -939,6 +940,12 @@ class RaftNode:
                      sum(end - t <= SLOW_DISK_S for t in self._slow_fsyncs),
                      SLOW_DISK_S, FAST_FSYNC_S * 1000)
             self._thread_sync_until = end + SLOW_DISK_S
+            self.stats["slow_disk"] += 1
+
+    @property
+    def fsync_in_thread(self) -> bool:
+        """Rule 5: the commit loop's fsyncs go to the thread now (a slow disk)."""
+        return time.monotonic() < self._thread_sync_until
 
     def _write(self, data: bytes, count: int) -> bool:
         """Append and fsync one batch of encoded records."""
