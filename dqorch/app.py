@@ -718,7 +718,9 @@ class Node:
                                       for r in ("leader", "follower", "candidate")},
             "distriqueue_raft_events_total": {
                 ("elections",): node.stats["elections"],
-                ("leader_changes",): node.stats["leader_changes"]},
+                ("leader_changes",): node.stats["leader_changes"],
+                ("slow_disk",): node.stats["slow_disk"]},
+            "distriqueue_raft_fsync_in_thread": int(node.fsync_in_thread),
             "distriqueue_raft_messages_dropped_total": {
                 **{(r,): n for r, n in dropped.items()},
                 ("bad_message",): node.stats["bad_messages"],

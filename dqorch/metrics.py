@@ -173,7 +173,10 @@ LIVE = {
     "distriqueue_raft_is_leader": ("1 when this node is the leader", ()),
     "distriqueue_raft_role": ("1 for this node's Raft role", ("role",)),
     "distriqueue_raft_events_total": (
-        "Elections this node started and leader changes it saw", ("event",)),
+        "Elections this node started, leader changes it saw, and times a slow disk "
+        "moved its fsyncs to a thread (raft/node.py Rule 5)", ("event",)),
+    "distriqueue_raft_fsync_in_thread": (
+        "1 while a slow disk has the commit loop's fsyncs in a thread (Rule 5)", ()),
     "distriqueue_raft_messages_dropped_total": (
         "Raft messages dropped, by reason (datagram checks, then decoding)", ("reason",)),
     "distriqueue_raft_fragments_total": (

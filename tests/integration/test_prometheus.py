@@ -123,6 +123,17 @@ tests:
         alertname: DqorchWorkersUnresponsive
         exp_alerts: [{exp_labels: {severity: warning, job: dqorch, instance: a, status: unresponsive}}]
 
+  - name: a slow disk for minutes is a warning; a spell of one minute is not
+    interval: 15s
+    input_series:
+      - {series: 'distriqueue_raft_fsync_in_thread{job="dqorch",instance="a"}', values: '0 1x30'}
+      - {series: 'distriqueue_raft_fsync_in_thread{job="dqorch",instance="b"}', values: '0 1x4 0x25'}
+    alert_rule_test:
+      - {eval_time: 4m, alertname: DqorchSlowDisk, exp_alerts: []}
+      - eval_time: 7m
+        alertname: DqorchSlowDisk
+        exp_alerts: [{exp_labels: {severity: warning, job: dqorch, instance: a}}]
+
   - name: a job queue that keeps returning jobs; one back within a round is no alert
     interval: 15s
     input_series:
