@@ -24,12 +24,13 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
     # A leader cut off from RabbitMQ hands over after this (leader_rabbit_cut).
     node_overrides.setdefault("leader_broker_handover_s", 2)
     c = FaultCluster(tmp_path_factory, 3, seed=seed, disk_mb=disk_mb, clock_faults=True,
-                     **node_overrides)
+                     slow_disks=True, **node_overrides)
     c.overlap = overlap
     hist = H.History()
     figures: dict = {"seed": seed, "vhost": c.vhost,
                      "disk_full": "on" if c.disks else "off (no tmpfs: needs root)",
-                     "clock_skew": "on" if c.clocks else "off (no libfaketime)"}
+                     "clock_skew": "on" if c.clocks else "off (no libfaketime)",
+                     "slow_disk": "on" if c.slow else "off (no cc for slowfsync.c)"}
     try:
         c.start()
         for name in c.names:
@@ -128,6 +129,9 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
         violations += [("broker_handover_missing", None, f"{h['name']} kept leading "
                         f"without RabbitMQ past leader_broker_handover_s")
                        for h in c.handovers if h["alone"] and not h["moved"]]
+        engaged = sum(node.log_tail(10 ** 9).count(SLOW_DISK_LINE)
+                      for node in c.nodes.values())
+        violations += slow_disk_violations(c.events, engaged)
         violations += [("replace_incomplete", None, f"{r['name']}: {r['outcome']} after "
                         f"{r['steps']}") for r in c.replaced if r["outcome"] != "replaced"]
         statuses: dict = {}
@@ -162,11 +166,26 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
                                  for o in {x["outcome"] for x in c.log_cuts}},
                        replaced={o: sum(1 for x in c.replaced if x["outcome"] == o)
                                  for o in {x["outcome"] for x in c.replaced}},
+                       fsyncs_to_thread=engaged,
                        tracebacks=_tracebacks(c),
                        logs={n: str(node.log_path) for n, node in c.nodes.items()})
         return hist, violations, c, figures
     finally:
         c.stop()
+
+
+SLOW_DISK_LINE = "fsyncs go to a thread"     # raft/node.py Rule 5, moving them
+
+
+def slow_disk_violations(events, engaged: int) -> list:
+    """The slow_disk fault must reach the code it is for: a run that slowed fsyncs
+    (every fault holds for seconds, each fsync 15-150 ms slower, a member fsyncs every
+    append) and never moved a node's fsyncs to a thread tested nothing of Rule 5."""
+    slowed = [d for _t, kind, d in events if kind == "slow_disk"]
+    if slowed and not engaged:
+        return [("slow_disk_not_engaged", None, f"{len(slowed)} slow_disk faults "
+                 f"({', '.join(slowed[:5])}) and no node logged {SLOW_DISK_LINE!r}")]
+    return []
 
 
 def _call_leader(c, method: str, path: str, body=None, deadline_s: float = 60):

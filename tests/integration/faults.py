@@ -14,7 +14,10 @@ Jepsen-style suite). Everything here runs in the test process under gevent.
   for a while. One more in front of each node's API is what its peers forward writes
   to (`api_advertise`): clients reach the API directly, forwarded writes go through it.
 - Disks: with `disk_mb`, each data_dir is a tmpfs of its own (needs root); the
-  `disk_full` fault fills one to the last byte for a while, then frees it.
+  `disk_full` fault fills one to the last byte for a while, then frees it. With
+  `slow_disks`, each node runs with slowfsync.c preloaded (built with cc): the
+  `slow_disk` fault makes one node's fsyncs 15, 40 or 150 ms slower for a while (this
+  machine cannot slow a real device: no device-mapper for dm-delay).
 - `FaultCluster`: `cluster_fixtures.Cluster` built with proxy ports, plus the node-level
   faults (kill -9 then restart, SIGSTOP/SIGCONT, and `log_cut`: a follower killed, its
   log cut below the commit it recorded, which must make it refuse to start, then
@@ -308,6 +311,38 @@ def _faketime_lib() -> str | None:
 
 
 FAKETIME_LIB = _faketime_lib()
+_SLOW_FSYNC: list = []                   # [path or None], built once per process
+
+
+def slow_fsync_lib() -> str | None:
+    """slowfsync.c built with the machine's cc (once per process): an LD_PRELOAD that
+    makes fsync and fdatasync sleep while a control file says so. None without cc."""
+    if not _SLOW_FSYNC:
+        import tempfile
+        src = Path(__file__).with_name("slowfsync.c")
+        out = os.path.join(tempfile.mkdtemp(prefix="dq-slowfsync-"), "slowfsync.so")
+        try:
+            r = subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", out, str(src),
+                                "-ldl"], capture_output=True, text=True, timeout=120)
+            ok = r.returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        _SLOW_FSYNC.append(out if ok else None)
+    return _SLOW_FSYNC[0]
+
+
+def preload(node: NodeProc, slow_fsync: Path | None = None, clock: Path | None = None):
+    """Run node under the fault libraries: slow_fsync (its control file: slowfsync.c)
+    and clock (libfaketime's offset file). Each only where its library exists."""
+    env, libs = [], []
+    if slow_fsync is not None and slow_fsync_lib():
+        env.append(f"DQ_SLOW_FSYNC_FILE={slow_fsync}")
+        libs.append(slow_fsync_lib())
+    if clock is not None and FAKETIME_LIB:
+        env += ["FAKETIME_DONT_FAKE_MONOTONIC=1", f"FAKETIME_TIMESTAMP_FILE={clock}",
+                "FAKETIME_CACHE_DURATION=1"]
+        libs.append(FAKETIME_LIB)
+    node.prefix = ["env", *env, f"LD_PRELOAD={' '.join(libs)}"] if libs else []
 
 
 class NoPrivateVhost(RuntimeError):
@@ -351,9 +386,12 @@ class FaultCluster(Cluster):
     goes through a TcpProxy. `events` logs every fault: (monotonic t, kind, detail)."""
 
     def __init__(self, tmp_path_factory, n: int = 3, seed=None, disk_mb: int = 0,
-                 clock_faults: bool = False, **overrides) -> None:
+                 clock_faults: bool = False, slow_disks: bool = False,
+                 **overrides) -> None:
         """clock_faults: every node runs under libfaketime with an offset file of its
-        own (`clocks`), for the clock_skew fault (when libfaketime is installed)."""
+        own (`clocks`), for the clock_skew fault (when libfaketime is installed).
+        slow_disks: every node runs with slowfsync.c preloaded and a control file of
+        its own (`slow`), for the slow_disk fault (when cc can build it)."""
         self.names = [f"n{i}@127.0.0.1" for i in range(1, n + 1)]
         self.vhost = private_vhost()
         overrides.setdefault("rabbitmq_vhost", self.vhost)
@@ -366,6 +404,7 @@ class FaultCluster(Cluster):
         self.api: dict[str, TcpProxy] = {}   # name -> the proxy its peers forward to
         self.disks: dict[str, str] = {}       # name -> its data_dir's tmpfs
         self.clocks: dict[str, Path] = {}     # name -> its libfaketime offset file
+        self.slow: dict[str, Path] = {}       # name -> its slowfsync control file
         for name in self.names:
             peers = [f"{p}:{self.udp.links[(name, p)]}" for p in self.names if p != name]
             cfg = dict(node_name=name, raft_port=real[name], raft_peers=peers,
@@ -376,14 +415,14 @@ class FaultCluster(Cluster):
             node.configure(api_advertise=f"127.0.0.1:{self.api[name].port}")
             if disk_mb and mount_tmpfs(node.cfg["data_dir"], disk_mb):
                 self.disks[name] = node.cfg["data_dir"]
-            lib = FAKETIME_LIB if clock_faults else None
-            if lib:
-                clock = node.dir / "clock-offset"
+            clock = node.dir / "clock-offset" if clock_faults and FAKETIME_LIB else None
+            if clock is not None:
                 clock.write_text("+0\n")
                 self.clocks[name] = clock
-                node.prefix = ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1",
-                               f"FAKETIME_TIMESTAMP_FILE={clock}",
-                               "FAKETIME_CACHE_DURATION=1", f"LD_PRELOAD={lib}"]
+            slow = node.dir / "slow-fsync" if slow_disks and slow_fsync_lib() else None
+            if slow is not None:
+                self.slow[name] = slow
+            preload(node, slow, clock)
             self.nodes[name] = node
         self.stopped: set = set()             # names SIGSTOPped now
         self.down: set = set()                # names killed and not yet restarted
@@ -672,6 +711,15 @@ class FaultCluster(Cluster):
         self.full.discard(name)
         self.note("disk_free", name)
 
+    def slow_disk(self, name: str, ms: int, hold_s: float) -> None:
+        """name's fsyncs take ms longer for hold_s (raft/node.py Rule 5 should move
+        them to a thread, and the node keep committing and serving)."""
+        self.slow[name].write_text(f"{ms}\n")
+        self.note("slow_disk", f"{name} {ms} ms")
+        gevent.sleep(hold_s)
+        self.slow[name].unlink(missing_ok=True)
+        self.note("slow_disk_heal", name)
+
     def heal(self) -> None:
         """Every fault undone: network healed, stopped nodes continued, dead restarted,
         disks freed."""
@@ -683,6 +731,8 @@ class FaultCluster(Cluster):
             self.free_disk(name)
         for clock in self.clocks.values():
             clock.write_text("+0\n")
+        for slow in self.slow.values():
+            slow.unlink(missing_ok=True)
         for name in list(self.stopped):
             self.sigcont(name)
         for name in list(self.down):
@@ -692,13 +742,15 @@ class FaultCluster(Cluster):
     # ---- one random fault, held for `hold_s`, then undone
     KINDS = ("kill9", "sigstop_leader", "drop", "delay", "duplicate", "partition",
              "one_way", "rabbit_cut", "http_cut", "disk_full", "log_cut", "replace",
-             "leader_rabbit_cut", "clock_skew")
+             "leader_rabbit_cut", "clock_skew", "slow_disk")
 
     def random_fault(self, hold_s: float, kinds=KINDS) -> str:
         if not self.disks:
             kinds = tuple(k for k in kinds if k != "disk_full")
         if not self.clocks:
             kinds = tuple(k for k in kinds if k != "clock_skew")
+        if not self.slow:
+            kinds = tuple(k for k in kinds if k != "slow_disk")
         kind = self.rng.choice(kinds)
         names = self.names
         if kind == "kill9":
@@ -779,6 +831,13 @@ class FaultCluster(Cluster):
             victim = self.name_of(lead) if lead and self.rng.random() < 0.6 else \
                 self.rng.choice(names)
             self.skew_clock(victim, self.rng.choice(("+2h", "-2h")), 3 * hold_s)
+        elif kind == "slow_disk":
+            # The leader's most of the time: its fsyncs are every commit's. 15 ms is
+            # Rule 5's slow (three within 10 s), 150 ms a stall (one is enough).
+            lead = self.current_leader()
+            victim = self.name_of(lead) if lead and self.rng.random() < 0.7 else \
+                self.rng.choice(names)
+            self.slow_disk(victim, self.rng.choice((15, 40, 150)), 3 * hold_s)
         elif kind == "leader_rabbit_cut":
             lead = self.current_leader()
             if lead is not None:

@@ -26,7 +26,7 @@ from dqorch.raft.log import batch_mark, encode
 from dqorch.raft.snapshots import SNAPSHOT_RETRY_S
 
 from .conftest import JOB_QUEUES, SHARED_PORT, all_jobs, blocking_channel, wait_until
-from .faults import fill_space
+from .faults import fill_space, preload, slow_fsync_lib
 
 EXIT_DATA = 3          # dqorch/app.py: data_dir damaged or unwritable
 LINE_RE = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
@@ -533,3 +533,67 @@ def test_kill9_during_a_snapshot_leaves_data_dir_free_and_clean(make_node, clean
         loader.kill()
         if child is not None and not dead(child):
             os.kill(child, signal.SIGKILL)    # the process this test stopped
+
+
+# a slow disk ##################################################################
+
+def prom(node, series: str) -> float:
+    """One sample of the node's /metrics, by its series as printed (name{labels})."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics",
+                                timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(series + " "):
+                return float(line.split()[-1])
+    raise AssertionError(f"{series} not in /metrics")
+
+
+def test_a_slow_disk_moves_fsyncs_to_a_thread_and_every_write_survives_kill9(
+        make_node, clean_queues):
+    """raft/node.py Rule 5 in a real process on a real log: with every fsync 150 ms
+    slower (slowfsync.c, preloaded: this machine cannot slow a real device), the
+    commit loop's fsyncs move to the lane's thread, writes from four clients go on
+    committing while health answers, and every job acknowledged is there after kill -9."""
+    if slow_fsync_lib() is None:
+        pytest.skip("no cc to build tests/integration/slowfsync.c")
+    node = make_node(start=False)
+    ctl = node.dir / "slow-fsync"
+    preload(node, slow_fsync=ctl)
+    node.start().wait_healthy()
+    c = node.client()
+    acked: set = set()
+    for i in range(5):
+        assert register(c, f"slow-{i}")[0] == 202
+        acked.add(f"slow-{i}")
+    assert prom(node, "distriqueue_raft_fsync_in_thread") == 0
+    assert prom(node, 'distriqueue_raft_events_total{event="slow_disk"}') == 0
+
+    ctl.write_text("150\n")
+    done, probes = [], []
+
+    def writer(k: int) -> None:
+        cc = node.client()
+        for i in range(8):
+            status, body = register(cc, f"slow-{k}-{i}")
+            assert status == 202, (status, body)
+            acked.add(f"slow-{k}-{i}")
+
+    def prober() -> None:
+        while not done:
+            probes.append(node.health()[0])
+            gevent.sleep(0.05)
+
+    probe = gevent.spawn(prober)
+    gevent.joinall([gevent.spawn(writer, k) for k in range(4)], raise_error=True)
+    done.append(True)
+    probe.join(10)
+    assert probes and set(probes) == {200}, probes
+    assert prom(node, "distriqueue_raft_fsync_in_thread") == 1
+    assert prom(node, 'distriqueue_raft_events_total{event="slow_disk"}') >= 1
+    assert "fsyncs go to a thread" in log_text(node), node.log_tail()
+
+    node.kill9()
+    ctl.unlink()
+    node.start().wait_healthy()
+    held = {j["id"] for j in all_jobs(node.client())}
+    assert acked <= held, sorted(acked - held)

@@ -20,7 +20,7 @@ import pytest
 
 from . import history as H
 from .conftest import Client, all_jobs
-from .campaign import campaign
+from .campaign import campaign, slow_disk_violations
 from .faults import FaultCluster
 
 FAULT_S = float(os.environ.get("DQ_FAULT_S", "40"))
@@ -280,6 +280,14 @@ def test_a_late_result_is_excused_when_its_attempt_was_published_twice():
     assert [n for n, _j, _m in H.check(h)] == ["result_attempt"]
     h.msgs.append(dict(h.msgs[0], t=2.6))
     assert H.check(h) == []
+
+
+def test_a_slow_disk_fault_that_never_reached_rule_5_is_a_violation():
+    events = [(1.0, "kill9", "n1"), (2.0, "slow_disk", "n2@127.0.0.1 40 ms"),
+              (8.0, "slow_disk_heal", "n2@127.0.0.1")]
+    assert [v[0] for v in slow_disk_violations(events, 0)] == ["slow_disk_not_engaged"]
+    assert slow_disk_violations(events, 1) == []
+    assert slow_disk_violations(events[:1], 0) == []     # no such fault: nothing to reach
 
 
 def test_a_member_emptied_under_its_old_name_loses_no_acknowledged_job(
