@@ -88,7 +88,8 @@ def main() -> int:
     print(f"leader-only broker cuts (leadership must move when nothing else goes on) "
           f"{len(cuts)}, leadership moved {sum(h['moved'] for h in cuts)}")
     print(f"api proxies {figures['api_proxies']}; disk_full {figures['disk_full']}; "
-          f"clock_skew {figures['clock_skew']}")
+          f"clock_skew {figures['clock_skew']}; slow_disk {figures['slow_disk']} "
+          f"(fsyncs moved to a thread {figures['fsyncs_to_thread']} times)")
     print(f"log cuts (a follower's log cut below its recorded commit: each start must "
           f"be refused) {figures['log_cuts'] or 'none'}")
     print(f"members replaced (emptied, removed, added back, promoted; each must end "
