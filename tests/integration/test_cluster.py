@@ -331,3 +331,42 @@ def test_sigterm_of_the_leader_hands_leadership_over_and_loses_nothing(cluster,
     lead.start(wait=False)
     wait_until(lambda: {f"roll-{i}" for i in range(20)} <= job_ids(lead), 30, 0.1,
                "the restarted node caught up")
+
+
+def test_discard_and_forget_through_a_follower_reach_every_member(cluster, clean_queues):
+    """DELETE /api/jobs/{id} is a command in the log: sent to a follower it is
+    forwarded, applied by every member, and replayed by one killed and started again.
+    DELETE /api/workers/{id} acts on the leader's worker table (a follower's heartbeats
+    reach it in digests): through a follower it is forwarded, and every member then
+    says the worker is gone."""
+    c = cluster(3)
+    c.wait_leader()
+    follower, other = c.followers()[:2]
+    fc = follower.client()
+    for id_ in ("keep", "drop"):
+        status, body = fc.call("POST", "/api/jobs/register", {"id": id_, "type": "cluster"})
+        assert status == 202, body
+    assert fc.call("POST", "/api/jobs/drop/cancel")[0] == 200
+    status, body = fc.call("DELETE", "/api/jobs/keep")
+    assert status == 409, body                     # not finished: refused, kept
+    status, body = fc.call("DELETE", "/api/jobs/drop")
+    assert (status, body) == (200, {"status": "discarded", "job_id": "drop"}), body
+    for node in c.up():
+        wait_until(lambda: job_ids(node) == {"keep"}, 20, 0.05, "discarded everywhere")
+    other.kill9()
+    other.start()
+    wait_until(lambda: job_ids(other) == {"keep"}, 60, 0.1,
+               "the discard replayed\n" + other.log_tail())
+
+    status, body = fc.call("POST", "/api/workers/heartbeat",
+                           {"workerId": "w-gone", "currentLoad": 0})
+    assert status == 200, body
+    # The follower passes its heartbeats on in its next digest (cluster.py).
+    for node in c.up():
+        wait_until(lambda: node.client().call("GET", "/api/workers/w-gone")[0] == 200,
+                   20, 0.05, "the leader heard of it")
+    status, body = fc.call("DELETE", "/api/workers/w-gone")
+    assert (status, body) == (200, {"status": "forgotten", "worker_id": "w-gone"}), body
+    for node in c.up():
+        assert node.client().call("GET", "/api/workers/w-gone")[0] == 404
+    assert fc.call("DELETE", "/api/workers/w-gone")[0] == 404
