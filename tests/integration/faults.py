@@ -336,7 +336,7 @@ def preload(node: NodeProc, slow_fsync: Path | None = None, clock: Path | None =
     and clock (libfaketime's offset file). Each only where its library exists."""
     env, libs = [], []
     if slow_fsync is not None and slow_fsync_lib():
-        env.append(f"DQ_SLOW_FSYNC_FILE={slow_fsync}")
+        env.append(f"SLOWFSYNC_FILE={slow_fsync}")
         libs.append(slow_fsync_lib())
     if clock is not None and FAKETIME_LIB:
         env += ["FAKETIME_DONT_FAKE_MONOTONIC=1", f"FAKETIME_TIMESTAMP_FILE={clock}",
@@ -530,10 +530,13 @@ class FaultCluster(Cluster):
         deadline = time.monotonic() + 60
         while node.proc.poll() is None and time.monotonic() < deadline:
             try:
-                code, _ = node.health()
+                code, body = node.health()
             except OSError:
-                code = None
-            if code is not None:
+                code, body = None, None
+            # "503 starting" is the API listening while the log is read (a big
+            # snapshot takes seconds): not served yet, and the refusal may follow.
+            role = ((body or {}).get("checks") or {}).get("role") or {}
+            if code is not None and role.get("role") != "starting":
                 break                          # it serves: it rejoined with a hole
             gevent.sleep(0.1)
         with open(node.log_path, "rb") as f:

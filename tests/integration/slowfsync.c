@@ -1,5 +1,5 @@
 /* A slow disk for tests, preloaded into a node (LD_PRELOAD): while the file named by
- * DQ_SLOW_FSYNC_FILE exists, fsync() and fdatasync() first sleep the milliseconds it
+ * SLOWFSYNC_FILE exists, fsync() and fdatasync() first sleep the milliseconds it
  * holds, then do the real call. The node's own code path is the real one: the same
  * os.fsync on the same fd, in the commit loop or in raft/pool.Lane's thread.
  * Built by tests/integration/faults.py (slow_fsync_lib) with the machine's cc. The
@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 static long delay_ms(void) {
-    const char *path = getenv("DQ_SLOW_FSYNC_FILE");
+    const char *path = getenv("SLOWFSYNC_FILE");
     char buf[32];
     ssize_t n;
     int fd;

@@ -282,6 +282,41 @@ def test_a_late_result_is_excused_when_its_attempt_was_published_twice():
     assert H.check(h) == []
 
 
+def test_a_log_cut_above_a_big_snapshot_is_still_seen_refused(tmp_path_factory,
+                                                              clean_queues):
+    """Found by a 30-minute fault run (seed 20261223): with a snapshot of ~20 MB the cut
+    member answers "503 starting" for a second while it loads it, and log_cut took
+    that answer for a member serving with a hole (log_cut_not_refused, five times);
+    the refusal came after. Starting is not serving."""
+    c = FaultCluster(tmp_path_factory, 3, seed=3, snapshot_entries=1000)
+    try:
+        c.start()
+        lead = c.wait_leader()
+        blob = "x" * 20000
+
+        def load(k: int) -> None:
+            cc = lead.client()
+            for i in range(k, 1030, 4):
+                status, body = cc.call("POST", "/api/jobs/register",
+                                       {"id": f"big-{i}", "payload": {"b": blob}})
+                assert status == 202, body
+        gevent.joinall([gevent.spawn(load, k) for k in range(4)], raise_error=True)
+        victim = next(x for x in c.names if x != c.name_of(lead))
+        member = c.nodes[victim]
+        data = Path(member.cfg["data_dir"])
+        from .broker_fixtures import wait_until
+        wait_until(lambda: any(p.stat().st_size > 10 << 20
+                               for p in data.glob("snapshot-*.json")), 60, 0.1,
+                   "the member wrote a big snapshot\n" + member.log_tail())
+        wait_until(lambda: json.loads((data / "hardstate.json").read_text())["commit"]
+                   >= 1031, 30, 0.05, "the member recorded its commit")
+        assert c.cut_log(victim)
+        (cut,) = c.log_cuts
+        assert cut["outcome"] == "refused", cut
+    finally:
+        c.stop()
+
+
 def test_a_slow_disk_fault_that_never_reached_rule_5_is_a_violation():
     events = [(1.0, "kill9", "n1"), (2.0, "slow_disk", "n2@127.0.0.1 40 ms"),
               (8.0, "slow_disk_heal", "n2@127.0.0.1")]
