@@ -49,6 +49,9 @@ PARTS = (
 )
 
 
+RATE = 500                     # py-spy samples a second
+
+
 def part_of(stack: str) -> str:
     for frame in reversed(stack.split(";")):
         file = frame.rpartition("(")[2]
@@ -88,7 +91,7 @@ def record(pid: int, out: str, seconds: float | None = None) -> subprocess.Popen
     if not os.path.exists(spy):
         sys.exit("where: py-spy not found (pip install py-spy); it is bench-only")
     timed = ["-d", str(int(seconds))] if seconds else []
-    return subprocess.Popen([spy, "record", "--gil", "-r", "500", *timed, "-f", "raw",
+    return subprocess.Popen([spy, "record", "--gil", "-r", str(RATE), *timed, "-f", "raw",
                              "-o", out, "--nonblocking", "-p", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -118,7 +121,8 @@ def register_load(a) -> None:
     counts, total = shares([raw])
     print(f"register, {a.conns} connections, publishing: {w['rps']:,.0f} req/s, "
           f"{us:.0f} µs of node CPU a request ({user_us:.0f} user, {sys_us:.0f} "
-          f"system); {total:,} samples ({raw}), the GIL held {100 * total / 500 / a.duration:.0f}% "
+          f"system); {total:,} samples ({raw}), the GIL held "
+          f"{100 * total / RATE / a.duration:.0f}% "
           f"of the time against {100 * (u1 - u0 + s1 - s0) / wall:.0f}% of a core used")
     print(report(counts, total, us))
 

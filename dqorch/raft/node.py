@@ -96,7 +96,8 @@ MAX_REPLICATED_ENTRY_BYTES = 30 << 20
 LAZY_S = 0.05
 # Through a thread an fsync costs more CPU than inline (the hand-off and two
 # wake-ups: ~55 µs on 2026-12-03's VM, 80-125 on 12-07's; bench/fsync.py), paid by
-# every commit round; pipeline at 200 jobs/s: -10% node CPU per job. Inline blocks the hub for as long as the fsync takes: Rule 5.
+# every commit round; pipeline at 200 jobs/s: -10% node CPU per job. Inline blocks
+# the hub for as long as the fsync takes: Rule 5.
 # 10 ms, not 2: this VM's disk takes 2-4 ms for about one fsync a second (p50 187 µs,
 # p99 732 µs), which with 2 ms kept every round in the pool. One connection,
 # publishing, alternating runs: 920-1,041 against 794-809 req/s, 774-873 against
