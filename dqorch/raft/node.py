@@ -300,7 +300,9 @@ class RaftNode:
         # Known committed: what hard state or the snapshot says, and every entry
         # written while this node was the only voter (a majority of one; see below).
         known = self.log.last_index if self._force_config else max(self.log.commit, snap_index)
-        total = max(0, known - snap_index)
+        # Progress counts the entries read: how many count as committed grows while
+        # they are applied (the configuration says when this node was alone).
+        read = len(entries)
         skipped = 0
         for n, (index, term, body) in enumerate(entries, 1):
             try:
@@ -312,7 +314,6 @@ class RaftNode:
                 self._last_at = max(self._last_at, cmd.get("at_ms") or 0)
             if index > known and self.alone:
                 known = index          # the only voter: committed when written
-                total = known - snap_index
             if index > known:
                 entries[n - 1] = (index, term, cmd)   # not applied yet: decoded, for apply
                 continue
@@ -333,9 +334,10 @@ class RaftNode:
                                        f"applied: {e!r}; see README, Recovery")
             self.applied_index = index
             if n % PROGRESS_EVERY == 0:
-                log.info("replaying log entries=%d of %d (%d%%)", n, total, n * 100 // total)
+                log.info("replaying log entries=%d of %d (%d%%)", n, read, n * 100 // read)
             if n % 256 == 0:
-                self._breathe(f"replaying the log entries={n} of {total}")
+                self._breathe(f"replaying the log entries={n} of {read}")
+        total = max(0, known - snap_index)
         log.info("replayed log entries=%d %s applied=%d unknown_commit=%d seconds=%.2f",
                  total, self.fsm.summary(), self.applied_index,
                  len(entries) - total, time.monotonic() - t0)

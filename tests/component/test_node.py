@@ -588,21 +588,32 @@ def test_a_node_alone_replays_a_log_past_its_recorded_commit(tmp_path, monkeypat
     one), however far its recorded commit lags (Rule 6 records it now and then; a
     tail written by bench/memory.py records none). The replay's progress line divided
     by the count known before that, 0, and the start crashed at its first progress
-    line, on every restart."""
+    line, on every restart; it counts the entries read now."""
     import logging
 
     from dqorch.raft import node as node_mod
     monkeypatch.setattr(node_mod, "PROGRESS_EVERY", 10)
-    node = node_on(tmp_path)
-    for i in range(25):
+    node = node_on(tmp_path, snapshot_entries=5)
+    for i in range(5):
         node.propose(reg(f"j{i}", T0))
+    for _ in range(500):                               # a snapshot, as the bench's
+        if node.snaps.written and node.snaps.child is None:
+            break
+        gevent.sleep(0.01)
+    assert node.snaps.written >= 1
+    node.snaps.every = 10**6                           # then a tail of 25 after it
+    for i in range(5, 30):
+        node.propose(reg(f"j{i}", T0))
+    snap_index = node.log.snapshot_index
     node.stop()
     lg = RaftLog(str(tmp_path), SNAPSHOTS)
     lg.open()
-    lg.save_hard_state(lg.term, lg.vote, 0)           # nothing recorded as committed
+    lg.save_hard_state(lg.term, lg.vote, snap_index)   # nothing after it recorded
     lg.close()
     caplog.set_level(logging.INFO, logger="dqorch.raft.node")
     again = node_on(tmp_path)
-    assert sorted(again.state.jobs) == sorted(f"j{i}" for i in range(25))
-    assert "replaying log entries=10 of 1" in caplog.text    # 10 of the 26 or more
+    assert again.log.snapshot_index == snap_index
+    assert sorted(again.state.jobs) == sorted(f"j{i}" for i in range(30))
+    assert "replaying log entries=10 of 26 (38%)" in caplog.text   # the tail: 25 + a no-op
+    assert "replayed log entries=26 " in caplog.text
     again.stop()
