@@ -129,8 +129,8 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
         violations += [("broker_handover_missing", None, f"{h['name']} kept leading "
                         f"without RabbitMQ past leader_broker_handover_s")
                        for h in c.handovers if h["alone"] and not h["moved"]]
-        engaged = sum(node.log_tail(10 ** 9).count(SLOW_DISK_LINE)
-                      for node in c.nodes.values())
+        logs = [node.log_tail(10 ** 9) for node in c.nodes.values()]
+        engaged = sum(text.count(SLOW_DISK_LINE) for text in logs)
         violations += slow_disk_violations(c.events, engaged)
         violations += [("replace_incomplete", None, f"{r['name']}: {r['outcome']} after "
                         f"{r['steps']}") for r in c.replaced if r["outcome"] != "replaced"]
@@ -167,7 +167,7 @@ def campaign(tmp_path_factory, fault_s: float, seed: int, settle_s: float = 60,
                        replaced={o: sum(1 for x in c.replaced if x["outcome"] == o)
                                  for o in {x["outcome"] for x in c.replaced}},
                        fsyncs_to_thread=engaged,
-                       tracebacks=_tracebacks(c),
+                       tracebacks=_tracebacks(logs),
                        logs={n: str(node.log_path) for n, node in c.nodes.items()})
         return hist, violations, c, figures
     finally:
@@ -212,11 +212,11 @@ def _put_schedule(c) -> None:
     assert out is not None, "the campaign's schedule was never accepted"
 
 
-def _tracebacks(c) -> dict:
+def _tracebacks(logs) -> dict:
     """The exception line of every traceback in the nodes' logs, counted."""
     out: dict = {}
-    for node in c.nodes.values():
-        lines = node.log_tail(10 ** 9).splitlines()
+    for text in logs:
+        lines = text.splitlines()
         for k, line in enumerate(lines):
             if line.startswith("Traceback"):
                 last = next((x for x in lines[k + 1:] if x and not x.startswith(" ")), "?")
